@@ -1,0 +1,5 @@
+import sys
+
+from homeagent.cli import main
+
+sys.exit(main())

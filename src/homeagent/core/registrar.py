@@ -1,0 +1,202 @@
+"""Registration processing at the Home Agent (RFC 5944 section 3.8).
+
+The order of checks follows section 3.8.2.1 (authentication, then Identification) and then the
+administrative checks of 3.8.2.3 and RFC 3024; ``docs/registration.md`` gives the whole order and the
+reason for each decision the RFC leaves open. A denied request never changes a binding. Silently
+discarded messages (RFC 5944 section 1.6) are counted, never answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from homeagent.core.bindings import BindingTable
+from homeagent.core.effects import Address, Effect, Send, TunnelDown, TunnelUp
+from homeagent.core.replay import TimestampReplayProtection
+from homeagent.core.security import SecurityAssociations
+from homeagent.wire.auth import SecurityAssociation
+from homeagent.wire.errors import ParseError
+from homeagent.wire.extensions import ExtensionType
+from homeagent.wire.registration import Flags, RegistrationRequest, ReplyCode, reply_header
+
+log = logging.getLogger("homeagent.registration")
+
+_RESERVED = Flags.r | Flags.x
+_UNOFFERED_ENCAPSULATION = Flags.M | Flags.G  # we tunnel with IP-in-IP only (RFC 5944 section 4.1)
+_LIMITED_BROADCAST = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class RegistrarSettings:
+    home_agent_addresses: frozenset[int]  # a request naming any of these in its Home Agent field is ours
+    unicast_address: int  # what a 136 reply names (RFC 5944 section 3.8.3.2)
+    home_network: IPv4Network
+    max_lifetime: int
+    simultaneous_bindings: int  # most bindings per mobile node; 0: unsupported, accepted with code 1
+
+
+class Registrar:
+    def __init__(
+        self,
+        settings: RegistrarSettings,
+        security: SecurityAssociations,
+        bindings: BindingTable,
+        replay: TimestampReplayProtection,
+        counters: Counter[str],
+    ) -> None:
+        self.settings = settings
+        self.security = security
+        self.bindings = bindings
+        self.replay = replay
+        self.counters = counters
+        net = settings.home_network
+        self._home_mask = int(net.netmask)
+        self._home_prefix = int(net.network_address)
+        self._accept_code = (
+            ReplyCode.ACCEPTED if settings.simultaneous_bindings else ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
+        )
+        self._security_log_budget = (0, 0)  # (second, events logged in it)
+
+    def receive(self, data: bytes, source: Address, now: float) -> list[Effect]:
+        """Process one Registration Request from ``source``; return the reply and binding changes."""
+        counters = self.counters
+        counters["requests"] += 1
+        try:
+            request = RegistrationRequest.parse(data)
+        except ParseError as exc:
+            counters["discarded.malformed"] += 1
+            log.debug("discarded from %s: %s", source, exc.reason)
+            return []
+
+        # RFC 5944 3.8.2.1 (a): an association, and an authorization-enabling extension, or silence.
+        associations = self.security.for_home_address(request.home_address)
+        if associations is None:
+            counters["discarded.no_security_association"] += 1
+            return []
+        mhae = request.extension(ExtensionType.MOBILE_HOME_AUTH)
+        if mhae is None:
+            counters["discarded.no_authentication"] += 1
+            return []
+        sa = associations.get(mhae.spi)
+        if sa is None or not sa.verify(request.raw, mhae):
+            self._security_event(now, "authentication failed", request, source)
+            return self._deny(request, source, ReplyCode.MOBILE_NODE_FAILED_AUTHENTICATION,
+                              sa or next(iter(associations.values())))
+        # (d): we share no association with any foreign agent, so a Foreign-Home extension is refused.
+        if request.extension(ExtensionType.FOREIGN_HOME_AUTH) is not None:
+            counters["discarded.foreign_home_authentication"] += 1
+            return []
+
+        # (b): the Identification. An exact duplicate of the current registration is answered again
+        # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
+        hoa, coa = request.home_address, request.care_of_address
+        for b in self.bindings.bindings_of(hoa):
+            if b.identification == request.identification and b.care_of_address == coa and request.lifetime:
+                counters["accepted.duplicate"] += 1
+                return [self._reply(request, source, self._accept_code, int(b.remaining(now)), sa)]
+        if not self.replay.is_fresh(request.identification, self.bindings.last_identification(hoa), now):
+            self._security_event(now, "identification mismatch", request, source)
+            ident = self.replay.mismatch_identification(request.identification, now)
+            return self._deny(request, source, ReplyCode.IDENTIFICATION_MISMATCH, sa, ident)
+
+        code = self._administrative_check(request)
+        if code is not None:
+            return self._deny(request, source, code, sa)
+        if request.lifetime == 0:
+            return self._deregister(request, source, sa)
+        return self._register(request, source, sa, now)
+
+    # -- decisions ------------------------------------------------------------------------------------
+
+    def _administrative_check(self, request: RegistrationRequest) -> ReplyCode | None:
+        if request.home_agent not in self.settings.home_agent_addresses:
+            return ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS
+        if request.flags & _RESERVED:  # 3.8.2.3: non-zero reserved bits MUST be rejected with 134
+            return ReplyCode.POORLY_FORMED_REQUEST
+        hoa, coa = request.home_address, request.care_of_address
+        if request.lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
+            return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach
+        if hoa == 0 or hoa & self._home_mask != self._home_prefix:
+            return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # 3.8.3.2: we assign no home addresses
+        if request.lifetime and request.flags & _UNOFFERED_ENCAPSULATION:
+            return ReplyCode.ENCAPSULATION_UNAVAILABLE  # RFC 3024 section 4.2.2
+        limit = self.settings.simultaneous_bindings
+        if request.lifetime and request.flags & Flags.S and limit:
+            current = self.bindings.bindings_of(hoa)
+            if len(current) >= limit and all(b.care_of_address != coa for b in current):
+                return ReplyCode.TOO_MANY_SIMULTANEOUS_BINDINGS
+        return None
+
+    def _register(
+        self, request: RegistrationRequest, source: Address, sa: SecurityAssociation, now: float
+    ) -> list[Effect]:
+        hoa, coa = request.home_address, request.care_of_address
+        lifetime = min(request.lifetime, self.settings.max_lifetime)
+        simultaneous = bool(request.flags & Flags.S) and self.settings.simultaneous_bindings > 0
+        previous = {b.care_of_address for b in self.bindings.bindings_of(hoa)}
+        binding, removed = self.bindings.register(
+            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous
+        )
+        self.counters["accepted"] += 1
+        effects: list[Effect] = [self._reply(request, source, self._accept_code, lifetime, sa)]
+        effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed if b.care_of_address != coa)
+        if coa not in previous:
+            effects.append(TunnelUp(hoa, coa, bool(request.flags & Flags.T)))
+        return effects
+
+    def _deregister(self, request: RegistrationRequest, source: Address, sa: SecurityAssociation) -> list[Effect]:
+        hoa, coa = request.home_address, request.care_of_address
+        removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification)
+        self.counters["accepted.deregistration"] += 1
+        effects: list[Effect] = [self._reply(request, source, self._accept_code, 0, sa)]
+        effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed)
+        return effects
+
+    # -- replies --------------------------------------------------------------------------------------
+
+    def _deny(
+        self,
+        request: RegistrationRequest,
+        source: Address,
+        code: ReplyCode,
+        sa: SecurityAssociation,
+        identification: int | None = None,
+    ) -> list[Effect]:
+        self.counters[f"denied.{int(code)}"] += 1
+        log.debug("denied %s from %s: %s", IPv4Address(request.home_address), source, code.name)
+        lifetime = min(request.lifetime, self.settings.max_lifetime)  # 3.8.3.2 sets it for every reply
+        return [self._reply(request, source, code, lifetime, sa, identification)]
+
+    def _reply(
+        self,
+        request: RegistrationRequest,
+        source: Address,
+        code: int,
+        lifetime: int,
+        sa: SecurityAssociation,
+        identification: int | None = None,
+    ) -> Send:
+        home_agent = request.home_agent
+        if code == ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS:
+            home_agent = self.settings.unicast_address
+        header = reply_header(
+            code,
+            lifetime,
+            request.home_address,
+            home_agent,
+            request.identification if identification is None else identification,
+        )
+        return Send(sa.sign(header), source)
+
+    def _security_event(self, now: float, what: str, request: RegistrationRequest, source: Address) -> None:
+        """Count, and log at most ten a second: a flood of forgeries must not become a flood of logs."""
+        self.counters["security_violations"] += 1
+        second, logged = self._security_log_budget
+        if int(now) != second:
+            second, logged = int(now), 0
+        if logged < 10:
+            log.warning("%s: home address %s from %s", what, IPv4Address(request.home_address), source)
+        self._security_log_budget = (second, logged + 1)

@@ -1,0 +1,41 @@
+"""Timestamp replay protection (RFC 5944 section 5.7).
+
+The Identification is a 64-bit NTP timestamp: seconds since 1900 in the high 32 bits, a fraction in the
+low 32. A request is fresh when its timestamp is within ``tolerance`` seconds of the Home Agent's clock and
+its Identification is larger than the last one accepted from the mobile node. On a mismatch the reply
+carries the Home Agent's time in the high 32 bits and the request's low 32 bits, so the mobile node can
+resynchronise.
+"""
+
+from __future__ import annotations
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+LOW32 = 0xFFFFFFFF
+
+
+def ntp_seconds(now: float) -> int:
+    return (int(now) + NTP_EPOCH_OFFSET) & LOW32
+
+
+def ntp_identification(now: float) -> int:
+    """A 64-bit NTP timestamp for ``now`` (Unix seconds)."""
+    fraction = int((now % 1.0) * (1 << 32)) & LOW32
+    return (ntp_seconds(now) << 32) | fraction
+
+
+class TimestampReplayProtection:
+    def __init__(self, tolerance: int) -> None:
+        self.tolerance = tolerance
+
+    def is_fresh(self, identification: int, last: int | None, now: float) -> bool:
+        if last is not None and identification <= last:
+            return False
+        # Compare modulo 2**32 so the check survives NTP era rollover (2036).
+        skew = ((identification >> 32) - ntp_seconds(now)) & LOW32
+        if skew >= 1 << 31:
+            skew -= 1 << 32
+        return abs(skew) <= self.tolerance
+
+    @staticmethod
+    def mismatch_identification(identification: int, now: float) -> int:
+        return (ntp_seconds(now) << 32) | (identification & LOW32)

@@ -1,0 +1,28 @@
+"""Which mobility security association covers a home address (longest configured prefix wins)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Network
+
+from homeagent.wire.auth import SecurityAssociation
+
+
+class SecurityAssociations:
+    def __init__(self, entries: Iterable[tuple[IPv4Network, SecurityAssociation]]) -> None:
+        by_prefix: dict[tuple[int, int], dict[int, SecurityAssociation]] = {}
+        for network, sa in entries:
+            key = (network.prefixlen, int(network.network_address))
+            by_prefix.setdefault(key, {})[sa.spi] = sa
+        # Longest prefix first; each entry: (mask, network, {spi: association}).
+        self._prefixes = [
+            (((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1), net, spis)
+            for (plen, net), spis in sorted(by_prefix.items(), reverse=True)
+        ]
+
+    def for_home_address(self, home_address: int) -> dict[int, SecurityAssociation] | None:
+        """The associations (by SPI) of the longest prefix covering ``home_address``."""
+        for mask, net, spis in self._prefixes:
+            if home_address & mask == net:
+                return spis
+        return None

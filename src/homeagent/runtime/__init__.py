@@ -1,0 +1,1 @@
+"""The asyncio shell around the core: sockets, the clock, timers and the control socket."""

@@ -1,0 +1,92 @@
+"""The control socket: one JSON request per connection, one JSON answer.
+
+A Unix socket in ``state_dir`` (mode 0600) so that only the daemon's user can read bindings or change
+anything. The protocol is a single line each way, which keeps the CLI a few lines of blocking code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("homeagent.control")
+
+Handler = Callable[[dict[str, Any]], Any]
+MAX_REQUEST = 64 * 1024
+
+
+class ControlError(RuntimeError):
+    pass
+
+
+async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
+    _claim(path)
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            try:
+                request = json.loads(line[:MAX_REQUEST])
+                if not isinstance(request, dict):
+                    raise ValueError("request must be a JSON object")
+                answer = {"ok": True, "result": handler(request)}
+            except (ValueError, KeyError) as exc:
+                answer = {"ok": False, "error": str(exc)}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_connect, path=str(path), limit=MAX_REQUEST)
+    finally:
+        os.umask(old_umask)
+    return server
+
+
+def _claim(path: Path) -> None:
+    """Remove a stale socket left by a crashed daemon; refuse if a live daemon answers on it."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+    else:
+        raise ControlError(f"another daemon is already running on {path}")
+    finally:
+        probe.close()
+
+
+def request(path: Path, command: str, timeout: float = 5.0, **args: Any) -> Any:
+    """Ask the running daemon; raise ControlError if there is none or it refuses."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+        except OSError as exc:
+            raise ControlError(f"no daemon answers on {path} ({exc.strerror or exc})") from None
+        s.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data)
+    if not answer.get("ok"):
+        raise ControlError(answer.get("error", "the daemon refused"))
+    return answer["result"]

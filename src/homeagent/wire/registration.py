@@ -1,0 +1,138 @@
+"""Registration Request and Registration Reply (RFC 5944 sections 3.3 and 3.4)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+
+from homeagent.wire.errors import ParseError
+from homeagent.wire.extensions import HOME_AGENT_KNOWN, Extension, parse_extensions
+
+REGISTRATION_PORT = 434
+INFINITE_LIFETIME = 0xFFFF
+
+
+class MessageType(IntEnum):
+    REGISTRATION_REQUEST = 1
+    REGISTRATION_REPLY = 3
+
+
+class Flags(IntFlag):
+    """Registration Request flags, byte 1, most significant bit first."""
+
+    S = 0x80  # simultaneous bindings
+    B = 0x40  # broadcast datagrams
+    D = 0x20  # decapsulation by the mobile node (co-located care-of address)
+    M = 0x10  # minimal encapsulation
+    G = 0x08  # GRE encapsulation
+    r = 0x04  # reserved, sent as zero, ignored on reception
+    T = 0x02  # reverse tunnelling (RFC 3024)
+    x = 0x01  # reserved, sent as zero, ignored on reception
+
+
+class ReplyCode(IntEnum):
+    ACCEPTED = 0
+    ACCEPTED_NO_SIMULTANEOUS_BINDINGS = 1
+    UNSPECIFIED = 128
+    ADMINISTRATIVELY_PROHIBITED = 129
+    INSUFFICIENT_RESOURCES = 130
+    MOBILE_NODE_FAILED_AUTHENTICATION = 131
+    FOREIGN_AGENT_FAILED_AUTHENTICATION = 132
+    IDENTIFICATION_MISMATCH = 133
+    POORLY_FORMED_REQUEST = 134
+    TOO_MANY_SIMULTANEOUS_BINDINGS = 135
+    UNKNOWN_HOME_AGENT_ADDRESS = 136
+    REVERSE_TUNNEL_UNAVAILABLE = 137
+    REVERSE_TUNNEL_MANDATORY = 138
+    ENCAPSULATION_UNAVAILABLE = 139
+
+    @property
+    def accepted(self) -> bool:
+        return self < 64
+
+
+_REQUEST = struct.Struct("!BBHIIIQ")
+_REPLY = struct.Struct("!BBHIIQ")
+REQUEST_SIZE = _REQUEST.size  # 24
+REPLY_SIZE = _REPLY.size  # 20
+
+
+def reply_header(code: int, lifetime: int, home_address: int, home_agent: int, identification: int) -> bytes:
+    """The fixed 20 bytes of a Registration Reply (the hot path builds replies without an object)."""
+    return _REPLY.pack(MessageType.REGISTRATION_REPLY, code, lifetime, home_address, home_agent, identification)
+
+
+class _WithExtensions:
+    __slots__ = ()
+    extensions: tuple[Extension, ...]
+
+    def extension(self, ext_type: int) -> Extension | None:
+        """The first extension of ``ext_type``, if any."""
+        for ext in self.extensions:
+            if ext.type == ext_type:
+                return ext
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRequest(_WithExtensions):
+    flags: int
+    lifetime: int
+    home_address: int
+    home_agent: int
+    care_of_address: int
+    identification: int
+    extensions: tuple[Extension, ...] = ()
+    raw: bytes = field(default=b"", repr=False, compare=False)  # as received: what authenticators cover
+
+    @classmethod
+    def parse(cls, data: bytes, known: frozenset[int] = HOME_AGENT_KNOWN) -> RegistrationRequest:
+        if len(data) < REQUEST_SIZE:
+            raise ParseError("shorter than a Registration Request")
+        msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST.unpack_from(data)
+        if msg_type != MessageType.REGISTRATION_REQUEST:
+            raise ParseError(f"message type {msg_type} is not a Registration Request")
+        extensions = parse_extensions(data, REQUEST_SIZE, known) if len(data) > REQUEST_SIZE else ()
+        return cls(flags, lifetime, hoa, ha, coa, ident, extensions, bytes(data))
+
+    def header_bytes(self) -> bytes:
+        return _REQUEST.pack(
+            MessageType.REGISTRATION_REQUEST,
+            self.flags,
+            self.lifetime,
+            self.home_address,
+            self.home_agent,
+            self.care_of_address,
+            self.identification,
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.header_bytes() + b"".join(e.to_bytes() for e in self.extensions)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationReply(_WithExtensions):
+    code: int
+    lifetime: int
+    home_address: int
+    home_agent: int
+    identification: int
+    extensions: tuple[Extension, ...] = ()
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: bytes, known: frozenset[int] = HOME_AGENT_KNOWN) -> RegistrationReply:
+        if len(data) < REPLY_SIZE:
+            raise ParseError("shorter than a Registration Reply")
+        msg_type, code, lifetime, hoa, ha, ident = _REPLY.unpack_from(data)
+        if msg_type != MessageType.REGISTRATION_REPLY:
+            raise ParseError(f"message type {msg_type} is not a Registration Reply")
+        extensions = parse_extensions(data, REPLY_SIZE, known) if len(data) > REPLY_SIZE else ()
+        return cls(code, lifetime, hoa, ha, ident, extensions, bytes(data))
+
+    def header_bytes(self) -> bytes:
+        return reply_header(self.code, self.lifetime, self.home_address, self.home_agent, self.identification)
+
+    def to_bytes(self) -> bytes:
+        return self.header_bytes() + b"".join(e.to_bytes() for e in self.extensions)
