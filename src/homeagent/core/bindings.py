@@ -2,45 +2,43 @@
 
 One table per Home Agent, keyed by home address; a mobile node has one binding per care-of address (more
 than one only with simultaneous bindings). The table is also the one place that knows a mobile node's last
-accepted registration Identification, which outlives the node's bindings so replay protection (and, with
-redundancy, ordering of updates) holds after a de-registration or expiry.
+accepted registration Identification, which outlives the node's bindings so that replay protection (and,
+with redundancy, the ordering of updates) still holds after a de-registration or an expiry.
 
-Expiry is a timer wheel of one-second buckets driven by ``now``: no task or timer per binding, and a
-renewed binding simply leaves a stale entry behind that is skipped when its bucket comes due. A binding
+Memory decides the representation: a carrier Home Agent holds a million bindings, and a Python object per
+binding with an int or float per field costs some 300 bytes. So each mobile node is one packed ``bytes``
+record (its last Identification, then 23 bytes per binding) and ``Binding`` values are made on demand. A
+record is not tracked by the garbage collector and holds no other objects.
+
+Expiry is a timer wheel of one-second buckets of home addresses, driven by ``now``: no task or timer per
+binding. A renewal leaves a stale entry behind, which finds nothing due when its bucket comes. A binding
 expires at the first whole second at or after its lifetime ends, never before.
-
-Memory matters (a carrier Home Agent holds a million bindings): addresses are ints, a binding is a
-slotted object, and the table stores a lone binding itself rather than a one-element tuple.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from typing import NamedTuple
+
+_HEAD = struct.Struct("!Q")  # the last accepted Identification
+_ENTRY = struct.Struct("!IHdQB")  # care-of address, lifetime, expires, identification, flags
+_ONE = struct.Struct("!QIHdQB")  # a head and one entry: the common case, packed in one call
+HEAD, ENTRY = _HEAD.size, _ENTRY.size
 
 
-class Binding:
+class Binding(NamedTuple):
     """One mobility binding: home address to care-of address, for a granted lifetime."""
 
-    __slots__ = ("home_address", "care_of_address", "lifetime", "expires", "identification", "flags")
-
-    def __init__(
-        self,
-        home_address: int,
-        care_of_address: int,
-        lifetime: int,
-        expires: float,
-        identification: int,
-        flags: int = 0,
-    ) -> None:
-        self.home_address = home_address
-        self.care_of_address = care_of_address
-        self.lifetime = lifetime  # granted, seconds
-        self.expires = expires  # absolute time, same clock as ``now``
-        self.identification = identification  # of the registration that created or renewed it
-        self.flags = flags  # the request's flags (T: reverse tunnel, D, B ...), for the data plane
+    home_address: int
+    care_of_address: int
+    lifetime: int  # granted, seconds
+    expires: float  # absolute time, on the clock of ``now``
+    identification: int  # of the registration that created or renewed it
+    flags: int = 0  # the request's flags (T: reverse tunnel, D, B ...), for the data plane
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.expires - now)
@@ -55,22 +53,26 @@ class Binding:
             "flags": self.flags,
         }
 
-    def __repr__(self) -> str:
-        return (
-            f"Binding({IPv4Address(self.home_address)} -> {IPv4Address(self.care_of_address)}, "
-            f"lifetime={self.lifetime}, expires={self.expires}, identification={self.identification:#x})"
-        )
+
+def _decode(home_address: int, record: bytes) -> tuple[Binding, ...]:
+    if len(record) == HEAD + ENTRY:
+        return (Binding(home_address, *_ENTRY.unpack_from(record, HEAD)),)
+    return tuple(Binding(home_address, *f) for f in _ENTRY.iter_unpack(record[HEAD:]))
 
 
-_Entry = Binding | tuple[Binding, ...]
-_interned_lifetimes: dict[int, int] = {}
+def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Binding]) -> bytes:
+    if len(bindings) == 1:
+        b = bindings[0]
+        return _ONE.pack(last_identification, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags)
+    return _HEAD.pack(last_identification) + b"".join(
+        _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags) for b in bindings
+    )
 
 
 class BindingTable:
     def __init__(self) -> None:
-        self._entries: dict[int, _Entry] = {}
-        self._last_identification: dict[int, int] = {}  # only for nodes with no binding holding it
-        self._buckets: dict[int, list[Binding]] = {}
+        self._records: dict[int, bytes] = {}
+        self._buckets: dict[int, list[int]] = {}  # second -> home addresses with a binding due then
         self._due: list[int] = []  # heap of bucket seconds
         self._count = 0
 
@@ -81,27 +83,24 @@ class BindingTable:
         return self._count
 
     def __iter__(self) -> Iterator[Binding]:
-        for entry in self._entries.values():
-            if type(entry) is Binding:
-                yield entry
-            else:
-                yield from entry  # type: ignore[misc]
+        for home_address, record in self._records.items():
+            if len(record) > HEAD:
+                yield from _decode(home_address, record)
+
+    def lookup(self, home_address: int) -> tuple[int | None, tuple[Binding, ...]]:
+        """The last accepted Identification and the bindings of one mobile node, in one read."""
+        record = self._records.get(home_address)
+        if record is None:
+            return None, ()
+        last = _HEAD.unpack_from(record)[0]
+        return last, (_decode(home_address, record) if len(record) > HEAD else ())
 
     def bindings_of(self, home_address: int) -> tuple[Binding, ...]:
-        entry = self._entries.get(home_address)
-        if entry is None:
-            return ()
-        if type(entry) is Binding:
-            return (entry,)
-        return entry  # type: ignore[return-value]
+        return self.lookup(home_address)[1]
 
     def last_identification(self, home_address: int) -> int | None:
         """The Identification of the last registration accepted for this mobile node, if any."""
-        best = self._last_identification.get(home_address)
-        for b in self.bindings_of(home_address):
-            if best is None or b.identification > best:
-                best = b.identification
-        return best
+        return self.lookup(home_address)[0]
 
     def next_expiry(self) -> float | None:
         return float(self._due[0]) if self._due else None
@@ -121,31 +120,29 @@ class BindingTable:
         """Create or renew the binding for this care-of address.
 
         Without ``simultaneous`` the new binding replaces every other binding of the mobile node (RFC 5944
-        section 3.6.1.2). Returns the binding and the bindings it replaced.
+        section 3.8.2.2). Returns the binding and the bindings it replaced.
         """
-        lifetime = _interned_lifetimes.setdefault(lifetime, lifetime)
         binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags)
-        current = self.bindings_of(home_address)
-        if simultaneous:
-            kept = tuple(b for b in current if b.care_of_address != care_of_address)
+        last, current = self.lookup(home_address)
+        if simultaneous and current:
+            kept = [b for b in current if b.care_of_address != care_of_address]
             removed = [b for b in current if b.care_of_address == care_of_address]
         else:
-            kept, removed = (), list(current)
-        self._store(home_address, kept + (binding,), identification)
-        self._schedule(binding)
+            kept, removed = [], list(current)
+        kept.append(binding)
+        self._store(home_address, last, identification, kept, len(current))
+        self._schedule(home_address, binding.expires)
         return binding, removed
 
-    def deregister(
-        self, home_address: int, care_of_address: int | None, identification: int
-    ) -> list[Binding]:
+    def deregister(self, home_address: int, care_of_address: int | None, identification: int) -> list[Binding]:
         """Remove the binding for ``care_of_address``, or every binding of the node when it is None."""
-        current = self.bindings_of(home_address)
+        last, current = self.lookup(home_address)
         if care_of_address is None:
-            kept, removed = (), list(current)
+            kept, removed = [], list(current)
         else:
-            kept = tuple(b for b in current if b.care_of_address != care_of_address)
+            kept = [b for b in current if b.care_of_address != care_of_address]
             removed = [b for b in current if b.care_of_address == care_of_address]
-        self._store(home_address, kept, identification)
+        self._store(home_address, last, identification, kept, len(current))
         return removed
 
     def expire(self, now: float) -> list[Binding]:
@@ -153,45 +150,29 @@ class BindingTable:
         expired: list[Binding] = []
         due = self._due
         while due and due[0] <= now:
-            second = heapq.heappop(due)
-            for b in self._buckets.pop(second, ()):
-                if self._holds(b):  # a renewed or removed binding leaves a stale entry behind
-                    self._remove(b)
-                    expired.append(b)
+            for home_address in self._buckets.pop(heapq.heappop(due), ()):
+                last, current = self.lookup(home_address)
+                kept = [b for b in current if b.expires > now]
+                if len(kept) != len(current):  # else a stale entry: renewed, removed, or expired already
+                    expired.extend(b for b in current if b.expires <= now)
+                    assert last is not None
+                    self._store(home_address, last, last, kept, len(current))
         return expired
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _holds(self, binding: Binding) -> bool:
-        entry = self._entries.get(binding.home_address)
-        return entry is binding or (type(entry) is tuple and binding in entry)
+    def _store(
+        self, home_address: int, last: int | None, identification: int, bindings: list[Binding], before: int
+    ) -> None:
+        newest = identification if last is None or identification > last else last
+        self._records[home_address] = _encode(newest, bindings) if bindings else _HEAD.pack(newest)
+        self._count += len(bindings) - before
 
-    def _store(self, home_address: int, bindings: tuple[Binding, ...], identification: int) -> None:
-        before = self._entries.get(home_address)
-        self._count -= 0 if before is None else (1 if type(before) is Binding else len(before))  # type: ignore[arg-type]
-        self._count += len(bindings)
-        if not bindings:
-            self._entries.pop(home_address, None)
-        else:
-            self._entries[home_address] = bindings[0] if len(bindings) == 1 else bindings
-        if any(b.identification >= identification for b in bindings):
-            self._last_identification.pop(home_address, None)
-        else:
-            last = self._last_identification.get(home_address)
-            if last is None or identification > last:
-                self._last_identification[home_address] = identification
-
-    def _remove(self, binding: Binding) -> None:
-        current = self.bindings_of(binding.home_address)
-        kept = tuple(b for b in current if b is not binding)
-        newest = max(b.identification for b in current)
-        self._store(binding.home_address, kept, newest)
-
-    def _schedule(self, binding: Binding) -> None:
-        second = math.ceil(binding.expires)
+    def _schedule(self, home_address: int, expires: float) -> None:
+        second = math.ceil(expires)
         bucket = self._buckets.get(second)
         if bucket is None:
-            self._buckets[second] = [binding]
+            self._buckets[second] = [home_address]
             heapq.heappush(self._due, second)
         else:
-            bucket.append(binding)
+            bucket.append(home_address)

@@ -1,0 +1,162 @@
+"""Authenticated registrations per second, end to end, against the limit; and memory per binding.
+
+Runs, in one go and with the same client (``homeagent mn load``, a separate process, many requests in
+flight, every reply authenticated before it counts):
+
+* the limit: ``baseline_server.py``, which only parses the header, verifies HMAC-MD5, signs and replies;
+* the real daemon (``homeagent run``) on loopback.
+
+Rounds alternate between the two so that a noisy neighbour hurts both alike; the medians and their ratio
+are printed. Then a child process fills a binding table with ``--bindings`` bindings and reports resident
+memory per binding.
+
+    python bench/registrations.py [--duration 4] [--rounds 3] [--window 128] [--bindings 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEY = "00112233445566778899aabbccddeeff"
+SPI = 256
+DAEMON_ADDRESS = "127.0.0.2"
+BASELINE_ADDRESS = "127.0.0.3"
+
+
+def free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def client(address: str, port: int, args: argparse.Namespace) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "homeagent", "mn", "load", "--home-agent", address, "--port", str(port),
+         "--spi", str(SPI), "--key", KEY, "--first-home-address", "10.1.0.1",
+         "--mobile-nodes", str(args.mobile_nodes), "--duration", str(args.duration), "--window", str(args.window)],
+        check=True, capture_output=True, text=True, timeout=args.duration + 30,
+    )
+    return json.loads(out.stdout)
+
+
+def wait_ready(address: str, port: int) -> None:
+    from ipaddress import IPv4Address
+
+    from homeagent.mobile_node import MobileNode
+    from homeagent.wire.auth import Algorithm, SecurityAssociation
+
+    node = MobileNode(IPv4Address("10.1.255.254"), IPv4Address(address),
+                      SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY)), port)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            node.register(IPv4Address("192.0.2.1"), 60, timeout=0.2, retries=0)
+            return
+        except TimeoutError:
+            continue
+    raise RuntimeError(f"nothing answers on {address}:{port}")
+
+
+def measure(server: list[str], address: str, port: int, args: argparse.Namespace) -> dict:
+    proc = subprocess.Popen(server, stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(address, port)
+        return client(address, port, args)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def daemon_config(tmp: Path, port: int) -> Path:
+    path = tmp / "homeagent.toml"
+    path.write_text(
+        f"""
+[home_agent]
+address = "{DAEMON_ADDRESS}"
+port = {port}
+home_network = "10.1.0.0/16"
+max_lifetime = 1800
+state_dir = "{tmp / 'state'}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {SPI}
+key = "{KEY}"
+"""
+    )
+    return path
+
+
+def memory_child(count: int) -> None:
+    """Fill a binding table with ``count`` bindings; print resident bytes per binding."""
+    import gc
+
+    from homeagent.core.bindings import BindingTable
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    table = BindingTable()
+    now = time.time()
+    gc.collect()
+    before = rss()
+    first = 0x0A000000  # 10.0.0.0: distinct home addresses, distinct care-of addresses
+    for i in range(count):
+        ident = ((int(now) + 2_208_988_800) << 32) | i
+        table.register(first + i, 0xC0000000 + i, 1800, ident, now + (i % 1000) / 1000.0)
+    gc.collect()
+    after = rss()
+    print(json.dumps({"bindings": len(table), "bytes": after - before, "per_binding": (after - before) / count}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--mobile-nodes", type=int, default=10000)
+    p.add_argument("--bindings", type=int, default=1_000_000)
+    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+
+    baseline_rates, daemon_rates = [], []
+    with tempfile.TemporaryDirectory(prefix="homeagent-bench-") as tmp:
+        for _ in range(args.rounds):
+            port = free_port(BASELINE_ADDRESS)
+            r = measure([sys.executable, str(HERE / "baseline_server.py"), BASELINE_ADDRESS, str(port), str(SPI), KEY],
+                        BASELINE_ADDRESS, port, args)
+            baseline_rates.append(r["rate"])
+            print(f"limit   (bare server)   {r['rate']:>9.0f} /s  lost {r['lost']}", flush=True)
+            port = free_port(DAEMON_ADDRESS)
+            config = daemon_config(Path(tmp), port)
+            r = measure([sys.executable, "-m", "homeagent", "run", "--config", str(config), "--log-level", "warning"],
+                        DAEMON_ADDRESS, port, args)
+            daemon_rates.append(r["rate"])
+            print(f"homeagent (daemon)      {r['rate']:>9.0f} /s  lost {r['lost']}", flush=True)
+
+    limit, ours = statistics.median(baseline_rates), statistics.median(daemon_rates)
+    print(f"\nregistrations/s  homeagent {ours:.0f}  limit {limit:.0f}  ratio {ours / limit:.2f}  (goal >= 0.5)")
+
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(args.bindings)],
+                         check=True, capture_output=True, text=True)
+    mem = json.loads(out.stdout)
+    print(f"memory  {mem['bindings']} bindings  {mem['bytes'] / 2**20:.0f} MiB  "
+          f"{mem['per_binding']:.0f} bytes/binding  (goal <= 300)")
+
+
+if __name__ == "__main__":
+    main()

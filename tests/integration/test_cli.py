@@ -1,0 +1,143 @@
+"""``homeagent mn register|deregister``, ``bindings`` and ``status`` end to end against a running daemon."""
+
+from __future__ import annotations
+
+import json
+import time
+from ipaddress import IPv4Address
+
+import pytest
+
+from homeagent.mobile_node import Identifications, MobileNode
+from homeagent.wire.auth import Algorithm, SecurityAssociation
+
+from .conftest import HA_ADDRESS, KEY, NTP_EPOCH_OFFSET, NTP_SECOND, SPI, WRONG_KEY, homeagent
+
+
+@pytest.fixture(scope="module")
+def ha(module_daemons):
+    return module_daemons.start("cli", simultaneous_bindings=3)
+
+
+def mn(ha, action: str, *args: str) -> tuple[int, dict]:
+    r = homeagent("mn", action, "--config", str(ha.config_path), "--json", *args)
+    assert r.stdout, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def bindings(ha, *args: str) -> list[dict]:
+    r = homeagent("bindings", "--config", str(ha.config_path), "--json", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_register_shows_in_bindings(ha):
+    t0 = time.time()
+    rc, out = mn(ha, "register", "--home-address", "10.1.0.5", "--care-of", "192.0.2.10", "--lifetime", "600")
+    assert rc == 0
+    assert out["code"] == 0 and out["accepted"] and out["lifetime"] == 600
+    assert out["home_agent"] == HA_ADDRESS and out["resynchronised"] is False
+
+    rows = bindings(ha, "--home-address", "10.1.0.5")
+    assert len(rows) == 1
+    row = rows[0]
+    assert {"home_address", "care_of_address", "lifetime", "remaining", "identification"} <= row.keys()
+    assert row["home_address"] == "10.1.0.5"
+    assert row["care_of_address"] == "192.0.2.10"
+    assert row["lifetime"] == 600
+    assert 590 < row["remaining"] <= 600
+    assert isinstance(row["identification"], int) and not isinstance(row["identification"], bool)
+    assert row["identification"] == out["identification"]
+    # The Identification is the mobile node's NTP timestamp of when it registered
+    assert abs((row["identification"] >> 32) - NTP_EPOCH_OFFSET - t0) < 5
+
+    text = homeagent("bindings", "--config", str(ha.config_path))
+    assert text.returncode == 0 and "10.1.0.5" in text.stdout and "192.0.2.10" in text.stdout
+
+
+def test_simultaneous_then_deregister_one_then_all(ha):
+    hoa = "10.1.0.6"
+    for coa in ("192.0.2.21", "192.0.2.22", "192.0.2.23"):
+        rc, out = mn(ha, "register", "--home-address", hoa, "--care-of", coa, "--lifetime", "300", "--simultaneous")
+        assert (rc, out["code"]) == (0, 0)
+    rows = bindings(ha, "--home-address", hoa)
+    assert sorted(r["care_of_address"] for r in rows) == ["192.0.2.21", "192.0.2.22", "192.0.2.23"]
+    assert all(r["lifetime"] == 300 and r["flags"] & 0x80 for r in rows)
+
+    # a fourth is refused with 135 and the CLI says so by its exit status
+    rc, out = mn(ha, "register", "--home-address", hoa, "--care-of", "192.0.2.24", "--simultaneous")
+    assert (rc, out["code"], out["accepted"]) == (3, 135, False)
+
+    rc, out = mn(ha, "deregister", "--home-address", hoa, "--care-of", "192.0.2.22")
+    assert (rc, out["code"], out["lifetime"]) == (0, 0, 0)
+    assert sorted(r["care_of_address"] for r in bindings(ha, "--home-address", hoa)) == ["192.0.2.21", "192.0.2.23"]
+
+    rc, out = mn(ha, "deregister", "--home-address", hoa)
+    assert (rc, out["code"]) == (0, 0)
+    assert bindings(ha, "--home-address", hoa) == []
+
+
+def test_register_without_simultaneous_replaces(ha):
+    hoa = "10.1.0.7"
+    for coa in ("192.0.2.31", "192.0.2.32"):
+        assert mn(ha, "register", "--home-address", hoa, "--care-of", coa)[0] == 0
+    assert [r["care_of_address"] for r in bindings(ha, "--home-address", hoa)] == ["192.0.2.32"]
+
+
+def test_register_with_wrong_key_is_denied_131(ha):
+    before = ha.counters().get("denied.131", 0)
+    r = homeagent("mn", "register", "--config", str(ha.config_path), "--home-address", "10.1.0.8", "--care-of",
+                  "192.0.2.40", "--spi", str(SPI), "--key", WRONG_KEY.hex(), "--timeout", "0.3", "--retries", "0")
+    # The 131 reply is authenticated with the configured key, which this client does not hold, so the
+    # client drops it (RFC 5944 3.6.2.1) and reports no reply.
+    assert r.returncode == 1 and "no reply" in r.stderr
+    assert ha.counters()["denied.131"] == before + 1
+    assert bindings(ha, "--home-address", "10.1.0.8") == []
+
+
+def test_status_json(ha):
+    r = homeagent("status", "--config", str(ha.config_path), "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["role"] == "active"
+    assert st["address"] == HA_ADDRESS and st["port"] == ha.port
+    assert st["bindings"] == len(bindings(ha))
+    assert isinstance(st["counters"], dict)
+    assert st["counters"]["requests"] >= st["counters"]["accepted"] >= 1
+    assert st["counters"].get("accepted.deregistration", 0) >= 1
+    assert st["peers"] == []
+    text = homeagent("status", "--config", str(ha.config_path))
+    assert text.returncode == 0 and "active" in text.stdout
+
+
+def test_client_resynchronises_on_133(ha):
+    counters = ha.counters()
+    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, KEY)
+    node = MobileNode(
+        IPv4Address("10.1.0.9"),
+        IPv4Address(HA_ADDRESS),
+        sa,
+        ha.port,
+        identifications=Identifications(offset=-120 * NTP_SECOND),
+    )
+    outcome = node.register(IPv4Address("192.0.2.50"), 120, timeout=1.0, retries=1)
+    assert outcome.accepted and outcome.code == 0
+    assert outcome.resynchronised is True
+    assert outcome.attempts == 2
+    assert abs(node.identifications.offset) < 3 * NTP_SECOND  # the 120 s skew is learnt away
+    assert ha.counters()["denied.133"] == counters.get("denied.133", 0) + 1
+    rows = [r for r in ha.bindings_direct() if r["home_address"] == "10.1.0.9"]
+    assert [(r["care_of_address"], r["identification"]) for r in rows] == [
+        ("192.0.2.50", outcome.request.identification)
+    ]
+
+
+def test_cli_without_daemon_fails_cleanly(daemons):
+    ha = daemons.config("nodaemon")
+    for args in (["status"], ["bindings"]):
+        r = homeagent(*args, "--config", str(ha.config_path), "--json")
+        assert r.returncode == 1
+        assert "no daemon answers" in r.stderr
+    r = homeagent("mn", "register", "--config", str(ha.config_path), "--home-address", "10.1.0.5", "--care-of",
+                  "192.0.2.1", "--timeout", "0.1", "--retries", "0")
+    assert r.returncode == 1 and "no reply" in r.stderr
