@@ -55,23 +55,22 @@ class Daemon:
                 server = await control.serve(self.config.control_socket, self._control)
             except (control.ControlError, OSError) as exc:
                 raise StartupError(f"control socket: {exc}") from None
-            loop.add_reader(self._sock.fileno(), self._drain)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-            log.info("serving registrations on %s:%d (role %s)", ha.address, ha.port, self.core.role)
-            await self._stopping.wait()
-            log.info("stopping: %d bindings held", len(self.core.bindings))
-            loop.remove_reader(self._sock.fileno())
-            server.close()
-            await server.wait_closed()
+            try:
+                loop.add_reader(self._sock.fileno(), self._drain)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.stop)
+                log.info("serving registrations on %s:%d (role %s)", ha.address, ha.port, self.core.role)
+                await self._stopping.wait()
+                log.info("stopping: %d bindings held", len(self.core.bindings))
+                loop.remove_reader(self._sock.fileno())
+            finally:
+                server.close()
+                await server.wait_closed()
+                self.config.control_socket.unlink(missing_ok=True)
         finally:
             if self._timer:
                 self._timer.cancel()
             self._sock.close()
-            try:
-                self.config.control_socket.unlink()
-            except FileNotFoundError:
-                pass
 
     def stop(self) -> None:
         if self._stopping is not None:
