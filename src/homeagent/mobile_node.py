@@ -76,7 +76,13 @@ class Identifications:
         return ident
 
     def resynchronise(self, sent: int, replied: int) -> None:
+        """Adopt the Home Agent's clock from a 133 reply (RFC 5944 5.7.1).
+
+        The Identifications sent on the wrong clock were refused, so they no longer bound the next one:
+        with a clock that ran ahead, keeping them would keep every next request ahead too.
+        """
         self.offset += ((replied >> 32) - (sent >> 32)) * NTP_SECOND
+        self.last = 0
 
 
 @dataclass

@@ -25,8 +25,8 @@ from ipaddress import IPv4Address
 from typing import NamedTuple
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
-_ENTRY = struct.Struct("!IHdQB")  # care-of address, lifetime, expires, identification, flags
-_ONE = struct.Struct("!QIHdQB")  # a head and one entry: the common case, packed in one call
+_ENTRY = struct.Struct("!IHdQBI")  # care-of address, lifetime, expires, identification, flags, home agent
+_ONE = struct.Struct("!QIHdQBI")  # a head and one entry: the common case, packed in one call
 HEAD, ENTRY = _HEAD.size, _ENTRY.size
 
 
@@ -39,6 +39,7 @@ class Binding(NamedTuple):
     expires: float  # absolute time, on the clock of ``now``
     identification: int  # of the registration that created or renewed it
     flags: int = 0  # the request's flags (T: reverse tunnel, D, B ...), for the data plane
+    home_agent: int = 0  # the address the node registered with: the tunnel's source (RFC 5944 4.2.3)
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.expires - now)
@@ -51,6 +52,7 @@ class Binding(NamedTuple):
             "remaining": round(self.remaining(now), 3),
             "identification": self.identification,
             "flags": self.flags,
+            "home_agent": str(IPv4Address(self.home_agent)),
         }
 
 
@@ -63,9 +65,12 @@ def _decode(home_address: int, record: bytes) -> tuple[Binding, ...]:
 def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Binding]) -> bytes:
     if len(bindings) == 1:
         b = bindings[0]
-        return _ONE.pack(last_identification, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags)
+        return _ONE.pack(
+            last_identification, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent
+        )
     return _HEAD.pack(last_identification) + b"".join(
-        _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags) for b in bindings
+        _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent)
+        for b in bindings
     )
 
 
@@ -116,13 +121,14 @@ class BindingTable:
         now: float,
         flags: int = 0,
         simultaneous: bool = False,
+        home_agent: int = 0,
     ) -> tuple[Binding, list[Binding]]:
         """Create or renew the binding for this care-of address.
 
         Without ``simultaneous`` the new binding replaces every other binding of the mobile node (RFC 5944
         section 3.8.2.2). Returns the binding and the bindings it replaced.
         """
-        binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags)
+        binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags, home_agent)
         last, current = self.lookup(home_address)
         if simultaneous and current:
             kept = [b for b in current if b.care_of_address != care_of_address]
@@ -144,6 +150,27 @@ class BindingTable:
             removed = [b for b in current if b.care_of_address == care_of_address]
         self._store(home_address, last, identification, kept, len(current))
         return removed
+
+    def apply(
+        self, home_address: int, identification: int, bindings: list[Binding]
+    ) -> tuple[list[Binding], list[Binding]] | None:
+        """Make ``bindings`` the node's state if ``identification`` is newer than what the table holds.
+
+        This is how a replica takes a Binding Update or a table download: state, newest wins, so late,
+        duplicated or reordered updates change nothing. Returns (bindings before, bindings after), or None
+        when the update is not newer. Bindings already expired are dropped by the next ``expire``.
+        """
+        last, current = self.lookup(home_address)
+        if last is not None and identification <= last:
+            return None
+        self._store(home_address, last, identification, bindings, len(current))
+        for b in bindings:
+            self._schedule(home_address, b.expires)
+        return list(current), bindings
+
+    def home_addresses(self) -> list[int]:
+        """Every mobile node the table knows, bound or not: what a table transfer walks."""
+        return list(self._records)
 
     def expire(self, now: float) -> list[Binding]:
         """Remove and return every binding whose lifetime has ended by ``now``."""

@@ -144,13 +144,14 @@ class Registrar:
         lifetime = min(request.lifetime, self.settings.max_lifetime)
         simultaneous = bool(request.flags & _S) and self.settings.simultaneous_bindings > 0
         _, removed = self.bindings.register(
-            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous
+            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent
         )
         self.counters["accepted"] += 1
         effects: list[Effect] = [self._reply(request, source, self._accept_code, lifetime, sa)]
         effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed if b.care_of_address != coa)
-        if all(b.care_of_address != coa for b in current):
-            effects.append(TunnelUp(hoa, coa, bool(request.flags & _T)))
+        reverse = request.flags & _T
+        if all(b.care_of_address != coa or (b.flags & _T) != reverse for b in current):
+            effects.append(TunnelUp(hoa, coa, bool(reverse)))  # a new tunnel, or its reverse half changed
         return effects
 
     def _deregister(self, request: RegistrationRequest, source: Address, sa: SecurityAssociation) -> list[Effect]:

@@ -39,6 +39,7 @@ class Extension:
     type: int
     data: bytes
     offset: int = 0  # where the extension starts in its message
+    subtype: int = 0  # the long form's Sub-Type (RFC 3012) or Reserved (RFC 3025) byte
 
     @property
     def spi(self) -> int:
@@ -50,14 +51,14 @@ class Extension:
         return self.data[SPI_SIZE:]
 
     def to_bytes(self) -> bytes:
-        return encode_extension(self.type, self.data)
+        return encode_extension(self.type, self.data, self.subtype)
 
 
-def encode_extension(ext_type: int, data: bytes) -> bytes:
+def encode_extension(ext_type: int, data: bytes, subtype: int = 0) -> bytes:
     if ext_type in LONG_FORM:
         if len(data) > 0xFFFF:
             raise ValueError("extension too long")
-        return bytes((ext_type, 0)) + len(data).to_bytes(2, "big") + data
+        return bytes((ext_type, subtype)) + len(data).to_bytes(2, "big") + data
     if len(data) > 0xFF:
         raise ValueError("extension too long for the short form")
     return bytes((ext_type, len(data))) + data
@@ -93,7 +94,8 @@ def parse_extensions(
         if ext_type in known:
             if ext_type in AUTHENTICATION and length < SPI_SIZE:
                 raise ParseError(f"authentication extension {ext_type} without an SPI", 134)
-            out.append(Extension(ext_type, message[data_at:following], i))
+            subtype = message[i + 1] if ext_type in LONG_FORM else 0
+            out.append(Extension(ext_type, message[data_at:following], i, subtype))
         elif ext_type < SKIPPABLE_FROM:
             raise ParseError(f"unrecognised non-skippable extension {ext_type}", None)
         i = following

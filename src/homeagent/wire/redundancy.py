@@ -1,0 +1,314 @@
+"""Messages between the Home Agents of a redundancy group (US 7,227,863 FIG 10 to 14), our encoding.
+
+``docs/protocol.md`` is the specification: type values, layouts, the Mobile Node Bindings extension that
+carries bindings, and the Home Agent - Home Agent authentication extension with its timestamp.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from homeagent.wire.auth import SecurityAssociation
+from homeagent.wire.errors import ParseError
+
+
+class RedundancyType(IntEnum):
+    BINDING_UPDATE = 200  # FIG 10
+    BINDING_UPDATE_ACK = 201  # FIG 11
+    BINDING_TABLE_REQUEST = 202  # FIG 12
+    BINDING_TABLE_REPLY = 203  # FIG 13
+    BINDING_TABLE_REPLY_ACK = 204  # FIG 14
+    ADVERTISEMENT = 205  # liveness, priority and role of a member
+
+
+MOBILE_NODE_BINDINGS = 101  # extension: one mobile node's last Identification and bindings
+HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
+MORE_BIND = 0x80
+MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension can carry
+
+
+class AckCode(IntEnum):
+    APPLIED = 0
+    NOT_NEWER = 1  # we already hold this Identification or a newer one: nothing to do, stop resending
+    REFUSED = 128  # e.g. a home address this member does not serve
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRecord:
+    """One binding of a mobile node as it travels between Home Agents."""
+
+    care_of_address: int
+    home_agent: int
+    identification: int
+    lifetime: int  # granted, seconds
+    flags: int
+    remaining_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNodeBindings:
+    """A mobile node's whole state: its last accepted Identification and every binding it holds.
+
+    Updates carry state, not operations, so that applying the newest one is enough whatever was lost or
+    reordered before it (simultaneous bindings included).
+    """
+
+    home_address: int
+    identification: int
+    bindings: tuple[BindingRecord, ...] = ()
+
+
+_NODE = struct.Struct("!IQ")  # home address, last Identification
+_BINDING = struct.Struct("!IIQHBxI")  # care-of, home agent, identification, lifetime, flags, remaining ms
+NODE_SIZE, BINDING_SIZE = _NODE.size, _BINDING.size  # 12, 24
+
+
+def encode_node(node: MobileNodeBindings) -> bytes:
+    if len(node.bindings) > MAX_BINDINGS_PER_NODE:
+        raise ValueError("too many bindings for one Mobile Node Bindings extension")
+    body = _NODE.pack(node.home_address, node.identification) + b"".join(
+        _BINDING.pack(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags, b.remaining_ms)
+        for b in node.bindings
+    )
+    return bytes((MOBILE_NODE_BINDINGS, len(body))) + body
+
+
+def encoded_node_size(bindings: int) -> int:
+    return 2 + NODE_SIZE + BINDING_SIZE * bindings
+
+
+def _decode_node(data: bytes) -> MobileNodeBindings:
+    if len(data) < NODE_SIZE or (len(data) - NODE_SIZE) % BINDING_SIZE:
+        raise ParseError("Mobile Node Bindings extension of a bad length")
+    hoa, ident = _NODE.unpack_from(data)
+    bindings = tuple(BindingRecord(*f) for f in _BINDING.iter_unpack(data[NODE_SIZE:]))
+    return MobileNodeBindings(hoa, ident, bindings)
+
+
+# -- the fixed parts ---------------------------------------------------------------------------------
+
+_UPDATE = struct.Struct("!BBHIIIIQ")  # type, flags, granted, remaining ms, hoa, ha, coa, identification
+_UPDATE_ACK = struct.Struct("!BBHIQ")  # type, code, reserved, hoa, identification
+_REQUEST = struct.Struct("!BBHQ")  # type, NumHA, reserved, identification; then NumHA addresses
+_REPLY = struct.Struct("!BBHBxHIQ")  # type, code, NumBind, flags (MoreBind), rsvd, rsvd, sequence, identification
+_REPLY_ACK = struct.Struct("!BBBxIQ")  # type, code, flags (MoreBind), rsvd, sequence, identification
+_ADVERT = struct.Struct("!BBBBHH")  # type, priority, role, flags, advertisement interval (ms), reserved
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdate:
+    """FIG 10: a registration or de-registration accepted by the sender, and the node's resulting state."""
+
+    flags: int
+    lifetime: int  # granted
+    remaining_ms: int
+    home_address: int
+    home_agent: int
+    care_of_address: int
+    identification: int
+    node: MobileNodeBindings | None = None  # present when the state is not just the fixed part's binding
+
+    def body(self) -> bytes:
+        fixed = _UPDATE.pack(
+            RedundancyType.BINDING_UPDATE, self.flags, self.lifetime, self.remaining_ms, self.home_address,
+            self.home_agent, self.care_of_address, self.identification,
+        )
+        return fixed + encode_node(self.node) if self.node is not None else fixed
+
+    def state(self) -> MobileNodeBindings:
+        """The mobile node's bindings after this update."""
+        if self.node is not None:
+            return self.node
+        if self.lifetime == 0:
+            return MobileNodeBindings(self.home_address, self.identification)
+        record = BindingRecord(
+            self.care_of_address, self.home_agent, self.identification, self.lifetime, self.flags, self.remaining_ms
+        )
+        return MobileNodeBindings(self.home_address, self.identification, (record,))
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdateAck:
+    """FIG 11."""
+
+    code: int
+    home_address: int
+    identification: int
+
+    def body(self) -> bytes:
+        return _UPDATE_ACK.pack(RedundancyType.BINDING_UPDATE_ACK, self.code, 0, self.home_address, self.identification)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingTableRequest:
+    """FIG 12: the sender wants every member's table; the addresses are the members it knows."""
+
+    identification: int
+    home_agents: tuple[int, ...] = ()
+
+    def body(self) -> bytes:
+        if len(self.home_agents) > 255:
+            raise ValueError("NumHA is one byte")
+        return _REQUEST.pack(
+            RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), 0, self.identification
+        ) + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingTableReply:
+    """FIG 13: part ``sequence`` of a table transfer; ``more`` (MoreBind) on every part but the last."""
+
+    code: int
+    more: bool
+    sequence: int
+    identification: int
+    nodes: tuple[MobileNodeBindings, ...] = ()
+
+    def body(self) -> bytes:
+        return self.header(self.code, len(self.nodes), self.more, self.sequence, self.identification) + b"".join(
+            encode_node(n) for n in self.nodes
+        )
+
+    @staticmethod
+    def header(code: int, count: int, more: bool, sequence: int, identification: int) -> bytes:
+        return _REPLY.pack(
+            RedundancyType.BINDING_TABLE_REPLY, code, count, MORE_BIND if more else 0, 0, sequence, identification
+        )
+
+
+REPLY_HEADER_SIZE = _REPLY.size
+
+
+@dataclass(frozen=True, slots=True)
+class BindingTableReplyAck:
+    """FIG 14."""
+
+    code: int
+    more: bool
+    sequence: int
+    identification: int
+
+    def body(self) -> bytes:
+        return _REPLY_ACK.pack(
+            RedundancyType.BINDING_TABLE_REPLY_ACK, self.code, MORE_BIND if self.more else 0, self.sequence,
+            self.identification,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Advertisement:
+    """A member's heartbeat: its priority (0: resigning) and role, every ``interval_ms``."""
+
+    priority: int
+    role: int
+    interval_ms: int
+    flags: int = 0
+
+    def body(self) -> bytes:
+        return _ADVERT.pack(RedundancyType.ADVERTISEMENT, self.priority, self.role, self.flags, self.interval_ms, 0)
+
+
+RedundancyMessage = (
+    BindingUpdate | BindingUpdateAck | BindingTableRequest | BindingTableReply | BindingTableReplyAck | Advertisement
+)
+
+
+# -- parsing -----------------------------------------------------------------------------------------
+
+
+def _nodes(data: bytes, start: int, end: int) -> list[MobileNodeBindings]:
+    nodes = []
+    i = start
+    while i < end:
+        if i + 2 > end or data[i] != MOBILE_NODE_BINDINGS:
+            raise ParseError(f"expected a Mobile Node Bindings extension at {i}")
+        following = i + 2 + data[i + 1]
+        if following > end:
+            raise ParseError("extension overruns the message")
+        nodes.append(_decode_node(data[i + 2 : following]))
+        i = following
+    return nodes
+
+
+def parse_body(body: bytes) -> RedundancyMessage:
+    """Parse a message without its authentication extension (see ``HomeAgentAuth.open``)."""
+    if not body:
+        raise ParseError("empty")
+    t = body[0]
+    n = len(body)
+    try:
+        if t == RedundancyType.BINDING_UPDATE:
+            _, flags, granted, remaining, hoa, ha, coa, ident = _UPDATE.unpack_from(body)
+            nodes = _nodes(body, _UPDATE.size, n)
+            if len(nodes) > 1 or (nodes and (nodes[0].home_address != hoa or nodes[0].identification != ident)):
+                raise ParseError("a Binding Update carries at most its own node's bindings")
+            return BindingUpdate(flags, granted, remaining, hoa, ha, coa, ident, nodes[0] if nodes else None)
+        if t == RedundancyType.BINDING_UPDATE_ACK:
+            _, code, _, hoa, ident = _UPDATE_ACK.unpack(body)
+            return BindingUpdateAck(code, hoa, ident)
+        if t == RedundancyType.BINDING_TABLE_REQUEST:
+            _, count, _, ident = _REQUEST.unpack_from(body)
+            if n != _REQUEST.size + 4 * count:
+                raise ParseError("NumHA does not match the addresses")
+            addrs = tuple(int.from_bytes(body[i : i + 4], "big") for i in range(_REQUEST.size, n, 4))
+            return BindingTableRequest(ident, addrs)
+        if t == RedundancyType.BINDING_TABLE_REPLY:
+            _, code, count, flags, _, seq, ident = _REPLY.unpack_from(body)
+            nodes = _nodes(body, _REPLY.size, n)
+            if len(nodes) != count:
+                raise ParseError("NumBind does not match the extensions")
+            return BindingTableReply(code, bool(flags & MORE_BIND), seq, ident, tuple(nodes))
+        if t == RedundancyType.BINDING_TABLE_REPLY_ACK:
+            _, code, flags, seq, ident = _REPLY_ACK.unpack(body)
+            return BindingTableReplyAck(code, bool(flags & MORE_BIND), seq, ident)
+        if t == RedundancyType.ADVERTISEMENT:
+            _, prio, role, flags, interval, _ = _ADVERT.unpack(body)
+            return Advertisement(prio, role, interval, flags)
+    except struct.error as exc:
+        raise ParseError(f"type {t}: {exc}") from None
+    raise ParseError(f"unknown redundancy message type {t}")
+
+
+# -- Home Agent - Home Agent authentication ------------------------------------------------------------
+
+_AUTH_HEAD = struct.Struct("!BBIQ")  # type, length, SPI, timestamp
+AUTH_HEAD_SIZE = _AUTH_HEAD.size  # 14
+
+
+def seal(body: bytes, sa: SecurityAssociation, timestamp: int) -> bytes:
+    """Append the HA-HA authentication extension: it covers the body, its own head and the timestamp."""
+    covered = body + _AUTH_HEAD.pack(HA_HA_AUTH, 12 + sa.digest_size, sa.spi, timestamp)
+    return covered + sa.mac(covered)
+
+
+class SealError(ParseError):
+    """The datagram does not carry a valid seal of this association."""
+
+
+def unseal(datagram: bytes, sa: SecurityAssociation) -> tuple[bytes, int]:
+    """(body, timestamp) of a datagram sealed with ``sa``; SealError otherwise.
+
+    The seal is the last extension and its size is the association's, so it is found from the end.
+    """
+    digest = sa.digest_size
+    start = len(datagram) - AUTH_HEAD_SIZE - digest
+    if start < 1 or datagram[start] != HA_HA_AUTH or datagram[start + 1] != 12 + digest:
+        raise SealError("no Home Agent - Home Agent authentication extension of the expected size")
+    _, _, spi, timestamp = _AUTH_HEAD.unpack_from(datagram, start)
+    covered_end = start + AUTH_HEAD_SIZE
+    if spi != sa.spi or not hmac.compare_digest(sa.mac(datagram[:covered_end]), datagram[covered_end:]):
+        raise SealError("authentication failed")
+    return datagram[:start], timestamp
+
+
+def reply_capacity(max_datagram: int, digest_size: int) -> int:
+    """Bytes of Mobile Node Bindings extensions that fit one Binding Table Reply."""
+    return max_datagram - REPLY_HEADER_SIZE - AUTH_HEAD_SIZE - digest_size
+
+
+def pack_nodes(nodes: Iterable[MobileNodeBindings]) -> bytes:
+    return b"".join(encode_node(n) for n in nodes)
