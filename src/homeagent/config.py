@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -46,6 +47,37 @@ class HomeAgentConfig:
 
 
 @dataclass(frozen=True)
+class PeerSecurityAssociation:
+    """Home Agent - Home Agent association for every member address in ``peers`` (an address or prefix)."""
+
+    peers: IPv4Network
+    association: SecurityAssociation
+
+
+@dataclass(frozen=True)
+class RedundancyConfig:
+    virtual_address: IPv4Address
+    security_associations: tuple[PeerSecurityAssociation, ...]
+    mode: str = "active-standby"  # or "peer": every member serves registrations
+    priority: int = 100
+    peers: tuple[IPv4Address, ...] = ()
+    multicast_group: IPv4Address | None = None
+    replication: str = "async"  # or "sync": the reply waits for every member that is up to ack
+    sync_timeout: float = 0.5  # seconds a sync reply waits before going out anyway
+    advertisement_interval: float = 0.1  # seconds between Advertisements
+    preempt: bool = True  # a better member takes the active role from a worse one
+    startup_wait: float = 1.0  # seconds a starting member waits for a first table reply
+    max_datagram: int = 1400  # bytes of a Binding Table Reply
+
+    def association_for(self, peer: IPv4Address) -> SecurityAssociation | None:
+        best = None
+        for psa in self.security_associations:
+            if peer in psa.peers and (best is None or psa.peers.prefixlen > best.peers.prefixlen):
+                best = psa
+        return best.association if best else None
+
+
+@dataclass(frozen=True)
 class DataplaneConfig:
     backend: str = "none"
 
@@ -55,6 +87,7 @@ class Config:
     home_agent: HomeAgentConfig
     security_associations: tuple[MobileSecurityAssociation, ...]
     dataplane: DataplaneConfig = DataplaneConfig()
+    redundancy: RedundancyConfig | None = None
     source: Path | None = None
 
     @property
@@ -80,14 +113,13 @@ def parse(text: str, source: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(source or "config"), f"not valid TOML: {exc}") from None
     _only(doc, "", {"home_agent", "security_association", "dataplane", "redundancy"})
-    if "redundancy" in doc:
-        raise ConfigError("redundancy", "Home Agent redundancy is not available in this version yet")
     if "home_agent" not in doc:
         raise ConfigError("home_agent", "missing section")
     home_agent = _home_agent(_table(doc, "home_agent"))
     sas = _security_associations(doc.get("security_association", []))
     dataplane = _dataplane(_table(doc, "dataplane") if "dataplane" in doc else {})
-    return Config(home_agent, sas, dataplane, source)
+    redundancy = _redundancy(_table(doc, "redundancy"), home_agent) if "redundancy" in doc else None
+    return Config(home_agent, sas, dataplane, redundancy, source)
 
 
 def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
@@ -111,33 +143,94 @@ def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
 
 
 def _security_associations(items: Any) -> tuple[MobileSecurityAssociation, ...]:
-    if not isinstance(items, list):
-        raise ConfigError("security_association", "must be an array of tables ([[security_association]])")
     out = []
     seen: set[tuple[IPv4Network, int]] = set()
-    for i, t in enumerate(items):
-        k = f"security_association[{i}]"
-        if not isinstance(t, dict):
-            raise ConfigError(k, "must be a table")
+    for k, t in _tables(items, "security_association"):
         _only(t, k, {"home_addresses", "spi", "algorithm", "key"})
         network = _network(t, k, "home_addresses", None)
         if network is None:
             raise ConfigError(f"{k}.home_addresses", "missing")
-        spi = _int(t, k, "spi", None, 256, 0xFFFFFFFF)  # SPIs 0-255 are reserved (RFC 5944 section 1.6)
-        algorithm_name = _str(t, k, "algorithm", Algorithm.HMAC_MD5.value)
-        try:
-            algorithm = Algorithm(algorithm_name)
-        except ValueError:
-            choices = ", ".join(a.value for a in Algorithm)
-            raise ConfigError(f"{k}.algorithm", f"{algorithm_name!r} is not one of {choices}") from None
-        key = _hex(t, k, "key")
-        if len(key) < MIN_KEY_SIZE:  # RFC 5944 section 5.1: 128-bit keys
-            raise ConfigError(f"{k}.key", "must be at least 16 bytes (32 hex digits)")
-        if (network, spi) in seen:
-            raise ConfigError(f"{k}.spi", f"duplicate SPI {spi} for {network}")
-        seen.add((network, spi))
-        out.append(MobileSecurityAssociation(network, SecurityAssociation(spi, algorithm, key)))
+        sa = _association(t, k)
+        if (network, sa.spi) in seen:
+            raise ConfigError(f"{k}.spi", f"duplicate SPI {sa.spi} for {network}")
+        seen.add((network, sa.spi))
+        out.append(MobileSecurityAssociation(network, sa))
     return tuple(out)
+
+
+def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyConfig:
+    k = "redundancy"
+    _only(t, k, {"virtual_address", "mode", "priority", "peers", "multicast_group", "replication",
+                 "sync_timeout", "advertisement_interval", "preempt", "startup_wait", "max_datagram",
+                 "security_association"})
+    vip = _address(t, k, "virtual_address", required=True)
+    assert vip is not None
+    if vip == home_agent.address:
+        raise ConfigError(f"{k}.virtual_address", "must differ from home_agent.address (the member's own)")
+    d = RedundancyConfig(virtual_address=vip, security_associations=())
+    mode = _choice(t, k, "mode", d.mode, ("active-standby", "peer"))
+    replication = _choice(t, k, "replication", d.replication, ("async", "sync"))
+    raw_peers = t.get("peers", [])
+    if not isinstance(raw_peers, list):
+        raise ConfigError(f"{k}.peers", "must be a list of addresses")
+    peers = []
+    for i, v in enumerate(raw_peers):
+        peer = _address({"p": v}, f"{k}.peers[{i}]", "p")
+        assert peer is not None
+        if peer in (home_agent.address, vip):
+            raise ConfigError(f"{k}.peers[{i}]", "lists this member's own or the virtual address")
+        peers.append(peer)
+    multicast = _address(t, k, "multicast_group")
+    if multicast is not None and not multicast.is_multicast:
+        raise ConfigError(f"{k}.multicast_group", f"{multicast} is not a multicast address")
+    sas = _peer_security_associations(t.get("security_association", []))
+    config = RedundancyConfig(
+        virtual_address=vip,
+        security_associations=sas,
+        mode=mode,
+        priority=_int(t, k, "priority", d.priority, 1, 254),
+        peers=tuple(peers),
+        multicast_group=multicast,
+        replication=replication,
+        sync_timeout=_seconds(t, k, "sync_timeout", d.sync_timeout, 0.01, 10),
+        advertisement_interval=_seconds(t, k, "advertisement_interval", d.advertisement_interval, 0.01, 10),
+        preempt=_bool(t, k, "preempt", d.preempt),
+        startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),
+        max_datagram=_int(t, k, "max_datagram", d.max_datagram, 576, 65000),
+    )
+    for i, peer in enumerate(peers):
+        if config.association_for(peer) is None:
+            raise ConfigError(f"{k}.peers[{i}]", f"no redundancy.security_association covers {peer}")
+    if multicast is not None and not sas:
+        raise ConfigError(f"{k}.security_association", "needed to authenticate members met by multicast")
+    if home_agent.simultaneous_bindings > 10:
+        raise ConfigError("home_agent.simultaneous_bindings", "must be at most 10 in a redundancy group")
+    return config
+
+
+def _peer_security_associations(items: Any) -> tuple[PeerSecurityAssociation, ...]:
+    out = []
+    for where, t in _tables(items, "redundancy.security_association"):
+        _only(t, where, {"peer", "spi", "algorithm", "key"})
+        network = _network(t, where, "peer", None)
+        if network is None:
+            raise ConfigError(f"{where}.peer", "missing")
+        out.append(PeerSecurityAssociation(network, _association(t, where)))
+    return tuple(out)
+
+
+def _association(t: dict[str, Any], k: str) -> SecurityAssociation:
+    spi = _int(t, k, "spi", None, 256, 0xFFFFFFFF)  # SPIs 0-255 are reserved (RFC 5944 section 1.6)
+    algorithm_name = _str(t, k, "algorithm", Algorithm.HMAC_MD5.value)
+    try:
+        algorithm = Algorithm(algorithm_name)
+    except ValueError:
+        choices = ", ".join(a.value for a in Algorithm)
+        raise ConfigError(f"{k}.algorithm", f"{algorithm_name!r} is not one of {choices}") from None
+    key = _hex(t, k, "key")
+    if len(key) < MIN_KEY_SIZE:  # RFC 5944 section 5.1: 128-bit keys
+        raise ConfigError(f"{k}.key", "must be at least 16 bytes (32 hex digits)")
+    return SecurityAssociation(spi, algorithm, key)
 
 
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
@@ -157,6 +250,16 @@ def _only(t: dict[str, Any], where: str, allowed: set[str]) -> None:
             raise ConfigError(f"{where}.{key}" if where else key, "unknown key")
 
 
+def _tables(items: Any, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The tables of an array of tables ``[[key]]``, each with the name its errors carry."""
+    if not isinstance(items, list):
+        raise ConfigError(key, f"must be an array of tables ([[{key}]])")
+    for i, t in enumerate(items):
+        if not isinstance(t, dict):
+            raise ConfigError(f"{key}[{i}]", "must be a table")
+        yield f"{key}[{i}]", t
+
+
 def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
     t = doc[key]
     if not isinstance(t, dict):
@@ -172,6 +275,27 @@ def _int(t: dict[str, Any], where: str, key: str, default: int | None, lo: int, 
     v = t[key]
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError(f"{where}.{key}", f"must be an integer from {lo} to {hi}, not {v!r}")
+    return v
+
+
+def _seconds(t: dict[str, Any], where: str, key: str, default: float, lo: float, hi: float) -> float:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key}", f"must be a number of seconds from {lo} to {hi}, not {v!r}")
+    return float(v)
+
+
+def _bool(t: dict[str, Any], where: str, key: str, default: bool) -> bool:
+    v = t.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where}.{key}", f"must be true or false, not {v!r}")
+    return v
+
+
+def _choice(t: dict[str, Any], where: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+    v = _str(t, where, key, default)
+    if v not in choices:
+        raise ConfigError(f"{where}.{key}", f"{v!r} is not one of {', '.join(choices)}")
     return v
 
 

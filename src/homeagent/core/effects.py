@@ -11,6 +11,21 @@ Address = tuple[str, int]
 class Send:
     datagram: bytes
     address: Address
+    # The local address to send from. None: from the socket the triggering datagram arrived on (so a reply
+    # leaves from the address the request was sent to, RFC 5944 3.8.3.1), or the member's own address.
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAddress:
+    """Serve the group's virtual address: bind to it (loopback) or add it to the link and announce it."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAddress:
+    address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,4 +43,17 @@ class TunnelDown:
     care_of_address: int
 
 
-Effect = Send | TunnelUp | TunnelDown
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A registration or de-registration the registrar accepted (the core replicates it; the runtime
+    never sees this one)."""
+
+    home_address: int
+    care_of_address: int
+    home_agent: int
+    flags: int
+    lifetime: int  # granted; 0 for a de-registration
+    identification: int
+
+
+Effect = Send | TunnelUp | TunnelDown | ClaimAddress | ReleaseAddress | Accepted

@@ -1,5 +1,6 @@
-"""The Home Agent core: one thin object that routes inputs to the machines that decide, and collects
-their effects. The runtime owns sockets and clocks; this object owns none."""
+"""The Home Agent core: one thin object that routes inputs to the machines that decide (the registrar,
+the binding table, and with redundancy the group), and collects their effects. The runtime owns sockets
+and clocks; this object owns neither."""
 
 from __future__ import annotations
 
@@ -10,25 +11,33 @@ from typing import Any
 from homeagent import __version__
 from homeagent.config import Config
 from homeagent.core.bindings import BindingTable
-from homeagent.core.effects import Address, Effect, TunnelDown
+from homeagent.core.effects import Accepted, Address, Effect, TunnelDown
+from homeagent.core.group import Group, GroupSettings
+from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
 from homeagent.core.replay import TimestampReplayProtection
 from homeagent.core.security import SecurityAssociations
+from homeagent.wire.registration import MessageType
+from homeagent.wire.redundancy import RedundancyType
+
+_REGISTRATION = MessageType.REGISTRATION_REQUEST
+_REDUNDANCY = frozenset(int(t) for t in RedundancyType)
 
 
 class HomeAgent:
     def __init__(self, config: Config, now: float) -> None:
-        ha = config.home_agent
+        ha, red = config.home_agent, config.redundancy
         self.config = config
         self.counters: Counter[str] = Counter()
         self.bindings = BindingTable()
         self.started = now
-        self.role = "active"  # a lone Home Agent serves from the start
-        self.role_since = now
+        self._own = str(ha.address)
+        self._virtual = str(red.virtual_address) if red else None
+        own = int(ha.address)
         self.registrar = Registrar(
             RegistrarSettings(
-                home_agent_addresses=frozenset({int(ha.address)}),
-                unicast_address=int(ha.address),
+                home_agent_addresses=frozenset({own, int(red.virtual_address)} if red else {own}),
+                unicast_address=int(red.virtual_address) if red else own,  # what a 136 reply names
                 home_network=ha.home_network,
                 max_lifetime=ha.max_lifetime,
                 simultaneous_bindings=ha.simultaneous_bindings,
@@ -38,28 +47,108 @@ class HomeAgent:
             TimestampReplayProtection(ha.replay_tolerance),
             self.counters,
         )
+        self.group: Group | None = None
+        if red is not None:
+            membership = Membership(
+                own,
+                [int(p) for p in red.peers],
+                lambda address: red.association_for(IPv4Address(address)),
+                ha.replay_tolerance,
+                self.counters,
+            )
+            settings = GroupSettings(
+                own_address=own,
+                virtual_address=int(red.virtual_address),
+                port=ha.port,
+                mode=red.mode,
+                priority=red.priority,
+                sync=red.replication == "sync",
+                sync_timeout=red.sync_timeout,
+                advertisement_interval=red.advertisement_interval,
+                preempt=red.preempt,
+                startup_wait=red.startup_wait,
+                max_datagram=red.max_datagram,
+                home_network=ha.home_network,
+                multicast_group=int(red.multicast_group) if red.multicast_group else None,
+            )
+            self.group = Group(settings, membership, self.bindings, self.counters, now)
+
+    @property
+    def role(self) -> str:
+        return self.group.role if self.group else "active"  # a lone Home Agent serves from the start
 
     # -- inputs ---------------------------------------------------------------------------------------
 
+    def start(self, now: float) -> list[Effect]:
+        return self.group.start(now) if self.group else []
+
+    def stop(self, now: float) -> list[Effect]:
+        return self.group.stop(now) if self.group else []
+
+    def receive_datagram(self, data: bytes, source: Address, local: str, now: float) -> list[Effect]:
+        """A datagram that arrived on ``local`` (our own address or the virtual address) from ``source``."""
+        kind = data[0] if data else -1
+        if kind == _REGISTRATION or self.group is None:
+            if self._serves(local):
+                return self.receive_registration(data, source, now)
+            self.counters["discarded.not_serving"] += 1
+            return []
+        if kind in _REDUNDANCY and local != self._virtual:
+            return self.group.receive(data, source[0], now)
+        self.counters["discarded.malformed"] += 1
+        return []
+
+    def _serves(self, local: str) -> bool:
+        group = self.group
+        if group is None:
+            return True
+        if not group.serving:
+            return False
+        return local == self._virtual or group.settings.mode == "peer"
+
     def receive_registration(self, data: bytes, source: Address, now: float) -> list[Effect]:
-        return self.registrar.receive(data, source, now)
+        effects = self.registrar.receive(data, source, now)
+        if len(effects) > 1 and type(effects[1]) is Accepted:
+            reply, accepted = effects[0], effects[1]
+            rest = effects[2:]
+            if self.group is None:
+                return [reply, *rest]
+            return self.group.replicate(accepted, reply, now) + rest  # type: ignore[arg-type]
+        return effects
+
+    def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
+        """An operator removes a binding (or all of a node's): replicated like a de-registration."""
+        if self.group is not None:
+            return self.group.remove(home_address, care_of_address, now)
+        last = self.bindings.last_identification(home_address)
+        if last is None:
+            return []
+        removed = self.bindings.deregister(home_address, care_of_address, last + 1)
+        self.counters["removed"] += len(removed)
+        return [TunnelDown(b.home_address, b.care_of_address) for b in removed]
 
     def handle_timer(self, now: float) -> list[Effect]:
         expired = self.bindings.expire(now)
         self.counters["expired"] += len(expired)
-        return [TunnelDown(b.home_address, b.care_of_address) for b in expired]
+        effects: list[Effect] = []
+        if self.group is None or self.group.serving:
+            effects = [TunnelDown(b.home_address, b.care_of_address) for b in expired]
+        if self.group is not None:
+            effects += self.group.handle_timer(now)
+        return effects
 
     def next_timer(self) -> float | None:
-        return self.bindings.next_expiry()
+        times = [t for t in (self.bindings.next_expiry(), self.group.next_timer() if self.group else None) if t]
+        return min(times) if times else None
 
     # -- views ----------------------------------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
         ha = self.config.home_agent
-        return {
+        out: dict[str, Any] = {
             "version": __version__,
             "role": self.role,
-            "role_since": self.role_since,
+            "role_since": self.started,
             "uptime": round(now - self.started, 3),
             "address": str(ha.address),
             "port": ha.port,
@@ -67,6 +156,12 @@ class HomeAgent:
             "peers": [],
             "counters": dict(sorted(self.counters.items())),
         }
+        if self.group is not None:
+            out.update(self.group.status())
+            out["virtual_address"] = self._virtual
+            out["mode"] = self.group.settings.mode
+            out["replication"] = "sync" if self.group.settings.sync else "async"
+        return out
 
     def binding_list(self, now: float, home_address: IPv4Address | None = None) -> list[dict[str, Any]]:
         if home_address is not None:

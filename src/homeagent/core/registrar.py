@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from homeagent.core.bindings import Binding, BindingTable
-from homeagent.core.effects import Address, Effect, Send, TunnelDown, TunnelUp
+from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown, TunnelUp
 from homeagent.core.replay import TimestampReplayProtection
 from homeagent.core.security import SecurityAssociations
 from homeagent.wire.auth import SecurityAssociation
@@ -97,9 +97,17 @@ class Registrar:
         hoa, coa = request.home_address, request.care_of_address
         last, current = self.bindings.lookup(hoa)
         for b in current:
-            if b.identification == request.identification and b.care_of_address == coa and request.lifetime:
+            if (
+                b.identification == request.identification
+                and b.care_of_address == coa
+                and b.flags == request.flags
+                and request.lifetime
+                and b.lifetime == min(request.lifetime, self.settings.max_lifetime)
+            ):
                 counters["accepted.duplicate"] += 1
-                return [self._reply(request, source, self._accept_code, int(b.remaining(now)), sa)]
+                # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
+                remaining = max(1, int(b.remaining(now)))
+                return [self._reply(request, source, self._accept_code, remaining, sa)]
         if not self.replay.is_fresh(request.identification, last, now):
             self._security_event(now, "identification mismatch", request, source)
             ident = self.replay.mismatch_identification(request.identification, now)
@@ -147,7 +155,10 @@ class Registrar:
             hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent
         )
         self.counters["accepted"] += 1
-        effects: list[Effect] = [self._reply(request, source, self._accept_code, lifetime, sa)]
+        effects: list[Effect] = [
+            self._reply(request, source, self._accept_code, lifetime, sa),
+            Accepted(hoa, coa, request.home_agent, request.flags, lifetime, request.identification),
+        ]
         effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed if b.care_of_address != coa)
         reverse = request.flags & _T
         if all(b.care_of_address != coa or (b.flags & _T) != reverse for b in current):
@@ -158,7 +169,10 @@ class Registrar:
         hoa, coa = request.home_address, request.care_of_address
         removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification)
         self.counters["accepted.deregistration"] += 1
-        effects: list[Effect] = [self._reply(request, source, self._accept_code, 0, sa)]
+        effects: list[Effect] = [
+            self._reply(request, source, self._accept_code, 0, sa),
+            Accepted(hoa, coa, request.home_agent, request.flags, 0, request.identification),
+        ]
         effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed)
         return effects
 

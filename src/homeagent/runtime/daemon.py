@@ -1,8 +1,10 @@
-"""The daemon: a UDP socket, the control socket, one timer, and the core in between.
+"""The daemon: the sockets, the control socket, one timer, and the core in between.
 
-Registrations are read by draining a non-blocking socket from ``loop.add_reader`` rather than through a
+Datagrams are read by draining non-blocking sockets from ``loop.add_reader`` rather than through a
 ``DatagramProtocol`` (one callback per datagram costs more than the registration itself). Effects are
-carried out here and nowhere else.
+carried out here and nowhere else. With redundancy, the member's own address carries registrations (peer
+mode) and the group's messages; the virtual address is bound only while the election says this member
+holds it (the ``bind`` method: loopback and single-host set-ups).
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ import asyncio
 import logging
 import signal
 import socket
+import struct
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
 from homeagent.config import Config
-from homeagent.core.effects import Effect, Send
+from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import HomeAgent
 from homeagent.runtime import control
 
 log = logging.getLogger("homeagent.daemon")
 
 DRAIN_BATCH = 512  # datagrams per wake-up before yielding to timers and the control socket
-MAX_DATAGRAM = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
+MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
 
 
 class StartupError(RuntimeError):
@@ -34,35 +38,42 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.core = HomeAgent(config, time.time())
-        self._sock: socket.socket | None = None
+        self._own = str(config.home_agent.address)
+        self._sockets: dict[str, socket.socket] = {}  # local address -> socket
+        self._buffer = max(MIN_BUFFER, config.redundancy.max_datagram if config.redundancy else 0)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         ha = self.config.home_agent
         try:
             ha.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"home_agent.state_dir: cannot create {ha.state_dir}: {exc.strerror}") from None
-        self._sock = _udp_socket(str(ha.address), ha.port)
+        self._open(self._own, ha.port)
         try:
+            red = self.config.redundancy
+            if red is not None and red.multicast_group is not None:
+                self._open_multicast(str(red.multicast_group), ha.port)
             try:
                 server = await control.serve(self.config.control_socket, self._control)
             except (control.ControlError, OSError) as exc:
                 raise StartupError(f"control socket: {exc}") from None
             try:
-                loop.add_reader(self._sock.fileno(), self._drain)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.stop)
-                log.info("serving registrations on %s:%d (role %s)", ha.address, ha.port, self.core.role)
+                log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
+                self._apply(self.core.start(time.time()))
+                self._arm_timer()
                 await self._stopping.wait()
                 log.info("stopping: %d bindings held", len(self.core.bindings))
-                loop.remove_reader(self._sock.fileno())
+                self._apply(self.core.stop(time.time()))
             finally:
                 server.close()
                 await server.wait_closed()
@@ -70,44 +81,97 @@ class Daemon:
         finally:
             if self._timer:
                 self._timer.cancel()
-            self._sock.close()
+            for local in list(self._sockets):
+                self._close(local)
 
     def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
 
+    # -- sockets --------------------------------------------------------------------------------------
+
+    def _open(self, local: str, port: int) -> None:
+        sock = _udp_socket(local, port)
+        self._sockets[local] = sock
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._drainer(sock, local))
+
+    def _open_multicast(self, group: str, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((group, port))
+            membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(self._own))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"redundancy.multicast_group: cannot join {group}: {exc.strerror}") from None
+        sock.setblocking(False)
+        self._sockets[group] = sock
+        member = self._sockets[self._own]
+        member.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._own))
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._drainer(sock, self._own))
+
+    def _close(self, local: str) -> None:
+        sock = self._sockets.pop(local, None)
+        if sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+
     # -- the hot path ---------------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        receive = self.core.receive_registration
+    def _drainer(self, sock: socket.socket, local: str) -> Callable[[], None]:
+        receive = self.core.receive_datagram
         apply = self._apply
-        for _ in range(DRAIN_BATCH):
-            try:
-                data, source = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("receive error: %s", exc)
-                continue
-            effects = receive(data, source, time.time())
-            if effects:
-                apply(effects)
-        self._arm_timer()
+        size = self._buffer
 
-    def _apply(self, effects: list[Effect]) -> None:
-        sock = self._sock
-        assert sock is not None
+        def drain() -> None:
+            for _ in range(DRAIN_BATCH):
+                try:
+                    data, source = sock.recvfrom(size)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    log.debug("receive error on %s: %s", local, exc)
+                    continue
+                effects = receive(data, source, local, time.time())
+                if effects:
+                    apply(effects, sock)
+            self._arm_timer()
+
+        return drain
+
+    def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
         for effect in effects:
             if type(effect) is Send:
+                sock = self._sockets.get(effect.source) if effect.source else arrived_on
+                if sock is None:
+                    sock = self._sockets.get(self._own)
+                if sock is None:
+                    continue
                 try:
                     sock.sendto(effect.datagram, effect.address)
                 except OSError as exc:
                     self.core.counters["send_failed"] += 1
                     log.debug("send to %s failed: %s", effect.address, exc)
+            elif type(effect) is ClaimAddress:
+                self._claim(effect.address)
+            elif type(effect) is ReleaseAddress:
+                self._close(effect.address)
             # Tunnel effects reach a data plane once one is configured; with backend "none" the binding
             # table is the whole of the Home Agent's state.
+
+    def _claim(self, address: str) -> None:
+        if address in self._sockets:
+            return
+        try:
+            self._open(address, self.config.home_agent.port)
+            log.info("holding the virtual address %s", address)
+        except StartupError as exc:
+            self.core.counters["claim_failed"] += 1
+            log.error("cannot take the virtual address: %s", exc)
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -117,9 +181,9 @@ class Daemon:
             return
         if self._timer:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
+        assert self._loop is not None
         self._timer_at = at
-        self._timer = loop.call_later(max(0.0, at - time.time()), self._on_timer)
+        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -136,6 +200,14 @@ class Daemon:
         if command == "bindings":
             home_address = request.get("home_address")
             return self.core.binding_list(now, IPv4Address(home_address) if home_address else None)
+        if command == "remove":
+            care_of = request.get("care_of_address")
+            effects = self.core.remove(
+                int(IPv4Address(request["home_address"])), int(IPv4Address(care_of)) if care_of else None, now
+            )
+            self._apply(effects)
+            self._arm_timer()
+            return {"removed": sum(1 for e in effects if type(e).__name__ == "TunnelDown")}
         raise ValueError(f"unknown command {command!r}")
 
 

@@ -31,6 +31,7 @@ AUTHENTICATION = frozenset(
 #: message unacceptable; unknown types from 128 up are skipped (RFC 5944 section 1.9).
 HOME_AGENT_KNOWN = frozenset(AUTHENTICATION | {ExtensionType.NAI})
 SKIPPABLE_FROM = 128
+PAD = 0
 SPI_SIZE = 4
 
 
@@ -78,6 +79,9 @@ def parse_extensions(
     i = start
     while i < end:
         ext_type = message[i]
+        if ext_type == PAD:  # One-byte Padding has neither Length nor Data (RFC 5944 section 1.8)
+            i += 1
+            continue
         if ext_type in LONG_FORM:
             if i + 4 > end:
                 raise ParseError(f"truncated long extension header at {i}", 134)

@@ -1,0 +1,130 @@
+"""Who is active: an election among the members of a group, in the manner of VRRPv3 (RFC 5798).
+
+Every member advertises its priority and state every ``interval``. A standby that hears no active member
+for the master-down interval (3 × interval + skew, the skew shorter for a higher priority) becomes active;
+an active member that hears a better active member (higher priority, then higher address) steps down, so a
+split brain ends as soon as the halves hear each other; with preemption a standby better than the active
+takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone.
+A member still downloading the table (``init``) is never elected.
+
+The rules live in one table, as h11 keeps its state machine: ``TRANSITIONS[state][event] -> state``; an
+event a state has no entry for changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+
+class Role(IntEnum):
+    """The states of a member; their values travel in the Advertisement."""
+
+    INIT = 0
+    STANDBY = 1
+    ACTIVE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Event(Enum):
+    READY = "table downloaded"
+    MASTER_DOWN = "no active member heard for the master-down interval"
+    PREEMPT = "preempting an active member of lower priority"
+    BETTER_ACTIVE = "heard an active member of higher priority"
+    STOP = "stopping"
+
+
+TRANSITIONS: dict[Role, dict[Event, Role]] = {
+    Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
+    Role.STANDBY: {Event.MASTER_DOWN: Role.ACTIVE, Event.PREEMPT: Role.ACTIVE, Event.STOP: Role.INIT},
+    Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.STOP: Role.INIT},
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: Role
+    new: Role
+    reason: str
+    at: float
+
+
+class Election:
+    def __init__(self, address: int, priority: int, interval: float, preempt: bool, now: float) -> None:
+        self.address = address
+        self.priority = priority
+        self.interval = interval
+        self.preempt = preempt
+        self.role = Role.INIT
+        self.since = now
+        self.history: deque[Transition] = deque(maxlen=10)
+        self.active_member: int | None = None  # the active member we last heard, if not ourselves
+        self._master_down_at: float | None = None
+
+    @property
+    def skew(self) -> float:
+        return (256 - self.priority) / 256 * self.interval
+
+    @property
+    def master_down_interval(self) -> float:
+        return 3 * self.interval + self.skew
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.priority, self.address)
+
+    # -- inputs ---------------------------------------------------------------------------------------
+
+    def ready(self, now: float) -> list[Transition]:
+        """The table is downloaded: stand by, and take over if no active member shows up."""
+        self._master_down_at = now + self.master_down_interval
+        return self._fire(Event.READY, now)
+
+    def stop(self, now: float) -> list[Transition]:
+        self._master_down_at = None
+        return self._fire(Event.STOP, now)
+
+    def advertisement(self, sender: int, priority: int, role: int, now: float) -> list[Transition]:
+        if role != Role.ACTIVE:
+            return []
+        if priority == 0:  # the active member resigns: take over after the skew alone
+            if self.active_member == sender:
+                self.active_member = None
+            if self.role is Role.STANDBY:
+                self._master_down_at = now + self.skew
+            return []
+        self.active_member = sender
+        theirs = (priority, sender)
+        if self.role is Role.ACTIVE:
+            if theirs > self._rank():
+                self._master_down_at = now + self.master_down_interval
+                return self._fire(Event.BETTER_ACTIVE, now)
+            return []
+        if self.role is Role.STANDBY and self.preempt and self._rank() > theirs:
+            return self._fire(Event.PREEMPT, now)
+        self._master_down_at = now + self.master_down_interval
+        return []
+
+    def handle_timer(self, now: float) -> list[Transition]:
+        if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
+            return []
+        self._master_down_at = None
+        self.active_member = None
+        return self._fire(Event.MASTER_DOWN, now)
+
+    def next_timer(self) -> float | None:
+        return self._master_down_at if self.role is Role.STANDBY else None
+
+    # -- the table ------------------------------------------------------------------------------------
+
+    def _fire(self, event: Event, now: float) -> list[Transition]:
+        new = TRANSITIONS[self.role].get(event)
+        if new is None or new is self.role:
+            return []
+        t = Transition(self.role, new, event.value, now)
+        self.role, self.since = new, now
+        self.history.append(t)
+        return [t]

@@ -1,0 +1,598 @@
+"""The patent's replication (US 7,227,863 FIG 3 to 9): one member's view of its redundancy group.
+
+* Start (FIG 4, claim 3): before serving any registration, ask every member for its table and load the
+  replies; serve when every member that answered has sent all of it, or when nobody answered within
+  ``startup_wait`` (the first member of a group).
+* Answer a table request (FIG 5): learn the requester and the members it lists, send it our whole table.
+* Registration and de-registration (FIG 6 to 9): after the registrar accepts one, and if any other member
+  is up (claim 1), send every member that is up a Binding Update with the node's resulting state; resend
+  each until it is acked, with backoff; a member that never acks is marked down. In ``sync`` replication
+  the reply to the mobile node waits for the acks (``sync_timeout`` at most).
+* Liveness: every member advertises every ``advertisement_interval``; one not heard for its master-down
+  interval is down; a member heard again after being down is asked for its table, which is how both
+  halves of a healed partition catch up (each asks the other).
+* The election (``core/election.py``) decides who holds the virtual address.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from homeagent.core.bindings import Binding, BindingTable
+from homeagent.core.effects import (
+    Accepted,
+    ClaimAddress,
+    Effect,
+    ReleaseAddress,
+    Send,
+    TunnelDown,
+    TunnelUp,
+)
+from homeagent.core.election import Election, Role, Transition
+from homeagent.core.peers import Member, Membership
+from homeagent.core.replay import ntp_identification
+from homeagent.core.timers import Timers
+from homeagent.core.transfer import IncomingTransfer, OutgoingTransfer, bindings_of, node_state
+from homeagent.wire.errors import ParseError
+from homeagent.wire.redundancy import (
+    AckCode,
+    Advertisement,
+    BindingTableReply,
+    BindingTableReplyAck,
+    BindingTableRequest,
+    BindingUpdate,
+    BindingUpdateAck,
+    MobileNodeBindings,
+    parse_body,
+)
+
+log = logging.getLogger("homeagent.redundancy")
+
+UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update; doubles each time
+UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
+REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request nobody has answered
+REQUEST_TRIES = 10  # then a silent member is not waited for any more
+TRANSFER_IDLE = 3.0  # seconds without a reply before an incoming transfer is abandoned
+_T = 0x02
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    own_address: int
+    virtual_address: int
+    port: int
+    mode: str  # "active-standby" or "peer"
+    priority: int
+    sync: bool
+    sync_timeout: float
+    advertisement_interval: float
+    preempt: bool
+    startup_wait: float
+    max_datagram: int
+    home_network: IPv4Network
+    multicast_group: int | None = None
+
+
+@dataclass
+class _PendingUpdate:
+    body: bytes
+    identification: int
+    tries: int = 1
+
+
+@dataclass
+class _SyncReply:
+    reply: Send
+    waiting: set[int]  # members whose ack the reply waits for
+    key: tuple[int, int]  # (home address, identification)
+
+
+@dataclass
+class _Startup:
+    identification: int
+    deadline: float  # when a lone first member gives up waiting
+    answered: set[int] = field(default_factory=set)  # members whose whole table we hold
+    given_up: set[int] = field(default_factory=set)  # members that never answered
+    tries: int = 1
+
+
+class Group:
+    def __init__(
+        self,
+        settings: GroupSettings,
+        membership: Membership,
+        bindings: BindingTable,
+        counters: Counter[str],
+        now: float,
+    ) -> None:
+        self.settings = settings
+        self.membership = membership
+        self.bindings = bindings
+        self.counters = counters
+        self.timers = Timers()
+        self.election = Election(
+            settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now
+        )
+        self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
+        self._sync: dict[int, _SyncReply] = {}
+        self._sync_by_key: dict[tuple[int, int], list[int]] = {}
+        self._sync_token = 0
+        self._outgoing: dict[int, OutgoingTransfer] = {}
+        self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
+        self._startup: _Startup | None = None
+        self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        if self.election.role is Role.INIT:
+            return "init"
+        return "peer" if self.settings.mode == "peer" else self.election.role.label
+
+    @property
+    def serving(self) -> bool:
+        """Whether this member answers registrations (and so tunnels for its bindings)."""
+        if self.election.role is Role.INIT:
+            return False
+        return self.settings.mode == "peer" or self.election.role is Role.ACTIVE
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role_since": self.election.since,
+            "transitions": [
+                {"from": t.old.label, "to": t.new.label, "reason": t.reason, "at": t.at} for t in self.election.history
+            ],
+            "peers": [
+                {
+                    "address": m.name,
+                    "state": "up" if m.up else "down",
+                    "priority": m.priority,
+                    "role": Role(m.role).label if m.role in Role._value2member_map_ else "unknown",
+                    "configured": m.configured,
+                    "last_heard": m.last_heard,
+                }
+                for m in self.membership
+            ],
+        }
+
+    # -- start and stop -------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """FIG 4: ask the group for its tables before serving; advertise from now on."""
+        ident = ntp_identification(now)
+        self._startup = _Startup(ident, now + self.settings.startup_wait)
+        self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
+        self.timers.schedule("advertise", now)
+        return self._request_tables(ident, list(self.membership), now)
+
+    def stop(self, now: float) -> list[Effect]:
+        """Resign: advertise priority 0 so a standby takes over at once, and give the address back."""
+        was_active = self.election.role is Role.ACTIVE
+        effects = self._advertise(now, priority=0) if was_active else []
+        effects += self._apply_transitions(self.election.stop(now))
+        return effects
+
+    # -- registrations --------------------------------------------------------------------------------
+
+    def replicate(self, accepted: Accepted, reply: Send | None, now: float) -> list[Effect]:
+        """FIG 6 and 8: tell every member that is up; in sync mode, hold the reply until they ack."""
+        targets = self.membership.up()
+        if not targets:  # claim 1: nobody else in the group, nothing to send
+            return [reply] if reply else []
+        update = self._update_for(accepted, now)
+        body = update.body()
+        effects: list[Effect] = []
+        for m in targets:
+            key = (m.address, accepted.home_address)
+            self._pending[key] = _PendingUpdate(body, accepted.identification)
+            self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT)
+            effects.append(self._send(body, m, now))
+        self.counters["redundancy.updates_sent"] += len(targets)
+        if reply is None:
+            return effects
+        if not self.settings.sync:
+            effects.insert(0, reply)
+            return effects
+        token = self._sync_token = self._sync_token + 1
+        key = (accepted.home_address, accepted.identification)
+        self._sync[token] = _SyncReply(reply, {m.address for m in targets}, key)
+        self._sync_by_key.setdefault(key, []).append(token)
+        self.timers.schedule(("sync", token), now + self.settings.sync_timeout)
+        return effects
+
+    def _update_for(self, accepted: Accepted, now: float) -> BindingUpdate:
+        node = node_state(self.bindings, accepted.home_address, now)
+        assert node is not None
+        alone = (
+            len(node.bindings) == 1
+            and accepted.lifetime
+            and node.bindings[0].care_of_address == accepted.care_of_address
+            and node.bindings[0].identification == accepted.identification
+        )
+        gone = not node.bindings and not accepted.lifetime
+        remaining = node.bindings[0].remaining_ms if alone else 0
+        return BindingUpdate(
+            accepted.flags, accepted.lifetime, remaining, accepted.home_address, accepted.home_agent,
+            accepted.care_of_address, accepted.identification, None if (alone or gone) else node,
+        )
+
+    def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
+        """An administrative removal: ordered after every registration seen so far, and replicated."""
+        last = self.bindings.last_identification(home_address)
+        if last is None:
+            return []
+        ident = last + 1
+        removed = self.bindings.deregister(home_address, care_of_address, ident)
+        self.counters["removed"] += len(removed)
+        coa = home_address if care_of_address is None else care_of_address
+        effects: list[Effect] = [TunnelDown(b.home_address, b.care_of_address) for b in removed if self.serving]
+        marker = Accepted(home_address, coa, self.settings.virtual_address, 0, 0, ident)
+        return effects + self.replicate(marker, None, now)
+
+    # -- datagrams from members -----------------------------------------------------------------------
+
+    def receive(self, datagram: bytes, source: str, now: float) -> list[Effect]:
+        opened = self.membership.open(datagram, int(IPv4Address(source)), now)
+        if opened is None:
+            return []
+        member, body = opened
+        try:
+            message = parse_body(body)
+        except ParseError as exc:
+            self.counters["redundancy.malformed"] += 1
+            log.debug("malformed message from %s: %s", member.name, exc.reason)
+            return []
+        effects = self._heard(member, now)
+        if type(message) is BindingUpdate:
+            effects += self._on_update(member, message, now)
+        elif type(message) is BindingUpdateAck:
+            effects += self._on_update_ack(member, message)
+        elif type(message) is Advertisement:
+            effects += self._on_advertisement(member, message, now)
+        elif type(message) is BindingTableRequest:
+            effects += self._on_table_request(member, message, now)
+        elif type(message) is BindingTableReply:
+            effects += self._on_table_reply(member, message, now)
+        elif type(message) is BindingTableReplyAck:
+            effects += self._on_table_reply_ack(member, message, now)
+        return effects
+
+    def _heard(self, member: Member, now: float) -> list[Effect]:
+        member.last_heard = now
+        if member.up:
+            return []
+        member.up = True
+        log.info("member %s is up", member.name)
+        if self._startup is not None:
+            return []  # the start-up request covers it
+        # Back after being down: it may hold registrations we missed, so ask for its table (and it, having
+        # marked us down too, asks for ours).
+        return self._request_tables(ntp_identification(now), [member], now)
+
+    def _on_update(self, member: Member, update: BindingUpdate, now: float) -> list[Effect]:
+        self.counters["redundancy.updates_received"] += 1
+        state = update.state()
+        effects: list[Effect] = []
+        if IPv4Address(state.home_address) not in self.settings.home_network:
+            code = AckCode.REFUSED
+        else:
+            changed = self._take(state, now)
+            code = AckCode.APPLIED if changed is not None else AckCode.NOT_NEWER
+            effects += changed or []
+        ack = BindingUpdateAck(code, update.home_address, update.identification)
+        return effects + [self._send(ack.body(), member, now)]
+
+    def _take(self, state: MobileNodeBindings, now: float) -> list[Effect] | None:
+        """Make a member's state for one node ours if newer; the tunnel changes if we serve."""
+        result = self.bindings.apply(state.home_address, state.identification, bindings_of(state, now))
+        if result is None:
+            return None
+        return self._tunnel_changes(*result) if self.serving else []
+
+    def _on_update_ack(self, member: Member, ack: BindingUpdateAck) -> list[Effect]:
+        key = (member.address, ack.home_address)
+        pending = self._pending.get(key)
+        if pending is None or pending.identification != ack.identification:
+            return []
+        del self._pending[key]
+        self.timers.cancel(("update", key))
+        self.counters["redundancy.updates_acked"] += 1
+        return self._sync_acked(member.address, (ack.home_address, ack.identification))
+
+    def _sync_acked(self, member: int, key: tuple[int, int]) -> list[Effect]:
+        tokens = self._sync_by_key.get(key)
+        if not tokens:
+            return []
+        released: list[Effect] = []
+        for token in list(tokens):
+            waiter = self._sync[token]
+            waiter.waiting.discard(member)
+            if not waiter.waiting:
+                released.append(self._release(token))
+        return released
+
+    def _release(self, token: int) -> Send:
+        waiter = self._sync.pop(token)
+        self.timers.cancel(("sync", token))
+        tokens = self._sync_by_key[waiter.key]
+        tokens.remove(token)
+        if not tokens:
+            del self._sync_by_key[waiter.key]
+        return waiter.reply
+
+    def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
+        member.priority, member.role = advert.priority, advert.role
+        if advert.priority == 0:
+            member.up = False  # resigned: gone until heard again
+        return self._apply_transitions(self.election.advertisement(member.address, advert.priority, advert.role, now))
+
+    # -- table transfer -------------------------------------------------------------------------------
+
+    def _request_tables(self, ident: int, members: list[Member], now: float) -> list[Effect]:
+        request = BindingTableRequest(ident, (self.settings.own_address, *(m.address for m in self.membership)))
+        body = request.body()
+        self._requested[ident] = 0 if len(members) != 1 else members[0].address
+        self.counters["redundancy.table_requests_sent"] += len(members)
+        effects: list[Effect] = [self._send(body, m, now) for m in members]
+        if self.settings.multicast_group is not None and len(members) != 1:
+            effects += self._multicast(body, now)
+        return effects
+
+    def _on_table_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
+        self.counters["redundancy.table_requests_received"] += 1
+        for address in request.home_agents:  # FIG 5: the list of Home Agents in the group
+            self.membership.learn(address)
+        transfer = OutgoingTransfer.start(
+            member.address, request.identification, self.bindings, self.settings.max_datagram,
+            member.association.digest_size,
+        )
+        self._outgoing[member.address] = transfer  # a new request supersedes an older transfer
+        log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
+        return self._pump(transfer, member, now)
+
+    def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
+        sends = transfer.fill(self.bindings, now)
+        self.counters["redundancy.table_replies_sent"] += len(sends)
+        effects: list[Effect] = [self._send(body, member, now) for _, body in sends]
+        deadline = transfer.next_deadline()
+        if deadline is not None:
+            self.timers.schedule(("transfer", member.address), deadline)
+        elif transfer.done:
+            self._outgoing.pop(member.address, None)
+            self.timers.cancel(("transfer", member.address))
+            log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
+        return effects
+
+    def _on_table_reply(self, member: Member, reply: BindingTableReply, now: float) -> list[Effect]:
+        wanted = self._requested.get(reply.identification)
+        if wanted is None or wanted not in (0, member.address):
+            self.counters["redundancy.table_replies_dropped"] += 1  # answers nothing we asked
+            return []
+        self.counters["redundancy.table_replies_received"] += 1
+        key = (member.address, reply.identification)
+        transfer = self._incoming.get(key)
+        if transfer is None:
+            transfer = self._incoming[key] = IncomingTransfer(member.address, reply.identification)
+        effects: list[Effect] = []
+        if transfer.receive(reply, now):
+            for node in reply.nodes:
+                if IPv4Address(node.home_address) in self.settings.home_network:
+                    effects += self._take(node, now) or []
+        self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
+        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
+        effects.append(self._send(ack.body(), member, now))
+        if transfer.done:
+            del self._incoming[key]
+            self.timers.cancel(("incoming", key))
+            log.info("table received from %s: %d mobile nodes", member.name, transfer.nodes)
+            if self._startup is not None and reply.identification == self._startup.identification:
+                self._startup.answered.add(member.address)
+                effects += self._check_startup(now)
+        return effects
+
+    def _on_table_reply_ack(self, member: Member, ack: BindingTableReplyAck, now: float) -> list[Effect]:
+        transfer = self._outgoing.get(member.address)
+        if transfer is None or transfer.identification != ack.identification or not transfer.ack(ack.sequence):
+            return []
+        return self._pump(transfer, member, now)
+
+    def _check_startup(self, now: float) -> list[Effect]:
+        """FIG 4 ends: every member that is up has sent its table, or nobody answered in time."""
+        startup = self._startup
+        if startup is None:
+            return []
+        ident = startup.identification
+        receiving = any(i == ident for _, i in self._incoming)
+        expected = {m.address for m in self.membership.up()} - startup.given_up
+        complete = expected <= startup.answered and not receiving
+        if not (complete and (startup.answered or now >= startup.deadline)):
+            return []
+        self._startup = None
+        self.timers.cancel("startup")
+        log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
+        effects = self._apply_transitions(self.election.ready(now))
+        if self.settings.mode == "peer":
+            effects += self._tunnel_changes([], list(self.bindings))
+        return effects
+
+    # -- timers ---------------------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        ours, election = self.timers.next(), self.election.next_timer()
+        if ours is None:
+            return election
+        return ours if election is None else min(ours, election)
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        effects = self._apply_transitions(self.election.handle_timer(now))
+        for key in self.timers.due(now):
+            if key == "advertise":
+                effects += self._advertise(now)
+                effects += self._check_liveness(now)
+                self.timers.schedule("advertise", now + self.settings.advertisement_interval)
+            elif key == "startup":
+                effects += self._startup_tick(now)
+            else:
+                kind, arg = key  # type: ignore[misc]
+                if kind == "update":
+                    effects += self._retransmit_update(arg, now)
+                elif kind == "sync":
+                    effects += self._sync_timeout(arg)
+                elif kind == "transfer":
+                    effects += self._retransmit_transfer(arg, now)
+                elif kind == "incoming":
+                    self._abandon_incoming(arg, now)
+                    effects += self._check_startup(now)
+        return effects
+
+    def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
+        advert = Advertisement(
+            self.settings.priority if priority is None else priority,
+            int(self.election.role),
+            int(self.settings.advertisement_interval * 1000),
+        )
+        body = advert.body()
+        return [self._send(body, m, now) for m in self.membership]
+
+    def _check_liveness(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for m in self.membership:
+            if not m.up or m.last_heard is None:
+                continue
+            interval = self.settings.advertisement_interval
+            if now - m.last_heard > 3 * interval + (256 - m.priority) / 256 * interval:
+                effects += self._mark_down(m, "not heard")
+        return effects
+
+    def _mark_down(self, member: Member, why: str) -> list[Effect]:
+        if not member.up:
+            return []
+        member.up = False
+        log.warning("member %s is down: %s", member.name, why)
+        self.counters["redundancy.members_marked_down"] += 1
+        for key in [k for k in self._pending if k[0] == member.address]:
+            del self._pending[key]
+            self.timers.cancel(("update", key))
+        released: list[Effect] = []
+        for token, waiter in list(self._sync.items()):
+            waiter.waiting.discard(member.address)
+            if not waiter.waiting:
+                released.append(self._release(token))
+        return released
+
+    def _retransmit_update(self, key: tuple[int, int], now: float) -> list[Effect]:
+        pending = self._pending.get(key)
+        member = self.membership.members.get(key[0])
+        if pending is None or member is None:
+            return []
+        if pending.tries >= UPDATE_TRIES:
+            self.counters["redundancy.updates_failed"] += 1
+            return self._mark_down(member, "Binding Updates not acknowledged")
+        pending.tries += 1
+        self.counters["redundancy.updates_retransmitted"] += 1
+        self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT * 2 ** (pending.tries - 1))
+        return [self._send(pending.body, member, now)]
+
+    def _sync_timeout(self, token: int) -> list[Effect]:
+        waiter = self._sync.get(token)
+        if waiter is None:
+            return []
+        self.counters["redundancy.sync_timeouts"] += 1
+        effects: list[Effect] = []
+        for address in list(waiter.waiting):
+            member = self.membership.members.get(address)
+            if member is not None:
+                effects += self._mark_down(member, "no ack within sync_timeout")
+        if token in self._sync:
+            effects.append(self._release(token))
+        return effects
+
+    def _retransmit_transfer(self, address: int, now: float) -> list[Effect]:
+        transfer = self._outgoing.get(address)
+        member = self.membership.members.get(address)
+        if transfer is None or member is None:
+            return []
+        try:
+            again = transfer.overdue(now)
+        except TimeoutError:
+            del self._outgoing[address]
+            return self._mark_down(member, "table replies not acknowledged")
+        self.counters["redundancy.table_replies_retransmitted"] += len(again)
+        effects: list[Effect] = [self._send(body, member, now) for _, body in again]
+        return effects + self._pump(transfer, member, now)
+
+    def _abandon_incoming(self, key: tuple[int, int], now: float) -> None:
+        transfer = self._incoming.pop(key, None)
+        if transfer is not None:
+            log.warning("table transfer from %s stalled; abandoned", IPv4Address(key[0]))
+            self.counters["redundancy.table_transfers_abandoned"] += 1
+
+    def _startup_tick(self, now: float) -> list[Effect]:
+        """Ask again every member that has not started answering; stop waiting for those that never do."""
+        startup = self._startup
+        if startup is None:
+            return []
+        started = {m for m, i in self._incoming if i == startup.identification} | startup.answered
+        silent = [m for m in self.membership if m.address not in started and m.address not in startup.given_up]
+        again = []
+        for m in silent:
+            if startup.tries >= REQUEST_TRIES or (not m.up and now >= startup.deadline):
+                startup.given_up.add(m.address)
+            else:
+                again.append(m)
+        startup.tries += 1
+        effects = self._request_tables(startup.identification, again, now) if again else []
+        effects += self._check_startup(now)
+        if self._startup is not None:
+            self.timers.schedule("startup", now + REQUEST_RETRANSMIT)
+        return effects
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
+        effects: list[Effect] = []
+        vip = str(IPv4Address(self.settings.virtual_address))
+        for t in transitions:
+            log.info("role %s -> %s: %s", t.old.label, t.new.label, t.reason)
+            self.counters[f"redundancy.became_{t.new.label}"] += 1
+            if t.new is Role.ACTIVE:
+                effects.append(ClaimAddress(vip))
+                if self.settings.mode != "peer":
+                    effects += self._tunnel_changes([], list(self.bindings))
+            elif t.old is Role.ACTIVE:
+                effects.append(ReleaseAddress(vip))
+                if self.settings.mode != "peer":
+                    effects += self._tunnel_changes(list(self.bindings), [])
+        return effects
+
+    @staticmethod
+    def _tunnel_changes(before: list[Binding], after: list[Binding]) -> list[Effect]:
+        old = {(b.home_address, b.care_of_address): b for b in before}
+        new = {(b.home_address, b.care_of_address): b for b in after}
+        effects: list[Effect] = [TunnelDown(*k) for k in old if k not in new]
+        effects += [
+            TunnelUp(k[0], k[1], bool(b.flags & _T))
+            for k, b in new.items()
+            if k not in old or (old[k].flags & _T) != (b.flags & _T)
+        ]
+        return effects
+
+    def _send(self, body: bytes, member: Member, now: float) -> Send:
+        return Send(self.membership.seal(body, member, now), (member.name, self.settings.port), self._own)
+
+    def _multicast(self, body: bytes, now: float) -> list[Effect]:
+        group = self.settings.multicast_group
+        sa = self.membership.group_association
+        if group is None or sa is None:
+            return []
+        datagram = self.membership.seal_with(body, sa, now)
+        return [Send(datagram, (str(IPv4Address(group)), self.settings.port), self._own)]
+
+    @property
+    def _own(self) -> str:
+        return str(IPv4Address(self.settings.own_address))

@@ -1,0 +1,159 @@
+"""Moving a whole mobility binding table between members (FIG 4 and FIG 5, claim 3).
+
+The sender walks a snapshot of the home addresses, packs each mobile node's current state into Binding
+Table Replies of at most ``max_datagram`` bytes, and keeps a window of them in flight, each retransmitted
+until its ack comes. The receiver applies what it gets (newest Identification wins, so a reply that
+arrives twice, late, or after a live Binding Update changes nothing wrong), acks every reply, and is
+done when it holds every part up to the one without MoreBind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from homeagent.core.bindings import Binding, BindingTable
+from homeagent.wire.redundancy import (
+    BindingRecord,
+    BindingTableReply,
+    MobileNodeBindings,
+    encode_node,
+    reply_capacity,
+)
+
+WINDOW = 32  # replies in flight per transfer
+RETRANSMIT_AFTER = 0.5  # seconds without an ack before a reply is sent again
+MAX_TRIES = 6  # then the transfer is abandoned and the peer marked down
+
+
+def node_state(table: BindingTable, home_address: int, now: float) -> MobileNodeBindings | None:
+    """A mobile node's state as it travels: remaining lifetimes relative to ``now``."""
+    last, bindings = table.lookup(home_address)
+    if last is None:
+        return None
+    records = tuple(
+        BindingRecord(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags, ms)
+        for b in bindings
+        if (ms := int((b.expires - now) * 1000)) > 0
+    )
+    return MobileNodeBindings(home_address, last, records)
+
+
+def bindings_of(node: MobileNodeBindings, now: float) -> list[Binding]:
+    """The table's bindings for a state received from a member: expiry from the remaining lifetime."""
+    return [
+        Binding(node.home_address, r.care_of_address, r.lifetime, now + r.remaining_ms / 1000.0, r.identification,
+                r.flags, r.home_agent)
+        for r in node.bindings
+    ]
+
+
+@dataclass
+class _InFlight:
+    body: bytes
+    sent_at: float
+    tries: int = 1
+
+
+@dataclass
+class OutgoingTransfer:
+    """Our table, on its way to ``member`` in answer to its request ``identification``."""
+
+    member: int
+    identification: int
+    home_addresses: list[int]
+    capacity: int  # bytes of extensions per reply
+    next_index: int = 0
+    next_sequence: int = 0
+    finished_sending: bool = False
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    nodes_sent: int = 0
+
+    @classmethod
+    def start(
+        cls, member: int, identification: int, table: BindingTable, max_datagram: int, digest_size: int
+    ) -> OutgoingTransfer:
+        return cls(member, identification, table.home_addresses(), reply_capacity(max_datagram, digest_size))
+
+    @property
+    def done(self) -> bool:
+        return self.finished_sending and not self.in_flight
+
+    def fill(self, table: BindingTable, now: float) -> list[tuple[int, bytes]]:
+        """New replies to send, as (sequence, body), while the window has room."""
+        out = []
+        while not self.finished_sending and len(self.in_flight) < WINDOW:
+            sequence, body = self._next_reply(table, now)
+            self.in_flight[sequence] = _InFlight(body, now)
+            out.append((sequence, body))
+        return out
+
+    def _next_reply(self, table: BindingTable, now: float) -> tuple[int, bytes]:
+        parts: list[bytes] = []
+        size = 0
+        addresses = self.home_addresses
+        i = self.next_index
+        while i < len(addresses):
+            node = node_state(table, addresses[i], now)
+            if node is None:  # gone since the snapshot (never happens: last Identifications stay)
+                i += 1
+                continue
+            encoded = encode_node(node)
+            if size + len(encoded) > self.capacity and parts:
+                break
+            parts.append(encoded)
+            size += len(encoded)
+            i += 1
+        self.next_index = i
+        self.finished_sending = i >= len(addresses)
+        sequence = self.next_sequence
+        self.next_sequence += 1
+        self.nodes_sent += len(parts)
+        header = BindingTableReply.header(0, len(parts), not self.finished_sending, sequence, self.identification)
+        return sequence, header + b"".join(parts)
+
+    def ack(self, sequence: int) -> bool:
+        return self.in_flight.pop(sequence, None) is not None
+
+    def overdue(self, now: float) -> list[tuple[int, bytes]]:
+        """Replies to send again; raises TimeoutError when one has been tried too often."""
+        out = []
+        for sequence, f in self.in_flight.items():
+            if now - f.sent_at >= RETRANSMIT_AFTER * f.tries:
+                if f.tries >= MAX_TRIES:
+                    raise TimeoutError(f"reply {sequence} never acknowledged")
+                f.tries += 1
+                f.sent_at = now
+                out.append((sequence, f.body))
+        return out
+
+    def next_deadline(self) -> float | None:
+        if not self.in_flight:
+            return None
+        return min(f.sent_at + RETRANSMIT_AFTER * f.tries for f in self.in_flight.values())
+
+
+@dataclass
+class IncomingTransfer:
+    """A member's table arriving in answer to our request."""
+
+    member: int
+    identification: int
+    received: set[int] = field(default_factory=set)
+    last_sequence: int | None = None
+    last_heard: float = 0.0
+    nodes: int = 0
+
+    def receive(self, reply: BindingTableReply, now: float) -> bool:
+        """Record a reply; True if it is new (its nodes should be applied)."""
+        self.last_heard = now
+        if not reply.more:
+            self.last_sequence = reply.sequence
+        if reply.sequence in self.received:
+            return False
+        self.received.add(reply.sequence)
+        self.nodes += len(reply.nodes)
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.last_sequence is not None and len(self.received) == self.last_sequence + 1
