@@ -141,3 +141,15 @@ def test_cli_without_daemon_fails_cleanly(daemons):
     r = homeagent("mn", "register", "--config", str(ha.config_path), "--home-address", "10.1.0.5", "--care-of",
                   "192.0.2.1", "--timeout", "0.1", "--retries", "0")
     assert r.returncode == 1 and "no reply" in r.stderr
+
+
+def test_demo_runs_the_shipped_example():
+    from .conftest import port_is_free
+
+    if not port_is_free(HA_ADDRESS, 4340):
+        pytest.skip("the example's port 127.0.0.2:4340 is taken")
+    r = homeagent("demo", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "reply 0 (ACCEPTED)" in r.stdout
+    assert "1 binding(s)" in r.stdout and "active" in r.stdout
+    assert port_is_free(HA_ADDRESS, 4340), "the demo's daemon is still running"

@@ -37,8 +37,8 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
                 if not isinstance(request, dict):
                     raise ValueError("request must be a JSON object")
                 answer = {"ok": True, "result": handler(request)}
-            except (ValueError, KeyError) as exc:
-                answer = {"ok": False, "error": str(exc)}
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                answer = {"ok": False, "error": str(exc) or type(exc).__name__}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
