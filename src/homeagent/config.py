@@ -312,6 +312,8 @@ def _address(t: dict[str, Any], where: str, key: str, required: bool = False) ->
             raise ConfigError(f"{where}.{key}", "missing")
         return None
     try:
+        if not isinstance(t[key], str):
+            raise ValueError
         return IPv4Address(t[key])
     except ValueError:
         raise ConfigError(f"{where}.{key}", f"{t[key]!r} is not an IPv4 address") from None
@@ -321,8 +323,10 @@ def _network(t: dict[str, Any], where: str, key: str, default: IPv4Network | Non
     if key not in t:
         return default
     try:
+        if not isinstance(t[key], str):
+            raise ValueError
         return IPv4Network(t[key])
-    except (ValueError, TypeError):
+    except ValueError:
         raise ConfigError(f"{where}.{key}", f"{t[key]!r} is not an IPv4 prefix such as 10.1.0.0/16") from None
 
 

@@ -27,6 +27,9 @@ SPI = 256
 WIDE_SPI = 257
 SA = SecurityAssociation(SPI, Algorithm.HMAC_MD5, KEY)
 WIDE_SA = SecurityAssociation(WIDE_SPI, Algorithm.HMAC_MD5, WIDE_KEY)
+ZERO_KEY = bytes.fromhex("b0b1b2b3b4b5b6b7b8b9babbbcbdbebf")
+ZERO_SPI = 258
+ZERO_SA = SecurityAssociation(ZERO_SPI, Algorithm.HMAC_MD5, ZERO_KEY)
 
 
 def ip(text: str) -> int:
@@ -63,6 +66,13 @@ home_addresses = "10.0.0.0/8"
 spi = 257
 algorithm = "hmac-md5"
 key = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+
+# Home address 0.0.0.0 only (a node asking for a dynamic home address), to reach 129 for it.
+[[security_association]]
+home_addresses = "0.0.0.0/32"
+spi = 258
+algorithm = "hmac-md5"
+key = "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
 """
 
 
@@ -126,5 +136,5 @@ def snapshot(ha: HomeAgent) -> tuple:
     table = ha.bindings
     rows = sorted((b.home_address, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags)
                   for b in table)
-    nodes = sorted({r[0] for r in rows} | {HOA, ip("10.2.0.5")})
+    nodes = sorted({r[0] for r in rows} | {HOA, ip("10.2.0.5"), 0})
     return tuple(rows), len(table), tuple((n, table.last_identification(n)) for n in nodes)

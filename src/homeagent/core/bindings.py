@@ -12,7 +12,8 @@ record is not tracked by the garbage collector and holds no other objects.
 
 Expiry is a timer wheel of one-second buckets of home addresses, driven by ``now``: no task or timer per
 binding. A renewal leaves a stale entry behind, which finds nothing due when its bucket comes. A binding
-expires at the first whole second at or after its lifetime ends, never before.
+is removed by the first bucket that comes due at or after its lifetime ends (at most about a second
+late), never before.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ class BindingTable:
         binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags, home_agent)
         last, current = self.lookup(home_address)
         if simultaneous and current:
-            kept = [b for b in current if b.care_of_address != care_of_address]
-            removed = [b for b in current if b.care_of_address == care_of_address]
+            kept = [b for b in current if b.care_of_address != care_of_address and b.expires > now]
+            removed = [b for b in current if b.care_of_address == care_of_address or b.expires <= now]
         else:
             kept, removed = [], list(current)
         kept.append(binding)

@@ -96,6 +96,7 @@ class Registrar:
         # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
         hoa, coa = request.home_address, request.care_of_address
         last, current = self.bindings.lookup(hoa)
+        current = tuple(b for b in current if b.expires > now)  # ended, not yet swept by the timer
         for b in current:
             if (
                 b.identification == request.identification

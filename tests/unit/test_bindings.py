@@ -1,0 +1,322 @@
+"""The mobility binding table (RFC 5944 3.8.1, 4.2.3) and its timer wheel, driven only by ``now``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from homeagent.core.bindings import Binding, BindingTable
+
+HOA, HOA2 = 0x0A010005, 0x0A010006
+COA, COA2, COA3 = 0xC6336407, 0xC6336408, 0xC6336409
+T0 = 1_700_000_000.0
+
+
+def coas(table, hoa=HOA):
+    return {b.care_of_address for b in table.bindings_of(hoa)}
+
+
+def test_empty_table():
+    t = BindingTable()
+    assert len(t) == 0 and list(t) == [] and t.bindings_of(HOA) == ()
+    assert t.last_identification(HOA) is None and t.next_expiry() is None
+    assert t.expire(T0 + 1e9) == []
+
+
+def test_register_returns_the_binding_and_what_it_replaced():
+    t = BindingTable()
+    b, removed = t.register(HOA, COA, 600, 10, T0 + 0.5, flags=0x02)
+    assert b == Binding(HOA, COA, 600, T0 + 600.5, 10, 0x02)
+    assert removed == [] and t.bindings_of(HOA) == (b,) and list(t) == [b]
+    b2, removed = t.register(HOA, COA2, 300, 11, T0 + 1)
+    assert removed == [b] and t.bindings_of(HOA) == (b2,)
+    assert b2.remaining(T0 + 101) == 200 and b2.remaining(T0 + 10_000) == 0
+    d = b2.as_dict(T0 + 101)
+    assert d["home_address"] == "10.1.0.5" and d["care_of_address"] == "198.51.100.8" and d["remaining"] == 200
+
+
+def test_expiry_never_early_at_most_one_second_late():
+    t = BindingTable()
+    t.register(HOA, COA, 10, 1, T0 + 0.3)  # ends at T0 + 10.3
+    assert t.next_expiry() == T0 + 11
+    assert t.expire(T0 + 10.29) == []
+    assert t.expire(T0 + 10.999) == []  # wheel granularity: the second after the end
+    [gone] = t.expire(T0 + 11)
+    assert gone.care_of_address == COA and gone.expires == T0 + 10.3
+    assert len(t) == 0 and t.bindings_of(HOA) == ()
+
+
+def test_expiry_on_a_whole_second_is_exact():
+    t = BindingTable()
+    t.register(HOA, COA, 10, 1, T0)
+    assert t.expire(T0 + 9.999) == []
+    assert len(t.expire(T0 + 10)) == 1
+
+
+@pytest.mark.parametrize("start", [T0, T0 + 0.001, T0 + 0.5, T0 + 0.999])
+@pytest.mark.parametrize("lifetime", [1, 2, 59, 1800, 65534])
+def test_expiry_window(start, lifetime):
+    t = BindingTable()
+    t.register(HOA, COA, lifetime, 1, start)
+    end = start + lifetime
+    assert t.expire(math.nextafter(end, 0)) == []
+    assert len(t.expire(end + 1)) == 1  # at most one second late
+
+
+def test_renewal_moves_expiry_and_the_stale_wheel_entry_is_ignored():
+    t = BindingTable()
+    t.register(HOA, COA, 10, 1, T0)
+    renewed, removed = t.register(HOA, COA, 100, 2, T0 + 5)
+    assert [r.identification for r in removed] == [1]
+    assert t.next_expiry() == T0 + 10  # the stale entry is still on the wheel ...
+    assert t.expire(T0 + 10) == []  # ... and finds nothing due
+    assert t.bindings_of(HOA) == (renewed,)
+    assert t.next_expiry() == T0 + 105
+    assert t.expire(T0 + 105) == [renewed]
+
+
+def test_renewal_to_a_shorter_lifetime():
+    t = BindingTable()
+    t.register(HOA, COA, 100, 1, T0)
+    t.register(HOA, COA, 10, 2, T0)
+    assert t.next_expiry() == T0 + 10
+    assert len(t.expire(T0 + 10)) == 1
+    assert t.expire(T0 + 100) == [] and len(t) == 0
+
+
+def test_simultaneous_bindings_expire_independently():
+    t = BindingTable()
+    a, _ = t.register(HOA, COA, 10, 1, T0, simultaneous=True)
+    b, _ = t.register(HOA, COA2, 20, 2, T0, simultaneous=True)
+    c, _ = t.register(HOA, COA3, 30, 3, T0, simultaneous=True)
+    other, _ = t.register(HOA2, COA, 20, 1, T0)
+    assert len(t) == 4
+    assert t.expire(T0 + 10) == [a]
+    assert coas(t) == {COA2, COA3} and len(t) == 3
+    assert sorted(t.expire(T0 + 20), key=lambda x: x.home_address) == [b, other]
+    assert coas(t) == {COA3} and t.bindings_of(HOA2) == ()
+    assert t.expire(T0 + 30) == [c]
+    assert len(t) == 0
+
+
+def test_simultaneous_renewal_of_one_keeps_the_others():
+    t = BindingTable()
+    a, _ = t.register(HOA, COA, 10, 1, T0, simultaneous=True)
+    b, _ = t.register(HOA, COA2, 10, 2, T0, simultaneous=True)
+    a2, removed = t.register(HOA, COA, 50, 3, T0 + 5, simultaneous=True)
+    assert removed == [a] and set(t.bindings_of(HOA)) == {b, a2} and len(t) == 2
+    assert t.expire(T0 + 10) == [b]
+    assert t.bindings_of(HOA) == (a2,)
+
+
+def test_without_simultaneous_every_other_binding_is_replaced():
+    t = BindingTable()
+    a, _ = t.register(HOA, COA, 10, 1, T0, simultaneous=True)
+    b, _ = t.register(HOA, COA2, 10, 2, T0, simultaneous=True)
+    c, removed = t.register(HOA, COA3, 10, 3, T0)
+    assert sorted(removed) == sorted([a, b]) and t.bindings_of(HOA) == (c,) and len(t) == 1
+
+
+def test_next_expiry_is_the_earliest_bucket():
+    t = BindingTable()
+    t.register(HOA, COA, 50, 1, T0 + 0.5)
+    t.register(HOA2, COA, 20, 1, T0 + 0.5)
+    assert t.next_expiry() == T0 + 21
+    t.expire(T0 + 21)
+    assert t.next_expiry() == T0 + 51
+    t.expire(T0 + 51)
+    assert t.next_expiry() is None
+
+
+def test_deregister_one_and_all():
+    t = BindingTable()
+    a, _ = t.register(HOA, COA, 10, 1, T0, simultaneous=True)
+    b, _ = t.register(HOA, COA2, 10, 2, T0, simultaneous=True)
+    c, _ = t.register(HOA, COA3, 10, 3, T0, simultaneous=True)
+    assert t.deregister(HOA, COA2, 4) == [b]
+    assert coas(t) == {COA, COA3} and len(t) == 2
+    assert t.deregister(HOA, COA2, 5) == []
+    assert sorted(t.deregister(HOA, None, 6)) == sorted([a, c])
+    assert len(t) == 0 and t.bindings_of(HOA) == ()
+    assert t.expire(T0 + 100) == []  # their wheel entries are stale now
+
+
+def test_last_identification_outlives_deregistration_and_expiry():
+    t = BindingTable()
+    t.register(HOA, COA, 10, 100, T0)
+    assert t.last_identification(HOA) == 100
+    t.deregister(HOA, None, 200)
+    assert t.last_identification(HOA) == 200 and len(t) == 0
+    t.register(HOA, COA, 10, 300, T0)
+    t.expire(T0 + 10)
+    assert t.last_identification(HOA) == 300 and len(t) == 0
+    assert t.last_identification(HOA2) is None
+    # A deregistration of a node that never registered still records its Identification.
+    t.deregister(HOA2, COA, 7)
+    assert t.last_identification(HOA2) == 7 and len(t) == 0
+
+
+def test_last_identification_survives_another_bindings_expiry():
+    t = BindingTable()
+    t.register(HOA, COA, 5, 1, T0, simultaneous=True)
+    t.register(HOA, COA2, 600, 2, T0, simultaneous=True)
+    t.register(HOA, COA3, 600, 3, T0, simultaneous=True)
+    t.deregister(HOA, COA3, 4)
+    t.expire(T0 + 5)
+    assert coas(t) == {COA2}
+    assert t.last_identification(HOA) == 4
+
+
+def test_last_identification_never_goes_down():
+    t = BindingTable()
+    t.deregister(HOA, None, 50)
+    t.register(HOA, COA, 10, 40, T0)  # the table records; the registrar is the one that refuses
+    assert t.last_identification(HOA) == 50
+
+
+def test_a_million_seconds_of_wheel():
+    t = BindingTable()
+    for i in range(200):
+        t.register(0x0A000000 + i, COA, 1 + i % 37, i, T0 + i * 0.37)
+    assert len(t) == 200
+    total = 0
+    now = T0
+    while len(t):
+        now += 1
+        for b in t.expire(now):
+            assert b.expires <= now < b.expires + 1
+            total += 1
+    assert total == 200 and t.next_expiry() is None
+
+
+# -- apply: a replica takes state, newest Identification wins -----------------------------------------
+
+
+def test_apply_takes_newer_state_and_ignores_older_or_equal():
+    t = BindingTable()
+    mine, _ = t.register(HOA, COA, 100, 10, T0)
+    update = [Binding(HOA, COA2, 50, T0 + 50, 20, 0x02, 0xC0000201)]
+    assert t.apply(HOA, 20, update) == ([mine], update)
+    assert t.bindings_of(HOA) == tuple(update) and t.last_identification(HOA) == 20 and len(t) == 1
+    stale = [Binding(HOA, COA3, 500, T0 + 500, 15)]
+    assert t.apply(HOA, 15, stale) is None
+    assert t.apply(HOA, 20, stale) is None  # equal is not newer: a duplicate update changes nothing
+    assert t.bindings_of(HOA) == tuple(update)
+    # The applied binding expires on the wheel like any other; the replaced one's entry is stale.
+    assert t.expire(T0 + 100) == update and len(t) == 0
+
+
+def test_apply_a_deregistration_and_an_already_expired_binding():
+    t = BindingTable()
+    t.register(HOA, COA, 100, 10, T0)
+    assert t.apply(HOA, 11, [])[1] == []
+    assert len(t) == 0 and t.last_identification(HOA) == 11
+    ended = Binding(HOA2, COA, 5, T0 - 1, 3)
+    t.apply(HOA2, 3, [ended])
+    assert t.expire(T0) == [ended] and len(t) == 0
+    assert sorted(t.home_addresses()) == [HOA, HOA2]
+
+
+# -- a model check ------------------------------------------------------------------------------------
+
+NODES = [HOA, HOA2, 0x0A01FFFE]
+CAREOF = [COA, COA2, COA3, 0xCB007101]
+
+
+class BindingTableMachine(RuleBasedStateMachine):
+    """BindingTable against a dict of dicts, under random register / deregister / expire / time steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = BindingTable()
+        self.model: dict[int, dict[int, tuple]] = {}  # hoa -> coa -> (lifetime, expires, ident, flags, home agent)
+        self.last: dict[int, int] = {}
+        self.now = T0
+        self.ident = 0
+
+    def _next_ident(self) -> int:
+        self.ident += 1
+        return self.ident
+
+    @rule(hoa=st.sampled_from(NODES), coa=st.sampled_from(CAREOF), lifetime=st.integers(1, 40),
+          simultaneous=st.booleans(), flags=st.integers(0, 255), home_agent=st.sampled_from([0, 0xC0000201]))
+    def register(self, hoa, coa, lifetime, simultaneous, flags, home_agent):
+        ident = self._next_ident()
+        current = self.model.get(hoa, {})
+        # A registration also drops the node's bindings whose lifetime has ended but that no expire() swept.
+        expected_removed = {c for c, v in current.items() if c == coa or not simultaneous or v[1] <= self.now}
+        binding, removed = self.table.register(hoa, coa, lifetime, ident, self.now, flags, simultaneous, home_agent)
+        assert binding == Binding(hoa, coa, lifetime, self.now + lifetime, ident, flags, home_agent)
+        assert {b.care_of_address for b in removed} == expected_removed
+        if not simultaneous:
+            current = {}
+        current = {c: v for c, v in current.items() if c != coa and v[1] > self.now}
+        current[coa] = (lifetime, self.now + lifetime, ident, flags, home_agent)
+        self.model[hoa] = current
+        self.last[hoa] = ident
+
+    @rule(hoa=st.sampled_from(NODES), coa=st.one_of(st.none(), st.sampled_from(CAREOF)))
+    def deregister(self, hoa, coa):
+        ident = self._next_ident()
+        current = self.model.get(hoa, {})
+        gone = set(current) if coa is None else {c for c in current if c == coa}
+        removed = self.table.deregister(hoa, coa, ident)
+        assert {b.care_of_address for b in removed} == gone
+        self.model[hoa] = {c: v for c, v in current.items() if c not in gone}
+        self.last[hoa] = ident
+
+    @rule(seconds=st.one_of(st.integers(0, 30), st.floats(0, 5, allow_nan=False)))
+    def advance(self, seconds):
+        self.now += seconds
+
+    @rule()
+    def expire(self):
+        expired = self.table.expire(self.now)
+        got = {(b.home_address, b.care_of_address) for b in expired}
+        assert len(got) == len(expired)
+        # Due on the wheel (the whole second at or after the end has come): must go now.
+        must = {(h, c) for h, bs in self.model.items() for c, v in bs.items() if math.ceil(v[1]) <= self.now}
+        # Ended, but its second has not come: may go now (a stale wheel entry of the node found it ended).
+        may = {(h, c) for h, bs in self.model.items() for c, v in bs.items() if v[1] <= self.now}
+        assert must <= got <= may
+        for b in expired:
+            assert b.expires <= self.now  # never early
+            assert b == Binding(b.home_address, b.care_of_address, *self.model[b.home_address][b.care_of_address])
+        for h, c in got:
+            del self.model[h][c]
+
+    @precondition(lambda self: any(self.model.values()))
+    @rule(data=st.data())
+    def expire_exactly_at_an_end(self, data):
+        # Jump to exactly the whole second a binding is due: it must go then, not later.
+        ends = sorted(math.ceil(v[1]) for bs in self.model.values() for v in bs.values())
+        target = data.draw(st.sampled_from(ends))
+        if target > self.now:
+            self.now = float(target)
+        self.expire()
+
+    @invariant()
+    def same_bindings(self):
+        got = {(b.home_address, b.care_of_address): (b.lifetime, b.expires, b.identification, b.flags, b.home_agent)
+               for b in self.table}
+        want = {(h, c): v for h, bs in self.model.items() for c, v in bs.items()}
+        assert got == want
+        assert len(self.table) == len(want)
+        for h in NODES:
+            assert {b.care_of_address for b in self.table.bindings_of(h)} == set(self.model.get(h, {}))
+            assert self.table.last_identification(h) == self.last.get(h)
+
+    @invariant()
+    def next_expiry_is_not_after_any_binding(self):
+        ends = [math.ceil(v[1]) for bs in self.model.values() for v in bs.values()]
+        nxt = self.table.next_expiry()
+        if ends:
+            assert nxt is not None and nxt <= min(ends)
+
+
+TestBindingTableModel = BindingTableMachine.TestCase
+TestBindingTableModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

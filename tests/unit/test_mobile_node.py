@@ -1,0 +1,210 @@
+"""The mobile node client's sans-I/O parts: Identifications (RFC 5944 5.7.1), requests, reply checks (3.6.2.1)."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import IPv4Address
+
+import pytest
+
+from homeagent.core.effects import Send
+from homeagent.mobile_node import Identifications, MobileNode, Outcome, ReplyError
+from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.extensions import ExtensionType
+from homeagent.wire.registration import Flags, RegistrationReply, RegistrationRequest, reply_header
+
+from .support import COA, HA, HOA, KEY, SA, SOURCE, T0, make_ha, ntp
+
+LOW32 = 0xFFFFFFFF
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock(T0 + 0.5)
+    monkeypatch.setattr(time, "time", c)
+    return c
+
+
+def node(**kw) -> MobileNode:
+    return MobileNode(IPv4Address(HOA), IPv4Address(HA), SA, **kw)
+
+
+# -- Identifications ----------------------------------------------------------------------------------
+
+
+def test_identifications_are_ntp_timestamps(clock):
+    ident = Identifications().next()
+    assert ident >> 32 == int(clock.now) + 2_208_988_800
+    # The fraction is the clock's (0.5 s) above the 8 random low bits.
+    assert (ident & LOW32) >> 8 == (1 << 31) >> 8
+
+
+def test_identifications_strictly_increase_on_a_stopped_clock(clock):
+    ids = Identifications()
+    seen = [ids.next() for _ in range(500)]
+    assert all(a < b for a, b in zip(seen, seen[1:]))
+
+
+def test_identifications_strictly_increase_when_the_clock_steps_back(clock):
+    ids = Identifications()
+    first = ids.next()
+    clock.now -= 3600
+    second = ids.next()
+    assert second > first
+
+
+def test_resynchronise_applies_the_home_agents_seconds_when_it_is_ahead(clock):
+    ids = Identifications()
+    sent = ids.next()
+    ha_seconds = (sent >> 32) + 100
+    ids.resynchronise(sent, (ha_seconds << 32) | (sent & LOW32))
+    assert ids.next() >> 32 == ha_seconds
+    clock.now += 5
+    assert ids.next() >> 32 == ha_seconds + 5
+
+
+def test_resynchronise_applies_the_home_agents_seconds_when_it_is_behind(clock):
+    """The mobile node's clock is 100 s fast: 133, resynchronised, then accepted (RFC 5944 3.6.2.3).
+
+    Regression: resynchronise kept ``last``, so the next Identification was last + 1, still 100 s ahead.
+    """
+    ha, mn = make_ha(), node()
+    ha_now = clock.now - 100
+    data = mn.request(IPv4Address(COA), 600)
+    sent = RegistrationRequest.parse(data)
+    [send] = [e for e in ha.receive_registration(data, SOURCE, ha_now) if isinstance(e, Send)]
+    reply = mn.check_reply(send.datagram, sent)
+    assert reply.code == 133 and reply.identification >> 32 == int(ha_now) + 2_208_988_800
+    mn.identifications.resynchronise(sent.identification, reply.identification)
+    data = mn.request(IPv4Address(COA), 600)
+    assert RegistrationRequest.parse(data).identification >> 32 == reply.identification >> 32
+    [send] = [e for e in ha.receive_registration(data, SOURCE, ha_now) if isinstance(e, Send)]
+    assert mn.check_reply(send.datagram, RegistrationRequest.parse(data)).code == 0
+
+
+# -- requests -----------------------------------------------------------------------------------------
+
+
+def test_request_is_signed_and_carries_every_field(clock):
+    mn = node()
+    data = mn.request(IPv4Address(COA), 600, Flags.S | Flags.T)
+    req = RegistrationRequest.parse(data)
+    assert (req.flags, req.lifetime, req.home_address, req.home_agent, req.care_of_address) == (
+        Flags.S | Flags.T, 600, HOA, HA, COA)
+    assert req.identification >> 32 == int(clock.now) + 2_208_988_800
+    [mhae] = req.extensions
+    assert mhae.type == ExtensionType.MOBILE_HOME_AUTH and mhae.spi == 256
+    assert SA.verify(req.raw, mhae)
+
+
+def test_requests_are_accepted_by_the_home_agent(clock):
+    ha, mn = make_ha(), node()
+    for n in range(3):
+        data = mn.request(IPv4Address(COA), 600)
+        sent = RegistrationRequest.parse(data)
+        [send] = [e for e in ha.receive_registration(data, SOURCE, clock.now) if isinstance(e, Send)]
+        reply = mn.check_reply(send.datagram, sent)
+        assert reply.code == 0 and reply.identification == sent.identification
+        clock.now += 0.001  # even within a second, each request has a new Identification
+
+
+def test_resynchronisation_with_the_home_agent(clock):
+    """The mobile node's clock is 100 s slow: 133, then resynchronised, then accepted."""
+    ha, mn = make_ha(), node()
+    ha_now = clock.now + 100
+    data = mn.request(IPv4Address(COA), 600)
+    sent = RegistrationRequest.parse(data)
+    [send] = [e for e in ha.receive_registration(data, SOURCE, ha_now) if isinstance(e, Send)]
+    reply = mn.check_reply(send.datagram, sent)
+    assert reply.code == 133
+    mn.identifications.resynchronise(sent.identification, reply.identification)
+    data = mn.request(IPv4Address(COA), 600)
+    [send] = [e for e in ha.receive_registration(data, SOURCE, ha_now) if isinstance(e, Send)]
+    assert mn.check_reply(send.datagram, RegistrationRequest.parse(data)).code == 0
+
+
+# -- reply checks -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def exchange(clock):
+    mn = node()
+    data = mn.request(IPv4Address(COA), 600)
+    sent = RegistrationRequest.parse(data)
+    return mn, sent
+
+
+def signed_reply(code=0, lifetime=600, hoa=HOA, ha=HA, ident=0, sa=SA) -> bytes:
+    return sa.sign(reply_header(code, lifetime, hoa, ha, ident))
+
+
+def test_check_reply_accepts_a_matching_authenticated_reply(exchange):
+    mn, sent = exchange
+    reply = mn.check_reply(signed_reply(ident=sent.identification), sent)
+    assert isinstance(reply, RegistrationReply) and reply.code == 0
+
+
+def test_check_reply_accepts_other_high_bits(exchange):
+    # A 133 reply carries the Home Agent's seconds in the high 32 bits; only the low 32 must match.
+    mn, sent = exchange
+    ident = (((sent.identification >> 32) + 1000) << 32) | (sent.identification & LOW32)
+    assert mn.check_reply(signed_reply(code=133, ident=ident), sent).code == 133
+
+
+def test_check_reply_rejects_wrong_low_32_bits(exchange):
+    mn, sent = exchange
+    with pytest.raises(ReplyError):
+        mn.check_reply(signed_reply(ident=sent.identification ^ 1), sent)
+
+
+def test_check_reply_rejects_wrong_home_address(exchange):
+    mn, sent = exchange
+    with pytest.raises(ReplyError):
+        mn.check_reply(signed_reply(ident=sent.identification, hoa=HOA + 1), sent)
+
+
+def test_check_reply_rejects_a_bad_authenticator(exchange):
+    mn, sent = exchange
+    data = bytearray(signed_reply(ident=sent.identification))
+    data[-1] ^= 0x80
+    with pytest.raises(ReplyError):
+        mn.check_reply(bytes(data), sent)
+
+
+def test_check_reply_rejects_another_key_and_a_missing_authenticator(exchange):
+    mn, sent = exchange
+    other = SecurityAssociation(256, Algorithm.HMAC_MD5, bytes(16))
+    with pytest.raises(ReplyError):
+        mn.check_reply(signed_reply(ident=sent.identification, sa=other), sent)
+    with pytest.raises(ReplyError):
+        mn.check_reply(reply_header(0, 600, HOA, HA, sent.identification), sent)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x03" * 19, b"\x01" + bytes(40)])
+def test_check_reply_rejects_what_is_not_a_reply(exchange, data):
+    mn, sent = exchange
+    with pytest.raises(ReplyError):
+        mn.check_reply(data, sent)
+
+
+def test_outcome_as_dict(exchange):
+    mn, sent = exchange
+    reply = RegistrationReply.parse(signed_reply(code=133, lifetime=0, ident=sent.identification))
+    d = Outcome(reply, sent, attempts=2, resynchronised=True).as_dict()
+    assert d["code"] == 133 and d["code_name"] == "IDENTIFICATION_MISMATCH" and d["accepted"] is False
+    assert d["home_address"] == "10.1.0.5" and d["care_of_address"] == "198.51.100.7"
+    assert d["attempts"] == 2 and d["resynchronised"] is True
+    odd = RegistrationReply.parse(signed_reply(code=77, ident=sent.identification))
+    assert Outcome(odd, sent, 1, False).as_dict()["code_name"] == "UNKNOWN"
+
+
+def test_key_constant():
+    assert SA.key == KEY and ntp(T0) >> 32 == int(T0) + 2_208_988_800
