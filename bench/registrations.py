@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,29 +26,44 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KEY = "00112233445566778899aabbccddeeff"
-SPI = 256
+sys.path.insert(0, str(HERE))
+from common import KEY, SPI, free_port, load, start, status, stop, write_config  # noqa: E402
+
 DAEMON_ADDRESS = "127.0.0.2"
 BASELINE_ADDRESS = "127.0.0.3"
 
 
-def free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def client(address: str, port: int, args: argparse.Namespace) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "homeagent", "mn", "load", "--home-agent", address, "--port", str(port),
-         "--spi", str(SPI), "--key", KEY, "--first-home-address", "10.1.0.1",
-         "--mobile-nodes", str(args.mobile_nodes), "--duration", str(args.duration), "--window", str(args.window)],
-        check=True, capture_output=True, text=True, timeout=args.duration + 30,
+def measure_baseline(args: argparse.Namespace) -> dict:
+    port = free_port(BASELINE_ADDRESS)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "baseline_server.py"), BASELINE_ADDRESS, str(port), str(SPI), KEY]
     )
-    return json.loads(out.stdout)
+    try:
+        _first_reply(BASELINE_ADDRESS, port)
+        return _client(BASELINE_ADDRESS, port, args)
+    finally:
+        stop(server)
 
 
-def wait_ready(address: str, port: int) -> None:
+def measure_daemon(tmp: Path, args: argparse.Namespace) -> dict:
+    port = free_port(DAEMON_ADDRESS)
+    config = write_config(tmp / f"lone-{port}", DAEMON_ADDRESS, port)
+    daemon = start(config)
+    try:
+        while status(config) is None:
+            time.sleep(0.05)
+        return _client(DAEMON_ADDRESS, port, args)
+    finally:
+        stop(daemon)
+
+
+def _client(address: str, port: int, args: argparse.Namespace) -> dict:
+    return load(address, port, "--first-home-address", "10.1.0.1", "--mobile-nodes", str(args.mobile_nodes),
+                "--duration", str(args.duration), "--window", str(args.window))
+
+
+def _first_reply(address: str, port: int) -> None:
+    """The bare server has no control socket: it is up when it answers."""
     from ipaddress import IPv4Address
 
     from homeagent.mobile_node import MobileNode
@@ -65,36 +79,6 @@ def wait_ready(address: str, port: int) -> None:
         except TimeoutError:
             continue
     raise RuntimeError(f"nothing answers on {address}:{port}")
-
-
-def measure(server: list[str], address: str, port: int, args: argparse.Namespace) -> dict:
-    proc = subprocess.Popen(server, stdout=subprocess.DEVNULL)
-    try:
-        wait_ready(address, port)
-        return client(address, port, args)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def daemon_config(tmp: Path, port: int) -> Path:
-    path = tmp / "homeagent.toml"
-    path.write_text(
-        f"""
-[home_agent]
-address = "{DAEMON_ADDRESS}"
-port = {port}
-home_network = "10.1.0.0/16"
-max_lifetime = 1800
-state_dir = "{tmp / 'state'}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-key = "{KEY}"
-"""
-    )
-    return path
 
 
 def memory_child(count: int) -> None:
@@ -136,15 +120,10 @@ def main() -> None:
     baseline_rates, daemon_rates = [], []
     with tempfile.TemporaryDirectory(prefix="homeagent-bench-") as tmp:
         for _ in range(args.rounds):
-            port = free_port(BASELINE_ADDRESS)
-            r = measure([sys.executable, str(HERE / "baseline_server.py"), BASELINE_ADDRESS, str(port), str(SPI), KEY],
-                        BASELINE_ADDRESS, port, args)
+            r = measure_baseline(args)
             baseline_rates.append(r["rate"])
             print(f"limit   (bare server)   {r['rate']:>9.0f} /s  lost {r['lost']}", flush=True)
-            port = free_port(DAEMON_ADDRESS)
-            config = daemon_config(Path(tmp), port)
-            r = measure([sys.executable, "-m", "homeagent", "run", "--config", str(config), "--log-level", "warning"],
-                        DAEMON_ADDRESS, port, args)
+            r = measure_daemon(Path(tmp), args)
             daemon_rates.append(r["rate"])
             print(f"homeagent (daemon)      {r['rate']:>9.0f} /s  lost {r['lost']}", flush=True)
 

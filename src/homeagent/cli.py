@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     load_p.add_argument("--count", type=int)
     load_p.add_argument("--duration", type=float)
     load_p.add_argument("--window", type=int, default=64)
+    load_p.add_argument("--rate", type=float, help="requests a second (a steady load); default: as fast as it goes")
     load_p.add_argument("--lifetime", type=int, default=600)
     load_p.set_defaults(func=_mn_load)
     return p
@@ -238,7 +239,7 @@ def _mn_load(args: argparse.Namespace) -> int:
     gen = LoadGenerator(home_agent, port, sa, addresses, args.care_of, args.lifetime, args.window)
     if args.count is None and args.duration is None:
         args.count = args.mobile_nodes
-    result = gen.run(count=args.count, duration=args.duration)
+    result = gen.run(count=args.count, duration=args.duration, rate=args.rate)
     print(json.dumps({**result.__dict__, "rate": round(result.rate, 1)}))
     return 0 if result.accepted else 1
 

@@ -214,6 +214,35 @@ class LoadGenerator:
         self.timeout = timeout
         self.identifications = Identifications()
 
+    def _receive(self, sock: socket.socket, pending: dict[int, tuple[int, float]], result: LoadResult) -> None:
+        """Count every waiting reply that answers a pending request and verifies."""
+        verify = self.association.verify
+        expected_size = 20 + 6 + self.association.digest_size
+        while True:
+            try:
+                data = sock.recv(2048)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                continue
+            entry = pending.pop(int.from_bytes(data[16:20], "big"), None) if len(data) >= 20 else None
+            if entry is None or len(data) != expected_size:
+                result.invalid += 1
+                continue
+            try:
+                reply = RegistrationReply.parse(data)
+            except ParseError:
+                result.invalid += 1
+                continue
+            mhae = reply.extensions[0] if reply.extensions else None
+            if mhae is None or reply.home_address != entry[0] or not verify(reply.raw, mhae):
+                result.invalid += 1
+                continue
+            result.replies += 1
+            result.codes[reply.code] = result.codes.get(reply.code, 0) + 1
+            if reply.code < 64:
+                result.accepted += 1
+
     def _requests(self) -> Iterator[tuple[int, int, bytes]]:
         sign = self.association.sign
         while True:
@@ -222,13 +251,12 @@ class LoadGenerator:
                 header = RegistrationRequest(0, self.lifetime, hoa, self.home_agent, self.care_of_address, ident)
                 yield hoa, ident, sign(header.header_bytes())
 
-    def run(self, count: int | None = None, duration: float | None = None) -> LoadResult:
-        """Send ``count`` requests, or for ``duration`` seconds, whichever ends first."""
+    def run(self, count: int | None = None, duration: float | None = None, rate: float | None = None) -> LoadResult:
+        """Send ``count`` requests, or for ``duration`` seconds, whichever ends first; at most ``rate`` a
+        second if given (a steady load), else as fast as replies free the window."""
         if count is None and duration is None:
             raise ValueError("give a count or a duration")
         result = LoadResult()
-        verify = self.association.verify
-        digest = self.association.digest_size
         pending: dict[int, tuple[int, float]] = {}  # low 32 bits of identification -> (home address, sent at)
         requests = self._requests()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -238,12 +266,14 @@ class LoadGenerator:
         start = time.monotonic()
         end = start + duration if duration is not None else float("inf")
         budget = count if count is not None else 1 << 62
-        expected_size = 20 + 6 + digest
+        gap = 1.0 / rate if rate else 0.0
+        next_send = start
+        next_sweep = start + self.timeout
         try:
             while True:
                 now = time.monotonic()
                 if now < end:
-                    while len(pending) < self.window and result.sent < budget:
+                    while len(pending) < self.window and result.sent < budget and now >= next_send:
                         hoa, ident, datagram = next(requests)
                         try:
                             sock.send(datagram)
@@ -251,42 +281,21 @@ class LoadGenerator:
                             break
                         pending[ident & LOW32] = (hoa, now)
                         result.sent += 1
-                if not pending:
+                        next_send = max(next_send + gap, now - 0.1) if gap else now
+                if not pending and (now >= end or result.sent >= budget):
                     break
-                if now >= end + self.timeout:
-                    result.lost += len(pending)
-                    break
-                readable, _, _ = select.select([sock], [], [], 0.05)
-                if readable:
-                    while True:
-                        try:
-                            data = sock.recv(2048)
-                        except BlockingIOError:
-                            break
-                        except ConnectionRefusedError:
-                            continue
-                        entry = pending.pop(int.from_bytes(data[16:20], "big"), None) if len(data) >= 20 else None
-                        if entry is None or len(data) != expected_size:
-                            result.invalid += 1
-                            continue
-                        try:
-                            reply = RegistrationReply.parse(data)
-                        except ParseError:
-                            result.invalid += 1
-                            continue
-                        mhae = reply.extensions[0] if reply.extensions else None
-                        if mhae is None or reply.home_address != entry[0] or not verify(reply.raw, mhae):
-                            result.invalid += 1
-                            continue
-                        result.replies += 1
-                        result.codes[reply.code] = result.codes.get(reply.code, 0) + 1
-                        if reply.code < 64:
-                            result.accepted += 1
-                else:
+                if now >= next_sweep:  # replies that never came
                     stale = [k for k, (_, at) in pending.items() if now - at > self.timeout]
                     for k in stale:
                         del pending[k]
                     result.lost += len(stale)
+                    next_sweep = now + self.timeout / 4
+                    if now >= end + self.timeout:
+                        result.lost += len(pending)
+                        break
+                wait = min(0.05, max(0.0, next_send - now)) if gap and len(pending) < self.window else 0.05
+                if select.select([sock], [], [], wait)[0]:
+                    self._receive(sock, pending, result)
         finally:
             sock.close()
         result.seconds = time.monotonic() - start

@@ -24,7 +24,7 @@ from homeagent.wire.extensions import Extension, ExtensionType
 from homeagent.wire.registration import RegistrationReply, RegistrationRequest
 
 HERE = Path(__file__).parent
-VECTOR_FILES = sorted(p.name for p in HERE.glob("*.txt"))
+VECTOR_FILES = sorted(p.name for p in [*HERE.glob("registration-*.txt"), *HERE.glob("reply-*.txt")])
 REQUESTS = [n for n in VECTOR_FILES if n.startswith("registration-")]
 REPLIES = [n for n in VECTOR_FILES if n.startswith("reply-")]
 FIXED = ("type", "flags", "code", "lifetime", "home_address", "home_agent", "care_of_address", "identification")

@@ -101,6 +101,25 @@ class BindingTable:
         last = _HEAD.unpack_from(record)[0]
         return last, (_decode(home_address, record) if len(record) > HEAD else ())
 
+    def export(self, home_address: int, now: float) -> tuple[int, list[tuple[int, int, int, int, int, int]]] | None:
+        """A node's last Identification and its running bindings as (care-of address, home agent,
+        identification, lifetime, flags, remaining ms): what a table transfer sends, made without
+        building a Binding for the common single-binding node."""
+        record = self._records.get(home_address)
+        if record is None:
+            return None
+        if len(record) == HEAD + ENTRY:
+            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+            ms = int((expires - now) * 1000)
+            return last, ([(coa, ha, ident, lifetime, flags, ms)] if ms > 0 else [])
+        last = _HEAD.unpack_from(record)[0]
+        out = []
+        for coa, lifetime, expires, ident, flags, ha in _ENTRY.iter_unpack(record[HEAD:]):
+            ms = int((expires - now) * 1000)
+            if ms > 0:
+                out.append((coa, ha, ident, lifetime, flags, ms))
+        return last, out
+
     def bindings_of(self, home_address: int) -> tuple[Binding, ...]:
         return self.lookup(home_address)[1]
 

@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -36,7 +38,7 @@ from homeagent.core.election import Election, Role, Transition
 from homeagent.core.peers import Member, Membership
 from homeagent.core.replay import ntp_identification
 from homeagent.core.timers import Timers
-from homeagent.core.transfer import IncomingTransfer, OutgoingTransfer, bindings_of, node_state
+from homeagent.core.transfer import RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
@@ -46,8 +48,9 @@ from homeagent.wire.redundancy import (
     BindingTableRequest,
     BindingUpdate,
     BindingUpdateAck,
+    SEAL_OVERHEAD,
     MobileNodeBindings,
-    parse_body,
+    parse_messages,
 )
 
 log = logging.getLogger("homeagent.redundancy")
@@ -88,7 +91,8 @@ class _PendingUpdate:
 class _SyncReply:
     reply: Send
     waiting: set[int]  # members whose ack the reply waits for
-    key: tuple[int, int]  # (home address, identification)
+    home_address: int
+    identification: int
 
 
 @dataclass
@@ -119,12 +123,25 @@ class Group:
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
         self._sync: dict[int, _SyncReply] = {}
-        self._sync_by_key: dict[tuple[int, int], list[int]] = {}
+        self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
         self._outgoing: dict[int, OutgoingTransfer] = {}
         self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
+        self._own = str(IPv4Address(settings.own_address))
+        self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
+        self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
+        self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
+            BindingUpdate: self._on_update,
+            BindingUpdateAck: self._on_update_ack,
+            Advertisement: self._on_advertisement,
+            BindingTableRequest: self._on_table_request,
+            BindingTableReply: self._on_table_reply,
+            BindingTableReplyAck: self._on_table_reply_ack,
+        }
+        self._home_mask = int(settings.home_network.netmask)
+        self._home_prefix = int(settings.home_network.network_address)
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -168,14 +185,14 @@ class Group:
         self._startup = _Startup(ident, now + self.settings.startup_wait)
         self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.timers.schedule("advertise", now)
-        return self._request_tables(ident, list(self.membership), now)
+        return self._done(self._request_tables(ident, list(self.membership), now), now)
 
     def stop(self, now: float) -> list[Effect]:
         """Resign: advertise priority 0 so a standby takes over at once, and give the address back."""
         was_active = self.election.role is Role.ACTIVE
         effects = self._advertise(now, priority=0) if was_active else []
         effects += self._apply_transitions(self.election.stop(now))
-        return effects
+        return self._done(effects, now)
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -191,19 +208,19 @@ class Group:
             key = (m.address, accepted.home_address)
             self._pending[key] = _PendingUpdate(body, accepted.identification)
             self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT)
-            effects.append(self._send(body, m, now))
+            self._send(body, m)
         self.counters["redundancy.updates_sent"] += len(targets)
         if reply is None:
-            return effects
+            return self._done(effects, now)
         if not self.settings.sync:
             effects.insert(0, reply)
-            return effects
+            return self._done(effects, now)
         token = self._sync_token = self._sync_token + 1
-        key = (accepted.home_address, accepted.identification)
-        self._sync[token] = _SyncReply(reply, {m.address for m in targets}, key)
-        self._sync_by_key.setdefault(key, []).append(token)
+        hoa = accepted.home_address
+        self._sync[token] = _SyncReply(reply, {m.address for m in targets}, hoa, accepted.identification)
+        self._sync_by_node.setdefault(hoa, []).append(token)
         self.timers.schedule(("sync", token), now + self.settings.sync_timeout)
-        return effects
+        return self._done(effects, now)
 
     def _update_for(self, accepted: Accepted, now: float) -> BindingUpdate:
         node = node_state(self.bindings, accepted.home_address, now)
@@ -237,30 +254,23 @@ class Group:
     # -- datagrams from members -----------------------------------------------------------------------
 
     def receive(self, datagram: bytes, source: str, now: float) -> list[Effect]:
-        opened = self.membership.open(datagram, int(IPv4Address(source)), now)
+        """A datagram from a member: one message, or several back to back, under one seal."""
+        opened = self.membership.open(datagram, int.from_bytes(socket.inet_aton(source), "big"), now)
         if opened is None:
             return []
         member, body = opened
         try:
-            message = parse_body(body)
+            messages = parse_messages(body)
         except ParseError as exc:
             self.counters["redundancy.malformed"] += 1
             log.debug("malformed message from %s: %s", member.name, exc.reason)
             return []
         effects = self._heard(member, now)
-        if type(message) is BindingUpdate:
-            effects += self._on_update(member, message, now)
-        elif type(message) is BindingUpdateAck:
-            effects += self._on_update_ack(member, message)
-        elif type(message) is Advertisement:
-            effects += self._on_advertisement(member, message, now)
-        elif type(message) is BindingTableRequest:
-            effects += self._on_table_request(member, message, now)
-        elif type(message) is BindingTableReply:
-            effects += self._on_table_reply(member, message, now)
-        elif type(message) is BindingTableReplyAck:
-            effects += self._on_table_reply_ack(member, message, now)
-        return effects
+        for message in messages:
+            handler = self._handlers.get(type(message))
+            if handler is not None:
+                effects += handler(member, message, now)
+        return self._done(effects, now)
 
     def _heard(self, member: Member, now: float) -> list[Effect]:
         member.last_heard = now
@@ -278,14 +288,15 @@ class Group:
         self.counters["redundancy.updates_received"] += 1
         state = update.state()
         effects: list[Effect] = []
-        if IPv4Address(state.home_address) not in self.settings.home_network:
+        if not self._home(state.home_address):
             code = AckCode.REFUSED
         else:
             changed = self._take(state, now)
             code = AckCode.APPLIED if changed is not None else AckCode.NOT_NEWER
             effects += changed or []
         ack = BindingUpdateAck(code, update.home_address, update.identification)
-        return effects + [self._send(ack.body(), member, now)]
+        self._send(ack.body(), member)
+        return effects
 
     def _take(self, state: MobileNodeBindings, now: float) -> list[Effect] | None:
         """Make a member's state for one node ours if newer; the tunnel changes if we serve."""
@@ -294,35 +305,36 @@ class Group:
             return None
         return self._tunnel_changes(*result) if self.serving else []
 
-    def _on_update_ack(self, member: Member, ack: BindingUpdateAck) -> list[Effect]:
+    def _on_update_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
+        self.counters["redundancy.updates_acked"] += 1
         key = (member.address, ack.home_address)
         pending = self._pending.get(key)
-        if pending is None or pending.identification != ack.identification:
-            return []
-        del self._pending[key]
-        self.timers.cancel(("update", key))
-        self.counters["redundancy.updates_acked"] += 1
-        return self._sync_acked(member.address, (ack.home_address, ack.identification))
+        if pending is not None and pending.identification <= ack.identification:
+            del self._pending[key]
+            self.timers.cancel(("update", key))
+        return self._sync_acked(member.address, ack.home_address, ack.identification)
 
-    def _sync_acked(self, member: int, key: tuple[int, int]) -> list[Effect]:
-        tokens = self._sync_by_key.get(key)
+    def _sync_acked(self, member: int, home_address: int, identification: int) -> list[Effect]:
+        """Replies waiting for this member's ack: it now holds this state or a newer one of the node."""
+        tokens = self._sync_by_node.get(home_address)
         if not tokens:
             return []
         released: list[Effect] = []
         for token in list(tokens):
             waiter = self._sync[token]
-            waiter.waiting.discard(member)
-            if not waiter.waiting:
-                released.append(self._release(token))
+            if waiter.identification <= identification:
+                waiter.waiting.discard(member)
+                if not waiter.waiting:
+                    released.append(self._release(token))
         return released
 
     def _release(self, token: int) -> Send:
         waiter = self._sync.pop(token)
         self.timers.cancel(("sync", token))
-        tokens = self._sync_by_key[waiter.key]
+        tokens = self._sync_by_node[waiter.home_address]
         tokens.remove(token)
         if not tokens:
-            del self._sync_by_key[waiter.key]
+            del self._sync_by_node[waiter.home_address]
         return waiter.reply
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
@@ -338,7 +350,9 @@ class Group:
         body = request.body()
         self._requested[ident] = 0 if len(members) != 1 else members[0].address
         self.counters["redundancy.table_requests_sent"] += len(members)
-        effects: list[Effect] = [self._send(body, m, now) for m in members]
+        for m in members:
+            self._send(body, m)
+        effects: list[Effect] = []
         if self.settings.multicast_group is not None and len(members) != 1:
             effects += self._multicast(body, now)
         return effects
@@ -358,10 +372,13 @@ class Group:
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
         sends = transfer.fill(self.bindings, now)
         self.counters["redundancy.table_replies_sent"] += len(sends)
-        effects: list[Effect] = [self._send(body, member, now) for _, body in sends]
-        deadline = transfer.next_deadline()
-        if deadline is not None:
-            self.timers.schedule(("transfer", member.address), deadline)
+        for _, body in sends:
+            self._send(body, member)
+        effects: list[Effect] = []
+        key = ("transfer", member.address)
+        if transfer.in_flight:
+            if key not in self.timers:  # one timer per transfer; overdue() finds what is late
+                self.timers.schedule(key, now + RETRANSMIT_AFTER)
         elif transfer.done:
             self._outgoing.pop(member.address, None)
             self.timers.cancel(("transfer", member.address))
@@ -381,11 +398,11 @@ class Group:
         effects: list[Effect] = []
         if transfer.receive(reply, now):
             for node in reply.nodes:
-                if IPv4Address(node.home_address) in self.settings.home_network:
+                if self._home(node.home_address):
                     effects += self._take(node, now) or []
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        effects.append(self._send(ack.body(), member, now))
+        self._send(ack.body(), member)
         if transfer.done:
             del self._incoming[key]
             self.timers.cancel(("incoming", key))
@@ -448,7 +465,7 @@ class Group:
                 elif kind == "incoming":
                     self._abandon_incoming(arg, now)
                     effects += self._check_startup(now)
-        return effects
+        return self._done(effects, now)
 
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
         advert = Advertisement(
@@ -457,7 +474,9 @@ class Group:
             int(self.settings.advertisement_interval * 1000),
         )
         body = advert.body()
-        return [self._send(body, m, now) for m in self.membership]
+        for m in self.membership:
+            self._send(body, m)
+        return []
 
     def _check_liveness(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -496,7 +515,8 @@ class Group:
         pending.tries += 1
         self.counters["redundancy.updates_retransmitted"] += 1
         self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT * 2 ** (pending.tries - 1))
-        return [self._send(pending.body, member, now)]
+        self._send(pending.body, member)
+        return []
 
     def _sync_timeout(self, token: int) -> list[Effect]:
         waiter = self._sync.get(token)
@@ -523,8 +543,11 @@ class Group:
             del self._outgoing[address]
             return self._mark_down(member, "table replies not acknowledged")
         self.counters["redundancy.table_replies_retransmitted"] += len(again)
-        effects: list[Effect] = [self._send(body, member, now) for _, body in again]
-        return effects + self._pump(transfer, member, now)
+        for _, body in again:
+            self._send(body, member)
+        if transfer.in_flight:
+            self.timers.schedule(("transfer", address), now + RETRANSMIT_AFTER / 2)
+        return self._pump(transfer, member, now)
 
     def _abandon_incoming(self, key: tuple[int, int], now: float) -> None:
         transfer = self._incoming.pop(key, None)
@@ -582,8 +605,46 @@ class Group:
         ]
         return effects
 
-    def _send(self, body: bytes, member: Member, now: float) -> Send:
+    def _send(self, body: bytes, member: Member) -> None:
+        """Queue a message for ``member``; ``flush`` seals what is queued into as few datagrams as fit."""
+        box = self._outbox.get(member.address)
+        if box is None:
+            self._outbox[member.address] = [body]
+        else:
+            box.append(body)
+
+    def flush(self, now: float) -> list[Effect]:
+        """The queued messages as datagrams: back to back up to ``max_datagram``, each datagram sealed once."""
+        effects: list[Effect] = []
+        members = self.membership.members
+        limit = self.settings.max_datagram
+        for address, bodies in self._outbox.items():
+            member = members.get(address)
+            if member is None:
+                continue
+            room = limit - SEAL_OVERHEAD - member.association.digest_size
+            chunk: list[bytes] = []
+            size = 0
+            for body in bodies:
+                if chunk and size + len(body) > room:
+                    effects.append(self._datagram(chunk, member, now))
+                    chunk, size = [], 0
+                chunk.append(body)
+                size += len(body)
+            if chunk:
+                effects.append(self._datagram(chunk, member, now))
+        self._outbox.clear()
+        return effects
+
+    def _datagram(self, bodies: list[bytes], member: Member, now: float) -> Send:
+        body = bodies[0] if len(bodies) == 1 else b"".join(bodies)
         return Send(self.membership.seal(body, member, now), (member.name, self.settings.port), self._own)
+
+    def _done(self, effects: list[Effect], now: float) -> list[Effect]:
+        """The end of an input: queued messages leave now, unless the runtime batches several inputs."""
+        if self.batching or not self._outbox:
+            return effects
+        return effects + self.flush(now)
 
     def _multicast(self, body: bytes, now: float) -> list[Effect]:
         group = self.settings.multicast_group
@@ -593,6 +654,5 @@ class Group:
         datagram = self.membership.seal_with(body, sa, now)
         return [Send(datagram, (str(IPv4Address(group)), self.settings.port), self._own)]
 
-    @property
-    def _own(self) -> str:
-        return str(IPv4Address(self.settings.own_address))
+    def _home(self, home_address: int) -> bool:
+        return home_address & self._home_mask == self._home_prefix

@@ -11,7 +11,7 @@ from typing import Any
 from homeagent import __version__
 from homeagent.config import Config
 from homeagent.core.bindings import BindingTable
-from homeagent.core.effects import Accepted, Address, Effect, TunnelDown
+from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown
 from homeagent.core.group import Group, GroupSettings
 from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
@@ -85,12 +85,24 @@ class HomeAgent:
     def stop(self, now: float) -> list[Effect]:
         return self.group.stop(now) if self.group else []
 
+    def begin_batch(self) -> None:
+        """Hold messages to members until ``end_batch``, so a burst of registrations replicates in a few
+        datagrams (the runtime brackets each drain of its sockets with these)."""
+        if self.group is not None:
+            self.group.batching = True
+
+    def end_batch(self, now: float) -> list[Effect]:
+        if self.group is None:
+            return []
+        self.group.batching = False
+        return self.group.flush(now)
+
     def receive_datagram(self, data: bytes, source: Address, local: str, now: float) -> list[Effect]:
         """A datagram that arrived on ``local`` (our own address or the virtual address) from ``source``."""
         kind = data[0] if data else -1
         if kind == _REGISTRATION or self.group is None:
             if self._serves(local):
-                return self.receive_registration(data, source, now)
+                return self.receive_registration(data, source, now, local)
             self.counters["discarded.not_serving"] += 1
             return []
         if kind in _REDUNDANCY and local != self._virtual:
@@ -106,13 +118,17 @@ class HomeAgent:
             return False
         return local == self._virtual or group.settings.mode == "peer"
 
-    def receive_registration(self, data: bytes, source: Address, now: float) -> list[Effect]:
+    def receive_registration(
+        self, data: bytes, source: Address, now: float, local: str | None = None
+    ) -> list[Effect]:
         effects = self.registrar.receive(data, source, now)
         if len(effects) > 1 and type(effects[1]) is Accepted:
             reply, accepted = effects[0], effects[1]
             rest = effects[2:]
             if self.group is None:
                 return [reply, *rest]
+            # A reply held for acks leaves later, from whatever socket is then at hand: name its address.
+            reply = Send(reply.datagram, reply.address, local)  # type: ignore[union-attr]
             return self.group.replicate(accepted, reply, now) + rest  # type: ignore[arg-type]
         return effects
 

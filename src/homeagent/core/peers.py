@@ -58,10 +58,10 @@ class Member:
     role: int = 0
     last_heard: float | None = None
     replay: ReplayWindow = field(default_factory=ReplayWindow)
+    name: str = ""  # dotted quad, for sending and logs
 
-    @property
-    def name(self) -> str:
-        return str(IPv4Address(self.address))
+    def __post_init__(self) -> None:
+        self.name = str(IPv4Address(self.address))
 
 
 class Membership:

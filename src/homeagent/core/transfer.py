@@ -16,26 +16,21 @@ from homeagent.wire.redundancy import (
     BindingRecord,
     BindingTableReply,
     MobileNodeBindings,
-    encode_node,
+    encode_node_fields,
     reply_capacity,
 )
 
-WINDOW = 32  # replies in flight per transfer
+WINDOW = 128  # replies in flight per transfer
 RETRANSMIT_AFTER = 0.5  # seconds without an ack before a reply is sent again
 MAX_TRIES = 6  # then the transfer is abandoned and the peer marked down
 
 
 def node_state(table: BindingTable, home_address: int, now: float) -> MobileNodeBindings | None:
     """A mobile node's state as it travels: remaining lifetimes relative to ``now``."""
-    last, bindings = table.lookup(home_address)
-    if last is None:
+    state = table.export(home_address, now)
+    if state is None:
         return None
-    records = tuple(
-        BindingRecord(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags, ms)
-        for b in bindings
-        if (ms := int((b.expires - now) * 1000)) > 0
-    )
-    return MobileNodeBindings(home_address, last, records)
+    return MobileNodeBindings(home_address, state[0], tuple(map(BindingRecord._make, state[1])))
 
 
 def bindings_of(node: MobileNodeBindings, now: float) -> list[Binding]:
@@ -92,12 +87,13 @@ class OutgoingTransfer:
         size = 0
         addresses = self.home_addresses
         i = self.next_index
+        export = table.export
         while i < len(addresses):
-            node = node_state(table, addresses[i], now)
-            if node is None:  # gone since the snapshot (never happens: last Identifications stay)
+            state = export(addresses[i], now)
+            if state is None:  # gone since the snapshot (never happens: last Identifications stay)
                 i += 1
                 continue
-            encoded = encode_node(node)
+            encoded = encode_node_fields(addresses[i], state[0], state[1])
             if size + len(encoded) > self.capacity and parts:
                 break
             parts.append(encoded)
@@ -125,11 +121,6 @@ class OutgoingTransfer:
                 f.sent_at = now
                 out.append((sequence, f.body))
         return out
-
-    def next_deadline(self) -> float | None:
-        if not self.in_flight:
-            return None
-        return min(f.sent_at + RETRANSMIT_AFTER * f.tries for f in self.in_flight.values())
 
 
 @dataclass

@@ -27,6 +27,7 @@ from homeagent.runtime import control
 log = logging.getLogger("homeagent.daemon")
 
 DRAIN_BATCH = 512  # datagrams per wake-up before yielding to timers and the control socket
+FLUSH_EVERY = 32  # datagrams between two flushes of the messages queued for members
 MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
 
 
@@ -123,12 +124,17 @@ class Daemon:
     # -- the hot path ---------------------------------------------------------------------------------
 
     def _drainer(self, sock: socket.socket, local: str) -> Callable[[], None]:
-        receive = self.core.receive_datagram
+        core = self.core
+        receive = core.receive_datagram
         apply = self._apply
         size = self._buffer
 
         def drain() -> None:
-            for _ in range(DRAIN_BATCH):
+            core.begin_batch()
+            for i in range(DRAIN_BATCH):
+                if i % FLUSH_EVERY == FLUSH_EVERY - 1:  # keep acks flowing while a long burst drains
+                    apply(core.end_batch(time.time()))
+                    core.begin_batch()
                 try:
                     data, source = sock.recvfrom(size)
                 except (BlockingIOError, InterruptedError):
@@ -139,6 +145,7 @@ class Daemon:
                 effects = receive(data, source, local, time.time())
                 if effects:
                     apply(effects, sock)
+            apply(core.end_batch(time.time()))
             self._arm_timer()
 
         return drain
