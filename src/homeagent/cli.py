@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `homeagent status | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     bindings.add_argument("--home-address", type=IPv4Address)
     bindings.add_argument("--json", action="store_true")
     bindings.set_defaults(func=_bindings)
+
+    remove = sub.add_parser("remove", help="remove a binding (or all of a mobile node's) by hand; replicated")
+    remove.add_argument("--config", required=True, type=Path)
+    remove.add_argument("--home-address", required=True, type=IPv4Address)
+    remove.add_argument("--care-of", type=IPv4Address, help="one care-of address (default: all of them)")
+    remove.set_defaults(func=_remove)
 
     demo = sub.add_parser("demo", help="start a Home Agent on loopback, register a mobile node, show it")
     demo.add_argument("--config", type=Path, help="default: the shipped example")
@@ -139,7 +148,12 @@ def _status(args: argparse.Namespace) -> int:
     print(f"address    {st['address']}:{st['port']}")
     print(f"uptime     {st['uptime']:.0f} s")
     print(f"bindings   {st['bindings']}")
+    if "virtual_address" in st:
+        print(f"group      {st['virtual_address']} ({st['mode']}, {st['replication']} replication)")
     print(f"peers      {', '.join(p['address'] + ' ' + p['state'] for p in st['peers']) or 'none'}")
+    for t in st.get("transitions", [])[-3:]:
+        at = time.strftime("%H:%M:%S", time.localtime(t["at"]))
+        print(f"  {at} {t['from']} -> {t['to']}: {t['reason']}")
     print("counters")
     for name, value in st["counters"].items():
         print(f"  {name:<40} {value}")
@@ -159,6 +173,15 @@ def _bindings(args: argparse.Namespace) -> int:
             f"{r['remaining']:>9.0f}  {r['identification']:#018x}"
         )
     print(f"{len(rows)} binding(s)")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    kwargs = {"home_address": str(args.home_address)}
+    if args.care_of:
+        kwargs["care_of_address"] = str(args.care_of)
+    result = control.request(load(args.config).control_socket, "remove", **kwargs)
+    print(f"removed {result['removed']} binding(s) of {args.home_address}")
     return 0
 
 

@@ -130,6 +130,7 @@ class Group:
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
         self._own = str(IPv4Address(settings.own_address))
+        self._virtual = str(IPv4Address(settings.virtual_address))
         self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
         self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
@@ -451,6 +452,8 @@ class Group:
             if key == "advertise":
                 effects += self._advertise(now)
                 effects += self._check_liveness(now)
+                if self.election.role is Role.ACTIVE:  # again and again: a claim the address refused heals
+                    effects.append(ClaimAddress(self._virtual))
                 self.timers.schedule("advertise", now + self.settings.advertisement_interval)
             elif key == "startup":
                 effects += self._startup_tick(now)
@@ -579,12 +582,13 @@ class Group:
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
         effects: list[Effect] = []
-        vip = str(IPv4Address(self.settings.virtual_address))
+        vip = self._virtual
         for t in transitions:
             log.info("role %s -> %s: %s", t.old.label, t.new.label, t.reason)
             self.counters[f"redundancy.became_{t.new.label}"] += 1
             if t.new is Role.ACTIVE:
                 effects.append(ClaimAddress(vip))
+                effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes([], list(self.bindings))
             elif t.old is Role.ACTIVE:

@@ -178,7 +178,8 @@ class Daemon:
             log.info("holding the virtual address %s", address)
         except StartupError as exc:
             self.core.counters["claim_failed"] += 1
-            log.error("cannot take the virtual address: %s", exc)
+            if self.core.counters["claim_failed"] == 1 or log.isEnabledFor(logging.DEBUG):
+                log.warning("cannot take the virtual address yet (retrying): %s", exc)
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -209,12 +210,13 @@ class Daemon:
             return self.core.binding_list(now, IPv4Address(home_address) if home_address else None)
         if command == "remove":
             care_of = request.get("care_of_address")
+            removed_before = len(self.core.bindings)
             effects = self.core.remove(
                 int(IPv4Address(request["home_address"])), int(IPv4Address(care_of)) if care_of else None, now
             )
             self._apply(effects)
             self._arm_timer()
-            return {"removed": sum(1 for e in effects if type(e).__name__ == "TunnelDown")}
+            return {"removed": removed_before - len(self.core.bindings)}
         raise ValueError(f"unknown command {command!r}")
 
 
