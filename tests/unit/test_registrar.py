@@ -218,7 +218,14 @@ def test_133_timestamp_outside_tolerance(registered, skew):
 @pytest.mark.parametrize("skew", [-7, 7, 0])
 def test_timestamp_at_the_tolerance_is_fresh(registered, skew):
     now = T0 + 100.75
-    accept(registered, request(ident=ntp(now + skew, 0x99), coa=COA2), now)
+    # Exactly ``skew`` seconds away, fraction included (the check is not rounded to whole seconds).
+    accept(registered, request(ident=ntp(now + skew, 3 << 30), coa=COA2), now)
+
+
+def test_a_fraction_beyond_the_tolerance_is_stale(registered):
+    now = T0 + 100.75
+    ident = ntp(now - 7, 0)  # 7.75 s behind: whole seconds would have called it 7
+    check_133(deny(registered, request(ident=ident, coa=COA2), now), ident, now)
 
 
 @pytest.mark.parametrize("ident", [I0, I0 - 1, ntp(T0 - 1, 0xFFFFFFFF)], ids=["equal", "lower", "lower-second"])

@@ -5,7 +5,10 @@ for the master-down interval (3 × interval + skew, the skew shorter for a highe
 an active member that hears a better active member (higher priority, then higher address) steps down, so a
 split brain ends as soon as the halves hear each other; with preemption a standby better than the active
 takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone.
-A member still downloading the table (``init``) is never elected.
+A member still downloading the table (``init``) is never elected. Unlike VRRP, standbys advertise too, so
+a standby whose master-down timer runs out while a better standby is alive waits one more interval for
+that one to take over: the skews of close priorities differ by milliseconds, less than a loaded host's
+scheduling delay, and without this two standbys would both take over and one step down again.
 
 The rules live in one table, as h11 keeps its state machine: ``TRANSITIONS[state][event] -> state``; an
 event a state has no entry for changes nothing.
@@ -64,6 +67,7 @@ class Election:
         self.history: deque[Transition] = deque(maxlen=10)
         self.active_member: int | None = None  # the active member we last heard, if not ourselves
         self._master_down_at: float | None = None
+        self._standbys: dict[int, tuple[int, float]] = {}  # address -> (priority, last heard)
 
     @property
     def skew(self) -> float:
@@ -88,6 +92,10 @@ class Election:
         return self._fire(Event.STOP, now)
 
     def advertisement(self, sender: int, priority: int, role: int, now: float) -> list[Transition]:
+        if role == Role.STANDBY and priority:
+            self._standbys[sender] = (priority, now)
+        else:
+            self._standbys.pop(sender, None)
         if role != Role.ACTIVE:
             return []
         if priority == 0:  # the active member resigns: take over after the skew alone
@@ -111,12 +119,25 @@ class Election:
     def handle_timer(self, now: float) -> list[Transition]:
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
+        if self._better_standby_alive(now):
+            # A better standby heard lately is due first (its skew is shorter): give it an interval to
+            # announce itself, rather than both taking over and one stepping down again.
+            self._master_down_at = now + self.interval
+            return []
         self._master_down_at = None
         self.active_member = None
         return self._fire(Event.MASTER_DOWN, now)
 
     def next_timer(self) -> float | None:
         return self._master_down_at if self.role is Role.STANDBY else None
+
+    def _better_standby_alive(self, now: float) -> bool:
+        mine = self._rank()
+        horizon = self.master_down_interval
+        return any(
+            (priority, address) > mine and now - heard <= horizon
+            for address, (priority, heard) in self._standbys.items()
+        )
 
     # -- the table ------------------------------------------------------------------------------------
 

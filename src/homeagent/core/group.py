@@ -48,6 +48,7 @@ from homeagent.wire.redundancy import (
     BindingTableRequest,
     BindingUpdate,
     BindingUpdateAck,
+    ASK_BACK,
     SEAL_OVERHEAD,
     MobileNodeBindings,
     parse_messages,
@@ -82,8 +83,7 @@ class GroupSettings:
 
 @dataclass
 class _PendingUpdate:
-    body: bytes
-    identification: int
+    accepted: Accepted  # rebuilt on each resend, so the Remaining Lifetime is what is left then
     tries: int = 1
 
 
@@ -129,6 +129,8 @@ class Group:
         self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
+        self._completed: set[tuple[int, int]] = set()  # (member, identification) of finished downloads
+        self._last_request = 0
         self._own = str(IPv4Address(settings.own_address))
         self._virtual = str(IPv4Address(settings.virtual_address))
         self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
@@ -182,7 +184,7 @@ class Group:
 
     def start(self, now: float) -> list[Effect]:
         """FIG 4: ask the group for its tables before serving; advertise from now on."""
-        ident = ntp_identification(now)
+        ident = self._request_identification(now)
         self._startup = _Startup(ident, now + self.settings.startup_wait)
         self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.timers.schedule("advertise", now)
@@ -207,7 +209,7 @@ class Group:
         effects: list[Effect] = []
         for m in targets:
             key = (m.address, accepted.home_address)
-            self._pending[key] = _PendingUpdate(body, accepted.identification)
+            self._pending[key] = _PendingUpdate(accepted)
             self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT)
             self._send(body, m)
         self.counters["redundancy.updates_sent"] += len(targets)
@@ -222,6 +224,10 @@ class Group:
         self._sync_by_node.setdefault(hoa, []).append(token)
         self.timers.schedule(("sync", token), now + self.settings.sync_timeout)
         return self._done(effects, now)
+
+    def holding(self, home_address: int, identification: int) -> bool:
+        """Whether a sync reply to this registration is still waiting for acks."""
+        return any(self._sync[t].identification == identification for t in self._sync_by_node.get(home_address, ()))
 
     def _update_for(self, accepted: Accepted, now: float) -> BindingUpdate:
         node = node_state(self.bindings, accepted.home_address, now)
@@ -281,9 +287,9 @@ class Group:
         log.info("member %s is up", member.name)
         if self._startup is not None:
             return []  # the start-up request covers it
-        # Back after being down: it may hold registrations we missed, so ask for its table (and it, having
-        # marked us down too, asks for ours).
-        return self._request_tables(ntp_identification(now), [member], now)
+        # Back after being down: it may hold registrations we missed, and it missed the updates we did not
+        # send it while it was down. Ask for its table, and ask it to ask for ours.
+        return self._request_tables(self._request_identification(now), [member], now, ASK_BACK)
 
     def _on_update(self, member: Member, update: BindingUpdate, now: float) -> list[Effect]:
         self.counters["redundancy.updates_received"] += 1
@@ -310,7 +316,7 @@ class Group:
         self.counters["redundancy.updates_acked"] += 1
         key = (member.address, ack.home_address)
         pending = self._pending.get(key)
-        if pending is not None and pending.identification <= ack.identification:
+        if pending is not None and pending.accepted.identification <= ack.identification:
             del self._pending[key]
             self.timers.cancel(("update", key))
         return self._sync_acked(member.address, ack.home_address, ack.identification)
@@ -340,14 +346,21 @@ class Group:
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
         member.priority, member.role = advert.priority, advert.role
-        if advert.priority == 0:
-            member.up = False  # resigned: gone until heard again
-        return self._apply_transitions(self.election.advertisement(member.address, advert.priority, advert.role, now))
+        resigned = self._mark_down(member, "resigned") if advert.priority == 0 else []
+        transitions = self.election.advertisement(member.address, advert.priority, advert.role, now)
+        return resigned + self._apply_transitions(transitions)
 
     # -- table transfer -------------------------------------------------------------------------------
 
-    def _request_tables(self, ident: int, members: list[Member], now: float) -> list[Effect]:
-        request = BindingTableRequest(ident, (self.settings.own_address, *(m.address for m in self.membership)))
+    def _request_identification(self, now: float) -> int:
+        """A new request's Identification: its NTP time, and never one already used."""
+        self._last_request = max(ntp_identification(now), self._last_request + 1)
+        return self._last_request
+
+    def _request_tables(self, ident: int, members: list[Member], now: float, flags: int = 0) -> list[Effect]:
+        request = BindingTableRequest(
+            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags
+        )
         body = request.body()
         self._requested[ident] = 0 if len(members) != 1 else members[0].address
         self.counters["redundancy.table_requests_sent"] += len(members)
@@ -368,7 +381,10 @@ class Group:
         )
         self._outgoing[member.address] = transfer  # a new request supersedes an older transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
-        return self._pump(transfer, member, now)
+        effects = self._pump(transfer, member, now)
+        if request.flags & ASK_BACK and self._startup is None:  # without the flag: no ping-pong
+            effects += self._request_tables(self._request_identification(now), [member], now)
+        return effects
 
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
         sends = transfer.fill(self.bindings, now)
@@ -393,6 +409,10 @@ class Group:
             return []
         self.counters["redundancy.table_replies_received"] += 1
         key = (member.address, reply.identification)
+        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
+        if key in self._completed:  # a late resend of a reply we hold: its ack was lost
+            self._send(ack.body(), member)
+            return []
         transfer = self._incoming.get(key)
         if transfer is None:
             transfer = self._incoming[key] = IncomingTransfer(member.address, reply.identification)
@@ -402,10 +422,10 @@ class Group:
                 if self._home(node.home_address):
                     effects += self._take(node, now) or []
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
-        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
         self._send(ack.body(), member)
         if transfer.done:
             del self._incoming[key]
+            self._completed.add(key)
             self.timers.cancel(("incoming", key))
             log.info("table received from %s: %d mobile nodes", member.name, transfer.nodes)
             if self._startup is not None and reply.identification == self._startup.identification:
@@ -426,7 +446,7 @@ class Group:
             return []
         ident = startup.identification
         receiving = any(i == ident for _, i in self._incoming)
-        expected = {m.address for m in self.membership.up()} - startup.given_up
+        expected = {m.address for m in self.membership} - startup.given_up
         complete = expected <= startup.answered and not receiving
         if not (complete and (startup.answered or now >= startup.deadline)):
             return []
@@ -518,7 +538,7 @@ class Group:
         pending.tries += 1
         self.counters["redundancy.updates_retransmitted"] += 1
         self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT * 2 ** (pending.tries - 1))
-        self._send(pending.body, member)
+        self._send(self._update_for(pending.accepted, now).body(), member)
         return []
 
     def _sync_timeout(self, token: int) -> list[Effect]:

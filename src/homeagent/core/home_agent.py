@@ -130,6 +130,14 @@ class HomeAgent:
             # A reply held for acks leaves later, from whatever socket is then at hand: name its address.
             reply = Send(reply.datagram, reply.address, local)  # type: ignore[union-attr]
             return self.group.replicate(accepted, reply, now) + rest  # type: ignore[arg-type]
+        if (
+            self.group is not None
+            and self.group.settings.sync
+            and effects
+            and len(data) >= 24
+            and self.group.holding(int.from_bytes(data[4:8], "big"), int.from_bytes(data[16:24], "big"))
+        ):
+            return []  # a retransmission of a request whose reply waits for acks: that reply answers it
         return effects
 
     def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from homeagent.core.replay import LOW32, NTP_EPOCH_OFFSET, ntp_identification
+from homeagent.core.replay import ntp_identification, skew
 from homeagent.wire.auth import SecurityAssociation
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import seal, unseal
@@ -134,11 +134,9 @@ class Membership:
             body, timestamp = unseal(datagram, member.association)
         except ParseError as exc:
             return self._violation(exc.reason, source)
-        skew = ((timestamp >> 32) - ((int(now) + NTP_EPOCH_OFFSET) & LOW32)) & LOW32
-        if skew >= 1 << 31:
-            skew -= 1 << 32
-        if abs(skew) > self.tolerance:
-            return self._violation(f"timestamp {skew:+d} s from our clock", source)
+        off = skew(timestamp, now)
+        if abs(off) > self.tolerance:
+            return self._violation(f"timestamp {off:+.3f} s from our clock", source)
         if not member.replay.accept(timestamp):
             return self._violation("replayed or stale timestamp", source)
         if joining:

@@ -23,6 +23,14 @@ def ntp_identification(now: float) -> int:
     return (ntp_seconds(now) << 32) | fraction
 
 
+def skew(timestamp: int, now: float) -> float:
+    """Seconds from our clock at ``now`` to an NTP ``timestamp``, fraction included (modulo the era)."""
+    diff = (timestamp - ntp_identification(now)) & ((1 << 64) - 1)
+    if diff >= 1 << 63:
+        diff -= 1 << 64
+    return diff / (1 << 32)
+
+
 class TimestampReplayProtection:
     def __init__(self, tolerance: int) -> None:
         self.tolerance = tolerance
@@ -30,11 +38,7 @@ class TimestampReplayProtection:
     def is_fresh(self, identification: int, last: int | None, now: float) -> bool:
         if last is not None and identification <= last:
             return False
-        # Compare modulo 2**32 so the check survives NTP era rollover (2036).
-        skew = ((identification >> 32) - ntp_seconds(now)) & LOW32
-        if skew >= 1 << 31:
-            skew -= 1 << 32
-        return abs(skew) <= self.tolerance
+        return abs(skew(identification, now)) <= self.tolerance
 
     @staticmethod
     def mismatch_identification(identification: int, now: float) -> int:

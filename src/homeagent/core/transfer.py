@@ -42,9 +42,15 @@ def bindings_of(node: MobileNodeBindings, now: float) -> list[Binding]:
     ]
 
 
+_Record = tuple[int, int, int, int, int, int]  # care-of, home agent, identification, lifetime, flags, ms left
+_State = tuple[int, int, list[_Record]]  # home address, last Identification, bindings
+
+
 @dataclass
 class _InFlight:
-    body: bytes
+    more: bool
+    states: list[_State]  # what the reply carries, so a resend can say what is left *then*
+    packed_at: float
     sent_at: float
     tries: int = 1
 
@@ -77,13 +83,14 @@ class OutgoingTransfer:
         """New replies to send, as (sequence, body), while the window has room."""
         out = []
         while not self.finished_sending and len(self.in_flight) < WINDOW:
-            sequence, body = self._next_reply(table, now)
-            self.in_flight[sequence] = _InFlight(body, now)
-            out.append((sequence, body))
+            sequence, states, parts = self._next_reply(table, now)
+            self.in_flight[sequence] = _InFlight(not self.finished_sending, states, now, now)
+            out.append((sequence, self._body(sequence, not self.finished_sending, parts)))
         return out
 
-    def _next_reply(self, table: BindingTable, now: float) -> tuple[int, bytes]:
+    def _next_reply(self, table: BindingTable, now: float) -> tuple[int, list[_State], list[bytes]]:
         parts: list[bytes] = []
+        states: list[_State] = []
         size = 0
         addresses = self.home_addresses
         i = self.next_index
@@ -97,6 +104,7 @@ class OutgoingTransfer:
             if size + len(encoded) > self.capacity and parts:
                 break
             parts.append(encoded)
+            states.append((addresses[i], state[0], state[1]))
             size += len(encoded)
             i += 1
         self.next_index = i
@@ -104,14 +112,17 @@ class OutgoingTransfer:
         sequence = self.next_sequence
         self.next_sequence += 1
         self.nodes_sent += len(parts)
-        header = BindingTableReply.header(0, len(parts), not self.finished_sending, sequence, self.identification)
-        return sequence, header + b"".join(parts)
+        return sequence, states, parts
+
+    def _body(self, sequence: int, more: bool, parts: list[bytes]) -> bytes:
+        return BindingTableReply.header(0, len(parts), more, sequence, self.identification) + b"".join(parts)
 
     def ack(self, sequence: int) -> bool:
         return self.in_flight.pop(sequence, None) is not None
 
     def overdue(self, now: float) -> list[tuple[int, bytes]]:
-        """Replies to send again; raises TimeoutError when one has been tried too often."""
+        """Replies to send again, their lifetimes aged to ``now`` (bindings that ran out left out, so a
+        reply never grows); raises TimeoutError when one has been tried too often."""
         out = []
         for sequence, f in self.in_flight.items():
             if now - f.sent_at >= RETRANSMIT_AFTER * f.tries:
@@ -119,7 +130,14 @@ class OutgoingTransfer:
                     raise TimeoutError(f"reply {sequence} never acknowledged")
                 f.tries += 1
                 f.sent_at = now
-                out.append((sequence, f.body))
+                aged = int((now - f.packed_at) * 1000)
+                f.states = [
+                    (hoa, last, [(*r[:5], r[5] - aged) for r in records if r[5] > aged])
+                    for hoa, last, records in f.states
+                ]
+                f.packed_at = now
+                parts = [encode_node_fields(hoa, last, records) for hoa, last, records in f.states]
+                out.append((sequence, self._body(sequence, f.more, parts)))
         return out
 
 

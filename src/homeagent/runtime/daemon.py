@@ -41,6 +41,7 @@ class Daemon:
         self.core = HomeAgent(config, time.time())
         self._own = str(config.home_agent.address)
         self._sockets: dict[str, socket.socket] = {}  # local address -> socket
+        self._drainers: dict[str, Callable[[], None]] = {}
         self._buffer = max(MIN_BUFFER, config.redundancy.max_datagram if config.redundancy else 0)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -95,7 +96,8 @@ class Daemon:
         sock = _udp_socket(local, port)
         self._sockets[local] = sock
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._drainer(sock, local))
+        self._drainers[local] = drain = self._drainer(sock, local)
+        self._loop.add_reader(sock.fileno(), drain)
 
     def _open_multicast(self, group: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -112,10 +114,12 @@ class Daemon:
         member = self._sockets[self._own]
         member.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._own))
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._drainer(sock, self._own))
+        self._drainers[group] = drain = self._drainer(sock, self._own)
+        self._loop.add_reader(sock.fileno(), drain)
 
     def _close(self, local: str) -> None:
         sock = self._sockets.pop(local, None)
+        self._drainers.pop(local, None)
         if sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(sock.fileno())
@@ -195,6 +199,13 @@ class Daemon:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
+        # Read what is waiting first: after a stall (SIGSTOP, an overloaded host) the timers are late and
+        # the datagrams that came meanwhile (the active member's advertisements) must count before them.
+        for drain in list(self._drainers.values()):
+            drain()
+        if self._timer is not None:  # armed by a drain: this call handles the timers anyway
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         self._apply(self.core.handle_timer(time.time()))
         self._arm_timer()
 

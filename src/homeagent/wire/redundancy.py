@@ -29,6 +29,7 @@ class RedundancyType(IntEnum):
 MOBILE_NODE_BINDINGS = 101  # extension: one mobile node's last Identification and bindings
 HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
 MORE_BIND = 0x80
+ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
 MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension can carry
 
 
@@ -106,7 +107,7 @@ def _decode_node(data: bytes) -> MobileNodeBindings:
 
 _UPDATE = struct.Struct("!BBHIIIIQ")  # type, flags, granted, remaining ms, hoa, ha, coa, identification
 _UPDATE_ACK = struct.Struct("!BBHIQ")  # type, code, reserved, hoa, identification
-_REQUEST = struct.Struct("!BBHQ")  # type, NumHA, reserved, identification; then NumHA addresses
+_REQUEST = struct.Struct("!BBBxQ")  # type, NumHA, flags, reserved, identification; then NumHA addresses
 _REPLY = struct.Struct("!BBHBxHIQ")  # type, code, NumBind, flags (MoreBind), rsvd, rsvd, sequence, identification
 _REPLY_ACK = struct.Struct("!BBBxIQ")  # type, code, flags (MoreBind), rsvd, sequence, identification
 _ADVERT = struct.Struct("!BBBBHH")  # type, priority, role, flags, advertisement interval (ms), reserved
@@ -162,12 +163,13 @@ class BindingTableRequest:
 
     identification: int
     home_agents: tuple[int, ...] = ()
+    flags: int = 0  # ASK_BACK: the receiver should ask for the sender's table too
 
     def body(self) -> bytes:
         if len(self.home_agents) > 255:
             raise ValueError("NumHA is one byte")
         return _REQUEST.pack(
-            RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), 0, self.identification
+            RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags, self.identification
         ) + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
 
 
@@ -263,12 +265,12 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
         _, code, _, hoa, ident = _UPDATE_ACK.unpack_from(body, i)
         return BindingUpdateAck(code, hoa, ident), i + _UPDATE_ACK.size
     if t == RedundancyType.BINDING_TABLE_REQUEST:
-        _, count, _, ident = _REQUEST.unpack_from(body, i)
+        _, count, flags, ident = _REQUEST.unpack_from(body, i)
         start, end = i + _REQUEST.size, i + _REQUEST.size + 4 * count
         if end > len(body):
             raise ParseError("NumHA overruns the message")
         addrs = tuple(int.from_bytes(body[j : j + 4], "big") for j in range(start, end, 4))
-        return BindingTableRequest(ident, addrs), end
+        return BindingTableRequest(ident, addrs, flags), end
     if t == RedundancyType.BINDING_TABLE_REPLY:
         _, code, count, flags, _, seq, ident = _REPLY.unpack_from(body, i)
         nodes, end = _nodes(body, i + _REPLY.size, count)

@@ -1,0 +1,280 @@
+"""The election (core/election.py): every transition of TRANSITIONS, the master-down interval, priority 0,
+split brain, ties, preemption, and ``init`` never becoming active."""
+
+from __future__ import annotations
+
+import pytest
+
+from homeagent.core.election import TRANSITIONS, Election, Event, Role, Transition
+
+T0 = 1_700_000_000.0
+ME = 0xC0000202  # 192.0.2.2
+LOWER, HIGHER = 0xC0000201, 0xC0000203  # addresses either side of ours
+
+
+def election(priority=100, interval=1.0, preempt=True, now=T0, address=ME) -> Election:
+    return Election(address, priority, interval, preempt, now)
+
+
+def standby(priority=100, interval=1.0, preempt=True, now=T0) -> Election:
+    e = election(priority, interval, preempt, now)
+    assert e.ready(now) == [Transition(Role.INIT, Role.STANDBY, Event.READY.value, now)]
+    return e
+
+
+def active(priority=100, interval=1.0, preempt=True, now=T0) -> Election:
+    e = standby(priority, interval, preempt, now)
+    at = e.next_timer()
+    assert [t.new for t in e.handle_timer(at)] == [Role.ACTIVE]
+    return e
+
+
+def mdi(priority: int, interval: float) -> float:
+    """docs: 3 x interval + (256 - priority) / 256 x interval."""
+    return 3 * interval + (256 - priority) / 256 * interval
+
+
+# -- the table, transition by transition -----------------------------------------------------------
+
+
+def test_the_table_is_what_the_docstring_says():
+    assert TRANSITIONS == {
+        Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
+        Role.STANDBY: {Event.MASTER_DOWN: Role.ACTIVE, Event.PREEMPT: Role.ACTIVE, Event.STOP: Role.INIT},
+        Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.STOP: Role.INIT},
+    }
+    assert [r.value for r in Role] == [0, 1, 2]  # these travel in the Advertisement
+    assert [r.label for r in Role] == ["init", "standby", "active"]
+
+
+def drive(role: Role, event: Event) -> tuple[Election, list[Transition]]:
+    """Put an election in ``role``, then cause ``event`` through the public inputs, at T0 + 100."""
+    e = {Role.INIT: election, Role.STANDBY: standby, Role.ACTIVE: active}[role]()
+    assert e.role is role
+    now = T0 + 100
+    if event is Event.READY:
+        return e, e.ready(now)
+    if event is Event.STOP:
+        return e, e.stop(now)
+    if event is Event.MASTER_DOWN:
+        return e, e.handle_timer(now)  # nothing heard since T0: the deadline has passed
+    if event is Event.PREEMPT:
+        return e, e.advertisement(LOWER, 50, Role.ACTIVE, now)
+    if event is Event.BETTER_ACTIVE:
+        return e, e.advertisement(HIGHER, 200, Role.ACTIVE, now)
+    raise AssertionError(event)
+
+
+@pytest.mark.parametrize(
+    ("role", "event"), [(r, ev) for r, row in TRANSITIONS.items() for ev in row], ids=lambda x: x.name
+)
+def test_every_transition_in_the_table(role, event):
+    e, transitions = drive(role, event)
+    new = TRANSITIONS[role][event]
+    assert e.role is new
+    if new is role:  # INIT + STOP: no change, so no transition is recorded
+        assert transitions == []
+    else:
+        assert transitions == [Transition(role, new, event.value, T0 + 100)]
+        assert e.history[-1] == transitions[0] and e.since == T0 + 100
+
+
+@pytest.mark.parametrize(
+    ("role", "event"),
+    [(r, ev) for r in Role for ev in Event if ev not in TRANSITIONS[r]],
+    ids=lambda x: x.name,
+)
+def test_events_a_state_has_no_entry_for_change_nothing(role, event):
+    e, transitions = drive(role, event)
+    assert transitions == [] and e.role is role
+    since, history = e.since, list(e.history)
+    assert e._fire(event, T0 + 200) == [] and e.role is role  # the table itself, too
+    assert e.since == since and list(e.history) == history
+
+
+# -- the master-down interval ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("priority", [1, 100, 128, 254, 255])
+@pytest.mark.parametrize("interval", [0.01, 0.1, 1.0, 3.0])
+def test_master_down_interval(priority, interval):
+    e = election(priority, interval)
+    assert e.skew == pytest.approx((256 - priority) / 256 * interval)
+    assert e.master_down_interval == pytest.approx(mdi(priority, interval))
+
+
+@pytest.mark.parametrize("priority", [1, 100, 254])
+def test_a_standby_takes_over_at_the_master_down_interval_and_not_before(priority):
+    e = standby(priority, 0.1)
+    deadline = T0 + mdi(priority, 0.1)
+    assert e.next_timer() == pytest.approx(deadline)
+    assert e.handle_timer(T0 + 3 * 0.1) == []
+    assert e.handle_timer(e.next_timer() - 1e-6) == [] and e.role is Role.STANDBY
+    [t] = e.handle_timer(e.next_timer())
+    assert (t.old, t.new, t.reason) == (Role.STANDBY, Role.ACTIVE, Event.MASTER_DOWN.value)
+    assert e.role is Role.ACTIVE and e.next_timer() is None
+    assert e.handle_timer(T0 + 100) == []
+
+
+def test_hearing_the_active_member_pushes_the_deadline_back():
+    e = standby(100, 1.0)
+    for k in range(1, 20):  # an active member advertising every second keeps us standing by
+        now = T0 + k
+        assert e.advertisement(HIGHER, 200, Role.ACTIVE, now) == []
+        assert e.next_timer() == pytest.approx(now + mdi(100, 1.0))
+        assert e.handle_timer(now + 0.999) == []
+        assert e.active_member == HIGHER
+    last = T0 + 19
+    assert e.handle_timer(last + mdi(100, 1.0) - 1e-6) == []
+    assert [t.new for t in e.handle_timer(last + mdi(100, 1.0))] == [Role.ACTIVE]
+    assert e.active_member is None
+
+
+def test_adverts_of_standby_or_init_members_do_not_count():
+    e = standby(100, 1.0)
+    deadline = e.next_timer()
+    assert e.advertisement(HIGHER, 200, Role.STANDBY, T0 + 2) == []
+    assert e.advertisement(HIGHER, 200, Role.INIT, T0 + 2) == []
+    assert e.advertisement(HIGHER, 200, 3, T0 + 2) == []  # peer, or anything unknown
+    assert e.next_timer() == deadline and e.active_member is None
+
+
+def test_the_higher_priority_standby_takes_over_first():
+    a, b = standby(200, 1.0), standby(50, 1.0)
+    assert a.next_timer() < b.next_timer()
+
+
+# -- priority 0: a graceful stop -------------------------------------------------------------------
+
+
+def test_priority_zero_from_the_active_makes_a_standby_take_over_after_the_skew():
+    e = standby(100, 1.0)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1)
+    assert e.active_member == HIGHER
+    assert e.advertisement(HIGHER, 0, Role.ACTIVE, T0 + 2) == []
+    assert e.active_member is None
+    assert e.next_timer() == pytest.approx(T0 + 2 + (256 - 100) / 256 * 1.0)
+    assert e.handle_timer(T0 + 2 + e.skew - 1e-6) == []
+    [t] = e.handle_timer(e.next_timer())
+    assert t.new is Role.ACTIVE and t.reason == Event.MASTER_DOWN.value
+
+
+def test_priority_zero_is_not_a_better_active_nor_preempted():
+    e = active(100, 1.0)
+    assert e.advertisement(HIGHER, 0, Role.ACTIVE, T0 + 10) == [] and e.role is Role.ACTIVE
+    i = election(100, 1.0)
+    assert i.advertisement(LOWER, 0, Role.ACTIVE, T0 + 10) == [] and i.role is Role.INIT
+    assert i.next_timer() is None
+
+
+# -- split brain: an active member hears another --------------------------------------------------
+
+
+@pytest.mark.parametrize(("priority", "address"), [(101, LOWER), (255, LOWER), (100, HIGHER)])
+def test_an_active_member_steps_down_on_hearing_a_better_active(priority, address):
+    e = active(100, 1.0)
+    [t] = e.advertisement(address, priority, Role.ACTIVE, T0 + 10)
+    assert (t.old, t.new, t.reason) == (Role.ACTIVE, Role.STANDBY, Event.BETTER_ACTIVE.value)
+    assert e.role is Role.STANDBY and e.active_member == address
+    # It stands by as usual: takes over again if the better one falls silent.
+    assert e.next_timer() == pytest.approx(T0 + 10 + mdi(100, 1.0))
+
+
+@pytest.mark.parametrize(("priority", "address"), [(99, HIGHER), (1, HIGHER), (100, LOWER)])
+def test_an_active_member_stays_on_hearing_a_worse_active(priority, address):
+    e = active(100, 1.0)
+    assert e.advertisement(address, priority, Role.ACTIVE, T0 + 10) == []
+    assert e.role is Role.ACTIVE
+
+
+def test_equal_priority_split_brain_ends_with_the_higher_address_active():
+    low = Election(LOWER, 100, 1.0, True, T0)
+    high = Election(HIGHER, 100, 1.0, True, T0)
+    for e in (low, high):
+        e.ready(T0)
+        assert [t.new for t in e.handle_timer(e.next_timer())] == [Role.ACTIVE]
+    assert low.advertisement(HIGHER, 100, Role.ACTIVE, T0 + 5) != []
+    assert high.advertisement(LOWER, 100, Role.ACTIVE, T0 + 5) == []
+    assert (low.role, high.role) == (Role.STANDBY, Role.ACTIVE)
+
+
+# -- preemption ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("theirs", "address"), [(50, HIGHER), (99, HIGHER), (100, LOWER)])
+def test_with_preemption_a_better_standby_takes_over_at_once(theirs, address):
+    e = standby(100, 1.0, preempt=True)
+    [t] = e.advertisement(address, theirs, Role.ACTIVE, T0 + 1)
+    assert (t.old, t.new, t.reason, t.at) == (Role.STANDBY, Role.ACTIVE, Event.PREEMPT.value, T0 + 1)
+
+
+@pytest.mark.parametrize(("theirs", "address"), [(50, HIGHER), (100, LOWER)])
+def test_without_preemption_a_better_standby_waits(theirs, address):
+    e = standby(100, 1.0, preempt=False)
+    assert e.advertisement(address, theirs, Role.ACTIVE, T0 + 1) == []
+    assert e.role is Role.STANDBY
+    assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 1.0))  # and keeps standing by
+
+
+@pytest.mark.parametrize(("theirs", "address"), [(101, LOWER), (100, HIGHER)])
+def test_a_worse_standby_never_preempts(theirs, address):
+    e = standby(100, 1.0, preempt=True)
+    assert e.advertisement(address, theirs, Role.ACTIVE, T0 + 1) == [] and e.role is Role.STANDBY
+
+
+# -- init --------------------------------------------------------------------------------------------
+
+
+def test_init_never_becomes_active():
+    e = election(255, 0.01, preempt=True)
+    assert e.next_timer() is None
+    assert e.handle_timer(T0 + 1e6) == []
+    assert e.advertisement(LOWER, 1, Role.ACTIVE, T0 + 1) == []  # would be preempted by a standby
+    assert e.advertisement(LOWER, 0, Role.ACTIVE, T0 + 2) == []
+    assert e.handle_timer(T0 + 1e6) == []
+    assert e.role is Role.INIT and e.next_timer() is None and list(e.history) == []
+
+
+def test_stop_returns_to_init_and_disarms_the_timer():
+    e = standby(100, 1.0)
+    [t] = e.stop(T0 + 1)
+    assert (t.old, t.new, t.reason) == (Role.STANDBY, Role.INIT, Event.STOP.value)
+    assert e.next_timer() is None and e.handle_timer(T0 + 1e6) == []
+    a = active(100, 1.0)
+    assert [t.new for t in a.stop(T0 + 50)] == [Role.INIT] and a.handle_timer(T0 + 1e6) == []
+    # And it may be started again: ready, standby, active after the interval from then.
+    assert [t.new for t in a.ready(T0 + 60)] == [Role.STANDBY]
+    assert a.next_timer() == pytest.approx(T0 + 60 + mdi(100, 1.0))
+
+
+# -- history and since -------------------------------------------------------------------------------
+
+
+def test_history_and_since():
+    e = election(100, 1.0, now=T0 - 5)
+    assert e.since == T0 - 5 and list(e.history) == []
+    e.ready(T0)
+    e.handle_timer(T0 + 10)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 11)
+    e.stop(T0 + 12)
+    assert [(t.old, t.new, t.at) for t in e.history] == [
+        (Role.INIT, Role.STANDBY, T0),
+        (Role.STANDBY, Role.ACTIVE, T0 + 10),
+        (Role.ACTIVE, Role.STANDBY, T0 + 11),
+        (Role.STANDBY, Role.INIT, T0 + 12),
+    ]
+    assert [t.reason for t in e.history] == [Event.READY.value, Event.MASTER_DOWN.value,
+                                             Event.BETTER_ACTIVE.value, Event.STOP.value]
+    assert e.since == T0 + 12
+
+
+def test_history_keeps_the_last_ten():
+    e = election(100, 1.0)
+    now = T0
+    for _ in range(8):
+        now += 1
+        e.ready(now)
+        now += 1
+        e.stop(now)
+    assert len(e.history) == 10
+    assert e.history[-1].at == now and e.history[0].at == now - 9

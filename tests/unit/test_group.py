@@ -1,0 +1,851 @@
+"""A redundancy group of HomeAgent cores (core/group.py, home_agent.py; US 7,227,863 FIG 3 to 9).
+
+Two or three cores made from ``homeagent.config.parse`` are wired by ``Net``, an in-memory network that
+delivers their datagrams at once (or drops the ones a test says), with one explicit clock. Where a test
+needs full control of a member, ``FakePeer`` plays it: it seals messages by hand with the group key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from homeagent.config import parse as parse_config
+from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelDown, TunnelUp
+from homeagent.core.group import UPDATE_RETRANSMIT, UPDATE_TRIES
+from homeagent.core.home_agent import HomeAgent
+from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.redundancy import (
+    AckCode,
+    Advertisement,
+    BindingRecord,
+    BindingTableReply,
+    BindingTableReplyAck,
+    BindingTableRequest,
+    BindingUpdate,
+    BindingUpdateAck,
+    MobileNodeBindings,
+    parse_messages,
+    unseal,
+)
+from homeagent.wire.registration import RegistrationReply
+
+from .support import COA, COA2, COA3, HOA, T0, ip, mhae, ntp
+
+HA1, HA2, HA3 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+VIP = "192.0.2.100"
+STRANGER = "203.0.113.9"  # no Home Agent - Home Agent association covers it
+GROUP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+GROUP_SPI = 1000
+GROUP_SA = SecurityAssociation(GROUP_SPI, Algorithm.HMAC_MD5, GROUP_KEY)
+MN = ("198.51.100.7", 434)  # where mobile nodes' requests come from
+PORT = 434
+INTERVAL = 0.1
+
+CONFIG = """
+[home_agent]
+address = "{address}"
+port = 434
+home_network = "10.1.0.0/16"
+max_lifetime = 1800
+replay_tolerance = 7
+state_dir = "/nonexistent/homeagent-test"
+simultaneous_bindings = 3
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = 256
+algorithm = "hmac-md5"
+key = "00112233445566778899aabbccddeeff"
+
+[redundancy]
+virtual_address = "192.0.2.100"
+mode = "{mode}"
+priority = {priority}
+peers = [{peers}]
+replication = "{replication}"
+sync_timeout = {sync_timeout}
+advertisement_interval = 0.1
+preempt = {preempt}
+startup_wait = {startup_wait}
+
+[[redundancy.security_association]]
+peer = "192.0.2.0/24"
+spi = 1000
+algorithm = "hmac-md5"
+key = "2b7e151628aed2a6abf7158809cf4f3c"
+"""
+
+
+def make_config(address: str, peers: list[str], priority: int = 100, mode: str = "active-standby",
+                replication: str = "async", sync_timeout: float = 0.5, preempt: bool = True,
+                startup_wait: float = 1.0):
+    return parse_config(CONFIG.format(
+        address=address, peers=", ".join(f'"{p}"' for p in peers), priority=priority, mode=mode,
+        replication=replication, sync_timeout=sync_timeout, preempt=str(preempt).lower(), startup_wait=startup_wait,
+    ))
+
+
+def registration(coa: int = COA, now: float = T0, fraction: int = 1, lifetime: int = 600, flags: int = 0,
+                 hoa: int = HOA) -> bytes:
+    """A Registration Request to the virtual address, built and signed by hand."""
+    fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ip(VIP), coa, ntp(now, fraction))
+    return mhae(fixed)
+
+
+def reply_of(send: Send) -> RegistrationReply:
+    return RegistrationReply.parse(send.datagram)
+
+
+@dataclass
+class Datagram:
+    at: float
+    src: str
+    dst: str
+    messages: list  # the parsed body: one message, or several back to back
+    raw: bytes
+
+    def has(self, kind: type) -> bool:
+        return any(type(m) is kind for m in self.messages)
+
+
+@dataclass
+class Message:
+    at: float
+    src: str
+    dst: str
+    message: object
+
+
+class Net:
+    """Home Agents on one in-memory network: datagrams between members arrive at once, in order, unless
+    ``drop(datagram)`` says otherwise; anything sent elsewhere (replies to mobile nodes, datagrams to
+    a member that is not running) lands in ``outside``."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+        self.has: dict[str, HomeAgent] = {}
+        self.queue: list[tuple[str, str, bytes]] = []
+        self.log: list[Datagram] = []
+        self.outside: list[tuple[float, str, Send]] = []
+        self.effects: dict[str, list] = {}
+        self.drop: Callable[[Datagram], bool] = lambda d: False
+        self.hold: Callable[[Datagram], bool] = lambda d: False  # delayed until release()
+        self.held: list[tuple[str, str, bytes]] = []
+        self.taps: list[Callable[[Datagram], None]] = []
+
+    def add(self, address: str, config, start: bool = True) -> HomeAgent:
+        ha = HomeAgent(config, self.now)
+        self.has[address] = ha
+        self.effects[address] = []
+        if start:
+            self.collect(address, ha.start(self.now))
+        return ha
+
+    def collect(self, src: str, effects) -> list:
+        for e in effects:
+            if isinstance(e, Send):
+                dst = e.address[0]
+                if dst in self.has or dst.startswith("192.0.2."):
+                    self.queue.append((src, dst, e.datagram))
+                else:
+                    self.outside.append((self.now, src, e))
+            else:
+                self.effects[src].append(e)
+        return effects
+
+    def deliver(self, limit: int | None = None) -> int:
+        n = 0
+        while self.queue and (limit is None or n < limit):
+            src, dst, data = self.queue.pop(0)
+            n += 1
+            body, _ = unseal(data, GROUP_SA)
+            d = Datagram(self.now, src, dst, parse_messages(body), data)
+            if self.hold(d):
+                self.held.append((src, dst, data))
+                continue
+            self.log.append(d)
+            for tap in self.taps:
+                tap(d)
+            if self.drop(d) or dst not in self.has:
+                continue
+            self.collect(dst, self.has[dst].receive_datagram(data, (src, PORT), dst, self.now))
+        return n
+
+    def release(self) -> None:
+        """Held datagrams go on their way (after what is already queued)."""
+        self.queue += self.held
+        self.held = []
+        self.hold = lambda d: False
+
+    def register(self, data: bytes, at: str = HA1) -> list:
+        """A mobile node's request arrives at ``at`` on the virtual address."""
+        return self.collect(at, self.has[at].receive_datagram(data, MN, VIP, self.now))
+
+    def run_until(self, t: float) -> None:
+        for _ in range(1_000_000):
+            self.deliver()
+            times = [(ha.next_timer(), a) for a, ha in self.has.items()]
+            due = [x for x in times if x[0] is not None and x[0] <= t]
+            if not due:
+                break
+            self.now = max(self.now, min(x[0] for x in due))
+            for address, ha in self.has.items():
+                nt = ha.next_timer()
+                if nt is not None and nt <= self.now:
+                    self.collect(address, ha.handle_timer(self.now))
+        else:
+            raise AssertionError("timers never settle")
+        self.deliver()
+        self.now = max(self.now, t)
+
+    def messages(self, kind: type, src: str | None = None, dst: str | None = None) -> list[Message]:
+        """Every message of ``kind`` that went between members (delivered or dropped), in order."""
+        return [Message(d.at, d.src, d.dst, m) for d in self.log for m in d.messages
+                if type(m) is kind and (src is None or d.src == src) and (dst is None or d.dst == dst)]
+
+    def replies(self, src: str | None = None) -> list[RegistrationReply]:
+        return [reply_of(s) for _, a, s in self.outside if s.address == MN and (src is None or a == src)]
+
+
+def group(n: int = 2, replication: str = "async", mode: str = "active-standby", priorities=(200, 100, 50),
+          **kw) -> tuple[Net, list[HomeAgent]]:
+    """``n`` members started together at T0 and settled: the first (highest priority) is active."""
+    net = Net()
+    addresses = [HA1, HA2, HA3][:n]
+    has = [net.add(a, make_config(a, [p for p in addresses if p != a], priorities[i], mode, replication, **kw))
+           for i, a in enumerate(addresses)]
+    net.run_until(T0 + 2)
+    if mode == "active-standby":
+        assert [ha.role for ha in has] == ["active"] + ["standby"] * (n - 1)
+    return net, has
+
+
+def view(ha: HomeAgent, now: float | None = None) -> dict:
+    """Every node's last Identification and bindings, expiry left out (compared separately)."""
+    out = {}
+    for hoa in ha.bindings.home_addresses():
+        last, bindings = ha.bindings.lookup(hoa)
+        out[hoa] = (last, sorted((b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags)
+                                 for b in bindings))
+    return out
+
+
+def expiries(ha: HomeAgent) -> dict:
+    return {(b.home_address, b.care_of_address): b.expires for b in ha.bindings}
+
+
+def redundancy_counters(ha: HomeAgent) -> dict:
+    return {k: v for k, v in ha.counters.items() if k.startswith("redundancy.")}
+
+
+class FakePeer:
+    """A member played by hand: seals what it sends with the group key and strictly increasing timestamps."""
+
+    def __init__(self, address: str = HA2, key: bytes = GROUP_KEY, spi: int = GROUP_SPI) -> None:
+        self.address, self.key, self.spi = address, key, spi
+        self.last = 0
+
+    def seal(self, body: bytes, now: float) -> bytes:
+        ts = max(ntp(now, int((now % 1) * (1 << 32))), self.last + 1)
+        self.last = ts
+        covered = body + struct.pack("!BBIQ", 100, 28, self.spi, ts)
+        return covered + hmac.new(self.key, covered, hashlib.md5).digest()
+
+    def send(self, ha: HomeAgent, body: bytes, now: float, local: str = HA1) -> list:
+        return ha.receive_datagram(self.seal(body, now), (self.address, PORT), local, now)
+
+
+def opened(effects, to: str | None = None) -> list:
+    """The member messages among ``effects``, parsed (and checked to be sealed with the group key)."""
+    out = []
+    for e in effects:
+        if isinstance(e, Send) and e.address[0] != MN[0]:
+            assert e.address[1] == PORT and (to is None or e.address[0] == to), e
+            out += parse_messages(unseal(e.datagram, GROUP_SA)[0])
+    return out
+
+
+def update(ident: int, coa: int = COA, lifetime: int = 600, remaining_ms: int = 600_000, flags: int = 0,
+           node: MobileNodeBindings | None = None, hoa: int = HOA) -> bytes:
+    """A Binding Update body, packed by hand (docs/protocol.md; the encoder is checked by the vectors)."""
+    body = struct.pack("!BBHIIIIQ", 200, flags, lifetime, remaining_ms, hoa, ip(VIP), coa, ident)
+    if node is not None:
+        data = struct.pack("!IQ", node.home_address, node.identification) + b"".join(
+            struct.pack("!IIQHBxI", r.care_of_address, r.home_agent, r.identification, r.lifetime, r.flags,
+                        r.remaining_ms) for r in node.bindings)
+        body += bytes((101, len(data))) + data
+    return body
+
+
+def lone(address: str = HA1, peers=(HA2,), **kw) -> tuple[HomeAgent, list]:
+    """A member whose peers never answer: ready after startup_wait, active after the master-down interval."""
+    ha = HomeAgent(make_config(address, list(peers), **kw), T0)
+    effects = ha.start(T0)
+    now = T0
+    while ha.role != "active":
+        now = ha.next_timer()
+        assert now is not None and now < T0 + 10
+        effects += ha.handle_timer(now)
+    return ha, effects
+
+
+# -- start-up (FIG 4) ------------------------------------------------------------------------------------
+
+
+def test_a_lone_member_serves_after_startup_wait():
+    ha = HomeAgent(make_config(HA1, [HA2], priority=100, startup_wait=1.0), T0)
+    effects = ha.start(T0)
+    assert ha.role == "init"
+    [request] = opened(effects, to=HA2)
+    assert type(request) is BindingTableRequest and request.home_agents == (ip(HA1), ip(HA2))
+    assert ha.receive_datagram(registration(), MN, VIP, T0 + 0.1) == []  # not serving yet
+    assert ha.counters["discarded.not_serving"] == 1
+    now = T0
+    resent = 0
+    while ha.next_timer() < T0 + 1.0:
+        now = ha.next_timer()
+        resent += sum(type(m) is BindingTableRequest for m in opened(ha.handle_timer(now)))
+        assert ha.role == "init", now
+    assert resent >= 1  # asked again while waiting
+    ha.handle_timer(T0 + 1.0)
+    assert ha.role == "standby"
+    mdi = 3 * INTERVAL + (256 - 100) / 256 * INTERVAL
+    ha.handle_timer(T0 + 1.0 + mdi - 1e-6)
+    assert ha.role == "standby"
+    effects = ha.handle_timer(T0 + 1.0 + mdi)
+    assert ha.role == "active" and ClaimAddress(VIP) in effects
+    [reply] = [reply_of(e) for e in ha.receive_datagram(registration(now=T0 + 2), MN, VIP, T0 + 2)
+               if isinstance(e, Send) and e.address == MN]
+    assert reply.code == 0
+    assert ha.counters["redundancy.became_standby"] == 1 and ha.counters["redundancy.became_active"] == 1
+
+
+def test_a_member_with_no_peers_configured_also_waits_then_serves():
+    ha = HomeAgent(make_config(HA1, [], startup_wait=0.5), T0)
+    assert [e for e in ha.start(T0) if isinstance(e, Send)] == []
+    ha.handle_timer(T0 + 0.49)
+    assert ha.role == "init"
+    ha.handle_timer(T0 + 0.5)
+    assert ha.role == "standby"
+
+
+def populate(ha: HomeAgent, n: int, now: float) -> None:
+    """Register ``n`` nodes straight into a member's table (some simultaneous, some de-registered)."""
+    for i in range(n):
+        hoa = ip("10.1.0.0") + 1 + i
+        ident = ntp(now - 100, i)
+        ha.bindings.register(hoa, ip("198.51.100.0") + i % 200, 600, ident, now - 10, 0, home_agent=ip(VIP))
+        if i % 7 == 0:
+            ha.bindings.register(hoa, ip("203.0.113.0") + i % 200, 300, ident + 1, now - 5, 0x80, True, ip(VIP))
+        if i % 11 == 0:
+            ha.bindings.deregister(hoa, None, ident + 2)
+
+
+@pytest.mark.parametrize("mode", ["active-standby", "peer"])
+def test_a_starting_member_downloads_the_table_before_serving(mode):
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 200, mode))
+    net.run_until(T0 + 2)
+    assert ha1.role == ("active" if mode == "active-standby" else "peer")
+    populate(ha1, 300, net.now)
+    start = net.now
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100, mode))
+    assert ha2.role == "init"
+    # Step one datagram at a time: HA2 stays in init, serving nothing, until the last reply is in.
+    steps = 0
+    while ha2.role == "init":
+        assert net.deliver(limit=1) == 1, "the download stalled"
+        steps += 1
+        if ha2.role == "init":
+            assert ha2.receive_datagram(registration(now=net.now), MN, HA2, net.now) == []
+            assert ha2.receive_datagram(registration(now=net.now), MN, VIP, net.now) == []
+            assert not any(isinstance(e, (ClaimAddress, TunnelUp)) for e in net.effects[HA2])
+    assert ha2.counters["discarded.not_serving"] == 2 * (steps - 1)
+    replies = net.messages(BindingTableReply, src=HA1, dst=HA2)
+    assert len(replies) > 3 and [m.message.more for m in replies] == [True] * (len(replies) - 1) + [False]
+    assert view(ha2) == view(ha1)
+    for key, at in expiries(ha1).items():
+        assert expiries(ha2)[key] == pytest.approx(at, abs=0.002)
+    assert ha2.role == ("standby" if mode == "active-standby" else "peer")
+    if mode == "peer":  # a peer serves at once, and tunnels for what it downloaded
+        ups = [e for e in net.effects[HA2] if isinstance(e, TunnelUp)]
+        assert len(ups) == len(ha1.bindings)
+        reply = [reply_of(e) for e in ha2.receive_datagram(registration(now=net.now + 1), MN, HA2, net.now + 1)
+                 if isinstance(e, Send) and e.address == MN]
+        assert [r.code for r in reply] == [0]
+    else:
+        assert not any(isinstance(e, (TunnelUp, ClaimAddress)) for e in net.effects[HA2])
+    c2 = redundancy_counters(ha2)
+    assert c2["redundancy.table_replies_received"] == len(replies)
+    assert c2["redundancy.table_requests_sent"] >= 1
+    assert ha1.counters["redundancy.table_requests_received"] >= 1
+    assert ha1.counters["redundancy.table_replies_sent"] >= len(replies)
+    assert net.now == start  # all of it at one instant: nothing waited for a timer
+
+
+def test_the_requester_is_learnt_and_asked_for_its_table_too():
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [], 200))  # HA2 is not configured here
+    net.run_until(T0 + 2)
+    assert ha1.role == "active" and list(ha1.group.membership) == []
+    net.add(HA2, make_config(HA2, [HA1], 100))
+    net.run_until(T0 + 3)
+    assert [m.name for m in ha1.group.membership] == [HA2]  # FIG 5: learnt from the request
+    assert net.messages(BindingTableRequest, src=HA1, dst=HA2)
+    assert ha1.group.membership.members[ip(HA2)].up
+
+
+# -- replication (FIG 6 to 9) --------------------------------------------------------------------------
+
+
+def test_a_registration_replicates_as_a_binding_update_and_is_acked():
+    net, (ha1, ha2) = group()
+    now = net.now
+    effects = net.register(registration(now=now))
+    assert reply_of(effects[0]).code == 0  # async: the reply goes out at once, first
+    [bu] = [m for m in opened(effects, to=HA2)]
+    assert bu == BindingUpdate(0, 600, 600_000, HOA, ip(VIP), COA, ntp(now, 1))
+    net.deliver()
+    assert view(ha2) == view(ha1) == {HOA: (ntp(now, 1), [(COA, ip(VIP), ntp(now, 1), 600, 0)])}
+    assert expiries(ha2)[(HOA, COA)] == pytest.approx(expiries(ha1)[(HOA, COA)], abs=0.001)
+    [ack] = net.messages(BindingUpdateAck, src=HA2, dst=HA1)
+    assert ack.message == BindingUpdateAck(AckCode.APPLIED, HOA, ntp(now, 1))
+    assert ha1.counters["redundancy.updates_sent"] == 1 and ha1.counters["redundancy.updates_acked"] == 1
+    assert ha2.counters["redundancy.updates_received"] == 1
+    assert not any(isinstance(e, TunnelUp) for e in net.effects[HA2])  # a standby does not tunnel
+    net.run_until(now + 10)  # nothing is resent once acked
+    assert len(net.messages(BindingUpdate)) == 1
+
+
+def test_every_member_that_is_up_gets_the_update():
+    net, (ha1, ha2, ha3) = group(3)
+    net.register(registration(now=net.now))
+    net.deliver()
+    assert view(ha1) == view(ha2) == view(ha3) != {}
+    assert {d.dst for d in net.messages(BindingUpdate)} == {HA2, HA3}
+    assert ha1.counters["redundancy.updates_acked"] == 2
+
+
+def test_simultaneous_bindings_travel_in_a_mobile_node_bindings_extension():
+    net, (ha1, ha2) = group()
+    now = net.now
+    net.register(registration(COA, now, 1, flags=0x80))
+    net.register(registration(COA2, now, 2, flags=0x80))
+    net.deliver()
+    second = net.messages(BindingUpdate)[-1].message
+    assert second.node is not None and second.care_of_address == COA2
+    assert {r.care_of_address for r in second.node.bindings} == {COA, COA2}
+    assert view(ha2) == view(ha1) and len(ha2.bindings) == 2
+
+
+def test_a_deregistration_replicates():
+    net, (ha1, ha2) = group()
+    now = net.now
+    net.register(registration(COA, now, 1, flags=0x80))
+    net.register(registration(COA2, now, 2, flags=0x80))
+    net.register(registration(COA, now, 3, lifetime=0))  # one of two
+    net.deliver()
+    assert view(ha2) == view(ha1) == {HOA: (ntp(now, 3), [(COA2, ip(VIP), ntp(now, 2), 600, 0x80)])}
+    net.register(registration(HOA, now, 4, lifetime=0))  # all of them
+    net.deliver()
+    assert view(ha2) == view(ha1) == {HOA: (ntp(now, 4), [])}
+    assert net.messages(BindingUpdate)[-1].message == BindingUpdate(0, 0, 0, HOA, ip(VIP), HOA, ntp(now, 4))
+    assert ha1.counters["redundancy.updates_acked"] == 4
+
+
+def test_an_administrative_removal_replicates():
+    net, (ha1, ha2) = group()
+    now = net.now
+    net.register(registration(COA, now, 1, flags=0x80))
+    net.register(registration(COA2, now, 2, flags=0x80))
+    net.deliver()
+    effects = net.collect(HA1, ha1.remove(HOA, COA, now))
+    assert TunnelDown(HOA, COA) in effects  # the active tunnels, so it tears this one down
+    net.deliver()
+    assert view(ha2) == view(ha1) == {HOA: (ntp(now, 2) + 1, [(COA2, ip(VIP), ntp(now, 2), 600, 0x80)])}
+    net.collect(HA1, ha1.remove(HOA, None, now))
+    net.deliver()
+    assert view(ha2) == view(ha1) == {HOA: (ntp(now, 2) + 2, [])}
+    assert ha1.counters["removed"] == 2 and ha1.counters["redundancy.updates_acked"] == 4
+    # The node's next registration (a current timestamp) is still newer than the removal.
+    net.register(registration(COA3, now + 1, 5))
+    net.deliver()
+    assert view(ha2) == view(ha1) and ha1.bindings.bindings_of(HOA)[0].care_of_address == COA3
+    assert ha1.remove(ip("10.1.9.9"), None, now) == []  # unknown: nothing to do or send
+
+
+def test_a_removal_on_a_standby_replicates_to_the_active():
+    net, (ha1, ha2) = group()
+    net.register(registration(now=net.now))
+    net.deliver()
+    effects = net.collect(HA2, ha2.remove(HOA, None, net.now))
+    assert not any(isinstance(e, TunnelDown) for e in effects)  # a standby has no tunnel to tear down
+    net.deliver()
+    assert view(ha1) == view(ha2) == {HOA: (ntp(net.now, 1) + 1, [])}
+
+
+def test_a_replicated_binding_expires_on_the_replica_too():
+    net, (ha1, ha2) = group()
+    now = net.now
+    net.register(registration(now=now, lifetime=5))
+    net.deliver()
+    net.run_until(now + 4.999)
+    assert len(ha1.bindings) == len(ha2.bindings) == 1
+    net.run_until(now + 6)  # removed at most about a second late, never early
+    assert len(ha1.bindings) == len(ha2.bindings) == 0
+    assert ha2.bindings.last_identification(HOA) == ntp(now, 1)
+
+
+# -- what a replica takes: newest Identification wins ------------------------------------------------
+
+
+@pytest.fixture
+def replica():
+    """HA1, active and alone, with a FakePeer at HA2 that has been heard."""
+    ha, _ = lone()
+    return ha, FakePeer()
+
+
+def test_duplicate_reordered_and_old_updates_change_nothing(replica):
+    ha, peer = replica
+    now = T0 + 5
+    i1, i2, i3 = ntp(now, 1), ntp(now, 2), ntp(now, 3)
+    newest = update(i2, COA2)
+    assert opened(peer.send(ha, newest, now), to=HA2)[-1] == BindingUpdateAck(AckCode.APPLIED, HOA, i2)
+    state = view(ha)
+    assert state == {HOA: (i2, [(COA2, ip(VIP), i2, 600, 0)])}
+    # Older (reordered or late), the same one again (a resend, sealed anew), and far older: acked with
+    # code 1, nothing changes.
+    for body in (update(i1, COA), newest, update(i2 - (60 << 32), COA3), update(i2, COA3)):
+        acks = [m for m in opened(peer.send(ha, body, now)) if type(m) is BindingUpdateAck]
+        assert [a.code for a in acks] == [AckCode.NOT_NEWER]
+        assert view(ha) == state
+    # A newer one wins, whatever came before it.
+    peer.send(ha, update(i3, COA3), now)
+    assert view(ha) == {HOA: (i3, [(COA3, ip(VIP), i3, 600, 0)])}
+    state = view(ha)
+    # The very same datagram twice: the second is a replay, refused without an answer.
+    data = peer.seal(update(ntp(now, 9), COA), now)
+    ha.receive_datagram(data, (HA2, PORT), HA1, now)
+    state, violations = view(ha), ha.counters["redundancy.security_violations"]
+    assert ha.receive_datagram(data, (HA2, PORT), HA1, now) == []
+    assert view(ha) == state and ha.counters["redundancy.security_violations"] == violations + 1
+    assert ha.counters["redundancy.updates_received"] == 7
+
+
+def test_a_replica_that_serves_moves_the_tunnels(replica):
+    ha, peer = replica
+    now = T0 + 5
+    effects = peer.send(ha, update(ntp(now, 1), COA, flags=0x02), now)
+    assert TunnelUp(HOA, COA, True) in effects
+    effects = peer.send(ha, update(ntp(now, 2), COA2), now)
+    assert TunnelDown(HOA, COA) in effects and TunnelUp(HOA, COA2, False) in effects
+    effects = peer.send(ha, update(ntp(now, 3), HOA, lifetime=0, remaining_ms=0), now)
+    assert TunnelDown(HOA, COA2) in effects and ha.bindings.lookup(HOA) == (ntp(now, 3), ())
+
+
+def test_an_update_carries_state_so_the_newest_alone_is_enough(replica):
+    ha, peer = replica
+    now = T0 + 5
+    node = MobileNodeBindings(HOA, ntp(now, 5), (
+        BindingRecord(COA, ip(VIP), ntp(now, 1), 600, 0x80, 100_000),
+        BindingRecord(COA2, ip(VIP), ntp(now, 5), 600, 0x80, 600_000),
+    ))
+    peer.send(ha, update(ntp(now, 5), COA2, flags=0x80, remaining_ms=0, node=node), now)
+    assert view(ha) == {HOA: (ntp(now, 5), [(COA, ip(VIP), ntp(now, 1), 600, 0x80),
+                                            (COA2, ip(VIP), ntp(now, 5), 600, 0x80)])}
+    assert expiries(ha) == {(HOA, COA): now + 100, (HOA, COA2): now + 600}
+
+
+def test_an_update_for_a_home_address_we_do_not_serve_is_refused(replica):
+    ha, peer = replica
+    now = T0 + 5
+    acks = opened(peer.send(ha, update(ntp(now, 1), hoa=ip("10.2.0.5")), now))
+    assert BindingUpdateAck(AckCode.REFUSED, ip("10.2.0.5"), ntp(now, 1)) in acks
+    assert ha.bindings.lookup(ip("10.2.0.5")) == (None, ())
+
+
+@pytest.mark.parametrize("who", ["stranger", "bad-key", "bad-spi", "own-address", "virtual-address-unsealed"])
+def test_an_update_without_a_valid_seal_changes_nothing_and_counts(replica, who):
+    ha, _ = replica
+    now = T0 + 5
+    ha.bindings.register(HOA, COA, 600, ntp(now, 1), now)
+    before = view(ha)
+    body = update(ntp(now, 7), COA2)
+    if who == "stranger":
+        data, source = FakePeer(STRANGER).seal(body, now), STRANGER
+    elif who == "bad-key":
+        data, source = FakePeer(key=bytes(16)).seal(body, now), HA2
+    elif who == "bad-spi":
+        data, source = FakePeer(spi=GROUP_SPI + 1).seal(body, now), HA2
+    elif who == "own-address":
+        data, source = FakePeer(HA1).seal(body, now), HA1
+    else:
+        data, source = body, HA2
+    assert ha.receive_datagram(data, (source, PORT), HA1, now) == []
+    assert view(ha) == before
+    assert ha.counters["redundancy.security_violations"] == 1
+    assert ip(STRANGER) not in ha.group.membership.members
+
+
+def test_redundancy_messages_to_the_virtual_address_are_discarded(replica):
+    ha, peer = replica
+    before = view(ha)
+    assert ha.receive_datagram(peer.seal(update(ntp(T0 + 5, 1)), T0 + 5), (HA2, PORT), VIP, T0 + 5) == []
+    assert view(ha) == before and ha.counters["discarded.malformed"] == 1
+
+
+def test_a_sealed_but_malformed_body_is_counted_and_changes_nothing(replica):
+    ha, peer = replica
+    before = view(ha)
+    assert peer.send(ha, b"\xc8\x00\x02", T0 + 5) == []
+    assert view(ha) == before and ha.counters["redundancy.malformed"] == 1
+
+
+# -- sync replication -------------------------------------------------------------------------------
+
+
+def test_sync_holds_the_reply_until_the_ack():
+    net, (ha1, ha2) = group(replication="sync")
+    now = net.now
+    effects = net.register(registration(now=now))
+    assert not any(isinstance(e, Send) and e.address == MN for e in effects)  # held
+    assert net.replies() == []
+    net.deliver()  # the update, then its ack
+    [reply] = net.replies()
+    assert reply.code == 0 and reply.identification == ntp(now, 1)
+    assert net.now == now and ha1.counters["redundancy.sync_timeouts"] == 0
+
+
+def test_sync_releases_the_reply_after_sync_timeout_when_the_ack_is_lost():
+    net, (ha1, ha2) = group(replication="sync", sync_timeout=0.5)
+    net.drop = lambda d: d.has(BindingUpdateAck)
+    now = net.now
+    net.register(registration(now=now))
+    net.run_until(now + 0.5 - 1e-6)
+    assert net.replies() == []
+    assert ha1.group.membership.members[ip(HA2)].up
+    net.run_until(now + 0.5)
+    [(at, _, send)] = net.outside
+    assert at == now + 0.5 and reply_of(send).code == 0
+    assert not ha1.group.membership.members[ip(HA2)].up
+    assert ha1.counters["redundancy.sync_timeouts"] == 1
+    assert ha1.counters["redundancy.members_marked_down"] == 1
+    # Marked down, HA2 is left out of the next registration: its reply goes out at once.
+    net.drop = lambda d: True
+    later = now + 0.51
+    net.now = later
+    effects = net.register(registration(now=later, fraction=2))
+    assert [reply_of(e).code for e in effects if isinstance(e, Send) and e.address == MN] == [0]
+    assert opened(effects) == []
+
+
+def test_sync_with_no_other_member_up_answers_at_once():
+    ha, _ = lone(replication="sync")
+    effects = ha.receive_datagram(registration(now=T0 + 5), MN, VIP, T0 + 5)
+    assert [reply_of(e).code for e in effects if isinstance(e, Send)] == [0]
+
+
+def test_sync_waits_for_every_member_that_is_up():
+    net, (ha1, ha2, ha3) = group(3, replication="sync")
+    net.drop = lambda d: d.has(BindingUpdateAck) and d.src == HA3
+    net.register(registration(now=net.now))
+    net.deliver()
+    assert net.replies() == []  # HA2 acked, HA3 did not
+    net.drop = lambda d: False
+    net.run_until(net.now + UPDATE_RETRANSMIT)  # the resend is acked
+    assert [r.code for r in net.replies()] == [0]
+    assert ha1.counters["redundancy.sync_timeouts"] == 0
+
+
+def test_sync_two_registrations_of_one_node_before_the_acks():
+    # (Found by this test: a newer update replaced the pending one, its predecessor's ack was ignored, and
+    # the first reply waited for sync_timeout, then marked a healthy member down.)
+    net, (ha1, ha2) = group(replication="sync")
+    now = net.now
+    net.register(registration(COA, now, 1, flags=0x80))  # two interfaces register at once
+    net.register(registration(COA2, now, 2, flags=0x80))
+    net.deliver()  # both updates, both acks
+    assert len(net.messages(BindingUpdateAck, src=HA2)) == 2
+    net.run_until(now + 1)
+    assert sorted((at, reply_of(s).identification) for at, _, s in net.outside) == [
+        (now, ntp(now, 1)), (now, ntp(now, 2))]
+    assert ha1.counters["redundancy.sync_timeouts"] == 0
+    assert ha1.group.membership.members[ip(HA2)].up
+
+
+# -- retransmission and liveness ----------------------------------------------------------------------
+
+
+def test_unacked_updates_are_resent_with_backoff_then_the_member_is_marked_down():
+    net, (ha1, ha2) = group()
+    net.drop = lambda d: d.has(BindingUpdate)  # HA2 still advertises, but never gets updates
+    now = net.now
+    net.register(registration(now=now))
+    times = []
+    net.taps.append(lambda d: times.append(d.at) if d.has(BindingUpdate) else None)
+    net.deliver()
+    expected, t = [now], now
+    for k in range(UPDATE_TRIES - 1):
+        t += UPDATE_RETRANSMIT * 2 ** k
+        expected.append(t)
+    down_at = t + UPDATE_RETRANSMIT * 2 ** (UPDATE_TRIES - 1)
+    net.run_until(down_at - 1e-6)
+    assert times == pytest.approx(expected)  # 0, .25, .75, 1.75, 3.75
+    assert ha1.group.membership.members[ip(HA2)].up
+    assert ha1.counters["redundancy.updates_retransmitted"] == UPDATE_TRIES - 1
+    down = []
+    net.taps.append(lambda d: down.append(d) if d.has(BindingTableRequest) else None)
+    net.run_until(down_at)
+    assert ha1.counters["redundancy.updates_failed"] == 1
+    assert ha1.counters["redundancy.members_marked_down"] == 1
+    assert len(times) == UPDATE_TRIES  # and no more
+    # HA2 keeps advertising: heard again, it is up again and asked for its table (it may hold what we missed).
+    net.run_until(down_at + INTERVAL)
+    assert ha1.group.membership.members[ip(HA2)].up
+    assert [d.src for d in down if d.dst == HA2] == [HA1]
+    assert any(m.at >= down_at for m in net.messages(BindingTableReply, src=HA2, dst=HA1))
+
+
+def test_a_member_not_heard_for_its_master_down_interval_is_marked_down_then_resynchronised():
+    net, (ha1, ha2) = group()
+    net.drop = lambda d: d.src == HA2 or d.dst == HA2  # a partition
+    start = net.now
+    net.run_until(start + 1)
+    assert not ha1.group.membership.members[ip(HA2)].up
+    assert not ha2.group.membership.members[ip(HA1)].up
+    assert ha2.role == "active"  # split brain: each side serves
+    assert ha1.counters["redundancy.members_marked_down"] == 1
+    # Each side accepts a registration of its own meanwhile.
+    net.register(registration(COA, net.now, 1, hoa=ip("10.1.0.1")), at=HA1)
+    net.register(registration(COA2, net.now, 2, hoa=ip("10.1.0.2")), at=HA2)
+    assert ip("10.1.0.2") not in ha1.bindings.home_addresses()
+    net.drop = lambda d: False  # healed
+    net.run_until(net.now + 1)
+    assert net.messages(BindingTableRequest, src=HA1, dst=HA2) and net.messages(BindingTableRequest, src=HA2, dst=HA1)
+    assert view(ha1) == view(ha2) and len(view(ha1)) == 2
+    assert [ha1.role, ha2.role] == ["active", "standby"]  # the better one keeps the address
+    assert any(isinstance(e, ReleaseAddress) for e in net.effects[HA2])
+    # Everything the group counts is named redundancy.*; the rest is the registrar's.
+    registrar = {"requests", "accepted", "accepted.deregistration", "discarded.not_serving", "expired", "removed"}
+    for ha in (ha1, ha2):
+        assert {k for k in ha.counters if not k.startswith("redundancy.")} <= registrar
+        assert {"redundancy.members_marked_down", "redundancy.table_requests_sent", "redundancy.table_replies_received",
+                "redundancy.became_active", "redundancy.became_standby"} <= set(ha.counters)
+
+
+def test_a_resent_update_still_expires_the_binding_with_the_sender():
+    net, (ha1, ha2) = group()
+    lost = []
+    net.drop = lambda d: d.has(BindingUpdate) and len(lost) < 3 and not lost.append(d)
+    now = net.now
+    net.register(registration(now=now))
+    net.run_until(now + 2)
+    assert len(lost) == 3 and len(ha2.bindings) == 1  # the fourth try, 1.75 s later, arrived
+    assert expiries(ha2)[(HOA, COA)] == pytest.approx(expiries(ha1)[(HOA, COA)], abs=0.002)
+
+
+# -- failover ------------------------------------------------------------------------------------------
+
+
+def test_a_graceful_stop_hands_the_address_over_after_the_skew():
+    net, (ha1, ha2) = group()
+    net.register(registration(now=net.now))
+    net.deliver()
+    stop = net.now
+    effects = net.collect(HA1, ha1.stop(stop))
+    assert ReleaseAddress(VIP) in effects and TunnelDown(HOA, COA) in effects
+    [advert] = [m for m in opened(effects) if type(m) is Advertisement]
+    assert advert.priority == 0 and advert.role == 2
+    net.deliver()
+    del net.has[HA1]  # gone
+    skew = (256 - 100) / 256 * INTERVAL
+    net.run_until(stop + skew - 1e-6)
+    assert ha2.role == "standby"
+    net.run_until(stop + skew)
+    assert ha2.role == "active"
+    assert ClaimAddress(VIP) in net.effects[HA2] and TunnelUp(HOA, COA, False) in net.effects[HA2]
+    reply = net.register(registration(COA2, net.now, 2), at=HA2)
+    assert reply_of(reply[0]).code == 0
+
+
+def test_a_resigned_member_is_not_waited_for():
+    # Peer mode: both serve; HA2 is the elected one, so it resigns with priority 0 when it stops.
+    net, (ha1, ha2) = group(replication="sync", mode="peer", priorities=(100, 200))
+    assert ha2.group.election.role.label == "active"
+    net.drop = lambda d: d.dst == HA2  # HA2 is going away: it gets nothing more
+    now = net.now
+    net.register(registration(now=now), at=HA1)  # held for HA2's ack
+    assert net.replies() == []
+    net.collect(HA2, ha2.stop(now))
+    net.deliver()  # HA2's priority-0 Advertisement reaches HA1
+    del net.has[HA2]
+    assert [r.code for r in net.replies()] == [0]  # released at once: HA2 resigned
+    net.run_until(now + 10)
+    assert ha1.counters["redundancy.sync_timeouts"] == 0
+    assert ha1.counters["redundancy.updates_retransmitted"] == 0
+
+
+# -- the table transfer inside the group ---------------------------------------------------------------
+
+
+def test_a_late_resent_reply_is_acked_and_leaves_no_transfer_behind():
+    net, (ha1,) = group(1)
+    populate(ha1, 200, net.now)
+    lost = []
+
+    def drop(d):
+        if d.src == HA2 and not lost and any(type(m) is BindingTableReplyAck and m.sequence == 0 for m in d.messages):
+            lost.append(d)
+            return True
+        return False
+
+    net.drop = drop
+    start = net.now
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100))
+    net.deliver()
+    assert lost and ha2.role == "standby" and view(ha2) == view(ha1)  # complete at once, one ack lost
+    net.run_until(start + 0.5)  # HA1 resends part 0; HA2 acks it again
+    assert len(net.messages(BindingTableReply, src=HA1, dst=HA2)) >= 2
+    assert ha1.group._outgoing == {}  # done
+    net.run_until(start + 5)
+    assert ha2.counters["redundancy.table_transfers_abandoned"] == 0
+    assert ha2.group._incoming == {}
+
+
+def test_two_table_requests_made_at_the_same_instant_are_told_apart():
+    ha, _ = lone(HA3, peers=(HA1, HA2))  # served alone: both peers silent at start-up
+    now = T0 + 20
+    p1, p2 = FakePeer(HA1), FakePeer(HA2)
+    # Both come back at the same instant: each is asked for its table.
+    r1 = [m for m in opened(p1.send(ha, Advertisement(100, 1, 100).body(), now, HA3)) if type(m) is BindingTableRequest]
+    r2 = [m for m in opened(p2.send(ha, Advertisement(100, 1, 100).body(), now, HA3)) if type(m) is BindingTableRequest]
+    assert len(r1) == len(r2) == 1
+    node = MobileNodeBindings(HOA, ntp(now, 1), (BindingRecord(COA, ip(VIP), ntp(now, 1), 600, 0, 600_000),))
+    reply = BindingTableReply(0, False, 0, r1[0].identification, (node,))
+    acks = [m for m in opened(p1.send(ha, reply.body(), now, HA3)) if type(m) is BindingTableReplyAck]
+    assert acks == [BindingTableReplyAck(0, False, 0, r1[0].identification)]
+    assert ha.bindings.last_identification(HOA) == ntp(now, 1)
+
+
+def test_startup_waits_for_every_member_that_answers_in_time():
+    net, (ha1, ha2) = group(2, priorities=(100, 50))
+    populate(ha1, 50, net.now)
+    for hoa in range(ip("10.1.1.0"), ip("10.1.1.0") + 20):  # nodes only HA2 knows
+        ha2.bindings.register(hoa, COA2, 600, ntp(net.now, hoa & 0xFF), net.now - 1, home_agent=ip(VIP))
+    net.hold = lambda d: d.src == HA2 and d.dst == HA3  # HA2 answers 50 ms later than HA1
+    start = net.now
+    ha3 = net.add(HA3, make_config(HA3, [HA1, HA2], 200))  # the best priority: it will preempt
+    net.run_until(start + 0.05)
+    assert ha3.role == "init", "HA2, a configured member, has not been heard from yet"
+    net.release()
+    net.run_until(start + 1)
+    assert ha3.role == "active"
+    for hoa in range(ip("10.1.1.0"), ip("10.1.1.0") + 20):
+        assert ha3.bindings.last_identification(hoa) == ha2.bindings.last_identification(hoa)
