@@ -204,10 +204,25 @@ def test_apply_takes_newer_state_and_ignores_older_or_equal():
     assert t.bindings_of(HOA) == tuple(update) and t.last_identification(HOA) == 20 and len(t) == 1
     stale = [Binding(HOA, COA3, 500, T0 + 500, 15)]
     assert t.apply(HOA, 15, stale) is None
-    assert t.apply(HOA, 20, stale) is None  # equal is not newer: a duplicate update changes nothing
+    shorter = [Binding(HOA, COA3, 40, T0 + 40, 20)]
+    assert t.apply(HOA, 20, shorter) is None  # equal, and ending sooner: a stale copy changes nothing
+    assert t.apply(HOA, 20, [update[0]._replace(expires=T0 + 50.2)]) is None  # transit time is no news
     assert t.bindings_of(HOA) == tuple(update)
     # The applied binding expires on the wheel like any other; the replaced one's entry is stale.
     assert t.expire(T0 + 100) == update and len(t) == 0
+
+
+def test_one_request_accepted_twice_converges_on_the_later_acceptance():
+    # A retransmission accepted again after a failover: one Identification, two states. Every member keeps
+    # the one that lasts longer, whichever it heard first.
+    first = [Binding(HOA, COA, 600, T0 + 600, 20)]
+    again = [Binding(HOA, COA, 600, T0 + 602, 20)]
+    a, b = BindingTable(), BindingTable()
+    a.apply(HOA, 20, first)
+    assert a.apply(HOA, 20, again) is not None
+    b.apply(HOA, 20, again)
+    assert b.apply(HOA, 20, first) is None
+    assert a.bindings_of(HOA) == b.bindings_of(HOA) == tuple(again)
 
 
 def test_apply_a_deregistration_and_an_already_expired_binding():

@@ -520,9 +520,11 @@ def test_duplicate_reordered_and_old_updates_change_nothing(replica):
     assert opened(peer.send(ha, newest, now), to=HA2)[-1] == BindingUpdateAck(AckCode.APPLIED, HOA, i2)
     state = view(ha)
     assert state == {HOA: (i2, [(COA2, ip(VIP), i2, 600, 0)])}
-    # Older (reordered or late), the same one again (a resend, sealed anew), and far older: acked with
-    # code 1, nothing changes.
-    for body in (update(i1, COA), newest, update(i2 - (60 << 32), COA3), update(i2, COA3)):
+    # Older (reordered or late), the same one again (a resend, sealed anew), far older, and another state
+    # under the same Identification that loses the tie-break (same expiry, smaller care-of address): acked
+    # with code 1, nothing changes.
+    assert COA < COA2
+    for body in (update(i1, COA), newest, update(i2 - (60 << 32), COA3), update(i2, COA)):
         acks = [m for m in opened(peer.send(ha, body, now)) if type(m) is BindingUpdateAck]
         assert [a.code for a in acks] == [AckCode.NOT_NEWER]
         assert view(ha) == state

@@ -75,6 +75,23 @@ def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Bindi
     )
 
 
+# Expiries of one state computed by two members differ by the transit time of the update that carried it;
+# two acceptances of one request differ by at least a mobile node's retransmission timer (a second or so).
+SAME_ACCEPTANCE = 0.25
+
+
+def _later(new: list[Binding], held: tuple[Binding, ...]) -> bool:
+    """Between two states of one Identification (one request accepted twice: a retransmission after a
+    failover, a split brain), the one that lasts longer wins, then the larger: every member picks the same.
+    The mobile node's last reply came from the later acceptance, which granted the later expiry."""
+    new_end = max((b.expires for b in new), default=0.0)
+    held_end = max((b.expires for b in held), default=0.0)
+    if abs(new_end - held_end) > SAME_ACCEPTANCE:
+        return new_end > held_end
+    key = lambda bs: sorted((b.care_of_address, b.lifetime, b.flags, b.home_agent) for b in bs)  # noqa: E731
+    return key(new) > key(held)
+
+
 class BindingTable:
     def __init__(self) -> None:
         self._records: dict[int, bytes] = {}
@@ -174,23 +191,28 @@ class BindingTable:
     def apply(
         self, home_address: int, identification: int, bindings: list[Binding]
     ) -> tuple[list[Binding], list[Binding]] | None:
-        """Make ``bindings`` the node's state if ``identification`` is newer than what the table holds.
+        """Make ``bindings`` the node's state if ``identification`` is newer than what the table holds
+        (or equal, and the state later: see ``_later``).
 
         This is how a replica takes a Binding Update or a table download: state, newest wins, so late,
         duplicated or reordered updates change nothing. Returns (bindings before, bindings after), or None
         when the update is not newer. Bindings already expired are dropped by the next ``expire``.
         """
         last, current = self.lookup(home_address)
-        if last is not None and identification <= last:
+        if last is not None and (identification < last or (identification == last and not _later(bindings, current))):
             return None
         self._store(home_address, last, identification, bindings, len(current))
         for b in bindings:
             self._schedule(home_address, b.expires)
         return list(current), bindings
 
-    def home_addresses(self) -> list[int]:
-        """Every mobile node the table knows, bound or not: what a table transfer walks."""
-        return list(self._records)
+    def home_addresses(self, since: int | None = None) -> list[int]:
+        """Every mobile node the table knows, bound or not: what a table transfer walks. With ``since``
+        (NTP seconds), only those whose last Identification (an NTP timestamp) is from then on."""
+        if since is None:
+            return list(self._records)
+        head = _HEAD.unpack_from
+        return [a for a, r in self._records.items() if (head(r)[0] >> 32) - since & 0xFFFFFFFF < 1 << 31]
 
     def expire(self, now: float) -> list[Binding]:
         """Remove and return every binding whose lifetime has ended by ``now``."""

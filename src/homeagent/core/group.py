@@ -36,7 +36,7 @@ from homeagent.core.effects import (
 )
 from homeagent.core.election import Election, Role, Transition
 from homeagent.core.peers import Member, Membership
-from homeagent.core.replay import ntp_identification
+from homeagent.core.replay import NTP_EPOCH_OFFSET, ntp_identification
 from homeagent.core.timers import Timers
 from homeagent.core.transfer import RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
 from homeagent.wire.errors import ParseError
@@ -49,6 +49,7 @@ from homeagent.wire.redundancy import (
     BindingUpdate,
     BindingUpdateAck,
     ASK_BACK,
+    RECENT,
     SEAL_OVERHEAD,
     MobileNodeBindings,
     parse_messages,
@@ -60,6 +61,7 @@ UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update;
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
 REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request nobody has answered
 REQUEST_TRIES = 10  # then a silent member is not waited for any more
+RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
 TRANSFER_IDLE = 3.0  # seconds without a reply before an incoming transfer is abandoned
 _T = 0x02
 
@@ -101,6 +103,13 @@ class _Startup:
     deadline: float  # when a lone first member gives up waiting
     answered: set[int] = field(default_factory=set)  # members whose whole table we hold
     given_up: set[int] = field(default_factory=set)  # members that never answered
+
+
+@dataclass
+class _Asking:
+    """A Binding Table Request to one member, resent until its first reply comes."""
+
+    request: BindingTableRequest
     tries: int = 1
 
 
@@ -129,6 +138,7 @@ class Group:
         self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
+        self._asking: dict[int, _Asking] = {}  # member -> the request it has not started answering
         self._completed: set[tuple[int, int]] = set()  # (member, identification) of finished downloads
         self._last_request = 0
         self._own = str(IPv4Address(settings.own_address))
@@ -188,7 +198,11 @@ class Group:
         self._startup = _Startup(ident, now + self.settings.startup_wait)
         self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.timers.schedule("advertise", now)
-        return self._done(self._request_tables(ident, list(self.membership), now), now)
+        self._requested[ident] = 0  # anyone may answer: members met by multicast too
+        effects = self._multicast(self._request_for(ident).body(), now)
+        for m in self.membership:
+            self._ask(m, self._request_for(ident), now)
+        return self._done(effects, now)
 
     def stop(self, now: float) -> list[Effect]:
         """Resign: advertise priority 0 so a standby takes over at once, and give the address back."""
@@ -289,7 +303,8 @@ class Group:
             return []  # the start-up request covers it
         # Back after being down: it may hold registrations we missed, and it missed the updates we did not
         # send it while it was down. Ask for its table, and ask it to ask for ours.
-        return self._request_tables(self._request_identification(now), [member], now, ASK_BACK)
+        self._ask(member, self._request_for(self._request_identification(now), ASK_BACK), now)
+        return []
 
     def _on_update(self, member: Member, update: BindingUpdate, now: float) -> list[Effect]:
         self.counters["redundancy.updates_received"] += 1
@@ -357,33 +372,65 @@ class Group:
         self._last_request = max(ntp_identification(now), self._last_request + 1)
         return self._last_request
 
-    def _request_tables(self, ident: int, members: list[Member], now: float, flags: int = 0) -> list[Effect]:
-        request = BindingTableRequest(
-            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags
+    def _request_for(self, ident: int, flags: int = 0, since: int = 0) -> BindingTableRequest:
+        """A Binding Table Request listing every member we know, ourselves first (FIG 12)."""
+        return BindingTableRequest(
+            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, since
         )
-        body = request.body()
-        self._requested[ident] = 0 if len(members) != 1 else members[0].address
-        self.counters["redundancy.table_requests_sent"] += len(members)
-        for m in members:
-            self._send(body, m)
-        effects: list[Effect] = []
-        if self.settings.multicast_group is not None and len(members) != 1:
-            effects += self._multicast(body, now)
-        return effects
+
+    def _ask(self, member: Member, request: BindingTableRequest, now: float) -> None:
+        """Send ``member`` a Binding Table Request, and again until it starts answering."""
+        self._requested.setdefault(request.identification, member.address)
+        self._asking[member.address] = _Asking(request)
+        self.counters["redundancy.table_requests_sent"] += 1
+        self._send(request.body(), member)
+        self.timers.schedule(("ask", member.address), now + REQUEST_RETRANSMIT)
+
+    def _ask_again(self, address: int, now: float) -> list[Effect]:
+        asking = self._asking.get(address)
+        member = self.membership.members.get(address)
+        if asking is None or member is None:
+            return []
+        startup = self._startup
+        for_startup = startup is not None and asking.request.identification == startup.identification
+        if asking.tries >= REQUEST_TRIES or (for_startup and not member.up and now >= startup.deadline):
+            del self._asking[address]  # it never answered: not waited for any more
+            if for_startup:
+                startup.given_up.add(address)
+                return self._check_startup(now)
+            return []
+        asking.tries += 1
+        self.counters["redundancy.table_requests_sent"] += 1
+        self._send(asking.request.body(), member)
+        self.timers.schedule(("ask", address), now + REQUEST_RETRANSMIT)
+        return []
+
+    def sync_recent(self, now: float) -> None:
+        """On taking over: exchange with every member what changed lately, in both directions.
+
+        A Binding Update the old active member sent just before it died may have reached some members and
+        not others; none of them can know. What changed in the last RECENT_WINDOW seconds (plus the clock
+        tolerance: the filter is the mobile nodes' Identifications) covers every update still in flight.
+        """
+        since = ((int(now - RECENT_WINDOW - self.membership.tolerance) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF)
+        for m in self.membership.up():
+            self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | RECENT, since), now)
 
     def _on_table_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
         self.counters["redundancy.table_requests_received"] += 1
         for address in request.home_agents:  # FIG 5: the list of Home Agents in the group
             self.membership.learn(address)
+        since = request.since if request.flags & RECENT else None
         transfer = OutgoingTransfer.start(
             member.address, request.identification, self.bindings, self.settings.max_datagram,
-            member.association.digest_size,
+            member.association.digest_size, since,
         )
         self._outgoing[member.address] = transfer  # a new request supersedes an older transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
         effects = self._pump(transfer, member, now)
-        if request.flags & ASK_BACK and self._startup is None:  # without the flag: no ping-pong
-            effects += self._request_tables(self._request_identification(now), [member], now)
+        if request.flags & ASK_BACK and self._startup is None:  # ask back without the flag: no ping-pong
+            again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
+            self._ask(member, again, now)
         return effects
 
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
@@ -409,6 +456,10 @@ class Group:
             return []
         self.counters["redundancy.table_replies_received"] += 1
         key = (member.address, reply.identification)
+        asking = self._asking.get(member.address)
+        if asking is not None and asking.request.identification == reply.identification:
+            del self._asking[member.address]  # it is answering
+            self.timers.cancel(("ask", member.address))
         ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
         if key in self._completed:  # a late resend of a reply we hold: its ack was lost
             self._send(ack.body(), member)
@@ -445,6 +496,10 @@ class Group:
         if startup is None:
             return []
         ident = startup.identification
+        if now >= startup.deadline:  # nobody waits past the deadline for a member it cannot hear
+            for m in self.membership:
+                if not m.up and m.address not in startup.answered:
+                    startup.given_up.add(m.address)
         receiving = any(i == ident for _, i in self._incoming)
         expected = {m.address for m in self.membership} - startup.given_up
         complete = expected <= startup.answered and not receiving
@@ -476,7 +531,9 @@ class Group:
                     effects.append(ClaimAddress(self._virtual))
                 self.timers.schedule("advertise", now + self.settings.advertisement_interval)
             elif key == "startup":
-                effects += self._startup_tick(now)
+                effects += self._check_startup(now)
+                if self._startup is not None:
+                    self.timers.schedule("startup", now + REQUEST_RETRANSMIT)
             else:
                 kind, arg = key  # type: ignore[misc]
                 if kind == "update":
@@ -485,6 +542,8 @@ class Group:
                     effects += self._sync_timeout(arg)
                 elif kind == "transfer":
                     effects += self._retransmit_transfer(arg, now)
+                elif kind == "ask":
+                    effects += self._ask_again(arg, now)
                 elif kind == "incoming":
                     self._abandon_incoming(arg, now)
                     effects += self._check_startup(now)
@@ -578,26 +637,6 @@ class Group:
             log.warning("table transfer from %s stalled; abandoned", IPv4Address(key[0]))
             self.counters["redundancy.table_transfers_abandoned"] += 1
 
-    def _startup_tick(self, now: float) -> list[Effect]:
-        """Ask again every member that has not started answering; stop waiting for those that never do."""
-        startup = self._startup
-        if startup is None:
-            return []
-        started = {m for m, i in self._incoming if i == startup.identification} | startup.answered
-        silent = [m for m in self.membership if m.address not in started and m.address not in startup.given_up]
-        again = []
-        for m in silent:
-            if startup.tries >= REQUEST_TRIES or (not m.up and now >= startup.deadline):
-                startup.given_up.add(m.address)
-            else:
-                again.append(m)
-        startup.tries += 1
-        effects = self._request_tables(startup.identification, again, now) if again else []
-        effects += self._check_startup(now)
-        if self._startup is not None:
-            self.timers.schedule("startup", now + REQUEST_RETRANSMIT)
-        return effects
-
     # -- helpers --------------------------------------------------------------------------------------
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
@@ -609,6 +648,7 @@ class Group:
             if t.new is Role.ACTIVE:
                 effects.append(ClaimAddress(vip))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
+                self.sync_recent(t.at)
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes([], list(self.bindings))
             elif t.old is Role.ACTIVE:

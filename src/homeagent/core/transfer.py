@@ -71,9 +71,17 @@ class OutgoingTransfer:
 
     @classmethod
     def start(
-        cls, member: int, identification: int, table: BindingTable, max_datagram: int, digest_size: int
+        cls,
+        member: int,
+        identification: int,
+        table: BindingTable,
+        max_datagram: int,
+        digest_size: int,
+        since: int | None = None,
     ) -> OutgoingTransfer:
-        return cls(member, identification, table.home_addresses(), reply_capacity(max_datagram, digest_size))
+        """A transfer of the whole table, or (``since``, NTP seconds) of the nodes changed from then on."""
+        addresses = table.home_addresses(since)
+        return cls(member, identification, addresses, reply_capacity(max_datagram, digest_size))
 
     @property
     def done(self) -> bool:

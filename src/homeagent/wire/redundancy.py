@@ -30,6 +30,7 @@ MOBILE_NODE_BINDINGS = 101  # extension: one mobile node's last Identification a
 HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
 MORE_BIND = 0x80
 ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
+RECENT = 0x40  # Binding Table Request flag: only nodes whose last Identification is from Since on
 MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension can carry
 
 
@@ -163,14 +164,18 @@ class BindingTableRequest:
 
     identification: int
     home_agents: tuple[int, ...] = ()
-    flags: int = 0  # ASK_BACK: the receiver should ask for the sender's table too
+    flags: int = 0  # ASK_BACK: ask for the sender's table too; RECENT: only what changed from ``since``
+    since: int = 0  # NTP seconds; travels only with RECENT
 
     def body(self) -> bytes:
         if len(self.home_agents) > 255:
             raise ValueError("NumHA is one byte")
-        return _REQUEST.pack(
-            RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags, self.identification
-        ) + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
+        since = self.since.to_bytes(4, "big") if self.flags & RECENT else b""
+        return (
+            _REQUEST.pack(RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags, self.identification)
+            + since
+            + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,11 +271,16 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
         return BindingUpdateAck(code, hoa, ident), i + _UPDATE_ACK.size
     if t == RedundancyType.BINDING_TABLE_REQUEST:
         _, count, flags, ident = _REQUEST.unpack_from(body, i)
-        start, end = i + _REQUEST.size, i + _REQUEST.size + 4 * count
+        start = i + _REQUEST.size
+        since = 0
+        if flags & RECENT:
+            since = int.from_bytes(body[start : start + 4], "big")
+            start += 4
+        end = start + 4 * count
         if end > len(body):
             raise ParseError("NumHA overruns the message")
         addrs = tuple(int.from_bytes(body[j : j + 4], "big") for j in range(start, end, 4))
-        return BindingTableRequest(ident, addrs, flags), end
+        return BindingTableRequest(ident, addrs, flags, since), end
     if t == RedundancyType.BINDING_TABLE_REPLY:
         _, code, count, flags, _, seq, ident = _REPLY.unpack_from(body, i)
         nodes, end = _nodes(body, i + _REPLY.size, count)
