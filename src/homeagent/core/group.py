@@ -38,7 +38,7 @@ from homeagent.core.election import Election, Role, Transition
 from homeagent.core.peers import Member, Membership
 from homeagent.core.replay import NTP_EPOCH_OFFSET, ntp_identification
 from homeagent.core.timers import Timers
-from homeagent.core.transfer import RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
+from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
@@ -62,7 +62,7 @@ UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
 REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request nobody has answered
 REQUEST_TRIES = 10  # then a silent member is not waited for any more
 RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
-TRANSFER_IDLE = 3.0  # seconds without a reply before an incoming transfer is abandoned
+TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 _T = 0x02
 
 
@@ -99,7 +99,7 @@ class _SyncReply:
 
 @dataclass
 class _Startup:
-    identification: int
+    identifications: set[int]  # of the start-up requests (a stalled download is asked for again)
     deadline: float  # when a lone first member gives up waiting
     answered: set[int] = field(default_factory=set)  # members whose whole table we hold
     given_up: set[int] = field(default_factory=set)  # members that never answered
@@ -138,8 +138,9 @@ class Group:
         self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
-        self._asking: dict[int, _Asking] = {}  # member -> the request it has not started answering
-        self._completed: set[tuple[int, int]] = set()  # (member, identification) of finished downloads
+        self._asking: dict[tuple[int, int], _Asking] = {}  # (member, identification) not answered yet
+        self._reconciling: tuple[int, set[int]] | None = None  # (since, downloads still gathering)
+        self._closed: set[tuple[int, int]] = set()  # (member, identification) of downloads done or abandoned
         self._last_request = 0
         self._own = str(IPv4Address(settings.own_address))
         self._virtual = str(IPv4Address(settings.virtual_address))
@@ -195,7 +196,7 @@ class Group:
     def start(self, now: float) -> list[Effect]:
         """FIG 4: ask the group for its tables before serving; advertise from now on."""
         ident = self._request_identification(now)
-        self._startup = _Startup(ident, now + self.settings.startup_wait)
+        self._startup = _Startup({ident}, now + self.settings.startup_wait)
         self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.timers.schedule("advertise", now)
         self._requested[ident] = 0  # anyone may answer: members met by multicast too
@@ -361,7 +362,7 @@ class Group:
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
         member.priority, member.role = advert.priority, advert.role
-        resigned = self._mark_down(member, "resigned") if advert.priority == 0 else []
+        resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(member.address, advert.priority, advert.role, now)
         return resigned + self._apply_transitions(transitions)
 
@@ -380,39 +381,63 @@ class Group:
 
     def _ask(self, member: Member, request: BindingTableRequest, now: float) -> None:
         """Send ``member`` a Binding Table Request, and again until it starts answering."""
+        key = (member.address, request.identification)
         self._requested.setdefault(request.identification, member.address)
-        self._asking[member.address] = _Asking(request)
+        self._asking[key] = _Asking(request)
         self.counters["redundancy.table_requests_sent"] += 1
         self._send(request.body(), member)
-        self.timers.schedule(("ask", member.address), now + REQUEST_RETRANSMIT)
+        self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
 
-    def _ask_again(self, address: int, now: float) -> list[Effect]:
-        asking = self._asking.get(address)
+    def _ask_again(self, key: tuple[int, int], now: float) -> list[Effect]:
+        asking = self._asking.get(key)
+        address, ident = key
         member = self.membership.members.get(address)
         if asking is None or member is None:
             return []
         startup = self._startup
-        for_startup = startup is not None and asking.request.identification == startup.identification
+        for_startup = startup is not None and ident in startup.identifications
         if asking.tries >= REQUEST_TRIES or (for_startup and not member.up and now >= startup.deadline):
-            del self._asking[address]  # it never answered: not waited for any more
+            del self._asking[key]  # it never answered: not waited for any more
+            self._gathered(ident, now)
             if for_startup:
-                startup.given_up.add(address)
+                startup.given_up.add(address)  # type: ignore[union-attr]
                 return self._check_startup(now)
             return []
         asking.tries += 1
         self.counters["redundancy.table_requests_sent"] += 1
         self._send(asking.request.body(), member)
-        self.timers.schedule(("ask", address), now + REQUEST_RETRANSMIT)
+        self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
         return []
 
-    def sync_recent(self, now: float) -> None:
-        """On taking over: exchange with every member what changed lately, in both directions.
+    def reconcile(self, now: float) -> None:
+        """After a member is lost (and on taking over): make every member that is up hold the newest state
+        of every mobile node that changed lately.
 
-        A Binding Update the old active member sent just before it died may have reached some members and
-        not others; none of them can know. What changed in the last RECENT_WINDOW seconds (plus the clock
-        tolerance: the filter is the mobile nodes' Identifications) covers every update still in flight.
+        A Binding Update a member sent just before it died may have reached some members and not others;
+        none of them can know. The active member gathers what changed in the last RECENT_WINDOW seconds
+        (plus the clock tolerance: the filter is the mobile nodes' Identifications) from every member, and
+        once it holds all of it, has every member ask for its merged copy (Ask Back). Two rounds, so that no
+        member is answered before the active member has heard from all.
         """
-        since = ((int(now - RECENT_WINDOW - self.membership.tolerance) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF)
+        since = (int(now - RECENT_WINDOW - self.membership.tolerance) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
+        waiting = set()
+        for m in self.membership.up():
+            request = self._request_for(self._request_identification(now), RECENT, since)
+            self._ask(m, request, now)
+            waiting.add(request.identification)
+        self._reconciling = (since, waiting)
+        if not waiting:
+            self._reconciling = None
+
+    def _gathered(self, ident: int, now: float) -> None:
+        """A reconciling download ended (done or given up): once all have, hand the merged copy back."""
+        if self._reconciling is None or ident not in self._reconciling[1]:
+            return
+        since, waiting = self._reconciling
+        waiting.discard(ident)
+        if waiting:
+            return
+        self._reconciling = None
         for m in self.membership.up():
             self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | RECENT, since), now)
 
@@ -428,7 +453,7 @@ class Group:
         self._outgoing[member.address] = transfer  # a new request supersedes an older transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
         effects = self._pump(transfer, member, now)
-        if request.flags & ASK_BACK and self._startup is None:  # ask back without the flag: no ping-pong
+        if request.flags & ASK_BACK:  # ask back (even while starting: it may have changed since), flagless
             again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
             self._ask(member, again, now)
         return effects
@@ -456,12 +481,10 @@ class Group:
             return []
         self.counters["redundancy.table_replies_received"] += 1
         key = (member.address, reply.identification)
-        asking = self._asking.get(member.address)
-        if asking is not None and asking.request.identification == reply.identification:
-            del self._asking[member.address]  # it is answering
-            self.timers.cancel(("ask", member.address))
+        if self._asking.pop(key, None) is not None:  # it is answering
+            self.timers.cancel(("ask", key))
         ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        if key in self._completed:  # a late resend of a reply we hold: its ack was lost
+        if key in self._closed:  # a late resend of a download done (its ack was lost) or abandoned
             self._send(ack.body(), member)
             return []
         transfer = self._incoming.get(key)
@@ -476,10 +499,11 @@ class Group:
         self._send(ack.body(), member)
         if transfer.done:
             del self._incoming[key]
-            self._completed.add(key)
+            self._closed.add(key)
             self.timers.cancel(("incoming", key))
             log.info("table received from %s: %d mobile nodes", member.name, transfer.nodes)
-            if self._startup is not None and reply.identification == self._startup.identification:
+            self._gathered(reply.identification, now)
+            if self._startup is not None and reply.identification in self._startup.identifications:
                 self._startup.answered.add(member.address)
                 effects += self._check_startup(now)
         return effects
@@ -495,12 +519,11 @@ class Group:
         startup = self._startup
         if startup is None:
             return []
-        ident = startup.identification
         if now >= startup.deadline:  # nobody waits past the deadline for a member it cannot hear
             for m in self.membership:
                 if not m.up and m.address not in startup.answered:
                     startup.given_up.add(m.address)
-        receiving = any(i == ident for _, i in self._incoming)
+        receiving = any(i in startup.identifications for _, i in self._incoming)
         expected = {m.address for m in self.membership} - startup.given_up
         complete = expected <= startup.answered and not receiving
         if not (complete and (startup.answered or now >= startup.deadline)):
@@ -539,14 +562,13 @@ class Group:
                 if kind == "update":
                     effects += self._retransmit_update(arg, now)
                 elif kind == "sync":
-                    effects += self._sync_timeout(arg)
+                    effects += self._sync_timeout(arg, now)
                 elif kind == "transfer":
                     effects += self._retransmit_transfer(arg, now)
                 elif kind == "ask":
                     effects += self._ask_again(arg, now)
                 elif kind == "incoming":
                     self._abandon_incoming(arg, now)
-                    effects += self._check_startup(now)
         return self._done(effects, now)
 
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
@@ -567,15 +589,17 @@ class Group:
                 continue
             interval = self.settings.advertisement_interval
             if now - m.last_heard > 3 * interval + (256 - m.priority) / 256 * interval:
-                effects += self._mark_down(m, "not heard")
+                effects += self._mark_down(m, "not heard", now)
         return effects
 
-    def _mark_down(self, member: Member, why: str) -> list[Effect]:
+    def _mark_down(self, member: Member, why: str, now: float) -> list[Effect]:
         if not member.up:
             return []
         member.up = False
         log.warning("member %s is down: %s", member.name, why)
         self.counters["redundancy.members_marked_down"] += 1
+        if self.election.role is Role.ACTIVE and self._startup is None:
+            self.reconcile(now)  # what it sent last may have reached only some of us
         for key in [k for k in self._pending if k[0] == member.address]:
             del self._pending[key]
             self.timers.cancel(("update", key))
@@ -593,14 +617,14 @@ class Group:
             return []
         if pending.tries >= UPDATE_TRIES:
             self.counters["redundancy.updates_failed"] += 1
-            return self._mark_down(member, "Binding Updates not acknowledged")
+            return self._mark_down(member, "Binding Updates not acknowledged", now)
         pending.tries += 1
         self.counters["redundancy.updates_retransmitted"] += 1
         self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT * 2 ** (pending.tries - 1))
         self._send(self._update_for(pending.accepted, now).body(), member)
         return []
 
-    def _sync_timeout(self, token: int) -> list[Effect]:
+    def _sync_timeout(self, token: int, now: float) -> list[Effect]:
         waiter = self._sync.get(token)
         if waiter is None:
             return []
@@ -609,7 +633,7 @@ class Group:
         for address in list(waiter.waiting):
             member = self.membership.members.get(address)
             if member is not None:
-                effects += self._mark_down(member, "no ack within sync_timeout")
+                effects += self._mark_down(member, "no ack within sync_timeout", now)
         if token in self._sync:
             effects.append(self._release(token))
         return effects
@@ -623,7 +647,7 @@ class Group:
             again = transfer.overdue(now)
         except TimeoutError:
             del self._outgoing[address]
-            return self._mark_down(member, "table replies not acknowledged")
+            return self._mark_down(member, "table replies not acknowledged", now)
         self.counters["redundancy.table_replies_retransmitted"] += len(again)
         for _, body in again:
             self._send(body, member)
@@ -632,10 +656,27 @@ class Group:
         return self._pump(transfer, member, now)
 
     def _abandon_incoming(self, key: tuple[int, int], now: float) -> None:
+        """A download stalled: ask the member again for the whole of it, with a new request (a part of a
+        table is no table); ``_ask`` gives up on a member that never answers."""
         transfer = self._incoming.pop(key, None)
-        if transfer is not None:
-            log.warning("table transfer from %s stalled; abandoned", IPv4Address(key[0]))
-            self.counters["redundancy.table_transfers_abandoned"] += 1
+        if transfer is None:
+            return
+        self._closed.add(key)
+        address, ident = key
+        log.warning("table transfer from %s stalled; asking again", IPv4Address(address))
+        self.counters["redundancy.table_transfers_abandoned"] += 1
+        member = self.membership.members.get(address)
+        startup = self._startup
+        for_startup = startup is not None and ident in startup.identifications
+        if member is None or not member.up:
+            if for_startup:
+                startup.given_up.add(address)  # type: ignore[union-attr]
+            self._gathered(ident, now)
+            return
+        request = self._request_for(self._request_identification(now))
+        if for_startup:  # still the start-up download: the new request stands for the old
+            startup.identifications.add(request.identification)  # type: ignore[union-attr]
+        self._ask(member, request, now)
 
     # -- helpers --------------------------------------------------------------------------------------
 
@@ -648,7 +689,7 @@ class Group:
             if t.new is Role.ACTIVE:
                 effects.append(ClaimAddress(vip))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
-                self.sync_recent(t.at)
+                self.reconcile(t.at)
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes([], list(self.bindings))
             elif t.old is Role.ACTIVE:

@@ -21,8 +21,9 @@ from homeagent.wire.redundancy import (
 )
 
 WINDOW = 128  # replies in flight per transfer
-RETRANSMIT_AFTER = 0.5  # seconds without an ack before a reply is sent again
-MAX_TRIES = 6  # then the transfer is abandoned and the peer marked down
+RETRANSMIT_AFTER = 0.5  # seconds without an ack before a reply is sent again (then 1 s, 1 s, ...)
+MAX_TRIES = 6  # then the transfer is abandoned and the peer marked down (after 4.5 s)
+IDLE_LIMIT = 2 * MAX_TRIES * RETRANSMIT_AFTER  # a receiver waits longer than the sender keeps resending
 
 
 def node_state(table: BindingTable, home_address: int, now: float) -> MobileNodeBindings | None:
@@ -133,7 +134,7 @@ class OutgoingTransfer:
         reply never grows); raises TimeoutError when one has been tried too often."""
         out = []
         for sequence, f in self.in_flight.items():
-            if now - f.sent_at >= RETRANSMIT_AFTER * f.tries:
+            if now - f.sent_at >= RETRANSMIT_AFTER * min(f.tries, 2):
                 if f.tries >= MAX_TRIES:
                     raise TimeoutError(f"reply {sequence} never acknowledged")
                 f.tries += 1
