@@ -159,14 +159,16 @@ class BindingTable:
         flags: int = 0,
         simultaneous: bool = False,
         home_agent: int = 0,
+        held: tuple[int | None, tuple[Binding, ...]] | None = None,
     ) -> tuple[Binding, list[Binding]]:
         """Create or renew the binding for this care-of address.
 
         Without ``simultaneous`` the new binding replaces every other binding of the mobile node (RFC 5944
-        section 3.8.2.2). Returns the binding and the bindings it replaced.
+        section 3.8.2.2). Returns the binding and the bindings it replaced. ``held`` is what ``lookup``
+        just returned for the node, if the caller has it (the registrar does: one read, not two).
         """
         binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags, home_agent)
-        last, current = self.lookup(home_address)
+        last, current = held if held is not None else self.lookup(home_address)
         if simultaneous and current:
             kept = [b for b in current if b.care_of_address != care_of_address and b.expires > now]
             removed = [b for b in current if b.care_of_address == care_of_address or b.expires <= now]

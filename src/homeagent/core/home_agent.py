@@ -72,6 +72,7 @@ class HomeAgent:
                 multicast_group=int(red.multicast_group) if red.multicast_group else None,
             )
             self.group = Group(settings, membership, self.bindings, self.counters, now)
+            self.registrar.report_accepted = True
 
     @property
     def role(self) -> str:
@@ -99,8 +100,10 @@ class HomeAgent:
 
     def receive_datagram(self, data: bytes, source: Address, local: str, now: float) -> list[Effect]:
         """A datagram that arrived on ``local`` (our own address or the virtual address) from ``source``."""
+        if self.group is None:  # a lone Home Agent: everything that arrives is for the registrar
+            return self.registrar.receive(data, source, now)
         kind = data[0] if data else -1
-        if kind == _REGISTRATION or self.group is None:
+        if kind == _REGISTRATION:
             if self._serves(local):
                 return self.receive_registration(data, source, now, local)
             self.counters["discarded.not_serving"] += 1
@@ -112,8 +115,7 @@ class HomeAgent:
 
     def _serves(self, local: str) -> bool:
         group = self.group
-        if group is None:
-            return True
+        assert group is not None
         if not group.serving:
             return False
         return local == self._virtual or group.settings.mode == "peer"
@@ -122,11 +124,11 @@ class HomeAgent:
         self, data: bytes, source: Address, now: float, local: str | None = None
     ) -> list[Effect]:
         effects = self.registrar.receive(data, source, now)
+        if self.group is None:
+            return effects
         if len(effects) > 1 and type(effects[1]) is Accepted:
             reply, accepted = effects[0], effects[1]
             rest = effects[2:]
-            if self.group is None:
-                return [reply, *rest]
             # A reply held for acks leaves later, from whatever socket is then at hand: name its address.
             reply = Send(reply.datagram, reply.address, local)  # type: ignore[union-attr]
             return self.group.replicate(accepted, reply, now) + rest  # type: ignore[arg-type]

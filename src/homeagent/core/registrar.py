@@ -61,6 +61,7 @@ class Registrar:
             ReplyCode.ACCEPTED if settings.simultaneous_bindings else ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
         )
         self._security_log_budget = (0, 0)  # (second, events logged in it)
+        self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Effect]:
         """Process one Registration Request from ``source``; return the reply and binding changes."""
@@ -95,8 +96,10 @@ class Registrar:
         # (b): the Identification. An exact duplicate of the current registration is answered again
         # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
         hoa, coa = request.home_address, request.care_of_address
-        last, current = self.bindings.lookup(hoa)
-        current = tuple(b for b in current if b.expires > now)  # ended, not yet swept by the timer
+        held = self.bindings.lookup(hoa)
+        last, current = held
+        if current and (len(current) > 1 or current[0].expires <= now):
+            current = tuple(b for b in current if b.expires > now)  # ended, not yet swept by the timer
         for b in current:
             if (
                 b.identification == request.identification
@@ -119,7 +122,7 @@ class Registrar:
             return self._deny(request, source, code, sa)
         if request.lifetime == 0:
             return self._deregister(request, source, sa)
-        return self._register(request, source, sa, now, current)
+        return self._register(request, source, sa, now, current, held)
 
     # -- decisions ------------------------------------------------------------------------------------
 
@@ -148,18 +151,18 @@ class Registrar:
         sa: SecurityAssociation,
         now: float,
         current: tuple[Binding, ...],
+        held: tuple[int | None, tuple[Binding, ...]],
     ) -> list[Effect]:
         hoa, coa = request.home_address, request.care_of_address
         lifetime = min(request.lifetime, self.settings.max_lifetime)
         simultaneous = bool(request.flags & _S) and self.settings.simultaneous_bindings > 0
         _, removed = self.bindings.register(
-            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent
+            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent, held
         )
         self.counters["accepted"] += 1
-        effects: list[Effect] = [
-            self._reply(request, source, self._accept_code, lifetime, sa),
-            Accepted(hoa, coa, request.home_agent, request.flags, lifetime, request.identification),
-        ]
+        effects: list[Effect] = [self._reply(request, source, self._accept_code, lifetime, sa)]
+        if self.report_accepted:
+            effects.append(Accepted(hoa, coa, request.home_agent, request.flags, lifetime, request.identification))
         effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed if b.care_of_address != coa)
         reverse = request.flags & _T
         if all(b.care_of_address != coa or (b.flags & _T) != reverse for b in current):
@@ -170,10 +173,9 @@ class Registrar:
         hoa, coa = request.home_address, request.care_of_address
         removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification)
         self.counters["accepted.deregistration"] += 1
-        effects: list[Effect] = [
-            self._reply(request, source, self._accept_code, 0, sa),
-            Accepted(hoa, coa, request.home_agent, request.flags, 0, request.identification),
-        ]
+        effects: list[Effect] = [self._reply(request, source, self._accept_code, 0, sa)]
+        if self.report_accepted:
+            effects.append(Accepted(hoa, coa, request.home_agent, request.flags, 0, request.identification))
         effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed)
         return effects
 
