@@ -134,7 +134,7 @@ class Group:
         self._sync: dict[int, _SyncReply] = {}
         self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
-        self._outgoing: dict[int, OutgoingTransfer] = {}
+        self._outgoing: dict[tuple[int, int], OutgoingTransfer] = {}  # (member, identification)
         self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._startup: _Startup | None = None
         self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
@@ -443,20 +443,29 @@ class Group:
 
     def _on_table_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
         self.counters["redundancy.table_requests_received"] += 1
+        log.debug("table request %x from %s (flags %#x)", request.identification, member.name, request.flags)
         for address in request.home_agents:  # FIG 5: the list of Home Agents in the group
             self.membership.learn(address)
+        key = (member.address, request.identification)
+        if key in self._outgoing:
+            return []  # a resend of a request we are answering: the replies in flight answer it
         since = request.since if request.flags & RECENT else None
         transfer = OutgoingTransfer.start(
             member.address, request.identification, self.bindings, self.settings.max_datagram,
             member.association.digest_size, since,
         )
-        self._outgoing[member.address] = transfer  # a new request supersedes an older transfer
+        self._outgoing[key] = transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
         effects = self._pump(transfer, member, now)
-        if request.flags & ASK_BACK:  # ask back (even while starting: it may have changed since), flagless
+        if request.flags & ASK_BACK and not self._asking_already(member.address):
+            # Ask back, without the flag (no ping-pong), unless a request of ours to it is still open:
+            # its answer will be at least as new as this one's.
             again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
             self._ask(member, again, now)
         return effects
+
+    def _asking_already(self, address: int) -> bool:
+        return any(m == address for m, _ in self._asking) or any(m == address for m, _ in self._incoming)
 
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
         sends = transfer.fill(self.bindings, now)
@@ -464,13 +473,13 @@ class Group:
         for _, body in sends:
             self._send(body, member)
         effects: list[Effect] = []
-        key = ("transfer", member.address)
+        key = (member.address, transfer.identification)
         if transfer.in_flight:
-            if key not in self.timers:  # one timer per transfer; overdue() finds what is late
-                self.timers.schedule(key, now + RETRANSMIT_AFTER)
+            if ("transfer", key) not in self.timers:  # one timer per transfer; overdue() finds what is late
+                self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER)
         elif transfer.done:
-            self._outgoing.pop(member.address, None)
-            self.timers.cancel(("transfer", member.address))
+            self._outgoing.pop(key, None)
+            self.timers.cancel(("transfer", key))
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
@@ -501,7 +510,7 @@ class Group:
             del self._incoming[key]
             self._closed.add(key)
             self.timers.cancel(("incoming", key))
-            log.info("table received from %s: %d mobile nodes", member.name, transfer.nodes)
+            log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
             self._gathered(reply.identification, now)
             if self._startup is not None and reply.identification in self._startup.identifications:
                 self._startup.answered.add(member.address)
@@ -509,8 +518,8 @@ class Group:
         return effects
 
     def _on_table_reply_ack(self, member: Member, ack: BindingTableReplyAck, now: float) -> list[Effect]:
-        transfer = self._outgoing.get(member.address)
-        if transfer is None or transfer.identification != ack.identification or not transfer.ack(ack.sequence):
+        transfer = self._outgoing.get((member.address, ack.identification))
+        if transfer is None or not transfer.ack(ack.sequence):
             return []
         return self._pump(transfer, member, now)
 
@@ -638,21 +647,21 @@ class Group:
             effects.append(self._release(token))
         return effects
 
-    def _retransmit_transfer(self, address: int, now: float) -> list[Effect]:
-        transfer = self._outgoing.get(address)
-        member = self.membership.members.get(address)
+    def _retransmit_transfer(self, key: tuple[int, int], now: float) -> list[Effect]:
+        transfer = self._outgoing.get(key)
+        member = self.membership.members.get(key[0])
         if transfer is None or member is None:
             return []
         try:
             again = transfer.overdue(now)
         except TimeoutError:
-            del self._outgoing[address]
+            del self._outgoing[key]
             return self._mark_down(member, "table replies not acknowledged", now)
         self.counters["redundancy.table_replies_retransmitted"] += len(again)
         for _, body in again:
             self._send(body, member)
         if transfer.in_flight:
-            self.timers.schedule(("transfer", address), now + RETRANSMIT_AFTER / 2)
+            self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER / 2)
         return self._pump(transfer, member, now)
 
     def _abandon_incoming(self, key: tuple[int, int], now: float) -> None:
@@ -663,7 +672,7 @@ class Group:
             return
         self._closed.add(key)
         address, ident = key
-        log.warning("table transfer from %s stalled; asking again", IPv4Address(address))
+        log.warning("table transfer %x from %s stalled; asking again", ident, IPv4Address(address))
         self.counters["redundancy.table_transfers_abandoned"] += 1
         member = self.membership.members.get(address)
         startup = self._startup
