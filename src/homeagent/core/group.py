@@ -37,7 +37,7 @@ from homeagent.core.effects import (
 from homeagent.core.election import Election, Role, Transition
 from homeagent.core.peers import Member, Membership
 from homeagent.core.replay import NTP_EPOCH_OFFSET, ntp_identification
-from homeagent.core.timers import Timers
+from homeagent.core.timers import Queue, Timers
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
@@ -131,6 +131,9 @@ class Group:
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
+        # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
+        self._resends = [Queue() for _ in range(UPDATE_TRIES)]
+        self._sync_deadlines = Queue()
         self._sync: dict[int, _SyncReply] = {}
         self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
@@ -225,7 +228,7 @@ class Group:
         for m in targets:
             key = (m.address, accepted.home_address)
             self._pending[key] = _PendingUpdate(accepted)
-            self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT)
+            self._resends[0].add(now + UPDATE_RETRANSMIT, (key, accepted.identification))
             self._send(body, m)
         self.counters["redundancy.updates_sent"] += len(targets)
         if reply is None:
@@ -237,7 +240,7 @@ class Group:
         hoa = accepted.home_address
         self._sync[token] = _SyncReply(reply, {m.address for m in targets}, hoa, accepted.identification)
         self._sync_by_node.setdefault(hoa, []).append(token)
-        self.timers.schedule(("sync", token), now + self.settings.sync_timeout)
+        self._sync_deadlines.add(now + self.settings.sync_timeout, token)
         return self._done(effects, now)
 
     def holding(self, home_address: int, identification: int) -> bool:
@@ -334,7 +337,6 @@ class Group:
         pending = self._pending.get(key)
         if pending is not None and pending.accepted.identification <= ack.identification:
             del self._pending[key]
-            self.timers.cancel(("update", key))
         return self._sync_acked(member.address, ack.home_address, ack.identification)
 
     def _sync_acked(self, member: int, home_address: int, identification: int) -> list[Effect]:
@@ -353,7 +355,6 @@ class Group:
 
     def _release(self, token: int) -> Send:
         waiter = self._sync.pop(token)
-        self.timers.cancel(("sync", token))
         tokens = self._sync_by_node[waiter.home_address]
         tokens.remove(token)
         if not tokens:
@@ -548,13 +549,14 @@ class Group:
     # -- timers ---------------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        ours, election = self.timers.next(), self.election.next_timer()
-        if ours is None:
-            return election
-        return ours if election is None else min(ours, election)
+        times = [self.timers.next(), self.election.next_timer(), self._sync_deadlines.next()]
+        times += [q.next() for q in self._resends]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def handle_timer(self, now: float) -> list[Effect]:
         effects = self._apply_transitions(self.election.handle_timer(now))
+        effects += self._resend_due(now)
         for key in self.timers.due(now):
             if key == "advertise":
                 effects += self._advertise(now)
@@ -568,11 +570,7 @@ class Group:
                     self.timers.schedule("startup", now + REQUEST_RETRANSMIT)
             else:
                 kind, arg = key  # type: ignore[misc]
-                if kind == "update":
-                    effects += self._retransmit_update(arg, now)
-                elif kind == "sync":
-                    effects += self._sync_timeout(arg, now)
-                elif kind == "transfer":
+                if kind == "transfer":
                     effects += self._retransmit_transfer(arg, now)
                 elif kind == "ask":
                     effects += self._ask_again(arg, now)
@@ -611,7 +609,6 @@ class Group:
             self.reconcile(now)  # what it sent last may have reached only some of us
         for key in [k for k in self._pending if k[0] == member.address]:
             del self._pending[key]
-            self.timers.cancel(("update", key))
         released: list[Effect] = []
         for token, waiter in list(self._sync.items()):
             waiter.waiting.discard(member.address)
@@ -619,19 +616,28 @@ class Group:
                 released.append(self._release(token))
         return released
 
-    def _retransmit_update(self, key: tuple[int, int], now: float) -> list[Effect]:
-        pending = self._pending.get(key)
-        member = self.membership.members.get(key[0])
-        if pending is None or member is None:
-            return []
-        if pending.tries >= UPDATE_TRIES:
-            self.counters["redundancy.updates_failed"] += 1
-            return self._mark_down(member, "Binding Updates not acknowledged", now)
-        pending.tries += 1
-        self.counters["redundancy.updates_retransmitted"] += 1
-        self.timers.schedule(("update", key), now + UPDATE_RETRANSMIT * 2 ** (pending.tries - 1))
-        self._send(self._update_for(pending.accepted, now).body(), member)
-        return []
+    def _resend_due(self, now: float) -> list[Effect]:
+        """Binding Updates whose ack is late: send again (backing off), or give up on their member."""
+        effects: list[Effect] = []
+        for level, queue in enumerate(self._resends):
+            for key, ident in queue.due(now):  # type: ignore[misc]
+                pending = self._pending.get(key)
+                if pending is None or pending.accepted.identification != ident or pending.tries != level + 1:
+                    continue  # acked, superseded by a newer update, or its member given up on
+                member = self.membership.members.get(key[0])
+                if member is None:
+                    continue
+                if pending.tries >= UPDATE_TRIES:
+                    self.counters["redundancy.updates_failed"] += 1
+                    effects += self._mark_down(member, "Binding Updates not acknowledged", now)
+                    continue
+                pending.tries += 1
+                self.counters["redundancy.updates_retransmitted"] += 1
+                self._resends[level + 1].add(now + UPDATE_RETRANSMIT * 2 ** (level + 1), (key, ident))
+                self._send(self._update_for(pending.accepted, now).body(), member)
+        for token in self._sync_deadlines.due(now):
+            effects += self._sync_timeout(token, now)  # type: ignore[arg-type]
+        return effects
 
     def _sync_timeout(self, token: int, now: float) -> list[Effect]:
         waiter = self._sync.get(token)

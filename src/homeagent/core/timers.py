@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Hashable
 
 
@@ -52,3 +53,31 @@ class Timers:
         heap = self._heap
         while heap and self._deadline.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
+
+
+class Queue:
+    """Deadlines that come due in the order they were set, because each is set a fixed delay ahead.
+
+    A deque instead of the heap: O(1) to add, and what is settled before its time (an acknowledged
+    update, a released reply) is simply skipped when it comes up, at no cost until then. The group sets
+    one of these per delay it uses on every registration.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, Hashable]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, at: float, item: Hashable) -> None:
+        self._items.append((at, item))
+
+    def next(self) -> float | None:
+        return self._items[0][0] if self._items else None
+
+    def due(self, now: float) -> list[Hashable]:
+        items = self._items
+        out = []
+        while items and items[0][0] <= now:
+            out.append(items.popleft()[1])
+        return out

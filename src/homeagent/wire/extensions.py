@@ -6,8 +6,8 @@ before its own extension's SPI, so the offset is all the authentication code nee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from homeagent.wire.errors import ParseError
 
@@ -35,8 +35,7 @@ PAD = 0
 SPI_SIZE = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Extension:
+class Extension(NamedTuple):
     type: int
     data: bytes
     offset: int = 0  # where the extension starts in its message
