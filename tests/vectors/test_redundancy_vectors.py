@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+try:  # under pytest (tests/ on the path), or run as a script from this folder
+    from vectors import vectorfile
+except ImportError:  # pragma: no cover
+    import vectorfile  # type: ignore[no-redef]
+
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
@@ -275,17 +280,10 @@ def build(message: str, algorithm: str) -> Vector:
 def load(name: str) -> Vector:
     """A vector file: ``@key value`` lines, then ``field  hex  # comment`` lines."""
     v = Vector(name)
-    for raw in (HERE / name).read_text().splitlines():
-        line, _, comment = raw.partition("#")
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("@"):
-            key, value = line[1:].split(None, 1)
-            v.meta[key] = value
-        else:
-            key, value = line.split()
-            v.add(key, bytes.fromhex(value), comment.strip())
+    meta, fields = vectorfile.read(HERE / name)
+    v.meta.update(meta)
+    for key, value, comment in fields:
+        v.add(key, value, comment)
     return v
 
 

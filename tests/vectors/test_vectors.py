@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+try:  # under pytest (tests/ on the path), or run as a script from this folder
+    from vectors import vectorfile
+except ImportError:  # pragma: no cover
+    import vectorfile  # type: ignore[no-redef]
+
 from homeagent.config import parse as parse_config
 from homeagent.core.effects import Send
 from homeagent.core.home_agent import HomeAgent
@@ -75,16 +80,9 @@ class Vector:
 
 def load(name: str) -> Vector:
     v = Vector(name)
-    for raw in (HERE / name).read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.startswith("@"):
-            key, value = line[1:].split(None, 1)
-            v.meta[key] = value
-        else:
-            key, value = line.split()
-            v.fields.append((key, bytes.fromhex(value)))
+    meta, fields = vectorfile.read(HERE / name)
+    v.meta.update(meta)
+    v.fields.extend((key, value) for key, value, _ in fields)
     return v
 
 
