@@ -298,6 +298,7 @@ class Group:
         return self._done(effects, now)
 
     def _heard(self, member: Member, now: float) -> list[Effect]:
+        first = member.last_heard is None
         member.last_heard = now
         if member.up:
             return []
@@ -305,10 +306,19 @@ class Group:
         log.info("member %s is up", member.name)
         if self._startup is not None:
             return []  # the start-up request covers it
-        # Back after being down: it may hold registrations we missed, and it missed the updates we did not
-        # send it while it was down. Ask for its table, and ask it to ask for ours.
-        self._ask(member, self._request_for(self._request_identification(now), ASK_BACK), now)
+        ident = self._request_identification(now)
+        if first:  # a member we meet for the first time: its whole table (it asks for ours if it starts)
+            self._ask(member, self._request_for(ident), now)
+        else:
+            # Back after being down: it may hold registrations we missed, and it missed the updates we did
+            # not send it meanwhile. Ask for what changed since it went down, and ask it to ask for ours.
+            since = self._ntp_seconds(member.down_since - RECENT_WINDOW - self.membership.tolerance)
+            self._ask(member, self._request_for(ident, ASK_BACK | RECENT, since), now)
         return []
+
+    @staticmethod
+    def _ntp_seconds(unix: float) -> int:
+        return (int(unix) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
 
     def _on_update(self, member: Member, update: BindingUpdate, now: float) -> list[Effect]:
         self.counters["redundancy.updates_received"] += 1
@@ -420,7 +430,7 @@ class Group:
         once it holds all of it, has every member ask for its merged copy (Ask Back). Two rounds, so that no
         member is answered before the active member has heard from all.
         """
-        since = (int(now - RECENT_WINDOW - self.membership.tolerance) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
+        since = self._ntp_seconds(now - RECENT_WINDOW - self.membership.tolerance)
         waiting = set()
         for m in self.membership.up():
             request = self._request_for(self._request_identification(now), RECENT, since)
@@ -458,15 +468,10 @@ class Group:
         self._outgoing[key] = transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
         effects = self._pump(transfer, member, now)
-        if request.flags & ASK_BACK and not self._asking_already(member.address):
-            # Ask back, without the flag (no ping-pong), unless a request of ours to it is still open:
-            # its answer will be at least as new as this one's.
+        if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
             again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
             self._ask(member, again, now)
         return effects
-
-    def _asking_already(self, address: int) -> bool:
-        return any(m == address for m, _ in self._asking) or any(m == address for m, _ in self._incoming)
 
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
         sends = transfer.fill(self.bindings, now)
@@ -603,6 +608,7 @@ class Group:
         if not member.up:
             return []
         member.up = False
+        member.down_since = now
         log.warning("member %s is down: %s", member.name, why)
         self.counters["redundancy.members_marked_down"] += 1
         if self.election.role is Role.ACTIVE and self._startup is None:
