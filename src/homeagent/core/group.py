@@ -304,8 +304,15 @@ class Group:
             return []
         member.up = True
         log.info("member %s is up", member.name)
-        if self._startup is not None:
-            return []  # the start-up request covers it
+        startup = self._startup
+        if startup is not None:
+            # The start-up request covers it, if it went to it: one met only now (it started after our
+            # multicast request, say) is asked now, under the start-up's Identification.
+            asked = any(m == member.address and i in startup.identifications for m, i in self._asking)
+            receiving = any(m == member.address and i in startup.identifications for m, i in self._incoming)
+            if not (asked or receiving or member.address in startup.answered):
+                self._ask(member, self._request_for(min(startup.identifications)), now)
+            return []
         ident = self._request_identification(now)
         if first:  # a member we meet for the first time: its whole table (it asks for ours if it starts)
             self._ask(member, self._request_for(ident), now)

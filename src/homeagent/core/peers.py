@@ -124,11 +124,19 @@ class Membership:
 
     def open(self, datagram: bytes, source: int, now: float) -> tuple[Member, bytes] | None:
         """The sending member and the message body, if the datagram is sealed by a member and fresh."""
+        if source == self.own_address:
+            sa = self.group_association
+            try:
+                if sa is not None and unseal(datagram, sa)[1] <= self._last_timestamp:
+                    return None  # our own multicast, looped back to us: nothing to do, no violation
+            except ParseError:
+                pass
+            return self._violation("message from our own address", source)
         member = self.members.get(source)
         joining = member is None
         if member is None:
             sa = self._association_for(source)
-            if sa is None or source == self.own_address:
+            if sa is None:
                 return self._violation("message from a non-member", source)
             member = Member(source, sa)  # holds the group's key: a member once its message verifies
         try:

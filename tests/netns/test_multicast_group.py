@@ -1,0 +1,130 @@
+"""Members that know nothing of each other but the group's multicast address find each other (the patent's
+multicast to the virtual router group, FIG 4 and 5) and replicate: in a network namespace of our own, on its
+loopback with multicast switched on. Needs root and iproute2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (network namespaces)"
+)
+
+KEY = "00112233445566778899aabbccddeeff"
+GROUP = "239.255.43.4"
+PORT = 4434
+
+
+def ns(name: str, *cmd: str, **kw) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run(["ip", "netns", "exec", name, *cmd], check=True, capture_output=True, text=True,
+                          timeout=30, **kw)
+
+
+@pytest.fixture
+def namespace():
+    name = f"ha-mc-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        ns(name, "ip", "link", "set", "lo", "up")
+        ns(name, "ip", "link", "set", "lo", "multicast", "on")
+        ns(name, "ip", "route", "add", "224.0.0.0/4", "dev", "lo")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], timeout=10)
+
+
+def config(tmp: Path, address: str, priority: int) -> Path:
+    path = tmp / f"{address}.toml"
+    path.write_text(f"""
+[home_agent]
+address = "{address}"
+port = {PORT}
+home_network = "10.1.0.0/16"
+state_dir = "{tmp / address}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = 256
+key = "{KEY}"
+
+[redundancy]
+virtual_address = "127.0.0.10"
+priority = {priority}
+multicast_group = "{GROUP}"
+advertisement_interval = 0.1
+startup_wait = 0.5
+
+[[redundancy.security_association]]
+peer = "127.0.0.0/24"
+spi = 300
+algorithm = "hmac-sha256"
+key = "{KEY * 2}"
+""")
+    return path
+
+
+def status(path: Path) -> dict | None:
+    out = subprocess.run([sys.executable, "-m", "homeagent", "status", "--config", str(path), "--json"],
+                         capture_output=True, text=True, timeout=10)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def bindings(path: Path) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "homeagent", "bindings", "--config", str(path), "--json"],
+                         capture_output=True, text=True, timeout=10, check=True)
+    return json.loads(out.stdout)
+
+
+def wait(what: str, check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_members_meet_by_multicast_and_replicate(namespace, tmp_path):
+    a, b = config(tmp_path, "127.0.0.2", 110), config(tmp_path, "127.0.0.3", 100)
+    procs = []
+    try:
+        for path in (a, b):
+            procs.append(subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "homeagent",
+                                           "run", "--config", str(path)], stderr=subprocess.PIPE, text=True))
+            wait("the member to start", lambda: status(path))
+        # No peers configured: each knows the other only from its multicast Binding Table Request.
+        wait("A to see B", lambda: [p for p in status(a)["peers"] if p["address"] == "127.0.0.3" and p["state"] == "up"])
+        wait("B to see A", lambda: [p for p in status(b)["peers"] if p["address"] == "127.0.0.2" and p["state"] == "up"])
+        wait("one active and one standby", lambda: {status(a)["role"], status(b)["role"]} == {"active", "standby"})
+        reply = ns(namespace, sys.executable, "-m", "homeagent", "mn", "register", "--home-agent", "127.0.0.10",
+                   "--port", str(PORT), "--spi", "256", "--key", KEY, "--home-address", "10.1.0.5",
+                   "--care-of", "192.0.2.10", "--json")
+        accepted = json.loads(reply.stdout)
+        assert accepted["code"] == 0
+        for path in (a, b):
+            rows = wait("the binding on every member", lambda: bindings(path))
+            assert [(r["home_address"], r["care_of_address"], r["identification"]) for r in rows] == [
+                ("10.1.0.5", "192.0.2.10", accepted["identification"])]
+        # Our own multicast comes back to us on loopback: it is no security violation.
+        for path in (a, b):
+            assert status(path)["counters"].get("redundancy.security_violations", 0) == 0
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), [p.stderr.read() for p in procs]
