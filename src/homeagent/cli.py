@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from homeagent import __version__
 from homeagent.config import Config, ConfigError, load
 from homeagent.runtime import control
 from homeagent.wire.auth import Algorithm, SecurityAssociation
-from homeagent.wire.registration import Flags, ReplyCode
+from homeagent.wire.registration import Flags
 
 EXAMPLE_CONFIG = "homeagent.toml"
 
