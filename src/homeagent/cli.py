@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--care-of", type=IPv4Address, help="one care-of address (default: all of them)")
     remove.set_defaults(func=_remove)
 
+    role = sub.add_parser("role", help="set the role when an external election (keepalived) decides it")
+    role.add_argument("role", choices=["active", "standby"])
+    role.add_argument("--config", required=True, type=Path)
+    role.set_defaults(func=_role)
+
     demo = sub.add_parser("demo", help="start a Home Agent on loopback, register a mobile node, show it")
     demo.add_argument("--config", type=Path, help="default: the shipped example")
     demo.set_defaults(func=_demo)
@@ -172,6 +177,12 @@ def _bindings(args: argparse.Namespace) -> int:
             f"{r['remaining']:>9.0f}  {r['identification']:#018x}"
         )
     print(f"{len(rows)} binding(s)")
+    return 0
+
+
+def _role(args: argparse.Namespace) -> int:
+    result = control.request(load(args.config).control_socket, "role", role=args.role)
+    print(f"role {result['role']}")
     return 0
 
 

@@ -68,6 +68,7 @@ class RedundancyConfig:
     preempt: bool = True  # a better member takes the active role from a worse one
     startup_wait: float = 1.0  # seconds a starting member waits for a first table reply
     max_datagram: int = 1400  # bytes of a Binding Table Reply
+    election: str = "internal"  # or "external": keepalived (or another VRRP daemon) decides the role
 
     def association_for(self, peer: IPv4Address) -> SecurityAssociation | None:
         best = None
@@ -162,7 +163,7 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
     k = "redundancy"
     _only(t, k, {"virtual_address", "mode", "priority", "peers", "multicast_group", "replication",
                  "sync_timeout", "advertisement_interval", "preempt", "startup_wait", "max_datagram",
-                 "security_association"})
+                 "election", "security_association"})
     vip = _address(t, k, "virtual_address", required=True)
     assert vip is not None
     if vip == home_agent.address:
@@ -197,6 +198,7 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
         preempt=_bool(t, k, "preempt", d.preempt),
         startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),
         max_datagram=_int(t, k, "max_datagram", d.max_datagram, 576, 65000),
+        election=_choice(t, k, "election", d.election, ("internal", "external")),
     )
     for i, peer in enumerate(peers):
         if config.association_for(peer) is None:

@@ -40,8 +40,13 @@ def mdi(priority: int, interval: float) -> float:
 def test_the_table_is_what_the_docstring_says():
     assert TRANSITIONS == {
         Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
-        Role.STANDBY: {Event.MASTER_DOWN: Role.ACTIVE, Event.PREEMPT: Role.ACTIVE, Event.STOP: Role.INIT},
-        Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.STOP: Role.INIT},
+        Role.STANDBY: {
+            Event.MASTER_DOWN: Role.ACTIVE,
+            Event.PREEMPT: Role.ACTIVE,
+            Event.TOLD_ACTIVE: Role.ACTIVE,
+            Event.STOP: Role.INIT,
+        },
+        Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.TOLD_STANDBY: Role.STANDBY, Event.STOP: Role.INIT},
     }
     assert [r.value for r in Role] == [0, 1, 2]  # these travel in the Advertisement
     assert [r.label for r in Role] == ["init", "standby", "active"]
@@ -62,6 +67,10 @@ def drive(role: Role, event: Event) -> tuple[Election, list[Transition]]:
         return e, e.advertisement(LOWER, 50, Role.ACTIVE, now)
     if event is Event.BETTER_ACTIVE:
         return e, e.advertisement(HIGHER, 200, Role.ACTIVE, now)
+    if event is Event.TOLD_ACTIVE:
+        return e, e.told(Role.ACTIVE, now)
+    if event is Event.TOLD_STANDBY:
+        return e, e.told(Role.STANDBY, now)
     raise AssertionError(event)
 
 
@@ -278,3 +287,22 @@ def test_history_keeps_the_last_ten():
         e.stop(now)
     assert len(e.history) == 10
     assert e.history[-1].at == now and e.history[0].at == now - 9
+
+
+# -- an external election (keepalived decides) --------------------------------------------------------
+
+
+def test_an_external_election_is_decided_by_told_alone():
+    e = Election(ME, 100, 0.1, True, T0, external=True)
+    assert e.told(Role.ACTIVE, T0 + 0.1) == []  # still downloading: remembered, not acted on
+    assert e.role is Role.INIT
+    ready = e.ready(T0 + 1)
+    assert [(t.old, t.new) for t in ready] == [(Role.INIT, Role.STANDBY), (Role.STANDBY, Role.ACTIVE)]
+    assert ready[1].reason == Event.TOLD_ACTIVE.value
+    # Advertisements and timers decide nothing: a better active member does not make it step down...
+    assert e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 2) == [] and e.role is Role.ACTIVE
+    assert e.next_timer() is None and e.handle_timer(T0 + 100) == []
+    # ...only the external election does.
+    [t] = e.told(Role.STANDBY, T0 + 3)
+    assert (t.old, t.new, t.reason) == (Role.ACTIVE, Role.STANDBY, Event.TOLD_STANDBY.value)
+    assert e.handle_timer(T0 + 1000) == [] and e.role is Role.STANDBY  # no master-down takeover either

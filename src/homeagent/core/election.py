@@ -38,13 +38,20 @@ class Event(Enum):
     MASTER_DOWN = "no active member heard for the master-down interval"
     PREEMPT = "preempting an active member of lower priority"
     BETTER_ACTIVE = "heard an active member of higher priority"
+    TOLD_ACTIVE = "told to be active (external election)"
+    TOLD_STANDBY = "told to stand by (external election)"
     STOP = "stopping"
 
 
 TRANSITIONS: dict[Role, dict[Event, Role]] = {
     Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
-    Role.STANDBY: {Event.MASTER_DOWN: Role.ACTIVE, Event.PREEMPT: Role.ACTIVE, Event.STOP: Role.INIT},
-    Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.STOP: Role.INIT},
+    Role.STANDBY: {
+        Event.MASTER_DOWN: Role.ACTIVE,
+        Event.PREEMPT: Role.ACTIVE,
+        Event.TOLD_ACTIVE: Role.ACTIVE,
+        Event.STOP: Role.INIT,
+    },
+    Role.ACTIVE: {Event.BETTER_ACTIVE: Role.STANDBY, Event.TOLD_STANDBY: Role.STANDBY, Event.STOP: Role.INIT},
 }
 
 
@@ -57,8 +64,12 @@ class Transition:
 
 
 class Election:
-    def __init__(self, address: int, priority: int, interval: float, preempt: bool, now: float) -> None:
+    def __init__(
+        self, address: int, priority: int, interval: float, preempt: bool, now: float, external: bool = False
+    ) -> None:
         self.address = address
+        self.external = external  # another daemon (keepalived, a VRRP router) decides; see ``told``
+        self._told: Role = Role.STANDBY
         self.priority = priority
         self.interval = interval
         self.preempt = preempt
@@ -83,15 +94,28 @@ class Election:
     # -- inputs ---------------------------------------------------------------------------------------
 
     def ready(self, now: float) -> list[Transition]:
-        """The table is downloaded: stand by, and take over if no active member shows up."""
+        """The table is downloaded: stand by, and take over if no active member shows up (or, with an
+        external election, if it was told to while it downloaded)."""
+        if self.external:
+            return self._fire(Event.READY, now) + self.told(self._told, now)
         self._master_down_at = now + self.master_down_interval
         return self._fire(Event.READY, now)
+
+    def told(self, role: Role, now: float) -> list[Transition]:
+        """An external election's verdict. A member still downloading remembers it for when it is done."""
+        self._told = role
+        if self.role is Role.INIT:
+            return []
+        return self._fire(Event.TOLD_ACTIVE if role is Role.ACTIVE else Event.TOLD_STANDBY, now)
 
     def stop(self, now: float) -> list[Transition]:
         self._master_down_at = None
         return self._fire(Event.STOP, now)
 
     def advertisement(self, sender: int, priority: int, role: int, now: float) -> list[Transition]:
+        if self.external:  # advertisements still tell who is up (for replication), but decide nothing
+            self.active_member = sender if role == Role.ACTIVE and priority else self.active_member
+            return []
         if role == Role.STANDBY and priority:
             self._standbys[sender] = (priority, now)
         else:
@@ -117,6 +141,8 @@ class Election:
         return []
 
     def handle_timer(self, now: float) -> list[Transition]:
+        if self.external:
+            return []
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
         if self._better_standby_alive(now):
@@ -129,7 +155,7 @@ class Election:
         return self._fire(Event.MASTER_DOWN, now)
 
     def next_timer(self) -> float | None:
-        return self._master_down_at if self.role is Role.STANDBY else None
+        return self._master_down_at if self.role is Role.STANDBY and not self.external else None
 
     def _better_standby_alive(self, now: float) -> bool:
         mine = self._rank()

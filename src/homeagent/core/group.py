@@ -81,6 +81,7 @@ class GroupSettings:
     max_datagram: int
     home_network: IPv4Network
     multicast_group: int | None = None
+    external_election: bool = False
 
 
 @dataclass
@@ -128,7 +129,8 @@ class Group:
         self.counters = counters
         self.timers = Timers()
         self.election = Election(
-            settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now
+            settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
+            settings.external_election,
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
         # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
@@ -207,6 +209,13 @@ class Group:
         for m in self.membership:
             self._ask(m, self._request_for(ident), now)
         return self._done(effects, now)
+
+    def told(self, active: bool, now: float) -> list[Effect]:
+        """The external election's verdict (``homeagent role active|standby``, from keepalived's notify)."""
+        if not self.election.external:
+            raise ValueError("this member runs its own election (redundancy.election = \"internal\")")
+        transitions = self.election.told(Role.ACTIVE if active else Role.STANDBY, now)
+        return self._done(self._apply_transitions(transitions), now)
 
     def stop(self, now: float) -> list[Effect]:
         """Resign: advertise priority 0 so a standby takes over at once, and give the address back."""

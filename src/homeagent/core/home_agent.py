@@ -70,6 +70,7 @@ class HomeAgent:
                 max_datagram=red.max_datagram,
                 home_network=ha.home_network,
                 multicast_group=int(red.multicast_group) if red.multicast_group else None,
+                external_election=red.election == "external",
             )
             self.group = Group(settings, membership, self.bindings, self.counters, now)
             self.registrar.report_accepted = True
@@ -152,6 +153,14 @@ class HomeAgent:
         removed = self.bindings.deregister(home_address, care_of_address, last + 1)
         self.counters["removed"] += len(removed)
         return [TunnelDown(b.home_address, b.care_of_address) for b in removed]
+
+    def set_role(self, role: str, now: float) -> list[Effect]:
+        """``active`` or ``standby``, as an external election decided."""
+        if self.group is None:
+            raise ValueError("a lone Home Agent has no role to change")
+        if role not in ("active", "standby"):
+            raise ValueError(f"role must be active or standby, not {role!r}")
+        return self.group.told(role == "active", now)
 
     def handle_timer(self, now: float) -> list[Effect]:
         expired = self.bindings.expire(now)

@@ -228,6 +228,10 @@ class Daemon:
             self._apply(effects)
             self._arm_timer()
             return {"removed": removed_before - len(self.core.bindings)}
+        if command == "role":
+            self._apply(self.core.set_role(str(request.get("role")), now))
+            self._arm_timer()
+            return {"role": self.core.role}
         raise ValueError(f"unknown command {command!r}")
 
 
