@@ -815,10 +815,10 @@ def test_a_late_resent_reply_is_acked_and_leaves_no_transfer_behind():
     assert lost and ha2.role == "standby" and view(ha2) == view(ha1)  # complete at once, one ack lost
     net.run_until(start + 0.5)  # HA1 resends part 0; HA2 acks it again
     assert len(net.messages(BindingTableReply, src=HA1, dst=HA2)) >= 2
-    assert ha1.group._outgoing == {}  # done
+    assert ha1.group.exchange.outgoing == {}  # done
     net.run_until(start + 5)
     assert ha2.counters["redundancy.table_transfers_abandoned"] == 0
-    assert ha2.group._incoming == {}
+    assert ha2.group.exchange.incoming == {}
 
 
 def test_two_table_requests_made_at_the_same_instant_are_told_apart():

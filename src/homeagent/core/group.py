@@ -1,16 +1,13 @@
 """The patent's replication (US 7,227,863 FIG 3 to 9): one member's view of its redundancy group.
 
-* Start (FIG 4, claim 3): before serving any registration, ask every member for its table and load the
-  replies; serve when every member that answered has sent all of it, or when nobody answered within
-  ``startup_wait`` (the first member of a group).
-* Answer a table request (FIG 5): learn the requester and the members it lists, send it our whole table.
+* Table exchanges (FIG 4 and 5: start-up, catch-up, reconciliation): ``core/exchange.py``.
 * Registration and de-registration (FIG 6 to 9): after the registrar accepts one, and if any other member
   is up (claim 1), send every member that is up a Binding Update with the node's resulting state; resend
   each until it is acked, with backoff; a member that never acks is marked down. In ``sync`` replication
   the reply to the mobile node waits for the acks (``sync_timeout`` at most).
 * Liveness: every member advertises every ``advertisement_interval``; one not heard for its master-down
-  interval is down; a member heard again after being down is asked for its table, which is how both
-  halves of a healed partition catch up (each asks the other).
+  interval is down; one heard again is asked for what changed meanwhile (``core/exchange.py``), which is
+  how both halves of a healed partition catch up.
 * The election (``core/election.py``) decides who holds the virtual address.
 """
 
@@ -20,7 +17,7 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -35,10 +32,10 @@ from homeagent.core.effects import (
     TunnelUp,
 )
 from homeagent.core.election import Election, Role, Transition
+from homeagent.core.exchange import TableExchange
 from homeagent.core.peers import Member, Membership
-from homeagent.core.replay import NTP_EPOCH_OFFSET, ntp_identification
 from homeagent.core.timers import Queue, Timers
-from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer, bindings_of, node_state
+from homeagent.core.transfer import bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
@@ -48,8 +45,6 @@ from homeagent.wire.redundancy import (
     BindingTableRequest,
     BindingUpdate,
     BindingUpdateAck,
-    ASK_BACK,
-    RECENT,
     SEAL_OVERHEAD,
     MobileNodeBindings,
     parse_messages,
@@ -59,10 +54,6 @@ log = logging.getLogger("homeagent.redundancy")
 
 UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update; doubles each time
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
-REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request nobody has answered
-REQUEST_TRIES = 10  # then a silent member is not waited for any more
-RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
-TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 _T = 0x02
 
 
@@ -98,22 +89,6 @@ class _SyncReply:
     identification: int
 
 
-@dataclass
-class _Startup:
-    identifications: set[int]  # of the start-up requests (a stalled download is asked for again)
-    deadline: float  # when a lone first member gives up waiting
-    answered: set[int] = field(default_factory=set)  # members whose whole table we hold
-    given_up: set[int] = field(default_factory=set)  # members that never answered
-
-
-@dataclass
-class _Asking:
-    """A Binding Table Request to one member, resent until its first reply comes."""
-
-    request: BindingTableRequest
-    tries: int = 1
-
-
 class Group:
     def __init__(
         self,
@@ -139,25 +114,18 @@ class Group:
         self._sync: dict[int, _SyncReply] = {}
         self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
-        self._outgoing: dict[tuple[int, int], OutgoingTransfer] = {}  # (member, identification)
-        self._incoming: dict[tuple[int, int], IncomingTransfer] = {}
-        self._startup: _Startup | None = None
-        self._requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
-        self._asking: dict[tuple[int, int], _Asking] = {}  # (member, identification) not answered yet
-        self._reconciling: tuple[int, set[int]] | None = None  # (since, downloads still gathering)
-        self._closed: set[tuple[int, int]] = set()  # (member, identification) of downloads done or abandoned
-        self._last_request = 0
         self._own = str(IPv4Address(settings.own_address))
         self._virtual = str(IPv4Address(settings.virtual_address))
         self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
         self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
+        self.exchange = TableExchange(self)
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
             BindingUpdateAck: self._on_update_ack,
             Advertisement: self._on_advertisement,
-            BindingTableRequest: self._on_table_request,
-            BindingTableReply: self._on_table_reply,
-            BindingTableReplyAck: self._on_table_reply_ack,
+            BindingTableRequest: self.exchange.on_request,
+            BindingTableReply: self.exchange.on_reply,
+            BindingTableReplyAck: self.exchange.on_reply_ack,
         }
         self._home_mask = int(settings.home_network.netmask)
         self._home_prefix = int(settings.home_network.network_address)
@@ -200,15 +168,8 @@ class Group:
 
     def start(self, now: float) -> list[Effect]:
         """FIG 4: ask the group for its tables before serving; advertise from now on."""
-        ident = self._request_identification(now)
-        self._startup = _Startup({ident}, now + self.settings.startup_wait)
-        self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.timers.schedule("advertise", now)
-        self._requested[ident] = 0  # anyone may answer: members met by multicast too
-        effects = self._multicast(self._request_for(ident).body(), now)
-        for m in self.membership:
-            self._ask(m, self._request_for(ident), now)
-        return self._done(effects, now)
+        return self._done(self.exchange.start(now), now)
 
     def told(self, active: bool, now: float) -> list[Effect]:
         """The external election's verdict (``homeagent role active|standby``, from keepalived's notify)."""
@@ -313,28 +274,8 @@ class Group:
             return []
         member.up = True
         log.info("member %s is up", member.name)
-        startup = self._startup
-        if startup is not None:
-            # The start-up request covers it, if it went to it: one met only now (it started after our
-            # multicast request, say) is asked now, under the start-up's Identification.
-            asked = any(m == member.address and i in startup.identifications for m, i in self._asking)
-            receiving = any(m == member.address and i in startup.identifications for m, i in self._incoming)
-            if not (asked or receiving or member.address in startup.answered):
-                self._ask(member, self._request_for(min(startup.identifications)), now)
-            return []
-        ident = self._request_identification(now)
-        if first:  # a member we meet for the first time: its whole table (it asks for ours if it starts)
-            self._ask(member, self._request_for(ident), now)
-        else:
-            # Back after being down: it may hold registrations we missed, and it missed the updates we did
-            # not send it meanwhile. Ask for what changed since it went down, and ask it to ask for ours.
-            since = self._ntp_seconds(member.down_since - RECENT_WINDOW - self.membership.tolerance)
-            self._ask(member, self._request_for(ident, ASK_BACK | RECENT, since), now)
+        self.exchange.heard(member, first, now)
         return []
-
-    @staticmethod
-    def _ntp_seconds(unix: float) -> int:
-        return (int(unix) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
 
     def _on_update(self, member: Member, update: BindingUpdate, now: float) -> list[Effect]:
         self.counters["redundancy.updates_received"] += 1
@@ -395,178 +336,6 @@ class Group:
 
     # -- table transfer -------------------------------------------------------------------------------
 
-    def _request_identification(self, now: float) -> int:
-        """A new request's Identification: its NTP time, and never one already used."""
-        self._last_request = max(ntp_identification(now), self._last_request + 1)
-        return self._last_request
-
-    def _request_for(self, ident: int, flags: int = 0, since: int = 0) -> BindingTableRequest:
-        """A Binding Table Request listing every member we know, ourselves first (FIG 12)."""
-        return BindingTableRequest(
-            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, since
-        )
-
-    def _ask(self, member: Member, request: BindingTableRequest, now: float) -> None:
-        """Send ``member`` a Binding Table Request, and again until it starts answering."""
-        key = (member.address, request.identification)
-        self._requested.setdefault(request.identification, member.address)
-        self._asking[key] = _Asking(request)
-        self.counters["redundancy.table_requests_sent"] += 1
-        self._send(request.body(), member)
-        self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
-
-    def _ask_again(self, key: tuple[int, int], now: float) -> list[Effect]:
-        asking = self._asking.get(key)
-        address, ident = key
-        member = self.membership.members.get(address)
-        if asking is None or member is None:
-            return []
-        startup = self._startup
-        for_startup = startup is not None and ident in startup.identifications
-        if asking.tries >= REQUEST_TRIES or (for_startup and not member.up and now >= startup.deadline):
-            del self._asking[key]  # it never answered: not waited for any more
-            self._gathered(ident, now)
-            if for_startup:
-                startup.given_up.add(address)  # type: ignore[union-attr]
-                return self._check_startup(now)
-            return []
-        asking.tries += 1
-        self.counters["redundancy.table_requests_sent"] += 1
-        self._send(asking.request.body(), member)
-        self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
-        return []
-
-    def reconcile(self, now: float) -> None:
-        """After a member is lost (and on taking over): make every member that is up hold the newest state
-        of every mobile node that changed lately.
-
-        A Binding Update a member sent just before it died may have reached some members and not others;
-        none of them can know. The active member gathers what changed in the last RECENT_WINDOW seconds
-        (plus the clock tolerance: the filter is the mobile nodes' Identifications) from every member, and
-        once it holds all of it, has every member ask for its merged copy (Ask Back). Two rounds, so that no
-        member is answered before the active member has heard from all.
-        """
-        since = self._ntp_seconds(now - RECENT_WINDOW - self.membership.tolerance)
-        waiting = set()
-        for m in self.membership.up():
-            request = self._request_for(self._request_identification(now), RECENT, since)
-            self._ask(m, request, now)
-            waiting.add(request.identification)
-        self._reconciling = (since, waiting)
-        if not waiting:
-            self._reconciling = None
-
-    def _gathered(self, ident: int, now: float) -> None:
-        """A reconciling download ended (done or given up): once all have, hand the merged copy back."""
-        if self._reconciling is None or ident not in self._reconciling[1]:
-            return
-        since, waiting = self._reconciling
-        waiting.discard(ident)
-        if waiting:
-            return
-        self._reconciling = None
-        for m in self.membership.up():
-            self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | RECENT, since), now)
-
-    def _on_table_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
-        self.counters["redundancy.table_requests_received"] += 1
-        log.debug("table request %x from %s (flags %#x)", request.identification, member.name, request.flags)
-        for address in request.home_agents:  # FIG 5: the list of Home Agents in the group
-            self.membership.learn(address)
-        key = (member.address, request.identification)
-        if key in self._outgoing:
-            return []  # a resend of a request we are answering: the replies in flight answer it
-        since = request.since if request.flags & RECENT else None
-        transfer = OutgoingTransfer.start(
-            member.address, request.identification, self.bindings, self.settings.max_datagram,
-            member.association.digest_size, since,
-        )
-        self._outgoing[key] = transfer
-        log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
-        effects = self._pump(transfer, member, now)
-        if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
-            again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
-            self._ask(member, again, now)
-        return effects
-
-    def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
-        sends = transfer.fill(self.bindings, now)
-        self.counters["redundancy.table_replies_sent"] += len(sends)
-        for _, body in sends:
-            self._send(body, member)
-        effects: list[Effect] = []
-        key = (member.address, transfer.identification)
-        if transfer.in_flight:
-            if ("transfer", key) not in self.timers:  # one timer per transfer; overdue() finds what is late
-                self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER)
-        elif transfer.done:
-            self._outgoing.pop(key, None)
-            self.timers.cancel(("transfer", key))
-            log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
-        return effects
-
-    def _on_table_reply(self, member: Member, reply: BindingTableReply, now: float) -> list[Effect]:
-        wanted = self._requested.get(reply.identification)
-        if wanted is None or wanted not in (0, member.address):
-            self.counters["redundancy.table_replies_dropped"] += 1  # answers nothing we asked
-            return []
-        self.counters["redundancy.table_replies_received"] += 1
-        key = (member.address, reply.identification)
-        if self._asking.pop(key, None) is not None:  # it is answering
-            self.timers.cancel(("ask", key))
-        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        if key in self._closed:  # a late resend of a download done (its ack was lost) or abandoned
-            self._send(ack.body(), member)
-            return []
-        transfer = self._incoming.get(key)
-        if transfer is None:
-            transfer = self._incoming[key] = IncomingTransfer(member.address, reply.identification)
-        effects: list[Effect] = []
-        if transfer.receive(reply, now):
-            for node in reply.nodes:
-                if self._home(node.home_address):
-                    effects += self._take(node, now) or []
-        self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
-        self._send(ack.body(), member)
-        if transfer.done:
-            del self._incoming[key]
-            self._closed.add(key)
-            self.timers.cancel(("incoming", key))
-            log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
-            self._gathered(reply.identification, now)
-            if self._startup is not None and reply.identification in self._startup.identifications:
-                self._startup.answered.add(member.address)
-                effects += self._check_startup(now)
-        return effects
-
-    def _on_table_reply_ack(self, member: Member, ack: BindingTableReplyAck, now: float) -> list[Effect]:
-        transfer = self._outgoing.get((member.address, ack.identification))
-        if transfer is None or not transfer.ack(ack.sequence):
-            return []
-        return self._pump(transfer, member, now)
-
-    def _check_startup(self, now: float) -> list[Effect]:
-        """FIG 4 ends: every member that is up has sent its table, or nobody answered in time."""
-        startup = self._startup
-        if startup is None:
-            return []
-        if now >= startup.deadline:  # nobody waits past the deadline for a member it cannot hear
-            for m in self.membership:
-                if not m.up and m.address not in startup.answered:
-                    startup.given_up.add(m.address)
-        receiving = any(i in startup.identifications for _, i in self._incoming)
-        expected = {m.address for m in self.membership} - startup.given_up
-        complete = expected <= startup.answered and not receiving
-        if not (complete and (startup.answered or now >= startup.deadline)):
-            return []
-        self._startup = None
-        self.timers.cancel("startup")
-        log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
-        effects = self._apply_transitions(self.election.ready(now))
-        if self.settings.mode == "peer":
-            effects += self._tunnel_changes([], list(self.bindings))
-        return effects
-
     # -- timers ---------------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
@@ -586,17 +355,10 @@ class Group:
                     effects.append(ClaimAddress(self._virtual))
                 self.timers.schedule("advertise", now + self.settings.advertisement_interval)
             elif key == "startup":
-                effects += self._check_startup(now)
-                if self._startup is not None:
-                    self.timers.schedule("startup", now + REQUEST_RETRANSMIT)
+                effects += self.exchange.startup_tick(now)
             else:
                 kind, arg = key  # type: ignore[misc]
-                if kind == "transfer":
-                    effects += self._retransmit_transfer(arg, now)
-                elif kind == "ask":
-                    effects += self._ask_again(arg, now)
-                elif kind == "incoming":
-                    self._abandon_incoming(arg, now)
+                effects += self.exchange.on_timer(kind, arg, now)
         return self._done(effects, now)
 
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
@@ -627,8 +389,8 @@ class Group:
         member.down_since = now
         log.warning("member %s is down: %s", member.name, why)
         self.counters["redundancy.members_marked_down"] += 1
-        if self.election.role is Role.ACTIVE and self._startup is None:
-            self.reconcile(now)  # what it sent last may have reached only some of us
+        if self.election.role is Role.ACTIVE and not self.exchange.starting:
+            self.exchange.reconcile(now)  # what it sent last may have reached only some of us
         for key in [k for k in self._pending if k[0] == member.address]:
             del self._pending[key]
         released: list[Effect] = []
@@ -675,47 +437,14 @@ class Group:
             effects.append(self._release(token))
         return effects
 
-    def _retransmit_transfer(self, key: tuple[int, int], now: float) -> list[Effect]:
-        transfer = self._outgoing.get(key)
-        member = self.membership.members.get(key[0])
-        if transfer is None or member is None:
-            return []
-        try:
-            again = transfer.overdue(now)
-        except TimeoutError:
-            del self._outgoing[key]
-            return self._mark_down(member, "table replies not acknowledged", now)
-        self.counters["redundancy.table_replies_retransmitted"] += len(again)
-        for _, body in again:
-            self._send(body, member)
-        if transfer.in_flight:
-            self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER / 2)
-        return self._pump(transfer, member, now)
-
-    def _abandon_incoming(self, key: tuple[int, int], now: float) -> None:
-        """A download stalled: ask the member again for the whole of it, with a new request (a part of a
-        table is no table); ``_ask`` gives up on a member that never answers."""
-        transfer = self._incoming.pop(key, None)
-        if transfer is None:
-            return
-        self._closed.add(key)
-        address, ident = key
-        log.warning("table transfer %x from %s stalled; asking again", ident, IPv4Address(address))
-        self.counters["redundancy.table_transfers_abandoned"] += 1
-        member = self.membership.members.get(address)
-        startup = self._startup
-        for_startup = startup is not None and ident in startup.identifications
-        if member is None or not member.up:
-            if for_startup:
-                startup.given_up.add(address)  # type: ignore[union-attr]
-            self._gathered(ident, now)
-            return
-        request = self._request_for(self._request_identification(now))
-        if for_startup:  # still the start-up download: the new request stands for the old
-            startup.identifications.add(request.identification)  # type: ignore[union-attr]
-        self._ask(member, request, now)
-
     # -- helpers --------------------------------------------------------------------------------------
+
+    def downloaded(self, now: float) -> list[Effect]:
+        """The start-up download is done: the election may now make this member a candidate."""
+        effects = self._apply_transitions(self.election.ready(now))
+        if self.settings.mode == "peer":
+            effects += self._tunnel_changes([], list(self.bindings))
+        return effects
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
         effects: list[Effect] = []
@@ -726,7 +455,7 @@ class Group:
             if t.new is Role.ACTIVE:
                 effects.append(ClaimAddress(vip))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
-                self.reconcile(t.at)
+                self.exchange.reconcile(t.at)
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes([], list(self.bindings))
             elif t.old is Role.ACTIVE:
