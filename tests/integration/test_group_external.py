@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from daemons import KEY, VIP, bindings, cli, group_config, status, wait
+
 from .conftest import port_is_free
 
-KEY = "00112233445566778899aabbccddeeff"
-VIP = "127.0.0.10"
 
 
 def free_port() -> int:
@@ -27,52 +27,7 @@ def free_port() -> int:
 
 
 def config(tmp: Path, address: str, other: str, port: int) -> Path:
-    path = tmp / f"{address}.toml"
-    path.write_text(f"""
-[home_agent]
-address = "{address}"
-port = {port}
-home_network = "10.1.0.0/16"
-state_dir = "{tmp / address}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = 256
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "{VIP}"
-peers = ["{other}"]
-election = "external"
-advertisement_interval = 0.1
-startup_wait = 0.3
-
-[[redundancy.security_association]]
-peer = "127.0.0.0/24"
-spi = 300
-algorithm = "hmac-sha256"
-key = "{KEY * 2}"
-""")
-    return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "homeagent", *args], capture_output=True, text=True, timeout=20)
-
-
-def status(path: Path) -> dict | None:
-    out = cli("status", "--config", str(path), "--json")
-    return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def wait(what: str, check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return group_config(tmp, address, port, peers=[other], election="external", startup_wait=0.3)
 
 
 def register(port: int, hoa: str, coa: str) -> dict:
@@ -99,7 +54,7 @@ def test_keepalived_style_role_changes(tmp_path):
         assert first["code"] == 0
         wait("the binding on B", lambda: any(
             r["identification"] == first["identification"]
-            for r in json.loads(cli("bindings", "--config", str(b), "--json").stdout)))
+            for r in bindings(b)))
 
         # keepalived moves the address: A is told to stand by, B to be active.
         assert cli("role", "standby", "--config", str(a)).returncode == 0

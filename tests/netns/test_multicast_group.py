@@ -10,16 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
+
+from daemons import KEY, bindings, group_config, status, wait
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (network namespaces)"
 )
 
-KEY = "00112233445566778899aabbccddeeff"
 GROUP = "239.255.43.4"
 PORT = 4434
 
@@ -42,60 +41,9 @@ def namespace():
         subprocess.run(["ip", "netns", "del", name], timeout=10)
 
 
-def config(tmp: Path, address: str, priority: int) -> Path:
-    path = tmp / f"{address}.toml"
-    path.write_text(f"""
-[home_agent]
-address = "{address}"
-port = {PORT}
-home_network = "10.1.0.0/16"
-state_dir = "{tmp / address}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = 256
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "127.0.0.10"
-priority = {priority}
-multicast_group = "{GROUP}"
-advertisement_interval = 0.1
-startup_wait = 0.5
-
-[[redundancy.security_association]]
-peer = "127.0.0.0/24"
-spi = 300
-algorithm = "hmac-sha256"
-key = "{KEY * 2}"
-""")
-    return path
-
-
-def status(path: Path) -> dict | None:
-    out = subprocess.run([sys.executable, "-m", "homeagent", "status", "--config", str(path), "--json"],
-                         capture_output=True, text=True, timeout=10)
-    return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def bindings(path: Path) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "homeagent", "bindings", "--config", str(path), "--json"],
-                         capture_output=True, text=True, timeout=10, check=True)
-    return json.loads(out.stdout)
-
-
-def wait(what: str, check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_members_meet_by_multicast_and_replicate(namespace, tmp_path):
-    a, b = config(tmp_path, "127.0.0.2", 110), config(tmp_path, "127.0.0.3", 100)
+    a, b = (group_config(tmp_path, address, PORT, priority=priority, multicast_group=GROUP)
+            for address, priority in (("127.0.0.2", 110), ("127.0.0.3", 100)))
     procs = []
     try:
         for path in (a, b):
