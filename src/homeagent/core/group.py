@@ -233,18 +233,11 @@ class Group:
             accepted.care_of_address, accepted.identification, None if (alone or gone) else node,
         )
 
-    def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
-        """An administrative removal: ordered after every registration seen so far, and replicated."""
-        last = self.bindings.last_identification(home_address)
-        if last is None:
-            return []
-        ident = last + 1
-        removed = self.bindings.deregister(home_address, care_of_address, ident)
-        self.counters["removed"] += len(removed)
+    def removed(self, home_address: int, care_of_address: int | None, identification: int, now: float) -> list[Effect]:
+        """An administrative removal the table has made: replicated as a de-registration would be."""
         coa = home_address if care_of_address is None else care_of_address
-        effects: list[Effect] = [TunnelDown(b.home_address, b.care_of_address) for b in removed if self.serving]
-        marker = Accepted(home_address, coa, self.settings.virtual_address, 0, 0, ident)
-        return effects + self.replicate(marker, None, now)
+        marker = Accepted(home_address, coa, self.settings.virtual_address, 0, 0, identification)
+        return self.replicate(marker, None, now)
 
     # -- datagrams from members -----------------------------------------------------------------------
 

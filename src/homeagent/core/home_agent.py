@@ -144,15 +144,22 @@ class HomeAgent:
         return effects
 
     def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
-        """An operator removes a binding (or all of a node's): replicated like a de-registration."""
-        if self.group is not None:
-            return self.group.remove(home_address, care_of_address, now)
+        """An operator removes a binding (or all of a node's): replicated like a de-registration.
+
+        It takes the Identification one above the node's last, which orders it after every registration
+        seen so far and before any the node sends later (those carry a current timestamp).
+        """
         last = self.bindings.last_identification(home_address)
         if last is None:
             return []
         removed = self.bindings.deregister(home_address, care_of_address, last + 1)
         self.counters["removed"] += len(removed)
-        return [TunnelDown(b.home_address, b.care_of_address) for b in removed]
+        effects: list[Effect] = []
+        if self.group is None or self.group.serving:
+            effects = [TunnelDown(b.home_address, b.care_of_address) for b in removed]
+        if self.group is not None:
+            effects += self.group.removed(home_address, care_of_address, last + 1, now)
+        return effects
 
     def set_role(self, role: str, now: float) -> list[Effect]:
         """``active`` or ``standby``, as an external election decided."""

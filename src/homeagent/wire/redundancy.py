@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -353,6 +352,3 @@ def reply_capacity(max_datagram: int, digest_size: int) -> int:
     """Bytes of Mobile Node Bindings extensions that fit one Binding Table Reply."""
     return max_datagram - REPLY_HEADER_SIZE - AUTH_HEAD_SIZE - digest_size
 
-
-def pack_nodes(nodes: Iterable[MobileNodeBindings]) -> bytes:
-    return b"".join(encode_node(n) for n in nodes)
