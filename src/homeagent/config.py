@@ -69,6 +69,8 @@ class RedundancyConfig:
     startup_wait: float = 1.0  # seconds a starting member waits for a first table reply
     max_datagram: int = 1400  # bytes of a Binding Table Reply
     election: str = "internal"  # or "external": keepalived (or another VRRP daemon) decides the role
+    address_method: str = "bind"  # or "interface": add the virtual address to ``interface`` and announce it
+    interface: str | None = None
 
     def association_for(self, peer: IPv4Address) -> SecurityAssociation | None:
         best = None
@@ -163,7 +165,7 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
     k = "redundancy"
     _only(t, k, {"virtual_address", "mode", "priority", "peers", "multicast_group", "replication",
                  "sync_timeout", "advertisement_interval", "preempt", "startup_wait", "max_datagram",
-                 "election", "security_association"})
+                 "election", "address_method", "interface", "security_association"})
     vip = _address(t, k, "virtual_address", required=True)
     assert vip is not None
     if vip == home_agent.address:
@@ -199,7 +201,14 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
         startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),
         max_datagram=_int(t, k, "max_datagram", d.max_datagram, 576, 65000),
         election=_choice(t, k, "election", d.election, ("internal", "external")),
+        address_method=_choice(t, k, "address_method", d.address_method, ("bind", "interface")),
+        interface=_str(t, k, "interface", "") if "interface" in t else None,
     )
+    if config.address_method == "interface" and config.election == "external":
+        raise ConfigError(f"{k}.address_method", 'with election = "external" the VRRP daemon puts the address on '
+                          'the link; use "bind"')
+    if config.address_method == "interface" and not config.interface:
+        raise ConfigError(f"{k}.interface", 'needed with address_method = "interface" (the link to announce on)')
     for i, peer in enumerate(peers):
         if config.association_for(peer) is None:
             raise ConfigError(f"{k}.peers[{i}]", f"no redundancy.security_association covers {peer}")

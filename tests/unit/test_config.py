@@ -177,3 +177,28 @@ def test_load_reads_a_file(tmp_path):
     path.write_text(HOME_AGENT + SA)
     config = load(path)
     assert config.source == path and len(config.security_associations) == 1
+
+
+REDUNDANCY = HOME_AGENT + '[redundancy]\nvirtual_address = "10.9.0.10"\n'
+
+
+def test_address_method_defaults_to_bind():
+    red = parse(REDUNDANCY).redundancy
+    assert red is not None and (red.address_method, red.interface) == ("bind", None)
+
+
+def test_interface_method_names_its_interface():
+    red = parse(REDUNDANCY + 'address_method = "interface"\ninterface = "eth0"\n').redundancy
+    assert red is not None and (red.address_method, red.interface) == ("interface", "eth0")
+
+
+@pytest.mark.parametrize("extra, key", [
+    ('address_method = "interface"\n', "redundancy.interface"),  # where would the address go?
+    ('address_method = "vrrp"\n', "redundancy.address_method"),
+    ('address_method = "interface"\ninterface = ""\n', "redundancy.interface"),
+    ('interface = 3\n', "redundancy.interface"),
+])
+def test_a_bad_address_method_is_refused_by_name(extra, key):
+    with pytest.raises(ConfigError) as info:
+        parse(REDUNDANCY + extra)
+    assert info.value.key == key

@@ -208,6 +208,10 @@ class BindingTable:
             self._schedule(home_address, b.expires)
         return list(current), bindings
 
+    def bound(self) -> list[int]:
+        """The home addresses with at least one binding: the mobile nodes away from home."""
+        return [a for a, r in self._records.items() if len(r) > HEAD]
+
     def home_addresses(self, since: int | None = None) -> list[int]:
         """Every mobile node the table knows, bound or not: what a table transfer walks. With ``since``
         (NTP seconds), only those whose last Identification (an NTP timestamp) is from then on."""

@@ -4,7 +4,8 @@ Datagrams are read by draining non-blocking sockets from ``loop.add_reader`` rat
 ``DatagramProtocol`` (one callback per datagram costs more than the registration itself). Effects are
 carried out here and nowhere else. With redundancy, the member's own address carries registrations (peer
 mode) and the group's messages; the virtual address is bound only while the election says this member
-holds it (the ``bind`` method: loopback and single-host set-ups).
+holds it. With the ``bind`` method (loopback and single-host set-ups) that is all; with the ``interface``
+method ``runtime.address`` also puts the address on the link and announces it.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from homeagent.config import Config
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import HomeAgent
 from homeagent.runtime import control
+from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 
 log = logging.getLogger("homeagent.daemon")
 
 DRAIN_BATCH = 512  # datagrams per wake-up before yielding to timers and the control socket
 FLUSH_EVERY = 32  # datagrams between two flushes of the messages queued for members
 MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux: bind an address the interface does not have yet
 
 
 class StartupError(RuntimeError):
@@ -47,6 +50,17 @@ class Daemon:
         self._timer_at: float | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        red = config.redundancy
+        # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
+        # likes (external election), and the interface method adds it just after.
+        self._freebind = red is not None and (red.election == "external" or red.address_method == "interface")
+        self._interface: InterfaceAddress | None = None
+        if red is not None and red.address_method == "interface":
+            assert red.interface is not None
+            self._interface = InterfaceAddress(red.interface, self.core.bindings.bound, self.core.counters)
+        self._watch: AddressWatch | None = None
+        if red is not None and red.election == "external":
+            self._watch = AddressWatch(str(red.virtual_address), self._address_seen)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -63,6 +77,12 @@ class Daemon:
             red = self.config.redundancy
             if red is not None and red.multicast_group is not None:
                 self._open_multicast(str(red.multicast_group), ha.port)
+            if self._interface is not None:
+                assert red is not None
+                try:
+                    await self._interface.open([str(red.virtual_address)])
+                except (AddressError, OSError) as exc:
+                    raise StartupError(str(exc)) from None
             try:
                 server = await control.serve(self.config.control_socket, self._control)
             except (control.ControlError, OSError) as exc:
@@ -72,10 +92,16 @@ class Daemon:
                     loop.add_signal_handler(sig, self.stop)
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
                 self._apply(self.core.start(time.time()))
+                if self._watch is not None:
+                    await self._watch.open()
                 self._arm_timer()
                 await self._stopping.wait()
                 log.info("stopping: %d bindings held", len(self.core.bindings))
+                if self._watch is not None:
+                    self._watch.close()
                 self._apply(self.core.stop(time.time()))
+                if self._interface is not None:
+                    await self._interface.close()
             finally:
                 server.close()
                 await server.wait_closed()
@@ -92,8 +118,8 @@ class Daemon:
 
     # -- sockets --------------------------------------------------------------------------------------
 
-    def _open(self, local: str, port: int) -> None:
-        sock = _udp_socket(local, port)
+    def _open(self, local: str, port: int, freebind: bool = False) -> None:
+        sock = _udp_socket(local, port, freebind)
         self._sockets[local] = sock
         assert self._loop is not None
         self._drainers[local] = drain = self._drainer(sock, local)
@@ -171,19 +197,31 @@ class Daemon:
                 self._claim(effect.address)
             elif type(effect) is ReleaseAddress:
                 self._close(effect.address)
+                if self._interface is not None:
+                    self._interface.want(effect.address, False)
             # Tunnel effects reach a data plane once one is configured; with backend "none" the binding
             # table is the whole of the Home Agent's state.
 
     def _claim(self, address: str) -> None:
+        if self._interface is not None:
+            self._interface.want(address, True)
         if address in self._sockets:
             return
         try:
-            self._open(address, self.config.home_agent.port)
+            self._open(address, self.config.home_agent.port, self._freebind)
             log.info("holding the virtual address %s", address)
         except StartupError as exc:
             self.core.counters["claim_failed"] += 1
             if self.core.counters["claim_failed"] == 1 or log.isEnabledFor(logging.DEBUG):
                 log.warning("cannot take the virtual address yet (retrying): %s", exc)
+
+    def _address_seen(self, present: bool) -> None:
+        """External election: the VRRP daemon put the virtual address on this host, or took it off."""
+        log.info("the virtual address is %s this host: %s", "on" if present else "off",
+                 "active" if present else "standby")
+        self.core.counters["redundancy.address_seen" if present else "redundancy.address_gone"] += 1
+        self._apply(self.core.set_role("active" if present else "standby", time.time()))
+        self._arm_timer()
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -235,9 +273,11 @@ class Daemon:
         raise ValueError(f"unknown command {command!r}")
 
 
-def _udp_socket(address: str, port: int) -> socket.socket:
+def _udp_socket(address: str, port: int, freebind: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        if freebind:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind((address, port))

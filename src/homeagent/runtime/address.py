@@ -1,0 +1,258 @@
+"""The ``interface`` method of holding the virtual address: on a real link, the active member adds the
+address to its interface and tells the link with gratuitous ARP; stepping down, it takes the address off.
+
+The election decides in microseconds and must not wait for netlink, so the daemon only says what it wants
+(``want``) and one task here brings the interface to it, in order. Asking again for what is already held
+costs nothing, and a change that failed is tried again at the next ask (the core asks for the address at
+every advertisement while active). The address goes on as a /32: the member's own address already gives
+the route to the link, and a /32 adds no prefix route to take away again.
+
+Gratuitous ARP (RFC 5944 section 4.6, RFC 5227 "ARP Announcement"): an ARP request with the sender and
+target protocol address both set to the address announced and the target hardware address zero,
+broadcast. Hosts and routers on the link that hold an entry for the address point it at us. It goes out
+for the virtual address, so mobile nodes and routers reach the new active member at once, and for every
+home address with a binding that lies on this link, which the member now proxies for its mobile nodes.
+Each is sent again ``ANNOUNCE_AGAIN`` seconds later: one lost broadcast must not strand a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Network
+
+log = logging.getLogger("homeagent.address")
+
+ETH_P_ARP = 0x0806
+ANNOUNCE_AGAIN = 1.0  # seconds before every announcement is repeated once
+ANNOUNCE_CHUNK = 256  # frames sent before yielding to the registrations waiting on the loop
+_ARP_ANNOUNCEMENT = struct.Struct("!6s6sHHHBBH6s4s6s4s")
+
+
+def arp_announcement(mac: bytes, address: int) -> bytes:
+    """One gratuitous ARP frame (Ethernet header included) announcing ``address`` at ``mac``."""
+    ip = address.to_bytes(4, "big")
+    return _ARP_ANNOUNCEMENT.pack(b"\xff" * 6, mac, ETH_P_ARP, 1, 0x0800, 6, 4, 1, mac, ip, bytes(6), ip)
+
+
+class AddressError(RuntimeError):
+    pass
+
+
+class InterfaceAddress:
+    """Keeps the virtual addresses wanted, and only those, on ``interface``."""
+
+    def __init__(self, interface: str, proxied: Callable[[], Iterable[int]], counters: dict[str, int]) -> None:
+        """``proxied`` gives the home addresses with a binding, read when the address is taken."""
+        self.interface = interface
+        self._proxied = proxied
+        self._counters = counters
+        self._wanted: dict[str, bool] = {}
+        self._held: set[str] = set()
+        self._changed = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._task: asyncio.Task[None] | None = None
+        self._ipr = None  # pyroute2.AsyncIPRoute
+        self._index = 0
+        self._mac = b""
+        self._links: list[IPv4Network] = []
+        self._arp: socket.socket | None = None
+        self._failures = 0
+
+    async def open(self, leftovers: Iterable[str]) -> None:
+        """Find the interface and take ``leftovers`` off it: a member that died holding the virtual address
+        left it there, and a member that starts is not active."""
+        from pyroute2 import AsyncIPRoute
+
+        try:
+            self._index = socket.if_nametoindex(self.interface)
+        except OSError:
+            raise AddressError(f"redundancy.interface: no interface {self.interface!r}") from None
+        try:
+            arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        except PermissionError:
+            raise AddressError("redundancy.address_method = \"interface\" needs root or CAP_NET_RAW and "
+                               "CAP_NET_ADMIN") from None
+        arp.bind((self.interface, ETH_P_ARP))
+        arp.setblocking(False)
+        self._arp = arp
+        self._mac = arp.getsockname()[4][:6]
+        self._ipr = AsyncIPRoute()
+        await self._ipr.setup_endpoint()
+        self._links = await self._networks()
+        for address in leftovers:
+            if await self._delete(address):
+                log.warning("took the virtual address %s off %s: left there by an earlier run",
+                            address, self.interface)
+        self._task = asyncio.get_running_loop().create_task(self._work())
+
+    def want(self, address: str, held: bool) -> None:
+        if self._wanted.get(address) is held and (address in self._held) is held:
+            return
+        self._wanted[address] = held
+        self._settled.clear()
+        self._changed.set()
+
+    async def close(self) -> None:
+        """Give every address back (the stop is graceful), then let go of the interface."""
+        for address in list(self._wanted):
+            self.want(address, False)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._settled.wait(), 5)
+            except TimeoutError:
+                log.error("could not take the virtual address off %s", self.interface)
+            self._task.cancel()
+        if self._ipr is not None:
+            self._ipr.close()
+        if self._arp is not None:
+            self._arp.close()
+
+    # -- the one task that changes the interface ------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            for address, held in list(self._wanted.items()):
+                if held and address not in self._held:
+                    if await self._add(address):
+                        self._held.add(address)
+                        log.info("added the virtual address %s to %s", address, self.interface)
+                        asyncio.get_running_loop().create_task(self._announce(int(IPv4Address(address))))
+                elif not held and address in self._held:
+                    await self._delete(address)
+                    self._held.discard(address)
+                    log.info("took the virtual address %s off %s", address, self.interface)
+            if all((a in self._held) is h for a, h in self._wanted.items()):
+                self._settled.set()
+
+    async def _add(self, address: str) -> bool:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        assert self._ipr is not None
+        try:
+            await self._ipr.addr("replace", index=self._index, address=address, prefixlen=32)
+            return True
+        except NetlinkError as exc:
+            self._counters["claim_failed"] += 1
+            self._failures += 1
+            if self._failures == 1:
+                log.warning("cannot add %s to %s (retrying): %s", address, self.interface, exc)
+            return False
+
+    async def _delete(self, address: str) -> bool:
+        """Take ``address`` off; False when it was not there."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        assert self._ipr is not None
+        try:
+            await self._ipr.addr("del", index=self._index, address=address, prefixlen=32)
+            return True
+        except NetlinkError as exc:
+            if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+                return False
+            log.error("cannot take %s off %s: %s", address, self.interface, exc)
+            return False
+
+    async def _networks(self) -> list[IPv4Network]:
+        """The IPv4 networks on the interface: the home link, for choosing which home addresses to announce."""
+        assert self._ipr is not None
+        networks = []
+        async for message in await self._ipr.addr("dump", index=self._index, family=socket.AF_INET):
+            networks.append(IPv4Network(f"{message.get('IFA_ADDRESS')}/{message['prefixlen']}", strict=False))
+        return networks
+
+    # -- gratuitous ARP -------------------------------------------------------------------------------
+
+    async def _announce(self, address: int) -> None:
+        links = [(int(n.network_address), int(n.netmask)) for n in self._links if n.prefixlen < 32]
+        proxied = [a for a in self._proxied() if any(a & mask == net for net, mask in links)]
+        for repeat in range(2):
+            if repeat:
+                await asyncio.sleep(ANNOUNCE_AGAIN)
+                if not (self._wanted.get(str(IPv4Address(address))) and str(IPv4Address(address)) in self._held):
+                    return  # stepped down meanwhile: announcing would draw traffic to a standby
+            await self._send([address, *proxied])
+
+    async def _send(self, addresses: list[int]) -> None:
+        arp = self._arp
+        assert arp is not None
+        mac = self._mac
+        for start in range(0, len(addresses), ANNOUNCE_CHUNK):
+            for address in addresses[start:start + ANNOUNCE_CHUNK]:
+                frame = arp_announcement(mac, address)
+                for _ in range(100):
+                    try:
+                        arp.send(frame)
+                        self._counters["gratuitous_arp_sent"] += 1
+                        break
+                    except (BlockingIOError, InterruptedError):
+                        await asyncio.sleep(0.001)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOBUFS:
+                            log.warning("gratuitous ARP on %s failed: %s", self.interface, exc)
+                            return
+                        await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+
+
+class AddressWatch:
+    """With an external election the role follows the virtual address on this host.
+
+    keepalived (or any VRRP daemon) puts the address on an interface when it makes this host master and
+    takes it off when it stops being master. Acting on that netlink event makes this member active within
+    a millisecond, where the notify script (``homeagent role``) first has to start a Python interpreter:
+    100 to 200 ms measured here. The notify scripts still work, and agree.
+    """
+
+    def __init__(self, address: str, changed: Callable[[bool], None]) -> None:
+        self.address = address
+        self._changed = changed
+        self._ipr = None  # pyroute2.AsyncIPRoute
+        self._task: asyncio.Task[None] | None = None
+        self.present = False
+
+    async def open(self) -> None:
+        from pyroute2 import AsyncIPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR
+
+        self._ipr = AsyncIPRoute()
+        await self._ipr.bind(groups=RTMGRP_IPV4_IFADDR)
+        if await self._held():
+            self._set(True)
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._ipr is not None:
+            self._ipr.close()
+
+    async def _watch(self) -> None:
+        assert self._ipr is not None
+        while True:  # each ``get`` yields the messages of one read
+            async for message in self._ipr.get():
+                if message.get("IFA_LOCAL", message.get("IFA_ADDRESS")) != self.address:
+                    continue
+                if message.get("event") == "RTM_NEWADDR":
+                    self._set(True)
+                else:  # gone from one interface; it may still be on another
+                    self._set(await self._held())
+
+    async def _held(self) -> bool:
+        assert self._ipr is not None
+        found = False
+        async for message in await self._ipr.addr("dump", family=socket.AF_INET):
+            found = found or message.get("IFA_LOCAL", message.get("IFA_ADDRESS")) == self.address
+        return found
+
+    def _set(self, present: bool) -> None:
+        if present != self.present:
+            self.present = present
+            self._changed(present)
