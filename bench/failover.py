@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import KEY, PEER_KEY, SPI, status  # noqa: E402
+from netns import keepalived  # noqa: E402
+from netns.keepalived import KEEPALIVED, read_pid  # noqa: E402
 from netns.lan import Lan, can_run  # noqa: E402
 
 from homeagent.config import ConfigError  # noqa: E402
@@ -55,7 +56,6 @@ COA = IPv4Address(HOSTS["mn"])  # the mobile node registers from its own address
 VRID = os.getpid() % 254 + 1
 PROBE_TIMEOUT = 0.02  # seconds a probe registration waits for its reply
 FAILOVER_LIMIT = 10.0  # seconds after the kill before a trial counts as failed
-KEEPALIVED = shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")
 
 
 class Failed(RuntimeError):
@@ -111,19 +111,6 @@ class Stamped:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         self._reader.join(timeout=5)
-
-
-def netns_pids(lan: Lan, host: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", lan.ns(host)], capture_output=True, text=True, timeout=10,
-                         check=False)
-    return [int(pid) for pid in out.stdout.split()]
-
-
-def read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
 
 
 class Group:
@@ -257,7 +244,7 @@ key = "{PEER_KEY}"
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in netns_pids(self.lan, "ha1"):  # a notify script under way, say
+        for pid in self.lan.pids("ha1"):  # a notify script under way, say
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return killed
@@ -361,7 +348,7 @@ class Keepalived(Group):
         if self.lan is not None:  # the VRRP children first: they would resign when their parents die
             for host in self.keepalived:
                 child = read_pid(self.pidfile(host, "vrrp"))
-                if child is not None and child in netns_pids(self.lan, host):
+                if child is not None and child in self.lan.pids(host):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child, signal.SIGKILL)
         super().close()
@@ -372,35 +359,15 @@ class Keepalived(Group):
 
     def start_keepalived(self, host: str) -> None:
         assert self.lan is not None and KEEPALIVED is not None
-        role = f"{sys.executable} -m homeagent role %s --config {self.configs[host]}"
         conf = self.tmp / f"keepalived-{self.generation}-{host}.conf"
-        conf.write_text(f"""
-global_defs {{
-    router_id {host}
-    vrrp_version 3
-    script_user root
-}}
-vrrp_instance homeagent {{
-    state BACKUP
-    interface eth0
-    virtual_router_id {VRID}
-    priority {150 if host == "ha1" else 100}
-    advert_int {self.interval}
-    virtual_ipaddress {{
-        {VIP}/24 dev eth0
-    }}
-    notify_master "{role % 'active'}"
-    notify_backup "{role % 'standby'}"
-    notify_fault  "{role % 'standby'}"
-}}
-""")
+        conf.write_text(keepalived.config(host, VRID, 150 if host == "ha1" else 100, self.interval, f"{VIP}/24",
+                                          self.configs[host]))
         old = self.keepalived.pop(host, None)
         if old is not None:
             old.reap()
         for which in ("main", "vrrp"):
             self.pidfile(host, which).unlink(missing_ok=True)
-        cmd = [KEEPALIVED, "-f", str(conf), "-p", str(self.pidfile(host, "main")),
-               "-r", str(self.pidfile(host, "vrrp")), "-P", "-n", "-l", "-D", "-G"]
+        cmd = keepalived.command(conf, self.pidfile(host, "main"), self.pidfile(host, "vrrp"))
         self.keepalived[host] = Stamped(self.lan, host, cmd, self.tmp / f"keepalived-{host}.log")
 
     def start(self) -> None:
@@ -430,7 +397,7 @@ vrrp_instance homeagent {{
     def rearm(self) -> None:
         assert self.lan is not None
         self.lan.exec("ha1", "ip", "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
-        wait("nothing left in ha1", lambda: not netns_pids(self.lan, "ha1"), timeout=5)  # type: ignore[arg-type]
+        wait("nothing left in ha1", lambda: not self.lan.pids("ha1"), timeout=5)  # type: ignore[arg-type]
         self.start_member("ha1")
         self.wait_role("ha1", "standby")  # the table downloaded from ha2
         since = time.monotonic()

@@ -106,10 +106,13 @@ class Lan:
         for host in hosts:
             run("ip", "-n", self.bridge, "link", "set", "dev", f"v-{host}", "type", "bridge_slave", "isolated", "off")
 
+    def pids(self, host: str) -> list[int]:
+        """Every process in ``host``'s namespace."""
+        return [int(pid) for pid in run("ip", "netns", "pids", self.ns(host), check=False).stdout.split()]
+
     def close(self) -> None:
         for name in reversed(self._made):
-            pids = run("ip", "netns", "pids", name, check=False).stdout.split()
-            for pid in pids:  # nothing outlives its namespace
+            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():  # nothing outlives it
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
             run("ip", "netns", "del", name, check=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,13 +25,14 @@ from pathlib import Path
 import pytest
 
 from daemons import KEY, bindings, status, wait
+from netns import keepalived
+from netns.keepalived import KEEPALIVED
 from netns.lan import Lan, can_run
 
 from homeagent.mobile_node import LoadGenerator, MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.registration import RegistrationRequest
 
-KEEPALIVED = shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")
 
 pytestmark = [
     pytest.mark.root,
@@ -82,39 +82,14 @@ key = "{KEY * 2}"
     return path
 
 
-def keepalived_config(tmp: Path, host: str, priority: int, member: Path) -> Path:
-    role = f"{sys.executable} -m homeagent role %s --config {member}"
-    path = tmp / f"keepalived-{host}.conf"
-    path.write_text(f"""
-global_defs {{
-    router_id {host}
-    vrrp_version 3
-    script_user root
-}}
-vrrp_instance homeagent {{
-    state BACKUP
-    interface eth0
-    virtual_router_id {VRID}
-    priority {priority}
-    advert_int 0.1
-    virtual_ipaddress {{
-        {VIP}/24 dev eth0
-    }}
-    notify_master "{role % 'active'}"
-    notify_backup "{role % 'standby'}"
-    notify_fault  "{role % 'standby'}"
-}}
-""")
-    return path
-
-
 class Box:
     """One member's namespace: its Home Agent and its keepalived, every process known by PID."""
 
     def __init__(self, lan: Lan, tmp: Path, host: str, other: str, priority: int) -> None:
         self.lan, self.tmp, self.host = lan, tmp, host
         self.config = member_config(tmp, host, other)
-        self.keepalived_config = keepalived_config(tmp, host, priority, self.config)
+        self.keepalived_config = tmp / f"keepalived-{host}.conf"
+        self.keepalived_config.write_text(keepalived.config(host, VRID, priority, 0.1, f"{VIP}/24", self.config))
         self.log = tmp / f"keepalived-{host}.log"
         self.parent_pidfile = tmp / f"keepalived-{host}.pid"
         self.child_pidfile = tmp / f"keepalived-{host}-vrrp.pid"
@@ -130,10 +105,8 @@ class Box:
 
     def start_keepalived(self) -> None:
         with open(self.log, "ab") as out:
-            self.procs.append(self.lan.popen(self.host, [
-                str(KEEPALIVED), "-f", str(self.keepalived_config), "-p", str(self.parent_pidfile),
-                "-r", str(self.child_pidfile), "-P", "-n", "-l", "-D", "-G",
-            ], stdout=out, stderr=subprocess.STDOUT))
+            cmd = keepalived.command(self.keepalived_config, self.parent_pidfile, self.child_pidfile)
+            self.procs.append(self.lan.popen(self.host, cmd, stdout=out, stderr=subprocess.STDOUT))
 
     def logged(self, text: str) -> int:
         """How many lines of keepalived's log contain ``text``."""
@@ -144,7 +117,7 @@ class Box:
 
     def pids(self) -> list[int]:
         """keepalived's VRRP child and parent (from their PID files), then the Home Agent."""
-        pids = [_pid(self.child_pidfile), _pid(self.parent_pidfile)]
+        pids = [keepalived.read_pid(self.child_pidfile), keepalived.read_pid(self.parent_pidfile)]
         pids.append(self.home_agent.pid if self.home_agent is not None else None)
         return [pid for pid in pids if pid is not None]
 
@@ -158,15 +131,15 @@ class Box:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         # A notify script that happened to be running belongs to the box too.
-        for pid in _netns_pids(self.lan, self.host):
+        for pid in self.lan.pids(self.host):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return killed
 
     def stop(self) -> None:
         # keepalived's VRRP child first: killed after its parent, it would resign and linger a second.
-        child = _pid(self.child_pidfile)
-        if child is not None and child in _netns_pids(self.lan, self.host):
+        child = keepalived.read_pid(self.child_pidfile)
+        if child is not None and child in self.lan.pids(self.host):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         for proc in self.procs:
@@ -175,19 +148,6 @@ class Box:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-
-
-def _pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _netns_pids(lan: Lan, host: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", lan.ns(host)], capture_output=True, text=True, timeout=10,
-                         check=False)
-    return [int(pid) for pid in out.stdout.split()]
 
 
 def role(box: Box) -> str | None:

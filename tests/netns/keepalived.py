@@ -1,0 +1,50 @@
+"""keepalived (VRRPv3) as the test bench and the benchmark run it: one instance per member's namespace,
+moving the virtual address and telling the member its role from its notify scripts."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+KEEPALIVED = shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")
+
+
+def config(router_id: str, vrid: int, priority: int, interval: float, vip: str, member: Path) -> str:
+    """A VRRP instance on eth0 holding ``vip`` (an address/prefix); the notify scripts call
+    ``homeagent role`` for the member configured in ``member``."""
+    role = f"{sys.executable} -m homeagent role %s --config {member}"
+    return f"""
+global_defs {{
+    router_id {router_id}
+    vrrp_version 3
+    script_user root
+}}
+vrrp_instance homeagent {{
+    state BACKUP
+    interface eth0
+    virtual_router_id {vrid}
+    priority {priority}
+    advert_int {interval}
+    virtual_ipaddress {{
+        {vip} dev eth0
+    }}
+    notify_master "{role % 'active'}"
+    notify_backup "{role % 'standby'}"
+    notify_fault  "{role % 'standby'}"
+}}
+"""
+
+
+def command(conf: Path, parent_pidfile: Path, child_pidfile: Path) -> list[str]:
+    """keepalived in the foreground, VRRP only, logging to the console: -P -n -l -D -G."""
+    assert KEEPALIVED is not None
+    return [KEEPALIVED, "-f", str(conf), "-p", str(parent_pidfile), "-r", str(child_pidfile),
+            "-P", "-n", "-l", "-D", "-G"]
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
