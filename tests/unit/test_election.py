@@ -42,6 +42,7 @@ def test_the_table_is_what_the_docstring_says():
         Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
         Role.STANDBY: {
             Event.MASTER_DOWN: Role.ACTIVE,
+            Event.ACTIVE_GONE: Role.ACTIVE,
             Event.PREEMPT: Role.ACTIVE,
             Event.TOLD_ACTIVE: Role.ACTIVE,
             Event.STOP: Role.INIT,
@@ -63,6 +64,12 @@ def drive(role: Role, event: Event) -> tuple[Election, list[Transition]]:
         return e, e.stop(now)
     if event is Event.MASTER_DOWN:
         return e, e.handle_timer(now)  # nothing heard since T0: the deadline has passed
+    if event is Event.ACTIVE_GONE:
+        heard = now - 1.5 * e.interval
+        if role is Role.STANDBY:
+            e.advertisement(HIGHER, 200, Role.ACTIVE, heard)
+        e.unreachable(HIGHER, heard)
+        return e, e.handle_timer(now)
     if event is Event.PREEMPT:
         return e, e.advertisement(LOWER, 50, Role.ACTIVE, now)
     if event is Event.BETTER_ACTIVE:
@@ -151,6 +158,46 @@ def test_adverts_of_standby_or_init_members_do_not_count():
 def test_the_higher_priority_standby_takes_over_first():
     a, b = standby(200, 1.0), standby(50, 1.0)
     assert a.next_timer() < b.next_timer()
+
+
+# -- ICMP port unreachable from the active member's host: its process died ---------------------------
+
+
+def test_port_unreachable_from_the_active_shortens_the_wait_to_one_and_a_half_intervals():
+    e = standby(100, 1.0)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1)
+    assert e.unreachable(HIGHER, T0 + 1.2) == []
+    assert e.next_timer() == pytest.approx(T0 + 1.2 + 1.5)
+    assert e.handle_timer(T0 + 2.7 - 1e-6) == []
+    [t] = e.handle_timer(T0 + 2.7)
+    assert t.new is Role.ACTIVE and t.reason == Event.ACTIVE_GONE.value
+
+
+def test_an_advertisement_after_the_icmp_restores_the_full_interval():
+    # ICMP is not authenticated: a forged one must not make a standby take over from a live active member.
+    e = standby(100, 1.0)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1)
+    e.unreachable(HIGHER, T0 + 1.2)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 2)
+    assert e.next_timer() == pytest.approx(T0 + 2 + mdi(100, 1.0))
+    assert e.handle_timer(T0 + 2.7) == []
+    [t] = e.handle_timer(e.next_timer())
+    assert t.reason == Event.MASTER_DOWN.value
+
+
+def test_port_unreachable_never_lengthens_the_wait_nor_counts_for_others():
+    e = standby(100, 1.0)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1)
+    e.unreachable(LOWER, T0 + 1.1)  # not the active member
+    assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 1.0))
+    e.unreachable(HIGHER, T0 + 4.5)  # later than the deadline already set: changes nothing
+    assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 1.0))
+    a = active(100, 1.0)
+    assert a.unreachable(HIGHER, T0 + 10) == [] and a.next_timer() is None
+    x = Election(ME, 100, 1.0, True, T0, external=True)
+    x.ready(T0)
+    x.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1)
+    assert x.unreachable(HIGHER, T0 + 1.1) == [] and x.next_timer() is None
 
 
 # -- priority 0: a graceful stop -------------------------------------------------------------------

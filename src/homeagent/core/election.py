@@ -4,7 +4,9 @@ Every member advertises its priority and state every ``interval``. A standby tha
 for the master-down interval (3 × interval + skew, the skew shorter for a higher priority) becomes active;
 an active member that hears a better active member (higher priority, then higher address) steps down, so a
 split brain ends as soon as the halves hear each other; with preemption a standby better than the active
-takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone.
+takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone;
+an ICMP port unreachable from the active member's host (its process died, the host did not) shortens the
+wait to 1.5 intervals.
 A member still downloading the table (``init``) is never elected. Unlike VRRP, standbys advertise too, so
 a standby whose master-down timer runs out while a better standby is alive waits one more interval for
 that one to take over: the skews of close priorities differ by milliseconds, less than a loaded host's
@@ -19,6 +21,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+
+
+GONE_WAIT = 1.5  # intervals a standby still waits once the active member's port is unreachable
 
 
 class Role(IntEnum):
@@ -36,6 +41,7 @@ class Role(IntEnum):
 class Event(Enum):
     READY = "table downloaded"
     MASTER_DOWN = "no active member heard for the master-down interval"
+    ACTIVE_GONE = "nothing listens at the active member's port any more (ICMP port unreachable)"
     PREEMPT = "preempting an active member of lower priority"
     BETTER_ACTIVE = "heard an active member of higher priority"
     TOLD_ACTIVE = "told to be active (external election)"
@@ -47,6 +53,7 @@ TRANSITIONS: dict[Role, dict[Event, Role]] = {
     Role.INIT: {Event.READY: Role.STANDBY, Event.STOP: Role.INIT},
     Role.STANDBY: {
         Event.MASTER_DOWN: Role.ACTIVE,
+        Event.ACTIVE_GONE: Role.ACTIVE,
         Event.PREEMPT: Role.ACTIVE,
         Event.TOLD_ACTIVE: Role.ACTIVE,
         Event.STOP: Role.INIT,
@@ -78,6 +85,7 @@ class Election:
         self.history: deque[Transition] = deque(maxlen=10)
         self.active_member: int | None = None  # the active member we last heard, if not ourselves
         self._master_down_at: float | None = None
+        self._gone = False  # the active member's host said its port is closed; see ``unreachable``
         self._standbys: dict[int, tuple[int, float]] = {}  # address -> (priority, last heard)
 
     @property
@@ -129,6 +137,7 @@ class Election:
                 self._master_down_at = now + self.skew
             return []
         self.active_member = sender
+        self._gone = False
         theirs = (priority, sender)
         if self.role is Role.ACTIVE:
             if theirs > self._rank():
@@ -138,6 +147,19 @@ class Election:
         if self.role is Role.STANDBY and self.preempt and self._rank() > theirs:
             return self._fire(Event.PREEMPT, now)
         self._master_down_at = now + self.master_down_interval
+        return []
+
+    def unreachable(self, member: int, now: float) -> list[Transition]:
+        """The active member's host answered us with ICMP port unreachable: its process is gone though
+        the host lives (the common crash). ICMP is not authenticated, so this only shortens the wait, to
+        ``GONE_WAIT`` intervals: a live active member advertises within one, which restores the full
+        master-down interval, so a forged ICMP costs nothing unless an advertisement is lost with it."""
+        if self.external or self.role is not Role.STANDBY or member != self.active_member:
+            return []
+        due = now + GONE_WAIT * self.interval
+        if self._master_down_at is None or due < self._master_down_at:
+            self._master_down_at = due
+            self._gone = True
         return []
 
     def handle_timer(self, now: float) -> list[Transition]:
@@ -152,7 +174,9 @@ class Election:
             return []
         self._master_down_at = None
         self.active_member = None
-        return self._fire(Event.MASTER_DOWN, now)
+        event = Event.ACTIVE_GONE if self._gone else Event.MASTER_DOWN
+        self._gone = False
+        return self._fire(event, now)
 
     def next_timer(self) -> float | None:
         return self._master_down_at if self.role is Role.STANDBY and not self.external else None

@@ -327,6 +327,13 @@ class Group:
         transitions = self.election.advertisement(member.address, advert.priority, advert.role, now)
         return resigned + self._apply_transitions(transitions)
 
+    def unreachable(self, address: int, now: float) -> list[Effect]:
+        """A datagram to ``address`` came back as ICMP port or protocol unreachable."""
+        if address not in self.membership.members:
+            return []
+        self.counters["redundancy.member_unreachable"] += 1
+        return self._done(self._apply_transitions(self.election.unreachable(address, now)), now)
+
     # -- table transfer -------------------------------------------------------------------------------
 
     # -- timers ---------------------------------------------------------------------------------------

@@ -169,6 +169,10 @@ class HomeAgent:
             raise ValueError(f"role must be active or standby, not {role!r}")
         return self.group.told(role == "active", now)
 
+    def unreachable(self, address: str, now: float) -> list[Effect]:
+        """ICMP said nothing listens at ``address`` (our port): a member whose process is gone."""
+        return self.group.unreachable(int(IPv4Address(address)), now) if self.group else []
+
     def handle_timer(self, now: float) -> list[Effect]:
         expired = self.bindings.expire(now)
         self.counters["expired"] += len(expired)

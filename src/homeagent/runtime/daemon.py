@@ -32,6 +32,9 @@ DRAIN_BATCH = 512  # datagrams per wake-up before yielding to timers and the con
 FLUSH_EVERY = 32  # datagrams between two flushes of the messages queued for members
 MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux: bind an address the interface does not have yet
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors, with the destination, on the socket
+SO_EE_ORIGIN_ICMP = 2
+_EXTENDED_ERROR = struct.Struct("=IBBB")  # struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code
 
 
 class StartupError(RuntimeError):
@@ -73,8 +76,11 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"home_agent.state_dir: cannot create {ha.state_dir}: {exc.strerror}") from None
         self._open(self._own, ha.port)
+        red = self.config.redundancy
+        if red is not None and red.election == "internal":
+            # A member whose process died answers our advertisements with ICMP port unreachable: hear it.
+            self._sockets[self._own].setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         try:
-            red = self.config.redundancy
             if red is not None and red.multicast_group is not None:
                 self._open_multicast(str(red.multicast_group), ha.port)
             if self._interface is not None:
@@ -169,8 +175,9 @@ class Daemon:
                     data, source = sock.recvfrom(size)
                 except (BlockingIOError, InterruptedError):
                     break
-                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                except OSError as exc:  # ICMP port unreachable, reported on the socket
                     log.debug("receive error on %s: %s", local, exc)
+                    self._read_errors(sock)
                     continue
                 effects = receive(data, source, local, time.time())
                 if effects:
@@ -179,6 +186,31 @@ class Daemon:
             self._arm_timer()
 
         return drain
+
+    def _send_again(self, sock: socket.socket, effect: Send) -> None:
+        """The send failed with an earlier datagram's ICMP error (IP_RECVERR), reported on it instead of
+        sending: read the error, then send."""
+        self._read_errors(sock)
+        try:
+            sock.sendto(effect.datagram, effect.address)
+        except OSError as exc:
+            self.core.counters["send_failed"] += 1
+            log.debug("send to %s failed: %s", effect.address, exc)
+
+    def _read_errors(self, sock: socket.socket) -> None:
+        """The ICMP errors queued on ``sock`` (IP_RECVERR): a port or protocol unreachable for a datagram
+        we sent tells the core that nothing listens at that member any more."""
+        while True:
+            try:
+                _, ancillary, _, destination = sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+            except OSError:  # empty (BlockingIOError), or no error queue on this socket
+                return
+            for level, kind, data in ancillary:
+                if level != socket.IPPROTO_IP or kind != IP_RECVERR or len(data) < _EXTENDED_ERROR.size:
+                    continue
+                _, origin, icmp_type, icmp_code = _EXTENDED_ERROR.unpack_from(data)
+                if origin == SO_EE_ORIGIN_ICMP and icmp_type == 3 and icmp_code in (2, 3):
+                    self._apply(self.core.unreachable(destination[0], time.time()))
 
     def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
         for effect in effects:
@@ -190,6 +222,8 @@ class Daemon:
                     continue
                 try:
                     sock.sendto(effect.datagram, effect.address)
+                except ConnectionRefusedError:
+                    self._send_again(sock, effect)
                 except OSError as exc:
                     self.core.counters["send_failed"] += 1
                     log.debug("send to %s failed: %s", effect.address, exc)
