@@ -150,7 +150,10 @@ class MobileNode:
         self, sock: socket.socket, datagram: bytes, sent: RegistrationRequest, timeout: float, retries: int
     ) -> RegistrationReply | None:
         for attempt in range(retries + 1):
-            sock.send(datagram)
+            try:
+                sock.send(datagram)
+            except ConnectionRefusedError:  # an ICMP error for the last one, reported here: send again
+                sock.send(datagram)
             deadline = time.monotonic() + timeout * (2**attempt)  # back off (RFC 5944 3.6.3)
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)
@@ -179,6 +182,7 @@ class LoadResult:
     invalid: int = 0
     codes: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    newest: dict[int, int] = field(default_factory=dict)  # home address -> last accepted Identification
 
     @property
     def rate(self) -> float:
@@ -203,7 +207,10 @@ class LoadGenerator:
         lifetime: int = 600,
         window: int = 64,
         timeout: float = 1.0,
+        record: bool = False,
     ) -> None:
+        """With ``record``, the result keeps every mobile node's last accepted Identification (what a
+        failover test checks the new active member against)."""
         self.target = (str(home_agent), port)
         self.home_agent = int(home_agent)
         self.association = association
@@ -212,6 +219,7 @@ class LoadGenerator:
         self.lifetime = lifetime
         self.window = window
         self.timeout = timeout
+        self.record = record
         self.identifications = Identifications()
 
     def _receive(self, sock: socket.socket, pending: dict[int, tuple[int, float]], result: LoadResult) -> None:
@@ -242,6 +250,8 @@ class LoadGenerator:
             result.codes[reply.code] = result.codes.get(reply.code, 0) + 1
             if reply.code < 64:
                 result.accepted += 1
+                if self.record and reply.identification > result.newest.get(entry[0], 0):
+                    result.newest[entry[0]] = reply.identification
 
     def _requests(self) -> Iterator[tuple[int, int, bytes]]:
         sign = self.association.sign
@@ -278,6 +288,9 @@ class LoadGenerator:
                         try:
                             sock.send(datagram)
                         except BlockingIOError:
+                            break
+                        except ConnectionRefusedError:  # an earlier request's ICMP error, reported here
+                            result.lost += 1
                             break
                         pending[ident & LOW32] = (hoa, now)
                         result.sent += 1
