@@ -19,6 +19,7 @@ from homeagent.config import parse as parse_config
 from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelDown, TunnelUp
 from homeagent.core.group import UPDATE_RETRANSMIT, UPDATE_TRIES
 from homeagent.core.home_agent import HomeAgent
+from homeagent.core.replay import ntp_identification, ntp_seconds
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.redundancy import (
     AckCode,
@@ -480,6 +481,19 @@ def test_an_administrative_removal_replicates():
     assert ha1.remove(ip("10.1.9.9"), None, now) == []  # unknown: nothing to do or send
 
 
+def test_a_removal_later_than_the_registration_carries_the_time_of_the_removal():
+    # A removal's Identification must fall in the Recent window of a later reconciliation (seed 441).
+    net, (ha1, ha2) = group()
+    net.register(registration(now=net.now))
+    net.deliver()
+    net.run_until(net.now + 30)  # members keep advertising meanwhile: their clocks move with ours
+    later = net.now
+    net.collect(HA1, ha1.remove(HOA, None, later))
+    net.deliver()
+    assert view(ha1) == view(ha2) == {HOA: (ntp_identification(later), [])}
+    assert ha1.bindings.home_addresses(since=ntp_seconds(later - 1)) == [HOA]
+
+
 def test_a_removal_on_a_standby_replicates_to_the_active():
     net, (ha1, ha2) = group()
     net.register(registration(now=net.now))
@@ -664,6 +678,21 @@ def test_sync_waits_for_every_member_that_is_up():
     net.run_until(net.now + UPDATE_RETRANSMIT)  # the resend is acked
     assert [r.code for r in net.replies()] == [0]
     assert ha1.counters["redundancy.sync_timeouts"] == 0
+
+
+def test_sync_replies_of_a_member_that_took_over_do_not_wait_for_the_lost_active():
+    # (Found in the namespace tests: the new active member held its first sync replies for the dead one's
+    # ack until the liveness check marked it down, a master-down interval after it was last heard.)
+    net, (ha1, ha2) = group(replication="sync", sync_timeout=0.5)
+    net.has.pop(HA1)  # kill -9: gone without a word
+    gone = net.now
+    net.collect(HA2, ha2.unreachable(HA1, gone))  # its host answers the next advertisement: port unreachable
+    net.run_until(gone + 1.5 * INTERVAL)
+    assert ha2.role == "active" and not ha2.group.membership.members[ip(HA1)].up
+    assert ha2.group.election.history[-1].replaced == ip(HA1)
+    effects = net.register(registration(now=net.now), at=HA2)
+    assert [reply_of(e).code for e in effects if isinstance(e, Send) and e.address == MN] == [0]  # at once
+    assert ha2.counters["redundancy.member_unreachable"] == 1
 
 
 def test_sync_two_registrations_of_one_node_before_the_acks():

@@ -68,6 +68,7 @@ class Transition:
     new: Role
     reason: str
     at: float
+    replaced: int | None = None  # the active member taken over from, when its host said it is gone
 
 
 class Election:
@@ -173,10 +174,12 @@ class Election:
             self._master_down_at = now + self.interval
             return []
         self._master_down_at = None
-        self.active_member = None
+        replaced, self.active_member = self.active_member, None
         event = Event.ACTIVE_GONE if self._gone else Event.MASTER_DOWN
         self._gone = False
-        return self._fire(event, now)
+        # Only a member its own host says is gone is taken for dead at once; one merely not heard may be
+        # behind a lossy link, and the liveness check decides about it as about any other member.
+        return self._fire(event, now, replaced if event is Event.ACTIVE_GONE else None)
 
     def next_timer(self) -> float | None:
         return self._master_down_at if self.role is Role.STANDBY and not self.external else None
@@ -191,11 +194,11 @@ class Election:
 
     # -- the table ------------------------------------------------------------------------------------
 
-    def _fire(self, event: Event, now: float) -> list[Transition]:
+    def _fire(self, event: Event, now: float, replaced: int | None = None) -> list[Transition]:
         new = TRANSITIONS[self.role].get(event)
         if new is None or new is self.role:
             return []
-        t = Transition(self.role, new, event.value, now)
+        t = Transition(self.role, new, event.value, now, replaced)
         self.role, self.since = new, now
         self.history.append(t)
         return [t]

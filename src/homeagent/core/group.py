@@ -382,14 +382,14 @@ class Group:
                 effects += self._mark_down(m, "not heard", now)
         return effects
 
-    def _mark_down(self, member: Member, why: str, now: float) -> list[Effect]:
+    def _mark_down(self, member: Member, why: str, now: float, reconcile: bool = True) -> list[Effect]:
         if not member.up:
             return []
         member.up = False
         member.down_since = now
         log.warning("member %s is down: %s", member.name, why)
         self.counters["redundancy.members_marked_down"] += 1
-        if self.election.role is Role.ACTIVE and not self.exchange.starting:
+        if reconcile and self.election.role is Role.ACTIVE and not self.exchange.starting:
             self.exchange.reconcile(now)  # what it sent last may have reached only some of us
         for key in [k for k in self._pending if k[0] == member.address]:
             del self._pending[key]
@@ -453,6 +453,9 @@ class Group:
             log.info("role %s -> %s: %s", t.old.label, t.new.label, t.reason)
             self.counters[f"redundancy.became_{t.new.label}"] += 1
             if t.new is Role.ACTIVE:
+                lost = self.membership.members.get(t.replaced) if t.replaced is not None else None
+                if lost is not None:  # sync replies must not wait for its ack any more (reconciled below)
+                    effects += self._mark_down(lost, "the active member was lost", t.at, reconcile=False)
                 effects.append(ClaimAddress(vip))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)

@@ -15,7 +15,7 @@ from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown
 from homeagent.core.group import Group, GroupSettings
 from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
-from homeagent.core.replay import TimestampReplayProtection
+from homeagent.core.replay import TimestampReplayProtection, ntp_identification
 from homeagent.core.security import SecurityAssociations
 from homeagent.wire.registration import MessageType
 from homeagent.wire.redundancy import RedundancyType
@@ -146,19 +146,22 @@ class HomeAgent:
     def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
         """An operator removes a binding (or all of a node's): replicated like a de-registration.
 
-        It takes the Identification one above the node's last, which orders it after every registration
-        seen so far and before any the node sends later (those carry a current timestamp).
+        It takes the current time as its Identification (one above the node's last if that is ahead),
+        which orders it after every registration seen so far and before any the node sends later. A
+        timestamp of now, rather than the last one plus one, keeps it inside the Recent window of the
+        exchanges that reconcile members after a failover or a partition.
         """
         last = self.bindings.last_identification(home_address)
         if last is None:
             return []
-        removed = self.bindings.deregister(home_address, care_of_address, last + 1)
+        identification = max(last + 1, ntp_identification(now))
+        removed = self.bindings.deregister(home_address, care_of_address, identification)
         self.counters["removed"] += len(removed)
         effects: list[Effect] = []
         if self.group is None or self.group.serving:
             effects = [TunnelDown(b.home_address, b.care_of_address) for b in removed]
         if self.group is not None:
-            effects += self.group.removed(home_address, care_of_address, last + 1, now)
+            effects += self.group.removed(home_address, care_of_address, identification, now)
         return effects
 
     def set_role(self, role: str, now: float) -> list[Effect]:
