@@ -225,6 +225,20 @@ def test_one_request_accepted_twice_converges_on_the_later_acceptance():
     assert a.bindings_of(HOA) == b.bindings_of(HOA) == tuple(again)
 
 
+def test_one_request_accepted_twice_is_judged_by_the_binding_it_made():
+    # Simultaneous bindings: an older binding outlasts the one the request made, and is the same in both
+    # states; the request's own binding tells the later acceptance (simulation seed 967).
+    older = Binding(HOA, COA2, 25, T0 + 40, 15)
+    first = [older, Binding(HOA, COA, 20, T0 + 36, 20)]
+    again = [older, Binding(HOA, COA, 20, T0 + 37, 20)]
+    a, b = BindingTable(), BindingTable()
+    a.apply(HOA, 20, first)
+    assert a.apply(HOA, 20, again) is not None
+    b.apply(HOA, 20, again)
+    assert b.apply(HOA, 20, first) is None
+    assert a.bindings_of(HOA) == b.bindings_of(HOA) == tuple(again)
+
+
 def test_apply_a_deregistration_and_an_already_expired_binding():
     t = BindingTable()
     t.register(HOA, COA, 100, 10, T0)

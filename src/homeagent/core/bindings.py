@@ -80,12 +80,17 @@ def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Bindi
 SAME_ACCEPTANCE = 0.25
 
 
-def _later(new: list[Binding], held: tuple[Binding, ...]) -> bool:
+def _later(identification: int, new: list[Binding], held: tuple[Binding, ...]) -> bool:
     """Between two states of one Identification (one request accepted twice: a retransmission after a
-    failover, a split brain), the one that lasts longer wins, then the larger: every member picks the same.
-    The mobile node's last reply came from the later acceptance, which granted the later expiry."""
-    new_end = max((b.expires for b in new), default=0.0)
-    held_end = max((b.expires for b in held), default=0.0)
+    failover, a split brain, two peers), the later acceptance wins, then the larger state: every member
+    picks the same. The mobile node's last reply came from the later acceptance, which granted the later
+    expiry to the binding the request made. Judged by that binding, not by the state's longest one: with
+    simultaneous bindings an older binding that outlasts it is the same in both states (simulation seed
+    967, peer mode, where two members accepted one request a second apart)."""
+    made = [b.expires for b in new if b.identification == identification]
+    kept = [b.expires for b in held if b.identification == identification]
+    new_end = max(made) if made and kept else max((b.expires for b in new), default=0.0)
+    held_end = max(kept) if made and kept else max((b.expires for b in held), default=0.0)
     if abs(new_end - held_end) > SAME_ACCEPTANCE:
         return new_end > held_end
     key = lambda bs: sorted((b.care_of_address, b.lifetime, b.flags, b.home_agent) for b in bs)  # noqa: E731
@@ -201,7 +206,7 @@ class BindingTable:
         when the update is not newer. Bindings already expired are dropped by the next ``expire``.
         """
         last, current = self.lookup(home_address)
-        if last is not None and (identification < last or (identification == last and not _later(bindings, current))):
+        if last is not None and (identification < last or (identification == last and not _later(identification, bindings, current))):
             return None
         self._store(home_address, last, identification, bindings, len(current))
         for b in bindings:
