@@ -72,13 +72,6 @@ class RedundancyConfig:
     address_method: str = "bind"  # or "interface": add the virtual address to ``interface`` and announce it
     interface: str | None = None
 
-    def association_for(self, peer: IPv4Address) -> SecurityAssociation | None:
-        best = None
-        for psa in self.security_associations:
-            if peer in psa.peers and (best is None or psa.peers.prefixlen > best.peers.prefixlen):
-                best = psa
-        return best.association if best else None
-
 
 @dataclass(frozen=True)
 class DataplaneConfig:
@@ -210,7 +203,7 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
     if config.address_method == "interface" and not config.interface:
         raise ConfigError(f"{k}.interface", 'needed with address_method = "interface" (the link to announce on)')
     for i, peer in enumerate(peers):
-        if config.association_for(peer) is None:
+        if not any(peer in psa.peers for psa in sas):
             raise ConfigError(f"{k}.peers[{i}]", f"no redundancy.security_association covers {peer}")
     if multicast is not None and not sas:
         raise ConfigError(f"{k}.security_association", "needed to authenticate members met by multicast")

@@ -175,4 +175,4 @@ def test_authentic_requests_get_one_consistent_authenticated_reply(case):
 
 
 def test_constants_used_by_the_fuzzers():
-    assert SA.key == KEY and HA_UNDER_TEST.registrar.security.for_home_address(HOA) == {SPI: SA}
+    assert SA.key == KEY and HA_UNDER_TEST.registrar.security.covering(HOA) == {SPI: SA}

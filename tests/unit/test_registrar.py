@@ -514,7 +514,7 @@ def test_expiry_emits_tunnel_down_and_no_reply(registered):
 
 def test_key_and_spi_constants_match_the_config(ha):
     # Guards the helpers themselves: the HA's association is the one the tests sign with.
-    assert ha.registrar.security.for_home_address(HOA) == {SPI: SA}
+    assert ha.registrar.security.covering(HOA) == {SPI: SA}
     assert SA.key == KEY
     assert mhae(b"x")[:2] == b"x\x20"
 

@@ -52,7 +52,7 @@ class HomeAgent:
             membership = Membership(
                 own,
                 [int(p) for p in red.peers],
-                lambda address: red.association_for(IPv4Address(address)),
+                SecurityAssociations((psa.peers, psa.association) for psa in red.security_associations).first_covering,
                 ha.replay_tolerance,
                 self.counters,
             )

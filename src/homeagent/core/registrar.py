@@ -75,7 +75,7 @@ class Registrar:
             return []
 
         # RFC 5944 3.8.2.1 (a): an association, and an authorization-enabling extension, or silence.
-        associations = self.security.for_home_address(request.home_address)
+        associations = self.security.covering(request.home_address)
         if associations is None:
             counters["discarded.no_security_association"] += 1
             return []

@@ -1,4 +1,5 @@
-"""Which mobility security association covers a home address (longest configured prefix wins)."""
+"""Which security associations cover an address, longest configured prefix first: a mobile node's home
+address (mobile node - Home Agent) or a member's address (Home Agent - Home Agent). One lookup for both."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ class SecurityAssociations:
             for (plen, net), spis in sorted(by_prefix.items(), reverse=True)
         ]
 
-    def for_home_address(self, home_address: int) -> dict[int, SecurityAssociation] | None:
-        """The associations (by SPI) of the longest prefix covering ``home_address``."""
+    def covering(self, address: int) -> dict[int, SecurityAssociation] | None:
+        """The associations (by SPI) of the longest prefix covering ``address``."""
         for mask, net, spis in self._prefixes:
-            if home_address & mask == net:
+            if address & mask == net:
                 return spis
         return None
+
+    def first_covering(self, address: int) -> SecurityAssociation | None:
+        """The one association a member's messages are sealed with: the first configured for the longest
+        prefix covering ``address``."""
+        spis = self.covering(address)
+        return next(iter(spis.values())) if spis else None
