@@ -18,6 +18,7 @@ Each is sent again ``ANNOUNCE_AGAIN`` seconds later: one lost broadcast must not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -139,7 +140,7 @@ class InterfaceAddress:
         try:
             await self._ipr.addr("replace", index=self._index, address=address, prefixlen=32)
             return True
-        except NetlinkError as exc:
+        except (NetlinkError, OSError) as exc:
             self._counters["claim_failed"] += 1
             self._failures += 1
             if self._failures == 1:
@@ -154,8 +155,8 @@ class InterfaceAddress:
         try:
             await self._ipr.addr("del", index=self._index, address=address, prefixlen=32)
             return True
-        except NetlinkError as exc:
-            if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+        except (NetlinkError, OSError) as exc:
+            if isinstance(exc, NetlinkError) and exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return False
             log.error("cannot take %s off %s: %s", address, self.interface, exc)
             return False
@@ -237,12 +238,18 @@ class AddressWatch:
     async def _watch(self) -> None:
         assert self._ipr is not None
         while True:  # each ``get`` yields the messages of one read
-            async for message in self._ipr.get():
-                if message.get("IFA_LOCAL", message.get("IFA_ADDRESS")) != self.address:
-                    continue
-                if message.get("event") == "RTM_NEWADDR":
-                    self._set(True)
-                else:  # gone from one interface; it may still be on another
+            try:
+                async for message in self._ipr.get():
+                    if message.get("IFA_LOCAL", message.get("IFA_ADDRESS")) != self.address:
+                        continue
+                    if message.get("event") == "RTM_NEWADDR":
+                        self._set(True)
+                    else:  # gone from one interface; it may still be on another
+                        self._set(await self._held())
+            except Exception:  # noqa: BLE001 - the watch must outlive one bad read (ENOBUFS on a busy host)
+                log.exception("watching the addresses of this host")
+                await asyncio.sleep(1)
+                with contextlib.suppress(Exception):  # events may have been missed: look again
                     self._set(await self._held())
 
     async def _held(self) -> bool:
