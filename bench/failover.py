@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -38,7 +37,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from common import KEY, PEER_KEY, SPI, status  # noqa: E402
+import daemons  # noqa: E402
+from common import KEY, SPI, status  # noqa: E402
+from daemons import group_config  # noqa: E402
 from netns import keepalived  # noqa: E402
 from netns.keepalived import KEEPALIVED, read_pid  # noqa: E402
 from netns.lan import Lan, can_run  # noqa: E402
@@ -63,13 +64,8 @@ class Failed(RuntimeError):
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise Failed(f"timed out waiting for {what}")
+    """As the tests wait, but a timeout is a failed trial, counted, not an error."""
+    return daemons.wait(what, check, timeout, error=Failed)
 
 
 class Stamped:
@@ -153,33 +149,9 @@ class Group:
         return list(self.members.values())
 
     def member_config(self, host: str, other: str) -> Path:
-        path = self.tmp / f"{self.name}-{self.generation}-{host}.toml"
-        settings = self.redundancy(host)
-        path.write_text(f"""
-[home_agent]
-address = "{HOSTS[host]}"
-port = {PORT}
-home_network = "10.1.0.0/16"
-state_dir = "{self.tmp / f'{self.name}-{self.generation}-{host}'}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "{VIP}"
-peers = ["{HOSTS[other]}"]
-replication = "async"
-advertisement_interval = {self.interval}
-startup_wait = 0.5
-{"".join(f"{k} = {json.dumps(v)}{chr(10)}" for k, v in settings.items())}
-[[redundancy.security_association]]
-peer = "{SUBNET}.0/24"
-spi = 300
-algorithm = "hmac-sha256"
-key = "{PEER_KEY}"
-""")
+        path = group_config(self.tmp, HOSTS[host], PORT, name=f"{self.name}-{self.generation}-{host}",
+                            virtual_address=VIP, group=f"{SUBNET}.0/24", peers=[HOSTS[other]],
+                            replication="async", advertisement_interval=self.interval, **self.redundancy(host))
         try:  # the daemon would refuse it the same way, and status() could not read it
             load_config(path)
         except ConfigError as exc:

@@ -15,31 +15,41 @@ KEY = "00112233445566778899aabbccddeeff"
 VIP = "127.0.0.10"
 
 
-def group_config(tmp: Path, address: str, port: int, **redundancy: Any) -> Path:
-    """A member at ``address``: home network 10.1.0.0/16, one /24 HA-HA key, fast timers, and ``redundancy``."""
-    settings = {"virtual_address": VIP, "advertisement_interval": 0.1, "startup_wait": 0.5, **redundancy}
-    path = tmp / f"{address}.toml"
+def group_config(tmp: Path, address: str, port: int, *, name: str | None = None, virtual_address: str = VIP,
+                 group: str = "127.0.0.0/24", home_network: str = "10.1.0.0/16",
+                 home_agent: dict[str, Any] | None = None, **redundancy: Any) -> Path:
+    """A member at ``address`` (files named after ``name``, or the address): the mobile nodes of
+    ``home_network`` under one key, one HA-HA key for the members in ``group``, fast timers, and the
+    ``home_agent`` and ``redundancy`` settings given."""
+    settings = {"virtual_address": virtual_address, "advertisement_interval": 0.1, "startup_wait": 0.5,
+                **redundancy}
+    name = name or address
+    path = tmp / f"{name}.toml"
     path.write_text(f"""
 [home_agent]
 address = "{address}"
 port = {port}
-home_network = "10.1.0.0/16"
-state_dir = "{tmp / address}"
-
+home_network = "{home_network}"
+state_dir = "{tmp / name}"
+{_toml(home_agent or {})}
 [[security_association]]
-home_addresses = "10.1.0.0/16"
+home_addresses = "{home_network}"
 spi = 256
 key = "{KEY}"
 
 [redundancy]
-{"".join(f"{k} = {json.dumps(v)}{chr(10)}" for k, v in settings.items())}
+{_toml(settings)}
 [[redundancy.security_association]]
-peer = "127.0.0.0/24"
+peer = "{group}"
 spi = 300
 algorithm = "hmac-sha256"
 key = "{KEY * 2}"
 """)
     return path
+
+
+def _toml(settings: dict[str, Any]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,11 +67,13 @@ def bindings(path: Path) -> list[dict[str, Any]]:
     return json.loads(out.stdout)
 
 
-def wait(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait(what: str, check: Callable[[], Any], timeout: float = 10.0,
+         error: type[Exception] = AssertionError) -> Any:
+    """``check()``'s first true value; ``error`` when none came within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise error(f"timed out waiting for {what}")

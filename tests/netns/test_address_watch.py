@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons import KEY, status, wait
+from daemons import group_config, status, wait
 from netns.lan import Lan, can_run
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
@@ -30,24 +30,8 @@ def lone_member(tmp: Path, with_vip: bool = False) -> Iterator[tuple[Lan, Path]]
     ``with_vip``); stopped with SIGTERM, which must end it cleanly."""
     lan = Lan(f"haw{os.getpid()}", {"ha": f"{SUBNET}.1"})
     try:
-        config = tmp / "ha.toml"
-        config.write_text(f"""
-[home_agent]
-address = "{SUBNET}.1"
-port = 4434
-home_network = "10.1.0.0/16"
-state_dir = "{tmp / 'state'}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = 256
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "{VIP}"
-election = "external"
-startup_wait = 0.2
-""")
+        config = group_config(tmp, f"{SUBNET}.1", 4434, name="ha", virtual_address=VIP, group=f"{SUBNET}.0/24",
+                              election="external", startup_wait=0.2)
         if with_vip:
             lan.exec("ha", "ip", "addr", "add", f"{VIP}/24", "dev", "eth0")
         proc = lan.popen("ha", [sys.executable, "-m", "homeagent", "run", "--config", str(config)])

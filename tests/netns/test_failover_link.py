@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from daemons import KEY, bindings, status, wait
+from daemons import KEY, bindings, group_config, status, wait
 from netns.lan import Lan, can_run
 
 from homeagent.mobile_node import LoadGenerator, MobileNode
@@ -59,35 +59,9 @@ class Segment:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _config(self, host: str, other: str, replication: str) -> Path:
-        path = self.tmp / f"{host}.toml"
-        path.write_text(f"""
-[home_agent]
-address = "{HOSTS[host]}"
-port = {PORT}
-home_network = "{P}.0.0/18"
-state_dir = "{self.tmp / host}"
-
-[[security_association]]
-home_addresses = "{P}.0.0/18"
-spi = 256
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "{VIP}"
-peers = ["{HOSTS[other]}"]
-priority = {110 if host == "ha1" else 100}
-replication = "{replication}"
-address_method = "interface"
-interface = "eth0"
-startup_wait = 0.5
-
-[[redundancy.security_association]]
-peer = "{P}.255.0/24"
-spi = 300
-algorithm = "hmac-sha256"
-key = "{KEY * 2}"
-""")
-        return path
+        return group_config(self.tmp, HOSTS[host], PORT, name=host, virtual_address=VIP, group=f"{P}.255.0/24",
+                            home_network=f"{P}.0.0/18", peers=[HOSTS[other]], priority=110 if host == "ha1" else 100,
+                            replication=replication, address_method="interface", interface="eth0")
 
     def start(self, host: str) -> None:
         with open(self.tmp / f"{host}.log", "ab") as log:

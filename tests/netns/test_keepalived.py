@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons import KEY, bindings, status, wait
+from daemons import KEY, bindings, group_config, status, wait
 from netns import keepalived
 from netns.keepalived import KEEPALIVED
 from netns.lan import Lan, can_run
@@ -50,36 +50,11 @@ MN_SA = SecurityAssociation(256, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
 
 
 def member_config(tmp: Path, host: str, other: str) -> Path:
-    """A member at HOSTS[host], the other one its peer, keepalived deciding its role."""
-    path = tmp / f"{host}.toml"
-    path.write_text(f"""
-[home_agent]
-address = "{HOSTS[host]}"
-port = {PORT}
-home_network = "10.1.0.0/16"
-replay_tolerance = 120   # so that only the Identification (replicated) can refuse a replay here
-state_dir = "{tmp / host}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = 256
-key = "{KEY}"
-
-[redundancy]
-virtual_address = "{VIP}"
-peers = ["{HOSTS[other]}"]
-election = "external"
-replication = "async"
-advertisement_interval = 0.1
-startup_wait = 0.5
-
-[[redundancy.security_association]]
-peer = "{SUBNET}.0/24"
-spi = 300
-algorithm = "hmac-sha256"
-key = "{KEY * 2}"
-""")
-    return path
+    """A member at HOSTS[host], the other one its peer, keepalived deciding its role. The replay tolerance
+    is long, so that only the Identification (replicated) can refuse a replay here."""
+    return group_config(tmp, HOSTS[host], PORT, name=host, virtual_address=VIP, group=f"{SUBNET}.0/24",
+                        home_agent={"replay_tolerance": 120}, peers=[HOSTS[other]], election="external",
+                        replication="async")
 
 
 class Box:
