@@ -187,15 +187,18 @@ class Daemon:
 
         return drain
 
-    def _send_again(self, sock: socket.socket, effect: Send) -> None:
-        """The send failed with an earlier datagram's ICMP error (IP_RECVERR), reported on it instead of
-        sending: read the error, then send."""
-        self._read_errors(sock)
-        try:
-            sock.sendto(effect.datagram, effect.address)
-        except OSError as exc:
-            self.core.counters["send_failed"] += 1
-            log.debug("send to %s failed: %s", effect.address, exc)
+    def _send_failed(self, sock: socket.socket, effect: Send, exc: OSError) -> None:
+        """A send that failed. ECONNREFUSED is an earlier datagram's ICMP error (IP_RECVERR), reported on
+        this send instead of sending it: read the error and send once more. Anything else is counted."""
+        if isinstance(exc, ConnectionRefusedError):
+            self._read_errors(sock)
+            try:
+                sock.sendto(effect.datagram, effect.address)
+                return
+            except OSError as again:
+                exc = again
+        self.core.counters["send_failed"] += 1
+        log.debug("send to %s failed: %s", effect.address, exc)
 
     def _read_errors(self, sock: socket.socket) -> None:
         """The ICMP errors queued on ``sock`` (IP_RECVERR): a port or protocol unreachable for a datagram
@@ -222,11 +225,8 @@ class Daemon:
                     continue
                 try:
                     sock.sendto(effect.datagram, effect.address)
-                except ConnectionRefusedError:
-                    self._send_again(sock, effect)
                 except OSError as exc:
-                    self.core.counters["send_failed"] += 1
-                    log.debug("send to %s failed: %s", effect.address, exc)
+                    self._send_failed(sock, effect, exc)
             elif type(effect) is ClaimAddress:
                 self._claim(effect.address)
             elif type(effect) is ReleaseAddress:
