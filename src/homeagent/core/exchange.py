@@ -110,7 +110,7 @@ class TableExchange:
         else:
             # Back after being down: it may hold registrations we missed, and it missed the updates we did
             # not send it meanwhile. Ask for what changed since it went down, and ask it to ask for ours.
-            since = ntp_seconds(member.down_since - RECENT_WINDOW - self.membership.tolerance)
+            since = ntp_seconds(self.membership.clock(member.down_since) - RECENT_WINDOW - self.membership.tolerance)
             self._ask(member, self._request_for(ident, ASK_BACK | RECENT, since), now)
 
     def on_timer(self, kind: str, arg: object, now: float) -> list[Effect]:
@@ -130,7 +130,7 @@ class TableExchange:
 
     def _request_identification(self, now: float) -> int:
         """A new request's Identification: its NTP time, and never one already used."""
-        self._last_request = max(ntp_identification(now), self._last_request + 1)
+        self._last_request = max(ntp_identification(self.membership.clock(now)), self._last_request + 1)
         return self._last_request
 
     def _request_for(self, ident: int, flags: int = 0, since: int = 0) -> BindingTableRequest:
@@ -179,7 +179,7 @@ class TableExchange:
         once it holds all of it, has every member ask for its merged copy (Ask Back). Two rounds, so that no
         member is answered before the active member has heard from all.
         """
-        since = ntp_seconds(now - RECENT_WINDOW - self.membership.tolerance)
+        since = ntp_seconds(self.membership.clock(now) - RECENT_WINDOW - self.membership.tolerance)
         waiting = set()
         for m in self.membership.up():
             request = self._request_for(self._request_identification(now), RECENT, since)

@@ -146,10 +146,13 @@ class Group:
         return self.settings.mode == "peer" or self.election.role is Role.ACTIVE
 
     def status(self) -> dict[str, Any]:
+        """Times as wall-clock Unix seconds, for people."""
+        wall = self.membership.clock
         return {
-            "role_since": self.election.since,
+            "role_since": wall(self.election.since),
             "transitions": [
-                {"from": t.old.label, "to": t.new.label, "reason": t.reason, "at": t.at} for t in self.election.history
+                {"from": t.old.label, "to": t.new.label, "reason": t.reason, "at": wall(t.at)}
+                for t in self.election.history
             ],
             "peers": [
                 {
@@ -158,7 +161,7 @@ class Group:
                     "priority": m.priority,
                     "role": Role(m.role).label if m.role in Role._value2member_map_ else "unknown",
                     "configured": m.configured,
-                    "last_heard": m.last_heard,
+                    "last_heard": None if m.last_heard is None else wall(m.last_heard),
                 }
                 for m in self.membership
             ],

@@ -11,6 +11,7 @@ from typing import Any
 from homeagent import __version__
 from homeagent.config import Config
 from homeagent.core.bindings import BindingTable
+from homeagent.core.clock import WallClock
 from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown
 from homeagent.core.group import Group, GroupSettings
 from homeagent.core.peers import Membership
@@ -29,6 +30,7 @@ class HomeAgent:
         ha, red = config.home_agent, config.redundancy
         self.config = config
         self.counters: Counter[str] = Counter()
+        self.clock = WallClock()  # the runtime keeps its offset current; ``now`` is always monotonic
         self.bindings = BindingTable()
         self.started = now
         self._own = str(ha.address)
@@ -44,7 +46,7 @@ class HomeAgent:
             ),
             SecurityAssociations((sa.home_addresses, sa.association) for sa in config.security_associations),
             self.bindings,
-            TimestampReplayProtection(ha.replay_tolerance),
+            TimestampReplayProtection(ha.replay_tolerance, self.clock),
             self.counters,
         )
         self.group: Group | None = None
@@ -55,6 +57,7 @@ class HomeAgent:
                 SecurityAssociations((psa.peers, psa.association) for psa in red.security_associations).first_covering,
                 ha.replay_tolerance,
                 self.counters,
+                self.clock,
             )
             settings = GroupSettings(
                 own_address=own,
@@ -154,7 +157,7 @@ class HomeAgent:
         last = self.bindings.last_identification(home_address)
         if last is None:
             return []
-        identification = max(last + 1, ntp_identification(now))
+        identification = max(last + 1, ntp_identification(self.clock(now)))
         removed = self.bindings.deregister(home_address, care_of_address, identification)
         self.counters["removed"] += len(removed)
         effects: list[Effect] = []
@@ -197,7 +200,7 @@ class HomeAgent:
         out: dict[str, Any] = {
             "version": __version__,
             "role": self.role,
-            "role_since": self.started,
+            "role_since": self.clock(self.started),
             "uptime": round(now - self.started, 3),
             "address": str(ha.address),
             "port": ha.port,

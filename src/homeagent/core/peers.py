@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from homeagent.core.clock import WallClock
 from homeagent.core.replay import ntp_identification, skew
 from homeagent.wire.auth import SecurityAssociation
 from homeagent.wire.errors import ParseError
@@ -73,8 +74,10 @@ class Membership:
         association_for: Callable[[int], SecurityAssociation | None],
         tolerance: float,
         counters: Counter[str],
+        clock: WallClock | None = None,
     ) -> None:
         self.own_address = own_address
+        self.clock = clock or WallClock()  # timestamps are wall time; ``now`` is monotonic
         self._association_for = association_for
         self.tolerance = tolerance
         self.counters = counters
@@ -118,7 +121,7 @@ class Membership:
         return self.seal_with(body, member.association, now)
 
     def seal_with(self, body: bytes, sa: SecurityAssociation, now: float) -> bytes:
-        timestamp = max(ntp_identification(now), self._last_timestamp + 1)
+        timestamp = max(ntp_identification(self.clock(now)), self._last_timestamp + 1)
         self._last_timestamp = timestamp
         return seal(body, sa, timestamp)
 
@@ -143,7 +146,7 @@ class Membership:
             body, timestamp = unseal(datagram, member.association)
         except ParseError as exc:
             return self._violation(exc.reason, source)
-        off = skew(timestamp, now)
+        off = skew(timestamp, self.clock(now))
         if abs(off) > self.tolerance:
             return self._violation(f"timestamp {off:+.3f} s from our clock", source)
         if not member.replay.accept(timestamp):

@@ -9,6 +9,8 @@ resynchronise.
 
 from __future__ import annotations
 
+from homeagent.core.clock import WallClock
+
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 LOW32 = 0xFFFFFFFF
 
@@ -32,14 +34,16 @@ def skew(timestamp: int, now: float) -> float:
 
 
 class TimestampReplayProtection:
-    def __init__(self, tolerance: int) -> None:
+    """Freshness against the wall clock (``clock`` turns the core's monotonic ``now`` into wall time)."""
+
+    def __init__(self, tolerance: int, clock: WallClock | None = None) -> None:
         self.tolerance = tolerance
+        self.clock = clock or WallClock()
 
     def is_fresh(self, identification: int, last: int | None, now: float) -> bool:
         if last is not None and identification <= last:
             return False
-        return abs(skew(identification, now)) <= self.tolerance
+        return abs(skew(identification, self.clock(now))) <= self.tolerance
 
-    @staticmethod
-    def mismatch_identification(identification: int, now: float) -> int:
-        return (ntp_seconds(now) << 32) | (identification & LOW32)
+    def mismatch_identification(self, identification: int, now: float) -> int:
+        return (ntp_seconds(self.clock(now)) << 32) | (identification & LOW32)

@@ -44,7 +44,8 @@ class StartupError(RuntimeError):
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.core = HomeAgent(config, time.time())
+        self.core = HomeAgent(config, time.monotonic())
+        self._now()
         self._own = str(config.home_agent.address)
         self._sockets: dict[str, socket.socket] = {}  # local address -> socket
         self._drainers: dict[str, Callable[[], None]] = {}
@@ -97,7 +98,7 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.stop)
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
-                self._apply(self.core.start(time.time()))
+                self._apply(self.core.start(self._now()))
                 if self._watch is not None:
                     await self._watch.open()
                 self._arm_timer()
@@ -105,7 +106,7 @@ class Daemon:
                 log.info("stopping: %d bindings held", len(self.core.bindings))
                 if self._watch is not None:
                     self._watch.close()
-                self._apply(self.core.stop(time.time()))
+                self._apply(self.core.stop(self._now()))
                 if self._interface is not None:
                     await self._interface.close()
             finally:
@@ -117,6 +118,13 @@ class Daemon:
                 self._timer.cancel()
             for local in list(self._sockets):
                 self._close(local)
+
+    def _now(self) -> float:
+        """The monotonic time every deadline runs on; the core's wall clock is set to agree with the
+        system's as of now (a step of the system clock moves only what goes on the wire)."""
+        now = time.monotonic()
+        self.core.clock.offset = time.time() - now
+        return now
 
     def stop(self) -> None:
         if self._stopping is not None:
@@ -164,12 +172,14 @@ class Daemon:
         receive = core.receive_datagram
         apply = self._apply
         size = self._buffer
+        monotonic = time.monotonic
 
         def drain() -> None:
+            self._now()  # the wall clock's offset, once per burst
             core.begin_batch()
             for i in range(DRAIN_BATCH):
                 if i % FLUSH_EVERY == FLUSH_EVERY - 1:  # keep acks flowing while a long burst drains
-                    apply(core.end_batch(time.time()))
+                    apply(core.end_batch(monotonic()))
                     core.begin_batch()
                 try:
                     data, source = sock.recvfrom(size)
@@ -179,10 +189,10 @@ class Daemon:
                     log.debug("receive error on %s: %s", local, exc)
                     self._read_errors(sock)
                     continue
-                effects = receive(data, source, local, time.time())
+                effects = receive(data, source, local, monotonic())
                 if effects:
                     apply(effects, sock)
-            apply(core.end_batch(time.time()))
+            apply(core.end_batch(monotonic()))
             self._arm_timer()
 
         return drain
@@ -213,7 +223,7 @@ class Daemon:
                     continue
                 _, origin, icmp_type, icmp_code = _EXTENDED_ERROR.unpack_from(data)
                 if origin == SO_EE_ORIGIN_ICMP and icmp_type == 3 and icmp_code in (2, 3):
-                    self._apply(self.core.unreachable(destination[0], time.time()))
+                    self._apply(self.core.unreachable(destination[0], self._now()))
 
     def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
         for effect in effects:
@@ -254,7 +264,7 @@ class Daemon:
         log.info("the virtual address is %s this host: %s", "on" if present else "off",
                  "active" if present else "standby")
         self.core.counters["redundancy.address_seen" if present else "redundancy.address_gone"] += 1
-        self._apply(self.core.set_role("active" if present else "standby", time.time()))
+        self._apply(self.core.set_role("active" if present else "standby", self._now()))
         self._arm_timer()
 
     # -- timers ---------------------------------------------------------------------------------------
@@ -267,7 +277,7 @@ class Daemon:
             self._timer.cancel()
         assert self._loop is not None
         self._timer_at = at
-        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+        self._timer = self._loop.call_later(max(0.0, at - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -278,14 +288,14 @@ class Daemon:
         if self._timer is not None:  # armed by a drain: this call handles the timers anyway
             self._timer.cancel()
             self._timer = self._timer_at = None
-        self._apply(self.core.handle_timer(time.time()))
+        self._apply(self.core.handle_timer(self._now()))
         self._arm_timer()
 
     # -- control --------------------------------------------------------------------------------------
 
     def _control(self, request: dict[str, Any]) -> Any:
         command = request.get("command")
-        now = time.time()
+        now = self._now()
         if command == "status":
             return self.core.status(now)
         if command == "bindings":
