@@ -90,6 +90,21 @@ class Config:
     def control_socket(self) -> Path:
         return self.home_agent.state_dir / "control.sock"
 
+    @property
+    def reserved_home_addresses(self) -> frozenset[IPv4Address]:
+        """Addresses no mobile node may register as its home address (docs/registration.md): the Home
+        Agent's own, the virtual address and every configured member's (a binding for one would have this
+        Home Agent announce and tunnel a router's address: ARP poisoning of the home link by anyone holding
+        a mobile node's key), and the home network's network and broadcast addresses."""
+        ha, red = self.home_agent, self.redundancy
+        reserved = {ha.address}
+        if red is not None:
+            reserved |= {red.virtual_address, *red.peers}
+        net = ha.home_network
+        if net.prefixlen <= 30:
+            reserved |= {net.network_address, net.broadcast_address}
+        return frozenset(reserved)
+
 
 # -- reading -----------------------------------------------------------------------------------------
 

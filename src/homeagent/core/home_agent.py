@@ -43,6 +43,7 @@ class HomeAgent:
                 home_network=ha.home_network,
                 max_lifetime=ha.max_lifetime,
                 simultaneous_bindings=ha.simultaneous_bindings,
+                reserved_home_addresses=frozenset(int(a) for a in config.reserved_home_addresses),
             ),
             SecurityAssociations((sa.home_addresses, sa.association) for sa in config.security_associations),
             self.bindings,

@@ -29,6 +29,7 @@ _S, _T = int(Flags.S), int(Flags.T)
 _RESERVED = int(Flags.r | Flags.x)
 _UNOFFERED_ENCAPSULATION = int(Flags.M | Flags.G)  # we tunnel with IP-in-IP only (RFC 5944 section 4.1)
 _LIMITED_BROADCAST = 0xFFFFFFFF
+_MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RegistrarSettings:
     home_network: IPv4Network
     max_lifetime: int
     simultaneous_bindings: int  # most bindings per mobile node; 0: unsupported, accepted with code 1
+    reserved_home_addresses: frozenset[int] = frozenset()  # refused with 129 (Config.reserved_home_addresses)
 
 
 class Registrar:
@@ -131,11 +133,15 @@ class Registrar:
             return ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS
         if request.flags & _RESERVED:  # 3.8.2.3: non-zero reserved bits MUST be rejected with 134
             return ReplyCode.POORLY_FORMED_REQUEST
+        if sum(e.type == _MHAE for e in request.extensions) > 1:
+            return ReplyCode.POORLY_FORMED_REQUEST  # 3.5.2: exactly one Mobile-Home Authentication Extension
         hoa, coa = request.home_address, request.care_of_address
         if request.lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
             return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach
         if hoa == 0 or hoa & self._home_mask != self._home_prefix:
             return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # 3.8.3.2: we assign no home addresses
+        if hoa in self.settings.reserved_home_addresses:
+            return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # a router's address or the network's own
         if request.lifetime and request.flags & _UNOFFERED_ENCAPSULATION:
             return ReplyCode.ENCAPSULATION_UNAVAILABLE  # RFC 3024 section 4.2.2
         limit = self.settings.simultaneous_bindings
