@@ -278,9 +278,12 @@ def start_standby_group(g: Group, **kw: Any) -> tuple[Member, Member, Member]:
     return a, b, c
 
 
-def sealed(body: bytes, sa: SecurityAssociation = GROUP_SA, timestamp: int | None = None) -> bytes:
-    """A redundancy message sealed as a member would: HA-HA authentication with an NTP timestamp."""
-    return seal(body, sa, ntp_identification(time.time()) if timestamp is None else timestamp)
+def sealed(body: bytes, sender: str, receiver: str, sa: SecurityAssociation = GROUP_SA,
+           timestamp: int | None = None) -> bytes:
+    """A redundancy message sealed as member ``sender`` would for ``receiver``: HA-HA authentication
+    (protocol version 2) with an NTP timestamp."""
+    stamp = ntp_identification(time.time()) if timestamp is None else timestamp
+    return seal(body, sa, stamp, ip(sender), ip(receiver))
 
 
 def ip(address: str) -> int:

@@ -7,7 +7,9 @@ split brain ends as soon as the halves hear each other; with preemption a standb
 takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone;
 an ICMP port unreachable from the active member's host (its process died, the host did not) shortens the
 wait to 1.5 intervals.
-A member still downloading the table (``init``) is never elected. Unlike VRRP, standbys advertise too, so
+A member still downloading the table (``init``) is never elected, and a member out of sync (it missed
+what the group answered: ``core/sync.py``) is not elected while an in-sync member is heard: it neither
+takes over nor preempts, and the other standbys do not wait for it. Unlike VRRP, standbys advertise too, so
 a standby whose master-down timer runs out while a better standby is alive waits one more interval for
 that one to take over: the skews of close priorities differ by milliseconds, less than a loaded host's
 scheduling delay, and without this two standbys would both take over and one step down again.
@@ -87,7 +89,8 @@ class Election:
         self.active_member: int | None = None  # the active member we last heard, if not ourselves
         self._master_down_at: float | None = None
         self._gone = False  # the active member's host said its port is closed; see ``unreachable``
-        self._standbys: dict[int, tuple[int, float]] = {}  # address -> (priority, last heard)
+        self._standbys: dict[int, tuple[int, float, bool]] = {}  # address -> (priority, last heard, in sync)
+        self.out_of_sync = False  # set by the group: we missed what was answered, see ``core/sync.py``
 
     @property
     def skew(self) -> float:
@@ -121,12 +124,14 @@ class Election:
         self._master_down_at = None
         return self._fire(Event.STOP, now)
 
-    def advertisement(self, sender: int, priority: int, role: int, now: float) -> list[Transition]:
+    def advertisement(
+        self, sender: int, priority: int, role: int, now: float, in_sync: bool = True
+    ) -> list[Transition]:
         if self.external:  # advertisements still tell who is up (for replication), but decide nothing
             self.active_member = sender if role == Role.ACTIVE and priority else self.active_member
             return []
         if role == Role.STANDBY and priority:
-            self._standbys[sender] = (priority, now)
+            self._standbys[sender] = (priority, now, in_sync)
         else:
             self._standbys.pop(sender, None)
         if role != Role.ACTIVE:
@@ -145,7 +150,7 @@ class Election:
                 self._master_down_at = now + self.master_down_interval
                 return self._fire(Event.BETTER_ACTIVE, now)
             return []
-        if self.role is Role.STANDBY and self.preempt and self._rank() > theirs:
+        if self.role is Role.STANDBY and self.preempt and self._rank() > theirs and not self.out_of_sync:
             return self._fire(Event.PREEMPT, now)
         self._master_down_at = now + self.master_down_interval
         return []
@@ -168,9 +173,10 @@ class Election:
             return []
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
-        if self._better_standby_alive(now):
+        if self._better_standby_alive(now) or (self.out_of_sync and self._in_sync_standby_alive(now)):
             # A better standby heard lately is due first (its skew is shorter): give it an interval to
-            # announce itself, rather than both taking over and one stepping down again.
+            # announce itself, rather than both taking over and one stepping down again. Out of sync, we
+            # leave the role to any standby that is in sync.
             self._master_down_at = now + self.interval
             return []
         self._master_down_at = None
@@ -188,9 +194,13 @@ class Election:
         mine = self._rank()
         horizon = self.master_down_interval
         return any(
-            (priority, address) > mine and now - heard <= horizon
-            for address, (priority, heard) in self._standbys.items()
+            (priority, address) > mine and now - heard <= horizon and (in_sync or self.out_of_sync)
+            for address, (priority, heard, in_sync) in self._standbys.items()
         )
+
+    def _in_sync_standby_alive(self, now: float) -> bool:
+        horizon = self.master_down_interval
+        return any(in_sync and now - heard <= horizon for _, heard, in_sync in self._standbys.values())
 
     # -- the table ------------------------------------------------------------------------------------
 

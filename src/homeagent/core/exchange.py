@@ -9,11 +9,17 @@ member sends or answers, and every transfer of bindings that follows.
   every member and then hands its merged copy back (two rounds).
 
 The group owns the members, the seal and the outbox; this object owns only the state of the exchanges.
+
+Bounded whatever a member sends (docs/protocol.md, "Bounds"): one transfer to each member at a time (a
+newer request from it replaces the older; an older one is stale), one request of ours open to each member
+at a time (a new one takes over the purposes of the one it replaces), and what is remembered of finished
+downloads, to acknowledge their late resends, is forgotten after ``CLOSED_MEMORY`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -39,6 +45,7 @@ REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request n
 REQUEST_TRIES = 10  # then a silent member is not waited for any more
 RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
 TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
+CLOSED_MEMORY = 2 * IDLE_LIMIT  # seconds a finished download's late replies are still acknowledged
 
 
 @dataclass
@@ -57,6 +64,17 @@ class _Asking:
     tries: int = 1
 
 
+def _merged(old: BindingTableRequest, new: BindingTableRequest) -> BindingTableRequest:
+    """One request for what two asked of one member: the whole table unless both asked only for recent
+    changes (then from the earlier Since), and Ask Back if either did."""
+    flags = (old.flags | new.flags) & ASK_BACK
+    since = 0
+    if old.flags & new.flags & RECENT:
+        flags |= RECENT
+        since = old.since if (new.since - old.since) & 0xFFFFFFFF < 1 << 31 else new.since  # the earlier
+    return BindingTableRequest(new.identification, new.home_agents, flags, since)
+
+
 def ntp_seconds(unix: float) -> int:
     return (int(unix) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
 
@@ -70,12 +88,15 @@ class TableExchange:
         self.timers = group.timers
         self.settings = group.settings
         self.startup: _Startup | None = None
-        self.requested: dict[int, int] = {}  # identification of a request -> member it went to (0: all)
+        self.requested: dict[int, int] = {}  # identification of an open request -> member it went to (0: all)
+        self.open: dict[int, BindingTableRequest] = {}  # member -> our request to it not yet fully answered
         self.asking: dict[tuple[int, int], _Asking] = {}  # (member, identification) not answered yet
-        self.closed: set[tuple[int, int]] = set()  # (member, identification) of downloads done or abandoned
-        self.outgoing: dict[tuple[int, int], OutgoingTransfer] = {}  # (member, identification)
+        self.closed: dict[tuple[int, int], float] = {}  # (member, identification) done or abandoned -> when
+        self._closing: deque[tuple[float, tuple[int, int]]] = deque()  # the same, oldest first, to forget
+        self.outgoing: dict[int, OutgoingTransfer] = {}  # member -> our table on its way to it
         self.incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._reconciling: tuple[int, set[int]] | None = None  # (since, downloads still gathering)
+        self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
         self._last_request = 0
 
     @property
@@ -140,13 +161,50 @@ class TableExchange:
         )
 
     def _ask(self, member: Member, request: BindingTableRequest, now: float) -> None:
-        """Send ``member`` a Binding Table Request, and again until it starts answering."""
+        """Send ``member`` a Binding Table Request, and again until it starts answering. A request of ours
+        still open to it is replaced (the member keeps one transfer to us at a time): the new one asks for
+        what both asked for and stands for the old one wherever that was awaited."""
+        previous = self.open.get(member.address)
+        if previous is not None and previous.identification != request.identification:
+            request = _merged(previous, request)
+            self._replace(member.address, previous.identification, request.identification, now)
+        self.open[member.address] = request
         key = (member.address, request.identification)
         self.requested.setdefault(request.identification, member.address)
         self.asking[key] = _Asking(request)
         self.counters["redundancy.table_requests_sent"] += 1
         self.group._send(request.body(), member)
         self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
+
+    def _replace(self, address: int, old: int, new: int, now: float) -> None:
+        """Our request ``old`` to a member gives way to ``new``: whatever waited for the one waits for the
+        other, and the old download is closed (late replies to it are acknowledged and ignored)."""
+        if self.asking.pop((address, old), None) is not None:
+            self.timers.cancel(("ask", (address, old)))
+        if self.incoming.pop((address, old), None) is not None:
+            self.timers.cancel(("incoming", (address, old)))
+        self._close((address, old), now)
+        startup = self.startup
+        if startup is not None and old in startup.identifications:
+            startup.identifications.add(new)
+        if self._reconciling is not None and old in self._reconciling[1]:
+            self._reconciling[1].discard(old)
+            self._reconciling[1].add(new)
+
+    def _close(self, key: tuple[int, int], now: float) -> None:
+        """A download of ours is over (done, abandoned, replaced or never answered); forget old ones."""
+        address, ident = key
+        if self.requested.get(ident) == address:
+            del self.requested[ident]
+        request = self.open.get(address)
+        if request is not None and request.identification == ident:
+            del self.open[address]
+        self.closed[key] = now
+        self._closing.append((now, key))
+        while self._closing and self._closing[0][0] < now - CLOSED_MEMORY:
+            _, old = self._closing.popleft()
+            if self.closed.get(old, now) < now - CLOSED_MEMORY:
+                del self.closed[old]
 
     def _ask_again(self, key: tuple[int, int], now: float) -> list[Effect]:
         asking = self.asking.get(key)
@@ -158,6 +216,7 @@ class TableExchange:
         for_startup = startup is not None and ident in startup.identifications
         if asking.tries >= REQUEST_TRIES or (for_startup and not member.up and now >= startup.deadline):
             del self.asking[key]  # it never answered: not waited for any more
+            self._close(key, now)
             self._gathered(ident, now)
             if for_startup:
                 startup.given_up.add(address)  # type: ignore[union-attr]
@@ -189,6 +248,16 @@ class TableExchange:
         if not waiting:
             self._reconciling = None
 
+    def ask_whole_table(self, now: float) -> None:
+        """Out of sync, and the member that told us so is gone: ask an in-sync member that is up (the
+        active one first) for the whole table, which puts us back in sync (``core/sync.py``)."""
+        candidates = [m for m in self.membership.up() if not m.out_of_sync]
+        if not candidates:
+            return
+        source = max(candidates, key=lambda m: (m.role, m.priority, m.address))
+        log.info("asking %s for the whole table, to be in sync again", source.name)
+        self._ask(source, self._request_for(self._request_identification(now)), now)
+
     def _gathered(self, ident: int, now: float) -> None:
         """A reconciling download ended (done or given up): once all have, hand the merged copy back."""
         if self._reconciling is None or ident not in self._reconciling[1]:
@@ -204,23 +273,38 @@ class TableExchange:
     def on_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
         self.counters["redundancy.table_requests_received"] += 1
         log.debug("table request %x from %s (flags %#x)", request.identification, member.name, request.flags)
-        for address in request.home_agents:  # FIG 5: the list of Home Agents in the group
-            self.membership.learn(address)
-        key = (member.address, request.identification)
-        if key in self.outgoing:
-            return []  # a resend of a request we are answering: the replies in flight answer it
+        self._check_listed(member, request)
+        running = self.outgoing.get(member.address)
+        if running is not None:
+            if running.identification == request.identification:
+                return []  # a resend of a request we are answering: the replies in flight answer it
+            if running.identification > request.identification:
+                self.counters["redundancy.table_requests_stale"] += 1  # its newer one replaced it
+                return []
+            self.timers.cancel(("transfer", (member.address, running.identification)))
+            self.counters["redundancy.table_transfers_replaced"] += 1
         since = request.since if request.flags & RECENT else None
         transfer = OutgoingTransfer.start(
             member.address, request.identification, self.bindings, self.settings.max_datagram,
             member.association.digest_size, since,
         )
-        self.outgoing[key] = transfer
+        self.outgoing[member.address] = transfer
         log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
         effects = self._pump(transfer, member, now)
         if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
             again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
             self._ask(member, again, now)
         return effects
+
+    def _check_listed(self, member: Member, request: BindingTableRequest) -> None:
+        """FIG 12's list of the Home Agents the requester knows. Members are never learnt from it (trust is
+        configured); an address we do not know means the two configurations differ: say so, once."""
+        for address in request.home_agents:
+            if address != self.settings.own_address and address not in self.membership.members:
+                if address not in self._unknown_listed:
+                    self._unknown_listed.add(address)
+                    log.warning("member %s lists %s as a member, which is not among our peers: the members' "
+                                "configurations differ", member.name, IPv4Address(address))
 
     def _pump(self, transfer: OutgoingTransfer, member: Member, now: float) -> list[Effect]:
         sends = transfer.fill(self.bindings, now)
@@ -233,24 +317,26 @@ class TableExchange:
             if ("transfer", key) not in self.timers:  # one timer per transfer; overdue() finds what is late
                 self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER)
         elif transfer.done:
-            self.outgoing.pop(key, None)
+            del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
+            self.group.sent_table(member, transfer, now)
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
     def on_reply(self, member: Member, reply: BindingTableReply, now: float) -> list[Effect]:
+        key = (member.address, reply.identification)
+        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
+        if key in self.closed:  # a late resend of a download done (its ack was lost), abandoned or replaced
+            self.counters["redundancy.table_replies_received"] += 1
+            self.group._send(ack.body(), member)
+            return []
         wanted = self.requested.get(reply.identification)
         if wanted is None or wanted not in (0, member.address):
             self.counters["redundancy.table_replies_dropped"] += 1  # answers nothing we asked
             return []
         self.counters["redundancy.table_replies_received"] += 1
-        key = (member.address, reply.identification)
         if self.asking.pop(key, None) is not None:  # it is answering
             self.timers.cancel(("ask", key))
-        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        if key in self.closed:  # a late resend of a download done (its ack was lost) or abandoned
-            self.group._send(ack.body(), member)
-            return []
         transfer = self.incoming.get(key)
         if transfer is None:
             transfer = self.incoming[key] = IncomingTransfer(member.address, reply.identification)
@@ -262,10 +348,13 @@ class TableExchange:
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         self.group._send(ack.body(), member)
         if transfer.done:
-            del self.incoming[key]
-            self.closed.add(key)
-            self.timers.cancel(("incoming", key))
             log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
+            request = self.open.get(member.address)
+            recent = request is not None and request.identification == reply.identification and request.flags & RECENT
+            self.group.received_table(member, request.since if recent else None, now)  # type: ignore[union-attr]
+            del self.incoming[key]
+            self._close(key, now)
+            self.timers.cancel(("incoming", key))
             self._gathered(reply.identification, now)
             if self.startup is not None and reply.identification in self.startup.identifications:
                 self.startup.answered.add(member.address)
@@ -273,8 +362,8 @@ class TableExchange:
         return effects
 
     def on_reply_ack(self, member: Member, ack: BindingTableReplyAck, now: float) -> list[Effect]:
-        transfer = self.outgoing.get((member.address, ack.identification))
-        if transfer is None or not transfer.ack(ack.sequence):
+        transfer = self.outgoing.get(member.address)
+        if transfer is None or transfer.identification != ack.identification or not transfer.ack(ack.sequence):
             return []
         return self._pump(transfer, member, now)
 
@@ -293,19 +382,22 @@ class TableExchange:
         if not (complete and (startup.answered or now >= startup.deadline)):
             return []
         self.startup = None
+        for ident in startup.identifications:
+            if self.requested.get(ident) == 0:
+                del self.requested[ident]
         self.timers.cancel("startup")
         log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
         return self.group.downloaded(now)
 
     def _retransmit(self, key: tuple[int, int], now: float) -> list[Effect]:
-        transfer = self.outgoing.get(key)
+        transfer = self.outgoing.get(key[0])
         member = self.membership.members.get(key[0])
-        if transfer is None or member is None:
+        if transfer is None or member is None or transfer.identification != key[1]:
             return []
         try:
             again = transfer.overdue(now)
         except TimeoutError:
-            del self.outgoing[key]
+            del self.outgoing[key[0]]
             return self.group._mark_down(member, "table replies not acknowledged", now)
         self.counters["redundancy.table_replies_retransmitted"] += len(again)
         for _, body in again:
@@ -320,7 +412,7 @@ class TableExchange:
         transfer = self.incoming.pop(key, None)
         if transfer is None:
             return
-        self.closed.add(key)
+        self._close(key, now)
         address, ident = key
         log.warning("table transfer %x from %s stalled; asking again", ident, IPv4Address(address))
         self.counters["redundancy.table_transfers_abandoned"] += 1

@@ -8,11 +8,15 @@
 * Liveness: every member advertises every ``advertisement_interval``; one not heard for its master-down
   interval is down; one heard again is asked for what changed meanwhile (``core/exchange.py``), which is
   how both halves of a healed partition catch up.
-* The election (``core/election.py``) decides who holds the virtual address.
+* The election (``core/election.py``) decides who holds the virtual address; ``core/sync.py`` keeps a
+  member that missed what the group answered from being elected while an in-sync member is up.
+* Trust and bounds (docs/security.md): only configured members are heard (``core/peers.py``); a member
+  whose seal fails is reported, and two active members are logged as an error on both and counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from collections import Counter
@@ -33,12 +37,18 @@ from homeagent.core.effects import (
 )
 from homeagent.core.election import Election, Role, Transition
 from homeagent.core.exchange import TableExchange
-from homeagent.core.peers import Member, Membership
+from homeagent.core.peers import Member, Membership, Refused
+from homeagent.core.sync import SyncState
+from homeagent.core.replay import ntp_seconds
 from homeagent.core.timers import Queue, Timers
 from homeagent.core.transfer import bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
+    DIGEST_SIZES,
+    MAX_MESSAGES,
+    OUT_OF_SYNC,
+    YOU_LAG,
     Advertisement,
     BindingTableReply,
     BindingTableReplyAck,
@@ -47,13 +57,16 @@ from homeagent.wire.redundancy import (
     BindingUpdateAck,
     SEAL_OVERHEAD,
     MobileNodeBindings,
+    RedundancyMessage,
     parse_messages,
+    unsealed_body,
 )
 
 log = logging.getLogger("homeagent.redundancy")
 
 UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update; doubles each time
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
+KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
 _T = 0x02
 
 
@@ -119,6 +132,8 @@ class Group:
         self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
         self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
         self.exchange = TableExchange(self)
+        self.sync_state = SyncState()
+        self._active_beside: dict[int, float] = {}  # member -> when we last saw it active beside us
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
             BindingUpdateAck: self._on_update_ack,
@@ -150,6 +165,7 @@ class Group:
         wall = self.membership.clock
         return {
             "role_since": wall(self.election.since),
+            "in_sync": not self.sync_state.out_of_sync,
             "transitions": [
                 {"from": t.old.label, "to": t.new.label, "reason": t.reason, "at": wall(t.at)}
                 for t in self.election.history
@@ -160,7 +176,9 @@ class Group:
                     "state": "up" if m.up else "down",
                     "priority": m.priority,
                     "role": Role(m.role).label if m.role in Role._value2member_map_ else "unknown",
-                    "configured": m.configured,
+                    "configured": True,
+                    "in_sync": not m.out_of_sync,
+                    "lagging": m.lagging_since is not None,
                     "last_heard": None if m.last_heard is None else wall(m.last_heard),
                 }
                 for m in self.membership
@@ -244,14 +262,17 @@ class Group:
 
     # -- datagrams from members -----------------------------------------------------------------------
 
-    def receive(self, datagram: bytes, source: str, now: float) -> list[Effect]:
-        """A datagram from a member: one message, or several back to back, under one seal."""
-        opened = self.membership.open(datagram, int.from_bytes(socket.inet_aton(source), "big"), now)
-        if opened is None:
-            return []
-        member, body = opened
+    def receive(self, datagram: bytes, source: str, destination: str, now: float) -> list[Effect]:
+        """A datagram from a member to ``destination`` (our address, or the multicast group's): one
+        message, or several back to back, under one seal."""
         try:
-            messages = parse_messages(body)
+            member, body = self.membership.open(datagram, _address(source), _address(destination), now)
+        except Refused as refused:
+            if refused.member is not None:
+                self._unauthenticated(refused.member, datagram, now)
+            return []
+        try:
+            messages = self._bounded(parse_messages(body))
         except ParseError as exc:
             self.counters["redundancy.malformed"] += 1
             log.debug("malformed message from %s: %s", member.name, exc.reason)
@@ -263,12 +284,53 @@ class Group:
                 effects += handler(member, message, now)
         return self._done(effects, now)
 
+    def _bounded(self, messages: list[RedundancyMessage]) -> list[RedundancyMessage]:
+        """At most one Binding Table Request per datagram, the newest: a member has one transfer from us at a
+        time, and a sender never packs two (docs/protocol.md, "Bounds")."""
+        requests = [m for m in messages if type(m) is BindingTableRequest]
+        if len(requests) <= 1:
+            return messages
+        self.counters["redundancy.table_requests_dropped"] += len(requests) - 1
+        newest = max(requests, key=lambda r: r.identification)  # type: ignore[union-attr]
+        return [m for m in messages if type(m) is not BindingTableRequest or m is newest]
+
+    def _unauthenticated(self, member: Member, datagram: bytes, now: float) -> None:
+        """A configured member's address sent what its association does not verify: a forgery, or two
+        configurations that disagree. Say which to check, now and then; and if what it says (not to be
+        acted on) is that it is active while we are, log the split brain it causes."""
+        if member.seal_failures_logged_at is None or now - member.seal_failures_logged_at >= KEY_HINT_EVERY:
+            member.seal_failures_logged_at = now
+            log.error("messages from member %s fail authentication: unless they are forged, the two members' "
+                      "[[redundancy.security_association]] for each other (SPI, algorithm, key) or their "
+                      "versions differ", member.name)
+        if self.election.role is not Role.ACTIVE:
+            return
+        for digest in DIGEST_SIZES:  # the other member's algorithm may be another
+            try:
+                messages = parse_messages(unsealed_body(datagram, digest))
+            except ParseError:
+                continue
+            if any(type(m) is Advertisement and m.role == Role.ACTIVE and m.priority for m in messages):
+                self._dual_active(member, now, "its messages fail authentication, so neither can stand down")
+                return
+
+    def _dual_active(self, member: Member, now: float, why: str) -> None:
+        """Two members hold the virtual address: an error on both, once per episode, and counted."""
+        last = self._active_beside.get(member.address)
+        self._active_beside[member.address] = now
+        if last is not None and now - last <= self.election.master_down_interval:
+            return
+        self.counters["redundancy.dual_active"] += 1
+        log.error("two members are active for the virtual address %s: this one and %s (%s)",
+                  self._virtual, member.name, why)
+
     def _heard(self, member: Member, now: float) -> list[Effect]:
         first = member.last_heard is None
         member.last_heard = now
         if member.up:
             return []
         member.up = True
+        member.role = Role.INIT  # what it became while we could not hear it, its next advertisement says
         log.info("member %s is up", member.name)
         self.exchange.heard(member, first, now)
         return []
@@ -325,10 +387,51 @@ class Group:
         return waiter.reply
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
+        was = member.role
         member.priority, member.role = advert.priority, advert.role
+        member.out_of_sync = bool(advert.flags & OUT_OF_SYNC)
+        self._told(lambda: self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG)))
+        if advert.role == Role.ACTIVE and advert.priority and self.election.role is Role.ACTIVE:
+            ours = (self.settings.priority, self.settings.own_address)
+            if was != Role.STANDBY:  # not a standby we heard preempt us: each took over without the other
+                self._dual_active(member, now, "this one stands down" if (advert.priority, member.address) > ours
+                                  else "the other one stands down")
         resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
-        transitions = self.election.advertisement(member.address, advert.priority, advert.role, now)
+        transitions = self.election.advertisement(
+            member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync
+        )
         return resigned + self._apply_transitions(transitions)
+
+    def _told(self, change: Callable[[], None]) -> None:
+        """Apply a change to whether we are in sync; say when that flips, and tell the election."""
+        was = self.sync_state.out_of_sync
+        change()
+        now_out = self.election.out_of_sync = self.sync_state.out_of_sync
+        if now_out and not was:
+            log.warning("this member is out of sync (members %s answered registrations it missed): it will not "
+                        "become active while an in-sync member is up",
+                        ", ".join(str(IPv4Address(a)) for a in sorted(self.sync_state.told_by)))
+            self.counters["redundancy.out_of_sync"] += 1
+        elif was and not now_out:
+            log.info("this member is in sync again")
+
+    def sent_table(self, member: Member, transfer: Any, now: float) -> None:
+        """Our table reached ``member`` in full (every reply acked): if it reached back to before the member
+        began to lag, the member holds everything we answered."""
+        lagging = member.lagging_since
+        if lagging is None:
+            return
+        since = transfer.since
+        began = ntp_seconds(self.membership.clock(lagging) - self.membership.tolerance)
+        if since is None or (began - since) & 0xFFFFFFFF < 1 << 31:
+            member.lagging_since = None
+            log.info("member %s holds everything this member answered: in sync", member.name)
+
+    def received_table(self, member: Member, since: int | None, now: float) -> None:
+        """A download from ``member`` is complete (``since``: its Recent filter, None for the whole table)."""
+        if since is None and member.up and not member.out_of_sync:
+            gone = {m.address for m in self.membership if not m.up}
+            self._told(lambda: self.sync_state.whole_table_received(gone))
 
     def unreachable(self, address: int, now: float) -> list[Effect]:
         """A datagram to ``address`` came back as ICMP port or protocol unreachable."""
@@ -365,14 +468,17 @@ class Group:
         return self._done(effects, now)
 
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
+        """To every member; a member that lags is told so in its own (``core/sync.py``)."""
+        flags = OUT_OF_SYNC if self.sync_state.out_of_sync else 0
         advert = Advertisement(
             self.settings.priority if priority is None else priority,
             int(self.election.role),
             int(self.settings.advertisement_interval * 1000),
+            flags,
         )
-        body = advert.body()
+        body, lagging = advert.body(), dataclasses.replace(advert, flags=flags | YOU_LAG).body()
         for m in self.membership:
-            self._send(body, m)
+            self._send(lagging if m.lagging_since is not None else body, m)
         return []
 
     def _check_liveness(self, now: float) -> list[Effect]:
@@ -390,7 +496,11 @@ class Group:
             return []
         member.up = False
         member.down_since = now
+        if self.serving and member.lagging_since is None:
+            member.lagging_since = now  # what we answer from now on, it misses
         log.warning("member %s is down: %s", member.name, why)
+        if member.address in self.sync_state.told_by and not self.exchange.starting:
+            self.exchange.ask_whole_table(now)  # what it said we missed, another member must give us
         self.counters["redundancy.members_marked_down"] += 1
         if reconcile and self.election.role is Role.ACTIVE and not self.exchange.starting:
             self.exchange.reconcile(now)  # what it sent last may have reached only some of us
@@ -456,6 +566,13 @@ class Group:
             log.info("role %s -> %s: %s", t.old.label, t.new.label, t.reason)
             self.counters[f"redundancy.became_{t.new.label}"] += 1
             if t.new is Role.ACTIVE:
+                if self.sync_state.out_of_sync:
+                    self.counters["redundancy.stale_takeovers"] += 1
+                    log.error("taking over out of sync: no in-sync member is up, and registrations answered while "
+                              "this member lagged may be missing until their mobile nodes register again")
+                for m in self.membership:
+                    if not m.up and m.lagging_since is None:
+                        m.lagging_since = t.at  # what we answer from now on, the members that are down miss
                 lost = self.membership.members.get(t.replaced) if t.replaced is not None else None
                 if lost is not None:  # sync replies must not wait for its ack any more (reconciled below)
                     effects += self._mark_down(lost, "the active member was lost", t.at, reconcile=False)
@@ -503,7 +620,7 @@ class Group:
             chunk: list[bytes] = []
             size = 0
             for body in bodies:
-                if chunk and size + len(body) > room:
+                if chunk and (size + len(body) > room or len(chunk) == MAX_MESSAGES):
                     effects.append(self._datagram(chunk, member, now))
                     chunk, size = [], 0
                 chunk.append(body)
@@ -528,8 +645,12 @@ class Group:
         sa = self.membership.group_association
         if group is None or sa is None:
             return []
-        datagram = self.membership.seal_with(body, sa, now)
+        datagram = self.membership.seal_for(body, sa, group, now)
         return [Send(datagram, (str(IPv4Address(group)), self.settings.port), self._own)]
 
     def _home(self, home_address: int) -> bool:
         return home_address & self._home_mask == self._home_prefix
+
+
+def _address(dotted: str) -> int:
+    return int.from_bytes(socket.inet_aton(dotted), "big")

@@ -1,10 +1,11 @@
 """The members of a redundancy group as one member sees them, and the seal on every message between them.
 
-A member is known by its unicast address. It is configured (``[redundancy] peers``) or learnt from a
-Binding Table Request (FIG 5), and is only ever talked to if a Home Agent - Home Agent security
-association covers its address. Every message is sealed with that association and a timestamp; a message
-that is not from a member, does not verify, or repeats or predates what the member already sent, changes
-nothing and is counted as a security violation (Cisco's ``cmiHaRedunSecViolations``).
+Trust is configured, never learnt (DESIGN.md principle 8): the members are the configured ``peers``, each
+known by its unicast address and sealed for with the Home Agent - Home Agent security association that
+covers that address. A message is accepted only from a configured member, sealed for this conversation
+(its sender's address and ours, or the multicast group's: ``wire.redundancy.seal``), and fresh by that
+member's own replay window. Anything else changes nothing and is a security violation, counted and
+logged with its source address (``core/violations.py``).
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from ipaddress import IPv4Address
 
 from homeagent.core.clock import WallClock
 from homeagent.core.replay import ntp_identification, skew
+from homeagent.core.violations import SecurityViolations
 from homeagent.wire.auth import SecurityAssociation
 from homeagent.wire.errors import ParseError
-from homeagent.wire.redundancy import seal, unseal
+from homeagent.wire.redundancy import VersionError, seal, unseal
 
 log = logging.getLogger("homeagent.redundancy")
 
 NTP_ONE_SECOND = 1 << 32
 REORDER_WINDOW = NTP_ONE_SECOND  # how far behind the newest timestamp a message may still arrive
 
+OWN_ECHO = "our own multicast, looped back"
+AssociationFor = Callable[[int], SecurityAssociation | None]
+
 
 @dataclass
 class ReplayWindow:
-    """Per sender: refuse a timestamp seen before, or more than the reorder window behind the newest."""
+    """Per sender: refuse a timestamp seen before, or more than the reorder window behind the newest.
+
+    At most one second of timestamps is remembered, and a sender's timestamps strictly increase, so the
+    window holds at most as many entries as the member sent datagrams in a second."""
 
     newest: int = 0
     _seen: set[int] = field(default_factory=set)
@@ -53,7 +61,6 @@ class ReplayWindow:
 class Member:
     address: int
     association: SecurityAssociation
-    configured: bool = False
     up: bool = False  # heard recently, and not given up on
     priority: int = 0
     role: int = 0
@@ -61,9 +68,23 @@ class Member:
     down_since: float = 0.0  # when we last gave up on it
     replay: ReplayWindow = field(default_factory=ReplayWindow)
     name: str = ""  # dotted quad, for sending and logs
+    # Since when it misses what we replicated: we gave up on it (a sync ack or an update went unanswered),
+    # and have not yet sent it everything since. While set, our advertisements tell it it is out of sync.
+    lagging_since: float | None = None
+    out_of_sync: bool = False  # its last advertisement said it lags (OUT_OF_SYNC): no candidate
+    seal_failures_logged_at: float | None = None  # of the last "check the keys" error about it
 
     def __post_init__(self) -> None:
         self.name = str(IPv4Address(self.address))
+
+
+class Refused(ParseError):
+    """A datagram that is not a fresh message of a configured member for us. ``member`` is the configured
+    member whose address it came from, if any (its seal failed: a wrong key, or a forgery)."""
+
+    def __init__(self, reason: str, member: Member | None = None) -> None:
+        super().__init__(reason)
+        self.member = member
 
 
 class Membership:
@@ -71,20 +92,26 @@ class Membership:
         self,
         own_address: int,
         configured: list[int],
-        association_for: Callable[[int], SecurityAssociation | None],
+        association_for: AssociationFor,
         tolerance: float,
         counters: Counter[str],
         clock: WallClock | None = None,
+        violations: SecurityViolations | None = None,
     ) -> None:
         self.own_address = own_address
-        self.clock = clock or WallClock()  # timestamps are wall time; ``now`` is monotonic
         self._association_for = association_for
         self.tolerance = tolerance
         self.counters = counters
+        self.clock = clock or WallClock()  # timestamps are wall time; ``now`` is monotonic
+        self.violations = violations or SecurityViolations(counters)
         self.members: dict[int, Member] = {}
         self._last_timestamp = 0
         for address in configured:
-            self.learn(address, configured=True)
+            sa = association_for(address)
+            if address in (own_address, 0, 0xFFFFFFFF) or sa is None:
+                log.error("peer %s ignored: not a member address with a security association", IPv4Address(address))
+                continue
+            self.members[address] = Member(address, sa)
 
     def __iter__(self) -> Iterator[Member]:
         return iter(self.members.values())
@@ -96,18 +123,12 @@ class Membership:
     def up(self) -> list[Member]:
         return [m for m in self.members.values() if m.up]
 
-    def learn(self, address: int, configured: bool = False) -> Member | None:
-        """Add a member (FIG 5) if a security association covers it; return it."""
-        if address == self.own_address or address in (0, 0xFFFFFFFF):
-            return None
-        member = self.members.get(address)
-        if member is None:
-            sa = self._association_for(address)
-            if sa is None:
-                return None
-            member = self.members[address] = Member(address, sa, configured)
-            log.info("member %s joins the group", member.name)
-        return member
+    def rekey(self, association_for: AssociationFor) -> None:
+        """New Home Agent - Home Agent associations (a reload). A member left without one keeps its old one:
+        the configuration is checked to cover every peer before it gets here."""
+        self._association_for = association_for
+        for member in self.members.values():
+            member.association = association_for(member.address) or member.association
 
     # -- the seal -------------------------------------------------------------------------------------
 
@@ -117,46 +138,49 @@ class Membership:
         return self._association_for(self.own_address)
 
     def seal(self, body: bytes, member: Member, now: float) -> bytes:
-        """Authenticate ``body`` for ``member`` with a fresh, strictly increasing timestamp."""
-        return self.seal_with(body, member.association, now)
+        """Authenticate ``body`` from us to ``member`` with a fresh, strictly increasing timestamp."""
+        return self.seal_for(body, member.association, member.address, now)
 
-    def seal_with(self, body: bytes, sa: SecurityAssociation, now: float) -> bytes:
+    def seal_for(self, body: bytes, sa: SecurityAssociation, receiver: int, now: float) -> bytes:
         timestamp = max(ntp_identification(self.clock(now)), self._last_timestamp + 1)
         self._last_timestamp = timestamp
-        return seal(body, sa, timestamp)
+        return seal(body, sa, timestamp, self.own_address, receiver)
 
-    def open(self, datagram: bytes, source: int, now: float) -> tuple[Member, bytes] | None:
-        """The sending member and the message body, if the datagram is sealed by a member and fresh."""
+    def open(self, datagram: bytes, source: int, destination: int, now: float) -> tuple[Member, bytes]:
+        """The sending member and the message body of a datagram that came from ``source`` to
+        ``destination`` (our address, or the multicast group's); Refused otherwise."""
         if source == self.own_address:
-            sa = self.group_association
-            try:
-                if sa is not None and unseal(datagram, sa)[1] <= self._last_timestamp:
-                    return None  # our own multicast, looped back to us: nothing to do, no violation
-            except ParseError:
-                pass
-            return self._violation("message from our own address", source)
+            if self._own_echo(datagram, destination):
+                raise Refused(OWN_ECHO)  # our multicast, looped back to us: nothing to do, no violation
+            raise self._violation("a message from our own address", source, now)
         member = self.members.get(source)
-        joining = member is None
         if member is None:
-            sa = self._association_for(source)
-            if sa is None:
-                return self._violation("message from a non-member", source)
-            member = Member(source, sa)  # holds the group's key: a member once its message verifies
+            raise self._violation("a message from an address that is not a configured member", source, now)
         try:
-            body, timestamp = unseal(datagram, member.association)
+            body, timestamp = unseal(datagram, member.association, source, destination)
+        except VersionError as exc:
+            raise self._violation(exc.reason, source, now, logging.ERROR, member) from None
         except ParseError as exc:
-            return self._violation(exc.reason, source)
+            raise self._violation(exc.reason, source, now, member=member) from None
         off = skew(timestamp, self.clock(now))
         if abs(off) > self.tolerance:
-            return self._violation(f"timestamp {off:+.3f} s from our clock", source)
+            raise self._violation(f"timestamp {off:+.3f} s from our clock (replay_tolerance)", source, now)
         if not member.replay.accept(timestamp):
-            return self._violation("replayed or stale timestamp", source)
-        if joining:
-            self.members[source] = member
-            log.info("member %s joins the group", member.name)
+            raise self._violation("a replayed or stale timestamp", source, now)
         return member, body
 
-    def _violation(self, what: str, source: int) -> None:
-        self.counters["redundancy.security_violations"] += 1
-        log.debug("redundancy message from %s refused: %s", IPv4Address(source), what)
-        return None
+    def _own_echo(self, datagram: bytes, destination: int) -> bool:
+        sa = self.group_association
+        try:
+            return sa is not None and unseal(datagram, sa, self.own_address, destination)[1] <= self._last_timestamp
+        except ParseError:
+            return False
+
+    def _violation(
+        self, what: str, source: int, now: float, level: int = logging.WARNING, member: Member | None = None
+    ) -> Refused:
+        self.violations.report(
+            "redundancy.security_violations", now, log, level, "redundancy message from %s refused: %s",
+            IPv4Address(source), what,
+        )
+        return Refused(what, member)

@@ -17,6 +17,7 @@ from homeagent.core.bindings import Binding, BindingTable
 from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown, TunnelUp
 from homeagent.core.replay import TimestampReplayProtection
 from homeagent.core.security import SecurityAssociations
+from homeagent.core.violations import SecurityViolations
 from homeagent.wire.auth import SecurityAssociation
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
@@ -50,6 +51,7 @@ class Registrar:
         bindings: BindingTable,
         replay: TimestampReplayProtection,
         counters: Counter[str],
+        violations: SecurityViolations | None = None,
     ) -> None:
         self.settings = settings
         self.security = security
@@ -62,7 +64,7 @@ class Registrar:
         self._accept_code = (
             ReplyCode.ACCEPTED if settings.simultaneous_bindings else ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
         )
-        self._security_log_budget = (0, 0)  # (second, events logged in it)
+        self.violations = violations or SecurityViolations(counters)
         self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Effect]:
@@ -222,11 +224,6 @@ class Registrar:
         return Send(sa.sign(header), source)
 
     def _security_event(self, now: float, what: str, request: RegistrationRequest, source: Address) -> None:
-        """Count, and log at most ten a second: a flood of forgeries must not become a flood of logs."""
-        self.counters["security_violations"] += 1
-        second, logged = self._security_log_budget
-        if int(now) != second:
-            second, logged = int(now), 0
-        if logged < 10:
-            log.warning("%s: home address %s from %s", what, IPv4Address(request.home_address), source)
-        self._security_log_budget = (second, logged + 1)
+        """A security exception (3.8.2.1): counted, and logged with the source within the shared budget."""
+        self.violations.report("security_violations", now, log, logging.WARNING, "%s: home address %s from %s:%d",
+                               what, IPv4Address(request.home_address), *source)

@@ -69,6 +69,7 @@ class OutgoingTransfer:
     finished_sending: bool = False
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     nodes_sent: int = 0
+    since: int | None = None  # NTP seconds of a Recent request; None: the whole table
 
     @classmethod
     def start(
@@ -82,7 +83,7 @@ class OutgoingTransfer:
     ) -> OutgoingTransfer:
         """A transfer of the whole table, or (``since``, NTP seconds) of the nodes changed from then on."""
         addresses = table.home_addresses(since)
-        return cls(member, identification, addresses, reply_capacity(max_datagram, digest_size))
+        return cls(member, identification, addresses, reply_capacity(max_datagram, digest_size), since=since)
 
     @property
     def done(self) -> bool:

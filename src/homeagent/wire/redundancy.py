@@ -31,6 +31,9 @@ MORE_BIND = 0x80
 ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
 RECENT = 0x40  # Binding Table Request flag: only nodes whose last Identification is from Since on
 MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension can carry
+YOU_LAG = 0x01  # Advertisement flag: "you missed what I replicated" (the receiver is out of sync)
+OUT_OF_SYNC = 0x02  # Advertisement flag: "I am out of sync": no candidate while an in-sync member is up
+MAX_MESSAGES = 256  # per datagram, sent or received (docs/protocol.md, "Bounds")
 
 
 class AckCode(IntEnum):
@@ -297,10 +300,12 @@ def parse_messages(body: bytes) -> list[RedundancyMessage]:
     """Every message of a datagram's body: one, or several back to back (docs/protocol.md)."""
     if not body:
         raise ParseError("empty")
-    out = []
+    out: list[RedundancyMessage] = []
     i = 0
     try:
         while i < len(body):
+            if len(out) == MAX_MESSAGES:
+                raise ParseError(f"more than {MAX_MESSAGES} messages in one datagram")
             message, i = _parse_one(body, i)
             out.append(message)
     except struct.error as exc:
@@ -318,34 +323,57 @@ def parse_body(body: bytes) -> RedundancyMessage:
 
 # -- Home Agent - Home Agent authentication ------------------------------------------------------------
 
-_AUTH_HEAD = struct.Struct("!BBIQ")  # type, length, SPI, timestamp
-AUTH_HEAD_SIZE = SEAL_OVERHEAD = _AUTH_HEAD.size  # 14, plus the authenticator
+VERSION = 2  # of the redundancy protocol; in every seal (docs/protocol.md, "Versions")
+_AUTH_HEAD = struct.Struct("!BBBxIQ")  # type, length, version, reserved, SPI, timestamp
+_V1_AUTH_HEAD_SIZE = 14  # version 1's head (no version byte): recognised only to say so
+_CONVERSATION = struct.Struct("!II")  # sender, receiver: covered by the authenticator, never sent
+AUTH_HEAD_SIZE = SEAL_OVERHEAD = _AUTH_HEAD.size  # 16, plus the authenticator
 
 
-def seal(body: bytes, sa: SecurityAssociation, timestamp: int) -> bytes:
-    """Append the HA-HA authentication extension: it covers the body, its own head and the timestamp."""
-    covered = body + _AUTH_HEAD.pack(HA_HA_AUTH, 12 + sa.digest_size, sa.spi, timestamp)
-    return covered + sa.mac(covered)
+def seal(body: bytes, sa: SecurityAssociation, timestamp: int, sender: int, receiver: int) -> bytes:
+    """Append the HA-HA authentication extension. Its authenticator covers the conversation (the
+    sender's and the receiver's addresses: a member's own, or the multicast group it is sent to) and then
+    the body, its own head and the timestamp, so a message re-sent from another address, or to another
+    member, no longer verifies."""
+    covered = body + _AUTH_HEAD.pack(HA_HA_AUTH, 14 + sa.digest_size, VERSION, sa.spi, timestamp)
+    return covered + sa.mac(_CONVERSATION.pack(sender, receiver) + covered)
 
 
 class SealError(ParseError):
-    """The datagram does not carry a valid seal of this association."""
+    """The datagram does not carry a valid seal of this association for this conversation."""
 
 
-def unseal(datagram: bytes, sa: SecurityAssociation) -> tuple[bytes, int]:
-    """(body, timestamp) of a datagram sealed with ``sa``; SealError otherwise.
+class VersionError(SealError):
+    """The datagram is sealed by a member that speaks another version of the protocol."""
 
-    The seal is the last extension and its size is the association's, so it is found from the end.
-    """
+
+def unseal(datagram: bytes, sa: SecurityAssociation, sender: int, receiver: int) -> tuple[bytes, int]:
+    """(body, timestamp) of a datagram that ``sender`` sealed with ``sa`` for ``receiver``; SealError
+    otherwise. The seal is the last extension and its size is the association's, so it is found from the
+    end."""
     digest = sa.digest_size
     start = len(datagram) - AUTH_HEAD_SIZE - digest
-    if start < 1 or datagram[start] != HA_HA_AUTH or datagram[start + 1] != 12 + digest:
+    if start < 1 or datagram[start] != HA_HA_AUTH or datagram[start + 1] != 14 + digest:
+        old = len(datagram) - _V1_AUTH_HEAD_SIZE - digest
+        if old >= 1 and datagram[old] == HA_HA_AUTH and datagram[old + 1] == 12 + digest:
+            raise VersionError(f"redundancy protocol version 1 (this member speaks {VERSION})")
         raise SealError("no Home Agent - Home Agent authentication extension of the expected size")
-    _, _, spi, timestamp = _AUTH_HEAD.unpack_from(datagram, start)
+    _, _, version, spi, timestamp = _AUTH_HEAD.unpack_from(datagram, start)
+    if version != VERSION:
+        raise VersionError(f"redundancy protocol version {version} (this member speaks {VERSION})")
     covered_end = start + AUTH_HEAD_SIZE
-    if spi != sa.spi or not hmac.compare_digest(sa.mac(datagram[:covered_end]), datagram[covered_end:]):
+    mac = sa.mac(_CONVERSATION.pack(sender, receiver) + datagram[:covered_end])
+    if spi != sa.spi or not hmac.compare_digest(mac, datagram[covered_end:]):
         raise SealError("authentication failed")
     return datagram[:start], timestamp
+
+
+DIGEST_SIZES = (16, 32)  # of the algorithms a seal may use
+
+
+def unsealed_body(datagram: bytes, digest_size: int) -> bytes:
+    """The body of a datagram whose seal did not verify, for a diagnosis only (never to act on)."""
+    return datagram[: max(0, len(datagram) - AUTH_HEAD_SIZE - digest_size)]
 
 
 def reply_capacity(max_datagram: int, digest_size: int) -> int:
