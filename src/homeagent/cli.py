@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -288,7 +289,9 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             text = resources.files("homeagent").joinpath("examples", EXAMPLE_CONFIG).read_text()
             config_path = Path(tmp) / EXAMPLE_CONFIG
-            config_path.write_text(text.replace('state_dir = "/tmp/homeagent"', f'state_dir = "{tmp}/state"'))
+            # A state directory of its own, made by the daemon inside ours: the shipped one may need root.
+            state_dir = re.compile(r'^state_dir = "[^"]*"', re.MULTILINE)
+            config_path.write_text(state_dir.sub(lambda _: f'state_dir = "{tmp}/state"', text, count=1))
         config = load(config_path)
         print(f"$ homeagent run --config {config_path}")
         daemon = subprocess.Popen(

@@ -18,6 +18,7 @@ from homeagent.wire.auth import Algorithm, SecurityAssociation
 DEFAULT_PORT = 434
 MIN_KEY_SIZE = 16
 MAX_LIFETIME_LIMIT = 0xFFFE  # 0xFFFF means "infinity" on the wire; a Home Agent never grants it
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(ValueError):
@@ -79,12 +80,21 @@ class DataplaneConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """``[log]``. ``level`` is None when the file does not set it: then ``homeagent run --log-level``
+    decides, and info without it; a level the file sets applies again at every reload (SIGHUP)."""
+
+    level: str | None = None  # one of LOG_LEVELS
+
+
+@dataclass(frozen=True)
 class Config:
     home_agent: HomeAgentConfig
     security_associations: tuple[MobileSecurityAssociation, ...]
     dataplane: DataplaneConfig = DataplaneConfig()
     redundancy: RedundancyConfig | None = None
     source: Path | None = None
+    log: LogConfig = LogConfig()
 
     @property
     def control_socket(self) -> Path:
@@ -123,14 +133,15 @@ def parse(text: str, source: Path | None = None) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(source or "config"), f"not valid TOML: {exc}") from None
-    _only(doc, "", {"home_agent", "security_association", "dataplane", "redundancy"})
+    _only(doc, "", {"home_agent", "security_association", "dataplane", "redundancy", "log"})
     if "home_agent" not in doc:
         raise ConfigError("home_agent", "missing section")
     home_agent = _home_agent(_table(doc, "home_agent"))
     sas = _security_associations(doc.get("security_association", []))
     dataplane = _dataplane(_table(doc, "dataplane") if "dataplane" in doc else {})
     redundancy = _redundancy(_table(doc, "redundancy"), home_agent) if "redundancy" in doc else None
-    return Config(home_agent, sas, dataplane, redundancy, source)
+    log = _log(_table(doc, "log")) if "log" in doc else LogConfig()
+    return Config(home_agent, sas, dataplane, redundancy, source, log)
 
 
 def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
@@ -148,9 +159,20 @@ def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
         home_network=_network(t, k, "home_network", d.home_network),
         max_lifetime=_int(t, k, "max_lifetime", d.max_lifetime, 1, MAX_LIFETIME_LIMIT),
         replay_tolerance=_int(t, k, "replay_tolerance", d.replay_tolerance, 0, 3600),
-        state_dir=Path(_str(t, k, "state_dir", str(d.state_dir))),
+        state_dir=_state_dir(t, k, d.state_dir),
         simultaneous_bindings=_int(t, k, "simultaneous_bindings", d.simultaneous_bindings, 0, 64),
     )
+
+
+def _state_dir(t: dict[str, Any], where: str, default: Path) -> Path:
+    """``~`` (or ``~user``) at the start is a home directory, so that a user who runs the daemon without
+    root can write ``~/.local/state/homeagent``. It is the home of whoever reads the file: the daemon and
+    the ``homeagent status`` beside it must run as the same user to find the same socket."""
+    path = Path(_str(t, where, "state_dir", str(default)))
+    try:
+        return path.expanduser()
+    except RuntimeError:  # no home directory to be found for that user
+        raise ConfigError(f"{where}.state_dir", f"cannot expand {str(path)!r}: no such home directory") from None
 
 
 def _security_associations(items: Any) -> tuple[MobileSecurityAssociation, ...]:
@@ -250,6 +272,11 @@ def _association(t: dict[str, Any], k: str) -> SecurityAssociation:
     if len(key) < MIN_KEY_SIZE:  # RFC 5944 section 5.1: 128-bit keys
         raise ConfigError(f"{k}.key", "must be at least 16 bytes (32 hex digits)")
     return SecurityAssociation(spi, algorithm, key)
+
+
+def _log(t: dict[str, Any]) -> LogConfig:
+    _only(t, "log", {"level"})
+    return LogConfig(_choice(t, "log", "level", "info", LOG_LEVELS) if "level" in t else None)
 
 
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:

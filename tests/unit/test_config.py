@@ -34,8 +34,9 @@ def test_example_config_loads():
     assert ha.port == 4340
     assert ha.home_network == IPv4Network("10.1.0.0/16")
     assert (ha.max_lifetime, ha.replay_tolerance, ha.simultaneous_bindings) == (1800, 7, 3)
-    assert ha.state_dir == Path("/tmp/homeagent")
-    assert config.control_socket == Path("/tmp/homeagent/control.sock")
+    assert ha.state_dir == Path("/var/lib/homeagent")  # not /tmp: any local user could take it there
+    assert config.control_socket == Path("/var/lib/homeagent/control.sock")
+    assert config.log.level == "info"
     [sa] = config.security_associations
     assert sa.home_addresses == IPv4Network("10.1.0.0/16")
     assert sa.association == SecurityAssociation(256, Algorithm.HMAC_MD5, bytes.fromhex(
@@ -126,6 +127,11 @@ ERRORS = [
     (HOME_AGENT + "[dataplane]\nbackend = \"kernel\"\n", "dataplane.backend"),
     (HOME_AGENT + "[dataplane]\nbackend = \"userspace\"\n", "dataplane.backend"),
     ("home_agent = 5\n", "home_agent"),
+    (HOME_AGENT + "[log]\nlevel = \"verbose\"\n", "log.level"),
+    (HOME_AGENT + "[log]\nlevel = \"INFO\"\n", "log.level"),
+    (HOME_AGENT + "[log]\nlevel = 10\n", "log.level"),
+    (HOME_AGENT + "[log]\nlevel = \"info\"\nfile = \"/var/log/ha\"\n", "log.file"),
+    ("log = \"debug\"\n" + HOME_AGENT, "log"),
 ]
 
 
@@ -202,3 +208,37 @@ def test_a_bad_address_method_is_refused_by_name(extra, key):
     with pytest.raises(ConfigError) as info:
         parse(REDUNDANCY + extra)
     assert info.value.key == key
+
+
+# -- [log] and state_dir ------------------------------------------------------------------------------
+
+
+def test_log_level_is_unset_unless_the_file_sets_it():
+    """None: ``homeagent run --log-level`` decides at start (info without it), and a reload keeps the
+    level the daemon runs at."""
+    assert parse(HOME_AGENT).log.level is None
+    assert parse(HOME_AGENT + "[log]\n").log.level is None
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_every_log_level_is_accepted(level):
+    assert parse(HOME_AGENT + f'[log]\nlevel = "{level}"\n').log.level == level
+
+
+def test_state_dir_defaults_to_var_lib():
+    assert parse(HOME_AGENT).home_agent.state_dir == Path("/var/lib/homeagent")
+
+
+def test_state_dir_tilde_is_the_home_of_whoever_reads_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = parse(ha_with('state_dir = "~/.local/state/homeagent"'))
+    assert config.home_agent.state_dir == tmp_path / ".local/state/homeagent"
+    assert config.control_socket == tmp_path / ".local/state/homeagent/control.sock"
+    # only a leading ~ is expanded
+    assert parse(ha_with('state_dir = "/srv/~ha"')).home_agent.state_dir == Path("/srv/~ha")
+
+
+def test_state_dir_of_an_unknown_user_names_its_key():
+    with pytest.raises(ConfigError) as info:
+        parse(ha_with('state_dir = "~no-such-user-homeagent/state"'))
+    assert info.value.key == "home_agent.state_dir"
