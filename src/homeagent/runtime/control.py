@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,17 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
 
 
 def _claim(path: Path) -> None:
-    """Remove a stale socket left by a crashed daemon; refuse if a live daemon answers on it."""
-    if not path.exists():
+    """Remove a stale socket left by a crashed daemon; refuse if a live daemon answers on it, and refuse
+    to remove anything that is not a socket: a file or a symlink there was put by someone, and removing
+    (or, for a symlink, binding through) it is not the daemon's call."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = ("a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode)
+                else "a regular file" if stat.S_ISREG(st.st_mode) else "a special file")
+        raise ControlError(f"{path} is {kind}, not a socket; refusing to remove it (remove it by hand)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

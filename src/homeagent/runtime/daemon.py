@@ -23,7 +23,7 @@ from typing import Any
 from homeagent.config import Config
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import HomeAgent
-from homeagent.runtime import control
+from homeagent.runtime import control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 
 log = logging.getLogger("homeagent.daemon")
@@ -73,9 +73,9 @@ class Daemon:
         self._stopping = asyncio.Event()
         ha = self.config.home_agent
         try:
-            ha.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(f"home_agent.state_dir: cannot create {ha.state_dir}: {exc.strerror}") from None
+            state_dir.prepare(ha.state_dir)
+        except state_dir.StateDirError as exc:
+            raise StartupError(str(exc)) from None
         self._open(self._own, ha.port)
         red = self.config.redundancy
         if red is not None and red.election == "internal":
