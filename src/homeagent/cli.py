@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the Home Agent in the foreground (SIGTERM stops it)")
     run.add_argument("--config", required=True, type=Path)
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                     help="default: [log] level in the config file, else info")
     run.set_defaults(func=_run)
 
     status = sub.add_parser("status", help="role, bindings, peers and counters of the running daemon")
@@ -131,10 +132,11 @@ def _mobile_node_args(p: argparse.ArgumentParser, single: bool = True) -> None:
 def _run(args: argparse.Namespace) -> int:
     from homeagent.runtime.daemon import StartupError, run
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     config = load(args.config)
+    level = args.log_level or config.log.level or "info"  # --log-level, if given, wins over [log] level
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         run(config)
     except StartupError as exc:

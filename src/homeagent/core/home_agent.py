@@ -5,6 +5,7 @@ and clocks; this object owns neither."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import fields, replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -193,6 +194,74 @@ class HomeAgent:
     def next_timer(self) -> float | None:
         times = [t for t in (self.bindings.next_expiry(), self.group.next_timer() if self.group else None) if t]
         return min(times) if times else None
+
+    # -- reload ---------------------------------------------------------------------------------------
+
+    def reload(self, config: Config) -> list[str]:
+        """Take from ``config`` what can change while bindings are held, and return the keys that differ
+        but need a restart (``home_agent.port``...), which keep their running values.
+
+        What changes: the mobile nodes' associations, ``max_lifetime``, ``replay_tolerance`` and
+        ``simultaneous_bindings`` (each judges only requests still to come: a binding keeps the lifetime
+        it was granted), and the members' associations. Everything else shapes sockets, the election or
+        the addresses reserved from mobile nodes, which the running daemon has already built on. The new
+        objects are all made before the first is put in place, so a reload applies whole or not at all.
+        """
+        old, ha, red = self.config, self.config.home_agent, self.config.redundancy
+        new_ha, new_red = config.home_agent, config.redundancy
+        reloadable = {"max_lifetime", "replay_tolerance", "simultaneous_bindings"}
+        restart = [
+            f"home_agent.{f.name}" for f in fields(ha)
+            if f.name not in reloadable and getattr(ha, f.name) != getattr(new_ha, f.name)
+        ]
+        if (red is None) != (new_red is None):
+            restart.append("redundancy")
+        elif red is not None and new_red is not None:
+            restart += [
+                f"redundancy.{f.name}" for f in fields(red)
+                if f.name != "security_associations" and getattr(red, f.name) != getattr(new_red, f.name)
+            ]
+        restart += [
+            f"dataplane.{f.name}" for f in fields(old.dataplane)
+            if getattr(old.dataplane, f.name) != getattr(config.dataplane, f.name)
+        ]
+
+        applied_ha = replace(
+            ha,
+            max_lifetime=new_ha.max_lifetime,
+            replay_tolerance=new_ha.replay_tolerance,
+            simultaneous_bindings=new_ha.simultaneous_bindings,
+        )
+        applied_red = red
+        if red is not None and new_red is not None:
+            applied_red = replace(red, security_associations=new_red.security_associations)
+        registrar = self.registrar
+        settings = replace(
+            registrar.settings,
+            max_lifetime=applied_ha.max_lifetime,
+            simultaneous_bindings=applied_ha.simultaneous_bindings,
+        )
+        security = SecurityAssociations((sa.home_addresses, sa.association) for sa in config.security_associations)
+        # A new Registrar rather than new settings in the old one: it derives state from its settings when
+        # made (the accept code follows simultaneous_bindings). The table, the replay protection and the
+        # security violations (their count and log budget) go on as they were.
+        fresh = Registrar(settings, security, self.bindings, registrar.replay, self.counters, registrar.violations)
+        fresh.report_accepted = registrar.report_accepted
+
+        if self.group is not None and applied_red is not None:
+            members = SecurityAssociations((psa.peers, psa.association) for psa in applied_red.security_associations)
+            self.group.membership.rekey(members.first_covering)
+            self.group.membership.tolerance = applied_ha.replay_tolerance
+        registrar.replay.tolerance = applied_ha.replay_tolerance
+        self.registrar = fresh
+        self.config = replace(
+            old,
+            home_agent=applied_ha,
+            security_associations=config.security_associations,
+            redundancy=applied_red,
+            log=config.log,
+        )
+        return restart
 
     # -- views ----------------------------------------------------------------------------------------
 

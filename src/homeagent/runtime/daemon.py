@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
-from homeagent.config import Config
+from homeagent.config import Config, ConfigError, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import HomeAgent
 from homeagent.runtime import control, state_dir
@@ -69,8 +69,9 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._handle_signals()
         ha = self.config.home_agent
         try:
             state_dir.prepare(ha.state_dir)
@@ -95,8 +96,6 @@ class Daemon:
             except (control.ControlError, OSError) as exc:
                 raise StartupError(f"control socket: {exc}") from None
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, self.stop)
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
                 self._apply(self.core.start(self._now()))
                 if self._watch is not None:
@@ -127,8 +126,92 @@ class Daemon:
         return now
 
     def stop(self) -> None:
+        """SIGTERM, SIGINT, SIGQUIT: stop reading, tell the group, close the sockets, exit 0."""
         if self._stopping is not None:
             self._stopping.set()
+
+    # -- signals --------------------------------------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        """No signal but SIGKILL ends the daemon unasked-for: each one whose default would end the process
+        is handled here. SIGTERM, SIGINT and SIGQUIT stop it cleanly; SIGHUP reloads the configuration;
+        SIGUSR1 logs one line of status; the rest (SIGUSR2, the timer, I/O, power and real-time signals)
+        are logged and ignored, and SIGPIPE and SIGXFSZ stay ignored as Python leaves them (a failed
+        write is an error on that write). The signals a fault raises (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+        SIGABRT, SIGSYS, SIGTRAP) keep their default: a handler would turn a real crash into a hang."""
+        loop = self._loop
+        assert loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._report)
+        ignored = [getattr(signal, name) for name in ("SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO",
+                                                      "SIGPWR", "SIGSTKFLT", "SIGXCPU") if hasattr(signal, name)]
+        if hasattr(signal, "SIGRTMIN"):
+            ignored += range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+        for sig in ignored:
+            loop.add_signal_handler(sig, self._ignore, sig)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _ignore(self, sig: int) -> None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:  # a real-time signal other than the first and the last
+            name = f"signal {sig}"
+        log.warning("%s ignored", name)
+
+    def _report(self) -> None:
+        """SIGUSR1: the role, the bindings and the peers, in one log line at info."""
+        st = self.core.status(self._now())
+        peers = ", ".join(f"{p.get('address')} {p.get('state')}" for p in st["peers"]) or "none"
+        log.info("status: role %s, %d bindings, peers: %s", st["role"], st["bindings"], peers)
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration file again and apply what can change while bindings are held
+        (``HomeAgent.reload``; the log level here). What would need a restart is logged and left as it
+        runs; a file that does not load changes nothing. Bindings, sockets and the role never move."""
+        counters = self.core.counters
+        source = self.config.source
+        try:
+            if source is None:
+                raise ConfigError("config", "not read from a file: nothing to reload")
+            new = load(source)
+        except ConfigError as exc:
+            counters["reload_failed"] += 1
+            log.error("reload failed, nothing changed: %s", exc)
+            return
+        old = self.config
+        root = logging.getLogger()
+        old_level = logging.getLevelName(root.getEffectiveLevel()).lower()
+        restart = self.core.reload(new)
+        if new.log.level is not None:
+            root.setLevel(new.log.level.upper())
+        self.config = self.core.config
+        for key in restart:
+            log.warning("needs a restart: %s (left as it runs)", key)
+        changes = self._changes(old, self.config)
+        new_level = logging.getLevelName(root.getEffectiveLevel()).lower()
+        if new_level != old_level:
+            changes.append(f"log.level {old_level} -> {new_level}")
+        counters["reloads"] += 1
+        log.info("reloaded %s: %s", source, "; ".join(changes) or "nothing changed")
+
+    @staticmethod
+    def _changes(old: Config, new: Config) -> list[str]:
+        """What a reload changed, by key (never a key's secret)."""
+        out = []
+        for name in ("max_lifetime", "replay_tolerance", "simultaneous_bindings"):
+            before, after = getattr(old.home_agent, name), getattr(new.home_agent, name)
+            if before != after:
+                out.append(f"home_agent.{name} {before} -> {after}")
+        if old.security_associations != new.security_associations:
+            out.append(f"security_association ({len(new.security_associations)} now)")
+        if old.redundancy is not None and new.redundancy is not None:
+            associations = new.redundancy.security_associations
+            if old.redundancy.security_associations != associations:
+                out.append(f"redundancy.security_association ({len(associations)} now)")
+        return out
 
     # -- sockets --------------------------------------------------------------------------------------
 
@@ -339,5 +422,5 @@ def _udp_socket(address: str, port: int, freebind: bool = False) -> socket.socke
 
 
 def run(config: Config) -> None:
-    """Run until SIGTERM or SIGINT. Raises StartupError when the daemon cannot start."""
+    """Run until SIGTERM, SIGINT or SIGQUIT. Raises StartupError when the daemon cannot start."""
     asyncio.run(Daemon(config).run())
