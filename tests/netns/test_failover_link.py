@@ -305,6 +305,9 @@ def test_split_brain_by_cutting_the_link_between_the_members(tmp_path):
 
         lan.join("ha1", "ha2")
         wait("one active member", lambda: (seg.role("ha1"), seg.role("ha2")) == ("active", "standby"), timeout=5)
+        for host, other in (("ha1", "ha2"), ("ha2", "ha1")):  # the split brain was seen, on both sides
+            assert (status(seg.configs[host]) or {})["counters"].get("redundancy.dual_active") == 1, host
+            assert "two members are active for the virtual address" in seg.log(host), host
         wait("the virtual address on ha1 alone", lambda: seg.holds_vip("ha1") and not seg.holds_vip("ha2"))
         wait("identical tables", lambda: seg.table("ha1") == seg.table("ha2") and len(seg.table("ha1")) == 16,
              timeout=10)

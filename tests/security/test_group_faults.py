@@ -117,3 +117,18 @@ def test_a_lagging_member_left_alone_takes_over_and_says_it_is_stale(group) -> N
     wait_until(lambda: b.role() == "active", 5, "B to take over")
     assert counter(b.status(), "redundancy.stale_takeovers") == 1
     assert "taking over out of sync" in b.stderr()
+
+
+def test_a_preemption_is_a_hand_over_not_a_split_brain(group) -> None:
+    """A better member that starts takes the role over (preempt): for a moment both advertise active, by
+    design. That is not logged as an error nor counted, on either side."""
+    a = group.add(A, priority=100, peers=[B])
+    b = group.add(B, priority=200, peers=[A])
+    group.start(a)
+    wait_until(lambda: a.role() == "active", 5, "A to become active")
+    group.start(b)
+    wait_until(lambda: b.role() == "active" and a.role() == "standby", 5, "B to preempt A")
+    time.sleep(0.5)
+    for m in (a, b):
+        assert counter(m.status(), "redundancy.dual_active") == 0
+        assert "two members are active" not in m.stderr()

@@ -66,6 +66,7 @@ log = logging.getLogger("homeagent.redundancy")
 
 UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update; doubles each time
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
+UNKNOWN_ROLE = -1  # of a member heard again after a silence, until its next advertisement
 KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
 _T = 0x02
 
@@ -134,6 +135,7 @@ class Group:
         self.exchange = TableExchange(self)
         self.sync_state = SyncState()
         self._active_beside: dict[int, float] = {}  # member -> when we last saw it active beside us
+        self._preempted: tuple[int, float] | None = None  # the active member we took over from, and when
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
             BindingUpdateAck: self._on_update_ack,
@@ -330,7 +332,7 @@ class Group:
         if member.up:
             return []
         member.up = True
-        member.role = Role.INIT  # what it became while we could not hear it, its next advertisement says
+        member.role = UNKNOWN_ROLE  # what it became while we could not hear it, its next advertisement says
         log.info("member %s is up", member.name)
         self.exchange.heard(member, first, now)
         return []
@@ -393,14 +395,23 @@ class Group:
         self._told(lambda: self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG)))
         if advert.role == Role.ACTIVE and advert.priority and self.election.role is Role.ACTIVE:
             ours = (self.settings.priority, self.settings.own_address)
-            if was != Role.STANDBY:  # not a standby we heard preempt us: each took over without the other
+            if was not in (Role.INIT, Role.STANDBY) and not self._handing_over(member, now):
+                # Not the hand-over of a preemption (a member we heard stand by take over from us, or the
+                # active member we took over from, until it hears us): each became active without the other.
                 self._dual_active(member, now, "this one stands down" if (advert.priority, member.address) > ours
                                   else "the other one stands down")
         resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(
             member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync
         )
+        if any(t.new is Role.ACTIVE for t in transitions):
+            self._preempted = (member.address, now)
         return resigned + self._apply_transitions(transitions)
+
+    def _handing_over(self, member: Member, now: float) -> bool:
+        preempted = self._preempted
+        return (preempted is not None and preempted[0] == member.address
+                and now - preempted[1] <= self.election.master_down_interval)
 
     def _told(self, change: Callable[[], None]) -> None:
         """Apply a change to whether we are in sync; say when that flips, and tell the election."""
