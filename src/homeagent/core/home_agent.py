@@ -13,6 +13,7 @@ from homeagent import __version__
 from homeagent.config import Config
 from homeagent.core.bindings import BindingTable
 from homeagent.core.clock import WallClock
+from homeagent.core.violations import SecurityViolations
 from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown
 from homeagent.core.group import Group, GroupSettings
 from homeagent.core.peers import Membership
@@ -32,6 +33,7 @@ class HomeAgent:
         self.config = config
         self.counters: Counter[str] = Counter()
         self.clock = WallClock()  # the runtime keeps its offset current; ``now`` is always monotonic
+        self.violations = SecurityViolations(self.counters)  # one count and one log budget for all kinds
         self.bindings = BindingTable()
         self.started = now
         self._own = str(ha.address)
@@ -50,6 +52,7 @@ class HomeAgent:
             self.bindings,
             TimestampReplayProtection(ha.replay_tolerance, self.clock),
             self.counters,
+            self.violations,
         )
         self.group: Group | None = None
         if red is not None:
@@ -60,6 +63,7 @@ class HomeAgent:
                 ha.replay_tolerance,
                 self.counters,
                 self.clock,
+                self.violations,
             )
             settings = GroupSettings(
                 own_address=own,
@@ -115,7 +119,7 @@ class HomeAgent:
             self.counters["discarded.not_serving"] += 1
             return []
         if kind in _REDUNDANCY and local != self._virtual:
-            return self.group.receive(data, source[0], now)
+            return self.group.receive(data, source[0], local, now)
         self.counters["discarded.malformed"] += 1
         return []
 
@@ -124,7 +128,7 @@ class HomeAgent:
         assert group is not None
         if not group.serving:
             return False
-        return local == self._virtual or group.settings.mode == "peer"
+        return local == self._virtual or (group.settings.mode == "peer" and local == self._own)
 
     def receive_registration(
         self, data: bytes, source: Address, now: float, local: str | None = None
@@ -275,6 +279,7 @@ class HomeAgent:
             "address": str(ha.address),
             "port": ha.port,
             "bindings": len(self.bindings),
+            "security_violations": self.violations.total,
             "peers": [],
             "counters": dict(sorted(self.counters.items())),
         }

@@ -237,7 +237,8 @@ class Daemon:
         member = self._sockets[self._own]
         member.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._own))
         assert self._loop is not None
-        self._drainers[group] = drain = self._drainer(sock, self._own)
+        # What arrives here was sealed for the group: its address, not ours, is the receiver.
+        self._drainers[group] = drain = self._drainer(sock, group)
         self._loop.add_reader(sock.fileno(), drain)
 
     def _close(self, local: str) -> None:
