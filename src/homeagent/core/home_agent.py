@@ -208,9 +208,7 @@ class HomeAgent:
         What changes: the mobile nodes' associations, ``max_lifetime``, ``replay_tolerance`` and
         ``simultaneous_bindings`` (each judges only requests still to come: a binding keeps the lifetime
         it was granted), and the members' associations. Everything else shapes sockets, the election or
-        the addresses reserved from mobile nodes, which the running daemon has already built on. The new
-        objects are all made before the first is put in place, so a reload applies whole or not at all.
-        """
+        the addresses reserved from mobile nodes, which the running daemon has already built on.         """
         old, ha, red = self.config, self.config.home_agent, self.config.redundancy
         new_ha, new_red = config.home_agent, config.redundancy
         reloadable = {"max_lifetime", "replay_tolerance", "simultaneous_bindings"}
@@ -246,18 +244,12 @@ class HomeAgent:
             simultaneous_bindings=applied_ha.simultaneous_bindings,
         )
         security = SecurityAssociations((sa.home_addresses, sa.association) for sa in config.security_associations)
-        # A new Registrar rather than new settings in the old one: it derives state from its settings when
-        # made (the accept code follows simultaneous_bindings). The table, the replay protection and the
-        # security violations (their count and log budget) go on as they were.
-        fresh = Registrar(settings, security, self.bindings, registrar.replay, self.counters, registrar.violations)
-        fresh.report_accepted = registrar.report_accepted
-
         if self.group is not None and applied_red is not None:
             members = SecurityAssociations((psa.peers, psa.association) for psa in applied_red.security_associations)
             self.group.membership.rekey(members.first_covering)
             self.group.membership.tolerance = applied_ha.replay_tolerance
         registrar.replay.tolerance = applied_ha.replay_tolerance
-        self.registrar = fresh
+        registrar.reconfigure(settings, security)
         self.config = replace(
             old,
             home_agent=applied_ha,

@@ -53,19 +53,24 @@ class Registrar:
         counters: Counter[str],
         violations: SecurityViolations | None = None,
     ) -> None:
-        self.settings = settings
-        self.security = security
         self.bindings = bindings
         self.replay = replay
         self.counters = counters
+        self.violations = violations or SecurityViolations(counters)
+        self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
+        self.reconfigure(settings, security)
+
+    def reconfigure(self, settings: RegistrarSettings, security: SecurityAssociations) -> None:
+        """New settings and associations (at start, and on a reload): they judge the requests to come; the
+        bindings already granted stay as they are."""
+        self.settings = settings
+        self.security = security
         net = settings.home_network
         self._home_mask = int(net.netmask)
         self._home_prefix = int(net.network_address)
         self._accept_code = (
             ReplyCode.ACCEPTED if settings.simultaneous_bindings else ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
         )
-        self.violations = violations or SecurityViolations(counters)
-        self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Effect]:
         """Process one Registration Request from ``source``; return the reply and binding changes."""
