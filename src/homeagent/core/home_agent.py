@@ -208,7 +208,8 @@ class HomeAgent:
         What changes: the mobile nodes' associations, ``max_lifetime``, ``replay_tolerance`` and
         ``simultaneous_bindings`` (each judges only requests still to come: a binding keeps the lifetime
         it was granted), and the members' associations. Everything else shapes sockets, the election or
-        the addresses reserved from mobile nodes, which the running daemon has already built on.         """
+        the addresses reserved from mobile nodes, which the running daemon has already built on.
+        """
         old, ha, red = self.config, self.config.home_agent, self.config.redundancy
         new_ha, new_red = config.home_agent, config.redundancy
         reloadable = {"max_lifetime", "replay_tolerance", "simultaneous_bindings"}
