@@ -81,21 +81,42 @@ def _claim(path: Path) -> None:
 
 
 def request(path: Path, command: str, timeout: float = 5.0, **args: Any) -> Any:
-    """Ask the running daemon; raise ControlError if there is none or it refuses."""
+    """Ask the running daemon; raise ControlError if there is none, it refuses, or what answers is not it.
+
+    Every way the exchange can fail ends here as one ControlError naming the socket, so that the CLI prints
+    one line and never a traceback: nothing at the path, a stale socket file, a path that is no socket, a
+    daemon that hangs, closes without an answer, or answers something that is not our JSON.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(str(path))
+        except PermissionError:
+            raise ControlError(f"not allowed to talk to the daemon on {path} (run as its user)") from None
         except OSError as exc:
+            if Path(path).exists() and not Path(path).is_socket():
+                raise ControlError(f"no daemon answers on {path} (not a socket)") from None
             raise ControlError(f"no daemon answers on {path} ({exc.strerror or exc})") from None
-        s.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-    answer = json.loads(data)
-    if not answer.get("ok"):
-        raise ControlError(answer.get("error", "the daemon refused"))
+        try:
+            s.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise ControlError(f"the daemon on {path} did not answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"the daemon on {path} went away ({exc.strerror or exc})") from None
+    if not data:
+        raise ControlError(f"the daemon on {path} closed the connection without an answer")
+    try:
+        answer = json.loads(data)
+    except ValueError:  # not JSON, or not UTF-8
+        answer = None
+    if not isinstance(answer, dict) or "ok" not in answer or (answer["ok"] and "result" not in answer):
+        raise ControlError(f"what answers on {path} is not a homeagent daemon: {data[:60]!r}")
+    if not answer["ok"]:
+        raise ControlError(str(answer.get("error") or "the daemon refused"))
     return answer["result"]
