@@ -233,6 +233,7 @@ def _print_outcome(outcome: Any, as_json: bool) -> int:
             f"reply {d['code']} ({d['code_name']}): home address {d['home_address']} care-of "
             f"{d['care_of_address']} lifetime {d['lifetime']} s, identification {d['identification']:#018x}"
             + (" (clock resynchronised)" if d["resynchronised"] else "")
+            + ("" if d["authenticated"] else " (reply not authenticated)")
         )
     return 0 if outcome.accepted else 3
 

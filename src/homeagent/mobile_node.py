@@ -1,5 +1,6 @@
 """A mobile node client: builds and authenticates Registration Requests, retries on timeout,
-resynchronises its clock on code 133, and checks every reply (RFC 5944 sections 3.6 and 5.7).
+resynchronises its clock on code 133, and checks every reply (RFC 5944 sections 3.6 and 5.7). The one
+reply it reports without being able to authenticate it is a 131: see ``UnauthenticatedRefusal``.
 
 ``LoadGenerator`` drives many mobile nodes through one socket with many requests in flight; the benchmark
 and operators' stress tests use it.
@@ -28,12 +29,29 @@ class ReplyError(ValueError):
     """A datagram that is not a valid reply to the request we sent."""
 
 
+class UnauthenticatedRefusal(ReplyError):
+    """A 131 (mobile node failed authentication) answering our request, whose own authenticator does not
+    verify with our key, or that has none.
+
+    A Home Agent that cannot authenticate a request still answers 131 (RFC 5944 3.8.2.1), sealed with the
+    association it holds for the home address (or none), and when our key is the wrong one that seal cannot
+    verify here. Such a reply changes nothing (3.6.2.1: it is discarded, no clock or lifetime is taken from
+    it), but "refused: your key is wrong" is what the operator needs to hear, not "no reply". Every other
+    code stays unbelievable unauthenticated: anyone could forge an "accepted".
+    """
+
+    def __init__(self, reply: RegistrationReply) -> None:
+        super().__init__("reply authentication failed (a 131 we cannot verify)")
+        self.reply = reply
+
+
 @dataclass
 class Outcome:
     reply: RegistrationReply
     request: RegistrationRequest
     attempts: int
     resynchronised: bool
+    authenticated: bool = True  # False only for an UnauthenticatedRefusal's 131
 
     @property
     def code(self) -> int:
@@ -41,7 +59,7 @@ class Outcome:
 
     @property
     def accepted(self) -> bool:
-        return self.reply.code < 64
+        return self.reply.code < 64 and self.authenticated
 
     def as_dict(self) -> dict[str, object]:
         code = self.reply.code
@@ -49,6 +67,7 @@ class Outcome:
             "code": code,
             "code_name": ReplyCode(code).name if code in ReplyCode._value2member_map_ else "UNKNOWN",
             "accepted": self.accepted,
+            "authenticated": self.authenticated,
             "lifetime": self.reply.lifetime,
             "home_address": str(IPv4Address(self.reply.home_address)),
             "home_agent": str(IPv4Address(self.reply.home_agent)),
@@ -105,7 +124,8 @@ class MobileNode:
         return self.association.sign(req.header_bytes())
 
     def check_reply(self, data: bytes, sent: RegistrationRequest) -> RegistrationReply:
-        """The reply, if it answers ``sent`` and its Mobile-Home authenticator verifies."""
+        """The reply, if it answers ``sent`` and its Mobile-Home authenticator verifies; raises
+        UnauthenticatedRefusal for a 131 that answers ``sent`` but does not verify, ReplyError otherwise."""
         try:
             reply = RegistrationReply.parse(data)
         except ParseError as exc:
@@ -114,6 +134,8 @@ class MobileNode:
             raise ReplyError("answers another request")
         mhae = reply.extension(ExtensionType.MOBILE_HOME_AUTH)
         if mhae is None or not self.association.verify(reply.raw, mhae):
+            if reply.code == ReplyCode.MOBILE_NODE_FAILED_AUTHENTICATION:
+                raise UnauthenticatedRefusal(reply)
             raise ReplyError("reply authentication failed")
         return reply
 
@@ -127,7 +149,8 @@ class MobileNode:
     ) -> Outcome:
         """Register (or, with lifetime 0, deregister); retry on timeout, resynchronise once on 133.
 
-        Raises TimeoutError when no valid reply came after ``retries`` retransmissions.
+        Raises TimeoutError when no valid reply came after ``retries`` retransmissions. A 131 we cannot
+        authenticate is returned as an Outcome with ``authenticated`` False (see UnauthenticatedRefusal).
         """
         resynchronised = False
         attempts = 0
@@ -136,19 +159,24 @@ class MobileNode:
             while True:
                 datagram = self.request(care_of_address, lifetime, flags)
                 sent = RegistrationRequest.parse(datagram)
-                reply = self._exchange(sock, datagram, sent, timeout, retries)
+                answer = self._exchange(sock, datagram, sent, timeout, retries)
                 attempts += 1
-                if reply is None:
+                if answer is None:
                     raise TimeoutError(f"no reply from {self.home_agent}:{self.port}")
+                reply, authenticated = answer
                 if reply.code == ReplyCode.IDENTIFICATION_MISMATCH and not resynchronised:
                     self.identifications.resynchronise(sent.identification, reply.identification)
                     resynchronised = True
                     continue
-                return Outcome(reply, sent, attempts, resynchronised)
+                return Outcome(reply, sent, attempts, resynchronised, authenticated)
 
     def _exchange(
         self, sock: socket.socket, datagram: bytes, sent: RegistrationRequest, timeout: float, retries: int
-    ) -> RegistrationReply | None:
+    ) -> tuple[RegistrationReply, bool] | None:
+        """The first authenticated reply to ``sent``, with True. Failing that, an unauthenticated 131, with
+        False, once the attempt it came in has run out: a genuine reply racing a forged 131 still wins, and
+        sending the same request again would only be refused again. None when nothing came."""
+        refusal: RegistrationReply | None = None
         for attempt in range(retries + 1):
             try:
                 sock.send(datagram)
@@ -164,9 +192,13 @@ class MobileNode:
                 except ConnectionRefusedError:
                     continue
                 try:
-                    return self.check_reply(data, sent)
+                    return self.check_reply(data, sent), True
+                except UnauthenticatedRefusal as exc:
+                    refusal = refusal or exc.reply
                 except ReplyError:
                     continue
+            if refusal is not None:
+                return refusal, False
         return None
 
 

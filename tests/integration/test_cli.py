@@ -85,14 +85,29 @@ def test_register_without_simultaneous_replaces(ha):
 
 
 def test_register_with_wrong_key_is_denied_131(ha):
+    """The Home Agent answers 131 sealed with the configured key, which this client does not hold: the reply
+    cannot be authenticated, yet it is reported, as a 131 that is not authenticated (it used to be "no
+    reply"), and it changes nothing."""
     before = ha.counters().get("denied.131", 0)
-    r = homeagent("mn", "register", "--config", str(ha.config_path), "--home-address", "10.1.0.8", "--care-of",
-                  "192.0.2.40", "--spi", str(SPI), "--key", WRONG_KEY.hex(), "--timeout", "0.3", "--retries", "0")
-    # The 131 reply is authenticated with the configured key, which this client does not hold, so the
-    # client drops it (RFC 5944 3.6.2.1) and reports no reply.
-    assert r.returncode == 1 and "no reply" in r.stderr
-    assert ha.counters()["denied.131"] == before + 1
+    args = ["--home-address", "10.1.0.8", "--care-of", "192.0.2.40", "--spi", str(SPI),
+            "--key", WRONG_KEY.hex(), "--timeout", "0.3", "--retries", "0"]
+    rc, out = mn(ha, "register", *args)
+    assert (rc, out["code"], out["accepted"], out["authenticated"]) == (3, 131, False, False)
+    assert out["code_name"] == "MOBILE_NODE_FAILED_AUTHENTICATION" and out["attempts"] == 1
+    text = homeagent("mn", "register", "--config", str(ha.config_path), *args)
+    assert text.returncode == 3, text.stderr
+    assert text.stdout.startswith("reply 131 (MOBILE_NODE_FAILED_AUTHENTICATION)")
+    assert text.stdout.rstrip().endswith("(reply not authenticated)")
+    assert ha.counters()["denied.131"] == before + 2
     assert bindings(ha, "--home-address", "10.1.0.8") == []
+
+
+def test_register_with_an_unknown_spi_is_denied_131(ha):
+    """An SPI the Home Agent lacks for the home address: 131, sealed with the association it has
+    (RFC 5944 3.8.2.1 (a)), which names another SPI than ours: not authenticated here either."""
+    rc, out = mn(ha, "register", "--home-address", "10.1.0.8", "--care-of", "192.0.2.40", "--spi", "4000",
+                 "--key", KEY.hex(), "--timeout", "0.3", "--retries", "0")
+    assert (rc, out["code"], out["authenticated"]) == (3, 131, False)
 
 
 def test_status_json(ha):

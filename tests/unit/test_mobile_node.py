@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 
 import pytest
 
 from homeagent.core.effects import Send
-from homeagent.mobile_node import Identifications, MobileNode, Outcome, ReplyError
+from homeagent.mobile_node import Identifications, MobileNode, Outcome, ReplyError, UnauthenticatedRefusal
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import Flags, RegistrationReply, RegistrationRequest, reply_header
@@ -195,13 +198,117 @@ def test_check_reply_rejects_what_is_not_a_reply(exchange, data):
         mn.check_reply(data, sent)
 
 
+WRONG_SA = SecurityAssociation(256, Algorithm.HMAC_MD5, bytes.fromhex("0f" * 16))
+
+
+def test_check_reply_reports_an_unauthenticated_131_as_such(exchange):
+    """A Home Agent that cannot authenticate the request answers 131 sealed with its own key (RFC 5944
+    3.8.2.1); with our key the wrong one, that seal cannot verify here."""
+    mn, sent = exchange
+    for data in (signed_reply(code=131, ident=sent.identification, sa=WRONG_SA),
+                 reply_header(131, 600, HOA, HA, sent.identification)):
+        with pytest.raises(UnauthenticatedRefusal) as caught:
+            mn.check_reply(data, sent)
+        assert caught.value.reply.code == 131
+
+
+@pytest.mark.parametrize("code", [0, 1, 129, 133])
+def test_check_reply_believes_no_other_unauthenticated_code(exchange, code):
+    """An unauthenticated "accepted" (or 133, which would move our clock) is what a forger sends."""
+    mn, sent = exchange
+    with pytest.raises(ReplyError) as caught:
+        mn.check_reply(signed_reply(code=code, ident=sent.identification, sa=WRONG_SA), sent)
+    assert not isinstance(caught.value, UnauthenticatedRefusal)
+
+
+def test_an_unauthenticated_131_for_another_request_is_no_answer(exchange):
+    mn, sent = exchange
+    with pytest.raises(ReplyError) as caught:
+        mn.check_reply(signed_reply(code=131, ident=sent.identification ^ 1, sa=WRONG_SA), sent)
+    assert not isinstance(caught.value, UnauthenticatedRefusal)
+
+
+# -- register() against a Home Agent on loopback that answers as told -------------------------------
+
+
+Answer = Callable[[RegistrationRequest], list[bytes]]
+
+
+@pytest.fixture
+def fake_ha() -> Iterator[Callable[[Answer], MobileNode]]:
+    """A UDP socket on 127.0.0.1 answering each request with what ``answer`` makes of it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+    threads = []
+
+    def start(answer: Answer) -> MobileNode:
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    data, source = sock.recvfrom(4096)
+                except (TimeoutError, socket.timeout):
+                    continue
+                for datagram in answer(RegistrationRequest.parse(data)):
+                    sock.sendto(datagram, source)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return MobileNode(IPv4Address(HOA), IPv4Address("127.0.0.1"), SA, sock.getsockname()[1])
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=2)
+    sock.close()
+
+
+def answers(*replies: tuple[int, SecurityAssociation]) -> Answer:
+    def answer(req: RegistrationRequest) -> list[bytes]:
+        return [signed_reply(code, req.lifetime, req.home_address, req.home_agent, req.identification, sa)
+                for code, sa in replies]
+
+    return answer
+
+
+def test_register_reports_an_unauthenticated_131(fake_ha):
+    """It used to be dropped like any unauthenticated reply, and the operator read "no reply" when the
+    Home Agent had said "your key is wrong"."""
+    received = []
+
+    def answer(req: RegistrationRequest) -> list[bytes]:
+        received.append(req)
+        return answers((131, WRONG_SA))(req)
+
+    outcome = fake_ha(answer).register(IPv4Address(COA), 600, timeout=0.2, retries=3)
+    assert (outcome.code, outcome.authenticated, outcome.accepted) == (131, False, False)
+    assert outcome.as_dict()["authenticated"] is False and outcome.as_dict()["code_name"] == (
+        "MOBILE_NODE_FAILED_AUTHENTICATION")
+    assert len(received) == 1, "the same request sent again would only be refused again"
+
+
+def test_register_prefers_an_authenticated_reply_to_an_unauthenticated_131(fake_ha):
+    """A forged 131 that races the Home Agent's genuine reply does not win."""
+    node = fake_ha(answers((131, WRONG_SA), (0, SA)))
+    outcome = node.register(IPv4Address(COA), 600, timeout=0.5, retries=0)
+    assert (outcome.code, outcome.authenticated, outcome.accepted) == (0, True, True)
+
+
+def test_register_never_believes_an_unauthenticated_accept(fake_ha):
+    node = fake_ha(answers((0, WRONG_SA)))
+    with pytest.raises(TimeoutError, match="no reply"):
+        node.register(IPv4Address(COA), 600, timeout=0.05, retries=1)
+
+
 def test_outcome_as_dict(exchange):
     mn, sent = exchange
     reply = RegistrationReply.parse(signed_reply(code=133, lifetime=0, ident=sent.identification))
     d = Outcome(reply, sent, attempts=2, resynchronised=True).as_dict()
     assert d["code"] == 133 and d["code_name"] == "IDENTIFICATION_MISMATCH" and d["accepted"] is False
     assert d["home_address"] == "10.1.0.5" and d["care_of_address"] == "198.51.100.7"
-    assert d["attempts"] == 2 and d["resynchronised"] is True
+    assert d["attempts"] == 2 and d["resynchronised"] is True and d["authenticated"] is True
     odd = RegistrationReply.parse(signed_reply(code=77, ident=sent.identification))
     assert Outcome(odd, sent, 1, False).as_dict()["code_name"] == "UNKNOWN"
 
