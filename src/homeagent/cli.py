@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
-from ipaddress import IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 from homeagent import __version__
-from homeagent.config import Config, ConfigError, load
+from homeagent.config import MIN_KEY_SIZE, Config, ConfigError, load
+from homeagent.core.security import SecurityAssociations
 from homeagent.runtime import control
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.registration import Flags
@@ -85,45 +88,116 @@ def _parser() -> argparse.ArgumentParser:
 
     mn = sub.add_parser("mn", help="act as a mobile node").add_subparsers(required=True, metavar="ACTION")
     for name, helptext in (("register", "register a care-of address"), ("deregister", "deregister")):
-        m = mn.add_parser(name, help=helptext)
+        m = mn.add_parser(name, help=helptext, description=MOBILE_NODE_TARGET)
         _mobile_node_args(m)
         if name == "register":
             m.add_argument("--care-of", required=True, type=IPv4Address)
-            m.add_argument("--lifetime", type=int, default=600)
+            m.add_argument("--lifetime", type=_integer(0, 0xFFFF), default=600,
+                           help="seconds, 0 to 65535 (default 600)")
             m.add_argument("--simultaneous", action="store_true", help="S: keep other care-of addresses")
             m.add_argument("--reverse-tunnel", action="store_true", help="T: ask for a reverse tunnel")
             m.add_argument("--broadcast", action="store_true", help="B: forward broadcasts")
             m.add_argument("--colocated", action="store_true", help="D: the mobile node decapsulates")
         else:
             m.add_argument("--care-of", type=IPv4Address, help="one care-of address (default: all of them)")
-        m.add_argument("--timeout", type=float, default=1.0)
-        m.add_argument("--retries", type=int, default=3)
+        m.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to the first retransmission "
+                       "(doubled for each next one; default 1)")
+        m.add_argument("--retries", type=_integer(0), default=3, help="retransmissions (default 3)")
         m.add_argument("--json", action="store_true")
         m.set_defaults(func=_mn_register if name == "register" else _mn_deregister)
 
-    load_p = mn.add_parser("load", help="register many mobile nodes as fast as the Home Agent answers")
+    load_p = mn.add_parser("load", help="register many mobile nodes as fast as the Home Agent answers",
+                           description=MOBILE_NODE_TARGET)
     _mobile_node_args(load_p, single=False)
-    load_p.add_argument("--mobile-nodes", type=int, default=1000)
-    load_p.add_argument("--first-home-address", type=IPv4Address)
+    load_p.add_argument("--mobile-nodes", type=_integer(1), default=1000, help="how many home addresses")
+    load_p.add_argument("--first-home-address", type=IPv4Address,
+                        help="default: the start of the home network of --config")
+    load_p.add_argument("--home-network", type=_network,
+                        help="its network and broadcast addresses are skipped (default: "
+                        "home_agent.home_network of --config, whose every reserved address is skipped)")
     load_p.add_argument("--care-of", type=IPv4Address, default=IPv4Address("192.0.2.1"))
-    load_p.add_argument("--count", type=int)
-    load_p.add_argument("--duration", type=float)
-    load_p.add_argument("--window", type=int, default=64)
-    load_p.add_argument("--rate", type=float, help="requests a second (a steady load); default: as fast as it goes")
-    load_p.add_argument("--lifetime", type=int, default=600)
+    load_p.add_argument("--count", type=_integer(1), help="requests to send (default: --mobile-nodes)")
+    load_p.add_argument("--duration", type=_seconds, help="seconds to send for")
+    load_p.add_argument("--window", type=_integer(1), default=64, help="requests in flight (default 64)")
+    load_p.add_argument("--rate", type=_positive("requests a second"),
+                        help="requests a second (a steady load); default: as fast as it goes")
+    load_p.add_argument("--lifetime", type=_integer(0, 0xFFFF), default=600,
+                        help="seconds, 0 to 65535 (default 600)")
     load_p.set_defaults(func=_mn_load)
     return p
+
+
+MOBILE_NODE_TARGET = """Where to register and with which key: --config gives the Home Agent's address
+and port and the security association (the first configured for the longest prefix covering the home
+address, as the Home Agent picks it). Each flag given overrides its part and is never ignored: --spi
+picks that SPI among those associations (with --key, it may be one the file lacks), --key replaces the
+key, --algorithm the algorithm. Without --config, give --home-agent, --spi and --key (--port 434 and
+--algorithm hmac-md5 by default)."""
 
 
 def _mobile_node_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--config", type=Path, help="take the Home Agent and the association from this file")
     if single:
         p.add_argument("--home-address", required=True, type=IPv4Address)
-    p.add_argument("--home-agent", type=IPv4Address)
-    p.add_argument("--port", type=int)
-    p.add_argument("--spi", type=int)
-    p.add_argument("--key", help="hex")
-    p.add_argument("--algorithm", choices=[a.value for a in Algorithm])
+    p.add_argument("--home-agent", type=IPv4Address, help="default: home_agent.address of --config")
+    p.add_argument("--port", type=_integer(1, 65535), help="default: home_agent.port of --config, else 434")
+    p.add_argument("--spi", type=_integer(256, 0xFFFFFFFF),  # 0-255 are reserved (RFC 5944 section 1.6)
+                   help="256 to 4294967295; with --config, picks that association")
+    p.add_argument("--key", type=_key,
+                   help="hex, at least 16 bytes; with --config, replaces the association's")
+    p.add_argument("--algorithm", choices=[a.value for a in Algorithm],
+                   help="default: the association's, else hmac-md5")
+
+
+# argparse types: a bad value ends in one line naming the option and exit status 2, before anything runs
+# (a lifetime of 99999 used to reach struct.pack and end in a traceback).
+
+
+def _integer(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            within = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be an integer {within}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _positive(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a number of {what} above 0, not {text!r}")
+        return value
+
+    return parse
+
+
+_seconds = _positive("seconds")
+
+
+def _key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be hex digits") from None  # a key is not echoed
+    if len(key) < MIN_KEY_SIZE:  # RFC 5944 section 5.1: 128-bit keys
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_KEY_SIZE} bytes, not {len(key)}")
+    return key
+
+
+def _network(text: str) -> IPv4Network:
+    try:
+        return IPv4Network(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 prefix such as 10.1.0.0/16") from None
 
 
 # -- daemon ------------------------------------------------------------------------------------------
@@ -168,7 +242,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _bindings(args: argparse.Namespace) -> int:
-    kwargs = {"home_address": str(args.home_address)} if args.home_address else {}
+    kwargs: dict[str, Any] = {"home_address": str(args.home_address)} if args.home_address else {}
     rows = control.request(load(args.config).control_socket, "bindings", **kwargs)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -190,7 +264,7 @@ def _role(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    kwargs = {"home_address": str(args.home_address)}
+    kwargs: dict[str, Any] = {"home_address": str(args.home_address)}
     if args.care_of:
         kwargs["care_of_address"] = str(args.care_of)
     result = control.request(load(args.config).control_socket, "remove", **kwargs)
@@ -201,27 +275,49 @@ def _remove(args: argparse.Namespace) -> int:
 # -- mobile node -------------------------------------------------------------------------------------
 
 
-def _target(args: argparse.Namespace, home_address: IPv4Address | None) -> tuple[IPv4Address, int, SecurityAssociation]:
-    """The Home Agent address, port and association, from flags, else from --config."""
+def _target(
+    args: argparse.Namespace, home_address: IPv4Address
+) -> tuple[IPv4Address, int, SecurityAssociation]:
+    """The Home Agent address, port and association: each from its flag when given, else from --config
+    (MOBILE_NODE_TARGET says how); a flag that cannot be honoured is an error, never ignored."""
     config: Config | None = load(args.config) if args.config else None
-    home_agent = args.home_agent or (config.home_agent.address if config else None)
-    port = args.port or (config.home_agent.port if config else 434)
-    if home_agent is None:
-        raise SystemExit("homeagent: give --home-agent or --config")
-    if args.spi is not None and args.key:
-        sa = SecurityAssociation(args.spi, Algorithm(args.algorithm or "hmac-md5"), bytes.fromhex(args.key))
+    if args.home_agent is not None:
+        home_agent = args.home_agent
     elif config is not None:
-        covering = [
-            s.association
-            for s in config.security_associations
-            if home_address is None or home_address in s.home_addresses
-        ]
-        if not covering:
-            raise SystemExit(f"homeagent: no security association in {args.config} covers {home_address}")
-        sa = covering[0]
+        home_agent = config.home_agent.address
     else:
-        raise SystemExit("homeagent: give --spi and --key, or --config")
-    return home_agent, port, sa
+        raise SystemExit("homeagent: give --home-agent or --config")
+    port = args.port if args.port is not None else (config.home_agent.port if config else 434)
+    return home_agent, port, _association(args, config, home_address)
+
+
+def _association(
+    args: argparse.Namespace, config: Config | None, home_address: IPv4Address
+) -> SecurityAssociation:
+    """The configured association the Home Agent would use for ``home_address`` (the longest prefix
+    covering it; the one of SPI --spi there, else the first), with --key and --algorithm laid over it."""
+    configured: dict[int, SecurityAssociation] = {}
+    if config is not None:
+        table = SecurityAssociations((s.home_addresses, s.association) for s in config.security_associations)
+        configured = table.covering(int(home_address)) or {}
+    if args.spi is not None:
+        base = configured.get(args.spi)
+        if base is None and args.key is None:
+            if config is None:
+                raise SystemExit("homeagent: give --key with --spi (or --config)")
+            raise SystemExit(f"homeagent: no security association with SPI {args.spi} in {args.config} "
+                             f"covers {home_address} (give --key too, to use one of your own)")
+    else:
+        base = next(iter(configured.values()), None)
+        if base is None:
+            if config is None:
+                raise SystemExit("homeagent: give --spi and --key, or --config")
+            raise SystemExit(f"homeagent: no security association in {args.config} covers {home_address}"
+                             + (" (give --spi with --key)" if args.key is not None else ""))
+    if base is None:  # --spi and --key: an association of the operator's own
+        return SecurityAssociation(args.spi, Algorithm(args.algorithm or Algorithm.HMAC_MD5), args.key)
+    key = args.key if args.key is not None else base.key
+    return SecurityAssociation(base.spi, Algorithm(args.algorithm or base.algorithm), key)
 
 
 def _print_outcome(outcome: Any, as_json: bool) -> int:
@@ -266,19 +362,41 @@ def _mn_load(args: argparse.Namespace) -> int:
     from homeagent.mobile_node import LoadGenerator
 
     config = load(args.config) if args.config else None
-    first = args.first_home_address
+    network = args.home_network
+    if network is None and config is not None:  # the home network; unset (0.0.0.0/0), the first keyed prefix
+        network = config.home_agent.home_network
+        if network.prefixlen == 0:
+            network = config.security_associations[0].home_addresses if config.security_associations else None
+    first = args.first_home_address or (network.network_address if network is not None else None)
     if first is None:
-        if config is None or not config.security_associations:
-            raise SystemExit("homeagent: give --first-home-address or --config")
-        first = config.security_associations[0].home_addresses.network_address + 1
-    home_agent, port, sa = _target(args, first)
-    addresses = [first + i for i in range(args.mobile_nodes)]
+        raise SystemExit("homeagent: give --first-home-address, --home-network or --config")
+    skip = set(config.reserved_home_addresses) if config else set()
+    if network is not None and network.prefixlen <= 30:
+        skip |= {network.network_address, network.broadcast_address}
+    addresses = _home_addresses(first, args.mobile_nodes, skip)
+    home_agent, port, sa = _target(args, addresses[0])
     gen = LoadGenerator(home_agent, port, sa, addresses, args.care_of, args.lifetime, args.window)
     if args.count is None and args.duration is None:
         args.count = args.mobile_nodes
     result = gen.run(count=args.count, duration=args.duration, rate=args.rate)
     print(json.dumps({**result.__dict__, "rate": round(result.rate, 1)}))
     return 0 if result.accepted else 1
+
+
+def _home_addresses(first: IPv4Address, count: int, skip: set[IPv4Address]) -> list[IPv4Address]:
+    """``count`` consecutive home addresses from ``first``, passing over those in ``skip``: the addresses
+    no mobile node may have (the Home Agent refuses them with 129), so that every one can register."""
+    out: list[IPv4Address] = []
+    address = first
+    try:
+        while True:
+            if address not in skip:
+                out.append(address)
+                if len(out) == count:
+                    return out
+            address += 1
+    except AddressValueError:  # ran past 255.255.255.255
+        raise SystemExit(f"homeagent: there are not {count} home addresses from {first}") from None
 
 
 # -- demo --------------------------------------------------------------------------------------------

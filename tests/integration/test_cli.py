@@ -11,7 +11,7 @@ import pytest
 from homeagent.mobile_node import Identifications, MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 
-from .conftest import HA_ADDRESS, KEY, NTP_EPOCH_OFFSET, NTP_SECOND, SPI, WRONG_KEY, homeagent
+from .conftest import HA_ADDRESS, KEY, NTP_EPOCH_OFFSET, NTP_SECOND, OTHER_SPI, SPI, WRONG_KEY, homeagent
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,70 @@ def test_register_with_an_unknown_spi_is_denied_131(ha):
     rc, out = mn(ha, "register", "--home-address", "10.1.0.8", "--care-of", "192.0.2.40", "--spi", "4000",
                  "--key", KEY.hex(), "--timeout", "0.3", "--retries", "0")
     assert (rc, out["code"], out["authenticated"]) == (3, 131, False)
+
+
+# -- each flag given with --config is honoured (it used to be ignored unless --spi and --key came together)
+
+
+def test_key_alone_overrides_the_configs(ha):
+    rc, out = mn(ha, "register", "--home-address", "10.1.0.10", "--care-of", "192.0.2.41",
+                 "--key", WRONG_KEY.hex(), "--timeout", "0.3", "--retries", "0")
+    assert (rc, out["code"], out["authenticated"]) == (3, 131, False)
+    assert bindings(ha, "--home-address", "10.1.0.10") == []
+
+
+def test_algorithm_alone_overrides_the_configs(ha):
+    rc, out = mn(ha, "register", "--home-address", "10.1.0.12", "--care-of", "192.0.2.43", "--algorithm",
+                 "hmac-sha256", "--timeout", "0.3", "--retries", "0")
+    assert (rc, out["code"], out["authenticated"]) == (3, 131, False)
+    rc, out = mn(ha, "register", "--home-address", "10.1.0.12", "--care-of", "192.0.2.43", "--algorithm",
+                 "hmac-md5", "--spi", str(SPI))  # the configured ones, given again: accepted
+    assert (rc, out["code"], out["authenticated"]) == (0, 0, True)
+
+
+def test_spi_alone_picks_a_configured_association_or_fails(ha):
+    r = homeagent("mn", "register", "--config", str(ha.config_path), "--home-address", "10.1.0.11",
+                  "--care-of", "192.0.2.42", "--spi", str(OTHER_SPI), "--timeout", "0.3", "--retries", "0")
+    # SPI 257 is configured, but for 10.2.0.0/16: the Home Agent would not use it for 10.1.0.11.
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == (f"homeagent: no security association with SPI {OTHER_SPI} in "
+                                f"{ha.config_path} covers 10.1.0.11 (give --key too, to use one of your own)")
+    assert bindings(ha, "--home-address", "10.1.0.11") == []
+
+
+def test_out_of_range_lifetime_without_config_is_one_line():
+    """The command of issue 9: it ended in a struct.error traceback."""
+    r = homeagent("mn", "register", "--home-agent", HA_ADDRESS, "--port", "4340", "--spi", "256", "--key",
+                  KEY.hex(), "--home-address", "10.1.0.5", "--care-of", "192.0.2.10", "--lifetime", "99999")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "homeagent mn register: error: argument --lifetime: must be an integer from 0 to 65535, not '99999'")
+
+
+# -- mn load skips the home addresses the Home Agent refuses (129) ---------------------------------------
+
+
+def test_load_skips_reserved_home_addresses(daemons):
+    """A home network holding the Home Agent's own address: the load starts past the network address and
+    steps over the Home Agent's, and still registers exactly --mobile-nodes mobile nodes."""
+    net = daemons.start("load", home_network="127.0.0.0/24", associations=(
+        f'[[security_association]]\nhome_addresses = "127.0.0.0/24"\nspi = {SPI}\nkey = "{KEY.hex()}"\n'))
+    r = homeagent("mn", "load", "--config", str(net.config_path), "--mobile-nodes", "4")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert (result["sent"], result["accepted"], result["codes"]) == (4, 4, {"0": 4})
+    assert sorted(b["home_address"] for b in net.bindings_direct()) == [
+        "127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+
+
+def test_load_without_config_skips_the_home_networks_network_address(ha):
+    r = homeagent("mn", "load", "--home-agent", HA_ADDRESS, "--port", str(ha.port), "--spi", str(SPI),
+                  "--key", KEY.hex(), "--home-network", "10.1.0.0/16", "--first-home-address", "10.1.0.0",
+                  "--mobile-nodes", "2")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert (result["sent"], result["accepted"], result["codes"]) == (2, 2, {"0": 2})
+    assert [b["care_of_address"] for b in bindings(ha, "--home-address", "10.1.0.1")] == ["192.0.2.1"]
 
 
 def test_status_json(ha):
