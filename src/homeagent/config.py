@@ -156,7 +156,7 @@ def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
     return HomeAgentConfig(
         address=address,
         port=_int(t, k, "port", d.port, 1, 65535),
-        home_network=_network(t, k, "home_network", d.home_network),
+        home_network=_network(t, k, "home_network", d.home_network) or d.home_network,
         max_lifetime=_int(t, k, "max_lifetime", d.max_lifetime, 1, MAX_LIFETIME_LIMIT),
         replay_tolerance=_int(t, k, "replay_tolerance", d.replay_tolerance, 0, 3600),
         state_dir=_state_dir(t, k, d.state_dir),

@@ -212,14 +212,13 @@ class TableExchange:
         member = self.membership.members.get(address)
         if asking is None or member is None:
             return []
-        startup = self.startup
-        for_startup = startup is not None and ident in startup.identifications
-        if asking.tries >= REQUEST_TRIES or (for_startup and not member.up and now >= startup.deadline):
+        startup = self.startup if self.startup is not None and ident in self.startup.identifications else None
+        if asking.tries >= REQUEST_TRIES or (startup is not None and not member.up and now >= startup.deadline):
             del self.asking[key]  # it never answered: not waited for any more
             self._close(key, now)
             self._gathered(ident, now)
-            if for_startup:
-                startup.given_up.add(address)  # type: ignore[union-attr]
+            if startup is not None:
+                startup.given_up.add(address)
                 return self.check_startup(now)
             return []
         asking.tries += 1

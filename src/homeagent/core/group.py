@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, cast
 
 from homeagent.core.bindings import Binding, BindingTable
 from homeagent.core.effects import (
@@ -293,7 +293,7 @@ class Group:
         if len(requests) <= 1:
             return messages
         self.counters["redundancy.table_requests_dropped"] += len(requests) - 1
-        newest = max(requests, key=lambda r: r.identification)  # type: ignore[union-attr]
+        newest = max(requests, key=lambda r: cast(BindingTableRequest, r).identification)
         return [m for m in messages if type(m) is not BindingTableRequest or m is newest]
 
     def _unauthenticated(self, member: Member, datagram: bytes, now: float) -> None:
@@ -474,7 +474,7 @@ class Group:
             elif key == "startup":
                 effects += self.exchange.startup_tick(now)
             else:
-                kind, arg = key  # type: ignore[misc]
+                kind, arg = cast(tuple[str, object], key)
                 effects += self.exchange.on_timer(kind, arg, now)
         return self._done(effects, now)
 
@@ -528,7 +528,7 @@ class Group:
         """Binding Updates whose ack is late: send again (backing off), or give up on their member."""
         effects: list[Effect] = []
         for level, queue in enumerate(self._resends):
-            for key, ident in queue.due(now):  # type: ignore[misc]
+            for key, ident in cast(list[tuple[tuple[int, int], int]], queue.due(now)):
                 pending = self._pending.get(key)
                 if pending is None or pending.accepted.identification != ident or pending.tries != level + 1:
                     continue  # acked, superseded by a newer update, or its member given up on

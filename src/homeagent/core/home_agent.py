@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import fields, replace
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, cast
 
 from homeagent import __version__
 from homeagent.config import Config
@@ -137,11 +137,10 @@ class HomeAgent:
         if self.group is None:
             return effects
         if len(effects) > 1 and type(effects[1]) is Accepted:
-            reply, accepted = effects[0], effects[1]
-            rest = effects[2:]
+            reply, accepted = cast(Send, effects[0]), cast(Accepted, effects[1])
             # A reply held for acks leaves later, from whatever socket is then at hand: name its address.
-            reply = Send(reply.datagram, reply.address, local)  # type: ignore[union-attr]
-            return self.group.replicate(accepted, reply, now) + rest  # type: ignore[arg-type]
+            held = Send(reply.datagram, reply.address, local)
+            return self.group.replicate(accepted, held, now) + effects[2:]
         if (
             self.group is not None
             and self.group.settings.sync

@@ -24,6 +24,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
+from typing import Any
 from ipaddress import IPv4Address, IPv4Network
 
 log = logging.getLogger("homeagent.address")
@@ -58,7 +59,7 @@ class InterfaceAddress:
         self._settled = asyncio.Event()
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
-        self._ipr = None  # pyroute2.AsyncIPRoute
+        self._ipr: Any = None  # pyroute2.AsyncIPRoute (untyped)
         self._index = 0
         self._mac = b""
         self._links: list[IPv4Network] = []
@@ -215,7 +216,7 @@ class AddressWatch:
     def __init__(self, address: str, changed: Callable[[bool], None]) -> None:
         self.address = address
         self._changed = changed
-        self._ipr = None  # pyroute2.AsyncIPRoute
+        self._ipr: Any = None  # pyroute2.AsyncIPRoute (untyped)
         self._task: asyncio.Task[None] | None = None
         self.present = False
 

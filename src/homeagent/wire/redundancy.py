@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -81,7 +82,7 @@ def encode_node(node: MobileNodeBindings) -> bytes:
 _NODE_WITH_ONE = struct.Struct("!BBIQIIQHBxI")  # the extension of a node with one binding, in one call
 
 
-def encode_node_fields(home_address: int, identification: int, bindings: tuple | list) -> bytes:  # type: ignore[type-arg]
+def encode_node_fields(home_address: int, identification: int, bindings: Sequence[tuple[int, ...]]) -> bytes:
     """A Mobile Node Bindings extension from plain fields; ``bindings`` are BindingRecord-shaped tuples."""
     if len(bindings) == 1:
         return _NODE_WITH_ONE.pack(
@@ -244,7 +245,7 @@ RedundancyMessage = (
 
 def _nodes(data: bytes, i: int, count: int | None) -> tuple[list[MobileNodeBindings], int]:
     """``count`` Mobile Node Bindings extensions from ``i`` (None: as many as follow); and where they end."""
-    nodes = []
+    nodes: list[MobileNodeBindings] = []
     end = len(data)
     while (count is None or len(nodes) < count) and i < end and data[i] == MOBILE_NODE_BINDINGS:
         if i + 2 > end:
