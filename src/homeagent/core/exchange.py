@@ -46,6 +46,7 @@ REQUEST_TRIES = 10  # then a silent member is not waited for any more
 RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
 TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 CLOSED_MEMORY = 2 * IDLE_LIMIT  # seconds a finished download's late replies are still acknowledged
+UNKNOWN_LISTED_LOGGED = 64  # listed addresses we do not know that are logged (once each); then no more
 
 
 @dataclass
@@ -300,7 +301,7 @@ class TableExchange:
         configured); an address we do not know means the two configurations differ: say so, once."""
         for address in request.home_agents:
             if address != self.settings.own_address and address not in self.membership.members:
-                if address not in self._unknown_listed:
+                if address not in self._unknown_listed and len(self._unknown_listed) < UNKNOWN_LISTED_LOGGED:
                     self._unknown_listed.add(address)
                     log.warning("member %s lists %s as a member, which is not among our peers: the members' "
                                 "configurations differ", member.name, IPv4Address(address))
