@@ -2,7 +2,9 @@
 
 Two or three cores made from ``homeagent.config.parse`` are wired by ``Net``, an in-memory network that
 delivers their datagrams at once (or drops the ones a test says), with one explicit clock. Where a test
-needs full control of a member, ``FakePeer`` plays it: it seals messages by hand with the group key.
+needs full control of a member, ``FakePeer`` plays it: it seals messages by hand with the group key, for
+the conversation they travel in (protocol version 2: the seal covers the sender's and receiver's addresses).
+Members are the configured peers only: what comes from anywhere else is refused and counted.
 """
 
 from __future__ import annotations
@@ -10,18 +12,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from homeagent.config import parse as parse_config
+from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelDown, TunnelUp
+from homeagent.core.exchange import CLOSED_MEMORY
 from homeagent.core.group import UPDATE_RETRANSMIT, UPDATE_TRIES
 from homeagent.core.home_agent import HomeAgent
+from homeagent.core.transfer import RETRANSMIT_AFTER
 from homeagent.core.replay import ntp_identification, ntp_seconds
 from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
+    ASK_BACK,
+    MAX_MESSAGES,
+    RECENT,
     AckCode,
     Advertisement,
     BindingRecord,
@@ -41,12 +51,21 @@ from .support import COA, COA2, COA3, HOA, T0, ip, mhae, ntp
 HA1, HA2, HA3 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 VIP = "192.0.2.100"
 STRANGER = "203.0.113.9"  # no Home Agent - Home Agent association covers it
+MULTICAST = "239.1.2.3"
 GROUP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 GROUP_SPI = 1000
 GROUP_SA = SecurityAssociation(GROUP_SPI, Algorithm.HMAC_MD5, GROUP_KEY)
 MN = ("198.51.100.7", 434)  # where mobile nodes' requests come from
 PORT = 434
 INTERVAL = 0.1
+SETTLE = 100_000  # datagrams one deliver() may carry: more is a message loop, a failure rather than a hang
+# An open bug in the source, found by the tests marked with it (strict xfails: they pass once it is fixed).
+ASK_BACK_PING_PONG = (
+    "source bug (exchange.py, 425f6a8): TableExchange._ask merges an Ask Back request we answer with our own "
+    "open request to that member (_merged keeps ASK_BACK if either had it), so the answer asks back again; "
+    "two members that both marked each other down (a healed two-way partition) then ping-pong Ask Back "
+    "requests for ever"
+)
 
 CONFIG = """
 [home_agent]
@@ -74,7 +93,7 @@ sync_timeout = {sync_timeout}
 advertisement_interval = 0.1
 preempt = {preempt}
 startup_wait = {startup_wait}
-
+{extra}
 [[redundancy.security_association]]
 peer = "192.0.2.0/24"
 spi = 1000
@@ -85,10 +104,11 @@ key = "2b7e151628aed2a6abf7158809cf4f3c"
 
 def make_config(address: str, peers: list[str], priority: int = 100, mode: str = "active-standby",
                 replication: str = "async", sync_timeout: float = 0.5, preempt: bool = True,
-                startup_wait: float = 1.0):
+                startup_wait: float = 1.0, multicast: str | None = None):
     return parse_config(CONFIG.format(
         address=address, peers=", ".join(f'"{p}"' for p in peers), priority=priority, mode=mode,
         replication=replication, sync_timeout=sync_timeout, preempt=str(preempt).lower(), startup_wait=startup_wait,
+        extra=f'multicast_group = "{multicast}"' if multicast else "",
     ))
 
 
@@ -165,7 +185,10 @@ class Net:
         while self.queue and (limit is None or n < limit):
             src, dst, data = self.queue.pop(0)
             n += 1
-            body, _ = unseal(data, GROUP_SA)
+            if n > SETTLE:
+                kinds = Counter(tuple(type(m).__name__ for m in d.messages) for d in self.log[-1000:])
+                raise AssertionError(f"datagrams never settle at one instant: {kinds.most_common(3)}")
+            body, _ = unseal(data, GROUP_SA, ip(src), ip(dst))  # sealed for this very conversation
             d = Datagram(self.now, src, dst, parse_messages(body), data)
             if self.hold(d):
                 self.held.append((src, dst, data))
@@ -246,29 +269,36 @@ def redundancy_counters(ha: HomeAgent) -> dict:
 
 
 class FakePeer:
-    """A member played by hand: seals what it sends with the group key and strictly increasing timestamps."""
+    """A member played by hand: seals what it sends with the group key and strictly increasing timestamps.
 
-    def __init__(self, address: str = HA2, key: bytes = GROUP_KEY, spi: int = GROUP_SPI) -> None:
-        self.address, self.key, self.spi = address, key, spi
+    The seal is built here with struct and hmac (docs/protocol.md, version 2), not with our encoder: Type
+    100, Length 14 + 16, Version 2, Reserved, SPI, Timestamp, then HMAC-MD5 over the sender's and the
+    receiver's addresses (covered, never sent) and everything before the authenticator."""
+
+    def __init__(self, address: str = HA2, key: bytes = GROUP_KEY, spi: int = GROUP_SPI, version: int = 2) -> None:
+        self.address, self.key, self.spi, self.version = address, key, spi, version
         self.last = 0
 
-    def seal(self, body: bytes, now: float) -> bytes:
+    def seal(self, body: bytes, now: float, receiver: str = HA1, sender: str | None = None) -> bytes:
         ts = max(ntp(now, int((now % 1) * (1 << 32))), self.last + 1)
         self.last = ts
-        covered = body + struct.pack("!BBIQ", 100, 28, self.spi, ts)
-        return covered + hmac.new(self.key, covered, hashlib.md5).digest()
+        covered = body + struct.pack("!BBBBIQ", 100, 30, self.version, 0, self.spi, ts)
+        pseudo = struct.pack("!II", ip(self.address if sender is None else sender), ip(receiver))
+        return covered + hmac.new(self.key, pseudo + covered, hashlib.md5).digest()
 
     def send(self, ha: HomeAgent, body: bytes, now: float, local: str = HA1) -> list:
-        return ha.receive_datagram(self.seal(body, now), (self.address, PORT), local, now)
+        """``body`` sealed for ``local`` (our address, or the multicast group's) and arriving there."""
+        return ha.receive_datagram(self.seal(body, now, local), (self.address, PORT), local, now)
 
 
 def opened(effects, to: str | None = None) -> list:
-    """The member messages among ``effects``, parsed (and checked to be sealed with the group key)."""
+    """The member messages among ``effects``, parsed (and checked to be sealed with the group key for the
+    conversation they go in: from the member's own address to the address they are sent to)."""
     out = []
     for e in effects:
         if isinstance(e, Send) and e.address[0] != MN[0]:
             assert e.address[1] == PORT and (to is None or e.address[0] == to), e
-            out += parse_messages(unseal(e.datagram, GROUP_SA)[0])
+            out += parse_messages(unseal(e.datagram, GROUP_SA, ip(e.source), ip(e.address[0]))[0])
     return out
 
 
@@ -390,16 +420,69 @@ def test_a_starting_member_downloads_the_table_before_serving(mode):
     assert net.now == start  # all of it at one instant: nothing waited for a timer
 
 
-def test_the_requester_is_learnt_and_asked_for_its_table_too():
+def test_a_requester_that_is_not_configured_is_refused_and_nothing_is_learnt():
+    # (Was: FIG 5, the requester is learnt from its Binding Table Request and asked for its table too.
+    # Trust is configured now: a member's address that HA1's configuration does not name is refused, every
+    # datagram of it counted as a security violation, and HA1 neither adds it nor sends it anything.)
     net = Net()
     ha1 = net.add(HA1, make_config(HA1, [], 200))  # HA2 is not configured here
     net.run_until(T0 + 2)
     assert ha1.role == "active" and list(ha1.group.membership) == []
-    net.add(HA2, make_config(HA2, [HA1], 100))
-    net.run_until(T0 + 3)
-    assert [m.name for m in ha1.group.membership] == [HA2]  # FIG 5: learnt from the request
-    assert net.messages(BindingTableRequest, src=HA1, dst=HA2)
-    assert ha1.group.membership.members[ip(HA2)].up
+    start = net.now
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100))
+    net.run_until(start + 3)
+    assert list(ha1.group.membership) == []
+    from_ha2 = [d for d in net.log if d.src == HA2 and d.dst == HA1]
+    assert any(d.has(BindingTableRequest) for d in from_ha2) and any(d.has(Advertisement) for d in from_ha2)
+    assert ha1.counters["redundancy.security_violations"] == len(from_ha2)
+    assert ha1.counters["redundancy.table_requests_received"] == 0
+    assert [d for d in net.log if d.src == HA1] == []  # not a table, not an advertisement
+    # HA2 hears nothing back: it gives up waiting and serves alone (the two configurations disagree).
+    assert ha2.role == "active" and not ha2.group.membership.members[ip(HA1)].up
+    assert ha2.counters["redundancy.security_violations"] == 0
+
+
+def test_a_configured_requester_is_heard_and_asked_for_its_table_too():
+    # FIG 5 as it is now: HA2 is configured on both sides; HA1, up alone, hears it by its request, sends
+    # its table and asks for HA2's.
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 200))  # HA2 configured, not running yet
+    net.run_until(T0 + 2)
+    assert ha1.role == "active" and not ha1.group.membership.members[ip(HA2)].up
+    start = net.now
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100))
+    net.run_until(start + 1)
+    assert [m.name for m in ha1.group.membership] == [HA2] and ha1.group.membership.members[ip(HA2)].up
+    assert [m for m in net.messages(BindingTableRequest, src=HA1, dst=HA2) if m.at >= start]
+    assert net.messages(BindingTableReply, src=HA1, dst=HA2) and net.messages(BindingTableReply, src=HA2, dst=HA1)
+    assert ha2.role == "standby"
+    assert ha1.counters["redundancy.security_violations"] == ha2.counters["redundancy.security_violations"] == 0
+
+
+def test_members_meet_by_multicast_only_when_configured_as_peers():
+    # (Was: a member met by multicast alone was learnt. A multicast now opens only from a configured peer,
+    # sealed for the multicast group's address, and only where it arrived at that address.)
+    ha, effects = lone(HA1, peers=(HA2,), multicast=MULTICAST)
+    [multicast] = [e for e in effects if isinstance(e, Send) and e.address[0] == MULTICAST]
+    [request] = opened([multicast])  # the start-up request, sealed from HA1 for the group
+    assert type(request) is BindingTableRequest and multicast.source == HA1
+    with pytest.raises(ParseError):
+        unseal(multicast.datagram, GROUP_SA, ip(HA1), ip(HA2))
+    now = T0 + 5
+    body = BindingTableRequest(ntp(now, 1), (ip(HA3), ip(HA1), ip(HA2))).body()
+    # HA3: the group association covers it, its seal for the group is genuine, but it is no configured peer.
+    assert FakePeer(HA3).send(ha, body, now, local=MULTICAST) == []
+    assert ha.counters["redundancy.security_violations"] == 1
+    assert ip(HA3) not in ha.group.membership.members
+    # HA2's multicast arriving at HA1's own address: sealed for the group, not for HA1.
+    peer = FakePeer(HA2)
+    assert ha.receive_datagram(peer.seal(body, now, MULTICAST), (HA2, PORT), HA1, now) == []
+    assert ha.counters["redundancy.security_violations"] == 2 and not ha.group.membership.members[ip(HA2)].up
+    # HA2, configured, multicasting to the group: heard, sent the table by unicast, asked for its own.
+    answer = opened(peer.send(ha, body, now, local=MULTICAST), to=HA2)
+    assert {BindingTableReply, BindingTableRequest} <= {type(m) for m in answer}
+    assert ha.group.membership.members[ip(HA2)].up
+    assert ha.counters["redundancy.security_violations"] == 2
 
 
 # -- replication (FIG 6 to 9) --------------------------------------------------------------------------
@@ -587,7 +670,8 @@ def test_an_update_for_a_home_address_we_do_not_serve_is_refused(replica):
     assert ha.bindings.lookup(ip("10.2.0.5")) == (None, ())
 
 
-@pytest.mark.parametrize("who", ["stranger", "bad-key", "bad-spi", "own-address", "virtual-address-unsealed"])
+@pytest.mark.parametrize("who", ["stranger", "bad-key", "bad-spi", "own-address", "virtual-address-unsealed",
+                                 "unconfigured", "for-another-member", "as-another-member", "version-1"])
 def test_an_update_without_a_valid_seal_changes_nothing_and_counts(replica, who):
     ha, _ = replica
     now = T0 + 5
@@ -602,12 +686,47 @@ def test_an_update_without_a_valid_seal_changes_nothing_and_counts(replica, who)
         data, source = FakePeer(spi=GROUP_SPI + 1).seal(body, now), HA2
     elif who == "own-address":
         data, source = FakePeer(HA1).seal(body, now), HA1
+    elif who == "unconfigured":  # the group association covers HA3, the configuration does not name it
+        data, source = FakePeer(HA3).seal(body, now), HA3
+    elif who == "for-another-member":  # HA2's genuine seal, but for HA3
+        data, source = FakePeer(HA2).seal(body, now, receiver=HA3), HA2
+    elif who == "as-another-member":  # a genuine seal as from HA3, sent from HA2's address
+        data, source = FakePeer(HA2).seal(body, now, sender=HA3), HA2
+    elif who == "version-1":  # version 1's seal (no version byte, addresses not covered)
+        covered = body + struct.pack("!BBIQ", 100, 28, GROUP_SPI, ntp(now))
+        data, source = covered + hmac.new(GROUP_KEY, covered, hashlib.md5).digest(), HA2
     else:
         data, source = body, HA2
     assert ha.receive_datagram(data, (source, PORT), HA1, now) == []
     assert view(ha) == before
     assert ha.counters["redundancy.security_violations"] == 1
-    assert ip(STRANGER) not in ha.group.membership.members
+    assert set(ha.group.membership.members) == {ip(HA2)}
+
+
+def test_a_reflected_advertisement_moves_nothing_and_is_counted():
+    """HA1's genuine advertisement to HA2 (active, priority 200), captured on the link and re-sent from
+    another configured member's address, to another member, and back to its sender: none of it opens (the
+    seal covers the sender and the receiver), each is a counted violation, and no role or view changes."""
+    net, has = group(3)
+    captured: list[Datagram] = []
+    net.taps.append(lambda d: captured.append(d) if (d.src, d.dst) == (HA1, HA2) and d.has(Advertisement) else None)
+    net.run_until(net.now + INTERVAL)
+    genuine = captured[-1].raw
+    roles = [ha.role for ha in has]
+    views = [{m.address: (m.up, m.role, m.priority) for m in ha.group.membership} for ha in has]
+    counts = [ha.counters["redundancy.security_violations"] for ha in has]
+    ha1, ha2, ha3 = has
+    now = net.now
+    for target, source in ((ha2, HA3), (ha3, HA1), (ha3, HA2), (ha1, HA2), (ha1, HA3), (ha1, HA1)):
+        local = {id(ha1): HA1, id(ha2): HA2, id(ha3): HA3}[id(target)]
+        assert target.receive_datagram(genuine, (source, PORT), local, now) == []
+    # Along its own path it was delivered already: again, it is a replay.
+    assert ha2.receive_datagram(genuine, (HA1, PORT), HA2, now) == []
+    assert [ha.counters["redundancy.security_violations"] - c for ha, c in zip(has, counts)] == [3, 2, 2]
+    assert [ha.role for ha in has] == roles
+    assert [{m.address: (m.up, m.role, m.priority) for m in ha.group.membership} for ha in has] == views
+    net.run_until(now + 1)
+    assert [ha.role for ha in has] == roles == ["active", "standby", "standby"]
 
 
 def test_redundancy_messages_to_the_virtual_address_are_discarded(replica):
@@ -744,6 +863,7 @@ def test_unacked_updates_are_resent_with_backoff_then_the_member_is_marked_down(
     assert any(m.at >= down_at for m in net.messages(BindingTableReply, src=HA2, dst=HA1))
 
 
+@pytest.mark.xfail(strict=True, reason=ASK_BACK_PING_PONG, raises=AssertionError)
 def test_a_member_not_heard_for_its_master_down_interval_is_marked_down_then_resynchronised():
     net, (ha1, ha2) = group()
     net.drop = lambda d: d.src == HA2 or d.dst == HA2  # a partition
@@ -827,7 +947,10 @@ def test_a_resigned_member_is_not_waited_for():
 
 
 def test_a_late_resent_reply_is_acked_and_leaves_no_transfer_behind():
-    net, (ha1,) = group(1)
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 200))  # HA2 is configured, and starts later
+    net.run_until(T0 + 2)
+    assert ha1.role == "active"
     populate(ha1, 200, net.now)
     lost = []
 
@@ -866,7 +989,11 @@ def test_two_table_requests_made_at_the_same_instant_are_told_apart():
 
 
 def test_startup_waits_for_every_member_that_answers_in_time():
-    net, (ha1, ha2) = group(2, priorities=(100, 50))
+    net = Net()  # HA1 and HA2 running, HA3 configured on both but started later
+    ha1 = net.add(HA1, make_config(HA1, [HA2, HA3], 100))
+    ha2 = net.add(HA2, make_config(HA2, [HA1, HA3], 50))
+    net.run_until(T0 + 2)
+    assert [ha1.role, ha2.role] == ["active", "standby"]
     populate(ha1, 50, net.now)
     for hoa in range(ip("10.1.1.0"), ip("10.1.1.0") + 20):  # nodes only HA2 knows
         ha2.bindings.register(hoa, COA2, 600, ntp(net.now, hoa & 0xFF), net.now - 1, home_agent=ip(VIP))
@@ -880,3 +1007,172 @@ def test_startup_waits_for_every_member_that_answers_in_time():
     assert ha3.role == "active"
     for hoa in range(ip("10.1.1.0"), ip("10.1.1.0") + 20):
         assert ha3.bindings.last_identification(hoa) == ha2.bindings.last_identification(hoa)
+
+
+# -- bounds (docs/protocol.md, "Bounds") ------------------------------------------------------------------
+
+
+def count_walks(monkeypatch, ha: HomeAgent) -> list:
+    """Every walk of ``ha``'s binding table a transfer starts (BindingTable.home_addresses), recorded."""
+    walks: list = []
+    walk = ha.bindings.home_addresses
+
+    def counted(since=None):
+        walks.append(since)
+        return walk(since)
+
+    monkeypatch.setattr(ha.bindings, "home_addresses", counted)
+    return walks
+
+
+def table_request(ident: int, flags: int = 0) -> bytes:
+    return BindingTableRequest(ident, (ip(HA2), ip(HA1)), flags).body()
+
+
+def test_a_datagram_packing_many_table_requests_costs_at_most_one_transfer_and_one_walk(monkeypatch):
+    ha, _ = lone()
+    now = T0 + 5
+    populate(ha, 300, now)
+    walks = count_walks(monkeypatch, ha)
+    exchange, peer = ha.group.exchange, FakePeer()
+    base = ntp(now, 0)
+    # 600 requests in one datagram, sealed by a configured member: more messages than a datagram may hold,
+    # so the datagram is malformed as a whole and nothing in it is acted on.
+    assert 600 > MAX_MESSAGES
+    assert peer.send(ha, b"".join(table_request(base + i) for i in range(600)), now) == []
+    assert walks == [] and exchange.outgoing == {}
+    assert ha.counters["redundancy.malformed"] == 1 and ha.counters["redundancy.table_requests_received"] == 0
+    # As many as a datagram may hold, newest in the middle: one request acted on, the newest; one walk.
+    idents = [base + 1000 + i for i in range(MAX_MESSAGES)]
+    idents[100], idents[-1] = idents[-1], idents[100]
+    sent = opened(peer.send(ha, b"".join(table_request(i) for i in idents), now), to=HA2)
+    newest = max(idents)
+    assert len(walks) == 1 and list(exchange.outgoing) == [ip(HA2)]
+    assert exchange.outgoing[ip(HA2)].identification == newest
+    assert {m.identification for m in sent if type(m) is BindingTableReply} == {newest}
+    assert ha.counters["redundancy.table_requests_received"] == 1
+    assert ha.counters["redundancy.table_requests_dropped"] == MAX_MESSAGES - 1
+    # Nine more such datagrams, each newer: still one transfer to the member, one walk per datagram.
+    for k in range(1, 10):
+        peer.send(ha, b"".join(table_request(base + 1000 * (k + 1) + i) for i in range(MAX_MESSAGES)), now)
+        assert len(exchange.outgoing) == 1 and len(walks) == k + 1
+    assert ha.counters["redundancy.table_transfers_replaced"] == 9
+    assert ha.counters["redundancy.table_requests_dropped"] == 10 * (MAX_MESSAGES - 1)
+
+
+def test_a_newer_table_request_replaces_the_running_transfer_and_an_older_one_is_ignored(monkeypatch):
+    # (One transfer per member: ``TableExchange.outgoing`` is keyed by the member alone. Before, every
+    # (member, Identification) had its own transfer, and a member could run as many as it asked for.)
+    ha, _ = lone()
+    now = T0 + 5
+    populate(ha, 300, now)
+    walks = count_walks(monkeypatch, ha)
+    exchange, peer = ha.group.exchange, FakePeer()
+    older, newer = ntp(now, 1), ntp(now, 2)
+
+    def replies(effects) -> list[BindingTableReply]:
+        return [m for m in opened(effects, to=HA2) if type(m) is BindingTableReply]
+
+    first = replies(peer.send(ha, table_request(older), now))
+    assert len(first) > 3 and {r.identification for r in first} == {older}
+    assert exchange.outgoing[ip(HA2)].identification == older
+    # The newer request: the running transfer is dropped (its resend timer with it), the new one starts over.
+    second = replies(peer.send(ha, table_request(newer), now))
+    assert [r.sequence for r in second] == list(range(len(first))) and {r.identification for r in second} == {newer}
+    assert list(exchange.outgoing) == [ip(HA2)] and exchange.outgoing[ip(HA2)].identification == newer
+    assert ("transfer", (ip(HA2), older)) not in ha.group.timers
+    assert ha.counters["redundancy.table_transfers_replaced"] == 1 and len(walks) == 2
+    # The older one again (late, or reordered): stale, ignored. The newer one again: a resend, answered by
+    # the replies already in flight.
+    assert replies(peer.send(ha, table_request(older), now)) == []
+    assert replies(peer.send(ha, table_request(newer), now)) == []
+    assert ha.counters["redundancy.table_requests_stale"] == 1
+    assert ha.counters["redundancy.table_transfers_replaced"] == 1 and len(walks) == 2
+    assert exchange.outgoing[ip(HA2)].identification == newer
+    # Acks of the replaced transfer are ignored; what is resent is the newer transfer only.
+    acks = b"".join(BindingTableReplyAck(0, r.more, r.sequence, older).body() for r in first)
+    assert replies(peer.send(ha, acks, now)) == []
+    assert len(exchange.outgoing[ip(HA2)].in_flight) == len(second)
+    peer.send(ha, Advertisement(100, 1, 100).body(), now + RETRANSMIT_AFTER - 0.05)  # still heard
+    resent = replies(ha.handle_timer(now + RETRANSMIT_AFTER))
+    assert resent and {r.identification for r in resent} == {newer}
+    acks = b"".join(BindingTableReplyAck(0, r.more, r.sequence, newer).body() for r in second)
+    peer.send(ha, acks, now + RETRANSMIT_AFTER)
+    assert exchange.outgoing == {}
+
+
+def test_exchange_state_stays_bounded_over_many_downloads():
+    """1,000 request/reply cycles with one member, a tenth of a second apart: it asks for our table with
+    Ask Back, we ask back, it answers in full. What is remembered of finished downloads (``closed``, to ack
+    their late resends) is forgotten after CLOSED_MEMORY seconds; open requests are forgotten when done."""
+    ha, _ = lone()
+    exchange, peer = ha.group.exchange, FakePeer()
+    step = 0.1
+    most = int(CLOSED_MEMORY / step) + 2  # every download closed in the last CLOSED_MEMORY seconds, and one
+    sizes = Counter()
+    asked = []
+
+    def measure() -> None:
+        for name in ("closed", "requested", "open", "asking", "incoming", "outgoing", "_closing"):
+            sizes[name] = max(sizes[name], len(getattr(exchange, name)))
+        sizes["timers"] = max(sizes["timers"], len(ha.group.timers))
+
+    now = T0 + 5
+    for i in range(1000):
+        now = T0 + 5 + i * step
+        body = Advertisement(100, 1, 100).body() + table_request(ntp(now, 7), ASK_BACK)
+        sent = opened(peer.send(ha, body, now), to=HA2)
+        requests = [m for m in sent if type(m) is BindingTableRequest]
+        assert len(requests) == (2 if i == 0 else 1)  # at first also the request of a member met
+        ask = requests[-1]  # (which the ask-back replaced)
+        assert exchange.open == {ip(HA2): ask}
+        asked.append(ask.identification)
+        measure()  # mid-cycle: our table on its way, our request open
+        ours = [m for m in sent if type(m) is BindingTableReply]
+        answer = b"".join(BindingTableReplyAck(0, r.more, r.sequence, r.identification).body() for r in ours)
+        answer += BindingTableReply(0, False, 0, ask.identification).body()
+        peer.send(ha, answer, now + 0.01)
+        while (t := ha.next_timer()) is not None and t <= now + step / 2:
+            ha.handle_timer(t)
+        measure()
+    assert ha.counters["redundancy.table_replies_received"] == 1000
+    assert len(set(asked)) == 1000 and exchange.open == {} and exchange.incoming == {} and exchange.outgoing == {}
+    assert sizes["closed"] <= most and sizes["_closing"] <= most, sizes
+    assert sizes["requested"] <= 1 and sizes["open"] <= 1 and sizes["asking"] <= 1 and sizes["incoming"] <= 1
+    assert sizes["outgoing"] <= 1 and sizes["timers"] <= 10, sizes
+    assert len(exchange.closed) >= int(CLOSED_MEMORY / step) - 1  # remembered for as long as it says
+    # A late resend of a download finished within CLOSED_MEMORY is acked; one forgotten is answered nothing.
+    late = now + 0.02
+    recent = BindingTableReply(0, False, 0, asked[-2]).body()
+    assert [type(m) for m in opened(peer.send(ha, recent, late))] == [BindingTableReplyAck]
+    forgotten = BindingTableReply(0, False, 0, asked[0]).body()
+    assert opened(peer.send(ha, forgotten, late)) == []
+    assert ha.counters["redundancy.table_replies_dropped"] == 1
+
+
+# -- open bugs, minimised --------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=ASK_BACK_PING_PONG)
+def test_an_ask_back_is_answered_by_a_request_without_ask_back_even_while_ours_is_open():
+    """docs/protocol.md and exchange.on_request: a member asked to ask back asks back *without* the flag,
+    so two members never ping-pong. HA2 comes back after being marked down; its first datagram is its own
+    catch-up request (Ask Back, Recent), sent as HA1's catch-up request (Ask Back too) goes the other way.
+    HA1 answers, and asks back: that request must not ask back again, or HA2 (in the same position)
+    answers it with one more, and so on (the resynchronised test above never settles)."""
+    ha, _ = lone()
+    peer = FakePeer()
+    now = T0 + 5
+    [first] = [m for m in opened(peer.send(ha, Advertisement(100, 1, 100).body(), now))
+               if type(m) is BindingTableRequest]  # HA2 met: asked for its whole table, which it sends
+    peer.send(ha, BindingTableReply(0, False, 0, first.identification).body(), now)
+    assert ip(HA2) not in ha.group.exchange.open
+    now = ha.next_timer()
+    while ha.group.membership.members[ip(HA2)].up:  # HA2 falls silent: marked down
+        ha.handle_timer(now)
+        now = ha.next_timer()
+    catch_up = BindingTableRequest(ntp(now, 5), (ip(HA2), ip(HA1)), ASK_BACK | RECENT, ntp_seconds(now - 20))
+    sent = opened(peer.send(ha, Advertisement(100, 1, 100).body() + catch_up.body(), now), to=HA2)
+    requests = [m for m in sent if type(m) is BindingTableRequest]
+    assert requests[0].flags == ASK_BACK | RECENT  # HA1's own catch-up request, as HA2 is heard again
+    assert ha.group.exchange.open[ip(HA2)] == requests[-1]  # the ask-back, which took its place
+    assert not requests[-1].flags & ASK_BACK, requests
