@@ -1,11 +1,15 @@
 """Byte-exact vectors of the redundancy protocol (docs/protocol.md): ``redundancy-*.txt`` beside this file.
 
 Every vector is built here by hand with ``struct``, ``hmac`` and ``hashlib`` from the layouts in
-docs/protocol.md, without homeagent's encoder; ``python tests/vectors/test_redundancy_vectors.py`` writes
-the files from that builder. The tests check that (a) each file holds exactly the hand-built bytes, (b) our
-encoder and ``seal`` make the same bytes and ``parse_body``/``unseal`` read back every field, (c) ``unseal``
-accepts each vector and refuses it with any one byte changed, with a wrong key, SPI or algorithm, and
-(d) a Home Agent takes the Binding Update vectors from a member.
+docs/protocol.md (protocol version 2), without homeagent's encoder; ``python
+tests/vectors/test_redundancy_vectors.py`` writes the files from that builder (``make_vectors.py`` makes
+the registration vectors). Each file records the sender and the receiver it was sealed between, and the
+8-byte pseudo-header (their addresses) the authenticator covers but the datagram does not carry. The tests
+check that (a) each file holds exactly the hand-built bytes, (b) our encoder and ``seal`` make the same
+bytes and ``parse_body``/``unseal`` read back every field, (c) ``unseal`` accepts each vector for its own
+conversation only (not with sender and receiver swapped, nor for any other pair) and refuses it with any
+one byte changed, with a wrong key, SPI or algorithm, and (d) a Home Agent takes the Binding Update
+vectors from a member, at the receiver's address only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     HA_HA_AUTH,
     MOBILE_NODE_BINDINGS,
+    VERSION,
     Advertisement,
     BindingRecord,
     BindingTableReply,
@@ -55,7 +60,9 @@ def ip(text: str) -> int:
 
 
 SENDER = ip("192.0.2.1")  # the member that sends every vector
-RECEIVER = ip("192.0.2.2")
+RECEIVER = ip("192.0.2.2")  # the member it is sealed for
+THIRD = ip("192.0.2.3")  # another member
+GROUP = ip("239.1.2.3")  # a multicast group
 VIRTUAL = ip("192.0.2.100")  # the group's virtual address: what mobile nodes register with
 HOA, HOA2 = ip("10.1.0.5"), ip("10.1.0.6")
 COA, COA2 = ip("198.51.100.7"), ip("198.51.100.8")
@@ -171,24 +178,36 @@ def add_node(v: Vector, prefix: str, hoa: int, ident: int, bindings: list[tuple]
         add_binding(v, f"{prefix}.b{i}", *b)
 
 
+def pseudo_header(sender: int, receiver: int) -> bytes:
+    """Sender Address | Receiver Address: covered by the authenticator, never sent (docs/protocol.md)."""
+    return struct.pack("!II", sender, receiver)
+
+
 def add_seal(v: Vector, algorithm: str) -> None:
-    """The Home Agent - Home Agent Authentication extension, type 100, last; HMAC over every byte before
-    the authenticator (the extension's Type, Length, SPI and Timestamp included)."""
+    """The Home Agent - Home Agent Authentication extension (version 2), type 100, last; HMAC over the
+    pseudo-header (sender's and receiver's addresses) and every byte before the authenticator (the
+    extension's Type, Length, Version, Reserved, SPI and Timestamp included)."""
     spi, key, size = KEYS[algorithm]
     v.add("auth.type", bytes([100]), "100: Home Agent - Home Agent Authentication extension")
-    v.add("auth.length", bytes([12 + size]), f"{12 + size} = SPI (4) + Timestamp (8) + authenticator ({size})")
+    v.add("auth.length", bytes([14 + size]),
+          f"{14 + size} = Version (1) + Reserved (1) + SPI (4) + Timestamp (8) + authenticator ({size})")
+    v.add("auth.version", bytes([2]), "version 2 of the redundancy protocol")
+    v.add("auth.reserved", bytes([0]), "reserved")
     v.add("auth.spi", struct.pack("!I", spi), f"SPI {spi}")
     v.add("auth.timestamp", struct.pack("!Q", TIMESTAMP), f"sender's clock, {ntp_comment(TIMESTAMP)} (T0 + 0.5 s)")
     digest = hashlib.md5 if algorithm == "hmac-md5" else hashlib.sha256
     name = "HMAC-MD5" if algorithm == "hmac-md5" else "HMAC-SHA256"
-    v.add("auth.authenticator", hmac.new(key, v.message, digest).digest(), f"{name}(key, every byte above)")
+    covered = pseudo_header(SENDER, RECEIVER) + v.message
+    v.add("auth.authenticator", hmac.new(key, covered, digest).digest(),
+          f"{name}(key, @pseudo_header || every byte above)")
 
 
 def build(message: str, algorithm: str) -> Vector:
     spi, key, _ = KEYS[algorithm]
     v = Vector(f"redundancy-{message}-{algorithm}.txt")
     v.meta = {"message": message, "algorithm": algorithm, "spi": str(spi), "key": key.hex(),
-              "sender": ipstr(SENDER), "receiver": ipstr(RECEIVER), "now": repr(NOW)}
+              "sender": ipstr(SENDER), "receiver": ipstr(RECEIVER),
+              "pseudo_header": pseudo_header(SENDER, RECEIVER).hex(), "now": repr(NOW)}
     if message in ("binding-update", "binding-update-bindings"):
         with_node = message == "binding-update-bindings"
         flags, granted = (0x82, 600) if with_node else (0x02, 600)
@@ -272,7 +291,9 @@ def build(message: str, algorithm: str) -> Vector:
         v.add("reserved", fixed[6:8], "reserved")
     else:
         raise ValueError(message)
-    v.notes += [f"Sealed by {ipstr(SENDER)} for {ipstr(RECEIVER)} with {algorithm}, SPI {spi}, at Unix {T0}.5."]
+    v.notes += [f"Sealed by {ipstr(SENDER)} for {ipstr(RECEIVER)} with {algorithm}, SPI {spi}, at Unix {T0}.5.",
+                "The authenticator covers @pseudo_header (sender's address, receiver's address: not sent),",
+                "then every byte of the datagram before it."]
     add_seal(v, algorithm)
     return v
 
@@ -329,11 +350,14 @@ def test_layout_follows_docs_protocol(message, algorithm):
     t = data[0]
     size = KEYS[algorithm][2]
     assert 200 <= t <= 205
-    # The seal is last: Type 100, Length 12 + authenticator, and it ends the datagram.
-    assert v.offset("auth.type") == len(data) - 14 - size
-    assert data[v.offset("auth.type")] == HA_HA_AUTH and v.int("auth.length") == 12 + size
+    # The seal is last: Type 100, Length 14 + authenticator, Version 2, and it ends the datagram.
+    assert v.offset("auth.type") == len(data) - 16 - size
+    assert data[v.offset("auth.type")] == HA_HA_AUTH and v.int("auth.length") == 14 + size
+    assert v.int("auth.version") == VERSION == 2 and v.int("auth.reserved") == 0
     assert len(v.value("auth.authenticator")) == size
     assert v.int("auth.spi") == KEYS[algorithm][0]
+    assert [n for n, _, _ in v.fields][-7:] == ["auth.type", "auth.length", "auth.version", "auth.reserved",
+                                                "auth.spi", "auth.timestamp", "auth.authenticator"]
     body = v.body
     if t == 202:
         assert len(body) == FIXED_SIZE[t] + 4 * v.int("num_ha")
@@ -352,13 +376,19 @@ def test_layout_follows_docs_protocol(message, algorithm):
             assert count == (1 if message == "binding-update-bindings" else 0)
         else:
             assert count == 0
-    # The authenticator covers every byte before it, the extension's own Type, Length, SPI, Timestamp too.
+    # The authenticator covers the pseudo-header (the file's sender and receiver, not in the datagram) and
+    # every byte before it, the extension's own Type, Length, Version, Reserved, SPI, Timestamp too.
     _, key, _ = KEYS[algorithm]
     digest = hashlib.md5 if algorithm == "hmac-md5" else hashlib.sha256
+    pseudo = bytes.fromhex(v.meta["pseudo_header"])
+    assert pseudo == struct.pack("!II", ip(v.meta["sender"]), ip(v.meta["receiver"])) == bytes.fromhex(
+        "c0000201c0000202")
     covered = data[: v.offset("auth.authenticator")]
-    assert covered.endswith(v.value("auth.type") + v.value("auth.length") + v.value("auth.spi")
-                            + v.value("auth.timestamp"))
-    assert hmac.new(key, covered, digest).digest() == v.value("auth.authenticator")
+    assert covered.endswith(v.value("auth.type") + v.value("auth.length") + v.value("auth.version")
+                            + v.value("auth.reserved") + v.value("auth.spi") + v.value("auth.timestamp"))
+    assert len(data) == v.offset("auth.authenticator") + size  # the pseudo-header is not sent
+    assert hmac.new(key, pseudo + covered, digest).digest() == v.value("auth.authenticator")
+    assert hmac.new(key, covered, digest).digest() != v.value("auth.authenticator")  # not version 1's rule
 
 
 # -- (b) our encoder and parser --------------------------------------------------------------------------
@@ -406,13 +436,13 @@ def test_encoder_makes_the_vector(message, algorithm):
     v = load(f"redundancy-{message}-{algorithm}.txt")
     m = expected_message(v)
     assert m.body() == v.body
-    assert seal(m.body(), v.association, v.int("auth.timestamp")) == v.message
+    assert seal(m.body(), v.association, v.int("auth.timestamp"), *conversation(v)) == v.message
 
 
 @pytest.mark.parametrize(("message", "algorithm"), CASES, ids=IDS)
 def test_parser_reads_every_field(message, algorithm):
     v = load(f"redundancy-{message}-{algorithm}.txt")
-    body, timestamp = unseal(v.message, v.association)
+    body, timestamp = unseal(v.message, v.association, *conversation(v))
     assert body == v.body and timestamp == v.int("auth.timestamp") == TIMESTAMP
     parsed = parse_body(body)
     assert parsed == expected_message(v)
@@ -451,9 +481,14 @@ def test_parser_reads_every_field(message, algorithm):
 # -- (c) unseal accepts the vector and nothing one byte away ---------------------------------------------
 
 
-def opens(sa: SecurityAssociation, data: bytes) -> bool:
+def conversation(v: Vector) -> tuple[int, int]:
+    """(sender, receiver) the vector was sealed between, as its file records them."""
+    return ip(v.meta["sender"]), ip(v.meta["receiver"])
+
+
+def opens(sa: SecurityAssociation, data: bytes, sender: int = SENDER, receiver: int = RECEIVER) -> bool:
     try:
-        unseal(data, sa)
+        unseal(data, sa, sender, receiver)
     except SealError:
         return False
     return True
@@ -473,6 +508,25 @@ def test_unseal_rejects_any_flipped_byte(message, algorithm):
     assert not opens(sa, data + b"\x00")
     assert not opens(sa, data[1:])
     assert not opens(sa, b"\x00" + data)
+
+
+@pytest.mark.parametrize(("message", "algorithm"), CASES, ids=IDS)
+def test_unseal_opens_the_vector_only_for_its_own_conversation(message, algorithm):
+    v = load(f"redundancy-{message}-{algorithm}.txt")
+    sa, data = v.association, v.message
+    sender, receiver = conversation(v)
+    assert opens(sa, data, sender, receiver)
+    assert not opens(sa, data, receiver, sender)  # swapped: the reply direction, or sent back to its sender
+    others = [(sender, THIRD), (THIRD, receiver), (sender, GROUP), (receiver, receiver), (sender, sender),
+              (0, 0), (sender ^ 1, receiver), (sender, receiver ^ (1 << 31))]
+    for pair in others:
+        assert not opens(sa, data, *pair), pair
+    # The authenticator does cover the pseudo-header: recomputed for the swapped pair it is another one.
+    digest = hashlib.md5 if sa.algorithm is Algorithm.HMAC_MD5 else hashlib.sha256
+    covered = data[: v.offset("auth.authenticator")]
+    swapped = hmac.new(sa.key, struct.pack("!II", receiver, sender) + covered, digest).digest()
+    assert swapped != v.value("auth.authenticator")
+    assert opens(sa, covered + swapped, receiver, sender) and not opens(sa, covered + swapped, sender, receiver)
 
 
 @pytest.mark.parametrize(("message", "algorithm"), CASES, ids=IDS)
@@ -545,13 +599,35 @@ def test_a_member_applies_the_binding_update_vector_and_acks_it(message, algorit
     sends = [e for e in effects if isinstance(e, Send)]
     assert all(s.address == (v.meta["sender"], 434) for s in sends)
     # One message per datagram, or several back to back under one seal (docs/protocol.md, Transport).
-    messages = [m for s in sends for m in parse_messages(unseal(s.datagram, v.association)[0])]
+    # Sealed by the receiver for the sender: the conversation the other way round.
+    messages = [m for s in sends for m in parse_messages(
+        unseal(s.datagram, v.association, ip(v.meta["receiver"]), ip(v.meta["sender"]))[0])]
     # The ack, and (the member was not known to be up) a request for the member's table.
     assert [m for m in messages if type(m) is BindingUpdateAck] == [BindingUpdateAck(0, HOA, IDENT)]
     assert [type(m) for m in messages if type(m) is not BindingUpdateAck] == [BindingTableRequest]
     # The same datagram again is a replay: refused, counted, nothing answered.
     assert ha.receive_datagram(v.message, (v.meta["sender"], 434), v.meta["receiver"], NOW) == []
     assert ha.counters["redundancy.security_violations"] == 1
+
+
+@pytest.mark.parametrize("algorithm", list(KEYS))
+def test_a_member_refuses_the_vector_outside_its_conversation(algorithm):
+    from homeagent.config import parse as parse_config
+    from homeagent.core.home_agent import HomeAgent
+
+    v = load(f"redundancy-binding-update-{algorithm}.txt")
+    spi, key, _ = KEYS[algorithm]
+    # 192.0.2.3 is configured too here, and the association covers it: only the seal tells it apart.
+    config = GROUP_CONFIG.format(spi=spi, algorithm=algorithm, key=key.hex()).replace(
+        'peers = ["192.0.2.1"]', 'peers = ["192.0.2.1", "192.0.2.3"]')
+    ha = HomeAgent(parse_config(config), NOW)
+    # From the third member's address, and arriving at the multicast group's: neither is the conversation.
+    assert ha.receive_datagram(v.message, (ipstr(THIRD), 434), v.meta["receiver"], NOW) == []
+    assert ha.receive_datagram(v.message, (v.meta["sender"], 434), ipstr(GROUP), NOW) == []
+    assert ha.counters["redundancy.security_violations"] == 2 and ha.bindings.lookup(HOA) == (None, ())
+    # Its own conversation, still fresh: the refusals left no trace.
+    ha.receive_datagram(v.message, (v.meta["sender"], 434), v.meta["receiver"], NOW)
+    assert ha.bindings.lookup(HOA)[0] == IDENT and ha.counters["redundancy.security_violations"] == 2
 
 
 if __name__ == "__main__":
