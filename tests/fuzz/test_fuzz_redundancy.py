@@ -3,6 +3,7 @@
 ``parse_body``, ``parse_messages`` and ``unseal`` raise nothing but ParseError on any bytes; a Home Agent
 given arbitrary bytes, or a member's sealed message with anything changed, never raises and leaves its
 binding table exactly as it was; a message that does verify changes the table only as its content says.
+A seal (protocol version 2) opens only for the conversation it was made for: its sender and its receiver.
 """
 
 from __future__ import annotations
@@ -30,7 +31,20 @@ from homeagent.wire.redundancy import (
     unseal,
 )
 from unit.support import COA, COA2, HOA, T0, ip, ntp
-from unit.test_group import GROUP_SA, HA1, HA2, PORT, STRANGER, VIP, FakePeer, expiries, lone, make_config, view
+from unit.test_group import (
+    GROUP_SA,
+    HA1,
+    HA2,
+    HA3,
+    PORT,
+    STRANGER,
+    VIP,
+    FakePeer,
+    expiries,
+    lone,
+    make_config,
+    view,
+)
 
 SETTINGS = settings(max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -40,6 +54,7 @@ SHA_SA = SecurityAssociation(1001, Algorithm.HMAC_SHA256, bytes(range(32)))
 u8, u16, u32, u64 = (st.integers(0, (1 << b) - 1) for b in (8, 16, 32, 64))
 addresses = st.one_of(st.sampled_from([HOA, ip("10.1.0.6"), ip("10.2.0.5"), ip(HA1), ip(HA2), 0, 0xFFFFFFFF]), u32)
 records = st.builds(BindingRecord, addresses, addresses, u64, u16, u8, u32)
+members = st.one_of(st.sampled_from([ip(HA1), ip(HA2), ip(HA3), ip("239.1.2.3"), 0, 0xFFFFFFFF]), u32)
 nodes = st.builds(MobileNodeBindings, addresses, u64, st.lists(records, max_size=10).map(tuple))
 
 
@@ -111,22 +126,36 @@ def test_a_truncated_or_extended_message_is_a_parse_error_or_another_valid_one(m
 
 
 @SETTINGS
-@given(st.binary(max_size=200), st.sampled_from([GROUP_SA, SHA_SA]))
-def test_unseal_raises_only_parse_error(data, sa):
-    assert parses_or_parse_error(lambda d: unseal(d, sa), data) is None  # nothing forged opens
+@given(st.binary(max_size=200), st.sampled_from([GROUP_SA, SHA_SA]), members, members)
+def test_unseal_raises_only_parse_error(data, sa, sender, receiver):
+    assert parses_or_parse_error(lambda d: unseal(d, sa, sender, receiver), data) is None  # nothing forged opens
 
 
 @SETTINGS
-@given(messages, st.sampled_from([GROUP_SA, SHA_SA]), u64, st.data())
-def test_unseal_opens_only_the_untouched_datagram(message, sa, timestamp, data):
-    sealed = seal(message.body(), sa, timestamp)
-    assert unseal(sealed, sa) == (message.body(), timestamp)
+@given(messages, st.sampled_from([GROUP_SA, SHA_SA]), u64, members, members, st.data())
+def test_unseal_opens_only_the_untouched_datagram(message, sa, timestamp, sender, receiver, data):
+    sealed = seal(message.body(), sa, timestamp, sender, receiver)
+    assert unseal(sealed, sa, sender, receiver) == (message.body(), timestamp)
     i = data.draw(st.integers(0, len(sealed) - 1))
     flipped = bytearray(sealed)
     flipped[i] ^= 1 << data.draw(st.integers(0, 7))
-    assert parses_or_parse_error(lambda d: unseal(d, sa), bytes(flipped)) is None
+    assert parses_or_parse_error(lambda d: unseal(d, sa, sender, receiver), bytes(flipped)) is None
     other = SHA_SA if sa is GROUP_SA else GROUP_SA
-    assert parses_or_parse_error(lambda d: unseal(d, other), sealed) is None
+    assert parses_or_parse_error(lambda d: unseal(d, other, sender, receiver), sealed) is None
+
+
+@SETTINGS
+@given(messages, st.sampled_from([GROUP_SA, SHA_SA]), u64, members, members, members, members)
+def test_a_sealed_datagram_never_opens_for_another_conversation(message, sa, timestamp, sender, receiver,
+                                                                 other_sender, other_receiver):
+    """The seal covers the sender's and the receiver's addresses: a datagram sealed for one (sender,
+    receiver) pair opens for that pair and for no other (swapped, reflected, redirected, or any)."""
+    sealed = seal(message.body(), sa, timestamp, sender, receiver)
+    assert unseal(sealed, sa, sender, receiver) == (message.body(), timestamp)
+    if (other_sender, other_receiver) != (sender, receiver):
+        assert parses_or_parse_error(lambda d: unseal(d, sa, other_sender, other_receiver), sealed) is None
+    if sender != receiver:
+        assert parses_or_parse_error(lambda d: unseal(d, sa, receiver, sender), sealed) is None
 
 
 # -- a Home Agent ---------------------------------------------------------------------------------------
@@ -195,7 +224,8 @@ def test_a_members_sealed_update_with_any_bit_flipped_changes_nothing(message, d
 @given(changing_messages(NOW), st.data())
 def test_a_members_sealed_update_cut_extended_or_spliced_changes_nothing(message, data):
     sealed = PEER.seal(message.body(), NOW)
-    how = data.draw(st.sampled_from(["cut", "extend", "splice", "stale", "future", "stranger"]))
+    how = data.draw(st.sampled_from(["cut", "extend", "splice", "stale", "future", "stranger", "unconfigured",
+                                     "for-another", "reflected", "back-to-sender", "to-the-group"]))
     if how == "cut":
         unchanged(sealed[: data.draw(st.integers(0, len(sealed) - 1))])
     elif how == "extend":
@@ -207,8 +237,18 @@ def test_a_members_sealed_update_cut_extended_or_spliced_changes_nothing(message
         unchanged(FakePeer(HA2).seal(message.body(), NOW - 60), now=NOW)
     elif how == "future":
         unchanged(FakePeer(HA2).seal(message.body(), NOW + 60), now=NOW)
-    else:
+    elif how == "stranger":
         unchanged(FakePeer(STRANGER).seal(message.body(), NOW), source=STRANGER)
+    elif how == "unconfigured":  # covered by the group association, not a configured peer
+        unchanged(FakePeer(HA3).seal(message.body(), NOW), source=HA3)
+    elif how == "for-another":  # HA2's genuine seal for another member, arriving at HA1
+        unchanged(PEER.seal(message.body(), NOW, receiver=HA3))
+    elif how == "reflected":  # HA2's genuine seal for HA1, re-sent from another address
+        unchanged(sealed, source=data.draw(st.sampled_from([HA3, HA1, STRANGER, VIP])))
+    elif how == "back-to-sender":  # HA1's own seal for HA2, sent back to HA1 as from HA2
+        unchanged(FakePeer(HA1).seal(message.body(), NOW, receiver=HA2))
+    else:  # HA2's seal for HA1, arriving at the multicast group's address
+        unchanged(sealed, local="239.1.2.3")
 
 
 @SETTINGS
@@ -247,4 +287,5 @@ def test_any_verified_message_is_handled_without_raising(message):
 
 def test_the_fixture_holds_what_it_says():
     assert BASELINE[2] == 2 and HA_UNDER_TEST.role == "active"
-    assert struct.calcsize("!BBIQ") == 14 and make_config(HA1, [HA2]).redundancy is not None
+    assert struct.calcsize("!BBBxIQ") == 16 and make_config(HA1, [HA2]).redundancy is not None
+    assert [m.address for m in HA_UNDER_TEST.group.membership] == [ip(HA2)]
