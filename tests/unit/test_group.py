@@ -59,13 +59,6 @@ MN = ("198.51.100.7", 434)  # where mobile nodes' requests come from
 PORT = 434
 INTERVAL = 0.1
 SETTLE = 100_000  # datagrams one deliver() may carry: more is a message loop, a failure rather than a hang
-# An open bug in the source, found by the tests marked with it (strict xfails: they pass once it is fixed).
-ASK_BACK_PING_PONG = (
-    "source bug (exchange.py, 425f6a8): TableExchange._ask merges an Ask Back request we answer with our own "
-    "open request to that member (_merged keeps ASK_BACK if either had it), so the answer asks back again; "
-    "two members that both marked each other down (a healed two-way partition) then ping-pong Ask Back "
-    "requests for ever"
-)
 
 CONFIG = """
 [home_agent]
@@ -863,7 +856,6 @@ def test_unacked_updates_are_resent_with_backoff_then_the_member_is_marked_down(
     assert any(m.at >= down_at for m in net.messages(BindingTableReply, src=HA2, dst=HA1))
 
 
-@pytest.mark.xfail(strict=True, reason=ASK_BACK_PING_PONG, raises=AssertionError)
 def test_a_member_not_heard_for_its_master_down_interval_is_marked_down_then_resynchronised():
     net, (ha1, ha2) = group()
     net.drop = lambda d: d.src == HA2 or d.dst == HA2  # a partition
@@ -1152,7 +1144,6 @@ def test_exchange_state_stays_bounded_over_many_downloads():
 
 # -- open bugs, minimised --------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=ASK_BACK_PING_PONG)
 def test_an_ask_back_is_answered_by_a_request_without_ask_back_even_while_ours_is_open():
     """docs/protocol.md and exchange.on_request: a member asked to ask back asks back *without* the flag,
     so two members never ping-pong. HA2 comes back after being marked down; its first datagram is its own

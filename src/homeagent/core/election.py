@@ -23,6 +23,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from homeagent.core.sync import SyncState
 
 
 GONE_WAIT = 1.5  # intervals a standby still waits once the active member's port is unreachable
@@ -75,7 +79,14 @@ class Transition:
 
 class Election:
     def __init__(
-        self, address: int, priority: int, interval: float, preempt: bool, now: float, external: bool = False
+        self,
+        address: int,
+        priority: int,
+        interval: float,
+        preempt: bool,
+        now: float,
+        external: bool = False,
+        sync: SyncState | None = None,
     ) -> None:
         self.address = address
         self.external = external  # another daemon (keepalived, a VRRP router) decides; see ``told``
@@ -90,7 +101,7 @@ class Election:
         self._master_down_at: float | None = None
         self._gone = False  # the active member's host said its port is closed; see ``unreachable``
         self._standbys: dict[int, tuple[int, float, bool]] = {}  # address -> (priority, last heard, in sync)
-        self.out_of_sync = False  # set by the group: we missed what was answered, see ``core/sync.py``
+        self._sync = sync  # whether we missed what the group answered (``core/sync.py``); None: never
 
     @property
     def skew(self) -> float:
@@ -99,6 +110,10 @@ class Election:
     @property
     def master_down_interval(self) -> float:
         return 3 * self.interval + self.skew
+
+    @property
+    def out_of_sync(self) -> bool:
+        return self._sync is not None and self._sync.out_of_sync
 
     def _rank(self) -> tuple[int, int]:
         return (self.priority, self.address)

@@ -161,14 +161,19 @@ class TableExchange:
             ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, since
         )
 
-    def _ask(self, member: Member, request: BindingTableRequest, now: float) -> None:
+    def _ask(self, member: Member, request: BindingTableRequest, now: float, asked_back: bool = False) -> None:
         """Send ``member`` a Binding Table Request, and again until it starts answering. A request of ours
         still open to it is replaced (the member keeps one transfer to us at a time): the new one asks for
-        what both asked for and stands for the old one wherever that was awaited."""
+        what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
+        answers the member's Ask Back, so it is getting our table already and is not asked to ask again
+        (else two members that both asked back would ask each other back for ever)."""
         previous = self.open.get(member.address)
         if previous is not None and previous.identification != request.identification:
             request = _merged(previous, request)
             self._replace(member.address, previous.identification, request.identification, now)
+        if asked_back and request.flags & ASK_BACK:
+            request = BindingTableRequest(request.identification, request.home_agents, request.flags & ~ASK_BACK,
+                                          request.since)
         self.open[member.address] = request
         key = (member.address, request.identification)
         self.requested.setdefault(request.identification, member.address)
@@ -293,7 +298,7 @@ class TableExchange:
         effects = self._pump(transfer, member, now)
         if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
             again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
-            self._ask(member, again, now)
+            self._ask(member, again, now, asked_back=True)
         return effects
 
     def _check_listed(self, member: Member, request: BindingTableRequest) -> None:
@@ -319,7 +324,7 @@ class TableExchange:
         elif transfer.done:
             del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
-            self.group.sent_table(member, transfer, now)
+            self.group.sync_state.sent_table(member, transfer.since)
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
@@ -350,8 +355,9 @@ class TableExchange:
         if transfer.done:
             log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
             request = self.open.get(member.address)
-            recent = request is not None and request.identification == reply.identification and request.flags & RECENT
-            self.group.received_table(member, request.since if recent else None, now)  # type: ignore[union-attr]
+            if request is None or request.identification != reply.identification or not request.flags & RECENT:
+                gone = {m.address for m in self.membership if not m.up}
+                self.group.sync_state.whole_table_received(member, gone)
             del self.incoming[key]
             self._close(key, now)
             self.timers.cancel(("incoming", key))

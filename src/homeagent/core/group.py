@@ -38,14 +38,13 @@ from homeagent.core.effects import (
 from homeagent.core.election import Election, Role, Transition
 from homeagent.core.exchange import TableExchange
 from homeagent.core.peers import Member, Membership, Refused
+from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
-from homeagent.core.replay import ntp_seconds
 from homeagent.core.timers import Queue, Timers
 from homeagent.core.transfer import bindings_of, node_state
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
-    DIGEST_SIZES,
     MAX_MESSAGES,
     OUT_OF_SYNC,
     YOU_LAG,
@@ -59,7 +58,6 @@ from homeagent.wire.redundancy import (
     MobileNodeBindings,
     RedundancyMessage,
     parse_messages,
-    unsealed_body,
 )
 
 log = logging.getLogger("homeagent.redundancy")
@@ -117,9 +115,10 @@ class Group:
         self.bindings = bindings
         self.counters = counters
         self.timers = Timers()
+        self.sync_state = SyncState(counters, membership.clock, membership.tolerance)
         self.election = Election(
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
-            settings.external_election,
+            settings.external_election, self.sync_state,
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
         # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
@@ -133,9 +132,7 @@ class Group:
         self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
         self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
         self.exchange = TableExchange(self)
-        self.sync_state = SyncState()
-        self._active_beside: dict[int, float] = {}  # member -> when we last saw it active beside us
-        self._preempted: tuple[int, float] | None = None  # the active member we took over from, and when
+        self.split_brain = SplitBrain(self._virtual, counters)
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
             BindingUpdateAck: self._on_update_ack,
@@ -305,26 +302,8 @@ class Group:
             log.error("messages from member %s fail authentication: unless they are forged, the two members' "
                       "[[redundancy.security_association]] for each other (SPI, algorithm, key) or their "
                       "versions differ", member.name)
-        if self.election.role is not Role.ACTIVE:
-            return
-        for digest in DIGEST_SIZES:  # the other member's algorithm may be another
-            try:
-                messages = parse_messages(unsealed_body(datagram, digest))
-            except ParseError:
-                continue
-            if any(type(m) is Advertisement and m.role == Role.ACTIVE and m.priority for m in messages):
-                self._dual_active(member, now, "its messages fail authentication, so neither can stand down")
-                return
-
-    def _dual_active(self, member: Member, now: float, why: str) -> None:
-        """Two members hold the virtual address: an error on both, once per episode, and counted."""
-        last = self._active_beside.get(member.address)
-        self._active_beside[member.address] = now
-        if last is not None and now - last <= self.election.master_down_interval:
-            return
-        self.counters["redundancy.dual_active"] += 1
-        log.error("two members are active for the virtual address %s: this one and %s (%s)",
-                  self._virtual, member.name, why)
+        if self.election.role is Role.ACTIVE:
+            self.split_brain.unverified(member, datagram, self.election.master_down_interval, now)
 
     def _heard(self, member: Member, now: float) -> list[Effect]:
         first = member.last_heard is None
@@ -392,57 +371,17 @@ class Group:
         was = member.role
         member.priority, member.role = advert.priority, advert.role
         member.out_of_sync = bool(advert.flags & OUT_OF_SYNC)
-        self._told(lambda: self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG)))
+        self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG))
         if advert.role == Role.ACTIVE and advert.priority and self.election.role is Role.ACTIVE:
             ours = (self.settings.priority, self.settings.own_address)
-            if was not in (Role.INIT, Role.STANDBY) and not self._handing_over(member, now):
-                # Not the hand-over of a preemption (a member we heard stand by take over from us, or the
-                # active member we took over from, until it hears us): each became active without the other.
-                self._dual_active(member, now, "this one stands down" if (advert.priority, member.address) > ours
-                                  else "the other one stands down")
+            self.split_brain.advertised_active(member, was, ours, self.election.master_down_interval, now)
         resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(
             member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync
         )
         if any(t.new is Role.ACTIVE for t in transitions):
-            self._preempted = (member.address, now)
+            self.split_brain.preempted(member, now)
         return resigned + self._apply_transitions(transitions)
-
-    def _handing_over(self, member: Member, now: float) -> bool:
-        preempted = self._preempted
-        return (preempted is not None and preempted[0] == member.address
-                and now - preempted[1] <= self.election.master_down_interval)
-
-    def _told(self, change: Callable[[], None]) -> None:
-        """Apply a change to whether we are in sync; say when that flips, and tell the election."""
-        was = self.sync_state.out_of_sync
-        change()
-        now_out = self.election.out_of_sync = self.sync_state.out_of_sync
-        if now_out and not was:
-            log.warning("this member is out of sync (members %s answered registrations it missed): it will not "
-                        "become active while an in-sync member is up",
-                        ", ".join(str(IPv4Address(a)) for a in sorted(self.sync_state.told_by)))
-            self.counters["redundancy.out_of_sync"] += 1
-        elif was and not now_out:
-            log.info("this member is in sync again")
-
-    def sent_table(self, member: Member, transfer: Any, now: float) -> None:
-        """Our table reached ``member`` in full (every reply acked): if it reached back to before the member
-        began to lag, the member holds everything we answered."""
-        lagging = member.lagging_since
-        if lagging is None:
-            return
-        since = transfer.since
-        began = ntp_seconds(self.membership.clock(lagging) - self.membership.tolerance)
-        if since is None or (began - since) & 0xFFFFFFFF < 1 << 31:
-            member.lagging_since = None
-            log.info("member %s holds everything this member answered: in sync", member.name)
-
-    def received_table(self, member: Member, since: int | None, now: float) -> None:
-        """A download from ``member`` is complete (``since``: its Recent filter, None for the whole table)."""
-        if since is None and member.up and not member.out_of_sync:
-            gone = {m.address for m in self.membership if not m.up}
-            self._told(lambda: self.sync_state.whole_table_received(gone))
 
     def unreachable(self, address: int, now: float) -> list[Effect]:
         """A datagram to ``address`` came back as ICMP port or protocol unreachable."""
@@ -507,8 +446,8 @@ class Group:
             return []
         member.up = False
         member.down_since = now
-        if self.serving and member.lagging_since is None:
-            member.lagging_since = now  # what we answer from now on, it misses
+        if self.serving:
+            self.sync_state.lags(member, now)
         log.warning("member %s is down: %s", member.name, why)
         if member.address in self.sync_state.told_by and not self.exchange.starting:
             self.exchange.ask_whole_table(now)  # what it said we missed, another member must give us
@@ -582,8 +521,8 @@ class Group:
                     log.error("taking over out of sync: no in-sync member is up, and registrations answered while "
                               "this member lagged may be missing until their mobile nodes register again")
                 for m in self.membership:
-                    if not m.up and m.lagging_since is None:
-                        m.lagging_since = t.at  # what we answer from now on, the members that are down miss
+                    if not m.up:
+                        self.sync_state.lags(m, t.at)  # what we answer from now on, the members down miss
                 lost = self.membership.members.get(t.replaced) if t.replaced is not None else None
                 if lost is not None:  # sync replies must not wait for its ack any more (reconciled below)
                     effects += self._mark_down(lost, "the active member was lost", t.at, reconcile=False)

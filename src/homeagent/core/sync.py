@@ -1,33 +1,85 @@
-"""Whether this member holds everything the group has answered: the sync guarantee (docs/protocol.md,
-"The sync guarantee").
+"""Who holds everything the group has answered: the sync guarantee (docs/protocol.md, "The sync
+guarantee"), from both sides.
 
-A member that gives up on another (a sync acknowledgement or a Binding Update went unanswered, or it went
-silent) stops replicating to it and goes on answering mobile nodes: from then on the other member lags.
-Every advertisement to a lagging member says so (``YOU_LAG``) until that member has been sent everything
-since (``Group.sent_table``). The member told so is out of sync: it advertises ``OUT_OF_SYNC``, and the
-election does not make it active while an in-sync member is heard. It is in sync again when each member
-that told it so says otherwise; for one that is gone meanwhile, when it has downloaded the whole table
-from an in-sync member that is up (asked for as soon as the teller is lost).
+A member that answers registrations and gives up on another (a sync acknowledgement or a Binding Update
+went unanswered, or it went silent) stops replicating to it and goes on answering: from then on the other
+member lags (``lags``). Every advertisement to a lagging member says so (``YOU_LAG``) until that member has
+been sent everything since (``sent_table``). The member told so is out of sync: it advertises
+``OUT_OF_SYNC``, and the election does not make it active while an in-sync member is heard. It is in sync
+again when each member that told it so says otherwise; for one that is gone meanwhile, when it has
+downloaded the whole table from an in-sync member that is up (asked for as soon as the teller is lost).
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from ipaddress import IPv4Address
+
+from homeagent.core.clock import WallClock
+from homeagent.core.peers import Member
+from homeagent.core.replay import ntp_seconds
+
+log = logging.getLogger("homeagent.redundancy")
+
+NTP_HALF = 1 << 31
+
 
 class SyncState:
-    def __init__(self) -> None:
+    def __init__(self, counters: Counter[str], clock: WallClock, tolerance: float) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.tolerance = tolerance  # of the mobile nodes' clocks: how far back a Recent table must reach
         self.told_by: set[int] = set()  # members whose last advertisement said we lag
+
+    # -- this member ----------------------------------------------------------------------------------
 
     @property
     def out_of_sync(self) -> bool:
         return bool(self.told_by)
 
     def advertised(self, member: int, we_lag: bool) -> None:
+        """A member's advertisement said we lag (YOU_LAG), or did not."""
+        was = self.out_of_sync
         if we_lag:
             self.told_by.add(member)
         else:
             self.told_by.discard(member)
+        self._changed(was)
 
-    def whole_table_received(self, gone: set[int]) -> None:
-        """A whole table from an in-sync member that is up: whatever the members in ``gone`` told us we
-        missed, it had (they replicated to it, or it would lag too)."""
-        self.told_by -= gone
+    def whole_table_received(self, source: Member, gone: set[int]) -> None:
+        """A whole table from ``source`` is in. If it is up and in sync, whatever the members in ``gone``
+        told us we missed, it had (they replicated to it, or it would lag too)."""
+        if source.up and not source.out_of_sync:
+            was = self.out_of_sync
+            self.told_by -= gone
+            self._changed(was)
+
+    def _changed(self, was: bool) -> None:
+        if self.out_of_sync and not was:
+            log.warning("this member is out of sync (members %s answered registrations it missed): it will not "
+                        "become active while an in-sync member is up",
+                        ", ".join(str(IPv4Address(a)) for a in sorted(self.told_by)))
+            self.counters["redundancy.out_of_sync"] += 1
+        elif was and not self.out_of_sync:
+            log.info("this member is in sync again")
+
+    # -- the members we answer for --------------------------------------------------------------------
+
+    @staticmethod
+    def lags(member: Member, since: float) -> None:
+        """From ``since`` on, ``member`` misses what we answer (unless it already lagged from earlier)."""
+        if member.lagging_since is None:
+            member.lagging_since = since
+
+    def sent_table(self, member: Member, since: int | None) -> None:
+        """Our table reached ``member`` in full (every reply acked; ``since``: the NTP seconds of its Recent
+        filter, None for the whole table). If it reached back to before the member began to lag, less the
+        mobile nodes' clock tolerance, the member holds everything we answered."""
+        lagging = member.lagging_since
+        if lagging is None:
+            return
+        began = ntp_seconds(self.clock(lagging) - self.tolerance)
+        if since is None or (began - since) & 0xFFFFFFFF < NTP_HALF:
+            member.lagging_since = None
+            log.info("member %s holds everything this member answered: in sync", member.name)
