@@ -79,8 +79,9 @@ def test_deregister_checks_the_same_options(capsys):
 
 @pytest.mark.parametrize(
     "option, value, parsed",
-    [("--lifetime", "0", 0), ("--lifetime", "65535", 65535), ("--port", "65535", 65535), ("--spi", "256", 256),
-     ("--spi", "4294967295", 4294967295), ("--retries", "0", 0), ("--timeout", "0.05", 0.05)],
+    [("--lifetime", "0", 0), ("--lifetime", "65535", 65535), ("--port", "65535", 65535),
+     ("--spi", "256", 256), ("--spi", "4294967295", 4294967295), ("--retries", "0", 0),
+     ("--timeout", "0.05", 0.05)],
 )
 def test_the_bounds_themselves_are_allowed(option, value, parsed):
     args = cli._parser().parse_args([*REGISTER, option, value])
@@ -121,8 +122,8 @@ key = "{NARROW_KEY}"
 
 
 def target(*argv: str, home_address: str = "10.1.0.5") -> tuple[IPv4Address, int, SecurityAssociation]:
-    args = cli._parser().parse_args(["mn", "register", "--home-address", home_address, "--care-of", "192.0.2.10",
-                                     *argv])
+    args = cli._parser().parse_args(["mn", "register", "--home-address", home_address,
+                                     "--care-of", "192.0.2.10", *argv])
     return cli._target(args, IPv4Address(home_address))
 
 
@@ -147,7 +148,8 @@ def test_the_longest_prefix_as_the_home_agent_picks_it(config):
         (["--spi", "258", "--key", OTHER_KEY], sa(258, OTHER_KEY, "hmac-sha256")),
         (["--spi", "258", "--algorithm", "hmac-md5"], sa(258, SECOND_KEY)),
         (["--spi", "999", "--key", OTHER_KEY], sa(999, OTHER_KEY)),  # one of the operator's own
-        (["--spi", "999", "--key", OTHER_KEY, "--algorithm", "hmac-sha256"], sa(999, OTHER_KEY, "hmac-sha256")),
+        (["--spi", "999", "--key", OTHER_KEY, "--algorithm", "hmac-sha256"],
+         sa(999, OTHER_KEY, "hmac-sha256")),
     ],
     ids=["spi", "key", "algorithm", "spi-key", "spi-algorithm", "own-spi-key", "own-spi-key-algorithm"],
 )
