@@ -11,7 +11,9 @@ The network
     (``duplicate``) and delayed by a random amount, a share of them (``reorder``) by much more than the rest,
     which reorders them. A datagram sent to the virtual address goes, when it arrives, to the member that
     holds that address (the last ``ClaimAddress`` without a later ``ReleaseAddress``); with two holders (a
-    split brain) to one of them at random. A datagram to the multicast group goes to every other member.
+    split brain) to one of them at random. A datagram to the multicast group goes to every other member,
+    which receives it at the group's address (what its seal covers as the receiver, protocol version 2).
+    Every member is configured with every other as a peer: members come only from configuration.
     Partitions cut member-to-member traffic, both ways (a split) or one way; mobile nodes reach every
     member. A crash drops the member's core on the floor (no ``stop``); a graceful stop lets it say goodbye
     first; a restart is a new ``HomeAgent`` with an empty table, started at a later ``now``. With ``batch`` a
@@ -575,7 +577,10 @@ class Simulation:
 
     # -- the network ------------------------------------------------------------------------------------
 
-    def transmit(self, data: bytes, source: str, destination: str, count: bool = True) -> None:
+    def transmit(self, data: bytes, source: str, destination: str, count: bool = True,
+                 local: str | None = None) -> None:
+        """``data`` from ``source`` on its way to ``destination``, where it arrives at ``local`` (the
+        destination itself, or the multicast group a copy was sent to)."""
         rng = self.rng
         if count:
             self.stats["datagrams"] += 1
@@ -592,16 +597,16 @@ class Simulation:
             delay = rng.uniform(self.scenario.min_delay, self.scenario.max_delay)
             if self.reorder and rng.random() < self.reorder:
                 delay += rng.uniform(0, self.scenario.reorder_delay)
-            self.push(self.now + delay, DELIVER, data, source, destination)
+            self.push(self.now + delay, DELIVER, data, source, destination, local or destination)
 
-    def _deliver(self, data: bytes, source: str, destination: str) -> None:
+    def _deliver(self, data: bytes, source: str, destination: str, local: str) -> None:
         if self.tracing:
             self.note(f"deliver {source} -> {destination}: {describe(data)}")
         if destination == MULTICAST:  # every other member, each copy lost or not on its own
             self.stats["multicasts"] += 1
             for m in self.members:
                 if m.address != source:
-                    self.transmit(data, source, m.address, count=False)
+                    self.transmit(data, source, m.address, count=False, local=MULTICAST)
             return
         if destination == VIP:
             holders = sorted(i for i in self.holders if self.members[i].ha is not None)
@@ -626,9 +631,9 @@ class Simulation:
         if self.batch:
             if not m.inbox:
                 self.push(self.now + self.rng.uniform(0, 0.002), DRAIN, m.index, m.incarnation)
-            m.inbox.append((data, (source, PORT), destination))
+            m.inbox.append((data, (source, PORT), local))
             return
-        self._receive(m, data, (source, PORT), destination)
+        self._receive(m, data, (source, PORT), local)
 
     def _drain(self, index: int, incarnation: int) -> None:
         """What a member's sockets hold, received in one batch (the daemon's drain)."""
@@ -913,12 +918,13 @@ def fmt_state(state: State) -> str:
 
 
 def _bodies(data: bytes) -> list:
-    """The redundancy messages of a sealed datagram (the seal is found from the end: 16 or 32 bytes)."""
+    """The redundancy messages of a sealed datagram (the seal, version 2, is found from the end: its
+    16-byte head and a 16- or 32-byte authenticator)."""
     from homeagent.wire import redundancy
 
     for digest in (16, 32):
-        start = len(data) - 14 - digest
-        if start >= 1 and data[start] == 100 and data[start + 1] == 12 + digest:
+        start = len(data) - 16 - digest
+        if start >= 1 and data[start] == 100 and data[start + 1] == 14 + digest and data[start + 2] == 2:
             parse = getattr(redundancy, "parse_messages", None)
             return parse(data[:start]) if parse else [redundancy.parse_body(data[:start])]
     raise ParseError("no seal")
