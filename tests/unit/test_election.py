@@ -7,7 +7,11 @@ from dataclasses import astuple
 
 import pytest
 
+from collections import Counter
+
+from homeagent.core.clock import WallClock
 from homeagent.core.election import TRANSITIONS, Election, Event, Role, Transition
+from homeagent.core.sync import SyncState
 
 T0 = 1_700_000_000.0
 ME = 0xC0000202  # 192.0.2.2
@@ -278,6 +282,81 @@ def test_without_preemption_a_better_standby_waits(theirs, address):
 def test_a_worse_standby_never_preempts(theirs, address):
     e = standby(100, 1.0, preempt=True)
     assert e.advertisement(address, theirs, Role.ACTIVE, T0 + 1) == [] and e.role is Role.STANDBY
+
+
+# -- out of sync (core/sync.py, advertisement flags OUT_OF_SYNC and YOU_LAG) -------------------------------
+
+
+def synced_standby(priority: int) -> tuple[Election, SyncState]:
+    """A standby whose election reads a sync state, as the group's does."""
+    sync = SyncState(Counter(), WallClock(), 7)
+    e = Election(ME, priority, 1.0, True, T0, sync=sync)
+    e.ready(T0)
+    return e, sync
+
+
+def lagging_standby(priority: int) -> Election:
+    """A standby a member told it lags (YOU_LAG): out of sync."""
+    e, sync = synced_standby(priority)
+    sync.advertised(HIGHER + 1, True)
+    assert e.out_of_sync
+    return e
+
+
+def test_a_standby_is_out_of_sync_while_a_member_says_it_lags():
+    e, sync = synced_standby(100)
+    assert not e.out_of_sync and not election().out_of_sync  # no sync state: never
+    sync.advertised(LOWER, True)
+    sync.advertised(HIGHER, True)
+    assert e.out_of_sync
+    sync.advertised(LOWER, False)
+    assert e.out_of_sync  # HIGHER still says so
+    sync.advertised(HIGHER, False)
+    assert not e.out_of_sync
+
+
+def test_an_out_of_sync_standby_does_not_take_over_while_an_in_sync_standby_is_heard():
+    e = lagging_standby(200)  # the best priority, but it missed what the group answered
+    e.advertisement(LOWER, 50, Role.STANDBY, T0 + 1, in_sync=True)
+    deadline = e.next_timer()
+    assert e.handle_timer(deadline) == [] and e.role is Role.STANDBY  # leaves the role to the in-sync one
+    assert e.next_timer() == pytest.approx(deadline + 1.0)  # and looks again an interval later
+    # The in-sync standby falls silent: with no in-sync member left, it takes over (the address must be
+    # served).
+    now = e.next_timer()
+    while e.role is Role.STANDBY:
+        assert now < T0 + 20
+        e.handle_timer(now)
+        now = e.next_timer() or now
+    assert e.history[-1].reason == Event.MASTER_DOWN.value and e.history[-1].at > T0 + 1 + mdi(200, 1.0)
+
+
+def test_an_out_of_sync_standby_takes_over_when_only_out_of_sync_standbys_are_heard():
+    e = lagging_standby(200)
+    e.advertisement(LOWER, 50, Role.STANDBY, T0 + 1, in_sync=False)
+    [t] = e.handle_timer(e.next_timer())
+    assert t.new is Role.ACTIVE
+
+
+def test_an_out_of_sync_standby_never_preempts():
+    e, sync = synced_standby(200)
+    sync.advertised(LOWER, True)  # the active member says we lag
+    assert e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 1) == [] and e.role is Role.STANDBY
+    sync.advertised(LOWER, False)  # in sync again: the worse active member's next advertisement is preempted
+    [t] = e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 2)
+    assert (t.new, t.reason) == (Role.ACTIVE, Event.PREEMPT.value)
+
+
+def test_an_in_sync_standby_does_not_wait_for_a_better_one_that_is_out_of_sync():
+    e = standby(100, 1.0)
+    e.advertisement(HIGHER, 200, Role.STANDBY, T0 + 0.5, in_sync=False)
+    [t] = e.handle_timer(e.next_timer())
+    assert t.new is Role.ACTIVE
+    # While a better standby that is in sync makes it wait one more interval, as before.
+    f = standby(100, 1.0)
+    f.advertisement(HIGHER, 200, Role.STANDBY, T0 + 0.5, in_sync=True)
+    deadline = f.next_timer()
+    assert f.handle_timer(deadline) == [] and f.next_timer() == pytest.approx(deadline + 1.0)
 
 
 # -- init --------------------------------------------------------------------------------------------
