@@ -128,7 +128,8 @@ def test_a_truncated_or_extended_message_is_a_parse_error_or_another_valid_one(m
 @SETTINGS
 @given(st.binary(max_size=200), st.sampled_from([GROUP_SA, SHA_SA]), members, members)
 def test_unseal_raises_only_parse_error(data, sa, sender, receiver):
-    assert parses_or_parse_error(lambda d: unseal(d, sa, sender, receiver), data) is None  # nothing forged opens
+    # Nothing forged opens.
+    assert parses_or_parse_error(lambda d: unseal(d, sa, sender, receiver), data) is None
 
 
 @SETTINGS

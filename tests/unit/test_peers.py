@@ -350,7 +350,8 @@ def test_replay_windows_are_per_configured_sender():
 def three_members() -> tuple[Membership, Membership, Membership]:
     """OWN, PEER and OTHER, each configured with the other two, one association for all."""
     everyone = (OWN, PEER, OTHER)
-    return tuple(membership([a for a in everyone if a != own], own=own) for own in everyone)  # type: ignore[return-value]
+    own, peer, other = (membership([a for a in everyone if a != me], own=me) for me in everyone)
+    return own, peer, other
 
 
 def test_a_message_reflected_from_another_configured_members_address_is_refused_and_counted():

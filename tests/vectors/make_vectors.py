@@ -1,5 +1,6 @@
-"""Regenerate the registration vectors in this directory: ``python tests/vectors/make_vectors.py``. (The
-redundancy protocol's, ``redundancy-*.txt``, are written by ``python tests/vectors/test_redundancy_vectors.py``.)
+"""Regenerate the registration vectors in this directory: ``python tests/vectors/make_vectors.py``.
+(The redundancy protocol's, ``redundancy-*.txt``, are written by
+``python tests/vectors/test_redundancy_vectors.py``.)
 
 This script deliberately imports nothing from ``homeagent``: every byte is packed by hand with ``struct``
 and every authenticator is computed with ``hashlib``/``hmac`` straight from the RFC rules, so the vectors
