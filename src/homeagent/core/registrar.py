@@ -140,7 +140,8 @@ class Registrar:
             return ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS
         if request.flags & _RESERVED:  # 3.8.2.3: non-zero reserved bits MUST be rejected with 134
             return ReplyCode.POORLY_FORMED_REQUEST
-        if sum(e.type == _MHAE for e in request.extensions) > 1:
+        extensions = request.extensions
+        if len(extensions) > 1 and sum(e.type == _MHAE for e in extensions) > 1:
             return ReplyCode.POORLY_FORMED_REQUEST  # 3.5.2: exactly one Mobile-Home Authentication Extension
         hoa, coa = request.home_address, request.care_of_address
         if request.lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
