@@ -371,7 +371,8 @@ class Group:
         was = member.role
         member.priority, member.role = advert.priority, advert.role
         member.out_of_sync = bool(advert.flags & OUT_OF_SYNC)
-        self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG))
+        if not self.exchange.starting:  # a starting member downloads everything, and is no candidate
+            self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG))
         if advert.role == Role.ACTIVE and advert.priority and self.election.role is Role.ACTIVE:
             ours = (self.settings.priority, self.settings.own_address)
             self.split_brain.advertised_active(member, was, ours, self.election.master_down_interval, now)

@@ -31,6 +31,8 @@ class SyncState:
         self.clock = clock
         self.tolerance = tolerance  # of the mobile nodes' clocks: how far back a Recent table must reach
         self.told_by: set[int] = set()  # members whose last advertisement said we lag
+        # Members whose whole table we hold: what they still say about us predates it, until they stop.
+        self._answered_by: set[int] = set()
 
     # -- this member ----------------------------------------------------------------------------------
 
@@ -40,6 +42,10 @@ class SyncState:
 
     def advertised(self, member: int, we_lag: bool) -> None:
         """A member's advertisement said we lag (YOU_LAG), or did not."""
+        if member in self._answered_by:
+            if not we_lag:
+                self._answered_by.discard(member)  # it has heard the last of our acks
+            return
         was = self.out_of_sync
         if we_lag:
             self.told_by.add(member)
@@ -48,12 +54,15 @@ class SyncState:
         self._changed(was)
 
     def whole_table_received(self, source: Member, gone: set[int]) -> None:
-        """A whole table from ``source`` is in. If it is up and in sync, whatever the members in ``gone``
-        told us we missed, it had (they replicated to it, or it would lag too)."""
+        """A whole table from ``source`` is in: we hold everything it answered, whatever its advertisements
+        say until it has our last ack. If it is up and in sync, whatever the members in ``gone`` told us we
+        missed, it had too (they replicated to it, or it would lag)."""
+        was = self.out_of_sync
+        self.told_by.discard(source.address)
+        self._answered_by.add(source.address)
         if source.up and not source.out_of_sync:
-            was = self.out_of_sync
             self.told_by -= gone
-            self._changed(was)
+        self._changed(was)
 
     def _changed(self, was: bool) -> None:
         if self.out_of_sync and not was:
