@@ -129,6 +129,9 @@ def test_a_reflected_advertisement_moves_nothing(group) -> None:
             assert len(st["transitions"]) == transitions[m.address], f"{m.address} changed role"
             assert {p["address"] for p in st["peers"]} == {A, B, INSIDER} - {m.address}
         assert violations(a) - before[A] + violations(b) - before[B] >= sent * 0.9  # loopback loses none
+        for m, other in ((a, B), (b, A)):  # a forgery from a healthy member's address: no key mismatch
+            assert counter(m.status(), "redundancy.dual_active") == 0
+            assert f"messages from member {other} fail authentication" not in m.stderr()
     finally:
         tap.close()
 

@@ -295,8 +295,13 @@ class Group:
 
     def _unauthenticated(self, member: Member, datagram: bytes, now: float) -> None:
         """A configured member's address sent what its association does not verify: a forgery, or two
-        configurations that disagree. Say which to check, now and then; and if what it says (not to be
-        acted on) is that it is active while we are, log the split brain it causes."""
+        configurations that disagree. While its genuine messages keep verifying it is a forgery (a
+        reflection, say), counted and logged as every violation is. Otherwise say what to check, now and
+        then; and if what it says (not to be acted on) is that it is active while we are, log the split
+        brain it causes."""
+        heard = member.last_heard
+        if member.up and heard is not None and now - heard <= self.election.master_down_interval:
+            return
         if member.seal_failures_logged_at is None or now - member.seal_failures_logged_at >= KEY_HINT_EVERY:
             member.seal_failures_logged_at = now
             log.error("messages from member %s fail authentication: unless they are forged, the two members' "
