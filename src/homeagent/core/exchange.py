@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from homeagent.core.effects import Effect
 from homeagent.core.peers import Member
-from homeagent.core.replay import NTP_EPOCH_OFFSET, ntp_identification
+from homeagent.core.replay import not_after, ntp_identification, ntp_seconds
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer
 from homeagent.wire.redundancy import (
     ASK_BACK,
@@ -72,12 +72,8 @@ def _merged(old: BindingTableRequest, new: BindingTableRequest) -> BindingTableR
     since = 0
     if old.flags & new.flags & RECENT:
         flags |= RECENT
-        since = old.since if (new.since - old.since) & 0xFFFFFFFF < 1 << 31 else new.since  # the earlier
+        since = old.since if not_after(old.since, new.since) else new.since  # the earlier
     return BindingTableRequest(new.identification, new.home_agents, flags, since)
-
-
-def ntp_seconds(unix: float) -> int:
-    return (int(unix) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
 
 
 class TableExchange:

@@ -35,7 +35,7 @@ from homeagent.core.effects import (
     TunnelDown,
     TunnelUp,
 )
-from homeagent.core.election import Election, Role, Transition
+from homeagent.core.election import Election, Event, Role, Transition
 from homeagent.core.exchange import TableExchange
 from homeagent.core.peers import Member, Membership, Refused
 from homeagent.core.split_brain import SplitBrain
@@ -47,6 +47,7 @@ from homeagent.wire.redundancy import (
     AckCode,
     MAX_MESSAGES,
     OUT_OF_SYNC,
+    STOOD_DOWN,
     YOU_LAG,
     Advertisement,
     BindingTableReply,
@@ -378,7 +379,8 @@ class Group:
         member.out_of_sync = bool(advert.flags & OUT_OF_SYNC)
         if not self.exchange.starting:  # a starting member downloads everything, and is no candidate
             self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG))
-        if advert.role == Role.ACTIVE and advert.priority and self.election.role is Role.ACTIVE:
+        claims = advert.role == Role.ACTIVE or advert.flags & STOOD_DOWN
+        if claims and advert.priority and self.election.role is Role.ACTIVE:
             ours = (self.settings.priority, self.settings.own_address)
             self.split_brain.advertised_active(member, was, ours, self.election.master_down_interval, now)
         resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
@@ -426,6 +428,7 @@ class Group:
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
         """To every member; a member that lags is told so in its own (``core/sync.py``)."""
         flags = OUT_OF_SYNC if self.sync_state.out_of_sync else 0
+        flags |= self.split_brain.flags(self.election.master_down_interval, now)
         advert = Advertisement(
             self.settings.priority if priority is None else priority,
             int(self.election.role),
@@ -538,6 +541,8 @@ class Group:
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes([], list(self.bindings))
             elif t.old is Role.ACTIVE:
+                if t.reason == Event.BETTER_ACTIVE.value:
+                    self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
                 if self.settings.mode != "peer":
                     effects += self._tunnel_changes(list(self.bindings), [])

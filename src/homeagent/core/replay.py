@@ -19,6 +19,11 @@ def ntp_seconds(now: float) -> int:
     return (int(now) + NTP_EPOCH_OFFSET) & LOW32
 
 
+def not_after(a: int, b: int) -> bool:
+    """Whether NTP seconds ``a`` are at or before ``b``, across the era's wrap (RFC 1982 arithmetic)."""
+    return (b - a) & LOW32 < 1 << 31
+
+
 def ntp_identification(now: float) -> int:
     """A 64-bit NTP timestamp for ``now`` (Unix seconds)."""
     fraction = int((now % 1.0) * (1 << 32)) & LOW32

@@ -5,7 +5,9 @@ down), but it happened: both sides log it at error and count ``redundancy.dual_a
 With keys that differ it never ends by itself, since neither can believe the other: the (unverified)
 advertisements of a configured member that say it is active while we are are enough to say so, never to
 act on. The hand-over of a preemption is not a split brain: the preempting member was heard standing by,
-and the member it preempted is heard active until it hears the new one.
+and the member it preempted is heard active until it hears the new one. The member that stands down says
+so for one master-down interval (``STOOD_DOWN``): it may stand down on the first advertisement it hears
+and never be heard active by the better member, which must log the split brain all the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from homeagent.core.election import Role
 from homeagent.core.peers import Member
 from homeagent.wire.errors import ParseError
-from homeagent.wire.redundancy import DIGEST_SIZES, Advertisement, parse_messages, unsealed_body
+from homeagent.wire.redundancy import DIGEST_SIZES, STOOD_DOWN, Advertisement, parse_messages, unsealed_body
 
 log = logging.getLogger("homeagent.redundancy")
 
@@ -27,12 +29,21 @@ class SplitBrain:
         self.counters = counters
         self._seen: dict[int, float] = {}  # member -> when we last saw it active beside us
         self._preempted: tuple[int, float] | None = None  # the active member we took over from, and when
+        self._stood_down: float | None = None  # when we last stood down for a better active member
 
     def preempted(self, member: Member, now: float) -> None:
         self._preempted = (member.address, now)
 
+    def stood_down(self, now: float) -> None:
+        self._stood_down = now
+
+    def flags(self, episode: float, now: float) -> int:
+        """What our advertisements say: STOOD_DOWN for ``episode`` seconds after we stood down."""
+        return STOOD_DOWN if self._stood_down is not None and now - self._stood_down <= episode else 0
+
     def advertised_active(self, member: Member, was: int, ours: tuple[int, int], episode: float, now: float) -> None:
-        """``member``, whose role we last knew as ``was``, advertises active while we are."""
+        """``member``, whose role we last knew as ``was``, advertises active (or that it just stood down)
+        while we are active."""
         if was in (Role.INIT, Role.STANDBY):
             return  # it took over from us while we heard it: a preemption's hand-over
         preempted = self._preempted

@@ -18,11 +18,9 @@ from ipaddress import IPv4Address
 
 from homeagent.core.clock import WallClock
 from homeagent.core.peers import Member
-from homeagent.core.replay import ntp_seconds
+from homeagent.core.replay import not_after, ntp_seconds
 
 log = logging.getLogger("homeagent.redundancy")
-
-NTP_HALF = 1 << 31
 
 
 class SyncState:
@@ -89,6 +87,6 @@ class SyncState:
         if lagging is None:
             return
         began = ntp_seconds(self.clock(lagging) - self.tolerance)
-        if since is None or (began - since) & 0xFFFFFFFF < NTP_HALF:
+        if since is None or not_after(since, began):
             member.lagging_since = None
             log.info("member %s holds everything this member answered: in sync", member.name)
