@@ -1,6 +1,8 @@
-"""Members that know nothing of each other but the group's multicast address find each other (the patent's
-multicast to the virtual router group, FIG 4 and 5) and replicate: in a network namespace of our own, on its
-loopback with multicast switched on. Needs root and iproute2."""
+"""Members on the group's multicast address (the patent's multicast to the virtual router group, FIG 4 and
+5): in a network namespace of our own, on its loopback with multicast switched on. Trust is configured,
+never learnt (docs/security.md): members configured as each other's peers meet and replicate, their own
+multicast looped back to them is no violation, and a daemon holding the group's key but configured on
+neither is refused on the multicast address too, never learnt, never sent to. Needs root and iproute2."""
 
 from __future__ import annotations
 
@@ -41,16 +43,32 @@ def namespace():
         subprocess.run(["ip", "netns", "del", name], timeout=10)
 
 
-def test_members_meet_by_multicast_and_replicate(namespace, tmp_path):
-    a, b = (group_config(tmp_path, address, PORT, priority=priority, multicast_group=GROUP)
-            for address, priority in (("127.0.0.2", 110), ("127.0.0.3", 100)))
+def run_members(namespace: str, paths) -> list[subprocess.Popen]:
     procs = []
+    for path in paths:
+        procs.append(subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "homeagent",
+                                       "run", "--config", str(path)], stderr=subprocess.PIPE, text=True))
+        wait("the member to start", lambda: status(path))
+    return procs
+
+
+def stop(procs) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    assert all(p.returncode == 0 for p in procs), [p.stderr.read() for p in procs]
+
+
+def test_configured_members_meet_by_multicast_and_replicate(namespace, tmp_path):
+    a, b = (group_config(tmp_path, address, PORT, priority=priority, multicast_group=GROUP, peers=[other])
+            for address, priority, other in (("127.0.0.2", 110, "127.0.0.3"), ("127.0.0.3", 100, "127.0.0.2")))
+    procs = run_members(namespace, (a, b))
     try:
-        for path in (a, b):
-            procs.append(subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "homeagent",
-                                           "run", "--config", str(path)], stderr=subprocess.PIPE, text=True))
-            wait("the member to start", lambda: status(path))
-        # No peers configured: each knows the other only from its multicast Binding Table Request.
         wait("A to see B", lambda: [p for p in status(a)["peers"] if p["address"] == "127.0.0.3" and p["state"] == "up"])
         wait("B to see A", lambda: [p for p in status(b)["peers"] if p["address"] == "127.0.0.2" and p["state"] == "up"])
         wait("one active and one standby", lambda: {status(a)["role"], status(b)["role"]} == {"active", "standby"})
@@ -67,12 +85,23 @@ def test_members_meet_by_multicast_and_replicate(namespace, tmp_path):
         for path in (a, b):
             assert status(path)["counters"].get("redundancy.security_violations", 0) == 0
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    assert all(p.returncode == 0 for p in procs), [p.stderr.read() for p in procs]
+        stop(procs)
+
+
+def test_a_daemon_with_the_key_but_not_configured_is_never_learnt_from_the_multicast(namespace, tmp_path):
+    a, b = (group_config(tmp_path, address, PORT, priority=priority, multicast_group=GROUP, peers=[other])
+            for address, priority, other in (("127.0.0.2", 110, "127.0.0.3"), ("127.0.0.3", 100, "127.0.0.2")))
+    stranger = group_config(tmp_path, "127.0.0.4", PORT, priority=200, multicast_group=GROUP,
+                            peers=["127.0.0.2", "127.0.0.3"])
+    procs = run_members(namespace, (a, b))
+    try:
+        wait("one active and one standby", lambda: {status(a)["role"], status(b)["role"]} == {"active", "standby"})
+        procs += run_members(namespace, (stranger,))
+        wait("the stranger's messages to be refused", lambda: all(
+            status(p)["counters"].get("redundancy.security_violations", 0) >= 3 for p in (a, b)))
+        for path in (a, b):
+            st = status(path)
+            assert {p["address"] for p in st["peers"]} == {"127.0.0.2", "127.0.0.3"} - {st["address"]}
+        assert {status(a)["role"], status(b)["role"]} == {"active", "standby"}  # priority 200 took nothing
+    finally:
+        stop(procs)
