@@ -382,7 +382,8 @@ class Group:
         claims = advert.role == Role.ACTIVE or advert.flags & STOOD_DOWN
         if claims and advert.priority and self.election.role is Role.ACTIVE:
             ours = (self.settings.priority, self.settings.own_address)
-            self.split_brain.advertised_active(member, was, ours, self.election.master_down_interval, now)
+            self.split_brain.advertised_active(member, was, advert.flags, ours, self.election.master_down_interval,
+                                               now)
         resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(
             member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync

@@ -4,8 +4,9 @@ With the keys right, a split brain ends at the first advertisement the two excha
 down), but it happened: both sides log it at error and count ``redundancy.dual_active``, once per episode.
 With keys that differ it never ends by itself, since neither can believe the other: the (unverified)
 advertisements of a configured member that say it is active while we are are enough to say so, never to
-act on. The hand-over of a preemption is not a split brain: the preempting member was heard standing by,
-and the member it preempted is heard active until it hears the new one. The member that stands down says
+act on. The hand-over of a preemption is not a split brain: the preempting member says so for one
+master-down interval (``PREEMPTING``: it may be heard active before it was ever heard standing by), and
+the member it preempted is heard active until it hears the new one. The member that stands down says
 so for one master-down interval (``STOOD_DOWN``): it may stand down on the first advertisement it hears
 and never be heard active by the better member, which must log the split brain all the same.
 """
@@ -18,7 +19,14 @@ from collections import Counter
 from homeagent.core.election import Role
 from homeagent.core.peers import Member
 from homeagent.wire.errors import ParseError
-from homeagent.wire.redundancy import DIGEST_SIZES, STOOD_DOWN, Advertisement, parse_messages, unsealed_body
+from homeagent.wire.redundancy import (
+    DIGEST_SIZES,
+    PREEMPTING,
+    STOOD_DOWN,
+    Advertisement,
+    parse_messages,
+    unsealed_body,
+)
 
 log = logging.getLogger("homeagent.redundancy")
 
@@ -38,14 +46,19 @@ class SplitBrain:
         self._stood_down = now
 
     def flags(self, episode: float, now: float) -> int:
-        """What our advertisements say: STOOD_DOWN for ``episode`` seconds after we stood down."""
-        return STOOD_DOWN if self._stood_down is not None and now - self._stood_down <= episode else 0
+        """What our advertisements say: STOOD_DOWN or PREEMPTING for ``episode`` seconds after we did so."""
+        flags = STOOD_DOWN if self._stood_down is not None and now - self._stood_down <= episode else 0
+        if self._preempted is not None and now - self._preempted[1] <= episode:
+            flags |= PREEMPTING
+        return flags
 
-    def advertised_active(self, member: Member, was: int, ours: tuple[int, int], episode: float, now: float) -> None:
+    def advertised_active(
+        self, member: Member, was: int, flags: int, ours: tuple[int, int], episode: float, now: float
+    ) -> None:
         """``member``, whose role we last knew as ``was``, advertises active (or that it just stood down)
         while we are active."""
-        if was in (Role.INIT, Role.STANDBY):
-            return  # it took over from us while we heard it: a preemption's hand-over
+        if was in (Role.INIT, Role.STANDBY) or flags & PREEMPTING:
+            return  # it took over from us, having heard us: a preemption's hand-over
         preempted = self._preempted
         if preempted is not None and preempted[0] == member.address and now - preempted[1] <= episode:
             return  # the member we took over from, until it hears us

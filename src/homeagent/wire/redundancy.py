@@ -35,6 +35,7 @@ MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension
 YOU_LAG = 0x01  # Advertisement flag: "you missed what I replicated" (the receiver is out of sync)
 OUT_OF_SYNC = 0x02  # Advertisement flag: "I am out of sync": no candidate while an in-sync member is up
 STOOD_DOWN = 0x04  # Advertisement flag: "I was active until I heard a better active member, just now"
+PREEMPTING = 0x08  # Advertisement flag: "I took over from an active member I heard, just now"
 MAX_MESSAGES = 256  # per datagram, sent or received (docs/protocol.md, "Bounds")
 
 
