@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -133,8 +134,11 @@ def node(n: int) -> MobileNode:
     return MobileNode(IPv4Address(f"10.1.0.{n}"), IPv4Address(VIP), MN_SA, PORT)
 
 
-def test_keepalived_failover_keeps_every_binding(tmp_path):
-    lan = Lan(f"hka{os.getpid()}", HOSTS)
+@contextlib.contextmanager
+def keepalived_pair(name: str, tmp_path: Path) -> Iterator[tuple[Lan, Box, Box]]:
+    """Two boxes on one LAN, each a Home Agent under keepalived: ha1 (priority 150) MASTER and told to be
+    active, ha2 (100) BACKUP and standing by. Everything is stopped and the namespaces removed after."""
+    lan = Lan(f"{name}{os.getpid()}", HOSTS)
     boxes: list[Box] = []
     try:
         ha1 = Box(lan, tmp_path, "ha1", "ha2", 150)
@@ -151,6 +155,15 @@ def test_keepalived_failover_keeps_every_binding(tmp_path):
         wait("ha2's keepalived to become BACKUP", lambda: ha2.logged("Entering BACKUP STATE"), timeout=10)
         wait("ha1 to be told it is active", lambda: role(ha1) == "active", timeout=5)
         wait("ha2 to be told to stand by", lambda: role(ha2) == "standby", timeout=5)
+        yield lan, ha1, ha2
+    finally:
+        for box in boxes:
+            box.stop()
+        lan.close()
+
+
+def test_keepalived_failover_keeps_every_binding(tmp_path):
+    with keepalived_pair("hka", tmp_path) as (lan, ha1, ha2):
         assert VIP in lan.addresses("ha1") and VIP not in lan.addresses("ha2")
 
         # Before the failure, from the mobile node's namespace: a few hundred mobile nodes, node 5 once (it
@@ -225,10 +238,6 @@ def test_keepalived_failover_keeps_every_binding(tmp_path):
         assert table(ha2)["10.1.0.5"] == ("192.0.2.5", renewal.reply.identification)
         assert table(ha2)["10.1.0.6"] == ("192.0.2.6", replayed_second.reply.identification)
         assert status(ha2.config)["counters"].get("denied.133") == 2
-    finally:
-        for box in boxes:
-            box.stop()
-        lan.close()
 
 
 def replay(datagram: bytes, owner: MobileNode) -> int:

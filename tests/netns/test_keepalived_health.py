@@ -10,7 +10,6 @@ iproute2 and keepalived.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from ipaddress import IPv4Address
 
@@ -19,7 +18,7 @@ import pytest
 from daemons import bindings, wait
 from netns.keepalived import KEEPALIVED
 from netns.lan import Lan, can_run
-from netns.test_keepalived import HOSTS, MN_SA, PORT, VIP, Box, node, role
+from netns.test_keepalived import HOSTS, MN_SA, PORT, VIP, keepalived_pair, node, role
 
 from homeagent.mobile_node import LoadGenerator
 
@@ -45,21 +44,7 @@ def accepted_within(probe_number: int, bound: float, lan: Lan) -> float | None:
 
 
 def test_a_dead_home_agent_gives_the_address_up(tmp_path):
-    lan = Lan(f"hkb{os.getpid()}", HOSTS)
-    boxes: list[Box] = []
-    try:
-        ha1 = Box(lan, tmp_path, "ha1", "ha2", 150)
-        ha2 = Box(lan, tmp_path, "ha2", "ha1", 100)
-        boxes += [ha1, ha2]
-        for box in boxes:
-            box.start_home_agent()
-        for box in boxes:
-            wait(f"{box.host} to stand by", lambda box=box: role(box) == "standby")
-        ha1.start_keepalived()
-        wait("ha1's keepalived to become MASTER", lambda: ha1.logged("Entering MASTER STATE"), timeout=10)
-        ha2.start_keepalived()
-        wait("ha2's keepalived to become BACKUP", lambda: ha2.logged("Entering BACKUP STATE"), timeout=10)
-        wait("ha1 to be told it is active", lambda: role(ha1) == "active", timeout=5)
+    with keepalived_pair("hkb", tmp_path) as (lan, ha1, ha2):
         assert ha1.logged("VRRP_Script(homeagent_alive) succeeded") >= 1, "the health check never ran"
 
         addresses = [IPv4Address(int(IPv4Address("10.1.2.1")) + i) for i in range(NODES)]
@@ -91,7 +76,3 @@ def test_a_dead_home_agent_gives_the_address_up(tmp_path):
         wait("the address back on ha1", lambda: VIP in lan.addresses("ha1"), timeout=5)
         assert {r["home_address"] for r in bindings(ha1.config)} >= held | {"10.1.0.7"}
         assert accepted_within(8, TAKEOVER_BOUND, lan) is not None
-    finally:
-        for box in boxes:
-            box.stop()
-        lan.close()
