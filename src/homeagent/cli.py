@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from homeagent import __version__
-from homeagent.config import MIN_KEY_SIZE, Config, ConfigError, load
+from homeagent.config import MIN_KEY_SIZE, Config, ConfigError, load, network_addresses
 from homeagent.core.security import SecurityAssociations
 from homeagent.runtime import control
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -371,8 +371,8 @@ def _mn_load(args: argparse.Namespace) -> int:
     if first is None:
         raise SystemExit("homeagent: give --first-home-address, --home-network or --config")
     skip = set(config.reserved_home_addresses) if config else set()
-    if network is not None and network.prefixlen <= 30:
-        skip |= {network.network_address, network.broadcast_address}
+    if network is not None:
+        skip |= network_addresses(network)
     addresses = _home_addresses(first, args.mobile_nodes, skip)
     home_agent, port, sa = _target(args, addresses[0])
     gen = LoadGenerator(home_agent, port, sa, addresses, args.care_of, args.lifetime, args.window)

@@ -110,10 +110,12 @@ class Config:
         reserved = {ha.address}
         if red is not None:
             reserved |= {red.virtual_address, *red.peers}
-        net = ha.home_network
-        if net.prefixlen <= 30:
-            reserved |= {net.network_address, net.broadcast_address}
-        return frozenset(reserved)
+        return frozenset(reserved | network_addresses(ha.home_network))
+
+
+def network_addresses(network: IPv4Network) -> set[IPv4Address]:
+    """A network's own network and broadcast addresses, which no host has (none in a /31 or a /32)."""
+    return {network.network_address, network.broadcast_address} if network.prefixlen <= 30 else set()
 
 
 # -- reading -----------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from homeagent.wire.redundancy import RedundancyType
 
 _REGISTRATION = MessageType.REGISTRATION_REQUEST
 _REDUNDANCY = frozenset(int(t) for t in RedundancyType)
+# The [home_agent] keys a reload applies (besides the associations); every other changed key needs a restart.
+RELOADABLE = ("max_lifetime", "replay_tolerance", "simultaneous_bindings")
 
 
 class HomeAgent:
@@ -211,10 +213,9 @@ class HomeAgent:
         """
         old, ha, red = self.config, self.config.home_agent, self.config.redundancy
         new_ha, new_red = config.home_agent, config.redundancy
-        reloadable = {"max_lifetime", "replay_tolerance", "simultaneous_bindings"}
         restart = [
             f"home_agent.{f.name}" for f in fields(ha)
-            if f.name not in reloadable and getattr(ha, f.name) != getattr(new_ha, f.name)
+            if f.name not in RELOADABLE and getattr(ha, f.name) != getattr(new_ha, f.name)
         ]
         if (red is None) != (new_red is None):
             restart.append("redundancy")

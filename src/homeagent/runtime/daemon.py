@@ -22,7 +22,7 @@ from typing import Any
 
 from homeagent.config import Config, ConfigError, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
-from homeagent.core.home_agent import HomeAgent
+from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.runtime import control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 
@@ -201,7 +201,7 @@ class Daemon:
     def _changes(old: Config, new: Config) -> list[str]:
         """What a reload changed, by key (never a key's secret)."""
         out = []
-        for name in ("max_lifetime", "replay_tolerance", "simultaneous_bindings"):
+        for name in RELOADABLE:
             before, after = getattr(old.home_agent, name), getattr(new.home_agent, name)
             if before != after:
                 out.append(f"home_agent.{name} {before} -> {after}")
