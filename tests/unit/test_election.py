@@ -434,3 +434,53 @@ def test_an_external_election_is_decided_by_told_alone():
     [t] = e.told(Role.STANDBY, T0 + 3)
     assert (t.old, t.new, t.reason) == (Role.ACTIVE, Role.STANDBY, Event.TOLD_STANDBY.value)
     assert e.handle_timer(T0 + 1000) == [] and e.role is Role.STANDBY  # no master-down takeover either
+
+
+# -- issue 10: preempt only the whole field, and settle at start-up --------------------------------------
+
+WORST, OTHER = 0xC0000200, 0xC0000204
+
+
+def test_no_preemption_of_a_worse_active_member_while_a_better_one_is_active():
+    """At a partition's heal two members are active: one worse and one better than us. Preempting the worse
+    would make three; the better one's advertisement ends it by making the worse stand down."""
+    e = standby(priority=100)
+    now = T0 + 10
+    e.advertisement(OTHER, 200, Role.ACTIVE, now)
+    assert e.advertisement(LOWER, 50, Role.ACTIVE, now + 0.01) == []
+    assert e.role is Role.STANDBY
+    # Once the better one has not been heard for its master-down interval, the worse one is fair game.
+    later = now + mdi(100, 1.0) + 0.1
+    assert [t.reason for t in e.advertisement(LOWER, 50, Role.ACTIVE, later)] == [Event.PREEMPT.value]
+
+
+def test_of_two_standbys_better_than_the_active_member_only_the_better_preempts():
+    e = standby(priority=100)
+    now = T0 + 10
+    e.advertisement(OTHER, 150, Role.STANDBY, now)
+    assert e.advertisement(LOWER, 50, Role.ACTIVE, now + 0.01) == []
+    best = standby(priority=150)
+    best.advertisement(ME, 100, Role.STANDBY, now)
+    assert [t.new for t in best.advertisement(LOWER, 50, Role.ACTIVE, now + 0.01)] == [Role.ACTIVE]
+
+
+def test_a_standby_waits_for_a_better_member_still_downloading_during_the_settle_only():
+    e = Election(ME, 100, 0.1, True, T0, settle=1.5)
+    e.ready(T0 + 0.2)
+    e.advertisement(HIGHER, 200, Role.INIT, T0 + 0.3)
+    deadline = e.next_timer()
+    assert deadline is not None and e.handle_timer(deadline) == []  # waits an interval more
+    heard = deadline
+    while heard < T0 + 1.5:  # it keeps downloading, and says so
+        e.advertisement(HIGHER, 200, Role.INIT, heard)
+        assert e.handle_timer(heard) == []
+        heard += 0.1
+    e.advertisement(HIGHER, 200, Role.INIT, heard)
+    assert [t.new for t in e.handle_timer(e.next_timer() or heard)] == [Role.ACTIVE]  # the settle is over
+
+
+def test_a_worse_member_downloading_is_not_waited_for():
+    e = Election(ME, 100, 0.1, True, T0, settle=1.5)
+    e.ready(T0 + 0.2)
+    e.advertisement(LOWER, 50, Role.INIT, T0 + 0.3)
+    assert [t.new for t in e.handle_timer(e.next_timer())] == [Role.ACTIVE]

@@ -344,7 +344,7 @@ def test_a_lone_member_serves_after_startup_wait():
     ha.handle_timer(T0 + 1.0 + mdi - 1e-6)
     assert ha.role == "standby"
     effects = ha.handle_timer(T0 + 1.0 + mdi)
-    assert ha.role == "active" and ClaimAddress(VIP) in effects
+    assert ha.role == "active" and ClaimAddress(VIP, announce=True) in effects
     [reply] = [reply_of(e) for e in ha.receive_datagram(registration(now=T0 + 2), MN, VIP, T0 + 2)
                if isinstance(e, Send) and e.address == MN]
     assert reply.code == 0
@@ -886,6 +886,40 @@ def test_a_member_not_heard_for_its_master_down_interval_is_marked_down_then_res
                 "redundancy.became_active", "redundancy.became_standby"} <= set(ha.counters)
 
 
+def test_the_member_that_stays_active_announces_the_address_again_when_it_hears_another_was_active():
+    """Issue 10: at a heal the worse active member takes the address off, but the neighbours may hold its
+    MAC (it answered ARP while it held the address): the member that stays active tells the link again,
+    once per episode."""
+    net, (ha1, ha2) = group()
+    net.drop = lambda d: d.src == HA2 or d.dst == HA2  # a partition: HA2 takes over on its side
+    net.run_until(net.now + 1)
+    assert ha2.role == "active" and ClaimAddress(VIP, announce=True) in net.effects[HA2]
+    net.effects[HA1].clear()
+    net.drop = lambda d: False
+    net.run_until(net.now + 1)
+    assert [ha1.role, ha2.role] == ["active", "standby"]
+    assert net.effects[HA1].count(ClaimAddress(VIP, announce=True)) == 1
+    assert ha1.counters["redundancy.announced_again"] == 1
+    assert ReleaseAddress(VIP) in net.effects[HA2]
+    # A plain active period asks for the address at each advertisement, without announcing it again.
+    net.effects[HA1].clear()
+    net.run_until(net.now + 1)
+    assert ClaimAddress(VIP) in net.effects[HA1] and ClaimAddress(VIP, announce=True) not in net.effects[HA1]
+
+
+def test_a_member_preempts_only_when_it_outranks_every_active_member():
+    """Issue 10 point 2: HA3 (50) and HA1 (200) active after a partition; HA2 (100) outranks HA3 only, and
+    must not take over: HA3 stands down for HA1, and exactly one member is active."""
+    net, (ha1, ha2, ha3) = group(3)
+    net.drop = lambda d: d.src == HA3 or d.dst == HA3
+    net.run_until(net.now + 1)
+    assert ha3.role == "active"
+    net.drop = lambda d: False
+    net.run_until(net.now + 1)
+    assert [ha1.role, ha2.role, ha3.role] == ["active", "standby", "standby"]
+    assert ha2.counters["redundancy.became_active"] == 0
+
+
 def test_a_resent_update_still_expires_the_binding_with_the_sender():
     net, (ha1, ha2) = group()
     lost = []
@@ -916,7 +950,7 @@ def test_a_graceful_stop_hands_the_address_over_after_the_skew():
     assert ha2.role == "standby"
     net.run_until(stop + skew)
     assert ha2.role == "active"
-    assert ClaimAddress(VIP) in net.effects[HA2] and TunnelUp(HOA, COA, False) in net.effects[HA2]
+    assert ClaimAddress(VIP, announce=True) in net.effects[HA2] and TunnelUp(HOA, COA, False) in net.effects[HA2]
     reply = net.register(registration(COA2, net.now, 2), at=HA2)
     assert reply_of(reply[0]).code == 0
 

@@ -22,9 +22,14 @@ class Send(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ClaimAddress:
-    """Serve the group's virtual address: bind to it (loopback) or add it to the link and announce it."""
+    """Serve the group's virtual address: bind to it (loopback) or add it to the link and announce it.
+
+    ``announce``: tell the link again even if the address is held already. Another member was active too
+    (a partition healed, a paused member woke up, a preemption's hand-over): until it took the address off,
+    it answered ARP for it, and the neighbours may hold its MAC (issue 10)."""
 
     address: str
+    announce: bool = False
 
 
 @dataclass(frozen=True, slots=True)

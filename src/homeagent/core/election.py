@@ -3,8 +3,9 @@
 Every member advertises its priority and state every ``interval``. A standby that hears no active member
 for the master-down interval (3 × interval + skew, the skew shorter for a higher priority) becomes active;
 an active member that hears a better active member (higher priority, then higher address) steps down, so a
-split brain ends as soon as the halves hear each other; with preemption a standby better than the active
-takes over; priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone;
+split brain ends as soon as the halves hear each other; with preemption a standby better than every active
+member it hears, and than every in-sync standby, takes over (a standby that outranks only the worse of two
+active members would make a third, and two that outrank the active member would both take over); priority 0 from the active (a graceful stop) lets the standbys take over after the skew alone;
 an ICMP port unreachable from the active member's host (its process died, the host did not) shortens the
 wait to 1.5 intervals.
 A member still downloading the table (``init``) is never elected, and a member out of sync (it missed
@@ -13,6 +14,11 @@ takes over nor preempts, and the other standbys do not wait for it. Unlike VRRP,
 a standby whose master-down timer runs out while a better standby is alive waits one more interval for
 that one to take over: the skews of close priorities differ by milliseconds, less than a loaded host's
 scheduling delay, and without this two standbys would both take over and one step down again.
+A member that has just become a standby also waits for a better member it hears still downloading (``init``)
+during the start-up settle (``settle`` seconds from its own start): members started together, a few hundred
+milliseconds apart, then do not take over one after another and be preempted in turn (VRRP's start-up
+wait does the same with its skew). The settle is bounded, so a better member stuck downloading never keeps
+the group without an active member for longer.
 
 The rules live in one table, as h11 keeps its state machine: ``TRANSITIONS[state][event] -> state``; an
 event a state has no entry for changes nothing.
@@ -87,6 +93,7 @@ class Election:
         now: float,
         external: bool = False,
         sync: SyncState | None = None,
+        settle: float = 0.0,
     ) -> None:
         self.address = address
         self.external = external  # another daemon (keepalived, a VRRP router) decides; see ``told``
@@ -101,6 +108,9 @@ class Election:
         self._master_down_at: float | None = None
         self._gone = False  # the active member's host said its port is closed; see ``unreachable``
         self._standbys: dict[int, tuple[int, float, bool]] = {}  # address -> (priority, last heard, in sync)
+        self._actives: dict[int, tuple[int, float]] = {}  # other members heard active -> (priority, last heard)
+        self._starting: dict[int, tuple[int, float]] = {}  # members heard downloading -> (priority, last heard)
+        self._settle_until = now + settle  # until then, a better member still downloading is waited for
         self._sync = sync  # whether we missed what the group answered (``core/sync.py``); None: never
 
     @property
@@ -145,10 +155,15 @@ class Election:
         if self.external:  # advertisements still tell who is up (for replication), but decide nothing
             self.active_member = sender if role == Role.ACTIVE and priority else self.active_member
             return []
-        if role == Role.STANDBY and priority:
+        self._standbys.pop(sender, None)
+        self._actives.pop(sender, None)
+        self._starting.pop(sender, None)
+        if priority and role == Role.STANDBY:
             self._standbys[sender] = (priority, now, in_sync)
-        else:
-            self._standbys.pop(sender, None)
+        elif priority and role == Role.ACTIVE:
+            self._actives[sender] = (priority, now)
+        elif priority and role == Role.INIT:
+            self._starting[sender] = (priority, now)
         if role != Role.ACTIVE:
             return []
         if priority == 0:  # the active member resigns: take over after the skew alone
@@ -165,7 +180,8 @@ class Election:
                 self._master_down_at = now + self.master_down_interval
                 return self._fire(Event.BETTER_ACTIVE, now)
             return []
-        if self.role is Role.STANDBY and self.preempt and self._rank() > theirs and not self.out_of_sync:
+        if self.role is Role.STANDBY and self.preempt and self._outranks_actives(now) and not self.out_of_sync \
+                and not self._better_standby_alive(now):
             return self._fire(Event.PREEMPT, now)
         self._master_down_at = now + self.master_down_interval
         return []
@@ -188,10 +204,11 @@ class Election:
             return []
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
-        if self._better_standby_alive(now) or (self.out_of_sync and self._in_sync_standby_alive(now)):
+        if (self._better_standby_alive(now) or (self.out_of_sync and self._in_sync_standby_alive(now))
+                or (now < self._settle_until and self._better_starting(now))):
             # A better standby heard lately is due first (its skew is shorter): give it an interval to
             # announce itself, rather than both taking over and one stepping down again. Out of sync, we
-            # leave the role to any standby that is in sync.
+            # leave the role to any standby that is in sync. Settling, to a better member about to be ready.
             self._master_down_at = now + self.interval
             return []
         self._master_down_at = None
@@ -212,6 +229,15 @@ class Election:
             (priority, address) > mine and now - heard <= horizon and (in_sync or self.out_of_sync)
             for address, (priority, heard, in_sync) in self._standbys.items()
         )
+
+    def _outranks_actives(self, now: float) -> bool:
+        """Better than every member heard active lately: preempting any other would add an active member."""
+        mine, horizon = self._rank(), self.master_down_interval
+        return all((p, a) < mine for a, (p, heard) in self._actives.items() if now - heard <= horizon)
+
+    def _better_starting(self, now: float) -> bool:
+        mine, horizon = self._rank(), self.master_down_interval
+        return any((p, a) > mine and now - heard <= horizon for a, (p, heard) in self._starting.items())
 
     def _in_sync_standby_alive(self, now: float) -> bool:
         horizon = self.master_down_interval

@@ -119,7 +119,7 @@ class Group:
         self.sync_state = SyncState(counters, membership.clock, membership.tolerance)
         self.election = Election(
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
-            settings.external_election, self.sync_state,
+            settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
         # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
@@ -390,7 +390,11 @@ class Group:
         )
         if any(t.new is Role.ACTIVE for t in transitions):
             self.split_brain.preempted(member, now)
-        return resigned + self._apply_transitions(transitions)
+        effects = resigned + self._apply_transitions(transitions)
+        if claims and advert.priority and not transitions and self.election.role is Role.ACTIVE \
+                and self.split_brain.announce_again(member, self.election.master_down_interval, now):
+            effects.append(ClaimAddress(self._virtual, announce=True))
+        return effects
 
     def unreachable(self, address: int, now: float) -> list[Effect]:
         """A datagram to ``address`` came back as ICMP port or protocol unreachable."""
@@ -536,7 +540,7 @@ class Group:
                 lost = self.membership.members.get(t.replaced) if t.replaced is not None else None
                 if lost is not None:  # sync replies must not wait for its ack any more (reconciled below)
                     effects += self._mark_down(lost, "the active member was lost", t.at, reconcile=False)
-                effects.append(ClaimAddress(vip))
+                effects.append(ClaimAddress(vip, announce=True))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)
                 if self.settings.mode != "peer":

@@ -38,6 +38,7 @@ class SplitBrain:
         self._seen: dict[int, float] = {}  # member -> when we last saw it active beside us
         self._preempted: tuple[int, float] | None = None  # the active member we took over from, and when
         self._stood_down: float | None = None  # when we last stood down for a better active member
+        self._announced: dict[int, float] = {}  # member -> when we last announced the address because of it
 
     def preempted(self, member: Member, now: float) -> None:
         self._preempted = (member.address, now)
@@ -64,6 +65,18 @@ class SplitBrain:
             return  # the member we took over from, until it hears us
         theirs = (member.priority, member.address)
         self._seen_active(member, episode, now, "this one stands down" if theirs > ours else "the other one stands down")
+
+    def announce_again(self, member: Member, episode: float, now: float) -> bool:
+        """We stay active and ``member`` says it was active too (or stood down for us just now): whether
+        to announce the address again, once per episode and member (the runtime repeats it a second later)."""
+        last = self._announced.get(member.address)
+        if last is not None and now - last <= episode:
+            return False
+        self._announced[member.address] = now
+        self.counters["redundancy.announced_again"] += 1
+        log.info("member %s was active too: announcing the virtual address %s again", member.name,
+                 self.virtual_address)
+        return True
 
     def unverified(self, member: Member, datagram: bytes, episode: float, now: float) -> None:
         """A datagram from ``member``'s address whose seal failed, while we are active: if it says the member

@@ -56,6 +56,7 @@ class InterfaceAddress:
         self._wanted: dict[str, bool] = {}
         self._held: set[str] = set()
         self._changed = asyncio.Event()
+        self._announce_asked: set[str] = set()  # held addresses to announce again
         self._settled = asyncio.Event()
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
@@ -93,8 +94,12 @@ class InterfaceAddress:
                             address, self.interface)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
-    def want(self, address: str, held: bool) -> None:
-        if self._wanted.get(address) is held and (address in self._held) is held:
+    def want(self, address: str, held: bool, announce: bool = False) -> None:
+        """``announce``: tell the link again even if the address is held already (another member was
+        active too, and the neighbours may hold its MAC)."""
+        if announce and held:
+            self._announce_asked.add(address)
+        elif self._wanted.get(address) is held and (address in self._held) is held:
             return
         self._wanted[address] = held
         self._settled.clear()
@@ -126,11 +131,16 @@ class InterfaceAddress:
                     if await self._add(address):
                         self._held.add(address)
                         log.info("added the virtual address %s to %s", address, self.interface)
+                        self._announce_asked.discard(address)  # the announcement below is the one asked for
                         asyncio.get_running_loop().create_task(self._announce(int(IPv4Address(address))))
                 elif not held and address in self._held:
                     await self._delete(address)
                     self._held.discard(address)
                     log.info("took the virtual address %s off %s", address, self.interface)
+            for address in [a for a in self._announce_asked if a in self._held]:
+                self._announce_asked.discard(address)
+                log.info("announcing the virtual address %s on %s again", address, self.interface)
+                asyncio.get_running_loop().create_task(self._announce(int(IPv4Address(address))))
             if all((a in self._held) is h for a, h in self._wanted.items()):
                 self._settled.set()
 

@@ -322,7 +322,7 @@ class Daemon:
                 except OSError as exc:
                     self._send_failed(sock, effect, exc)
             elif type(effect) is ClaimAddress:
-                self._claim(effect.address)
+                self._claim(effect.address, effect.announce)
             elif type(effect) is ReleaseAddress:
                 self._close(effect.address)
                 if self._interface is not None:
@@ -330,9 +330,9 @@ class Daemon:
             # Tunnel effects reach a data plane once one is configured; with backend "none" the binding
             # table is the whole of the Home Agent's state.
 
-    def _claim(self, address: str) -> None:
+    def _claim(self, address: str, announce: bool = False) -> None:
         if self._interface is not None:
-            self._interface.want(address, True)
+            self._interface.want(address, True, announce)
         if address in self._sockets:
             return
         try:
