@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     role.add_argument("--config", required=True, type=Path)
     role.set_defaults(func=_role)
 
+    cleanup = sub.add_parser("cleanup", help="take off the interface what a killed member left there (the "
+                             "virtual address, proxy ARP entries); for ExecStopPost=")
+    cleanup.add_argument("--config", required=True, type=Path)
+    cleanup.set_defaults(func=_cleanup)
+
     demo = sub.add_parser("demo", help="start a Home Agent on loopback, register a mobile node, show it")
     demo.add_argument("--config", type=Path, help="default: the shipped example")
     demo.set_defaults(func=_demo)
@@ -269,6 +274,31 @@ def _remove(args: argparse.Namespace) -> int:
         kwargs["care_of_address"] = str(args.care_of)
     result = control.request(load(args.config).control_socket, "remove", **kwargs)
     print(f"removed {result['removed']} binding(s) of {args.home_address}")
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """What ``runtime.cleanup`` removed, one line each; exit 0 when there was nothing to do, 1 (one line on
+    standard error) when it refused: a daemon answers, no such interface, not allowed."""
+    import asyncio
+
+    from homeagent.runtime import cleanup
+
+    config = load(args.config)
+    why_not = cleanup.not_applicable(config)
+    if why_not is not None:
+        print(f"nothing to clean up: {why_not}")
+        return 0
+    try:
+        removed = asyncio.run(cleanup.clean(config))
+    except cleanup.CleanupError as exc:
+        print(f"homeagent: cleanup refused: {exc}", file=sys.stderr)
+        return 1
+    for line in removed:
+        print(line)
+    if not removed:
+        assert config.redundancy is not None
+        print(f"nothing to clean up on {config.redundancy.interface}")
     return 0
 
 

@@ -13,6 +13,10 @@ broadcast. Hosts and routers on the link that hold an entry for the address poin
 for the virtual address, so mobile nodes and routers reach the new active member at once, and for every
 home address with a binding that lies on this link, which the member now proxies for its mobile nodes.
 Each is sent again ``ANNOUNCE_AGAIN`` seconds later: one lost broadcast must not strand a host.
+
+While it holds the address the member also reads the ARP frames on the link, for a host that still claims
+the address (one whose member was killed with it): ``runtime.defence`` decides when to probe and announce
+again; here the frames are read, a bounded batch per wake-up and never blocking, and the frames sent.
 """
 
 from __future__ import annotations
@@ -22,23 +26,25 @@ import contextlib
 import errno
 import logging
 import socket
-import struct
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from ipaddress import IPv4Address, IPv4Network
 
+from homeagent.runtime.defence import Action, Announce, Defence, Probe, Warn
+from homeagent.wire.arp import ETH_P_ARP, ArpFrame
+from homeagent.wire.arp import announcement as arp_announcement
+from homeagent.wire.arp import probe as arp_probe
+from homeagent.wire.errors import ParseError
+
 log = logging.getLogger("homeagent.address")
 
-ETH_P_ARP = 0x0806
 ANNOUNCE_AGAIN = 1.0  # seconds before every announcement is repeated once
 ANNOUNCE_CHUNK = 256  # frames sent before yielding to the registrations waiting on the loop
-_ARP_ANNOUNCEMENT = struct.Struct("!6s6sHHHBBH6s4s6s4s")
+READ_BATCH = 64  # ARP frames read per wake-up before yielding to the registrations
+FRAME_BUFFER = 128  # bytes read of a frame: ARP is 42 (60 with the link's padding)
 
-
-def arp_announcement(mac: bytes, address: int) -> bytes:
-    """One gratuitous ARP frame (Ethernet header included) announcing ``address`` at ``mac``."""
-    ip = address.to_bytes(4, "big")
-    return _ARP_ANNOUNCEMENT.pack(b"\xff" * 6, mac, ETH_P_ARP, 1, 0x0800, 6, 4, 1, mac, ip, bytes(6), ip)
+__all__ = ["AddressError", "AddressWatch", "InterfaceAddress", "arp_announcement"]
 
 
 class AddressError(RuntimeError):
@@ -48,7 +54,7 @@ class AddressError(RuntimeError):
 class InterfaceAddress:
     """Keeps the virtual addresses wanted, and only those, on ``interface``."""
 
-    def __init__(self, interface: str, proxied: Callable[[], Iterable[int]], counters: dict[str, int]) -> None:
+    def __init__(self, interface: str, proxied: Callable[[], Iterable[int]], counters: Counter[str]) -> None:
         """``proxied`` gives the home addresses with a binding, read when the address is taken."""
         self.interface = interface
         self._proxied = proxied
@@ -66,10 +72,11 @@ class InterfaceAddress:
         self._links: list[IPv4Network] = []
         self._arp: socket.socket | None = None
         self._failures = 0
+        self._defence: Defence | None = None
 
-    async def open(self, leftovers: Iterable[str]) -> None:
-        """Find the interface and take ``leftovers`` off it: a member that died holding the virtual address
-        left it there, and a member that starts is not active."""
+    async def open(self) -> None:
+        """Find the interface, open its ARP socket and start reading it. What an earlier run left on the
+        interface has been taken off before (``runtime.cleanup``): a member that starts is not active."""
         from pyroute2 import AsyncIPRoute
 
         try:
@@ -85,14 +92,13 @@ class InterfaceAddress:
         arp.setblocking(False)
         self._arp = arp
         self._mac = arp.getsockname()[4][:6]
+        self._defence = Defence(self._mac, self._counters)
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
         self._links = await self._networks()
-        for address in leftovers:
-            if await self._delete(address):
-                log.warning("took the virtual address %s off %s: left there by an earlier run",
-                            address, self.interface)
-        self._task = asyncio.get_running_loop().create_task(self._work())
+        loop = asyncio.get_running_loop()
+        loop.add_reader(arp.fileno(), self._read)
+        self._task = loop.create_task(self._work())
 
     def want(self, address: str, held: bool, announce: bool = False) -> None:
         """``announce``: tell the link again even if the address is held already (another member was
@@ -118,7 +124,9 @@ class InterfaceAddress:
         if self._ipr is not None:
             self._ipr.close()
         if self._arp is not None:
+            asyncio.get_running_loop().remove_reader(self._arp.fileno())
             self._arp.close()
+            self._arp = None  # a probe or announcement still due finds nothing to send on
 
     # -- the one task that changes the interface ------------------------------------------------------
 
@@ -132,8 +140,13 @@ class InterfaceAddress:
                         self._held.add(address)
                         log.info("added the virtual address %s to %s", address, self.interface)
                         self._announce_asked.discard(address)  # the announcement below is the one asked for
-                        asyncio.get_running_loop().create_task(self._announce(int(IPv4Address(address))))
+                        loop = asyncio.get_running_loop()
+                        loop.create_task(self._announce(int(IPv4Address(address))))
+                        assert self._defence is not None
+                        self._defend(self._defence.hold(int(IPv4Address(address)), loop.time()))
                 elif not held and address in self._held:
+                    assert self._defence is not None
+                    self._defence.release(int(IPv4Address(address)))
                     await self._delete(address)
                     self._held.discard(address)
                     log.info("took the virtual address %s off %s", address, self.interface)
@@ -182,9 +195,12 @@ class InterfaceAddress:
 
     # -- gratuitous ARP -------------------------------------------------------------------------------
 
-    async def _announce(self, address: int) -> None:
+    async def _announce(self, address: int, proxied_too: bool = True) -> None:
+        """Announce ``address`` (with ``proxied_too``, every home address served on the link as well), and
+        again ``ANNOUNCE_AGAIN`` later."""
         links = [(int(n.network_address), int(n.netmask)) for n in self._links if n.prefixlen < 32]
-        proxied = [a for a in self._proxied() if any(a & mask == net for net, mask in links)]
+        served = self._proxied() if proxied_too else ()
+        proxied = [a for a in served if any(a & mask == net for net, mask in links)]
         for repeat in range(2):
             if repeat:
                 await asyncio.sleep(ANNOUNCE_AGAIN)
@@ -194,7 +210,8 @@ class InterfaceAddress:
 
     async def _send(self, addresses: list[int]) -> None:
         arp = self._arp
-        assert arp is not None
+        if arp is None:  # closed meanwhile (the daemon stops)
+            return
         mac = self._mac
         for start in range(0, len(addresses), ANNOUNCE_CHUNK):
             for address in addresses[start:start + ANNOUNCE_CHUNK]:
@@ -212,6 +229,57 @@ class InterfaceAddress:
                             return
                         await asyncio.sleep(0.001)
             await asyncio.sleep(0)
+
+    # -- the ARP watch: another host claiming the address ---------------------------------------------
+
+    def _read(self) -> None:
+        """Read what the link sent, a batch at a time: a flood of ARP must not starve the registrations, and
+        no frame, however malformed, may end the watch."""
+        arp, defence = self._arp, self._defence
+        assert arp is not None and defence is not None
+        now = asyncio.get_running_loop().time()
+        for _ in range(READ_BATCH):
+            try:
+                data, where = arp.recvfrom(FRAME_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ENETDOWN while the link is down: nothing to read
+                log.debug("reading ARP on %s: %s", self.interface, exc)
+                return
+            if where[2] == socket.PACKET_OUTGOING or not defence.held:
+                continue  # our own frames, or nothing of ours to defend
+            try:
+                frame = ArpFrame.parse(data)
+            except ParseError:
+                continue
+            self._defend(defence.heard(frame, now))
+
+    def _defend(self, actions: list[Action]) -> None:
+        loop = asyncio.get_running_loop()
+        for action in actions:
+            if isinstance(action, Warn):
+                log.warning("another host claims the virtual address %s: %s answers for it on %s (%d time(s) "
+                            "since the last warning); announcing it again. A member killed while active "
+                            "leaves the address on its host: run 'homeagent cleanup' there",
+                            IPv4Address(action.address), action.mac.hex(":"), self.interface,
+                            action.conflicts)
+            elif action.at <= loop.time():
+                self._act(action)
+            else:
+                loop.call_at(action.at, self._act, action)
+
+    def _act(self, action: Probe | Announce) -> None:
+        """Send what the defence asked for, if the address is still ours (we may have stepped down since)."""
+        if self._defence is None or action.address not in self._defence.held or self._arp is None:
+            return
+        if isinstance(action, Announce):
+            asyncio.get_running_loop().create_task(self._announce(action.address, proxied_too=False))
+            return
+        try:
+            self._arp.send(arp_probe(self._mac, action.address))
+            self._counters["arp_probes_sent"] += 1
+        except OSError as exc:  # a full queue (BlockingIOError) or a link going down: the next request probes
+            log.debug("ARP probe on %s failed: %s", self.interface, exc)
 
 
 class AddressWatch:

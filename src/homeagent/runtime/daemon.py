@@ -23,7 +23,7 @@ from typing import Any
 from homeagent.config import Config, ConfigError, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
-from homeagent.runtime import control, state_dir
+from homeagent.runtime import cleanup, control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 
 log = logging.getLogger("homeagent.daemon")
@@ -86,10 +86,11 @@ class Daemon:
             if red is not None and red.multicast_group is not None:
                 self._open_multicast(str(red.multicast_group), ha.port)
             if self._interface is not None:
-                assert red is not None
                 try:
-                    await self._interface.open([str(red.virtual_address)])
-                except (AddressError, OSError) as exc:
+                    for line in await cleanup.clean(self.config):  # a member that starts is not active
+                        log.warning("%s: left there by an earlier run", line)
+                    await self._interface.open()
+                except (AddressError, cleanup.CleanupError, OSError) as exc:
                     raise StartupError(str(exc)) from None
             try:
                 server = await control.serve(self.config.control_socket, self._control)

@@ -1,0 +1,139 @@
+"""Taking off the link what a member killed while active left there: ``homeagent cleanup`` (for a systemd
+unit's ``ExecStopPost=``) and the daemon's start run this one function.
+
+With ``address_method = "interface"`` an active member puts the virtual address on its interface and, with
+a data plane, answers ARP for the mobile nodes away from home (proxy ARP, RFC 5944 section 4.6). A member
+stopped gracefully takes all that off; one killed with ``kill -9`` (or by the OOM killer) cannot, and its
+host's kernel goes on answering ARP for the virtual address and for the mobile nodes: routers may point
+them at a host where nothing serves them. What is removed, and nothing else:
+
+- the virtual address, on ``redundancy.interface``, whatever its prefix length;
+- every proxy ARP entry (``ip neigh add proxy A dev IF``) on ``redundancy.interface`` whose address ``A`` a
+  Home Agent of this configuration could proxy for: a home address (in ``home_agent.home_network``) on
+  the home link (in a network of ``interface``), and not a reserved home address (``Config.
+  reserved_home_addresses``: no mobile node has one). A proxy entry for any other address is the
+  operator's, and stays. The data plane that adds proxy entries must add none outside this rule.
+
+Nothing is touched while a daemon answers on the configured control socket: what is on the link is then
+its own, and taking it off would cut a live member's mobile nodes.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from homeagent.config import Config
+
+
+class CleanupError(RuntimeError):
+    """Why cleanup did nothing, in one line."""
+
+
+def not_applicable(config: Config) -> str | None:
+    """Why there is nothing to clean up for this configuration; None when there may be."""
+    red = config.redundancy
+    if red is None:
+        return "no [redundancy]: a lone Home Agent puts no address on an interface"
+    if red.address_method != "interface":
+        method = red.address_method
+        return f'redundancy.address_method is "{method}": the virtual address is never put on an interface'
+    return None
+
+
+def daemon_answers(path: Path) -> bool:
+    """Whether a daemon listens on the control socket ``path`` (a connection is accepted: even a hung
+    daemon's is). A socket file nothing listens on is what a crash leaves, and does not count."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except PermissionError:  # someone else's daemon, perhaps: never clean up under it
+        return True
+    except OSError:  # no such file, or refused: nothing listens
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def proxied_by_us(config: Config, links: list[IPv4Network]) -> Callable[[IPv4Address], bool]:
+    """The rule above: whether a proxy ARP entry for an address on the link ``links`` (the interface's
+    networks) may have been added by a Home Agent of ``config``."""
+    home, reserved = config.home_agent.home_network, config.reserved_home_addresses
+    networks = [n for n in links if n.prefixlen < 32]  # a /32 (the virtual address) is no link
+    return lambda a: a in home and a not in reserved and any(a in n for n in networks)
+
+
+async def clean(config: Config) -> list[str]:
+    """Take off ``redundancy.interface`` what a killed member left there; one line per thing removed.
+
+    Raises CleanupError (nothing removed) when a daemon answers on the control socket, the interface does
+    not exist, or the system refuses (no CAP_NET_ADMIN). A configuration without the interface method has
+    nothing to clean up: the caller asks ``not_applicable`` first."""
+    from pyroute2 import AsyncIPRoute
+
+    red = config.redundancy
+    assert red is not None and red.interface is not None, not_applicable(config)
+    if daemon_answers(config.control_socket):
+        raise CleanupError(f"a daemon answers on {config.control_socket}: what is on {red.interface} is its "
+                           "own (stop it first; a graceful stop cleans up after itself)")
+    try:
+        index = socket.if_nametoindex(red.interface)
+    except OSError:
+        raise CleanupError(f"redundancy.interface: no interface {red.interface!r}") from None
+    ipr = AsyncIPRoute()
+    try:
+        await ipr.setup_endpoint()
+        return await _clean(ipr, index, config)
+    finally:
+        ipr.close()
+
+
+async def _clean(ipr: Any, index: int, config: Config) -> list[str]:
+    from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY
+
+    red = config.redundancy
+    assert red is not None
+    interface, virtual = red.interface, red.virtual_address
+    removed: list[str] = []
+    links: list[IPv4Network] = []
+    leftovers: list[int] = []
+    async for message in await ipr.addr("dump", index=index, family=socket.AF_INET):
+        address = IPv4Address(message.get("IFA_LOCAL", message.get("IFA_ADDRESS")))
+        links.append(IPv4Network(f"{address}/{message['prefixlen']}", strict=False))
+        if address == virtual:
+            leftovers.append(message["prefixlen"])
+    for prefixlen in leftovers:
+        if await _netlink(f"{virtual}/{prefixlen}", ipr.addr, "del", index=index, address=str(virtual),
+                          prefixlen=prefixlen):
+            removed.append(f"removed the virtual address {virtual}/{prefixlen} from {interface}")
+    ours = proxied_by_us(config, links)
+    # Proxy entries are dumped only when the request carries NTF_PROXY: ``dump_filter=None`` makes pyroute2
+    # put ``flags`` in the request instead of filtering replies by it. The kernel dumps every interface's.
+    dump = await ipr.neigh("dump", dump_filter=None, family=socket.AF_INET, flags=NTF_PROXY)
+    proxies = [IPv4Address(m.get("NDA_DST")) async for m in dump
+               if m["ifindex"] == index and m["flags"] & NTF_PROXY and m.get("NDA_DST")]
+    for address in sorted(a for a in proxies if ours(a)):
+        entry = f"the proxy ARP entry for {address}"
+        if await _netlink(entry, ipr.neigh, "del", dst=str(address), ifindex=index, flags=NTF_PROXY):
+            removed.append(f"removed the proxy ARP entry for {address} on {interface}")
+    return removed
+
+
+async def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> bool:
+    """One netlink deletion of ``what``; False when it was gone already (taken off meanwhile)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        await call(*args, **kwargs)
+        return True
+    except NetlinkError as exc:
+        if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+            return False
+        if exc.code == errno.EPERM:
+            raise CleanupError(f"removing {what} needs root or CAP_NET_ADMIN") from None
+        raise CleanupError(f"cannot remove {what}: {exc}") from None
