@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 
 def can_run() -> bool:
@@ -105,6 +105,32 @@ class Lan:
     def join(self, *hosts: str) -> None:
         for host in hosts:
             run("ip", "-n", self.bridge, "link", "set", "dev", f"v-{host}", "type", "bridge_slave", "isolated", "off")
+
+    def partition(self, *sides: Collection[str]) -> None:
+        """Hosts on different ``sides`` no longer hear each other; a host on no side (a router) still hears
+        and is heard by every host. The ``isolated`` flag of ``cut`` cannot make two halves: an isolated
+        port hears only unisolated ones. This kernel has no ebtables/nft tools and no tc ``drop`` action,
+        so each side's bridge ports get a tc egress filter (u32 on the Ethernet source address) that
+        redirects the other sides' frames to ``sink``, a device left down, where mirred drops them.
+        Floods and multicast are filtered per port too, so a partition hides advertisements, ARP and
+        unicast alike."""
+        if run("ip", "-n", self.bridge, "link", "show", "sink", check=False).returncode != 0:
+            run("ip", "-n", self.bridge, "link", "add", "sink", "type", "veth", "peer", "name", "sink-peer")
+        macs = {host: self.mac(host) for side in sides for host in side}
+        for side in sides:
+            others = [macs[h] for s in sides if s is not side for h in s]
+            for host in side:
+                port = f"v-{host}"
+                run("tc", "-n", self.bridge, "qdisc", "replace", "dev", port, "clsact")
+                for mac in others:
+                    run("tc", "-n", self.bridge, "filter", "add", "dev", port, "egress", "protocol", "all",
+                        "u32", "match", "ether", "src", mac, "action", "mirred", "egress", "redirect",
+                        "dev", "sink")
+
+    def heal(self) -> None:
+        """Undo ``partition``: every port forwards every frame again."""
+        for host in self.hosts:
+            run("tc", "-n", self.bridge, "qdisc", "del", "dev", f"v-{host}", "clsact", check=False)
 
     def pids(self, host: str) -> list[int]:
         """Every process in ``host``'s namespace."""

@@ -1,0 +1,177 @@
+"""Issue 10, "What it must show", first point: how long the virtual address goes unanswered on a real link
+when two members are briefly active. A 3-member and a 5-member group (tests/netns/group_link.py) with a
+router that resolves the virtual address by ARP and probes it every 10 ms; for each trigger the longest gap
+between two answered probes is printed with the probes left unanswered, and the test fails above 1 s (the
+goal is under 0.5 s). Printed too: every role change each member logged and every change of the router's
+neighbour entry for the virtual address, so that a flap, or a cache left on a loser's MAC, shows.
+
+The triggers:
+  1. partition and heal: {ha1, ha2} | {ha3} (5 members: {ha1, ha2, ha3} | {ha4, ha5}) for 3 s, the router
+     still reaching every member; each half has an active member, and at the heal one of them steps down;
+  2. SIGSTOP of the active member for 1 s, then SIGCONT: the next member takes over, then the first, which
+     outranks it, is active again;
+  3. kill -9 of a standby (ha2, the next in line) and its restart 1 s later, under 2,000 registrations a
+     second at the virtual address.
+
+Needs root and iproute2 (tc's u32 and mirred for the partition). Run with ``-s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from netns.group_link import (
+    PROBE_INTERVAL,
+    VIP,
+    Gaps,
+    Group,
+    NeighbourWatch,
+    Prober,
+    group,
+)
+from netns.lan import can_run
+
+from daemons import wait
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
+
+GAP_BOUND = 1.0  # seconds: the issue's "fails above 1 s"
+GAP_GOAL = 0.5  # seconds: the issue's goal, printed beside the figure
+LEAD = 1.0  # seconds probed before the trigger: the address answers steadily first
+SETTLE = 8.0  # seconds probed after the trigger ends: long enough to see a stale ARP entry run out
+HALVES = {3: (("ha1", "ha2"), ("ha3",)), 5: (("ha1", "ha2", "ha3"), ("ha4", "ha5"))}
+PARTITION = 3.0  # seconds the halves stay apart
+PAUSE = 1.0  # seconds the active member stays stopped
+DOWN = 1.0  # seconds between the kill -9 of a standby and its restart
+LOAD_RATE = 2000  # registrations a second during the kill and restart
+
+
+def open_on_main(reason: str) -> pytest.MarkDecorator:
+    """A scenario that failed on main before the fixes for issue 10: the assertion stays in place."""
+    return pytest.mark.xfail(strict=False, reason=f"issue 10: {reason}")
+
+
+def sizes(*marks_by_size: tuple[int, str | None]) -> list[object]:
+    return [pytest.param(size, marks=[open_on_main(reason)] if reason else [], id=f"{size}-members")
+            for size, reason in marks_by_size]
+
+
+def report(g: Group, name: str, probe: Prober, watch: NeighbourWatch, begin: float, trigger: float,
+           trigger_wall: float) -> Gaps:
+    """Print what the scenario showed, times in seconds from the trigger; the probe's figures."""
+    gaps = probe.gaps(begin)
+    verdict = "ok" if gaps.longest <= GAP_GOAL else "over the goal" if gaps.longest <= GAP_BOUND else "FAIL"
+    print(f"\n== {name}, {len(g.members)} members: longest gap {gaps.longest:.3f} s "
+          f"(from {gaps.longest_from - trigger:+.2f} s{', still dark at the end' * gaps.still_dark}); "
+          f"goal {GAP_GOAL} s, bound {GAP_BOUND} s: {verdict}")
+    print(f"   probes every {PROBE_INTERVAL * 1000:.0f} ms: {gaps.sent} sent, {gaps.answered} answered, "
+          f"{gaps.unanswered} unanswered, refusals {dict(gaps.refusals) or 'none'}")
+    macs = {g.lan.mac(m): m for m in g.members}
+    print("   router's entry for the virtual address: " + ", ".join(
+        f"{at - trigger:+.2f} {' '.join(macs.get(w, w) for w in what.split())}" for at, what in watch.changes
+        if at >= begin) or "unchanged")
+    for m in g.members:
+        changes = g.role_changes(m, trigger_wall - (trigger - begin))
+        listed = "; ".join(f"{at - trigger_wall:+.2f} {what}" for at, what in changes)
+        print(f"   {m} role changes: {listed or 'none'}")
+    return gaps
+
+
+def probing(g: Group) -> tuple[Prober, NeighbourWatch]:
+    watch = NeighbourWatch(g.lan)
+    probe = Prober(g.lan).__enter__()
+    try:
+        wait("the virtual address to answer the probe", lambda: probe.answered, timeout=3)
+    except BaseException:
+        probe.stop()
+        watch.close()
+        raise
+    return probe, watch
+
+
+def check(g: Group, gaps: Gaps) -> None:
+    assert gaps.longest <= GAP_BOUND, f"the virtual address went unanswered for {gaps.longest:.2f} s"
+    wait("one active member", lambda: len(g.active()) == 1, timeout=5)
+
+
+@pytest.mark.parametrize("size", sizes((3, None), (5, None)))
+def test_partition_and_heal(tmp_path, size):
+    with group(tmp_path, size) as g:
+        g.formed()
+        probe, watch = probing(g)
+        try:
+            begin = time.monotonic()
+            time.sleep(LEAD)
+            trigger, trigger_wall = time.monotonic(), time.time()
+            g.lan.partition(*HALVES[size])
+            time.sleep(PARTITION)
+            g.lan.heal()
+            time.sleep(SETTLE)
+        finally:
+            probe.stop()
+            watch.close()
+        print(f"\n   router ARP settings (kernel defaults, untouched): {g.router_arp_settings()}")
+        gaps = report(g, f"partition {' | '.join('{' + ', '.join(h) + '}' for h in HALVES[size])} for "
+                      f"{PARTITION:.0f} s and heal", probe, watch, begin, trigger, trigger_wall)
+        check(g, gaps)
+
+
+@pytest.mark.parametrize("size", sizes((3, None), (5, None)))
+def test_sigstop_of_the_active_member(tmp_path, size):
+    with group(tmp_path, size) as g:
+        g.formed()
+        probe, watch = probing(g)
+        try:
+            begin = time.monotonic()
+            time.sleep(LEAD)
+            trigger, trigger_wall = time.monotonic(), time.time()
+            g.pause("ha1")
+            time.sleep(PAUSE)
+            g.resume("ha1")
+            time.sleep(SETTLE)
+        finally:
+            probe.stop()
+            watch.close()
+        gaps = report(g, f"SIGSTOP of the active member (ha1) for {PAUSE:.0f} s", probe, watch, begin,
+                      trigger, trigger_wall)
+        check(g, gaps)
+
+
+UNDER_LOAD = ("under 2,000 registrations/s the active member goes unheard for a master-down interval "
+              "(reconciliation of the recent window, point 3) and standbys take over from it again and again")
+
+
+@pytest.mark.parametrize("size", sizes((3, UNDER_LOAD), (5, UNDER_LOAD)))
+def test_kill_and_restart_of_a_standby_under_load(tmp_path, size):
+    with group(tmp_path, size) as g:
+        g.formed()
+        load = g.load(LOAD_RATE, duration=LEAD + DOWN + SETTLE + 1.5)
+        try:
+            probe, watch = probing(g)
+            try:
+                time.sleep(0.5)  # the load under way
+                begin = time.monotonic()
+                time.sleep(LEAD)
+                trigger, trigger_wall = time.monotonic(), time.time()
+                g.kill("ha2")
+                time.sleep(DOWN)
+                g.start("ha2")
+                time.sleep(SETTLE)
+            finally:
+                probe.stop()
+                watch.close()
+            out, err = load.communicate(timeout=30)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        result = json.loads(out) if out.strip() else {"error": err[-500:]}
+        gaps = report(g, f"kill -9 of a standby (ha2), restarted {DOWN:.0f} s later, under {LOAD_RATE}/s",
+                      probe, watch, begin, trigger, trigger_wall)
+        print(f"   load: {result}")
+        check(g, gaps)
+        assert result.get("accepted", 0) > LOAD_RATE * SETTLE, result
+        assert g.role("ha2") == "standby" and VIP not in g.lan.addresses("ha2")
