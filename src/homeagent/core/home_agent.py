@@ -284,8 +284,9 @@ class HomeAgent:
         return out
 
     def binding_list(self, now: float, home_address: IPv4Address | None = None) -> list[dict[str, Any]]:
-        if home_address is not None:
-            chosen = self.bindings.bindings_of(int(home_address))
-        else:
-            chosen = tuple(self.bindings)
-        return [b.as_dict(now) for b in sorted(chosen, key=lambda b: (b.home_address, b.care_of_address))]
+        """The table (or one mobile node's bindings) as rows, in one go. For one node, or a caller that can
+        wait: the control socket walks the whole table a page at a time instead (core/listing.py), and
+        this gives the same rows in the same order."""
+        from homeagent.core.listing import BindingWalk
+
+        return BindingWalk(self.bindings, None if home_address is None else int(home_address)).rest(now)

@@ -16,13 +16,14 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from typing import Any
 
 from homeagent.config import Config, ConfigError, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
+from homeagent.core.listing import BindingWalk
 from homeagent.runtime import cleanup, control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 
@@ -385,7 +386,9 @@ class Daemon:
             return self.core.status(now)
         if command == "bindings":
             home_address = request.get("home_address")
-            return self.core.binding_list(now, IPv4Address(home_address) if home_address else None)
+            if home_address:
+                return self.core.binding_list(now, IPv4Address(home_address))
+            return control.Stream(self._binding_pages(BindingWalk(self.core.bindings)))
         if command == "remove":
             care_of = request.get("care_of_address")
             removed_before = len(self.core.bindings)
@@ -400,6 +403,13 @@ class Daemon:
             self._arm_timer()
             return {"role": self.core.role}
         raise ValueError(f"unknown command {command!r}")
+
+    def _binding_pages(self, walk: BindingWalk) -> Iterator[list[dict[str, Any]]]:
+        """The whole table for ``homeagent bindings``, a step of the walk per page: the control socket
+        serves registrations and advertisements between two pages (issue 10 point 6), and each page's
+        ``remaining`` is counted from the moment it is made."""
+        while (rows := walk.step(self._now())) is not None:
+            yield rows
 
 
 def _udp_socket(address: str, port: int, freebind: bool = False) -> socket.socket:

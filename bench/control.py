@@ -1,0 +1,207 @@
+"""Control-socket queries against a group holding many bindings, measured in one run (issue 10 point 6):
+
+* two members on loopback (advertisement interval 0.1 s, so a master-down interval of about 0.4 s); the
+  active one is filled with ``--bindings`` bindings by ``homeagent mn load`` at the virtual address, and the
+  standby then starts and downloads them all (the fastest honest way: real registrations, a real transfer);
+* a steady load of registrations (renewals of bindings the table holds) runs all along, its reply latency
+  taken per request: first with no query (the baseline, same run), then while ``homeagent bindings --json``
+  dumps the whole table ``--dumps`` times, then while ``homeagent status`` is asked in a loop;
+* printed: each dump's time and size, the reply latency p50/p99/max without and during the dumps, the longest
+  gap between two replies (the longest the active member's event loop stood still), the status query's
+  time, and every role change of either member.
+
+    python bench/control.py [--bindings 1000000] [--dumps 3] [--rate 2000] [--baseline 3]
+
+Goal: p99 < 50 ms during the dumps, and no role change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import KEY, SPI, VIRTUAL, free_port, load, start, status, stop, wait_role, write_config  # noqa: E402
+
+from homeagent.mobile_node import LoadGenerator, LoadResult  # noqa: E402
+from homeagent.wire.auth import Algorithm, SecurityAssociation  # noqa: E402
+
+A, B = "127.0.0.2", "127.0.0.3"
+NETWORK = "10.0.0.0/8"
+FIRST = IPv4Address("10.0.0.1")
+
+
+class TimedLoad(LoadGenerator):
+    """The load client, keeping (sent, answered) monotonic times for every request answered.
+
+    ``_receive`` sees the requests in flight before and after it takes the waiting replies; those gone
+    were answered now. (A reply that fails its check is taken too: the client counts it invalid, and the
+    run prints that count, which is 0 when it means nothing.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.samples: list[tuple[float, float]] = []
+
+    def _receive(self, sock: Any, pending: dict[int, tuple[int, float]], result: LoadResult) -> None:
+        before = dict(pending)  # at most ``window`` entries
+        super()._receive(sock, pending, result)
+        now = time.monotonic()
+        self.samples.extend((before[k][1], now) for k in before.keys() - pending.keys())
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def latency_line(name: str, samples: list[tuple[float, float]]) -> str:
+    if not samples:
+        return f"  {name:<14} no replies"
+    ms = [(answered - sent) * 1000 for sent, answered in samples]
+    arrivals = sorted(answered for _, answered in samples)
+    gap = max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0) * 1000
+    return (f"  {name:<14} p50 {percentile(ms, 50):7.2f} ms  p99 {percentile(ms, 99):7.2f} ms  "
+            f"max {max(ms):7.1f} ms  longest gap between replies {gap:6.1f} ms  ({len(ms)} replies)")
+
+
+def within(samples: list[tuple[float, float]], windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The requests sent inside one of ``windows``."""
+    return [s for s in samples if any(a <= s[0] <= b for a, b in windows)]
+
+
+def transitions(config: Path) -> list[tuple[float, str, str, str]]:
+    """The member's last role changes (it keeps ten), with their times: what is new between two calls is
+    what happened in between."""
+    st = status(config)
+    if st is None:
+        return [(0.0, "?", "?", "no answer")]
+    return [(t["at"], t["from"], t["to"], t["reason"]) for t in st.get("transitions", [])]
+
+
+def same(t: tuple[float, str, str, str], u: tuple[float, str, str, str]) -> bool:
+    """One transition read twice: its wall-clock time is converted at each read, so it may move a little."""
+    return t[1:] == u[1:] and abs(t[0] - u[0]) < 0.5
+
+
+def dump(config: Path) -> tuple[float, int, int, str]:
+    """One ``homeagent bindings --json``: seconds, bytes printed, bindings printed, and what it said on
+    stderr if it failed."""
+    began = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "homeagent", "bindings", "--json", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    size = rows = 0
+    key = b'"home_address"'  # once per binding
+    carry = b""  # the end of the last chunk, one byte shorter than the key: a key cut in two counts once
+    while chunk := proc.stdout.read(1 << 20):
+        size += len(chunk)
+        rows += (carry + chunk).count(key)
+        carry = (carry + chunk)[-(len(key) - 1):]
+    err = proc.stderr.read() if proc.stderr else b""
+    failed = err.decode(errors="replace").strip() if proc.wait() != 0 else ""
+    return time.monotonic() - began, size, rows, failed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bindings", type=int, default=1_000_000)
+    p.add_argument("--dumps", type=int, default=3)
+    p.add_argument("--rate", type=float, default=2000, help="registrations a second during the measurement")
+    p.add_argument("--baseline", type=float, default=3.0, help="seconds of load with no query first")
+    p.add_argument("--status-seconds", type=float, default=3.0)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="homeagent-bench-control-") as tmpdir:
+        tmp = Path(tmpdir)
+        port = free_port(A)
+        a = write_config(tmp / "a", A, port, home_network=NETWORK, peers=[B], priority=110)
+        b = write_config(tmp / "b", B, port, home_network=NETWORK, peers=[A], priority=100)
+        procs = [start(a)]
+        try:
+            wait_role(a, ("active",))
+            began = time.monotonic()
+            filled = load(VIRTUAL, port, "--first-home-address", str(FIRST), "--mobile-nodes", str(args.bindings),
+                          "--count", str(args.bindings), "--window", "256", "--lifetime", "1800")
+            held = status(a)["bindings"]  # type: ignore[index]
+            print(f"fill: member A holds {held} bindings after {time.monotonic() - began:.1f} s "
+                  f"({filled['rate']:.0f} registrations/s)", flush=True)
+            began = time.monotonic()
+            procs.append(start(b))
+            st = wait_role(b, ("standby",), timeout=300)
+            print(f"      member B stands by with {st['bindings']} bindings, downloaded in "
+                  f"{time.monotonic() - began:.1f} s", flush=True)
+            time.sleep(1.0)
+            roles_before = {"A": transitions(a), "B": transitions(b)}
+
+            sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
+            renewing = [FIRST + i for i in range(min(args.bindings, 20_000))]
+            gen = TimedLoad(IPv4Address(VIRTUAL), port, sa, renewing, IPv4Address("192.0.2.1"), lifetime=1800,
+                            window=64, timeout=2.0)
+            results: list[LoadResult] = []
+            done = threading.Event()
+
+            def run_load() -> None:
+                """Short runs back to back (a run's end is fixed when it starts) until told to stop."""
+                while not done.is_set():
+                    results.append(gen.run(duration=0.5, rate=args.rate))
+
+            loader = threading.Thread(target=run_load, daemon=True)
+            t0 = time.monotonic()
+            loader.start()
+            time.sleep(args.baseline)
+            baseline = [(t0 + 0.5, time.monotonic())]  # the first half second warms the client up
+            dumps: list[tuple[float, float]] = []
+            for i in range(args.dumps):
+                d0 = time.monotonic()
+                took, size, rows, failed = dump(a)
+                dumps.append((d0, time.monotonic()))
+                print(f"dump {i + 1}: {rows} bindings, {size / 1e6:.1f} MB of JSON in {took:.2f} s"
+                      + (f"  FAILED: {failed}" if failed else ""), flush=True)
+                time.sleep(1.0)
+            statuses: list[float] = []
+            s0 = time.monotonic()
+            while time.monotonic() - s0 < args.status_seconds:
+                q0 = time.monotonic()
+                status(a)
+                statuses.append((time.monotonic() - q0) * 1000)
+                time.sleep(0.05)
+            status_window = [(s0, time.monotonic())]
+            time.sleep(0.5)
+            done.set()
+            loader.join(timeout=10)
+            gen_end = time.monotonic() - t0
+            roles_after = {"A": transitions(a), "B": transitions(b)}
+
+            samples = list(gen.samples)
+            lost = sum(r.lost for r in results)
+            invalid = sum(r.invalid for r in results)
+            print(f"registrations at {args.rate:.0f}/s renewing {len(renewing)} of the {held} bindings "
+                  f"({gen_end:.0f} s, {lost} unanswered, {invalid} invalid):")
+            print(latency_line("no query", within(samples, baseline)))
+            print(latency_line("during dumps", within(samples, dumps)))
+            print(latency_line("during status", within(samples, status_window)))
+            print(f"status at {held} bindings: p50 {statistics.median(statuses):.2f} ms  max {max(statuses):.2f} ms "
+                  f"({len(statuses)} queries, round trip through the control socket)")
+            changed = {m: [t for t in roles_after[m] if not any(same(t, u) for u in roles_before[m])]
+                       for m in roles_before}
+            if any(changed.values()):
+                for m, ts in changed.items():
+                    for _, old, new, reason in ts:
+                        print(f"role change: member {m} {old} -> {new}: {reason}")
+            else:
+                print("role changes: none")
+        finally:
+            for proc in procs:
+                stop(proc)
+
+
+if __name__ == "__main__":
+    main()

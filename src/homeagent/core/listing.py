@@ -1,0 +1,101 @@
+"""The mobility binding table as a list for people: in order of home address, then care-of address, a page
+at a time, so that listing a million bindings never holds up the Home Agent (issue 10 point 6).
+
+A whole listing at once costs some 20 µs a binding (0.4 s at 20,000 bindings, 1.3 s at 60,000), longer
+than the redundancy group's master-down interval: a standby took over while the active member printed its
+table. A ``BindingWalk`` does the same work in steps, each bounded whatever the table's size, and the
+runtime serves registrations and advertisements between two steps:
+
+1. at the start, the home addresses the table knows are copied (one C-level copy of a list of ints, the
+   only step that grows with the table: a few milliseconds at a million);
+2. that copy is sorted a run of ``RUN`` addresses per step;
+3. the sorted runs are merged lazily, and each step turns the next ``page`` mobile nodes into rows.
+
+What the walk shows, decided here (RFC 5944 and the patent say nothing of listings): every mobile node the
+table knew when the walk began, as it is when the walk reaches it, which is one consistent state of that
+node (a step runs between two inputs to the table). A node that registered after the walk began is not
+listed; a node de-registered or expired before the walk reaches it is listed with what it has left, which
+may be nothing. So a listing is never a picture of one instant (a picture of one instant of a million
+bindings would have to be copied in one step, which is what this avoids), and a change during the walk can
+neither break it nor make it list a node twice. Rows are ``Binding.as_dict`` to the byte (a unit test holds
+them to it), built here without the ``IPv4Address`` objects that make ``as_dict`` slow.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+from homeagent.core.bindings import Binding, BindingTable
+
+RUN = 8192  # addresses sorted in one step: about a millisecond
+PAGE = 256  # mobile nodes turned into rows in one step (each has a binding or a few): about a millisecond
+
+
+def dotted(address: int) -> str:
+    """An IPv4 address as ``str(IPv4Address(address))`` writes it, several times faster."""
+    return f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
+
+
+def row(binding: Binding, now: float, names: dict[int, str]) -> dict[str, Any]:
+    """``binding.as_dict(now)``; ``names`` remembers the care-of and home agent addresses, which repeat."""
+    care_of, home_agent = binding.care_of_address, binding.home_agent
+    return {
+        "home_address": dotted(binding.home_address),
+        "care_of_address": names.get(care_of) or names.setdefault(care_of, dotted(care_of)),
+        "lifetime": binding.lifetime,
+        "remaining": round(binding.remaining(now), 3),
+        "identification": binding.identification,
+        "flags": binding.flags,
+        "home_agent": names.get(home_agent) or names.setdefault(home_agent, dotted(home_agent)),
+    }
+
+
+class BindingWalk:
+    """One listing of ``table`` in progress: ``step(now)`` until it returns None.
+
+    ``home_address`` lists that mobile node alone (one step). ``run`` and ``page`` bound a step's work.
+    """
+
+    def __init__(
+        self, table: BindingTable, home_address: int | None = None, run: int = RUN, page: int = PAGE
+    ) -> None:
+        self._table = table
+        self._page = page
+        self._run = run
+        self._unsorted = table.home_addresses() if home_address is None else [home_address]
+        self._runs: list[list[int]] = []
+        self._order: Iterator[int] | None = None
+        self._names: dict[int, str] = {}  # bounded by the distinct care-of and home agent addresses
+
+    def step(self, now: float) -> list[dict[str, Any]] | None:
+        """The next rows (possibly none while the walk is still sorting), or None once every node the walk
+        started with has been listed. ``now`` is the time the rows' ``remaining`` is counted from."""
+        if self._order is None:
+            if self._unsorted:
+                cut = len(self._runs) * self._run
+                self._runs.append(sorted(self._unsorted[cut : cut + self._run]))
+                if cut + self._run < len(self._unsorted):
+                    return []
+                self._unsorted = []
+            runs, self._runs = self._runs, []
+            self._order = iter(runs[0] if len(runs) == 1 else heapq.merge(*runs))
+        rows: list[dict[str, Any]] = []
+        table, names = self._table, self._names
+        nodes = 0  # counted, not rows: a node the table still knows may have no binding left
+        for home_address in islice(self._order, self._page):
+            nodes += 1
+            bindings = table.bindings_of(home_address)
+            if len(bindings) > 1:
+                bindings = tuple(sorted(bindings, key=lambda b: b.care_of_address))
+            rows.extend(row(b, now, names) for b in bindings)
+        return rows if nodes else None
+
+    def rest(self, now: float) -> list[dict[str, Any]]:
+        """Every remaining row in one go: for a caller that can afford to wait, and for tests."""
+        out: list[dict[str, Any]] = []
+        while (rows := self.step(now)) is not None:
+            out.extend(rows)
+        return out
