@@ -73,7 +73,8 @@ def test_the_defence_takes_any_stream_of_frames_within_its_bounds(stream):
     counters: Counter[str] = Counter()
     defence = Defence(OURS, counters)
     now = 0.0
-    actions = list(defence.hold(VIP, now))
+    assert all(isinstance(a, Probe) for a in defence.hold(VIP, now))
+    actions: list[Announce | Probe | Warn] = []
     for data, step in stream:
         now += step
         frame = parse(data)

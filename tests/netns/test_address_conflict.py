@@ -7,7 +7,10 @@ address by ARP as a router on the home link would. The active member must win th
 second each time the stale host answers, count it, and stay quiet while no one else claims the address.
 Needs root and iproute2.
 
-    ha1 P.255.1   router P.255.254   stale P.255.3   virtual address P.255.10   (P = 10.x, /16)
+    ha1 P.255.1 (priority 110)   ha2 P.255.2 (100)   router P.255.254   stale P.255.3
+    virtual address P.255.10   (P = 10.x, /16)
+
+ha2 runs only in the hand-over test: elsewhere ha1 is active alone.
 
 The stale host is plugged into the bridge last: the bridge floods a broadcast to its newest port first,
 so the stale host hears the router's request first and its answer reaches the router before ha1's (the
@@ -37,8 +40,7 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs 
 
 P = f"10.{120 + os.getpid() % 40}"
 VIP = f"{P}.255.10"
-HOSTS = {"ha1": f"{P}.255.1", "router": f"{P}.255.254", "stale": f"{P}.255.3"}
-ABSENT_PEER = f"{P}.255.2"  # configured, never started: ha1 is active alone
+HOSTS = {"ha1": f"{P}.255.1", "ha2": f"{P}.255.2", "router": f"{P}.255.254", "stale": f"{P}.255.3"}
 PORT = 434
 WIN_BACK = 1.0  # seconds from the stale host's answer to the router pointing at ha1 again
 ROUNDS = 5
@@ -87,24 +89,31 @@ class Segment:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.lan = Lan(f"hac{os.getpid()}", HOSTS, prefixlen=16)
-        self.config = group_config(tmp, HOSTS["ha1"], PORT, name="ha1", virtual_address=VIP,
-                                   group=f"{P}.255.0/24", home_network=f"{P}.0.0/18", peers=[ABSENT_PEER],
-                                   address_method="interface", interface="eth0")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.configs = {host: group_config(tmp, HOSTS[host], PORT, name=host, virtual_address=VIP,
+                                           group=f"{P}.255.0/24", home_network=f"{P}.0.0/18",
+                                           peers=[HOSTS[other]], priority=110 if host == "ha1" else 100,
+                                           address_method="interface", interface="eth0")
+                        for host, other in (("ha1", "ha2"), ("ha2", "ha1"))}
+        self.config = self.configs["ha1"]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> None:
-        with open(self.tmp / "ha1.log", "ab") as log:
-            self.proc = self.lan.popen("ha1", [sys.executable, "-m", "homeagent", "run", "--config",
-                                               str(self.config), "--log-level", "info"],
-                                       stdout=subprocess.DEVNULL, stderr=log)
-        wait("ha1 active", lambda: (status(self.config) or {}).get("role") == "active", timeout=15)
-        wait("the virtual address on ha1", lambda: VIP in self.lan.addresses("ha1"))
+    def start(self, host: str = "ha1") -> None:
+        """Start ``host`` and wait until it is active with the address."""
+        with open(self.tmp / f"{host}.log", "ab") as log:
+            self.procs[host] = self.lan.popen(host, [sys.executable, "-m", "homeagent", "run", "--config",
+                                                     str(self.configs[host]), "--log-level", "info"],
+                                              stdout=subprocess.DEVNULL, stderr=log)
+        wait(f"{host} active", lambda: self.role(host) == "active", timeout=15)
+        wait(f"the virtual address on {host}", lambda: VIP in self.lan.addresses(host))
 
-    def counters(self) -> dict[str, int]:
-        return (status(self.config) or {}).get("counters", {})
+    def role(self, host: str) -> str | None:
+        return (status(self.configs[host]) or {}).get("role")
 
-    def log(self) -> str:
-        return (self.tmp / "ha1.log").read_text(errors="replace")
+    def counters(self, host: str = "ha1") -> dict[str, int]:
+        return (status(self.configs[host]) or {}).get("counters", {})
+
+    def log(self, host: str = "ha1") -> str:
+        return (self.tmp / f"{host}.log").read_text(errors="replace")
 
     def router_on(self, mac: str) -> float | None:
         """When the router's entry for the virtual address was seen on ``mac``; None while it is not."""
@@ -122,13 +131,13 @@ class Segment:
 
     def close(self) -> None:
         try:
-            if self.proc is not None:
-                self.proc.send_signal(signal.SIGTERM)
+            for proc in self.procs.values():
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    self.proc.wait(timeout=10)
+                    proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                    proc.kill()
+                    proc.wait()
         finally:
             self.lan.close()
 
@@ -207,3 +216,23 @@ def test_no_conflict_while_only_the_active_member_answers(tmp_path):
         assert counters.get("redundancy.address_conflicts", 0) == 0
         assert counters["gratuitous_arp_sent"] == sent, "announced with no one else claiming the address"
         assert "another host claims" not in seg.log()
+
+
+def test_a_hand_over_between_members_is_no_conflict(tmp_path):
+    """ha2 is active alone; ha1 (better) starts and preempts it. For a moment both have the address: ha2
+    takes it off when it hears ha1, and ha1 probes only a second after taking it. Neither counts that."""
+    with segment(tmp_path) as seg:
+        lan = seg.lan
+        seg.start("ha2")
+        seg.start("ha1")
+        wait("ha2 standing by without the address", lambda: seg.role("ha2") == "standby"
+             and VIP not in lan.addresses("ha2"), timeout=5)
+        time.sleep(1.5)  # ha1's own probe is out
+        for _ in range(2):
+            seg.resolve()
+            wait("the router's entry on ha1", lambda: seg.router_on(lan.mac("ha1")), timeout=2)
+            time.sleep(0.3)
+        for host in ("ha1", "ha2"):
+            assert seg.counters(host).get("redundancy.address_conflicts", 0) == 0, host
+            assert "another host claims" not in seg.log(host), host
+        assert seg.counters("ha1")["arp_probes_sent"] >= 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from ipaddress import IPv4Address
 
-from homeagent.runtime.defence import DEFEND_GAP, MAX_OFFENDERS, PROBE_GAP, WARN_GAP
+from homeagent.runtime.defence import DEFEND_GAP, MAX_OFFENDERS, PROBE_GAP, SETTLE, WARN_GAP
 from homeagent.runtime.defence import Announce, Defence, Probe, Warn
 from homeagent.wire.arp import BROADCAST, ArpFrame, Operation
 
@@ -21,7 +21,7 @@ ROUTER_IP = int(IPv4Address("10.1.255.254"))
 def holding(now: float = 0.0) -> tuple[Defence, Counter[str]]:
     counters: Counter[str] = Counter()
     defence = Defence(OURS, counters)
-    assert defence.hold(VIP, now) == [Probe(VIP, now)]  # a host that kept the address answers this
+    assert defence.hold(VIP, now) == [Probe(VIP, now + SETTLE)]  # a host that kept the address answers it
     return defence, counters
 
 

@@ -110,6 +110,13 @@ class InterfaceAddress:
         self._wanted[address] = held
         self._settled.clear()
         self._changed.set()
+        if self._defence is not None:
+            # The defence follows the role at once, not the interface: a member stepping down must not take
+            # the new active member's announcement for a conflict while netlink takes its address off.
+            if not held:
+                self._defence.release(int(IPv4Address(address)))
+            elif address in self._held:  # wanted again before it came off
+                self._defend(self._defence.hold(int(IPv4Address(address)), asyncio.get_running_loop().time()))
 
     async def close(self) -> None:
         """Give every address back (the stop is graceful), then let go of the interface."""
@@ -142,11 +149,9 @@ class InterfaceAddress:
                         self._announce_asked.discard(address)  # the announcement below is the one asked for
                         loop = asyncio.get_running_loop()
                         loop.create_task(self._announce(int(IPv4Address(address))))
-                        assert self._defence is not None
-                        self._defend(self._defence.hold(int(IPv4Address(address)), loop.time()))
+                        if self._defence is not None and self._wanted.get(address):  # not let go meanwhile
+                            self._defend(self._defence.hold(int(IPv4Address(address)), loop.time()))
                 elif not held and address in self._held:
-                    assert self._defence is not None
-                    self._defence.release(int(IPv4Address(address)))
                     await self._delete(address)
                     self._held.discard(address)
                     log.info("took the virtual address %s off %s", address, self.interface)

@@ -43,6 +43,7 @@ from homeagent.wire.arp import ArpFrame, Operation
 
 DEFEND_GAP = 0.5  # seconds between two re-announcements of one address
 PROBE_GAP = 0.1  # seconds between two probes for one address
+SETTLE = 1.0  # seconds after taking an address before probing for it unasked
 WARN_GAP = 10.0  # seconds between two warnings about one offending MAC
 MAX_OFFENDERS = 64  # offending MACs remembered for the warnings
 
@@ -88,9 +89,12 @@ class Defence:
         self._offenders: dict[bytes, tuple[float, int]] = {}  # MAC -> (last warned, conflicts since)
 
     def hold(self, address: int, now: float) -> list[Action]:
-        """``address`` is on the interface now: probe for it at once, to hear a host that kept it."""
+        """``address`` is ours now: probe for it ``SETTLE`` seconds on, to hear a host that kept it. Not at
+        once: the member we took over from may still be taking it off (it does when it hears us, within
+        milliseconds), and its answer then would be no conflict. A neighbour resolving the address in the
+        meantime draws a probe as ever (that one is outside the gap: it is one probe per taking)."""
         self.held.add(address)
-        return self._probe(address, now)
+        return [Probe(address, now + SETTLE)]
 
     def release(self, address: int) -> None:
         self.held.discard(address)
