@@ -3,7 +3,7 @@
 ``parse_body``, ``parse_messages`` and ``unseal`` raise nothing but ParseError on any bytes; a Home Agent
 given arbitrary bytes, or a member's sealed message with anything changed, never raises and leaves its
 binding table exactly as it was; a message that does verify changes the table only as its content says.
-A seal (protocol version 2) opens only for the conversation it was made for: its sender and its receiver.
+A seal (protocol version 3) opens only for the conversation it was made for: its sender and its receiver.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from homeagent.wire.redundancy import (
     BindingUpdate,
     BindingUpdateAck,
     MobileNodeBindings,
+    TombstoneRecord,
+    default_cleared,
     parse_body,
     parse_messages,
     seal,
@@ -53,16 +55,36 @@ SHA_SA = SecurityAssociation(1001, Algorithm.HMAC_SHA256, bytes(range(32)))
 
 u8, u16, u32, u64 = (st.integers(0, (1 << b) - 1) for b in (8, 16, 32, 64))
 addresses = st.one_of(st.sampled_from([HOA, ip("10.1.0.6"), ip("10.2.0.5"), ip(HA1), ip(HA2), 0, 0xFFFFFFFF]), u32)
-records = st.builds(BindingRecord, addresses, addresses, u64, u16, u8, u32)
 members = st.one_of(st.sampled_from([ip(HA1), ip(HA2), ip(HA3), ip("239.1.2.3"), 0, 0xFFFFFFFF]), u32)
-nodes = st.builds(MobileNodeBindings, addresses, u64, st.lists(records, max_size=10).map(tuple))
+
+
+@st.composite
+def node_of(draw, hoa, ident):
+    """A node's state as the encoder can send it: at most 10 records (bindings, with a Lifetime; tombstones;
+    and cleared, when it is not the default), no care-of address equal to the home address."""
+    care_of = addresses.filter(lambda a: a != hoa)
+    bindings = draw(st.lists(st.builds(BindingRecord, care_of, addresses, u64, st.integers(1, 0xFFFF), u8, u32),
+                             max_size=10).map(tuple))
+    tombstones = draw(st.lists(st.builds(TombstoneRecord, care_of, u64, u32), max_size=10 - len(bindings))
+                      .map(tuple))
+    cleared = None
+    if len(bindings) + len(tombstones) < 10:
+        cleared = draw(st.one_of(st.none(), u64.filter(lambda c: c != default_cleared(ident, bindings))))
+    return MobileNodeBindings(hoa, ident, bindings, tombstones, cleared)
+
+
+@st.composite
+def nodes_(draw):
+    return draw(node_of(draw(addresses), draw(u64)))
+
+
+nodes = nodes_()
 
 
 @st.composite
 def updates(draw):
     hoa, ident = draw(addresses), draw(u64)
-    node = draw(st.one_of(st.none(), st.builds(MobileNodeBindings, st.just(hoa), st.just(ident),
-                                               st.lists(records, max_size=10).map(tuple))))
+    node = draw(st.one_of(st.none(), node_of(hoa, ident)))
     return BindingUpdate(draw(u8), draw(u16), draw(u32), hoa, draw(addresses), draw(addresses), ident, node)
 
 

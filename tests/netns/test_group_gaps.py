@@ -25,6 +25,7 @@ import pytest
 
 from netns.group_link import (
     PROBE_INTERVAL,
+    ROUTER,
     VIP,
     Gaps,
     Group,
@@ -93,8 +94,11 @@ def probing(g: Group) -> tuple[Prober, NeighbourWatch]:
 
 
 def check(g: Group, gaps: Gaps) -> None:
+    """The gap within the bound; then the group as preempt leaves it: ha1 (first in rank) the one active
+    member, and the router's entry for the virtual address on ha1's MAC."""
     assert gaps.longest <= GAP_BOUND, f"the virtual address went unanswered for {gaps.longest:.2f} s"
-    wait("one active member", lambda: len(g.active()) == 1, timeout=5)
+    assert wait("one active member", lambda: len(a := g.active()) == 1 and a, timeout=5) == ["ha1"]
+    assert g.lan.neighbour(ROUTER, VIP) == g.lan.mac("ha1"), "the router's entry names another member's MAC"
 
 
 @pytest.mark.parametrize("size", sizes((3, None), (5, None)))

@@ -1,6 +1,7 @@
 """Members of two versions of the redundancy protocol do not mix, and say why (docs/protocol.md,
-Versions): a datagram sealed in version 1's layout, or with another version number, is refused as a
-security violation and logged at error with the version, whatever its authenticator."""
+Versions): a datagram sealed in version 1's layout, or with another version number (version 2 included:
+its members replace a node's state where version 3 merges it, and would take a tombstone for a binding),
+is refused as a security violation and logged at error with the version, whatever its authenticator."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from homeagent.core.peers import Membership, Refused
 from homeagent.wire.auth import Algorithm, SecurityAssociation
-from homeagent.wire.redundancy import Advertisement, VersionError, seal, unseal
+from homeagent.wire.redundancy import VERSION, Advertisement, VersionError, seal, unseal
 
 KEY = bytes(range(32))
 SA = SecurityAssociation(300, Algorithm.HMAC_SHA256, KEY)
@@ -30,14 +31,15 @@ def version_1(body: bytes) -> bytes:
 
 
 def other_version(body: bytes, version: int) -> bytes:
-    """A version-2-shaped seal carrying another version number, authenticated as version 2 would be."""
+    """A seal of today's shape (since version 2) carrying another version number, authenticated as ours is."""
     covered = body + struct.pack("!BBBxIQ", 100, 46, version, 300, STAMP)
     return covered + hmac.new(KEY, struct.pack("!II", PEER, OWN) + covered, hashlib.sha256).digest()
 
 
 @pytest.mark.parametrize("datagram", [version_1(Advertisement(100, 2, 100).body()),
-                                      other_version(Advertisement(100, 2, 100).body(), 3)],
-                         ids=["version-1", "version-3"])
+                                      other_version(Advertisement(100, 2, 100).body(), 2),
+                                      other_version(Advertisement(100, 2, 100).body(), 4)],
+                         ids=["version-1", "version-2", "version-4"])
 def test_another_version_is_refused_and_logged_at_error(datagram, caplog):
     with pytest.raises(VersionError):
         unseal(datagram, SA, PEER, OWN)
@@ -49,7 +51,12 @@ def test_another_version_is_refused_and_logged_at_error(datagram, caplog):
     assert any("version" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
-def test_version_2_opens_only_for_its_own_conversation():
+def test_our_version_is_3():
+    assert VERSION == 3
+    assert seal(Advertisement(100, 2, 100).body(), SA, STAMP, PEER, OWN)[-32 - 14] == 3
+
+
+def test_our_version_opens_only_for_its_own_conversation():
     datagram = seal(Advertisement(100, 2, 100).body(), SA, STAMP, PEER, OWN)
     assert unseal(datagram, SA, PEER, OWN)[1] == STAMP
     for sender, receiver in ((OWN, PEER), (PEER, PEER), (0x7F000009, OWN), (PEER, 0xEFFF2B04)):

@@ -924,7 +924,7 @@ def _bodies(data: bytes) -> list:
 
     for digest in (16, 32):
         start = len(data) - 16 - digest
-        if start >= 1 and data[start] == 100 and data[start + 1] == 14 + digest and data[start + 2] == 2:
+        if start >= 1 and data[start] == 100 and data[start + 1] == 14 + digest and data[start + 2] == redundancy.VERSION:
             parse = getattr(redundancy, "parse_messages", None)
             return parse(data[:start]) if parse else [redundancy.parse_body(data[:start])]
     raise ParseError("no seal")

@@ -1,4 +1,5 @@
-"""The mobility binding table (RFC 5944 3.8.1, 4.2.3) and its timer wheel, driven only by ``now``."""
+"""The mobility binding table (RFC 5944 3.8.1, 4.2.3), its timer wheel, driven only by ``now``, and its
+per-bucket digests. The merge rules themselves: tests/unit/test_node_state.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from homeagent.core.bindings import Binding, BindingTable
+from homeagent.core.bindings import DIGEST_BUCKETS, Binding, BindingTable, NodeState, Tombstone, node_digest
 
 HOA, HOA2 = 0x0A010005, 0x0A010006
 COA, COA2, COA3 = 0xC6336407, 0xC6336408, 0xC6336409
@@ -137,9 +138,11 @@ def test_deregister_one_and_all():
     a, _ = t.register(HOA, COA, 10, 1, T0, simultaneous=True)
     b, _ = t.register(HOA, COA2, 10, 2, T0, simultaneous=True)
     c, _ = t.register(HOA, COA3, 10, 3, T0, simultaneous=True)
-    assert t.deregister(HOA, COA2, 4) == [b]
+    assert t.deregister(HOA, COA2, 4, T0) == [b]
     assert coas(t) == {COA, COA3} and len(t) == 2
-    assert t.deregister(HOA, COA2, 5) == []
+    assert t.deregister(HOA, COA2, 5, T0) == []
+    with pytest.raises(ValueError):
+        t.deregister(HOA, COA3, 6)  # one address: its tombstone needs the time
     assert sorted(t.deregister(HOA, None, 6)) == sorted([a, c])
     assert len(t) == 0 and t.bindings_of(HOA) == ()
     assert t.expire(T0 + 100) == []  # their wheel entries are stale now
@@ -156,7 +159,7 @@ def test_last_identification_outlives_deregistration_and_expiry():
     assert t.last_identification(HOA) == 300 and len(t) == 0
     assert t.last_identification(HOA2) is None
     # A deregistration of a node that never registered still records its Identification.
-    t.deregister(HOA2, COA, 7)
+    t.deregister(HOA2, COA, 7, T0)
     assert t.last_identification(HOA2) == 7 and len(t) == 0
 
 
@@ -165,17 +168,19 @@ def test_last_identification_survives_another_bindings_expiry():
     t.register(HOA, COA, 5, 1, T0, simultaneous=True)
     t.register(HOA, COA2, 600, 2, T0, simultaneous=True)
     t.register(HOA, COA3, 600, 3, T0, simultaneous=True)
-    t.deregister(HOA, COA3, 4)
+    t.deregister(HOA, COA3, 4, T0)
     t.expire(T0 + 5)
     assert coas(t) == {COA2}
     assert t.last_identification(HOA) == 4
 
 
-def test_last_identification_never_goes_down():
+def test_last_identification_never_goes_down_and_an_older_operation_is_merged_as_one():
     t = BindingTable()
     t.deregister(HOA, None, 50)
-    t.register(HOA, COA, 10, 40, T0)  # the table records; the registrar is the one that refuses
-    assert t.last_identification(HOA) == 50
+    # The registrar refuses it; were it accepted, it would count as the operations' order says: older than
+    # the de-registration of all, so it makes no binding.
+    t.register(HOA, COA, 10, 40, T0)
+    assert t.last_identification(HOA) == 50 and len(t) == 0
 
 
 def test_a_million_seconds_of_wheel():
@@ -193,23 +198,23 @@ def test_a_million_seconds_of_wheel():
     assert total == 200 and t.next_expiry() is None
 
 
-# -- apply: a replica takes state, newest Identification wins -----------------------------------------
+# -- merge: a replica takes a member's state -----------------------------------------------------------
 
 
-def test_apply_takes_newer_state_and_ignores_older_or_equal():
+def test_merge_takes_newer_state_and_ignores_older_or_equal():
     t = BindingTable()
     mine, _ = t.register(HOA, COA, 100, 10, T0)
-    update = [Binding(HOA, COA2, 50, T0 + 50, 20, 0x02, 0xC0000201)]
-    assert t.apply(HOA, 20, update) == ([mine], update)
-    assert t.bindings_of(HOA) == tuple(update) and t.last_identification(HOA) == 20 and len(t) == 1
-    stale = [Binding(HOA, COA3, 500, T0 + 500, 15)]
-    assert t.apply(HOA, 15, stale) is None
-    shorter = [Binding(HOA, COA3, 40, T0 + 40, 20)]
-    assert t.apply(HOA, 20, shorter) is None  # equal, and ending sooner: a stale copy changes nothing
-    assert t.apply(HOA, 20, [update[0]._replace(expires=T0 + 50.2)]) is None  # transit time is no news
-    assert t.bindings_of(HOA) == tuple(update)
-    # The applied binding expires on the wheel like any other; the replaced one's entry is stale.
-    assert t.expire(T0 + 100) == update and len(t) == 0
+    update = Binding(HOA, COA2, 50, T0 + 50, 20, 0x02, 0xC0000201)
+    assert t.merge(HOA, NodeState(20, 20, (update,))) == ([mine], [update])
+    assert t.bindings_of(HOA) == (update,) and t.last_identification(HOA) == 20 and len(t) == 1
+    stale = Binding(HOA, COA3, 500, T0 + 500, 15)
+    assert t.merge(HOA, NodeState(15, 15, (stale,))) is None
+    shorter = Binding(HOA, COA3, 40, T0 + 40, 20)
+    assert t.merge(HOA, NodeState(20, 20, (shorter,))) is None  # equal, and ending sooner: no news
+    assert t.merge(HOA, NodeState(20, 20, (update._replace(expires=T0 + 50.2),))) is None  # transit time
+    assert t.bindings_of(HOA) == (update,)
+    # The merged binding expires on the wheel like any other; the replaced one's entry is stale.
+    assert t.expire(T0 + 100) == [update] and len(t) == 0
 
 
 OLDER = Binding(HOA, COA2, 25, T0 + 40, 15)  # outlasts the binding the request made, the same in both states
@@ -218,29 +223,83 @@ OLDER = Binding(HOA, COA2, 25, T0 + 40, 15)  # outlasts the binding the request 
 @pytest.mark.parametrize(("first", "again"), [
     # A retransmission accepted again after a failover: one Identification, two states. Every member keeps
     # the one that lasts longer, whichever it heard first.
-    ([Binding(HOA, COA, 600, T0 + 600, 20)], [Binding(HOA, COA, 600, T0 + 602, 20)]),
+    (NodeState(20, 20, (Binding(HOA, COA, 600, T0 + 600, 20),)),
+     NodeState(20, 20, (Binding(HOA, COA, 600, T0 + 602, 20),))),
     # Simultaneous bindings: the request's own binding tells the later acceptance, not the state's
     # longest-lived one (simulation seed 967).
-    ([OLDER, Binding(HOA, COA, 20, T0 + 36, 20)], [OLDER, Binding(HOA, COA, 20, T0 + 37, 20)]),
+    (NodeState(20, 0, (Binding(HOA, COA, 20, T0 + 36, 20), OLDER)),
+     NodeState(20, 0, (Binding(HOA, COA, 20, T0 + 37, 20), OLDER))),
 ], ids=["one binding", "judged by the binding it made"])
 def test_one_request_accepted_twice_converges_on_the_later_acceptance(first, again):
     a, b = BindingTable(), BindingTable()
-    a.apply(HOA, 20, first)
-    assert a.apply(HOA, 20, again) is not None
-    b.apply(HOA, 20, again)
-    assert b.apply(HOA, 20, first) is None
-    assert a.bindings_of(HOA) == b.bindings_of(HOA) == tuple(again)
+    a.merge(HOA, first)
+    assert a.merge(HOA, again) is not None
+    b.merge(HOA, again)
+    assert b.merge(HOA, first) is None
+    assert a.state(HOA) == b.state(HOA) == again
+    assert a.digests() == b.digests()
 
 
-def test_apply_a_deregistration_and_an_already_expired_binding():
+def test_merge_a_deregistration_and_an_already_ended_binding():
     t = BindingTable()
     t.register(HOA, COA, 100, 10, T0)
-    assert t.apply(HOA, 11, [])[1] == []
+    assert t.merge(HOA, NodeState(11, 11))[1] == []
     assert len(t) == 0 and t.last_identification(HOA) == 11
     ended = Binding(HOA2, COA, 5, T0 - 1, 3)
-    t.apply(HOA2, 3, [ended])
+    t.merge(HOA2, NodeState(3, 3, (ended,)))
     assert t.expire(T0) == [ended] and len(t) == 0
     assert sorted(t.home_addresses()) == [HOA, HOA2]
+    # With now, an ended binding goes at once (a member sends one it has not swept yet with 0 ms left).
+    t.merge(HOA2, NodeState(4, 0, (ended._replace(identification=4, care_of_address=COA2),)), T0)
+    assert t.bindings_of(HOA2) == () and t.state(HOA2).tombstones == (Tombstone(COA2, 4, T0 - 1 + t.tombstone_lifetime),)
+
+
+# -- digests ------------------------------------------------------------------------------------------
+
+
+def recomputed(t: BindingTable) -> list[int]:
+    """The bucket digests from scratch, from each node's state."""
+    out = [0] * DIGEST_BUCKETS
+    for hoa in t.home_addresses():
+        out[hoa % DIGEST_BUCKETS] = (out[hoa % DIGEST_BUCKETS] + node_digest(hoa, t.state(hoa))) & 0xFFFFFFFF
+    return out
+
+
+def test_digests_are_256_sums_of_node_digests_and_a_copy():
+    t = BindingTable()
+    assert t.digests() == [0] * 256 and DIGEST_BUCKETS == 256
+    t.register(HOA, COA, 100, 10, T0)
+    t.register(HOA + 256, COA, 100, 11, T0)
+    d = t.digests()
+    assert d == recomputed(t) and d[HOA % 256] != 0 and sum(1 for x in d if x) == 1
+    d[HOA % 256] = 0
+    assert t.digests() != d  # a copy
+    assert sorted(t.home_addresses_in({HOA % 256})) == [HOA, HOA + 256]
+    assert t.home_addresses_in({(HOA + 1) % 256}) == [] and t.home_addresses_in(set()) == []
+
+
+def test_the_same_state_has_the_same_digest_whatever_the_clocks():
+    a, b = BindingTable(), BindingTable()
+    a.register(HOA, COA, 100, 10, T0, 0x02, home_agent=0xC0000201)
+    b.register(HOA, COA, 100, 10, T0 + 1234.5, 0x02, home_agent=0xC0000201)
+    assert a.digests() == b.digests()
+    b.register(HOA, COA, 100, 10, T0, 0x02, home_agent=0xC0000202)  # another home agent: another state
+    assert a.digests() != b.digests()
+
+
+def test_every_change_keeps_the_digests_up_to_date():
+    t = BindingTable(tombstone_lifetime=30)
+    t.register(HOA, COA, 10, 1, T0)
+    t.register(HOA, COA2, 20, 2, T0, simultaneous=True)
+    t.deregister(HOA, COA, 3, T0)
+    t.register(HOA2, COA, 10, 1, T0)
+    assert t.digests() == recomputed(t)
+    t.merge(HOA2, NodeState(5, 4, (Binding(HOA2, COA3, 5, T0 + 5, 5),), (Tombstone(COA2, 4, T0 + 9),)))
+    assert t.digests() == recomputed(t)
+    for now in (T0 + 5, T0 + 10, T0 + 20, T0 + 40, T0 + 60):
+        t.expire(now)
+        assert t.digests() == recomputed(t), now
+    assert len(t) == 0
 
 
 # -- a model check ------------------------------------------------------------------------------------
@@ -286,7 +345,7 @@ class BindingTableMachine(RuleBasedStateMachine):
         ident = self._next_ident()
         current = self.model.get(hoa, {})
         gone = set(current) if coa is None else {c for c in current if c == coa}
-        removed = self.table.deregister(hoa, coa, ident)
+        removed = self.table.deregister(hoa, coa, ident, self.now)
         assert {b.care_of_address for b in removed} == gone
         self.model[hoa] = {c: v for c, v in current.items() if c not in gone}
         self.last[hoa] = ident
@@ -331,6 +390,10 @@ class BindingTableMachine(RuleBasedStateMachine):
         for h in NODES:
             assert {b.care_of_address for b in self.table.bindings_of(h)} == set(self.model.get(h, {}))
             assert self.table.last_identification(h) == self.last.get(h)
+
+    @invariant()
+    def digests_are_kept_up_to_date(self):
+        assert self.table.digests() == recomputed(self.table)
 
     @invariant()
     def next_expiry_is_not_after_any_binding(self):

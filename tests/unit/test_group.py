@@ -264,12 +264,12 @@ def redundancy_counters(ha: HomeAgent) -> dict:
 class FakePeer:
     """A member played by hand: seals what it sends with the group key and strictly increasing timestamps.
 
-    The seal is built here with struct and hmac (docs/protocol.md, version 2), not with our encoder: Type
-    100, Length 14 + 16, Version 2, Reserved, SPI, Timestamp, then HMAC-MD5 over the sender's and the
+    The seal is built here with struct and hmac (docs/protocol.md, version 3), not with our encoder: Type
+    100, Length 14 + 16, Version 3, Reserved, SPI, Timestamp, then HMAC-MD5 over the sender's and the
     receiver's addresses (covered, never sent) and everything before the authenticator."""
 
     def __init__(self, address: str = HA2, key: bytes = GROUP_KEY, spi: int = GROUP_SPI,
-                 version: int = 2) -> None:
+                 version: int = 3) -> None:
         self.address, self.key, self.spi, self.version = address, key, spi, version
         self.last = 0
 

@@ -1,7 +1,7 @@
 """Moving a whole binding table between members (core/transfer.py; FIG 4, 5 and 13, docs/protocol.md).
 
-A table of 10,000 mobile nodes (single bindings, up to ten simultaneous bindings, and nodes that only have a
-last Identification left) goes from an OutgoingTransfer to an IncomingTransfer through an in-memory network
+A table of 10,000 mobile nodes (single bindings, up to ten simultaneous bindings, nodes that only have a
+last Identification left, and nodes with a tombstone and a cleared that is not the default) goes from an OutgoingTransfer to an IncomingTransfer through an in-memory network
 that loses, delays and reorders datagrams both ways; the receiving table must end equal to the sender's.
 """
 
@@ -17,17 +17,19 @@ from homeagent.core.transfer import (
     IDLE_LIMIT,
     MAX_TRIES,
     RETRANSMIT_AFTER,
+    BURST,
     WINDOW,
     IncomingTransfer,
     OutgoingTransfer,
-    bindings_of,
     node_state,
+    state_of,
 )
 from homeagent.wire.redundancy import (
     AUTH_HEAD_SIZE,
     BindingRecord,
     BindingTableReply,
     MobileNodeBindings,
+    TombstoneRecord,
     encoded_node_size,
     parse_body,
     reply_capacity,
@@ -47,8 +49,8 @@ def ntp(now: float, fraction: int = 0) -> int:
 
 
 def make_table(n: int, now: float, seed: int = 1) -> BindingTable:
-    """``n`` mobile nodes: 60 % one binding, 20 % 2 to 10 simultaneous bindings, 20 % only a last
-    Identification (de-registered)."""
+    """``n`` mobile nodes: 60 % one binding, 20 % 2 to 10 simultaneous bindings, 10 % only a last
+    Identification (de-registered), 10 % one simultaneous binding left beside a tombstone of the other."""
     rng = random.Random(seed)
     table = BindingTable()
     for i in range(n):
@@ -63,25 +65,31 @@ def make_table(n: int, now: float, seed: int = 1) -> BindingTable:
                 table.register(hoa, 0xCB000000 + (i << 4) + k, rng.randint(60, 1800), ident + k,
                                now - rng.uniform(0, 50), S_FLAG | rng.choice([0, T_FLAG]), simultaneous=True,
                                home_agent=VIRTUAL)
-        else:
+        elif kind == 8:
             table.register(hoa, 0xC6330000 + i, 600, ident, now - 100, home_agent=VIRTUAL)
             table.deregister(hoa, None, ident + 1)
+        else:
+            for k in range(2):
+                table.register(hoa, 0xCB000000 + (i << 4) + k, 600, ident + k, now - 100, S_FLAG, simultaneous=True,
+                               home_agent=VIRTUAL)
+            table.deregister(hoa, 0xCB000000 + (i << 4), ident + 2, now - rng.uniform(0, 50))
     return table
 
 
 def assert_equal_tables(sent: BindingTable, got: BindingTable, now_sent: float, slack: float) -> None:
-    """Same nodes, same last Identifications, same bindings; expiry within ``slack`` (+1 ms truncation)."""
+    """Same nodes, same states (last, cleared, bindings, tombstones), so the same digests; expiries and
+    forget times within ``slack`` (+1 ms truncation)."""
     assert sorted(got.home_addresses()) == sorted(sent.home_addresses())
     assert len(got) == len(sent)
     for hoa in sent.home_addresses():
-        (last_s, bs), (last_g, bg) = sent.lookup(hoa), got.lookup(hoa)
-        assert last_g == last_s, hex(hoa)
-        key = lambda b: b.care_of_address  # noqa: E731
-        bs, bg = sorted(bs, key=key), sorted(bg, key=key)
-        assert [(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags) for b in bg] == [
-            (b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags) for b in bs]
-        for a, b in zip(bs, bg):
-            assert a.expires - 0.001 <= b.expires <= a.expires + slack + 1e-6, (hex(hoa), a, b)
+        s, g = sent.state(hoa), got.state(hoa)
+        assert (g.last, g.cleared) == (s.last, s.cleared), hex(hoa)
+        assert [(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags) for b in g.bindings] == [
+            (b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags) for b in s.bindings]
+        assert [t[:2] for t in g.tombstones] == [t[:2] for t in s.tombstones]
+        for a, b in zip(s.bindings + s.tombstones, g.bindings + g.tombstones):
+            assert a[-1] - 0.001 <= b[-1] <= a[-1] + slack + 1e-6, (hex(hoa), a, b)
+    assert got.digests() == sent.digests()
 
 
 @dataclass
@@ -152,7 +160,7 @@ def transfer(table: BindingTable, now: float, loss: float = 0.0, max_delay: floa
 
     while not (out.done and inc.done):
         assert t - now < limit, "transfer did not finish"
-        emit(out.fill(table, t))
+        emit(fill_window(out, table, t))
         max_in_flight = max(max_in_flight, len(out.in_flight))
         for body in forward.deliver(t):
             reply = parse_body(body)
@@ -162,7 +170,7 @@ def transfer(table: BindingTable, now: float, loss: float = 0.0, max_delay: floa
             replies[reply.sequence] = reply
             if inc.receive(reply, t):
                 for node in reply.nodes:
-                    received.apply(node.home_address, node.identification, bindings_of(node, t))
+                    received.merge(node.home_address, state_of(node, t), t)
             backward.send(reply.sequence.to_bytes(4, "big"), t)
         for ack in backward.deliver(t):
             out.ack(int.from_bytes(ack, "big"))
@@ -191,7 +199,8 @@ def test_a_10000_node_table_arrives_whole_through_a_lossy_reordering_network(big
 def test_the_big_table_holds_every_kind_of_node(big):
     table, _ = big
     counts = [len(table.bindings_of(h)) for h in table.home_addresses()]
-    assert counts.count(0) == 2000 and counts.count(1) == 6000
+    assert counts.count(0) == 1000 and counts.count(1) == 7000
+    assert sum(bool(table.state(h).tombstones) for h in table.home_addresses()) == 1000
     assert max(counts) == 10 and min(c for c in counts if c > 1) == 2
 
 
@@ -204,7 +213,9 @@ def test_every_datagram_fits_max_datagram_and_replies_are_packed_full(big):
         used = len(this.body()) - 20
         assert used <= capacity
         # As many as fit: the next reply's first node would not have.
-        assert used + encoded_node_size(len(following.nodes[0].bindings)) > capacity
+        first = following.nodes[0]
+        records = len(first.bindings) + len(first.tombstones) + (first.cleared is not None)
+        assert used + encoded_node_size(records) > capacity
 
 
 def test_morebind_on_every_reply_but_the_last(big):
@@ -267,10 +278,19 @@ def test_reordered_lost_and_duplicated_acks_finish_the_transfer():
     assert any(len(times) > 1 for times in o.sends.values())
 
 
+def fill_window(out: OutgoingTransfer, table, now: float) -> list:
+    """Everything the window takes: ``fill`` packs at most ``BURST`` replies a call."""
+    sent: list = []
+    while batch := out.fill(table, now):
+        assert len(batch) <= BURST
+        sent += batch
+    return sent
+
+
 def test_retransmission_timing_and_timeout_after_max_tries():
     table = make_table(5000, T0, seed=4)
     out = OutgoingTransfer.start(MEMBER, REQUEST, table, 576, 16)
-    first = out.fill(table, T0)
+    first = fill_window(out, table, T0)
     assert len(first) == WINDOW == len(out.in_flight) and not out.finished_sending
     assert out.fill(table, T0) == []  # the window is full
     assert out.overdue(T0 + RETRANSMIT_AFTER - 1e-6) == []
@@ -290,7 +310,7 @@ def test_retransmission_timing_and_timeout_after_max_tries():
 def test_an_ack_frees_room_in_the_window_and_unknown_acks_are_ignored():
     table = make_table(5000, T0, seed=4)
     out = OutgoingTransfer.start(MEMBER, REQUEST, table, 576, 16)
-    first = out.fill(table, T0)
+    first = fill_window(out, table, T0)
     assert out.ack(first[3][0]) and not out.ack(first[3][0]) and not out.ack(10_000)
     [(sequence, _)] = out.fill(table, T0 + 0.1)
     assert sequence == WINDOW
@@ -311,10 +331,10 @@ def test_a_node_changed_after_the_snapshot_travels_as_it_is_when_packed():
     assert BASE_HOA + 5000 not in nodes and len(nodes) == 100
 
 
-# -- node_state and bindings_of ------------------------------------------------------------------------
+# -- node_state and state_of ---------------------------------------------------------------------------
 
 
-def test_node_state_carries_remaining_lifetime_in_ms_and_drops_what_has_ended():
+def test_node_state_carries_remaining_lifetime_in_ms_and_what_has_ended_with_none_left():
     table = BindingTable()
     table.register(BASE_HOA + 1, 0xC6330001, 600, ntp(T0), T0, T_FLAG, home_agent=VIRTUAL)
     table.register(BASE_HOA + 1, 0xC6330002, 10, ntp(T0, 1), T0, S_FLAG, simultaneous=True, home_agent=VIRTUAL)
@@ -322,19 +342,46 @@ def test_node_state_carries_remaining_lifetime_in_ms_and_drops_what_has_ended():
         BindingRecord(0xC6330001, VIRTUAL, ntp(T0), 600, T_FLAG, 599_750),
         BindingRecord(0xC6330002, VIRTUAL, ntp(T0, 1), 10, S_FLAG, 9_750),
     ))
-    # The 10 s one has ended (not yet swept): not sent, the Identification still is.
-    state = node_state(table, BASE_HOA + 1, T0 + 10)
-    assert [r.care_of_address for r in state.bindings] == [0xC6330001]
+    # The 10 s one has ended (not yet swept): it goes with 0 ms left, for the receiver's expiry to take as
+    # ours will (a tombstone at its Identification: it was a simultaneous binding).
+    state = node_state(table, BASE_HOA + 1, T0 + 10.5)
+    assert [(r.care_of_address, r.remaining_ms) for r in state.bindings] == [(0xC6330001, 589_500), (0xC6330002, 0)]
+    received = BindingTable()
+    received.merge(BASE_HOA + 1, state_of(state, T0 + 10.5), T0 + 10.5)
+    assert [b.care_of_address for b in received.bindings_of(BASE_HOA + 1)] == [0xC6330001]
+    assert received.state(BASE_HOA + 1).tombstones[0][:2] == (0xC6330002, ntp(T0, 1))
     assert node_state(table, BASE_HOA + 2, T0) is None
 
 
-def test_bindings_of_makes_expiry_from_the_receivers_clock():
-    node = MobileNodeBindings(BASE_HOA + 1, ntp(T0), (BindingRecord(0xC6330001, VIRTUAL, ntp(T0), 600, 2, 1500),))
-    [b] = bindings_of(node, T0 + 7)
+def test_node_state_carries_tombstones_and_a_cleared_that_is_not_the_default():
+    table = BindingTable(tombstone_lifetime=100)
+    table.register(BASE_HOA + 1, 0xC6330001, 600, ntp(T0), T0, home_agent=VIRTUAL)
+    table.register(BASE_HOA + 1, 0xC6330002, 600, ntp(T0, 1), T0, S_FLAG, simultaneous=True, home_agent=VIRTUAL)
+    table.deregister(BASE_HOA + 1, 0xC6330001, ntp(T0, 2), T0 + 1)
+    node = node_state(table, BASE_HOA + 1, T0 + 2)
+    assert node == MobileNodeBindings(
+        BASE_HOA + 1, ntp(T0, 2), (BindingRecord(0xC6330002, VIRTUAL, ntp(T0, 1), 600, S_FLAG, 598_000),),
+        (TombstoneRecord(0xC6330001, ntp(T0, 2), 99_000),), cleared=ntp(T0),
+    )
+    state = state_of(node, T0 + 2)
+    assert state == table.state(BASE_HOA + 1)
+    # The usual node: cleared is the default, and says nothing.
+    table.register(BASE_HOA + 2, 0xC6330001, 600, ntp(T0), T0)
+    assert node_state(table, BASE_HOA + 2, T0).cleared is None
+
+
+def test_state_of_makes_expiry_and_forget_times_from_the_receivers_clock():
+    node = MobileNodeBindings(BASE_HOA + 1, ntp(T0, 5), (BindingRecord(0xC6330001, VIRTUAL, ntp(T0), 600, 2, 1500),),
+                              (TombstoneRecord(0xC6330002, ntp(T0, 5), 2500),))
+    state = state_of(node, T0 + 7)
+    [b] = state.bindings
     assert (b.home_address, b.care_of_address, b.lifetime, b.identification, b.flags, b.home_agent) == (
         BASE_HOA + 1, 0xC6330001, 600, ntp(T0), 2, VIRTUAL)
     assert b.expires == T0 + 7 + 1.5
-    assert bindings_of(MobileNodeBindings(BASE_HOA + 1, ntp(T0)), T0) == []
+    assert state.tombstones == ((0xC6330002, ntp(T0, 5), T0 + 7 + 2.5),)
+    assert (state.last, state.cleared) == (ntp(T0, 5), ntp(T0))  # the default: the oldest binding's
+    empty = state_of(MobileNodeBindings(BASE_HOA + 1, ntp(T0)), T0)
+    assert empty.bindings == () and empty.cleared == empty.last == ntp(T0)
 
 
 # -- IncomingTransfer ---------------------------------------------------------------------------------
@@ -379,6 +426,31 @@ def test_a_resent_reply_still_expires_bindings_with_the_sender():
     [(_, body)] = out.overdue(t)  # this one arrives, 7.5 s after the first try
     received = BindingTable()
     [node] = parse_body(body).nodes
-    received.apply(node.home_address, node.identification, bindings_of(node, t))
+    received.merge(node.home_address, state_of(node, t), t)
     [sent], [got] = table.bindings_of(BASE_HOA + 1), received.bindings_of(BASE_HOA + 1)
     assert got.expires == pytest.approx(sent.expires, abs=0.002)  # it is 7.5 s later
+
+
+@pytest.mark.parametrize("simultaneous", [False, True], ids=["the binding that cleared", "a simultaneous binding"])
+def test_a_resent_reply_never_grows_and_a_binding_that_ran_out_ends_as_the_senders(simultaneous):
+    """A binding that runs out between two sends of a reply still goes, with 0 ms left: were it left out, the
+    default cleared of what is sent would move (the oldest binding's Identification), and a cleared record
+    would make the reply grow. The receiver's expiry then makes of it what the sender's made."""
+    table = BindingTable(tombstone_lifetime=100)
+    hoa = BASE_HOA + 1
+    table.register(hoa, 0xC6330001, 600 if simultaneous else 1, ntp(T0), T0)
+    table.register(hoa, 0xC6330002, 1 if simultaneous else 600, ntp(T0, 1), T0, S_FLAG, simultaneous=True)
+    out = OutgoingTransfer.start(MEMBER, REQUEST, table, 1400, 16)
+    [(_, first)] = out.fill(table, T0)
+    [(_, again)] = out.overdue(T0 + RETRANSMIT_AFTER)  # both bindings still run
+    t = T0 + RETRANSMIT_AFTER + RETRANSMIT_AFTER * 2
+    [(_, late)] = out.overdue(t)  # the 1 s one has run out
+    assert len(first) == len(again) == len(late)
+    [node] = parse_body(late).nodes
+    assert sorted(r.remaining_ms for r in node.bindings) == [0, int((600 - (t - T0)) * 1000)]
+    table.expire(t)
+    received = BindingTable(tombstone_lifetime=100)
+    received.merge(hoa, state_of(node, t), t)
+    assert received.state(hoa)[:3] == table.state(hoa)[:3]
+    assert [x[:2] for x in received.state(hoa).tombstones] == [x[:2] for x in table.state(hoa).tombstones]
+    assert received.digests() == table.digests()

@@ -1,7 +1,7 @@
 """Byte-exact vectors of the redundancy protocol (docs/protocol.md): ``redundancy-*.txt`` beside this file.
 
 Every vector is built here by hand with ``struct``, ``hmac`` and ``hashlib`` from the layouts in
-docs/protocol.md (protocol version 2), without homeagent's encoder; ``python
+docs/protocol.md (protocol version 3), without homeagent's encoder; ``python
 tests/vectors/test_redundancy_vectors.py`` writes the files from that builder (``make_vectors.py`` makes
 the registration vectors). Each file records the sender and the receiver it was sealed between, and the
 8-byte pseudo-header (their addresses) the authenticator covers but the datagram does not carry. The tests
@@ -184,14 +184,14 @@ def pseudo_header(sender: int, receiver: int) -> bytes:
 
 
 def add_seal(v: Vector, algorithm: str) -> None:
-    """The Home Agent - Home Agent Authentication extension (version 2), type 100, last; HMAC over the
+    """The Home Agent - Home Agent Authentication extension (version 3), type 100, last; HMAC over the
     pseudo-header (sender's and receiver's addresses) and every byte before the authenticator (the
     extension's Type, Length, Version, Reserved, SPI and Timestamp included)."""
     spi, key, size = KEYS[algorithm]
     v.add("auth.type", bytes([100]), "100: Home Agent - Home Agent Authentication extension")
     v.add("auth.length", bytes([14 + size]),
           f"{14 + size} = Version (1) + Reserved (1) + SPI (4) + Timestamp (8) + authenticator ({size})")
-    v.add("auth.version", bytes([2]), "version 2 of the redundancy protocol")
+    v.add("auth.version", bytes([3]), "version 3 of the redundancy protocol")
     v.add("auth.reserved", bytes([0]), "reserved")
     v.add("auth.spi", struct.pack("!I", spi), f"SPI {spi}")
     v.add("auth.timestamp", struct.pack("!Q", TIMESTAMP), f"sender's clock, {ntp_comment(TIMESTAMP)} (T0 + 0.5 s)")
@@ -351,10 +351,10 @@ def test_layout_follows_docs_protocol(message, algorithm):
     t = data[0]
     size = KEYS[algorithm][2]
     assert 200 <= t <= 205
-    # The seal is last: Type 100, Length 14 + authenticator, Version 2, and it ends the datagram.
+    # The seal is last: Type 100, Length 14 + authenticator, Version 3, and it ends the datagram.
     assert v.offset("auth.type") == len(data) - 16 - size
     assert data[v.offset("auth.type")] == HA_HA_AUTH and v.int("auth.length") == 14 + size
-    assert v.int("auth.version") == VERSION == 2 and v.int("auth.reserved") == 0
+    assert v.int("auth.version") == VERSION == 3 and v.int("auth.reserved") == 0
     assert len(v.value("auth.authenticator")) == size
     assert v.int("auth.spi") == KEYS[algorithm][0]
     assert [n for n, _, _ in v.fields][-7:] == ["auth.type", "auth.length", "auth.version", "auth.reserved",

@@ -1,19 +1,30 @@
-"""The mobility binding table (RFC 5944 section 3.8.1) and its expiry.
+"""The mobility binding table (RFC 5944 section 3.8.1), its expiry, and per-bucket digests of it.
 
 One table per Home Agent, keyed by home address; a mobile node has one binding per care-of address (more
-than one only with simultaneous bindings). The table is also the one place that knows a mobile node's last
-accepted registration Identification, which outlives the node's bindings so that replay protection (and,
-with redundancy, the ordering of updates) still holds after a de-registration or an expiry.
+than one only with simultaneous bindings). The table holds each node's whole state as ``core/node_state.py``
+defines it (last Identification, cleared, bindings, tombstones) and changes it only through that module's
+operations and merge, so that members converge on what applying every operation in Identification order
+gives, partitions included (docs/protocol.md, "Merging after a partition"). The last Identification
+outlives the node's bindings so that replay protection still holds after a de-registration or an expiry.
 
 Memory decides the representation: a carrier Home Agent holds a million bindings, and a Python object per
 binding with an int or float per field costs some 300 bytes. So each mobile node is one packed ``bytes``
-record (its last Identification, then 23 bytes per binding) and ``Binding`` values are made on demand. A
-record is not tracked by the garbage collector and holds no other objects.
+record (its last Identification, then 27 bytes per binding) and ``Binding`` values are made on demand. A
+record is not tracked by the garbage collector and holds no other objects. The usual node needs nothing
+more: its ``cleared`` is the default (``node_state.default_cleared``) and it has no tombstone. The few
+others also have a packed record in ``_extra`` (their cleared, then 20 bytes per tombstone).
 
 Expiry is a timer wheel of one-second buckets of home addresses, driven by ``now``: no task or timer per
-binding. A renewal leaves a stale entry behind, which finds nothing due when its bucket comes. A binding
-is removed by the first bucket that comes due at or after its lifetime ends (at most about a second
-late), never before.
+binding. Every deadline (a binding's end, a tombstone's forgetting) gets an entry when it is made; a
+renewal leaves a stale entry behind, which finds nothing due when its bucket comes. A binding is removed
+by the first bucket that comes due at or after its lifetime ends (at most about a second late), never
+before.
+
+Digests: for the reconciliation of two members' tables, the home addresses fall into ``DIGEST_BUCKETS``
+buckets (``home_address % DIGEST_BUCKETS``), and each bucket has a digest, the sum modulo 2**32 of its
+nodes' CRC-32s of their state without expiry times (``node_digest``): two members holding the same states
+have the same digests whatever their clocks. Each is kept up to date at every change of a record, so
+reading them costs nothing.
 """
 
 from __future__ import annotations
@@ -21,40 +32,59 @@ from __future__ import annotations
 import heapq
 import math
 import struct
+import zlib
 from collections.abc import Iterator
-from ipaddress import IPv4Address
-from typing import NamedTuple
+
+from homeagent.core.node_state import (
+    EMPTY,
+    Binding,
+    NodeState,
+    Tombstone,
+    default_cleared,
+    deregistered,
+    expired,
+    fitted,
+    merged,
+    registered,
+)
+
+__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest"]
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
 _ENTRY = struct.Struct("!IHdQBI")  # care-of address, lifetime, expires, identification, flags, home agent
 _ONE = struct.Struct("!QIHdQBI")  # a head and one entry: the common case, packed in one call
 HEAD, ENTRY = _HEAD.size, _ENTRY.size
+_CLEARED = struct.Struct("!Q")  # the head of an ``_extra`` record
+_TOMBSTONE = struct.Struct("!IQd")  # care-of address, identification, forget at
+
+DIGEST_BUCKETS = 256
+_MASK32 = 0xFFFFFFFF
+# The canonical encoding a node's digest is the CRC-32 of: home address, last, cleared, the counts of
+# bindings and tombstones; then per binding by care-of address (care-of, Identification, lifetime, flags,
+# home agent); then per tombstone by care-of address (care-of, Identification). No expiry, no forget time.
+_CANON_HEAD = struct.Struct("!IQQBB")
+_CANON_BINDING = struct.Struct("!IQHBI")
+_CANON_TOMBSTONE = struct.Struct("!IQ")
+_CANON_ONE = struct.Struct("!IQQBBIQHBI")  # the usual node: one binding, no tombstone
+
+# A tombstone's life when nothing configures it: the default max_lifetime (1800 s) and twice the default
+# replay_tolerance (7 s). The registrar sets it from the configuration (Registrar.reconfigure).
+DEFAULT_TOMBSTONE_LIFETIME = 1800.0 + 2 * 7
 
 
-class Binding(NamedTuple):
-    """One mobility binding: home address to care-of address, for a granted lifetime."""
-
-    home_address: int
-    care_of_address: int
-    lifetime: int  # granted, seconds
-    expires: float  # absolute time, on the clock of ``now``
-    identification: int  # of the registration that created or renewed it
-    flags: int = 0  # the request's flags (T: reverse tunnel, D, B ...), for the data plane
-    home_agent: int = 0  # the address the node registered with: the tunnel's source (RFC 5944 4.2.3)
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.expires - now)
-
-    def as_dict(self, now: float) -> dict[str, object]:
-        return {
-            "home_address": str(IPv4Address(self.home_address)),
-            "care_of_address": str(IPv4Address(self.care_of_address)),
-            "lifetime": self.lifetime,
-            "remaining": round(self.remaining(now), 3),
-            "identification": self.identification,
-            "flags": self.flags,
-            "home_agent": str(IPv4Address(self.home_agent)),
-        }
+def node_digest(home_address: int, state: NodeState) -> int:
+    """The CRC-32 of a node's canonical encoding (see ``_CANON_HEAD``): equal states, equal digests."""
+    return zlib.crc32(
+        _CANON_HEAD.pack(home_address, state.last, state.cleared, len(state.bindings), len(state.tombstones))
+        + b"".join(
+            _CANON_BINDING.pack(b.care_of_address, b.identification, b.lifetime, b.flags, b.home_agent)
+            for b in sorted(state.bindings, key=lambda b: b.care_of_address)
+        )
+        + b"".join(
+            _CANON_TOMBSTONE.pack(t.care_of_address, t.identification)
+            for t in sorted(state.tombstones, key=lambda t: t.care_of_address)
+        )
+    )
 
 
 def _decode(home_address: int, record: bytes) -> tuple[Binding, ...]:
@@ -75,34 +105,20 @@ def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Bindi
     )
 
 
-# Expiries of one state computed by two members differ by the transit time of the update that carried it;
-# two acceptances of one request differ by at least a mobile node's retransmission timer (a second or so).
-SAME_ACCEPTANCE = 0.25
-
-
-def _later(identification: int, new: list[Binding], held: tuple[Binding, ...]) -> bool:
-    """Between two states of one Identification (one request accepted twice: a retransmission after a
-    failover, a split brain, two peers), the later acceptance wins, then the larger state: every member
-    picks the same. The mobile node's last reply came from the later acceptance, which granted the later
-    expiry to the binding the request made. Judged by that binding, not by the state's longest one: with
-    simultaneous bindings an older binding that outlasts it is the same in both states (simulation seed
-    967, peer mode, where two members accepted one request a second apart)."""
-    made = [b.expires for b in new if b.identification == identification]
-    kept = [b.expires for b in held if b.identification == identification]
-    new_end = max(made) if made and kept else max((b.expires for b in new), default=0.0)
-    held_end = max(kept) if made and kept else max((b.expires for b in held), default=0.0)
-    if abs(new_end - held_end) > SAME_ACCEPTANCE:
-        return new_end > held_end
-    key = lambda bs: sorted((b.care_of_address, b.lifetime, b.flags, b.home_agent) for b in bs)  # noqa: E731
-    return key(new) > key(held)
+_Export = tuple[int, int, list[tuple[int, int, int, int, int, int]], list[tuple[int, int, int]]]
 
 
 class BindingTable:
-    def __init__(self) -> None:
+    def __init__(self, tombstone_lifetime: float = DEFAULT_TOMBSTONE_LIFETIME) -> None:
         self._records: dict[int, bytes] = {}
-        self._buckets: dict[int, list[int]] = {}  # second -> home addresses with a binding due then
+        self._extra: dict[int, bytes] = {}  # the rare nodes with tombstones or a cleared not the default
+        self._buckets: dict[int, list[int]] = {}  # second -> home addresses with a deadline then
         self._due: list[int] = []  # heap of bucket seconds
         self._count = 0
+        self._digests = [0] * DIGEST_BUCKETS
+        # Seconds a tombstone is kept: longer than any binding it can cancel may still run anywhere.
+        self.tombstone_lifetime = tombstone_lifetime
+        self.records_given_up = 0  # past node_state.MAX_RECORDS (node_state.fitted)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -123,24 +139,41 @@ class BindingTable:
         last = _HEAD.unpack_from(record)[0]
         return last, (_decode(home_address, record) if len(record) > HEAD else ())
 
-    def export(self, home_address: int, now: float) -> tuple[int, list[tuple[int, int, int, int, int, int]]] | None:
-        """A node's last Identification and its running bindings as (care-of address, home agent,
-        identification, lifetime, flags, remaining ms): what a table transfer sends, made without
-        building a Binding for the common single-binding node."""
+    def state(self, home_address: int) -> NodeState | None:
+        """A node's whole state (node_state.NodeState), or None for a node the table never heard of."""
         record = self._records.get(home_address)
         if record is None:
             return None
-        if len(record) == HEAD + ENTRY:
-            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
-            ms = int((expires - now) * 1000)
-            return last, ([(coa, ha, ident, lifetime, flags, ms)] if ms > 0 else [])
         last = _HEAD.unpack_from(record)[0]
-        out = []
-        for coa, lifetime, expires, ident, flags, ha in _ENTRY.iter_unpack(record[HEAD:]):
-            ms = int((expires - now) * 1000)
-            if ms > 0:
-                out.append((coa, ha, ident, lifetime, flags, ms))
-        return last, out
+        bindings = _decode(home_address, record) if len(record) > HEAD else ()
+        extra = self._extra.get(home_address)
+        if extra is None:
+            return NodeState(last, default_cleared(last, bindings), bindings)
+        tombstones = tuple(Tombstone(*t) for t in _TOMBSTONE.iter_unpack(extra[_CLEARED.size:]))
+        return NodeState(last, _CLEARED.unpack_from(extra)[0], bindings, tombstones)
+
+    def export(self, home_address: int, now: float) -> _Export | None:
+        """A node's state as it travels, relative to ``now``: (last, cleared, bindings as (care-of address,
+        home agent, identification, lifetime, flags, remaining ms), tombstones as (care-of address,
+        identification, remaining ms)). A binding that has ended but is not swept yet goes with 0 ms left:
+        the receiver's expiry takes it as ours will (wire/redundancy.py ``aged_node``), and the default
+        ``cleared`` of what is sent stays ours. Made without building a Binding for the usual node."""
+        record = self._records.get(home_address)
+        if record is None:
+            return None
+        if len(record) == HEAD + ENTRY and home_address not in self._extra:
+            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+            return last, ident, [(coa, ha, ident, lifetime, flags, max(0, int((expires - now) * 1000)))], []
+        state = self.state(home_address)
+        assert state is not None
+        return (
+            state.last,
+            state.cleared,
+            [(b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags,
+              max(0, int((b.expires - now) * 1000))) for b in state.bindings],
+            [(t.care_of_address, t.identification, ms) for t in state.tombstones
+             if (ms := int((t.forget_at - now) * 1000)) > 0],
+        )
 
     def bindings_of(self, home_address: int) -> tuple[Binding, ...]:
         return self.lookup(home_address)[1]
@@ -151,6 +184,15 @@ class BindingTable:
 
     def next_expiry(self) -> float | None:
         return float(self._due[0]) if self._due else None
+
+    def digests(self) -> list[int]:
+        """The digest of every bucket (a copy): the sum modulo 2**32 of its nodes' ``node_digest``."""
+        return list(self._digests)
+
+    def home_addresses_in(self, buckets: set[int]) -> list[int]:
+        """Every mobile node the table knows whose bucket (``home_address % DIGEST_BUCKETS``) is in
+        ``buckets``. A walk of the table: call it for the buckets whose digests differ, not per node."""
+        return [a for a in self._records if a % DIGEST_BUCKETS in buckets]
 
     # -- changing -------------------------------------------------------------------------------------
 
@@ -172,46 +214,72 @@ class BindingTable:
         section 3.8.2.2). Returns the binding and the bindings it replaced. ``held`` is what ``lookup``
         just returned for the node, if the caller has it (the registrar does: one read, not two).
         """
-        binding = Binding(home_address, care_of_address, lifetime, now + lifetime, identification, flags, home_agent)
+        expires = now + lifetime
+        binding = Binding(home_address, care_of_address, lifetime, expires, identification, flags, home_agent)
         last, current = held if held is not None else self.lookup(home_address)
-        if simultaneous and current:
-            kept = [b for b in current if b.care_of_address != care_of_address and b.expires > now]
-            removed = [b for b in current if b.care_of_address == care_of_address or b.expires <= now]
+        if simultaneous or home_address in self._extra or (last is not None and identification <= last):
+            before = self.state(home_address)
+            after = self._put(
+                home_address, before, registered(before or EMPTY, binding, simultaneous, now, self.tombstone_lifetime)
+            )
+            return binding, [b for b in current if b not in after.bindings]
+        # The usual registration: one binding, which clears whatever the node held; no tombstone. The
+        # state after is (identification, identification, {binding}), whose cleared is the default.
+        self._records[home_address] = _ONE.pack(
+            identification, care_of_address, lifetime, expires, identification, flags, home_agent
+        )
+        new = zlib.crc32(_CANON_ONE.pack(
+            home_address, identification, identification, 1, 0, care_of_address, identification, lifetime, flags,
+            home_agent,
+        ))
+        if last is None:
+            old = 0
+        elif len(current) == 1:
+            b = current[0]
+            old = zlib.crc32(_CANON_ONE.pack(
+                home_address, last, b.identification, 1, 0, b.care_of_address, b.identification, b.lifetime,
+                b.flags, b.home_agent,
+            ))
         else:
-            kept, removed = [], list(current)
-        kept.append(binding)
-        self._store(home_address, last, identification, kept, len(current))
-        self._schedule(home_address, binding.expires)
-        return binding, removed
+            old = node_digest(home_address, NodeState(last, default_cleared(last, current), current))
+        bucket = home_address % DIGEST_BUCKETS
+        self._digests[bucket] = (self._digests[bucket] + new - old) & _MASK32
+        self._count += 1 - len(current)
+        self._schedule(home_address, expires)
+        return binding, list(current)
 
-    def deregister(self, home_address: int, care_of_address: int | None, identification: int) -> list[Binding]:
-        """Remove the binding for ``care_of_address``, or every binding of the node when it is None."""
-        last, current = self.lookup(home_address)
-        if care_of_address is None:
-            kept, removed = [], list(current)
-        else:
-            kept = [b for b in current if b.care_of_address != care_of_address]
-            removed = [b for b in current if b.care_of_address == care_of_address]
-        self._store(home_address, last, identification, kept, len(current))
-        return removed
+    def deregister(
+        self, home_address: int, care_of_address: int | None, identification: int, now: float | None = None
+    ) -> list[Binding]:
+        """Remove the binding for ``care_of_address``, or every binding of the node when it is None. A
+        de-registration of one address leaves a tombstone, forgotten ``tombstone_lifetime`` after ``now``
+        (so ``now`` is needed then)."""
+        if care_of_address is not None and now is None:
+            raise ValueError("a de-registration of one care-of address needs now: its tombstone is timed")
+        before = self.state(home_address)
+        after = self._put(home_address, before, deregistered(
+            before or EMPTY, care_of_address, identification, 0.0 if now is None else now, self.tombstone_lifetime
+        ))
+        return [b for b in (before.bindings if before else ()) if b not in after.bindings]
 
-    def apply(
-        self, home_address: int, identification: int, bindings: list[Binding]
+    def merge(
+        self, home_address: int, incoming: NodeState, now: float | None = None
     ) -> tuple[list[Binding], list[Binding]] | None:
-        """Make ``bindings`` the node's state if ``identification`` is newer than what the table holds
-        (or equal, and the state later: see ``_later``).
-
-        This is how a replica takes a Binding Update or a table download: state, newest wins, so late,
-        duplicated or reordered updates change nothing. Returns (bindings before, bindings after), or None
-        when the update is not newer. Bindings already expired are dropped by the next ``expire``.
-        """
-        last, current = self.lookup(home_address)
-        if last is not None and (identification < last or (identification == last and not _later(identification, bindings, current))):
+        """Merge a member's copy of a node's state into ours (node_state.merged): how a replica takes a
+        Binding Update or a table transfer. Returns (bindings before, bindings after), or None when the
+        merge changed nothing (ours already held all it says). With ``now``, bindings of the result that
+        have ended by then go at once, as ``expire`` takes them (a sender sends an ended binding with 0 ms
+        left), so that they never show as bindings here."""
+        before = self.state(home_address)
+        after = merged(before or EMPTY, incoming)
+        if now is not None and any(b.expires <= now for b in after.bindings):
+            after = expired(after, now, self.tombstone_lifetime)[0]
+        if after == before:
             return None
-        self._store(home_address, last, identification, bindings, len(current))
-        for b in bindings:
-            self._schedule(home_address, b.expires)
-        return list(current), bindings
+        after = self._put(home_address, before, after)
+        if after == before:
+            return None
+        return (list(before.bindings) if before else []), list(after.bindings)
 
     def bound(self) -> list[int]:
         """The home addresses with at least one binding: the mobile nodes away from home."""
@@ -226,30 +294,72 @@ class BindingTable:
         return [a for a, r in self._records.items() if (head(r)[0] >> 32) - since & 0xFFFFFFFF < 1 << 31]
 
     def expire(self, now: float) -> list[Binding]:
-        """Remove and return every binding whose lifetime has ended by ``now``."""
-        expired: list[Binding] = []
+        """Remove and return every binding whose lifetime has ended by ``now``; forget the tombstones due."""
+        ended: list[Binding] = []
         due = self._due
+        keep = self.tombstone_lifetime
         while due and due[0] <= now:
             for home_address in self._buckets.pop(heapq.heappop(due), ()):
-                last, current = self.lookup(home_address)
-                kept = [b for b in current if b.expires > now]
-                if len(kept) != len(current):  # else a stale entry: renewed, removed, or expired already
-                    expired.extend(b for b in current if b.expires <= now)
-                    assert last is not None
-                    self._store(home_address, last, last, kept, len(current))
-        return expired
+                record = self._records[home_address]
+                if len(record) == HEAD + ENTRY and home_address not in self._extra:
+                    one = self._expire_one(home_address, record, now)
+                    if one is not None:
+                        ended.append(one)
+                    continue
+                state = self.state(home_address)
+                assert state is not None
+                if all(b.expires > now for b in state.bindings) and all(t.forget_at > now for t in state.tombstones):
+                    continue  # a stale entry: renewed, removed, or expired already
+                after, gone = expired(state, now, keep)
+                self._put(home_address, state, after)
+                ended.extend(gone)
+        return ended
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _store(
-        self, home_address: int, last: int | None, identification: int, bindings: list[Binding], before: int
-    ) -> None:
-        newest = identification if last is None or identification > last else last
-        self._records[home_address] = _encode(newest, bindings) if bindings else _HEAD.pack(newest)
-        self._count += len(bindings) - before
+    def _expire_one(self, home_address: int, record: bytes, now: float) -> Binding | None:
+        """``expire`` for the usual node (one binding, cleared by it, no tombstone), without building its
+        state: the binding goes, and leaves no tombstone (its own cleared cancels every older binding)."""
+        last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+        if expires > now:
+            return None  # a stale entry: renewed
+        self._records[home_address] = _HEAD.pack(last)
+        if ident != last:  # cleared is no longer the default (the last Identification)
+            self._extra[home_address] = _CLEARED.pack(ident)
+        old = zlib.crc32(_CANON_ONE.pack(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
+        new = zlib.crc32(_CANON_HEAD.pack(home_address, last, ident, 0, 0))
+        bucket = home_address % DIGEST_BUCKETS
+        self._digests[bucket] = (self._digests[bucket] + new - old) & _MASK32
+        self._count -= 1
+        return Binding(home_address, coa, lifetime, expires, ident, flags, ha)
 
-    def _schedule(self, home_address: int, expires: float) -> None:
-        second = math.ceil(expires)
+    def _put(self, home_address: int, before: NodeState | None, after: NodeState) -> NodeState:
+        """Store a node's new state (within node_state.MAX_RECORDS), keeping the count of bindings, the
+        digest of its bucket and the wheel up to date. Returns what was stored."""
+        after, given_up = fitted(after)
+        self.records_given_up += given_up
+        self._records[home_address] = _encode(after.last, after.bindings) if after.bindings else _HEAD.pack(after.last)
+        if after.tombstones or after.cleared != default_cleared(after.last, after.bindings):
+            self._extra[home_address] = _CLEARED.pack(after.cleared) + b"".join(
+                _TOMBSTONE.pack(*t) for t in after.tombstones
+            )
+        else:
+            self._extra.pop(home_address, None)
+        bucket = home_address % DIGEST_BUCKETS
+        old = node_digest(home_address, before) if before is not None else 0
+        self._digests[bucket] = (self._digests[bucket] + node_digest(home_address, after) - old) & _MASK32
+        self._count += len(after.bindings) - (len(before.bindings) if before else 0)
+        held = (set(before.bindings) | set(before.tombstones)) if before else set()
+        for b in after.bindings:
+            if b not in held:
+                self._schedule(home_address, b.expires)
+        for t in after.tombstones:
+            if t not in held:
+                self._schedule(home_address, t.forget_at)
+        return after
+
+    def _schedule(self, home_address: int, at: float) -> None:
+        second = math.ceil(at)
         bucket = self._buckets.get(second)
         if bucket is None:
             self._buckets[second] = [home_address]

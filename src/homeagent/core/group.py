@@ -41,7 +41,7 @@ from homeagent.core.peers import Member, Membership, Refused
 from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
 from homeagent.core.timers import Queue, Timers
-from homeagent.core.transfer import bindings_of, node_state
+from homeagent.core.transfer import node_state, state_of
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
@@ -241,13 +241,15 @@ class Group:
     def _update_for(self, accepted: Accepted, now: float) -> BindingUpdate:
         node = node_state(self.bindings, accepted.home_address, now)
         assert node is not None
+        plain = not node.tombstones and node.cleared is None  # what the fixed part alone implies
         alone = (
-            len(node.bindings) == 1
+            plain
+            and len(node.bindings) == 1
             and accepted.lifetime
             and node.bindings[0].care_of_address == accepted.care_of_address
             and node.bindings[0].identification == accepted.identification
         )
-        gone = not node.bindings and not accepted.lifetime
+        gone = plain and not node.bindings and not accepted.lifetime
         remaining = node.bindings[0].remaining_ms if alone else 0
         return BindingUpdate(
             accepted.flags, accepted.lifetime, remaining, accepted.home_address, accepted.home_agent,
@@ -337,8 +339,9 @@ class Group:
         return effects
 
     def _take(self, state: MobileNodeBindings, now: float) -> list[Effect] | None:
-        """Make a member's state for one node ours if newer; the tunnel changes if we serve."""
-        result = self.bindings.apply(state.home_address, state.identification, bindings_of(state, now))
+        """Merge a member's state for one node into ours (docs/protocol.md, "Merging after a partition");
+        the tunnel changes if we serve. None when it told us nothing new."""
+        result = self.bindings.merge(state.home_address, state_of(state, now), now)
         if result is None:
             return None
         return self._tunnel_changes(*result) if self.serving else []

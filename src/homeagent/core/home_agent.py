@@ -165,7 +165,7 @@ class HomeAgent:
         if last is None:
             return []
         identification = max(last + 1, ntp_identification(self.clock(now)))
-        removed = self.bindings.deregister(home_address, care_of_address, identification)
+        removed = self.bindings.deregister(home_address, care_of_address, identification, now)
         self.counters["removed"] += len(removed)
         effects: list[Effect] = []
         if self.group is None or self.group.serving:

@@ -58,6 +58,7 @@ class Registrar:
         self.counters = counters
         self.violations = violations or SecurityViolations(counters)
         self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
+        self._tombstone_lifetime = 0.0
         self.reconfigure(settings, security)
 
     def reconfigure(self, settings: RegistrarSettings, security: SecurityAssociations) -> None:
@@ -71,6 +72,13 @@ class Registrar:
         self._accept_code = (
             ReplyCode.ACCEPTED if settings.simultaneous_bindings else ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS
         )
+        # A de-registration's tombstone must outlive every binding it can cancel (docs/protocol.md, "Merging
+        # after a partition"): one granted at most max_lifetime, and accepted, with an older Identification,
+        # at most two replay tolerances after the de-registration. Never shortened while we run: bindings
+        # granted before a reload keep the lifetimes granted then.
+        self._tombstone_lifetime = max(self._tombstone_lifetime,
+                                       float(settings.max_lifetime + 2 * self.replay.tolerance))
+        self.bindings.tombstone_lifetime = self._tombstone_lifetime
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Effect]:
         """Process one Registration Request from ``source``; return the reply and binding changes."""
@@ -130,7 +138,7 @@ class Registrar:
         if code is not None:
             return self._deny(request, source, code, sa)
         if request.lifetime == 0:
-            return self._deregister(request, source, sa)
+            return self._deregister(request, source, sa, now)
         return self._register(request, source, sa, now, current, held)
 
     # -- decisions ------------------------------------------------------------------------------------
@@ -183,9 +191,13 @@ class Registrar:
             effects.append(TunnelUp(hoa, coa, bool(reverse)))  # a new tunnel, or its reverse half changed
         return effects
 
-    def _deregister(self, request: RegistrationRequest, source: Address, sa: SecurityAssociation) -> list[Effect]:
+    def _deregister(
+        self, request: RegistrationRequest, source: Address, sa: SecurityAssociation, now: float
+    ) -> list[Effect]:
         hoa, coa = request.home_address, request.care_of_address
-        removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification)
+        # The home address as care-of address: every binding (RFC 5944 3.8.2.2); else that one's, and its
+        # tombstone, forgotten after bindings.tombstone_lifetime.
+        removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification, now)
         self.counters["accepted.deregistration"] += 1
         effects: list[Effect] = [self._reply(request, source, self._accept_code, 0, sa)]
         if self.report_accepted:

@@ -2,7 +2,7 @@
 
 The sender walks a snapshot of the home addresses, packs each mobile node's current state into Binding
 Table Replies of at most ``max_datagram`` bytes, and keeps a window of them in flight, each retransmitted
-until its ack comes. The receiver applies what it gets (newest Identification wins, so a reply that
+until its ack comes. The receiver merges what it gets into its table (core/node_state.py: a reply that
 arrives twice, late, or after a live Binding Update changes nothing wrong), acks every reply, and is
 done when it holds every part up to the one without MoreBind.
 """
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from homeagent.core.bindings import Binding, BindingTable
+from homeagent.core.bindings import Binding, BindingTable, NodeState, Tombstone
 from homeagent.wire.redundancy import (
     BindingRecord,
     BindingTableReply,
     MobileNodeBindings,
+    TombstoneRecord,
+    cleared_of,
     encode_node_fields,
     reply_capacity,
 )
@@ -27,24 +29,33 @@ IDLE_LIMIT = 2 * MAX_TRIES * RETRANSMIT_AFTER  # a receiver waits longer than th
 
 
 def node_state(table: BindingTable, home_address: int, now: float) -> MobileNodeBindings | None:
-    """A mobile node's state as it travels: remaining lifetimes relative to ``now``."""
+    """A mobile node's state as it travels: remaining lifetimes relative to ``now``; ``cleared`` None when
+    it is the default (so a node with just one binding, or none, compares equal to the short form)."""
     state = table.export(home_address, now)
     if state is None:
         return None
-    return MobileNodeBindings(home_address, state[0], tuple(map(BindingRecord._make, state[1])))
+    last, cleared, bindings, tombstones = state
+    node = MobileNodeBindings(home_address, last, tuple(map(BindingRecord._make, bindings)),
+                              tuple(map(TombstoneRecord._make, tombstones)))
+    return node if cleared == cleared_of(node) else node._replace(cleared=cleared)
 
 
-def bindings_of(node: MobileNodeBindings, now: float) -> list[Binding]:
-    """The table's bindings for a state received from a member: expiry from the remaining lifetime."""
-    return [
-        Binding(node.home_address, r.care_of_address, r.lifetime, now + r.remaining_ms / 1000.0, r.identification,
-                r.flags, r.home_agent)
-        for r in node.bindings
-    ]
+def state_of(node: MobileNodeBindings, now: float) -> NodeState:
+    """The table's state for one received from a member: expiries and forget times from the remaining
+    milliseconds, on our clock."""
+    hoa = node.home_address
+    return NodeState(
+        node.identification,
+        cleared_of(node),
+        tuple(Binding(hoa, r.care_of_address, r.lifetime, now + r.remaining_ms / 1000.0, r.identification, r.flags,
+                      r.home_agent) for r in node.bindings),
+        tuple(Tombstone(t.care_of_address, t.identification, now + t.remaining_ms / 1000.0) for t in node.tombstones),
+    )
 
 
 _Record = tuple[int, int, int, int, int, int]  # care-of, home agent, identification, lifetime, flags, ms left
-_State = tuple[int, int, list[_Record]]  # home address, last Identification, bindings
+_Tomb = tuple[int, int, int]  # care-of, identification, ms left
+_State = tuple[int, int, int, list[_Record], list[_Tomb]]  # home address, last, cleared, bindings, tombstones
 
 
 @dataclass
@@ -110,11 +121,12 @@ class OutgoingTransfer:
             if state is None:  # gone since the snapshot (never happens: last Identifications stay)
                 i += 1
                 continue
-            encoded = encode_node_fields(addresses[i], state[0], state[1])
+            last, cleared, bindings, tombstones = state
+            encoded = encode_node_fields(addresses[i], last, bindings, cleared, tombstones)
             if size + len(encoded) > self.capacity and parts:
                 break
             parts.append(encoded)
-            states.append((addresses[i], state[0], state[1]))
+            states.append((addresses[i], last, cleared, bindings, tombstones))
             size += len(encoded)
             i += 1
         self.next_index = i
@@ -131,7 +143,8 @@ class OutgoingTransfer:
         return self.in_flight.pop(sequence, None) is not None
 
     def overdue(self, now: float) -> list[tuple[int, bytes]]:
-        """Replies to send again, their lifetimes aged to ``now`` (bindings that ran out left out, so a
+        """Replies to send again, their lifetimes aged to ``now`` (as wire/redundancy.py ``aged_node`` ages
+        a node: a binding that ran out goes with Remaining 0, a tombstone that ran out is left out, so a
         reply never grows); raises TimeoutError when one has been tried too often."""
         out = []
         for sequence, f in self.in_flight.items():
@@ -142,11 +155,13 @@ class OutgoingTransfer:
                 f.sent_at = now
                 aged = int((now - f.packed_at) * 1000)
                 f.states = [
-                    (hoa, last, [(*r[:5], r[5] - aged) for r in records if r[5] > aged])
-                    for hoa, last, records in f.states
+                    (hoa, last, cleared, [(*r[:5], max(0, r[5] - aged)) for r in records],
+                     [(coa, ident, ms - aged) for coa, ident, ms in tombs if ms > aged])
+                    for hoa, last, cleared, records, tombs in f.states
                 ]
                 f.packed_at = now
-                parts = [encode_node_fields(hoa, last, records) for hoa, last, records in f.states]
+                parts = [encode_node_fields(hoa, last, records, cleared, tombs)
+                         for hoa, last, cleared, records, tombs in f.states]
                 out.append((sequence, self._body(sequence, f.more, parts)))
         return out
 

@@ -1,7 +1,8 @@
 """Messages between the Home Agents of a redundancy group (US 7,227,863 FIG 10 to 14), our encoding.
 
 ``docs/protocol.md`` is the specification: type values, layouts, the Mobile Node Bindings extension that
-carries bindings, and the Home Agent - Home Agent authentication extension with its timestamp.
+carries a node's state (bindings, tombstones, cleared: merged by the rules of "Merging after a partition"),
+and the Home Agent - Home Agent authentication extension with its timestamp.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
 MORE_BIND = 0x80
 ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
 RECENT = 0x40  # Binding Table Request flag: only nodes whose last Identification is from Since on
-MAX_BINDINGS_PER_NODE = 10  # what one short-form Mobile Node Bindings extension can carry
+MAX_BINDINGS_PER_NODE = 10  # records (bindings, tombstones, cleared) one short-form extension can carry
 YOU_LAG = 0x01  # Advertisement flag: "you missed what I replicated" (the receiver is out of sync)
 OUT_OF_SYNC = 0x02  # Advertisement flag: "I am out of sync": no candidate while an in-sync member is up
 STOOD_DOWN = 0x04  # Advertisement flag: "I was active until I heard a better active member, just now"
@@ -55,21 +56,59 @@ class BindingRecord(NamedTuple):
     care_of_address: int
     home_agent: int
     identification: int
-    lifetime: int  # granted, seconds
+    lifetime: int  # granted, seconds (never 0: a record with Lifetime 0 is a tombstone or cleared)
     flags: int
-    remaining_ms: int
+    remaining_ms: int  # 0: it has run out, and the receiver's expiry takes it as the sender's would
+
+
+class TombstoneRecord(NamedTuple):
+    """A de-registration of one care-of address as it travels: a record with Lifetime 0 (docs/protocol.md,
+    "Merging after a partition")."""
+
+    care_of_address: int
+    identification: int
+    remaining_ms: int  # until it is forgotten
 
 
 class MobileNodeBindings(NamedTuple):
-    """A mobile node's whole state: its last accepted Identification and every binding it holds.
+    """A mobile node's whole state: its last accepted Identification, the Identification of the last
+    operation that removed all its bindings (``cleared``; None: the default, see ``cleared_of``), every
+    binding it holds and its tombstones.
 
-    Updates carry state, not operations, so that applying the newest one is enough whatever was lost or
-    reordered before it (simultaneous bindings included).
+    Updates carry state, not operations, and a receiver merges it into its own (core/node_state.py), so
+    that whatever was lost, reordered or applied on the other side of a partition, members converge on
+    what the operations in Identification order give.
     """
 
     home_address: int
     identification: int
     bindings: tuple[BindingRecord, ...] = ()
+    tombstones: tuple[TombstoneRecord, ...] = ()
+    cleared: int | None = None
+
+
+def default_cleared(identification: int, bindings: Sequence[tuple[int, ...]]) -> int:
+    """``cleared`` when no record says it: the oldest binding's Identification, or with no binding the last
+    Identification. ``bindings`` are BindingRecord-shaped tuples."""
+    return min((b[2] for b in bindings), default=identification)
+
+
+def cleared_of(node: MobileNodeBindings) -> int:
+    return node.cleared if node.cleared is not None else default_cleared(node.identification, node.bindings)
+
+
+def aged_node(node: MobileNodeBindings, elapsed_ms: int) -> MobileNodeBindings:
+    """The same state ``elapsed_ms`` later, for a resend: remaining lifetimes shorter by that much. A
+    binding that runs out stays, with Remaining 0 (the receiver's expiry takes it as ours did, and the
+    default ``cleared`` does not move); a tombstone that runs out goes. Never larger than ``node``."""
+    return MobileNodeBindings(
+        node.home_address,
+        node.identification,
+        tuple(r._replace(remaining_ms=max(0, r.remaining_ms - elapsed_ms)) for r in node.bindings),
+        tuple(t._replace(remaining_ms=t.remaining_ms - elapsed_ms) for t in node.tombstones
+              if t.remaining_ms > elapsed_ms),
+        node.cleared,
+    )
 
 
 _NODE = struct.Struct("!IQ")  # home address, last Identification
@@ -78,26 +117,41 @@ NODE_SIZE, BINDING_SIZE = _NODE.size, _BINDING.size  # 12, 24
 
 
 def encode_node(node: MobileNodeBindings) -> bytes:
-    return encode_node_fields(node.home_address, node.identification, node.bindings)
+    return encode_node_fields(node.home_address, node.identification, node.bindings, node.cleared, node.tombstones)
 
 
 _NODE_WITH_ONE = struct.Struct("!BBIQIIQHBxI")  # the extension of a node with one binding, in one call
 
 
-def encode_node_fields(home_address: int, identification: int, bindings: Sequence[tuple[int, ...]]) -> bytes:
-    """A Mobile Node Bindings extension from plain fields; ``bindings`` are BindingRecord-shaped tuples."""
-    if len(bindings) == 1:
+def encode_node_fields(
+    home_address: int,
+    identification: int,
+    bindings: Sequence[tuple[int, ...]],
+    cleared: int | None = None,
+    tombstones: Sequence[tuple[int, int, int]] = (),
+) -> bytes:
+    """A Mobile Node Bindings extension from plain fields: ``bindings`` BindingRecord-shaped tuples,
+    ``tombstones`` TombstoneRecord-shaped ones. ``cleared`` goes as a record (Lifetime 0, the home address
+    as care-of address) only when it is not the default for the bindings sent."""
+    if cleared is not None and cleared == default_cleared(identification, bindings):
+        cleared = None
+    if len(bindings) == 1 and not tombstones and cleared is None:
         return _NODE_WITH_ONE.pack(
             MOBILE_NODE_BINDINGS, NODE_SIZE + BINDING_SIZE, home_address, identification, *bindings[0]
         )
-    if len(bindings) > MAX_BINDINGS_PER_NODE:
-        raise ValueError("too many bindings for one Mobile Node Bindings extension")
-    body = _NODE.pack(home_address, identification) + b"".join(_BINDING.pack(*b) for b in bindings)
+    if len(bindings) + len(tombstones) + (cleared is not None) > MAX_BINDINGS_PER_NODE:
+        raise ValueError("too many records for one Mobile Node Bindings extension")
+    body = (
+        _NODE.pack(home_address, identification)
+        + b"".join(_BINDING.pack(*b) for b in bindings)
+        + b"".join(_BINDING.pack(coa, 0, ident, 0, 0, ms) for coa, ident, ms in tombstones)
+        + (_BINDING.pack(home_address, 0, cleared, 0, 0, 0) if cleared is not None else b"")
+    )
     return bytes((MOBILE_NODE_BINDINGS, len(body))) + body
 
 
-def encoded_node_size(bindings: int) -> int:
-    return 2 + NODE_SIZE + BINDING_SIZE * bindings
+def encoded_node_size(records: int) -> int:
+    return 2 + NODE_SIZE + BINDING_SIZE * records
 
 
 def _decode_node(data: bytes) -> MobileNodeBindings:
@@ -105,8 +159,28 @@ def _decode_node(data: bytes) -> MobileNodeBindings:
         raise ParseError("Mobile Node Bindings extension of a bad length")
     hoa, ident = _NODE.unpack_from(data)
     if len(data) == NODE_SIZE + BINDING_SIZE:
-        return MobileNodeBindings(hoa, ident, (BindingRecord._make(_BINDING.unpack_from(data, NODE_SIZE)),))
-    return MobileNodeBindings(hoa, ident, tuple(map(BindingRecord._make, _BINDING.iter_unpack(data[NODE_SIZE:]))))
+        record = _BINDING.unpack_from(data, NODE_SIZE)
+        if record[3]:  # the usual node: one binding
+            return MobileNodeBindings(hoa, ident, (BindingRecord._make(record),))
+    bindings: list[BindingRecord] = []
+    tombstones: list[TombstoneRecord] = []
+    cleared: int | None = None
+    for coa, ha, rid, lifetime, flags, ms in _BINDING.iter_unpack(data[NODE_SIZE:]):
+        if lifetime:
+            if coa == hoa:
+                raise ParseError("a binding whose care-of address is the home address")
+            bindings.append(BindingRecord(coa, ha, rid, lifetime, flags, ms))
+        elif ha or flags:
+            raise ParseError("a record with Lifetime 0 carries a Home Agent or Flags")
+        elif coa != hoa:
+            tombstones.append(TombstoneRecord(coa, rid, ms))
+        elif cleared is not None or ms:
+            raise ParseError("a second cleared record, or one with a Remaining Lifetime")
+        else:
+            cleared = rid
+    if cleared is not None and cleared == default_cleared(ident, bindings):
+        cleared = None  # sent although it is the default: the same state as without it
+    return MobileNodeBindings(hoa, ident, tuple(bindings), tuple(tombstones), cleared)
 
 
 # -- the fixed parts ---------------------------------------------------------------------------------
@@ -326,7 +400,9 @@ def parse_body(body: bytes) -> RedundancyMessage:
 
 # -- Home Agent - Home Agent authentication ------------------------------------------------------------
 
-VERSION = 2  # of the redundancy protocol; in every seal (docs/protocol.md, "Versions")
+# Of the redundancy protocol; in every seal (docs/protocol.md, "Versions"). 3: a node's state carries
+# cleared and tombstones, and is merged, not replaced (a version 2 member would take a tombstone for a binding).
+VERSION = 3
 _AUTH_HEAD = struct.Struct("!BBBxIQ")  # type, length, version, reserved, SPI, timestamp
 _V1_AUTH_HEAD_SIZE = 14  # version 1's head (no version byte): recognised only to say so
 _CONVERSATION = struct.Struct("!II")  # sender, receiver: covered by the authenticator, never sent
