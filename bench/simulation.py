@@ -8,6 +8,13 @@ ones that fail with their seed and first findings, and runs per second.
 A seed's configuration cycles with the seed (active-standby/async, active-standby/sync, peer/async,
 peer/sync; 3, 4 or 5 members) unless forced; everything else (mobile nodes, lifetimes, faults, loss) comes
 from the seed. The same seed always gives the same run. Exit status 1 when a run failed.
+
+Each run is judged against the reference model (tests/simulation/reference.py: every accepted operation
+applied in Identification order) and for member datagrams rejected as malformed. Besides the failures,
+the bench prints how many faults the runs drew (partitions, one-way lossy links, crashes, stops, quick
+restarts), how many acceptances there were and how many of them were lost with a crash (left out of the
+model's answer), and the failures by kind with the seeds of each. The test suite runs 300 of these seeds
+(tests/simulation/test_simulation.py says why not more); run 1,000 or more here.
 """
 
 from __future__ import annotations
@@ -31,10 +38,15 @@ def _quiet() -> None:
     logging.getLogger("homeagent").setLevel(logging.CRITICAL)
 
 
-def _run(job: tuple[int, dict]) -> tuple[int, str, list[str], float, int]:
+FIGURES = ("accepted", "removals", "acceptances_lost", "crashes", "stops", "quick_restarts", "lossy_links",
+           "lost_on_lossy_link", "partitioned", "split_brain_deliveries", "mn_retransmissions")
+
+
+def _run(job: tuple[int, dict]) -> tuple[int, str, list[str], float, int, dict[str, int]]:
     seed, overrides = job
     result = Simulation(scenario_for(seed, **overrides)).run()
-    return seed, result.scenario.describe(), result.failures, result.seconds, result.stats["events"]
+    figures = {k: result.stats[k] for k in FIGURES}
+    return seed, result.scenario.describe(), result.failures, result.seconds, result.stats["events"], figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,15 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     failed: list[tuple[int, str, list[str]]] = []
     kinds: Counter[str] = Counter()
+    seeds_of: dict[str, list[int]] = {}
+    totals: Counter[str] = Counter()
     events = 0
     done = 0
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_quiet) as pool:
-        for seed, described, failures, _, count in pool.map(_run, jobs, chunksize=8):
+        for seed, described, failures, _, count, figures in pool.map(_run, jobs, chunksize=8):
             done += 1
             events += count
+            totals.update(figures)
+            totals.update({f"runs_with_{k}": 1 for k, v in figures.items() if v})
             if failures:
                 failed.append((seed, described, failures))
-                kinds.update({m.group(1) for f in failures if (m := re.search(r"\[([\w-]+)\]", f))})
+                found = {m.group(1) for f in failures if (m := re.search(r"\[([\w-]+)\]", f))}
+                kinds.update(found)
+                for kind in found:
+                    seeds_of.setdefault(kind, []).append(seed)
             if done % 100 == 0:
                 rate = done / (time.perf_counter() - started)
                 print(f"  {done}/{len(jobs)} runs, {len(failed)} failed, {rate:.1f} runs/s", file=sys.stderr)
@@ -94,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
           f"failed: {', '.join(f'{k} in {v}' for k, v in kinds.most_common()) or 'none'}")
     print(f"{elapsed:.1f} s, {len(jobs) / elapsed:.1f} runs/s with {args.jobs} process(es), "
           f"{events / elapsed:,.0f} events/s; {events / max(1, len(jobs)):,.0f} events a run")
+    print("faults and acceptances over all runs: " + ", ".join(
+        f"{k} {totals[k]:,} (in {totals['runs_with_' + k]} runs)" for k in FIGURES))
+    for kind, seeds in sorted(seeds_of.items()):
+        print(f"[{kind}] in {len(seeds)} runs: seeds {' '.join(map(str, seeds[:40]))}"
+              + (" ..." if len(seeds) > 40 else ""))
     if failed:
         print("failed seeds: " + " ".join(str(seed) for seed, _, _ in failed))
     return 1 if failed else 0

@@ -14,9 +14,11 @@ The network
     split brain) to one of them at random. A datagram to the multicast group goes to every other member,
     which receives it at the group's address (what its seal covers as the receiver, protocol version 2).
     Every member is configured with every other as a peer: members come only from configuration.
-    Partitions cut member-to-member traffic, both ways (a split) or one way; mobile nodes reach every
-    member. A crash drops the member's core on the floor (no ``stop``); a graceful stop lets it say goodbye
-    first; a restart is a new ``HomeAgent`` with an empty table, started at a later ``now``. With ``batch`` a
+    Partitions cut member-to-member traffic, both ways (a split) or one way, and heal; a lossy link loses
+    most datagrams from one member to another and none the other way; mobile nodes reach every member. A
+    crash drops the member's core on the floor (no ``stop``); a graceful stop lets it say goodbye first; a
+    restart is a new ``HomeAgent`` with an empty table, started at a later ``now`` (a quick restart comes
+    back before the others can mark it down). With ``batch`` a
     member's arrivals are drained in bursts between ``begin_batch`` and ``end_batch``, as the daemon does.
 
 The mobile nodes and the operator
@@ -27,15 +29,19 @@ The mobile nodes and the operator
     the operator removes a binding on some member (``HomeAgent.remove``).
 
 The oracle
-    At the moment a member's registrar accepts a registration or de-registration (or the operator removes a
-    binding), the member's resulting state for that home address is recorded under its Identification;
-    every Registration Reply with code 0 or 1 a member sends must name such an acceptance. After the network
-    has healed (no loss, no partition, every member up) and been quiet for a while, every member that is up
-    must hold, for every home address, the same last Identification F, the same bindings, and the state
-    recorded for F minus the bindings whose lifetime has ended (expiries within ``EXPIRY_TOLERANCE``; the
-    comparison is made at a moment when no binding is within ``COMPARE_MARGIN`` of its end); and no
-    acceptance newer than F may be missing unless it was lost with a crash: when a member goes down, every
-    acceptance that no member still up holds (its Identification or a newer one) is written off.
+    ``reference.py``'s model: for each home address, every accepted operation (registration with or without
+    S, de-registration of one care-of address or of all, operator removal) applied in Identification order,
+    with the expiry its acceptance granted; one request accepted twice is one operation whose later
+    acceptance sets the expiry. The simulation records each acceptance as it happens and follows which
+    member knows which (the accepting member, and every member whose core takes a datagram naming the node
+    from a member that knew it); an operation no member that is up knows any more is lost with a crash, and
+    may be left out of the answer (the module docstring says why left out, not cut off at). Every
+    Registration Reply with code 0 or 1 a member sends must name an acceptance. After the network has healed
+    (no loss, no partition, every member up) and been quiet for a while, every member that is up must hold,
+    for every home address, the same last Identification, no older than the newest known operation and no
+    other than one accepted, and the model's bindings minus those whose lifetime has ended (expiries within
+    ``EXPIRY_TOLERANCE``; the comparison is made at a moment when no binding is within ``COMPARE_MARGIN`` of
+    its end).
 
 Checks, besides the tables: no exception leaves a core; no timer fires forever at one instant; after
 healing exactly one member holds the virtual address and (active-standby) it is the one whose role is
@@ -44,8 +50,8 @@ reply a mobile node gets parses, verifies with its association and answers a req
 
 Failures are strings tagged with their kind: ``[divergence]`` (members disagree on a last Identification),
 ``[split-state]`` (same Identification, different bindings), ``[state]`` (a member's bindings are not the
-accepted state), ``[lost]``, ``[phantom]``, ``[vip]``, ``[init]``, ``[tunnels]``, ``[mn]``, ``[exception]``,
-``[storm]``, ``[budget]``.
+model's), ``[lost]``, ``[phantom]``, ``[vip]``, ``[init]``, ``[tunnels]``, ``[mn]``, ``[rejected]``,
+``[exception]``, ``[storm]``, ``[budget]``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,17 @@ from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import RegistrationReply, RegistrationRequest
 
+from .reference import (
+    DEREGISTER,
+    DEREGISTER_ALL,
+    EXPIRY_TOLERANCE,
+    REGISTER,
+    Knowledge,
+    Operation,
+    ReferenceModel,
+)
+from .reference import diff as diff_model
+
 T0 = 1_700_000_000.0
 VIP = "127.0.0.100"
 MULTICAST = "239.1.2.3"
@@ -84,7 +101,6 @@ PEER_KEY = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
 S_FLAG, T_FLAG = 0x80, 0x02
 REQUEST_TYPE, REPLY_TYPE = 1, 3
 _REQ = struct.Struct("!BBHIIIQ")
-EXPIRY_TOLERANCE = 0.15  # seconds a replica's expiry may be off the accepting member's: transit, a few hops
 COMPARE_MARGIN = 1.2  # no binding should expire this close before the comparison (the wheel's second)
 MAX_EVENTS = 3_000_000  # a run that needs more is a failure, not a hang
 TIMER_STORM = 2_000  # handle_timer calls at one instant before a member is said to spin
@@ -126,7 +142,10 @@ class Scenario:
     batch: bool | None = None  # drain each member's arrivals in batches (begin_batch/end_batch), as the
     #                            daemon does; None: by the seed (when the core has the batch interface)
     crashes: int | None = None  # None: 0 to members - 1, chosen by the seed
-    partitions: int | None = None  # None: 0 to 2
+    partitions: int | None = None  # None: 0 to 3 (both ways or one way, each healing before the end)
+    lossy_links: int | None = None  # None: 0 to 2 spells of one-way loss between two members
+    link_loss: float = 0.8  # what a lossy link loses, on top of ``loss``
+    restarts: int | None = None  # None: 0 to 2 quick restarts (back within 0.3 s)
     graceful: float = 0.2  # share of crashes that are a graceful stop
     advertisement_interval: float | None = None  # None: 0.1, 0.2 or 0.3 by the seed
     sa_style: str | None = None  # "prefix" or "per-peer"; None: by the seed
@@ -138,6 +157,7 @@ class Scenario:
     random_traffic: bool = True
     random_faults: bool = True
     restart_on_heal: bool = True  # healing brings every crashed member back
+    rejections_allowed: bool = False  # the scenario corrupts member datagrams on purpose: skip [rejected]
 
     def describe(self) -> str:
         return (f"seed={self.seed} members={self.members} mode={self.mode} replication={self.replication} "
@@ -231,6 +251,9 @@ key = "{(a * 16 + b + 1):02x}{'5a' * 15}"
 # -- the parts ------------------------------------------------------------------------------------------
 
 
+Carried = tuple[Knowledge, int] | None  # a member datagram's sender's knowledge and its size at the send
+
+
 @dataclass
 class Member:
     index: int
@@ -243,7 +266,8 @@ class Member:
     tunnels: set[tuple[int, int]] = field(default_factory=set)
     last_timer_now: float = -1.0
     timer_repeats: int = 0
-    inbox: list[tuple[bytes, tuple[str, int], str]] = field(default_factory=list)  # waiting for a drain
+    inbox: list[tuple[bytes, tuple[str, int], str, Carried]] = field(default_factory=list)  # for a drain
+    knowledge: Knowledge = field(default_factory=Knowledge)  # what this incarnation knows (reference.py)
 
 
 @dataclass
@@ -274,6 +298,10 @@ class Result:
     def ok(self) -> bool:
         return not self.failures
 
+    def kinds(self) -> set[str]:
+        """The tags of the failures: {'state', 'rejected', ...}."""
+        return {f.split("[", 1)[1].split("]", 1)[0] for f in self.failures if "[" in f}
+
     def summary(self) -> str:
         head = f"{self.scenario.describe()}: " + ("ok" if self.ok else f"{len(self.failures)} failure(s)")
         return "\n  ".join([head, *self.failures[:10]])
@@ -298,8 +326,10 @@ class Simulation:
         self.loss, self.duplicate, self.reorder = s.loss, s.duplicate, s.reorder
         self.blocked: set[tuple[int, int]] = set()  # (from member, to member) pairs a partition cuts
         self._partitions: dict[int, set[tuple[int, int]]] = {}
+        self.lossy: dict[tuple[int, int], float] = {}  # (from member, to member) -> extra loss, one way
         self.drop_rule: Callable[[float, str, str, bytes], bool] | None = None  # scripted losses
         self.holders: set[int] = set()  # members holding the virtual address
+        self.vip_to: int | None = None  # a scripted run's pick when two members hold it (else at random)
         self.traffic = s.random_traffic
         # The members.
         self.shape = GroupShape(
@@ -330,11 +360,10 @@ class Simulation:
         self.request_interval = count / s.request_rate  # mean seconds between one node's requests
         self.by_hoa = {mn.hoa: mn for mn in self.mobile_nodes}
         # The oracle.
-        # (home address, Identification) -> [(member, state)]: what each accepting member held right after
-        self.accepted: dict[tuple[int, int], list[tuple[int, State]]] = {}
-        self.idents: dict[int, set[int]] = {}  # hoa -> accepted Identifications
+        self.model = ReferenceModel()
         self.replied: set[tuple[int, int]] = set()
-        self.lost: set[tuple[int, int]] = set()
+        self.lost: set[int] = set()  # acceptances no member that is up knows any more (when it last went)
+        self.rejections: Counter[str] = Counter()  # member datagrams rejected, over every incarnation
         self.heal_at = T0 + s.chaos
         self.compared_at: float | None = None
 
@@ -368,11 +397,19 @@ class Simulation:
             crashes = rng.randint(0, s.members - 1) if s.crashes is None else s.crashes
             for _ in range(crashes):
                 self.at(T0 + rng.uniform(2, s.chaos - 2), self._random_crash)
-            partitions = rng.randint(0, 2) if s.partitions is None else s.partitions
+            partitions = rng.randint(0, 3) if s.partitions is None else s.partitions
             for n in range(partitions):
                 start = rng.uniform(1, s.chaos - 2)
                 end = T0 + min(start + rng.uniform(0.5, 6), s.chaos - 0.1)
                 self.at(T0 + start, self._random_partition, n, end)
+            links = rng.randint(0, 2) if s.lossy_links is None else s.lossy_links
+            for _ in range(links):
+                start = rng.uniform(1, s.chaos - 2)
+                end = T0 + min(start + rng.uniform(0.5, 5), s.chaos - 0.1)
+                self.at(T0 + start, self._random_lossy_link, end)
+            restarts = rng.randint(0, 2) if s.restarts is None else s.restarts
+            for _ in range(restarts):
+                self.at(T0 + rng.uniform(2, s.chaos - 2), self._random_restart)
 
     def heal(self) -> None:
         """No loss, no duplicates, no partitions; every member up; the mobile nodes stop."""
@@ -380,6 +417,7 @@ class Simulation:
         self.loss = self.duplicate = self.reorder = 0.0
         self._partitions.clear()
         self.blocked = set()
+        self.lossy.clear()
         self.drop_rule = None
         self.traffic = False
         if self.scenario.restart_on_heal:
@@ -390,9 +428,7 @@ class Simulation:
     def pick_compare_time(self) -> float:
         """The first moment from now on when no binding ends within COMPARE_MARGIN before (or just after)."""
         expiries = [b.expires for m in self.members if m.ha for b in m.ha.bindings]
-        for hoa, idents in self.idents.items():
-            for variant in self.accepted.get((hoa, max(idents)), ()):
-                expiries += [b.expires for b in variant[1][1]]
+        expiries += [a.binding.expires for a in self.model.acceptances if a.binding is not None]
         for step in range(100):
             t = self.now + 0.1 * step
             if not any(t - COMPARE_MARGIN <= e <= t + 0.3 for e in expiries):
@@ -446,6 +482,7 @@ class Simulation:
         self.stats["starts"] += 1
         m.incarnation += 1
         m.tunnels = set()
+        m.knowledge = Knowledge()
         m.ha = HomeAgent(m.config, self.now)
         effects = self._guard(m, "start", m.ha.start, self.now)
         self._apply(m, effects, None)
@@ -460,6 +497,7 @@ class Simulation:
         if graceful:
             effects = self._guard(m, "stop", m.ha.stop, self.now)
             self._apply(m, effects, None)
+        self._tally_rejections(m)
         m.ha = None
         m.incarnation += 1
         m.timer_at = None
@@ -469,14 +507,22 @@ class Simulation:
         self._write_off_lost()
 
     def _write_off_lost(self) -> None:
-        """Acceptances no member that is up holds any more (not even a newer state) died with a crash."""
-        live = [m.ha.bindings for m in self.members if m.ha is not None]
-        for hoa, idents in self.idents.items():
-            best = max((t.last_identification(hoa) or 0 for t in live), default=0)
-            for ident in idents:
-                if ident > best and (hoa, ident) not in self.lost:
-                    self.lost.add((hoa, ident))
-                    self.stats["acceptances_lost_with_crash"] += 1
+        """Count the acceptances no member that is up knows any more: they died with a crash (reference.py
+        says what that means for the answer). A late datagram from the dead may still bring one back."""
+        live = [m.knowledge for m in self.members if m.ha is not None]
+        for a in self.model.acceptances:
+            if a.number not in self.lost and not any(k.knows(a.number) for k in live):
+                self.lost.add(a.number)
+                self.stats["acceptances_lost_with_crash"] += 1
+
+    REJECTION_COUNTERS = ("redundancy.malformed", "redundancy.messages_rejected")
+
+    def _tally_rejections(self, m: Member) -> None:
+        """Add what an incarnation rejected as malformed to the run's count (its core is about to go)."""
+        assert m.ha is not None
+        for name in self.REJECTION_COUNTERS:
+            if m.ha.counters[name]:
+                self.rejections[f"{m.address} {name}"] += m.ha.counters[name]
 
     def _guard(self, m: Member, what: str, fn: Callable, *args) -> list:
         try:
@@ -513,7 +559,8 @@ class Simulation:
         self._apply(m, effects, None)
         self._rearm(m)
 
-    def _receive(self, m: Member, data: bytes, source: tuple[str, int], local: str) -> None:
+    def _receive(self, m: Member, data: bytes, source: tuple[str, int], local: str,
+                 carried: Carried = None) -> None:
         ha = m.ha
         assert ha is not None
         registration = data[0] == REQUEST_TYPE and len(data) >= _REQ.size
@@ -522,17 +569,48 @@ class Simulation:
             before = counters["accepted"] + counters["accepted.deregistration"]
         effects = self._guard(m, "receive_datagram", ha.receive_datagram, data, source, local, self.now)
         if registration and counters["accepted"] + counters["accepted.deregistration"] > before:
-            _, _, _, hoa, _, _, ident = _REQ.unpack_from(data)
-            state = ha.bindings.lookup(hoa)
-            if state[0] != ident:
-                self.fail(f"[oracle] {m.address} accepted {IPv4Address(hoa)} #{fmt_id(ident)} but holds "
-                          f"#{fmt_id(state[0])}", False)
-            self.accepted.setdefault((hoa, ident), []).append((m.index, state))
-            self.idents.setdefault(hoa, set()).add(ident)
-            self.stats["accepted"] += 1
-            self.note(f"{m.address} accepts {IPv4Address(hoa)} #{fmt_id(ident)} -> {fmt_state(state)}")
+            self._accepted(m, data)
+        elif carried is not None:
+            self._learn(m, data, carried)
         self._apply(m, effects, local)
         self._rearm(m)
+
+    def _accepted(self, m: Member, request: bytes) -> None:
+        """Member ``m`` accepted this Registration Request: one operation for the model."""
+        assert m.ha is not None
+        _, flags, lifetime, hoa, _, coa, ident = _REQ.unpack_from(request)
+        state = m.ha.bindings.lookup(hoa)
+        if state[0] != ident:
+            self.fail(f"[oracle] {m.address} accepted {IPv4Address(hoa)} #{fmt_id(ident)} but holds "
+                      f"#{fmt_id(state[0])}", False)
+        binding = None
+        if lifetime == 0:
+            op = Operation(hoa, ident, DEREGISTER_ALL if coa == hoa else DEREGISTER, coa)
+        else:
+            simultaneous = bool(flags & S_FLAG) and self.shape.simultaneous_bindings > 0
+            op = Operation(hoa, ident, REGISTER, coa, simultaneous)
+            binding = next((b for b in state[1] if (b.care_of_address, b.identification) == (coa, ident)),
+                           None)
+            if binding is None:
+                self.fail(f"[oracle] {m.address} accepted {IPv4Address(hoa)} #{fmt_id(ident)} but holds no "
+                          f"binding for {IPv4Address(coa)}: {fmt_state(state)}", False)
+        self.model.accept(op, m.index, self.now, binding, m.knowledge)
+        self.stats["accepted"] += 1
+        self.note(f"{m.address} accepts {IPv4Address(hoa)} #{fmt_id(ident)} {op} -> {fmt_state(state)}")
+
+    def _learn(self, m: Member, data: bytes, carried: tuple[Knowledge, int]) -> None:
+        """What a datagram from a member taught ``m``'s core: for each node it names with an Identification
+        (a Binding Update, a node's state in a table reply or any other message that carries one) that
+        ``m`` now holds at or above, what the sender knew of that node up to it when it sent the datagram.
+        Acknowledgements name a node but carry nothing."""
+        sender, size = carried
+        if not size:
+            return
+        bindings = m.ha.bindings  # type: ignore[union-attr]
+        for hoa, ident in named_nodes(data):
+            last = bindings.last_identification(hoa)
+            if last is not None and last >= ident:
+                m.knowledge.learn_from(sender, size, hoa, ident)
 
     def _apply(self, m: Member, effects: list, local: str | None) -> None:
         for e in effects:
@@ -569,7 +647,7 @@ class Simulation:
         self.stats[f"replies_sent.{reply.code}"] += 1
         if reply.code < 64:
             key = (reply.home_address, reply.identification)
-            if key not in self.accepted:
+            if key[1] not in self.model.identifications(key[0]):
                 self.fail(f"[phantom] {m.address} sent code {reply.code} for {IPv4Address(key[0])} "
                           f"#{fmt_id(key[1])}, "
                           "which no member accepted", False)
@@ -578,12 +656,16 @@ class Simulation:
     # -- the network ------------------------------------------------------------------------------------
 
     def transmit(self, data: bytes, source: str, destination: str, count: bool = True,
-                 local: str | None = None) -> None:
+                 local: str | None = None, carried: Carried = None) -> None:
         """``data`` from ``source`` on its way to ``destination``, where it arrives at ``local`` (the
-        destination itself, or the multicast group a copy was sent to)."""
+        destination itself, or the multicast group a copy was sent to). A datagram from a member carries
+        what its sender knew as it sent it (``carried``), for the oracle."""
         rng = self.rng
+        sender = self.by_address.get(source)
         if count:
             self.stats["datagrams"] += 1
+            if sender is not None and sender.ha is not None and data[0] >= 200:
+                carried = (sender.knowledge, sender.knowledge.size())
         if self.drop_rule is not None and self.drop_rule(self.now, source, destination, data):
             self.stats["dropped_by_rule"] += 1
             return
@@ -592,21 +674,26 @@ class Simulation:
             if self.tracing:
                 self.note(f"lose {source} -> {destination}: {describe(data)}")
             return
+        if self.lossy and sender is not None and destination in self.by_address:
+            extra = self.lossy.get((sender.index, self.by_address[destination].index), 0.0)
+            if extra and rng.random() < extra:
+                self.stats["lost_on_lossy_link"] += 1
+                return
         copies = 2 if self.duplicate and rng.random() < self.duplicate else 1
         for _ in range(copies):
             delay = rng.uniform(self.scenario.min_delay, self.scenario.max_delay)
             if self.reorder and rng.random() < self.reorder:
                 delay += rng.uniform(0, self.scenario.reorder_delay)
-            self.push(self.now + delay, DELIVER, data, source, destination, local or destination)
+            self.push(self.now + delay, DELIVER, data, source, destination, local or destination, carried)
 
-    def _deliver(self, data: bytes, source: str, destination: str, local: str) -> None:
+    def _deliver(self, data: bytes, source: str, destination: str, local: str, carried: Carried) -> None:
         if self.tracing:
             self.note(f"deliver {source} -> {destination}: {describe(data)}")
         if destination == MULTICAST:  # every other member, each copy lost or not on its own
             self.stats["multicasts"] += 1
             for m in self.members:
                 if m.address != source:
-                    self.transmit(data, source, m.address, count=False, local=MULTICAST)
+                    self.transmit(data, source, m.address, count=False, local=MULTICAST, carried=carried)
             return
         if destination == VIP:
             holders = sorted(i for i in self.holders if self.members[i].ha is not None)
@@ -615,7 +702,10 @@ class Simulation:
                 return
             if len(holders) > 1:
                 self.stats["split_brain_deliveries"] += 1
-            m = self.members[holders[0] if len(holders) == 1 else self.rng.choice(holders)]
+            if self.vip_to in holders:
+                m = self.members[self.vip_to]
+            else:
+                m = self.members[holders[0] if len(holders) == 1 else self.rng.choice(holders)]
         else:
             m = self.by_address.get(destination)  # type: ignore[assignment]
             if m is None:
@@ -631,9 +721,9 @@ class Simulation:
         if self.batch:
             if not m.inbox:
                 self.push(self.now + self.rng.uniform(0, 0.002), DRAIN, m.index, m.incarnation)
-            m.inbox.append((data, (source, PORT), local))
+            m.inbox.append((data, (source, PORT), local, carried))
             return
-        self._receive(m, data, (source, PORT), local)
+        self._receive(m, data, (source, PORT), local, carried)
 
     def _drain(self, index: int, incarnation: int) -> None:
         """What a member's sockets hold, received in one batch (the daemon's drain)."""
@@ -643,8 +733,8 @@ class Simulation:
             return
         self.stats["drains"] += 1
         self._guard(m, "begin_batch", m.ha.begin_batch)
-        for data, source, local in inbox:
-            self._receive(m, data, source, local)
+        for data, source, local, carried in inbox:
+            self._receive(m, data, source, local, carried)
             if m.ha is None:
                 return
         effects = self._guard(m, "end_batch", m.ha.end_batch, self.now)
@@ -672,6 +762,27 @@ class Simulation:
         self.crash(m.index, graceful=rng.random() < self.scenario.graceful)
         back = min(self.now + rng.uniform(0.2, 5.0), self.heal_at)
         self.at(back, self.restart, m.index)
+
+    def _random_restart(self) -> None:
+        """A member crashes (or stops) and comes straight back, before the others can mark it down: it
+        returns with an empty table while they still count on it."""
+        rng = self.rng
+        up = [m for m in self.members if m.ha is not None]
+        if len(up) < 2:
+            return
+        m = rng.choice(up)
+        self.crash(m.index, graceful=rng.random() < self.scenario.graceful)
+        self.stats["quick_restarts"] += 1
+        self.at(min(self.now + rng.uniform(0.01, 0.3), self.heal_at), self.restart, m.index)
+
+    def _random_lossy_link(self, end: float) -> None:
+        """Datagrams from one member to another are mostly lost, the other way not at all, until ``end``."""
+        rng = self.rng
+        a, b = rng.sample(range(len(self.members)), 2)
+        self.note(f"lossy link {addr(a)} -> {addr(b)}")
+        self.stats["lossy_links"] += 1
+        self.lossy[(a, b)] = self.scenario.link_loss
+        self.at(end, self.lossy.pop, (a, b), None)
 
     def _random_partition(self, name: int, end: float) -> None:
         rng, n = self.rng, len(self.members)
@@ -741,8 +852,9 @@ class Simulation:
         effects = self._guard(m, "remove", m.ha.remove, hoa, care_of, self.now)
         state = m.ha.bindings.lookup(hoa)
         if before is not None and state[0] is not None and state[0] > before:
-            self.accepted.setdefault((hoa, state[0]), []).append((m.index, state))
-            self.idents.setdefault(hoa, set()).add(state[0])
+            op = (Operation(hoa, state[0], DEREGISTER_ALL, hoa) if care_of is None
+                  else Operation(hoa, state[0], DEREGISTER, care_of))
+            self.model.accept(op, m.index, self.now, None, m.knowledge)
             self.stats["removals"] += 1
             self.note(f"operator removes {IPv4Address(hoa)} on {m.address} -> {fmt_state(state)}")
         self._apply(m, effects, None)
@@ -830,14 +942,22 @@ class Simulation:
                 extra, missing = m.tunnels - want, want - m.tunnels
                 self.fail(f"[tunnels] {m.address} ({roles[m.address]}) tunnels differ from its bindings: "
                           f"extra {fmt_pairs(extra)} missing {fmt_pairs(missing)}", False)
+        # Datagrams between members rejected as malformed, by every incarnation.
+        for m in live:
+            self._tally_rejections(m)
+        if self.rejections and not self.scenario.rejections_allowed:
+            self.fail(f"[rejected] member datagrams rejected as malformed: {dict(self.rejections)}", False)
         # The tables.
-        hoas = set(self.idents)
+        knowledge = [m.knowledge for m in live]
+        self.stats["acceptances_lost"] = sum(not any(k.knows(a.number) for k in knowledge)
+                                             for a in self.model.acceptances)
+        hoas = set(self.model.home_addresses())
         for m in live:
             hoas.update(m.ha.bindings.home_addresses())
         for hoa in sorted(hoas):
-            self._check_node(hoa, live, now)
+            self._check_node(hoa, live, knowledge, now)
 
-    def _check_node(self, hoa: int, live: list[Member], now: float) -> None:
+    def _check_node(self, hoa: int, live: list[Member], knowledge: list[Knowledge], now: float) -> None:
         name = str(IPv4Address(hoa))
         lasts = {m.address: m.ha.bindings.last_identification(hoa) for m in live}
         distinct = set(lasts.values())
@@ -847,16 +967,15 @@ class Simulation:
                       + "; tables " + "; ".join(f"{m.address}: {fmt_state(m.ha.bindings.lookup(hoa))}"
                                                 for m in live), False)
         final = max((v for v in distinct if v is not None), default=None)
-        idents = self.idents.get(hoa, set())
-        missing = sorted(i for i in idents if (final is None or i > final) and (hoa, i) not in self.lost)
+        known, lost = self.model.split(hoa, knowledge)
+        missing = [i for i in known if final is None or i > final]
         if missing:
             replied = (hoa, missing[-1]) in self.replied
             self.fail(f"[lost] {name}: accepted #{fmt_id(missing[-1])} (replied: {replied}) "
                       f"but the members hold #{fmt_id(final)}", False)
         if final is None:
             return
-        variants = self.accepted.get((hoa, final))
-        if not variants:
+        if final not in self.model.identifications(hoa):
             self.fail(f"[phantom] {name}: members hold #{fmt_id(final)}, which no member accepted", False)
             return
         holders = [m for m in live if m.ha.bindings.last_identification(hoa) == final]
@@ -867,20 +986,46 @@ class Simulation:
                 self.fail(f"[split-state] {name}: {m.address} and {holders[0].address} both hold "
                           f"#{fmt_id(final)} "
                           f"but differ: {apart}", False)
+        answers = self.model.expected(hoa, knowledge, final)
         for m in holders:
             state = m.ha.bindings.lookup(hoa)
-            problems = [diff_bindings(state[1], v[1][1], now) for v in variants]
+            problems = [diff_model(state[1], answer, now) for answer in answers]
             if all(problems):
-                self.fail(f"[state] {name} on {m.address}: holds {fmt_state(state)}, expected (accepted by "
-                          f"{addr(variants[0][0])}) {fmt_state(variants[0][1])}: {problems[0]}", False)
+                self.fail(f"[state] {name} on {m.address}: holds {fmt_state(state)}, the model says "
+                          f"{answers[0].describe(fmt_id, T0)}: {problems[0]}; operations: "
+                          f"{self.describe_operations(hoa, known)}", False)
+
+    def describe_operations(self, hoa: int, known: list[int]) -> str:
+        """A node's operations in Identification order, where each was accepted, which are lost."""
+        return "; ".join(f"#{fmt_id(i)} {a[0].operation} at {addr(a[0].member)} +{a[0].at - T0:.3f}"
+                         + ("" if i in known else " (lost)")
+                         for i, a in sorted(self.model.identifications(hoa).items()))
 
 
 # -- comparing and printing -----------------------------------------------------------------------------
 
 
+def named_nodes(data: bytes) -> list[tuple[int, int]]:
+    """(home address, Identification) of every node a member datagram carries state for: a Binding Update,
+    a node of a table reply, or any message with a ``node`` or ``nodes``; acknowledgements carry none."""
+    out: list[tuple[int, int]] = []
+    for message in messages(data):
+        if "Ack" in type(message).__name__:
+            continue
+        hoa, ident = getattr(message, "home_address", None), getattr(message, "identification", None)
+        if isinstance(hoa, int) and isinstance(ident, int):
+            out.append((hoa, ident))
+        node = getattr(message, "node", None)
+        nodes = (node,) if node is not None else getattr(message, "nodes", None)
+        for n in nodes or ():
+            if hasattr(n, "home_address") and hasattr(n, "identification"):
+                out.append((n.home_address, n.identification))
+    return out
+
+
 def diff_bindings(actual: tuple, expected: tuple, now: float) -> str:
-    """'' when ``actual`` (a member's bindings of a node) is what ``expected`` (an accepted state) leaves
-    at ``now``; else what differs. A binding within a second of its end may be there or not."""
+    """'' when ``actual`` (one member's bindings of a node) is what ``expected`` (another's) leaves at
+    ``now``; else what differs. A binding within a second of its end may be there or not."""
     have = {b.care_of_address: b for b in actual}
     want = {b.care_of_address: b for b in expected}
     out = []

@@ -1,10 +1,23 @@
 """Seeded runs of the deterministic group simulation (``netsim.py``), and the bugs it found, minimised.
 
-Each chaos run: 3 or 5 members, 20 s of registrations, renewals, de-registrations and simultaneous bindings
+Each chaos run: 3 to 5 members, 20 s of registrations, renewals, de-registrations and simultaneous bindings
 with short lifetimes, over a network that loses 30 % of datagrams, duplicates, delays and reorders them,
-partitions the members (both ways or one way) and crashes, stops and restarts them; then 15 s of a healed
-network; then every member that is up must hold the oracle's table. ``bench/simulation.py`` runs the same
-over thousands of seeds.
+partitions the members (both ways or one way) and heals, loses most datagrams one way between two
+members for a while, and crashes, stops and restarts them (some straight back); then 15 s of a healed
+network; then every member that is up must hold what the reference model (``reference.py``) says, and no
+datagram between members may have been rejected as malformed. ``bench/simulation.py`` runs the same over
+thousands of seeds.
+
+How many seeds the suite runs: the 30 chaos runs below plus ``RANDOM_SEEDS`` (300) seeds of the bench's own
+cycle (``scenario_for``: every mode, replication and group size). A run costs about half a second of CPU
+(0.52 s measured over seeds 0-19, against 0.41 s before the extended faults and the model's bookkeeping),
+so the 300 add some 2.6 minutes to a suite of 3.5 on one CPU: well within the 20 minutes CI allows, with
+room for the rest and for a slower or busier runner (wall time was 2.8 s a run with six engineers on two
+vCPUs). A thousand would add 8.7 minutes of CPU, more than the rest of the suite together, for little more
+than the 300 find; the bench runs them (``python bench/simulation.py --seeds 1000``) and prints figures.
+
+Open failure kinds (``OPEN_KINDS``): a run whose only failures are of a kind the core does not fix yet is
+an xfail naming the fix, not a pass; any other failure fails. Remove a kind once its fix has landed.
 
 A chaos seed marked xfail fails today because of one of the bugs below; when the bug is fixed it passes,
 and strict xfail says so: remove its mark then. ``python bench/simulation.py --seeds N`` lists the seeds
@@ -28,6 +41,7 @@ from simulation.netsim import (
     expiry_spread,
     ip,
     messages,
+    run_seed,
     scripted,
 )
 
@@ -51,6 +65,24 @@ SEEDS = range(1, 6)
 # below passes there; bench/simulation.py over 2000 seeds finds the two open bugs at the end of this file.
 KNOWN_FAILURES: dict[tuple[int, str, str, int], str] = {}
 
+# Failure kinds today's core still produces, with the work that fixes them (issue 10). Measured on d188d3b
+# over 200 seeds: [rejected] in 148 runs, [state] in 19 (each seen by hand: a de-registration accepted
+# by a member that missed a newer registration wins the merge by its Identification alone).
+OPEN_KINDS = {
+    "rejected": "issue 10 point 4: a retransmitted Binding Update goes out malformed and its datagram is "
+                "rejected whole",
+    "state": "issue 10: merge rules (members merge states by Identification, not by operation)",
+}
+RANDOM_SEEDS = range(300)
+
+
+def judge(result) -> None:
+    """Pass, fail, or (only open kinds of failure) xfail with the reason."""
+    kinds = result.kinds()
+    if kinds and kinds <= set(OPEN_KINDS):
+        pytest.xfail("; ".join(OPEN_KINDS[k] for k in sorted(kinds)) + "\n" + result.summary())
+    assert result.ok, result.summary()
+
 
 def _chaos_params():
     for members, mode, replication in CONFIGURATIONS:
@@ -63,8 +95,14 @@ def _chaos_params():
 
 @pytest.mark.parametrize("members,mode,replication,seed", list(_chaos_params()))
 def test_chaos(members, mode, replication, seed):
-    result = Simulation(Scenario(seed, members, mode, replication)).run()
-    assert result.ok, result.summary()
+    judge(Simulation(Scenario(seed, members, mode, replication)).run())
+
+
+@pytest.mark.parametrize("seed", RANDOM_SEEDS, ids=[f"seed{s}" for s in RANDOM_SEEDS])
+def test_random_seed(seed):
+    """The bench's run for a seed: partitions both ways and one way that heal, one-way loss, crashes,
+    graceful stops, quick and slow restarts, 3 to 5 members in every mode."""
+    judge(run_seed(seed))
 
 
 # -- the harness and its oracle -------------------------------------------------------------------------
@@ -84,8 +122,8 @@ def test_lossless_network_with_restarts_converges(members, mode, replication, se
     scenario = Scenario(seed, members, mode, replication, loss=0.0, duplicate=0.1, reorder=0.3, partitions=0,
                         crashes=members - 1)
     result = Simulation(scenario).run()
-    assert result.ok, result.summary()
     assert result.stats["crashes"] + result.stats["stops"] >= 1
+    judge(result)
 
 
 def test_oracle_sees_a_member_that_diverges():
@@ -109,6 +147,66 @@ def test_oracle_writes_off_a_registration_that_died_with_its_only_holder():
     result = sim.run()
     assert result.ok, result.summary()
     assert result.stats["replies_sent.0"] == 1 and result.stats["acceptances_lost_with_crash"] == 1
+
+
+def test_oracle_writes_off_only_what_no_survivor_knows():
+    """The same, but the Binding Update reaches B before A dies: B knows the registration, so it is not
+    lost, and every member must end holding it."""
+    sim = scripted(restart_on_heal=False)
+    sim.drop_rule = drop_all(A, C, 200)
+    sim.at(T0 + 4, sim.send_request, 0, COA, 100)
+    sim.at(T0 + 4.1, sim.crash, 0)
+    result = sim.run()
+    assert result.ok, result.summary()
+    assert result.stats["acceptances_lost_with_crash"] == 0 and result.stats["acceptances_lost"] == 0
+    assert sim.members[1].knowledge.size() == 1
+
+
+def _malformed_update(sim, source: str, destination: str) -> None:
+    """A datagram from ``source`` to ``destination`` sealed with the group's key, holding a Binding Update
+    cut short: its seal verifies, its message does not parse."""
+    from homeagent.core.replay import ntp_identification
+    from homeagent.wire.auth import Algorithm, SecurityAssociation
+    from homeagent.wire.redundancy import seal
+
+    from simulation.netsim import PEER_KEY, PEER_SPI
+
+    sa = SecurityAssociation(PEER_SPI, Algorithm.HMAC_SHA256, bytes.fromhex(PEER_KEY))
+    body = bytes([200, 0, 0, 0])
+    datagram = seal(body, sa, ntp_identification(sim.now), ip(source), ip(destination))
+    sim.transmit(datagram, source, destination)
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_oracle_sees_a_member_datagram_rejected_as_malformed(allowed):
+    """One datagram that verifies but does not parse: a [rejected] failure, unless the scenario says it
+    corrupts datagrams on purpose."""
+    sim = scripted(rejections_allowed=allowed)
+    sim.at(T0 + 4, _malformed_update, sim, A, B)
+    result = sim.run()
+    assert result.ok == allowed, result.summary()
+    if not allowed:
+        assert result.kinds() == {"rejected"} and "127.0.0.2" in result.failures[0]
+
+
+def test_oracle_counts_rejections_of_a_member_that_crashed_since():
+    """The rejecting member's core is gone by the end (crashed and restarted): its count still counts."""
+    sim = scripted()
+    sim.at(T0 + 4, _malformed_update, sim, A, C)
+    sim.at(T0 + 5, sim.crash, 2)
+    sim.at(T0 + 6, sim.restart, 2)
+    result = sim.run()
+    assert result.kinds() == {"rejected"}, result.summary()
+
+
+def test_random_faults_include_partitions_one_way_loss_and_restarts():
+    """The faults a random run draws: every kind happens, and the run is judged like any other."""
+    result = run_seed(5, members=4, partitions=2, lossy_links=2, restarts=2, crashes=1)
+    stats = result.stats
+    assert stats["lossy_links"] == 2 and stats["lost_on_lossy_link"] > 0, stats
+    assert stats["quick_restarts"] + stats["crashes"] + stats["stops"] >= 3, stats
+    assert stats["partitioned"] > 0 and stats["starts"] >= 4 + 3, stats
+    judge(result)
 
 
 def test_quiet_group_replicates_and_fails_over():
