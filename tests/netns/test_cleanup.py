@@ -107,3 +107,9 @@ def test_cleanup_with_the_bind_method_has_nothing_to_do(tmp_path):
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith('nothing to clean up: redundancy.address_method is "bind"')
+    lone = tmp_path / "lone.toml"
+    lone.write_text(config.read_text().split("[redundancy]")[0])
+    out = subprocess.run([sys.executable, "-m", "homeagent", "cleanup", "--config", str(lone)],
+                         capture_output=True, text=True, timeout=20)
+    assert (out.returncode, out.stdout.strip()) == (0, "nothing to clean up: no [redundancy]: a lone Home Agent "
+                                                       "puts no address on an interface")

@@ -49,9 +49,10 @@ def daemon_answers(path: Path) -> bool:
     """Whether a daemon listens on the control socket ``path`` (a connection is accepted: even a hung
     daemon's is). A socket file nothing listens on is what a crash leaves, and does not count."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)  # a full backlog makes connect wait: a daemon is there, hung or busy
     try:
         probe.connect(str(path))
-    except PermissionError:  # someone else's daemon, perhaps: never clean up under it
+    except (PermissionError, TimeoutError):  # someone else's daemon, perhaps, or a stuck one: keep off
         return True
     except OSError:  # no such file, or refused: nothing listens
         return False
