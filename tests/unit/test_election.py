@@ -9,7 +9,6 @@ import pytest
 
 from collections import Counter
 
-from homeagent.core.clock import WallClock
 from homeagent.core.election import TRANSITIONS, Election, Event, Role, Transition
 from homeagent.core.sync import SyncState
 
@@ -289,7 +288,7 @@ def test_a_worse_standby_never_preempts(theirs, address):
 
 def synced_standby(priority: int) -> tuple[Election, SyncState]:
     """A standby whose election reads a sync state, as the group's does."""
-    sync = SyncState(Counter(), WallClock(), 7)
+    sync = SyncState(Counter())
     e = Election(ME, priority, 1.0, True, T0, sync=sync)
     e.ready(T0)
     return e, sync

@@ -3,10 +3,9 @@
 Every ``now`` the core is given is monotonic: lifetimes, retransmissions and elections run on it, so a
 step of the wall clock (an NTP correction, an operator's ``date -s``) neither expires a binding nor makes
 one immortal. The wall clock is needed only where time goes on the wire: registration Identifications
-and HA-HA timestamps (NTP format), the Since of a Recent table request, and the times shown to an
-operator. ``WallClock`` turns a monotonic instant into wall time with an offset that the runtime refreshes
-from the system clocks at every input, so the core itself still reads no clock, and a test steps the
-wall clock by changing the offset.
+and HA-HA timestamps (NTP format), and the times shown to an operator. ``WallClock`` turns a monotonic
+instant into wall time with an offset that the runtime refreshes from the system clocks at every input,
+so the core itself still reads no clock, and a test steps the wall clock by changing the offset.
 """
 
 from __future__ import annotations

@@ -4,9 +4,15 @@ member sends or answers, and every transfer of bindings that follows.
 * Start-up: before serving, ask every member for its table and load the replies; done when every member
   not given up on has sent all of it, or when nobody answered within ``startup_wait``.
 * Requests are resent until the member's first reply comes; a download that stalls is asked for again.
-* Catch-up: a member heard again after being down is asked for what changed since (Recent, Ask Back).
-* Reconciliation: after a loss, or on taking over, the active member gathers what changed lately from
-  every member and then hands its merged copy back (two rounds).
+* Catch-up: a member heard again after being down is asked for what differs (Digest, Ask Back).
+* Reconciliation: after a loss, or on taking over, the active member gathers what differs from every
+  member and then hands its merged copy back (two rounds).
+
+What differs is found by digest (docs/protocol.md, "Reconciliation by digest"): a request carries the
+digest of each of the requester's 256 buckets of home addresses, and the answer holds only the nodes of
+the buckets whose digests differ, so a reconciliation costs in proportion to what differs, not to the
+size of the table or to how many nodes changed lately (issue 10 point 3: the "Recent" window it replaces
+sent ~9,300 of 10,000 nodes at 2,000 registrations a second, to and from every member).
 
 The group owns the members, the seal and the outbox; this object owns only the state of the exchanges.
 
@@ -26,14 +32,16 @@ from typing import TYPE_CHECKING
 
 from homeagent.core.effects import Effect
 from homeagent.core.peers import Member
-from homeagent.core.replay import not_after, ntp_identification, ntp_seconds
+from homeagent.core.replay import ntp_identification
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer
 from homeagent.wire.redundancy import (
     ASK_BACK,
-    RECENT,
+    DIGEST,
+    DIGEST_BUCKETS,
     BindingTableReply,
     BindingTableReplyAck,
     BindingTableRequest,
+    reply_capacity,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +51,6 @@ log = logging.getLogger("homeagent.redundancy")
 
 REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request nobody has answered
 REQUEST_TRIES = 10  # then a silent member is not waited for any more
-RECENT_WINDOW = 10.0  # seconds of changes exchanged on a takeover: longer than any update's resends
 TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 CLOSED_MEMORY = 2 * IDLE_LIMIT  # seconds a finished download's late replies are still acknowledged
 UNKNOWN_LISTED_LOGGED = 64  # listed addresses we do not know that are logged (once each); then no more
@@ -66,14 +73,17 @@ class _Asking:
 
 
 def _merged(old: BindingTableRequest, new: BindingTableRequest) -> BindingTableRequest:
-    """One request for what two asked of one member: the whole table unless both asked only for recent
-    changes (then from the earlier Since), and Ask Back if either did."""
+    """One request for what two asked of one member: the whole table unless both asked only for what
+    differs (then from the newer digests, ours as of now), and Ask Back if either did."""
     flags = (old.flags | new.flags) & ASK_BACK
-    since = 0
-    if old.flags & new.flags & RECENT:
-        flags |= RECENT
-        since = old.since if not_after(old.since, new.since) else new.since  # the earlier
-    return BindingTableRequest(new.identification, new.home_agents, flags, since)
+    if old.flags & new.flags & DIGEST:
+        return BindingTableRequest(new.identification, new.home_agents, flags | DIGEST, new.digests)
+    return BindingTableRequest(new.identification, new.home_agents, flags)
+
+
+def differing(theirs: tuple[int, ...], ours: list[int]) -> set[int]:
+    """The buckets whose digests differ."""
+    return {b for b in range(DIGEST_BUCKETS) if theirs[b] != ours[b]}
 
 
 class TableExchange:
@@ -92,7 +102,7 @@ class TableExchange:
         self._closing: deque[tuple[float, tuple[int, int]]] = deque()  # the same, oldest first, to forget
         self.outgoing: dict[int, OutgoingTransfer] = {}  # member -> our table on its way to it
         self.incoming: dict[tuple[int, int], IncomingTransfer] = {}
-        self._reconciling: tuple[int, set[int]] | None = None  # (since, downloads still gathering)
+        self._reconciling: set[int] | None = None  # reconciling downloads still gathering
         self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
         self._last_request = 0
 
@@ -127,9 +137,8 @@ class TableExchange:
             self._ask(member, self._request_for(ident), now)
         else:
             # Back after being down: it may hold registrations we missed, and it missed the updates we did
-            # not send it meanwhile. Ask for what changed since it went down, and ask it to ask for ours.
-            since = ntp_seconds(self.membership.clock(member.down_since) - RECENT_WINDOW - self.membership.tolerance)
-            self._ask(member, self._request_for(ident, ASK_BACK | RECENT, since), now)
+            # not send it meanwhile. Ask for what differs, and ask it to ask for what differs of ours.
+            self._ask(member, self._request_for(ident, ASK_BACK | DIGEST), now)
 
     def on_timer(self, kind: str, arg: object, now: float) -> list[Effect]:
         if kind == "ask":
@@ -151,10 +160,12 @@ class TableExchange:
         self._last_request = max(ntp_identification(self.membership.clock(now)), self._last_request + 1)
         return self._last_request
 
-    def _request_for(self, ident: int, flags: int = 0, since: int = 0) -> BindingTableRequest:
-        """A Binding Table Request listing every member we know, ourselves first (FIG 12)."""
+    def _request_for(self, ident: int, flags: int = 0) -> BindingTableRequest:
+        """A Binding Table Request listing every member we know, ourselves first (FIG 12); with DIGEST,
+        carrying our table's digests as of now."""
+        digests = tuple(self.bindings.digests()) if flags & DIGEST else ()
         return BindingTableRequest(
-            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, since
+            ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, digests
         )
 
     def _ask(self, member: Member, request: BindingTableRequest, now: float, asked_back: bool = False) -> None:
@@ -169,7 +180,7 @@ class TableExchange:
             self._replace(member.address, previous.identification, request.identification, now)
         if asked_back and request.flags & ASK_BACK:
             request = BindingTableRequest(request.identification, request.home_agents, request.flags & ~ASK_BACK,
-                                          request.since)
+                                          request.digests)
         self.open[member.address] = request
         key = (member.address, request.identification)
         self.requested.setdefault(request.identification, member.address)
@@ -189,9 +200,9 @@ class TableExchange:
         startup = self.startup
         if startup is not None and old in startup.identifications:
             startup.identifications.add(new)
-        if self._reconciling is not None and old in self._reconciling[1]:
-            self._reconciling[1].discard(old)
-            self._reconciling[1].add(new)
+        if self._reconciling is not None and old in self._reconciling:
+            self._reconciling.discard(old)
+            self._reconciling.add(new)
 
     def _close(self, key: tuple[int, int], now: float) -> None:
         """A download of ours is over (done, abandoned, replaced or never answered); forget old ones."""
@@ -230,24 +241,20 @@ class TableExchange:
         return []
 
     def reconcile(self, now: float) -> None:
-        """After a member is lost (and on taking over): make every member that is up hold the newest state
-        of every mobile node that changed lately.
+        """After a member is lost (and on taking over): make every member that is up hold the merged state
+        of every mobile node.
 
         A Binding Update a member sent just before it died may have reached some members and not others;
-        none of them can know. The active member gathers what changed in the last RECENT_WINDOW seconds
-        (plus the clock tolerance: the filter is the mobile nodes' Identifications) from every member, and
-        once it holds all of it, has every member ask for its merged copy (Ask Back). Two rounds, so that no
-        member is answered before the active member has heard from all.
+        none of them can know. The active member gathers what differs from its table from every member
+        (Digest), and once it holds all of it, has every member ask for what differs of its merged copy
+        (Ask Back). Two rounds, so that no member is answered before the active member has heard from all.
         """
-        since = ntp_seconds(self.membership.clock(now) - RECENT_WINDOW - self.membership.tolerance)
         waiting = set()
         for m in self.membership.up():
-            request = self._request_for(self._request_identification(now), RECENT, since)
+            request = self._request_for(self._request_identification(now), DIGEST)
             self._ask(m, request, now)
             waiting.add(request.identification)
-        self._reconciling = (since, waiting)
-        if not waiting:
-            self._reconciling = None
+        self._reconciling = waiting or None
 
     def ask_whole_table(self, now: float) -> None:
         """Out of sync, and the member that told us so is gone: ask an in-sync member that is up (the
@@ -261,15 +268,15 @@ class TableExchange:
 
     def _gathered(self, ident: int, now: float) -> None:
         """A reconciling download ended (done or given up): once all have, hand the merged copy back."""
-        if self._reconciling is None or ident not in self._reconciling[1]:
+        waiting = self._reconciling
+        if waiting is None or ident not in waiting:
             return
-        since, waiting = self._reconciling
         waiting.discard(ident)
         if waiting:
             return
         self._reconciling = None
         for m in self.membership.up():
-            self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | RECENT, since), now)
+            self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
 
     def on_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
         self.counters["redundancy.table_requests_received"] += 1
@@ -284,16 +291,19 @@ class TableExchange:
                 return []
             self.timers.cancel(("transfer", (member.address, running.identification)))
             self.counters["redundancy.table_transfers_replaced"] += 1
-        since = request.since if request.flags & RECENT else None
-        transfer = OutgoingTransfer.start(
-            member.address, request.identification, self.bindings, self.settings.max_datagram,
-            member.association.digest_size, since,
-        )
+        if request.flags & DIGEST:
+            buckets = differing(request.digests, self.bindings.digests())
+            addresses = self.bindings.home_addresses_in(buckets) if buckets else []
+            what = f"the {len(buckets)} of {DIGEST_BUCKETS} buckets that differ"
+        else:
+            addresses, what = self.bindings.home_addresses(), "the whole table"
+        capacity = reply_capacity(self.settings.max_datagram, member.association.digest_size)
+        transfer = OutgoingTransfer(member.address, request.identification, addresses, capacity)
         self.outgoing[member.address] = transfer
-        log.info("sending %d mobile nodes to %s", len(transfer.home_addresses), member.name)
+        log.info("sending %d mobile nodes to %s: %s", len(addresses), member.name, what)
         effects = self._pump(transfer, member, now)
         if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
-            again = self._request_for(self._request_identification(now), request.flags & RECENT, request.since)
+            again = self._request_for(self._request_identification(now), request.flags & DIGEST)
             self._ask(member, again, now, asked_back=True)
         return effects
 
@@ -311,6 +321,7 @@ class TableExchange:
         sends = transfer.fill(self.bindings, now)
         self.counters["redundancy.table_replies_sent"] += len(sends)
         for _, body in sends:
+            self.counters["redundancy.table_reply_bytes_sent"] += len(body)
             self.group._send(body, member)
         effects: list[Effect] = []
         key = (member.address, transfer.identification)
@@ -320,7 +331,7 @@ class TableExchange:
         elif transfer.done:
             del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
-            self.group.sync_state.sent_table(member, transfer.since)
+            self.group.sync_state.sent_table(member)
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
@@ -350,10 +361,9 @@ class TableExchange:
         self.group._send(ack.body(), member)
         if transfer.done:
             log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
-            request = self.open.get(member.address)
-            if request is None or request.identification != reply.identification or not request.flags & RECENT:
-                gone = {m.address for m in self.membership if not m.up}
-                self.group.sync_state.whole_table_received(member, gone)
+            # Whole or what differed, we now hold everything it held when it answered.
+            gone = {m.address for m in self.membership if not m.up}
+            self.group.sync_state.whole_table_received(member, gone)
             del self.incoming[key]
             self._close(key, now)
             self.timers.cancel(("incoming", key))
@@ -414,6 +424,8 @@ class TableExchange:
         transfer = self.incoming.pop(key, None)
         if transfer is None:
             return
+        asked = self.open.get(key[0])
+        flags = asked.flags & DIGEST if asked is not None and asked.identification == key[1] else 0
         self._close(key, now)
         address, ident = key
         log.warning("table transfer %x from %s stalled; asking again", ident, IPv4Address(address))
@@ -426,7 +438,7 @@ class TableExchange:
                 startup.given_up.add(address)  # type: ignore[union-attr]
             self._gathered(ident, now)
             return
-        request = self._request_for(self._request_identification(now))
+        request = self._request_for(self._request_identification(now), flags)
         if for_startup:  # still the start-up download: the new request stands for the old
             startup.identifications.add(request.identification)  # type: ignore[union-attr]
         self._ask(member, request, now)

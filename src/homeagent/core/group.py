@@ -42,7 +42,6 @@ from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
 from homeagent.core.timers import Queue, Timers
 from homeagent.core.transfer import node_state, state_of
-from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
     AckCode,
     MAX_MESSAGES,
@@ -58,7 +57,7 @@ from homeagent.wire.redundancy import (
     SEAL_OVERHEAD,
     MobileNodeBindings,
     RedundancyMessage,
-    parse_messages,
+    read_messages,
 )
 
 log = logging.getLogger("homeagent.redundancy")
@@ -90,7 +89,13 @@ class GroupSettings:
 
 @dataclass
 class _PendingUpdate:
-    accepted: Accepted  # rebuilt on each resend, so the Remaining Lifetime is what is left then
+    """A Binding Update sent and not yet acked. A resend carries the very state first sent (aged to the
+    moment of the resend): state that changed meanwhile, from another member say, goes in its own update
+    under its own Identification, and one made of the newer state under the old Identification would be
+    malformed (issue 10 point 4)."""
+
+    update: BindingUpdate
+    sent_at: float
     tries: int = 1
 
 
@@ -116,7 +121,7 @@ class Group:
         self.bindings = bindings
         self.counters = counters
         self.timers = Timers()
-        self.sync_state = SyncState(counters, membership.clock, membership.tolerance)
+        self.sync_state = SyncState(counters)
         self.election = Election(
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
             settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
@@ -218,7 +223,7 @@ class Group:
         effects: list[Effect] = []
         for m in targets:
             key = (m.address, accepted.home_address)
-            self._pending[key] = _PendingUpdate(accepted)
+            self._pending[key] = _PendingUpdate(update, now)
             self._resends[0].add(now + UPDATE_RETRANSMIT, (key, accepted.identification))
             self._send(body, m)
         self.counters["redundancy.updates_sent"] += len(targets)
@@ -273,12 +278,14 @@ class Group:
             if refused.member is not None:
                 self._unauthenticated(refused.member, datagram, now)
             return []
-        try:
-            messages = self._bounded(parse_messages(body))
-        except ParseError as exc:
-            self.counters["redundancy.malformed"] += 1
-            log.debug("malformed message from %s: %s", member.name, exc.reason)
-            return []
+        messages, errors = read_messages(body)
+        if errors:  # the bad messages only: the others in the datagram count (issue 10 point 4)
+            self.counters["redundancy.messages_rejected"] += len(errors)
+            log.debug("%d malformed message(s) from %s: %s", len(errors), member.name, errors[0].reason)
+            if not messages:
+                self.counters["redundancy.malformed"] += 1
+                return []
+        messages = self._bounded(messages)
         effects = self._heard(member, now)
         for message in messages:
             handler = self._handlers.get(type(message))
@@ -350,7 +357,7 @@ class Group:
         self.counters["redundancy.updates_acked"] += 1
         key = (member.address, ack.home_address)
         pending = self._pending.get(key)
-        if pending is not None and pending.accepted.identification <= ack.identification:
+        if pending is not None and pending.update.identification <= ack.identification:
             del self._pending[key]
         return self._sync_acked(member.address, ack.home_address, ack.identification)
 
@@ -486,7 +493,7 @@ class Group:
         for level, queue in enumerate(self._resends):
             for key, ident in cast(list[tuple[tuple[int, int], int]], queue.due(now)):
                 pending = self._pending.get(key)
-                if pending is None or pending.accepted.identification != ident or pending.tries != level + 1:
+                if pending is None or pending.update.identification != ident or pending.tries != level + 1:
                     continue  # acked, superseded by a newer update, or its member given up on
                 member = self.membership.members.get(key[0])
                 if member is None:
@@ -498,7 +505,7 @@ class Group:
                 pending.tries += 1
                 self.counters["redundancy.updates_retransmitted"] += 1
                 self._resends[level + 1].add(now + UPDATE_RETRANSMIT * 2 ** (level + 1), (key, ident))
-                self._send(self._update_for(pending.accepted, now).body(), member)
+                self._send(pending.update.aged(int((now - pending.sent_at) * 1000)).body(), member)
         for token in self._sync_deadlines.due(now):
             effects += self._sync_timeout(token, now)  # type: ignore[arg-type]
         return effects

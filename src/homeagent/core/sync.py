@@ -16,18 +16,14 @@ import logging
 from collections import Counter
 from ipaddress import IPv4Address
 
-from homeagent.core.clock import WallClock
 from homeagent.core.peers import Member
-from homeagent.core.replay import not_after, ntp_seconds
 
 log = logging.getLogger("homeagent.redundancy")
 
 
 class SyncState:
-    def __init__(self, counters: Counter[str], clock: WallClock, tolerance: float) -> None:
+    def __init__(self, counters: Counter[str]) -> None:
         self.counters = counters
-        self.clock = clock
-        self.tolerance = tolerance  # of the mobile nodes' clocks: how far back a Recent table must reach
         self.told_by: set[int] = set()  # members whose last advertisement said we lag
         # Members whose whole table we hold: what they still say about us predates it, until they stop.
         self._answered_by: set[int] = set()
@@ -79,14 +75,10 @@ class SyncState:
         if member.lagging_since is None:
             member.lagging_since = since
 
-    def sent_table(self, member: Member, since: int | None) -> None:
-        """Our table reached ``member`` in full (every reply acked; ``since``: the NTP seconds of its Recent
-        filter, None for the whole table). If it reached back to before the member began to lag, less the
-        mobile nodes' clock tolerance, the member holds everything we answered."""
-        lagging = member.lagging_since
-        if lagging is None:
-            return
-        began = ntp_seconds(self.clock(lagging) - self.tolerance)
-        if since is None or not_after(since, began):
+    @staticmethod
+    def sent_table(member: Member) -> None:
+        """Our table, or every part of it that differed from the member's, reached ``member`` (every reply
+        acked): it holds everything we answered."""
+        if member.lagging_since is not None:
             member.lagging_since = None
             log.info("member %s holds everything this member answered: in sync", member.name)

@@ -23,6 +23,7 @@ from homeagent.wire.redundancy import (
 )
 
 WINDOW = 128  # replies in flight per transfer
+BURST = 8  # replies packed at one time (about 300 nodes): the window fills as acks come
 RETRANSMIT_AFTER = 0.5  # seconds without an ack before a reply is sent again (then 1 s, 1 s, ...)
 MAX_TRIES = 6  # then the transfer is abandoned and the peer marked down (after 4.5 s)
 IDLE_LIMIT = 2 * MAX_TRIES * RETRANSMIT_AFTER  # a receiver waits longer than the sender keeps resending
@@ -101,9 +102,11 @@ class OutgoingTransfer:
         return self.finished_sending and not self.in_flight
 
     def fill(self, table: BindingTable, now: float) -> list[tuple[int, bytes]]:
-        """New replies to send, as (sequence, body), while the window has room."""
-        out = []
-        while not self.finished_sending and len(self.in_flight) < WINDOW:
+        """New replies to send, as (sequence, body), while the window has room: at most ``BURST`` at a
+        time, so that packing never holds the sender's event loop for long (its advertisements must go
+        out on time while it sends a large table: issue 10); each ack lets more go."""
+        out: list[tuple[int, bytes]] = []
+        while not self.finished_sending and len(self.in_flight) < WINDOW and len(out) < BURST:
             sequence, states, parts = self._next_reply(table, now)
             self.in_flight[sequence] = _InFlight(not self.finished_sending, states, now, now)
             out.append((sequence, self._body(sequence, not self.finished_sending, parts)))

@@ -30,6 +30,8 @@ from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddre
 log = logging.getLogger("homeagent.daemon")
 
 DRAIN_BATCH = 512  # datagrams per wake-up before yielding to timers and the control socket
+DRAIN_BUDGET = 0.01  # seconds of work per wake-up, likewise: a burst of table replies or of acks that
+#                      each let more replies go must not hold the advertisements back (issue 10)
 FLUSH_EVERY = 32  # datagrams between two flushes of the messages queued for members
 MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive truncated and fail auth
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux: bind an address the interface does not have yet
@@ -263,9 +265,13 @@ class Daemon:
         def drain() -> None:
             self._now()  # the wall clock's offset, once per burst
             core.begin_batch()
+            deadline = monotonic() + DRAIN_BUDGET
             for i in range(DRAIN_BATCH):
                 if i % FLUSH_EVERY == FLUSH_EVERY - 1:  # keep acks flowing while a long burst drains
-                    apply(core.end_batch(monotonic()))
+                    now = monotonic()
+                    apply(core.end_batch(now))
+                    if now >= deadline:
+                        break  # the rest waits on the socket: the loop runs the timers first
                     core.begin_batch()
                 try:
                     data, source = sock.recvfrom(size)

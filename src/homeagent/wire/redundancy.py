@@ -31,7 +31,9 @@ MOBILE_NODE_BINDINGS = 101  # extension: one mobile node's last Identification a
 HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
 MORE_BIND = 0x80
 ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
-RECENT = 0x40  # Binding Table Request flag: only nodes whose last Identification is from Since on
+DIGEST = 0x40  # Binding Table Request flag: "send only the buckets whose digest differs from these"
+DIGEST_BUCKETS = 256  # digests a DIGEST request carries, 4 bytes each: bucket = home address % 256
+_DIGESTS = struct.Struct(f"!{DIGEST_BUCKETS}I")
 MAX_BINDINGS_PER_NODE = 10  # records (bindings, tombstones, cleared) one short-form extension can carry
 YOU_LAG = 0x01  # Advertisement flag: "you missed what I replicated" (the receiver is out of sync)
 OUT_OF_SYNC = 0x02  # Advertisement flag: "I am out of sync": no candidate while an in-sync member is up
@@ -213,6 +215,17 @@ class BindingUpdate:
         )
         return fixed + encode_node(self.node) if self.node is not None else fixed
 
+    def aged(self, elapsed_ms: int) -> BindingUpdate:
+        """The same update ``elapsed_ms`` later, for a resend: the same state, its remaining lifetimes
+        shorter by that much (a resend must not lengthen a binding; one that ran out meanwhile goes with
+        Remaining 0, see ``aged_node``). Never newer state: that goes in a new update, under its own
+        Identification (issue 10)."""
+        if elapsed_ms <= 0:
+            return self
+        node = aged_node(self.node, elapsed_ms) if self.node is not None else None
+        return BindingUpdate(self.flags, self.lifetime, max(0, self.remaining_ms - elapsed_ms), self.home_address,
+                             self.home_agent, self.care_of_address, self.identification, node)
+
     def state(self) -> MobileNodeBindings:
         """The mobile node's bindings after this update."""
         if self.node is not None:
@@ -239,20 +252,22 @@ class BindingUpdateAck:
 
 @dataclass(frozen=True, slots=True)
 class BindingTableRequest:
-    """FIG 12: the sender wants every member's table; the addresses are the members it knows."""
+    """FIG 12: the sender wants every member's table; the addresses are the members it knows. With
+    DIGEST, only the part that differs from the sender's: it carries the digest of each bucket of the
+    sender's table (docs/protocol.md, "Reconciliation by digest")."""
 
     identification: int
     home_agents: tuple[int, ...] = ()
-    flags: int = 0  # ASK_BACK: ask for the sender's table too; RECENT: only what changed from ``since``
-    since: int = 0  # NTP seconds; travels only with RECENT
+    flags: int = 0  # ASK_BACK: ask for the sender's table too; DIGEST: only the buckets that differ
+    digests: tuple[int, ...] = ()  # DIGEST_BUCKETS of them, with DIGEST only
 
     def body(self) -> bytes:
         if len(self.home_agents) > 255:
             raise ValueError("NumHA is one byte")
-        since = self.since.to_bytes(4, "big") if self.flags & RECENT else b""
+        digests = _DIGESTS.pack(*self.digests) if self.flags & DIGEST else b""
         return (
             _REQUEST.pack(RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags, self.identification)
-            + since
+            + digests
             + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
         )
 
@@ -319,21 +334,34 @@ RedundancyMessage = (
 # -- parsing -----------------------------------------------------------------------------------------
 
 
+class MessageError(ParseError):
+    """One message is bad, but where it ends is known: the messages after it in the datagram still count.
+    A receiver rejects the message, not the datagram (issue 10)."""
+
+    def __init__(self, reason: str, end: int) -> None:
+        super().__init__(reason)
+        self.end = end
+
+
 def _nodes(data: bytes, i: int, count: int | None) -> tuple[list[MobileNodeBindings], int]:
-    """``count`` Mobile Node Bindings extensions from ``i`` (None: as many as follow); and where they end."""
-    nodes: list[MobileNodeBindings] = []
+    """``count`` Mobile Node Bindings extensions from ``i`` (None: as many as follow); and where they end.
+    Their extent is found first, so a bad extension within it is a MessageError, not the datagram's end."""
+    spans: list[tuple[int, int]] = []
     end = len(data)
-    while (count is None or len(nodes) < count) and i < end and data[i] == MOBILE_NODE_BINDINGS:
+    while (count is None or len(spans) < count) and i < end and data[i] == MOBILE_NODE_BINDINGS:
         if i + 2 > end:
             raise ParseError(f"truncated extension at {i}")
         following = i + 2 + data[i + 1]
         if following > end:
             raise ParseError("extension overruns the message")
-        nodes.append(_decode_node(data[i + 2 : following]))
+        spans.append((i + 2, following))
         i = following
-    if count is not None and len(nodes) != count:
-        raise ParseError("NumBind does not match the extensions")
-    return nodes, i
+    if count is not None and len(spans) != count:
+        raise MessageError("NumBind does not match the extensions", i)
+    try:
+        return [_decode_node(data[a:b]) for a, b in spans], i
+    except ParseError as exc:
+        raise MessageError(exc.reason, i) from None
 
 
 def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
@@ -343,7 +371,7 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
         _, flags, granted, remaining, hoa, ha, coa, ident = _UPDATE.unpack_from(body, i)
         nodes, end = _nodes(body, i + _UPDATE.size, None)
         if len(nodes) > 1 or (nodes and (nodes[0].home_address != hoa or nodes[0].identification != ident)):
-            raise ParseError("a Binding Update carries at most its own node's bindings")
+            raise MessageError("a Binding Update carries at most its own node's bindings", end)
         return BindingUpdate(flags, granted, remaining, hoa, ha, coa, ident, nodes[0] if nodes else None), end
     if t == RedundancyType.BINDING_UPDATE_ACK:
         _, code, _, hoa, ident = _UPDATE_ACK.unpack_from(body, i)
@@ -351,15 +379,15 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
     if t == RedundancyType.BINDING_TABLE_REQUEST:
         _, count, flags, ident = _REQUEST.unpack_from(body, i)
         start = i + _REQUEST.size
-        since = 0
-        if flags & RECENT:
-            since = int.from_bytes(body[start : start + 4], "big")
-            start += 4
+        digests: tuple[int, ...] = ()
+        if flags & DIGEST:
+            digests = _DIGESTS.unpack_from(body, start)
+            start += _DIGESTS.size
         end = start + 4 * count
         if end > len(body):
             raise ParseError("NumHA overruns the message")
         addrs = tuple(int.from_bytes(body[j : j + 4], "big") for j in range(start, end, 4))
-        return BindingTableRequest(ident, addrs, flags, since), end
+        return BindingTableRequest(ident, addrs, flags, digests), end
     if t == RedundancyType.BINDING_TABLE_REPLY:
         _, code, count, flags, _, seq, ident = _REPLY.unpack_from(body, i)
         nodes, end = _nodes(body, i + _REPLY.size, count)
@@ -373,21 +401,43 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
     raise ParseError(f"unknown redundancy message type {t}")
 
 
-def parse_messages(body: bytes) -> list[RedundancyMessage]:
-    """Every message of a datagram's body: one, or several back to back (docs/protocol.md)."""
+def read_messages(body: bytes) -> tuple[list[RedundancyMessage], list[ParseError]]:
+    """The messages of a datagram's body that parse, and an error for each that does not. A bad message
+    whose end is known (a MessageError) is skipped; one whose end is not (an unknown type, a truncation,
+    a length that overruns) ends the reading, since nothing after it can be found (docs/protocol.md,
+    "Bounds"). The seal covered the whole body: what parses is the sender's. More than ``MAX_MESSAGES``:
+    none."""
     if not body:
-        raise ParseError("empty")
+        return [], [ParseError("empty")]
     out: list[RedundancyMessage] = []
+    errors: list[ParseError] = []
     i = 0
-    try:
-        while i < len(body):
-            if len(out) == MAX_MESSAGES:
-                raise ParseError(f"more than {MAX_MESSAGES} messages in one datagram")
+    while i < len(body):
+        if len(out) + len(errors) == MAX_MESSAGES:  # no sender packs more: nothing in it is acted on
+            return [], [ParseError(f"more than {MAX_MESSAGES} messages in one datagram")]
+        try:
             message, i = _parse_one(body, i)
-            out.append(message)
-    except struct.error as exc:
-        raise ParseError(f"truncated message at {i}: {exc}") from None
-    return out
+        except MessageError as exc:
+            errors.append(exc)
+            i = exc.end
+            continue
+        except ParseError as exc:
+            errors.append(exc)
+            break
+        except struct.error as exc:
+            errors.append(ParseError(f"truncated message at {i}: {exc}"))
+            break
+        out.append(message)
+    return out, errors
+
+
+def parse_messages(body: bytes) -> list[RedundancyMessage]:
+    """Every message of a datagram's body: one, or several back to back (docs/protocol.md); ParseError
+    if any is bad."""
+    messages, errors = read_messages(body)
+    if errors:
+        raise errors[0]
+    return messages
 
 
 def parse_body(body: bytes) -> RedundancyMessage:
