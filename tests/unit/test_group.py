@@ -948,6 +948,30 @@ def test_a_heal_exchanges_only_the_buckets_that_differ():
     assert requests and all(r.flags & DIGEST for r in requests)
 
 
+def test_a_resend_carries_the_state_first_sent_even_when_the_node_changed_meanwhile():
+    """Issue 10 point 4: HA1's update to HA2 is lost; before its resend, HA3 removes the node (a newer
+    Identification, replicated to HA1 and HA2). The resend must be the update first sent: made of the
+    newer state under the old Identification it would be malformed, and HA2 would reject its datagram with
+    everything packed in it (and in the end mark a healthy member down)."""
+    net, (ha1, ha2, ha3) = group(3)
+    lost: list = []
+    net.drop = lambda d: d.src == HA1 and d.dst == HA2 and d.has(BindingUpdate) and not lost and not lost.append(d)
+    net.register(registration(now=net.now))
+    net.deliver()
+    assert lost and len(ha3.bindings) == 1 and len(ha2.bindings) == 0
+    net.collect(HA3, ha3.remove(HOA, None, net.now))
+    net.deliver()
+    assert len(ha1.bindings) == 0 and len(ha2.bindings) == 0
+    net.run_until(net.now + 2 * UPDATE_RETRANSMIT)  # the resend
+    resent = [m.message for m in net.messages(BindingUpdate, src=HA1, dst=HA2)]
+    assert len(resent) == 2 and resent[1].identification == resent[0].identification
+    assert resent[1].state().bindings[0].care_of_address == COA  # the state first sent, not the removal
+    for ha in (ha1, ha2, ha3):
+        assert ha.counters["redundancy.messages_rejected"] == 0 and ha.counters["redundancy.malformed"] == 0
+        assert ha.counters["redundancy.members_marked_down"] == 0
+    assert view(ha1) == view(ha2) == view(ha3) and len(ha2.bindings) == 0  # the removal is newer: it stays
+
+
 def test_a_resent_update_still_expires_the_binding_with_the_sender():
     net, (ha1, ha2) = group()
     lost = []
