@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import struct
@@ -36,6 +37,8 @@ import pytest
 from daemons import group_config, status, wait
 from netns.lan import Lan, can_run
 
+from homeagent.runtime import control
+
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
 
 P = f"10.{120 + os.getpid() % 40}"
@@ -44,6 +47,7 @@ HOSTS = {"ha1": f"{P}.255.1", "ha2": f"{P}.255.2", "router": f"{P}.255.254", "st
 PORT = 434
 WIN_BACK = 1.0  # seconds from the stale host's answer to the router pointing at ha1 again
 ROUNDS = 5
+FLOOD = 20_000  # ARP frames the router sends in the flood test
 
 
 class Replies:
@@ -236,3 +240,76 @@ def test_a_hand_over_between_members_is_no_conflict(tmp_path):
             assert seg.counters(host).get("redundancy.address_conflicts", 0) == 0, host
             assert "another host claims" not in seg.log(host), host
         assert seg.counters("ha1")["arp_probes_sent"] >= 3
+
+
+def flood_frames(router_mac: bytes, rng: random.Random) -> list[bytes]:
+    """Broadcast ARP-typed frames, a quarter each: garbage, claims of the virtual address from random MACs
+    (a forger), ARP for something other than IPv4 over Ethernet, requests for the virtual address."""
+    head = b"\xff" * 6 + router_mac + b"\x08\x06"
+    vip, router = socket.inet_aton(VIP), socket.inet_aton(HOSTS["router"])
+    frames = []
+    for i in range(FLOOD):
+        kind = i % 4
+        if kind == 0:
+            body = rng.randbytes(rng.randrange(0, 60))
+        elif kind == 1:
+            body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, rng.randbytes(6), vip, bytes(6), vip)
+        elif kind == 2:
+            body = struct.pack("!HHBBH6s4s6s4s", rng.choice([6, 0]), rng.choice([0x86DD, 0x0800]), 6,
+                               rng.choice([16, 4]), 1, rng.randbytes(6), vip, bytes(6), vip)
+        else:
+            body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, router_mac, router, bytes(6), vip)
+        frames.append(head + body)
+    return frames
+
+
+def test_a_flood_of_malformed_and_forged_arp_neither_stops_nor_stalls_the_member(tmp_path):
+    with segment(tmp_path) as seg:
+        lan = seg.lan
+        seg.start()
+        time.sleep(1.5)  # the announcement, its repeat and the settle probe are out
+        before = seg.counters()
+        frames = flood_frames(bytes.fromhex(lan.mac("router").replace(":", "")), random.Random(os.getpid()))
+        with lan.inside("router"):
+            raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        raw.bind(("eth0", 0x0806))
+
+        def send() -> None:
+            for frame in frames:
+                raw.send(frame)
+
+        def ask() -> float:
+            asked = time.monotonic()
+            assert control.request(seg.config.parent / "ha1" / "control.sock", "status")["role"] == "active"
+            return time.monotonic() - asked
+
+        quiet = sorted(ask() for _ in range(30))  # the baseline, in this run
+        sender = threading.Thread(target=send)
+        started = time.monotonic()
+        sender.start()
+        latencies = []
+        try:
+            while sender.is_alive() or not latencies:
+                latencies.append(ask())
+                time.sleep(0.01)
+        finally:
+            sender.join(timeout=60)
+            raw.close()
+        elapsed = time.monotonic() - started
+        time.sleep(1.2)  # the last re-announcement's repeat
+        after = seg.counters()
+        delta = {k: after.get(k, 0) - before.get(k, 0)
+                 for k in ("redundancy.address_conflicts", "gratuitous_arp_sent", "arp_probes_sent")}
+        latencies.sort()
+        warnings = seg.log().count("another host claims")
+        def ms(samples: list[float]) -> str:
+            return f"p50 {1000 * samples[len(samples) // 2]:.1f} ms, max {1000 * samples[-1]:.1f} ms"
+
+        print(f"{FLOOD} frames in {elapsed:.2f} s; status answered {len(latencies)} times, {ms(latencies)} "
+              f"(quiet, before: {ms(quiet)}); {delta}; {warnings} warnings logged")
+        assert 0 < delta["redundancy.address_conflicts"] <= FLOOD // 4
+        # One re-announcement per half second at most, each sent twice; one probe per 0.1 s at most.
+        assert delta["gratuitous_arp_sent"] <= 2 * (elapsed / 0.5 + 3)
+        assert delta["arp_probes_sent"] <= elapsed / 0.1 + 3
+        assert warnings <= 5 * (elapsed + 3)
+        assert seg.role("ha1") == "active"

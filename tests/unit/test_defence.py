@@ -8,6 +8,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 
 from homeagent.runtime.defence import DEFEND_GAP, MAX_OFFENDERS, PROBE_GAP, SETTLE, WARN_GAP
+from homeagent.runtime.defence import WARNINGS_PER_SECOND
 from homeagent.runtime.defence import Announce, Defence, Probe, Warn
 from homeagent.wire.arp import BROADCAST, ArpFrame, Operation
 
@@ -108,3 +109,12 @@ def test_offending_macs_remembered_are_bounded():
         defence.heard(reply(i.to_bytes(6, "big")), 1.0 + i * 1e-6)
     assert len(defence._offenders) == MAX_OFFENDERS
     assert counters["redundancy.address_conflicts"] == 10 * MAX_OFFENDERS
+
+
+def test_warnings_in_all_are_bounded_and_a_mac_left_out_is_told_later():
+    defence, _ = holding()
+    macs = [i.to_bytes(6, "big") for i in range(1, 11)]
+    warned = [a for mac in macs for a in defence.heard(reply(mac), 1.5) if isinstance(a, Warn)]
+    assert len(warned) == WARNINGS_PER_SECOND
+    left_out = macs[-1]
+    assert Warn(VIP, left_out, 2) in defence.heard(reply(left_out), 2.5)  # the next second: both conflicts

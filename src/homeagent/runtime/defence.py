@@ -26,9 +26,10 @@ guards against):
   left behind. Two members that both hold the address (a split brain) announce at most twice a second
   each, never in a storm;
 - at most one probe per address every ``PROBE_GAP`` seconds, on the same terms;
-- a warning naming the offending MAC at most every ``WARN_GAP`` seconds per MAC, for at most
-  ``MAX_OFFENDERS`` MACs remembered (a host forging frames from many MACs cannot grow the table); every
-  conflict heard is counted in ``redundancy.address_conflicts`` and every probe sent in ``arp_probes_sent``.
+- a warning naming the offending MAC at most every ``WARN_GAP`` seconds per MAC and at most
+  ``WARNINGS_PER_SECOND`` in all, for at most ``MAX_OFFENDERS`` MACs remembered (a host forging frames
+  from many MACs can neither grow the table nor fill the disk); every conflict heard is counted in
+  ``redundancy.address_conflicts`` and every probe sent in ``arp_probes_sent``.
 
 Sans-I/O as the core is: frames and the time in, what to send and when out. ``runtime.address`` reads the
 socket, sends, and keeps the timers.
@@ -46,6 +47,7 @@ PROBE_GAP = 0.1  # seconds between two probes for one address
 SETTLE = 1.0  # seconds after taking an address before probing for it unasked
 WARN_GAP = 10.0  # seconds between two warnings about one offending MAC
 MAX_OFFENDERS = 64  # offending MACs remembered for the warnings
+WARNINGS_PER_SECOND = 5  # warnings logged in one second, whatever the number of MACs
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class Defence:
         self._probed: dict[int, float] = {}  # address -> its last probe, sent or due
         self._announced: dict[int, float] = {}  # address -> its last re-announcement, sent or due
         self._offenders: dict[bytes, tuple[float, int]] = {}  # MAC -> (last warned, conflicts since)
+        self._second = -1  # the second the warnings below were logged in
+        self._warned = 0
 
     def hold(self, address: int, now: float) -> list[Action]:
         """``address`` is ours now: probe for it ``SETTLE`` seconds on, to hear a host that kept it. Not at
@@ -116,14 +120,21 @@ class Defence:
         if at is not None:
             actions.append(Announce(address, at))
         warned, since = self._offenders.pop(mac, (None, 0))
-        if warned is None or now >= warned + WARN_GAP:
+        if (warned is None or now >= warned + WARN_GAP) and self._may_warn(now):
             actions.append(Warn(address, mac, since + 1))
             self._offenders[mac] = (now, 0)
-        else:
-            self._offenders[mac] = (warned, since + 1)
+        else:  # told later, with the count of all since
+            self._offenders[mac] = (warned if warned is not None else now - WARN_GAP, since + 1)
         while len(self._offenders) > MAX_OFFENDERS:
             del self._offenders[next(iter(self._offenders))]  # the one heard from least recently
         return actions
+
+    def _may_warn(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            self._second, self._warned = second, 0
+        self._warned += 1
+        return self._warned <= WARNINGS_PER_SECOND
 
     def _probe(self, address: int, now: float) -> list[Action]:
         at = _next(self._probed, address, now, PROBE_GAP)
