@@ -160,6 +160,7 @@ def test_the_router_ends_on_the_active_member_within_a_second_of_a_stale_host_an
         lan = seg.lan
         lan.exec("stale", "ip", "addr", "add", f"{VIP}/32", "dev", "eth0")  # as the killed member left it
         seg.start()
+        time.sleep(1.5)  # settled: its announcement, the repeat and its own probe are out
         ha1, stale = lan.mac("ha1"), lan.mac("stale")
         replies = Replies(lan)
         try:
