@@ -201,13 +201,15 @@ def group(tmp: Path, size: int) -> Iterator[Group]:
 class Gaps:
     """The probe's view of one window."""
 
+    window: float  # seconds
     sent: int
     answered: int
     unanswered: int
     longest: float  # seconds between two answers in a row (or from the last answer to the window's end)
     longest_from: float  # when that gap began (monotonic)
     still_dark: bool  # the longest gap runs to the end of the window: the address never came back
-    refusals: Counter[int] = field(default_factory=Counter)
+    prober_pause: float  # the longest time between two probes sent: above 10 ms, the prober itself was late
+    refusals: Counter[int] = field(default_factory=Counter)  # answers refusing the registration, by code
 
 
 class Prober:
@@ -222,7 +224,7 @@ class Prober:
         self.care_of = IPv4Address(lan.hosts[host])
         self.sent: dict[int, tuple[float, RegistrationRequest]] = {}  # low 32 bits of Identification
         self.answered: dict[int, float] = {}
-        self.refusals: Counter[int] = Counter()
+        self.refused: list[tuple[float, int]] = []  # (when, code)
         self.stopped_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -274,21 +276,23 @@ class Prober:
             if reply.code < 64:
                 self.answered[key] = at
             else:
-                self.refusals[reply.code] += 1
+                self.refused.append((at, reply.code))
 
     def gaps(self, since: float, until: float | None = None, grace: float = 0.5) -> Gaps:
         """Within [since, until] (by default, until the probe stopped): the longest time between two answers
         in a row, counting the stretch from ``since`` to the first answer and from the last answer to
         ``until``; the probes sent, and those sent before ``until - grace`` that were never answered."""
         until = until if until is not None else self.stopped_at or time.monotonic()
-        sent = [(at, key) for key, (at, _) in list(self.sent.items()) if since <= at <= until]
+        sent = sorted((at, key) for key, (at, _) in list(self.sent.items()) if since <= at <= until)
         answers = sorted(at for at in list(self.answered.values()) if since <= at <= until)
         edges = [since, *answers, until]
         longest, start = max(((b - a), a) for a, b in zip(edges, edges[1:], strict=False))
-        return Gaps(sent=len(sent), answered=len(answers),
+        sends = [at for at, _ in sent]
+        return Gaps(window=until - since, sent=len(sent), answered=len(answers),
                     unanswered=sum(1 for at, key in sent if at <= until - grace and key not in self.answered),
                     longest=longest, longest_from=start, still_dark=start + longest >= until - 1e-6,
-                    refusals=Counter(self.refusals))
+                    prober_pause=max((b - a for a, b in zip(sends, sends[1:], strict=False)), default=0.0),
+                    refusals=Counter(code for at, code in list(self.refused) if since <= at <= until))
 
 
 class NeighbourWatch:

@@ -117,20 +117,24 @@ class Lan:
         if run("ip", "-n", self.bridge, "link", "show", "sink", check=False).returncode != 0:
             run("ip", "-n", self.bridge, "link", "add", "sink", "type", "veth", "peer", "name", "sink-peer")
         macs = {host: self.mac(host) for side in sides for host in side}
+        batch = []  # one tc process: the cut lands at once, not port by port
         for side in sides:
             others = [macs[h] for s in sides if s is not side for h in s]
             for host in side:
-                port = f"v-{host}"
-                run("tc", "-n", self.bridge, "qdisc", "replace", "dev", port, "clsact")
-                for mac in others:
-                    run("tc", "-n", self.bridge, "filter", "add", "dev", port, "egress", "protocol", "all",
-                        "u32", "match", "ether", "src", mac, "action", "mirred", "egress", "redirect",
-                        "dev", "sink")
+                batch.append(f"qdisc replace dev v-{host} clsact")
+                batch += [f"filter add dev v-{host} egress protocol all u32 match ether src {mac} "
+                          "action mirred egress redirect dev sink" for mac in others]
+        self._tc_batch(batch)
 
     def heal(self) -> None:
         """Undo ``partition``: every port forwards every frame again."""
-        for host in self.hosts:
-            run("tc", "-n", self.bridge, "qdisc", "del", "dev", f"v-{host}", "clsact", check=False)
+        self._tc_batch([f"qdisc del dev v-{host} clsact" for host in self.hosts], check=False)
+
+    def _tc_batch(self, commands: list[str], check: bool = True) -> None:
+        """``tc -force -batch`` in the bridge's namespace (-force: on past a failed line, e.g. deleting a
+        qdisc a port never had)."""
+        subprocess.run(["tc", "-n", self.bridge, "-force", "-batch", "-"], input="\n".join(commands) + "\n",
+                       check=check, capture_output=True, text=True, timeout=30)
 
     def pids(self, host: str) -> list[int]:
         """Every process in ``host``'s namespace."""
