@@ -1,18 +1,24 @@
 """Control-socket queries against a group holding many bindings, measured in one run (issue 10 point 6):
 
 * two members on loopback (advertisement interval 0.1 s, so a master-down interval of about 0.4 s); the
-  active one is filled with ``--bindings`` bindings by ``homeagent mn load`` at the virtual address, and the
-  standby then starts and downloads them all (the fastest honest way: real registrations, a real transfer);
+  active one is filled with ``--bindings`` bindings by ``homeagent mn load`` at the virtual address (two
+  clients side by side), and the standby then starts and downloads them all: the fastest honest way, real
+  registrations and a real table transfer;
 * a steady load of registrations (renewals of bindings the table holds) runs all along, its reply latency
-  taken per request: first with no query (the baseline, same run), then while ``homeagent bindings --json``
-  dumps the whole table ``--dumps`` times, then while ``homeagent status`` is asked in a loop;
-* printed: each dump's time and size, the reply latency p50/p99/max without and during the dumps, the longest
-  gap between two replies (the longest the active member's event loop stood still), the status query's
-  time, and every role change of either member.
+  taken per request: first with no query (the baseline, same run), then while the table is dumped (once
+  read raw off the control socket: the daemon's part alone; then ``--dumps`` times by ``homeagent bindings
+  --json``, niced, so that on a host smaller than the group the CLI's own parsing and printing does not
+  take the members' CPU), then while ``homeagent status`` is asked in a loop;
+* printed: each dump's time and size (and for the raw one, the time to the first byte: the one step that
+  grows with the table, the copy of its home addresses), the reply latency p50/p99/max with no query and
+  during the dumps, the longest time with no reply inside a window (the longest the active member stood
+  still, within the client's resolution of 1/rate), the status query's round trip, and every role change
+  of either member, placed in time. The members' logs are kept with ``--keep-logs DIR``.
 
     python bench/control.py [--bindings 1000000] [--dumps 3] [--rate 2000] [--baseline 3]
 
-Goal: p99 < 50 ms during the dumps, and no role change.
+Goal: p99 < 50 ms during the dumps, and no role change. On a host shared with other work the baseline's
+own p99 is the floor: read the two lines against each other.
 """
 
 from __future__ import annotations
