@@ -66,6 +66,8 @@ _CANON_HEAD = struct.Struct("!IQQBB")
 _CANON_BINDING = struct.Struct("!IQHBI")
 _CANON_TOMBSTONE = struct.Struct("!IQ")
 _CANON_ONE = struct.Struct("!IQQBBIQHBI")  # the usual node: one binding, no tombstone
+_pack_one, _pack_canon_one, _crc32 = _ONE.pack, _CANON_ONE.pack, zlib.crc32  # the hot path's, bound once
+_BUCKET = DIGEST_BUCKETS - 1  # home_address % DIGEST_BUCKETS, as a mask (256 is a power of two)
 
 # A tombstone's life when nothing configures it: the default max_lifetime (1800 s) and twice the default
 # replay_tolerance (7 s). The registrar sets it from the configuration (Registrar.reconfigure).
@@ -225,25 +227,23 @@ class BindingTable:
             return binding, [b for b in current if b not in after.bindings]
         # The usual registration: one binding, which clears whatever the node held; no tombstone. The
         # state after is (identification, identification, {binding}), whose cleared is the default.
-        self._records[home_address] = _ONE.pack(
+        self._records[home_address] = _pack_one(
             identification, care_of_address, lifetime, expires, identification, flags, home_agent
         )
-        new = zlib.crc32(_CANON_ONE.pack(
+        new = _crc32(_pack_canon_one(
             home_address, identification, identification, 1, 0, care_of_address, identification, lifetime, flags,
             home_agent,
         ))
         if last is None:
             old = 0
         elif len(current) == 1:
-            b = current[0]
-            old = zlib.crc32(_CANON_ONE.pack(
-                home_address, last, b.identification, 1, 0, b.care_of_address, b.identification, b.lifetime,
-                b.flags, b.home_agent,
-            ))
+            _, coa, held_lifetime, _, ident, held_flags, ha = current[0]
+            old = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, held_lifetime, held_flags, ha))
         else:
             old = node_digest(home_address, NodeState(last, default_cleared(last, current), current))
-        bucket = home_address % DIGEST_BUCKETS
-        self._digests[bucket] = (self._digests[bucket] + new - old) & _MASK32
+        digests = self._digests
+        bucket = home_address & _BUCKET
+        digests[bucket] = (digests[bucket] + new - old) & _MASK32
         self._count += 1 - len(current)
         self._schedule(home_address, expires)
         return binding, list(current)
@@ -298,14 +298,18 @@ class BindingTable:
         ended: list[Binding] = []
         due = self._due
         keep = self.tombstone_lifetime
+        records, extra = self._records, self._extra
         while due and due[0] <= now:
             for home_address in self._buckets.pop(heapq.heappop(due), ()):
-                record = self._records[home_address]
-                if len(record) == HEAD + ENTRY and home_address not in self._extra:
-                    one = self._expire_one(home_address, record, now)
-                    if one is not None:
-                        ended.append(one)
-                    continue
+                record = records[home_address]
+                if home_address not in extra:  # no tombstone to forget: only bindings can be due
+                    if len(record) == HEAD + ENTRY:
+                        one = self._expire_one(home_address, record, now)
+                        if one is not None:
+                            ended.append(one)
+                        continue
+                    if len(record) == HEAD:
+                        continue  # a stale entry: nothing left to expire
                 state = self.state(home_address)
                 assert state is not None
                 if all(b.expires > now for b in state.bindings) and all(t.forget_at > now for t in state.tombstones):
@@ -326,10 +330,11 @@ class BindingTable:
         self._records[home_address] = _HEAD.pack(last)
         if ident != last:  # cleared is no longer the default (the last Identification)
             self._extra[home_address] = _CLEARED.pack(ident)
-        old = zlib.crc32(_CANON_ONE.pack(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
-        new = zlib.crc32(_CANON_HEAD.pack(home_address, last, ident, 0, 0))
-        bucket = home_address % DIGEST_BUCKETS
-        self._digests[bucket] = (self._digests[bucket] + new - old) & _MASK32
+        old = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
+        new = _crc32(_CANON_HEAD.pack(home_address, last, ident, 0, 0))
+        digests = self._digests
+        bucket = home_address & _BUCKET
+        digests[bucket] = (digests[bucket] + new - old) & _MASK32
         self._count -= 1
         return Binding(home_address, coa, lifetime, expires, ident, flags, ha)
 
