@@ -56,7 +56,8 @@ def main() -> int:
     p.add_argument("--spacing", type=float, default=6.0, help="seconds between events (default 6)")
     p.add_argument("--warm-up", type=float, default=None,
                    help="seconds of load before the first event (default: nodes / rate, at least 5)")
-    p.add_argument("--settle", type=float, default=4.0, help="seconds an event waits for the group (default 4)")
+    p.add_argument("--settle", type=float, default=4.0,
+                   help="seconds an event waits for the group (default 4)")
     p.add_argument("--sends", action="store_true", help="print every 'sending N mobile nodes' line")
     p.add_argument("--keep", action="store_true", help="keep the state directories and logs")
     args = p.parse_args()
@@ -89,7 +90,7 @@ def main() -> int:
     finally:
         try:
             group.finalize()
-        except BaseException as exc:  # noqa: BLE001 - pytest.fail's exception: report, do not hide the figures
+        except BaseException as exc:  # noqa: BLE001 - pytest.fail's: report it, keep the figures
             print(f"at the end: {exc}", file=sys.stderr)
         if args.keep:
             print(f"logs and state kept in {root}")

@@ -42,8 +42,9 @@ LIFETIME = 1200  # longer than any run: a binding missing at the end was lost, n
 FIRST_HOME = IPv4Address("10.1.64.1")  # 10,000 nodes fit in 10.1.64.1 - 10.1.103.x, inside 10.1.0.0/16
 
 # Counters printed per event beside the reconciliation cost: what a storm looks like from outside.
-WATCHED = ("redundancy.table_requests_sent", "redundancy.members_marked_down", "redundancy.security_violations",
-           "redundancy.dual_active", "redundancy.updates_failed", "redundancy.table_transfers_replaced")
+WATCHED = ("redundancy.table_requests_sent", "redundancy.members_marked_down",
+           "redundancy.security_violations", "redundancy.dual_active", "redundancy.updates_failed",
+           "redundancy.table_transfers_replaced")
 TAKEOVER_REASONS = {ElectionEvent.MASTER_DOWN.value, ElectionEvent.ACTIVE_GONE.value}
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
@@ -340,7 +341,8 @@ class Churn:
         victim.kill()
         others = [m for m in self.group.running()]
         if self._wait(ev, f"every member to see {victim.address} down and the rest formed",
-                      lambda: all(_peer_state(m, victim.address) == "down" for m in others) and self._formed(),
+                      lambda: all(_peer_state(m, victim.address) == "down" for m in others)
+                      and self._formed(),
                       self.settle):
             ev.formed_after = time.monotonic() - ev.mono
 
@@ -443,9 +445,8 @@ class Churn:
             ev.reply_bytes = _delta(before, after, "redundancy.table_reply_bytes_sent")
             ev.replies = _delta(before, after, "redundancy.table_replies_sent")
             ev.counters = {name: _delta(before, after, name) for name in WATCHED}
-            unseen = sorted(a for a, pid in set(after) | set(before)
-                            if self.started[(a, pid)] < ev.mono and ((a, pid) not in before or
-                                                                    ((a, pid) not in after and a != ev.member)))
+            unseen = sorted(a for a, pid in set(after) | set(before) if self.started[(a, pid)] < ev.mono
+                            and ((a, pid) not in before or ((a, pid) not in after and a != ev.member)))
             if unseen:
                 ev.notes.append(f"counters incomplete: {', '.join(unseen)} did not answer at a snapshot")
             ev.sendings = [s for s in sendings if ev.wall <= s.at < end_w]
@@ -453,7 +454,8 @@ class Churn:
         takeovers, step_downs = classify(changes, self.events, self.members, load_started=_wall_of(load))
         return ChurnReport(
             members={m.address: m.priority for m in self.members},
-            load=result, load_seconds=result.seconds, baseline_gap=baseline_gap, baseline_bytes=baseline_bytes,
+            load=result, load_seconds=result.seconds,
+            baseline_gap=baseline_gap, baseline_bytes=baseline_bytes,
             events=self.events, changes=[c for c in changes if c.at >= _wall_of(load)],
             takeovers=takeovers, step_downs=step_downs, status_mismatches=self.check_status(changes),
         )
@@ -471,9 +473,12 @@ class Churn:
                 problems.append(f"{m.address}: no status ({exc})")
                 continue
             for t in transitions:
-                if not any((c.old, c.new, c.reason) == (t["from"], t["to"], t["reason"]) and abs(c.at - t["at"]) < 0.05
-                           for c in logged):
-                    problems.append(f"{m.address}: status transition {t} not in its log")
+                # The log line is written when the transition is applied, "at" is the input's time: under
+                # CPU starvation the two can be a loop iteration apart.
+                same = [c for c in logged if (c.old, c.new, c.reason) == (t["from"], t["to"], t["reason"])]
+                if not any(abs(c.at - t["at"]) < 1.0 for c in same):
+                    problems.append(f"{m.address}: status transition {t} not in its log "
+                                    f"(closest: {min((abs(c.at - t['at']) for c in same), default=None)})")
         return problems
 
 
@@ -528,20 +533,24 @@ def classify(changes: list[RoleChange], events: list[ChurnEvent], members: list[
 def format_report(r: ChurnReport, rate: float, nodes: int) -> str:
     lines = [
         f"members: " + ", ".join(f"{a} (priority {p})" for a, p in r.members.items()),
-        f"load: {nodes} mobile nodes at {rate:g}/s asked, {r.load.accepted} accepted in {r.load_seconds:.1f} s "
+        f"load: {nodes} mobile nodes at {rate:g}/s asked, {r.load.accepted} accepted "
+        f"in {r.load_seconds:.1f} s "
         f"({r.load.rate:.0f}/s), {r.load.lost} unanswered, {r.load.invalid} invalid, codes {r.load.codes}",
         f"baseline (load, no event): longest reply gap {r.baseline_gap * 1000:.0f} ms, "
         f"table reply bytes {r.baseline_bytes}",
         "",
-        f"{'event':44} {'reply bytes':>12} {'replies':>8} {'nodes sent':>11} {'sends':>6} {'longest gap':>12}",
+        f"{'event':44} {'reply bytes':>12} {'replies':>8} {'nodes sent':>11} {'sends':>6} "
+        f"{'longest gap':>12}",
     ]
     for ev in r.events:
-        lines.append(f"{ev.name:44} {ev.reply_bytes:>12} {ev.replies:>8} {ev.nodes_sent:>11} {len(ev.sendings):>6} "
+        lines.append(f"{ev.name:44} {ev.reply_bytes:>12} {ev.replies:>8} {ev.nodes_sent:>11} "
+                     f"{len(ev.sendings):>6} "
                      f"{ev.gap * 1000:>9.0f} ms  (at {ev.gap_at:+.2f} s)")
         for s in ev.sendings:
             lines.append(f"    {s.member} sent {s.nodes} mobile nodes to {s.to}: {s.what}")
-        lines.append("    formed again after " + (f"{ev.formed_after:.2f} s" if ev.formed_after is not None else "-")
-                     + "; " + ", ".join(f"{k.removeprefix('redundancy.')} {v}" for k, v in ev.counters.items()))
+        formed = f"{ev.formed_after:.2f} s" if ev.formed_after is not None else "-"
+        lines.append(f"    formed again after {formed}; "
+                     + ", ".join(f"{k.removeprefix('redundancy.')} {v}" for k, v in ev.counters.items()))
         for note in ev.notes:
             lines.append(f"    note: {note}")
     lines.append("")
@@ -554,7 +563,8 @@ def format_report(r: ChurnReport, rate: float, nodes: int) -> str:
                      + (f" ({t.event})" if t.event else f" ({t.change.reason})"))
     lines.append(f"step-downs: {len(r.step_downs)}; needless takeovers: {len(r.needless)}")
     lines.append("after the load: formed with identical tables "
-                 + (f"within {r.converged_after:.2f} s" if r.converged_after is not None else "NOT within the wait"))
+                 + (f"within {r.converged_after:.2f} s" if r.converged_after is not None
+                    else "NOT within the wait"))
     for p in r.status_mismatches:
         lines.append(f"status/log mismatch: {p}")
     return "\n".join(lines)
