@@ -7,6 +7,7 @@ checked to leave the binding table (and each node's last Identification) exactly
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -527,3 +528,43 @@ def test_status_and_binding_list_views(three):
     assert [r["care_of_address"] for r in rows] == ["198.51.100.7", "198.51.100.8", "198.51.100.9"]
     assert all(r["home_address"] == "10.1.0.5" and r["remaining"] == 595 for r in rows)
     assert three.binding_list(T0 + 5, home_address=IPv4Address("10.1.0.6")) == []
+
+
+# -- tombstones (docs/protocol.md, "Merging after a partition") ---------------------------------------
+
+
+def test_tombstones_last_max_lifetime_and_two_replay_tolerances():
+    ha = make_ha(max_lifetime=600)
+    assert ha.bindings.tombstone_lifetime == 600 + 2 * 7
+    # A reload to a shorter max_lifetime does not shorten them: bindings granted before still run.
+    ha.registrar.reconfigure(replace(ha.registrar.settings, max_lifetime=60), ha.registrar.security)
+    assert ha.bindings.tombstone_lifetime == 614
+
+
+def test_deregistering_one_care_of_address_leaves_a_tombstone_until_it_can_cancel_nothing(three):
+    ident = ntp(T0 + 1)
+    accept(three, request(lifetime=0, coa=COA2, ident=ident), T0 + 1)
+    [tombstone] = three.bindings.state(HOA).tombstones
+    assert tombstone == (COA2, ident, T0 + 1 + 1800 + 14)
+    # An older registration of COA2 from a member across a partition (Identification below the
+    # de-registration) changes nothing when it arrives.
+    older = three.bindings.state(HOA)._replace(bindings=(
+        three.bindings.bindings_of(HOA)[0]._replace(care_of_address=COA2, identification=ntp(T0, 7)),))
+    three.bindings.merge(HOA, older, T0 + 2)
+    assert coas(three) == {COA, COA3}
+    three.bindings.expire(T0 + 1 + 1814)
+    # COA2's is forgotten; COA and COA3 ended meanwhile (simultaneous bindings: tombstones of their own).
+    assert [t.care_of_address for t in three.bindings.state(HOA).tombstones] == [COA, COA3]
+
+
+def test_a_registration_without_s_clears_and_drops_the_tombstones(three):
+    accept(three, request(lifetime=0, coa=COA2, ident=ntp(T0 + 1)), T0 + 1)
+    accept(three, request(coa=COA4, ident=ntp(T0 + 2)), T0 + 2)
+    state = three.bindings.state(HOA)
+    assert state.tombstones == () and state.cleared == ntp(T0 + 2) and coas(three) == {COA4}
+
+
+def test_deregistering_all_clears_without_a_tombstone(three):
+    accept(three, request(lifetime=0, coa=COA2, ident=ntp(T0 + 1)), T0 + 1)
+    accept(three, request(lifetime=0, coa=HOA, ident=ntp(T0 + 2)), T0 + 2)
+    assert three.bindings.state(HOA) == (ntp(T0 + 2), ntp(T0 + 2), (), ())

@@ -162,7 +162,7 @@ def _decode_node(data: bytes) -> MobileNodeBindings:
     hoa, ident = _NODE.unpack_from(data)
     if len(data) == NODE_SIZE + BINDING_SIZE:
         record = _BINDING.unpack_from(data, NODE_SIZE)
-        if record[3]:  # the usual node: one binding
+        if record[3] and record[0] != hoa:  # the usual node: one binding
             return MobileNodeBindings(hoa, ident, (BindingRecord._make(record),))
     bindings: list[BindingRecord] = []
     tombstones: list[TombstoneRecord] = []
