@@ -1063,13 +1063,14 @@ def fmt_state(state: State) -> str:
 
 
 def _bodies(data: bytes) -> list:
-    """The redundancy messages of a sealed datagram (the seal, version 2, is found from the end: its
+    """The redundancy messages of a sealed datagram (the seal, of this version, is found from the end: its
     16-byte head and a 16- or 32-byte authenticator)."""
     from homeagent.wire import redundancy
 
     for digest in (16, 32):
         start = len(data) - 16 - digest
-        if start >= 1 and data[start] == 100 and data[start + 1] == 14 + digest and data[start + 2] == redundancy.VERSION:
+        head = data[start:start + 3]
+        if start >= 1 and tuple(head) == (100, 14 + digest, redundancy.VERSION):
             parse = getattr(redundancy, "parse_messages", None)
             return parse(data[:start]) if parse else [redundancy.parse_body(data[:start])]
     raise ParseError("no seal")

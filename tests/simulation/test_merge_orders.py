@@ -5,6 +5,10 @@ mobile node 0 registered at member A with care-of X, then a cut {A, B} | {C}, on
 applied in Identification order, whichever side accepted each: written out by hand below, and checked
 again by the simulation's reference model (``reference.py``) with every other check of a run.
 
+Before the merge rules (core/node_state.py, docs/protocol.md "Merging after a partition"), when members
+took the state with the newest Identification whole, 8 of the 15 orders failed in each mode, and point 5
+over a one-way cut in peer mode (d188d3b); all pass since.
+
 Peer mode sends each request to a member's own address. Active-standby sends it to the virtual address,
 which both sides hold during the cut (the cut-off member becomes active on its side: a split brain the
 heal resolves); the script says which of the two receives it (``Simulation.vip_to``).
@@ -21,10 +25,6 @@ X, Y, Z = ip("198.51.100.1"), ip("198.51.100.2"), ip("198.51.100.3")  # its care
 NAMES = {"X": X, "Y": Y, "Z": Z}
 A, C = 0, 2
 CUT_AT, HEAL_AT = 5.0, 8.0
-
-# The core merges states by Identification today, not by operation (issue 10 point 5); the merge rules
-# are another engineer's change in progress. Lift this when it lands.
-MERGE_RULES = pytest.mark.xfail(strict=False, reason="issue 10: merge rules")
 
 # (name, [(seconds after T0, member, operation)], care-of addresses every member must end with)
 ORDERS = [
@@ -106,7 +106,7 @@ def held(sim: Simulation) -> dict[str, str]:
 def _params():
     for mode in ("peer", "active-standby"):
         for name, steps, want in ORDERS:
-            yield pytest.param(mode, steps, want, marks=MERGE_RULES, id=f"{mode}: {name}")
+            yield pytest.param(mode, steps, want, id=f"{mode}: {name}")
 
 
 @pytest.mark.parametrize("mode,steps,want", list(_params()))
@@ -119,7 +119,6 @@ def test_partition_merge_gives_the_answer_of_the_operations_in_order(mode, steps
     assert result.ok, result.summary()
 
 
-@MERGE_RULES
 @pytest.mark.parametrize("mode", ["peer", "active-standby"])
 def test_point_5_over_a_one_way_cut(mode):
     """Point 5 with only C's datagrams cut: A and B hear C, C does not hear them."""

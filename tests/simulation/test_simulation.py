@@ -16,8 +16,8 @@ room for the rest and for a slower or busier runner (wall time was 2.8 s a run w
 vCPUs). A thousand would add 8.7 minutes of CPU, more than the rest of the suite together, for little more
 than the 300 find; the bench runs them (``python bench/simulation.py --seeds 1000``) and prints figures.
 
-Open failure kinds (``OPEN_KINDS``): a run whose only failures are of a kind the core does not fix yet is
-an xfail naming the fix, not a pass; any other failure fails. Remove a kind once its fix has landed.
+Open failure kinds (``OPEN_KINDS``, none today): a run whose only failures are of a kind the core does not
+fix yet is an xfail naming the fix, not a pass; any other failure fails. Remove a kind once its fix lands.
 
 A chaos seed marked xfail fails today because of one of the bugs below; when the bug is fixed it passes,
 and strict xfail says so: remove its mark then. ``python bench/simulation.py --seeds N`` lists the seeds
@@ -65,14 +65,11 @@ SEEDS = range(1, 6)
 # below passes there; bench/simulation.py over 2000 seeds finds the two open bugs at the end of this file.
 KNOWN_FAILURES: dict[tuple[int, str, str, int], str] = {}
 
-# Failure kinds today's core still produces, with the work that fixes them (issue 10). Measured on d188d3b
-# over 200 seeds: [rejected] in 148 runs, [state] in 19 (each seen by hand: a de-registration accepted
-# by a member that missed a newer registration wins the merge by its Identification alone).
-OPEN_KINDS = {
-    "rejected": "issue 10 point 4: a retransmitted Binding Update goes out malformed and its datagram is "
-                "rejected whole",
-    "state": "issue 10: merge rules (members merge states by Identification, not by operation)",
-}
+# Failure kinds the core still produces, with the work that fixes them. Empty since dd4f1cd. Before it
+# (d188d3b, 200 seeds): [rejected] in 148 runs (issue 10 point 4: a retransmitted Binding Update went out
+# malformed and its datagram was rejected whole), [state] in 19 (point 5 and its kin: a de-registration
+# accepted by a member that missed a newer registration won the merge by its Identification alone).
+OPEN_KINDS: dict[str, str] = {}
 RANDOM_SEEDS = range(300)
 
 
