@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             totals.update(figures)
             totals.update({f"runs_with_{k}": 1 for k, v in figures.items() if v})
             if failures:
+                print(f"  failed: {described}: {failures[0][:200]}", file=sys.stderr)  # as they come
                 failed.append((seed, described, failures))
                 found = {m.group(1) for f in failures if (m := re.search(r"\[([\w-]+)\]", f))}
                 kinds.update(found)
