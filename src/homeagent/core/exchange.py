@@ -69,6 +69,7 @@ class _Asking:
     """A Binding Table Request to one member, resent until its first reply comes."""
 
     request: BindingTableRequest
+    sent_at: float
     tries: int = 1
 
 
@@ -79,6 +80,12 @@ def _merged(old: BindingTableRequest, new: BindingTableRequest) -> BindingTableR
     if old.flags & new.flags & DIGEST:
         return BindingTableRequest(new.identification, new.home_agents, flags | DIGEST, new.digests)
     return BindingTableRequest(new.identification, new.home_agents, flags)
+
+
+def _covers(old: BindingTableRequest, new: BindingTableRequest) -> bool:
+    """Whether what ``old`` asks for includes what ``new`` does: the whole table includes what differs,
+    and Ask Back is asked for by both or not by ``new``."""
+    return (not old.flags & DIGEST or bool(new.flags & DIGEST)) and (bool(old.flags & ASK_BACK) or not new.flags & ASK_BACK)
 
 
 def differing(theirs: tuple[int, ...], ours: list[int]) -> set[int]:
@@ -168,26 +175,39 @@ class TableExchange:
             ident, (self.settings.own_address, *(m.address for m in self.membership)), flags, digests
         )
 
-    def _ask(self, member: Member, request: BindingTableRequest, now: float, asked_back: bool = False) -> None:
-        """Send ``member`` a Binding Table Request, and again until it starts answering. A request of ours
-        still open to it is replaced (the member keeps one transfer to us at a time): the new one asks for
-        what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
+    def _ask(self, member: Member, request: BindingTableRequest, now: float, asked_back: bool = False) -> int:
+        """Send ``member`` a Binding Table Request, and again until it starts answering; the Identification
+        of the request that answers the purpose (what waits for it must wait for that one).
+
+        A request of ours still open to it that already asks for as much is kept (sent again now if it is
+        not answered yet, the member being heard just now): a replacement would make the member start its transfer over (issue 10: a restarted member, asked
+        back while its start-up download ran, had four members send it their whole table twice).
+        Otherwise the open one is replaced (the member keeps one transfer to us at a time): the new one asks
+        for what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
         answers the member's Ask Back, so it is getting our table already and is not asked to ask again
         (else two members that both asked back would ask each other back for ever)."""
-        previous = self.open.get(member.address)
-        if previous is not None and previous.identification != request.identification:
-            request = _merged(previous, request)
-            self._replace(member.address, previous.identification, request.identification, now)
         if asked_back and request.flags & ASK_BACK:
             request = BindingTableRequest(request.identification, request.home_agents, request.flags & ~ASK_BACK,
                                           request.digests)
+        previous = self.open.get(member.address)
+        if previous is not None and previous.identification != request.identification:
+            if _covers(previous, request):
+                asking = self.asking.get((member.address, previous.identification))
+                if asking is not None and asking.sent_at < now:  # not answered yet: again now, then
+                    asking.sent_at = now
+                    self.counters["redundancy.table_requests_sent"] += 1
+                    self.group._send(previous.body(), member)
+                return previous.identification
+            request = _merged(previous, request)
+            self._replace(member.address, previous.identification, request.identification, now)
         self.open[member.address] = request
         key = (member.address, request.identification)
         self.requested.setdefault(request.identification, member.address)
-        self.asking[key] = _Asking(request)
+        self.asking[key] = _Asking(request, now)
         self.counters["redundancy.table_requests_sent"] += 1
         self.group._send(request.body(), member)
         self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
+        return request.identification
 
     def _replace(self, address: int, old: int, new: int, now: float) -> None:
         """Our request ``old`` to a member gives way to ``new``: whatever waited for the one waits for the
@@ -235,6 +255,7 @@ class TableExchange:
                 return self.check_startup(now)
             return []
         asking.tries += 1
+        asking.sent_at = now
         self.counters["redundancy.table_requests_sent"] += 1
         self.group._send(asking.request.body(), member)
         self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
@@ -251,9 +272,7 @@ class TableExchange:
         """
         waiting = set()
         for m in self.membership.up():
-            request = self._request_for(self._request_identification(now), DIGEST)
-            self._ask(m, request, now)
-            waiting.add(request.identification)
+            waiting.add(self._ask(m, self._request_for(self._request_identification(now), DIGEST), now))
         self._reconciling = waiting or None
 
     def ask_whole_table(self, now: float) -> None:
@@ -397,6 +416,10 @@ class TableExchange:
         for ident in startup.identifications:
             if self.requested.get(ident) == 0:
                 del self.requested[ident]
+        for key in [k for k in self.asking if k[1] in startup.identifications]:  # members given up on: a
+            del self.asking[key]  # member heard later is asked anew (``heard``)
+            self.timers.cancel(("ask", key))
+            self._close(key, now)
         self.timers.cancel("startup")
         log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
         return self.group.downloaded(now)
