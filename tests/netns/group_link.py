@@ -196,6 +196,17 @@ def group(tmp: Path, size: int) -> Iterator[Group]:
         g.close()
 
 
+def cpu_pressure() -> float | None:
+    """The host's CPU pressure stall total (PSI ``some``: microseconds in which some runnable task waited
+    for a CPU), None where the kernel has no PSI. Its rate over a scenario says how starved the members
+    were: on a saturated host a member can go unheard for a master-down interval with nothing wrong."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().split("total=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # -- the probe ----------------------------------------------------------------------------------------
 
 
@@ -227,11 +238,14 @@ class Prober:
         self.sent: dict[int, tuple[float, RegistrationRequest]] = {}  # low 32 bits of Identification
         self.answered: dict[int, float] = {}
         self.refused: list[tuple[float, int]] = []  # (when, code)
+        self.started_at = 0.0
         self.stopped_at: float | None = None
+        self._pressure: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Prober:
+        self.started_at, self._pressure = time.monotonic(), cpu_pressure()
         self._thread.start()
         return self
 
@@ -245,6 +259,14 @@ class Prober:
                 self._thread.join(timeout=5)
             self.sock.close()
             self.stopped_at = time.monotonic()
+            if self._pressure is not None and (pressure := cpu_pressure()) is not None:
+                self._pressure = (pressure - self._pressure) / 1e6 / (self.stopped_at - self.started_at)
+            else:
+                self._pressure = None
+
+    def cpu_pressure(self) -> float | None:
+        """The share of the time some task of this host waited for a CPU while the probe ran."""
+        return self._pressure if self.stopped_at is not None else None
 
     def _run(self) -> None:
         # The probe is the measuring instrument: on a busy host its own late sends would read as the

@@ -71,6 +71,9 @@ def report(g: Group, name: str, probe: Prober, watch: NeighbourWatch, begin: flo
            trigger_wall: float) -> Gaps:
     """Print what the scenario showed, times in seconds from the trigger; the probe's figures."""
     gaps = probe.gaps(begin)
+    if (share := probe.cpu_pressure()) is not None:
+        print(f"\n   host CPU pressure while probing (PSI some): a task waited for a CPU {share:.0%} "
+              "of the time")
     baseline = probe.gaps(begin, trigger, grace=0.0)
     verdict = "ok" if gaps.longest <= GAP_GOAL else "over the goal" if gaps.longest <= GAP_BOUND else "FAIL"
     print(f"\n== {name}, {len(g.members)} members: longest gap {gaps.longest:.3f} s "
