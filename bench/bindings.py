@@ -1,4 +1,4 @@
-"""The binding table's own cost per registration, renewal and expiry, against a floor measured in the same run.
+"""The binding table's cost per registration, renewal and expiry, against a floor measured in the same run.
 
 The floor is the least any packed table must do per registration: pack one record (``struct``) and store
 it in a dict. ``BindingTable.register`` does that and more: the node's old state, its bucket digest

@@ -56,7 +56,9 @@ def test_tombstones_and_cleared_are_records_of_lifetime_0():
     node = MobileNodeBindings(HOA, 9, (BindingRecord(COA, HA_ADDRESS, 8, 600, 0x80, 1000),),
                               (TombstoneRecord(COA2, 9, 5000),), cleared=3)
     data = encode_node(node)
-    assert data == node_bytes((COA, HA_ADDRESS, 8, 600, 0x80, 1000), (COA2, 0, 9, 0, 0, 5000), (HOA, 0, 3, 0, 0, 0))
+    assert data == node_bytes(
+        (COA, HA_ADDRESS, 8, 600, 0x80, 1000), (COA2, 0, 9, 0, 0, 5000), (HOA, 0, 3, 0, 0, 0)
+    )
     [parsed] = parse_body(reply_with(data)).nodes
     assert parsed == node and cleared_of(parsed) == 3
     # Without cleared, the default is the oldest binding's Identification.

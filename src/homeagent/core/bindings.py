@@ -221,9 +221,8 @@ class BindingTable:
         last, current = held if held is not None else self.lookup(home_address)
         if simultaneous or home_address in self._extra or (last is not None and identification <= last):
             before = self.state(home_address)
-            after = self._put(
-                home_address, before, registered(before or EMPTY, binding, simultaneous, now, self.tombstone_lifetime)
-            )
+            after = registered(before or EMPTY, binding, simultaneous, now, self.tombstone_lifetime)
+            after = self._put(home_address, before, after)
             return binding, [b for b in current if b not in after.bindings]
         # The usual registration: one binding, which clears whatever the node held; no tombstone. The
         # state after is (identification, identification, {binding}), whose cleared is the default.
@@ -238,7 +237,9 @@ class BindingTable:
             old = 0
         elif len(current) == 1:
             _, coa, held_lifetime, _, ident, held_flags, ha = current[0]
-            old = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, held_lifetime, held_flags, ha))
+            old = _crc32(_pack_canon_one(
+                home_address, last, ident, 1, 0, coa, ident, held_lifetime, held_flags, ha
+            ))
         else:
             old = node_digest(home_address, NodeState(last, default_cleared(last, current), current))
         digests = self._digests
@@ -257,9 +258,9 @@ class BindingTable:
         if care_of_address is not None and now is None:
             raise ValueError("a de-registration of one care-of address needs now: its tombstone is timed")
         before = self.state(home_address)
-        after = self._put(home_address, before, deregistered(
-            before or EMPTY, care_of_address, identification, 0.0 if now is None else now, self.tombstone_lifetime
-        ))
+        at = 0.0 if now is None else now  # (no tombstone is made without it)
+        after = deregistered(before or EMPTY, care_of_address, identification, at, self.tombstone_lifetime)
+        after = self._put(home_address, before, after)
         return [b for b in (before.bindings if before else ()) if b not in after.bindings]
 
     def merge(
@@ -312,7 +313,9 @@ class BindingTable:
                         continue  # a stale entry: nothing left to expire
                 state = self.state(home_address)
                 assert state is not None
-                if all(b.expires > now for b in state.bindings) and all(t.forget_at > now for t in state.tombstones):
+                if all(b.expires > now for b in state.bindings) and all(
+                    t.forget_at > now for t in state.tombstones
+                ):
                     continue  # a stale entry: renewed, removed, or expired already
                 after, gone = expired(state, now, keep)
                 self._put(home_address, state, after)
@@ -343,7 +346,8 @@ class BindingTable:
         digest of its bucket and the wheel up to date. Returns what was stored."""
         after, given_up = fitted(after)
         self.records_given_up += given_up
-        self._records[home_address] = _encode(after.last, after.bindings) if after.bindings else _HEAD.pack(after.last)
+        bindings = after.bindings
+        self._records[home_address] = _encode(after.last, bindings) if bindings else _HEAD.pack(after.last)
         if after.tombstones or after.cleared != default_cleared(after.last, after.bindings):
             self._extra[home_address] = _CLEARED.pack(after.cleared) + b"".join(
                 _TOMBSTONE.pack(*t) for t in after.tombstones

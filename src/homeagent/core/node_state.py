@@ -112,7 +112,9 @@ def later(new: Binding, held: Binding) -> bool:
         held.lifetime, held.flags, held.home_agent, held.care_of_address)
 
 
-def normalized(last: int, cleared: int, bindings: dict[int, Binding], tombstones: dict[int, Tombstone]) -> NodeState:
+def normalized(
+    last: int, cleared: int, bindings: dict[int, Binding], tombstones: dict[int, Tombstone]
+) -> NodeState:
     """The state these fields mean: a binding survives iff its Identification is at least ``cleared`` and
     above its care-of address's tombstone (and, should two share an Identification, it wins ``later``); a
     tombstone is kept iff it is not older than ``cleared`` and no
@@ -121,7 +123,8 @@ def normalized(last: int, cleared: int, bindings: dict[int, Binding], tombstones
     made: dict[int, Binding] = {}  # Identification -> the binding it made
     for c in sorted(bindings):
         b = bindings[c]
-        if b.identification >= cleared and (c not in tombstones or b.identification > tombstones[c].identification):
+        buried = tombstones.get(c)
+        if b.identification >= cleared and (buried is None or b.identification > buried.identification):
             other = made.get(b.identification)
             if other is None or later(b, other):
                 made[b.identification] = b
@@ -162,7 +165,8 @@ def registered(state: NodeState, binding: Binding, simultaneous: bool, now: floa
     ident = binding.identification
     last = max(state.last, ident)
     if not simultaneous:
-        return normalized(last, max(state.cleared, ident), {binding.care_of_address: binding}, _fields(state)[1])
+        tombstones = _fields(state)[1]
+        return normalized(last, max(state.cleared, ident), {binding.care_of_address: binding}, tombstones)
     bindings, tombstones = _fields(state)
     _ended(state, bindings, tombstones, now, keep)
     held = bindings.get(binding.care_of_address)
@@ -205,7 +209,8 @@ def merged(held: NodeState, incoming: NodeState) -> NodeState:
             bindings[b.care_of_address] = b
     for t in incoming.tombstones:
         _bury(tombstones, t)
-    return normalized(max(held.last, incoming.last), max(held.cleared, incoming.cleared), bindings, tombstones)
+    last, cleared = max(held.last, incoming.last), max(held.cleared, incoming.cleared)
+    return normalized(last, cleared, bindings, tombstones)
 
 
 def records(state: NodeState) -> int:
@@ -231,5 +236,6 @@ def fitted(state: NodeState) -> tuple[NodeState, int]:
     state = state._replace(tombstones=tuple(sorted(kept)))
     if records(state) > MAX_RECORDS:
         newest = sorted(state.bindings, key=lambda b: (b.identification, b.care_of_address))[-MAX_RECORDS:]
-        state = NodeState(state.last, newest[0].identification, tuple(sorted(newest, key=lambda b: b.care_of_address)))
+        by_address = tuple(sorted(newest, key=lambda b: b.care_of_address))
+        state = NodeState(state.last, newest[0].identification, by_address)
     return state, before - records(state)

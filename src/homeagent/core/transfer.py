@@ -48,9 +48,10 @@ def state_of(node: MobileNodeBindings, now: float) -> NodeState:
     return NodeState(
         node.identification,
         cleared_of(node),
-        tuple(Binding(hoa, r.care_of_address, r.lifetime, now + r.remaining_ms / 1000.0, r.identification, r.flags,
-                      r.home_agent) for r in node.bindings),
-        tuple(Tombstone(t.care_of_address, t.identification, now + t.remaining_ms / 1000.0) for t in node.tombstones),
+        tuple(Binding(hoa, r.care_of_address, r.lifetime, now + r.remaining_ms / 1000.0, r.identification,
+                      r.flags, r.home_agent) for r in node.bindings),
+        tuple(Tombstone(t.care_of_address, t.identification, now + t.remaining_ms / 1000.0)
+              for t in node.tombstones),
     )
 
 
