@@ -71,6 +71,10 @@ KNOWN_FAILURES: dict[tuple[int, str, str, int], str] = {}
 # accepted by a member that missed a newer registration won the merge by its Identification alone).
 OPEN_KINDS: dict[str, str] = {}
 RANDOM_SEEDS = range(300)
+ACCEPTED_TWICE = ("open: a request accepted twice across a partition leaves two expiries a second apart "
+                  "(test_request_accepted_twice_across_a_partition_leaves_one_state)")
+# seed -> why it fails (strict xfail: remove when it passes), found at 306adc9.
+RANDOM_KNOWN_FAILURES: dict[int, str] = {172: ACCEPTED_TWICE, 189: ACCEPTED_TWICE}
 
 
 def judge(result) -> None:
@@ -95,7 +99,14 @@ def test_chaos(members, mode, replication, seed):
     judge(Simulation(Scenario(seed, members, mode, replication)).run())
 
 
-@pytest.mark.parametrize("seed", RANDOM_SEEDS, ids=[f"seed{s}" for s in RANDOM_SEEDS])
+def _random_params():
+    for seed in RANDOM_SEEDS:
+        reason = RANDOM_KNOWN_FAILURES.get(seed)
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        yield pytest.param(seed, marks=marks, id=f"seed{seed}")
+
+
+@pytest.mark.parametrize("seed", list(_random_params()))
 def test_random_seed(seed):
     """The bench's run for a seed: partitions both ways and one way that heal, one-way loss, crashes,
     graceful stops, quick and slow restarts, 3 to 5 members in every mode."""
@@ -370,3 +381,36 @@ def test_members_configured_as_peers_meet_by_multicast_without_a_violation():
     assert [m.ha.counters["redundancy.security_violations"] for m in sim.members] == [0] * len(sim.members)
     for m in sim.members:
         assert {p.name for p in m.ha.group.membership} == {o.address for o in sim.members} - {m.address}
+
+
+@pytest.mark.xfail(strict=True, reason=ACCEPTED_TWICE)
+def test_request_accepted_twice_across_a_partition_leaves_one_state():
+    """B is cut off and takes the virtual address too (a split brain). A accepts a registration; its reply
+    and its Binding Update to B are lost to the cut. The mobile node sends the same request again a second
+    later, and it reaches B, which has never seen it and accepts it with an expiry a second later. After
+    the heal A and C keep the first expiry and B the second, for good (the two states differ only in
+    expiry, which the table digests of core/bindings.py leave out, so a reconciliation by digest sees
+    nothing to send). The later acceptance must win everywhere: its reply is the one the node got
+    (core/bindings.py before the merge rules, ``_later``). Found by this simulation (seed 172 of
+    bench/simulation.py at 306adc9, 4 members, active-standby)."""
+    sim = scripted()
+    sim.at(T0 + 3.5, sim.partition, 1, {(1, 0), (1, 2), (0, 1), (2, 1)})
+    sent: list[int] = []
+
+    def first() -> None:
+        sim.vip_to = 0
+        sent.append(sim.send_request(0, COA, 100))
+
+    def again() -> None:
+        sim.vip_to = 1
+        sim.resend(0, sent[0])
+
+    sim.drop_rule = drop_first(1, VIP, "198.51.100.1", 3, after=T0 + 4)
+    sim.at(T0 + 5, first)
+    sim.at(T0 + 6, again)
+    sim.at(T0 + 7, sim.unpartition, 1)
+    sim.at(T0 + 7, setattr, sim, "vip_to", None)
+    result = sim.run()
+    assert result.stats["accepted"] == 2, result.summary()
+    assert expiry_spread(sim, HOA) < 0.01, result.summary()
+    assert result.ok, result.summary()
