@@ -208,7 +208,8 @@ def steps_in_process(bindings: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--bindings", type=int, default=1_000_000)
-    p.add_argument("--dumps", type=int, default=3)
+    p.add_argument("--dumps", type=int, default=3, help="dumps by homeagent bindings --json")
+    p.add_argument("--raw-dumps", type=int, default=1, help="dumps read raw off the control socket first")
     p.add_argument("--rate", type=float, default=2000, help="registrations a second during the measurement")
     p.add_argument("--baseline", type=float, default=3.0, help="seconds of load with no query first")
     p.add_argument("--status-seconds", type=float, default=3.0)
@@ -261,12 +262,13 @@ def main() -> None:
             time.sleep(args.baseline)
             baseline = [(t0 + 0.5, time.monotonic())]  # the first half second warms the client up
             dumps: list[tuple[float, float]] = []
-            d0 = time.monotonic()
-            first, took, size = raw_dump(a)
-            dumps.append((d0, time.monotonic()))
-            print(f"dump 0 (the daemon's part: read off the control socket, not parsed): {size / 1e6:.0f} MB, "
-                  f"first byte after {first * 1000:.1f} ms, last after {took:.2f} s", flush=True)
-            time.sleep(1.0)
+            for i in range(args.raw_dumps):
+                d0 = time.monotonic()
+                first, took, size = raw_dump(a)
+                dumps.append((d0, time.monotonic()))
+                print(f"raw dump {i + 1} (the daemon's part: read off the control socket, not parsed): "
+                      f"{size / 1e6:.0f} MB, first byte after {first * 1000:.1f} ms, last after {took:.2f} s", flush=True)
+                time.sleep(1.0)
             for i in range(args.dumps):
                 d0 = time.monotonic()
                 took, size, rows, failed = dump(a, args.cli_nice)
@@ -295,6 +297,8 @@ def main() -> None:
                   f"({gen_end:.0f} s, {lost} unanswered, {invalid} invalid):")
             print(latency_line("no query", samples, baseline))
             print(latency_line("during dumps", samples, dumps))
+            for i, window in enumerate(dumps):
+                print(latency_line(f"  dump {i + 1}", samples, [window]))
             print(latency_line("during status", samples, status_window))
             print(f"status at {held} bindings: p50 {statistics.median(statuses):.2f} ms  max {max(statuses):.2f} ms "
                   f"({len(statuses)} queries, round trip through the control socket)")
