@@ -82,21 +82,14 @@ class OutgoingTransfer:
     finished_sending: bool = False
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     nodes_sent: int = 0
-    since: int | None = None  # NTP seconds of a Recent request; None: the whole table
+    code: int = 0  # of every reply: 0, or DEFERRED (a start-up request that the active member answers)
 
     @classmethod
     def start(
-        cls,
-        member: int,
-        identification: int,
-        table: BindingTable,
-        max_datagram: int,
-        digest_size: int,
-        since: int | None = None,
+        cls, member: int, identification: int, table: BindingTable, max_datagram: int, digest_size: int
     ) -> OutgoingTransfer:
-        """A transfer of the whole table, or (``since``, NTP seconds) of the nodes changed from then on."""
-        addresses = table.home_addresses(since)
-        return cls(member, identification, addresses, reply_capacity(max_datagram, digest_size), since=since)
+        """A transfer of the whole table."""
+        return cls(member, identification, table.home_addresses(), reply_capacity(max_datagram, digest_size))
 
     @property
     def done(self) -> bool:
@@ -141,7 +134,7 @@ class OutgoingTransfer:
         return sequence, states, parts
 
     def _body(self, sequence: int, more: bool, parts: list[bytes]) -> bytes:
-        return BindingTableReply.header(0, len(parts), more, sequence, self.identification) + b"".join(parts)
+        return BindingTableReply.header(self.code, len(parts), more, sequence, self.identification) + b"".join(parts)
 
     def ack(self, sequence: int) -> bool:
         return self.in_flight.pop(sequence, None) is not None

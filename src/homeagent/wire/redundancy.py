@@ -32,6 +32,8 @@ HA_HA_AUTH = 100  # extension: SPI, sender timestamp, authenticator
 MORE_BIND = 0x80
 ASK_BACK = 0x80  # Binding Table Request flag: "and ask me for mine" (docs/protocol.md)
 DIGEST = 0x40  # Binding Table Request flag: "send only the buckets whose digest differs from these"
+START = 0x20  # Binding Table Request flag: "I am starting": the active member answers with its table
+DEFERRED = 1  # Binding Table Reply code: "not the active member: ask me for what differs once its table is in"
 DIGEST_BUCKETS = 256  # digests a DIGEST request carries, 4 bytes each: bucket = home address % 256
 _DIGESTS = struct.Struct(f"!{DIGEST_BUCKETS}I")
 MAX_BINDINGS_PER_NODE = 10  # records (bindings, tombstones, cleared) one short-form extension can carry
