@@ -68,7 +68,7 @@ from ipaddress import IPv4Address
 
 from homeagent.config import Config
 from homeagent.config import parse as parse_config
-from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelDown, TunnelUp
+from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelAll, TunnelDown, TunnelUp
 from homeagent.core.home_agent import HomeAgent
 from homeagent.core.replay import ntp_identification
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -631,6 +631,8 @@ class Simulation:
                 if m.index in self.holders:
                     self.note(f"{m.address} releases the virtual address")
                     self.holders.discard(m.index)
+            elif t is TunnelAll:
+                m.tunnels = {(b.home_address, b.care_of_address) for b in m.ha.bindings} if e.serving else set()
             elif t is TunnelUp:
                 m.tunnels.add((e.home_address, e.care_of_address))
             elif t is TunnelDown:

@@ -50,6 +50,16 @@ class TunnelDown(NamedTuple):
     care_of_address: int
 
 
+@dataclass(frozen=True, slots=True)
+class TunnelAll:
+    """Tunnel for every binding of the table (``serving``), or for none: what a role change asks of the
+    data plane, which brings itself to it from the table at its own pace; TunnelUp and TunnelDown then
+    follow single bindings. One effect, not one per binding: at a million bindings a role change made a
+    million of them and held the event loop for seconds (issue 10)."""
+
+    serving: bool
+
+
 class Accepted(NamedTuple):
     """A registration or de-registration the registrar accepted (the core replicates it; the runtime
     never sees this one)."""
@@ -62,4 +72,4 @@ class Accepted(NamedTuple):
     identification: int
 
 
-Effect = Send | TunnelUp | TunnelDown | ClaimAddress | ReleaseAddress | Accepted
+Effect = Send | TunnelUp | TunnelDown | TunnelAll | ClaimAddress | ReleaseAddress | Accepted

@@ -32,6 +32,7 @@ from homeagent.core.effects import (
     Effect,
     ReleaseAddress,
     Send,
+    TunnelAll,
     TunnelDown,
     TunnelUp,
 )
@@ -530,7 +531,7 @@ class Group:
         """The start-up download is done: the election may now make this member a candidate."""
         effects = self._apply_transitions(self.election.ready(now))
         if self.settings.mode == "peer":
-            effects += self._tunnel_changes([], list(self.bindings))
+            effects.append(TunnelAll(True))
         return effects
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
@@ -554,13 +555,13 @@ class Group:
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)
                 if self.settings.mode != "peer":
-                    effects += self._tunnel_changes([], list(self.bindings))
+                    effects.append(TunnelAll(True))
             elif t.old is Role.ACTIVE:
                 if t.reason == Event.BETTER_ACTIVE.value:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
                 if self.settings.mode != "peer":
-                    effects += self._tunnel_changes(list(self.bindings), [])
+                    effects.append(TunnelAll(False))
         return effects
 
     @staticmethod
