@@ -46,8 +46,6 @@ def group(tmp_path_factory):
 # member floods it with the whole table from every other member, twice, its socket queues seconds of work
 # ahead of the advertisements, members stop hearing each other and standbys take over; the storm of
 # whole-table requests then outlives the load. Not strict: on a quiet host the run may pass.
-@pytest.mark.xfail(reason="issue 10: a member's restart under load starts a reconciliation storm that "
-                   "causes needless takeovers", raises=AssertionError, strict=False)
 @pytest.mark.timeout(180)  # a healthy run takes ~50 s; a storm is bounded by the waits, then reported
 def test_churn_five_members_no_needless_takeover(group: Group) -> None:
     group.port = free_port()
