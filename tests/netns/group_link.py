@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from daemons import KEY, group_config, status, wait
 from netns.lan import Lan
+from netns.members import Members
 
 from homeagent.mobile_node import MobileNode, ReplyError
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -59,51 +59,23 @@ def priority(i: int) -> int:
     return 200 - 10 * i
 
 
-class Group:
-    """The segment, the members (each known by the PID of its ``homeagent run``) and the router."""
+class Group(Members):
+    """The segment, the members (``netns.members``) and the router."""
 
     def __init__(self, tmp: Path, size: int) -> None:
-        self.tmp = tmp
         self.members = [member(i) for i in range(1, size + 1)]
         hosts = {m: f"{P}.255.{i}" for i, m in enumerate(self.members, 1)}
         hosts[ROUTER] = f"{P}.255.254"
-        self.lan = Lan(f"hgl{os.getpid()}", hosts, prefixlen=16)
-        self.configs = {
+        configs = {
             m: group_config(tmp, hosts[m], PORT, name=m, virtual_address=VIP, group=f"{P}.255.0/24",
                             home_network=HOME_NETWORK, peers=[hosts[o] for o in self.members if o != m],
                             priority=priority(i), replication="async", preempt=True, election="internal",
                             address_method="interface", interface="eth0")
             for i, m in enumerate(self.members, 1)
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._paused: set[str] = set()
+        super().__init__(Lan(f"hgl{os.getpid()}", hosts, prefixlen=16), tmp, configs)
 
     # -- the daemons ----------------------------------------------------------------------------------
-
-    def start(self, host: str) -> None:
-        with open(self.tmp / f"{host}.log", "ab") as log:
-            # ``ip netns exec`` execs the command: the Popen's PID is the daemon's.
-            self.procs[host] = self.lan.popen(host, [sys.executable, "-m", "homeagent", "run", "--config",
-                                                     str(self.configs[host]), "--log-level", "info"],
-                                              stdout=subprocess.DEVNULL, stderr=log)
-
-    def kill(self, host: str) -> None:
-        """kill -9 of everything in ``host``'s namespace (the address it held stays on its interface)."""
-        for pid in self.lan.pids(host):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.procs.pop(host).wait(timeout=10)
-
-    def pause(self, host: str) -> None:
-        os.kill(self.procs[host].pid, signal.SIGSTOP)
-        self._paused.add(host)
-
-    def resume(self, host: str) -> None:
-        os.kill(self.procs[host].pid, signal.SIGCONT)
-        self._paused.discard(host)
-
-    def role(self, host: str) -> str | None:
-        return (status(self.configs[host]) or {}).get("role")
 
     def active(self) -> list[str]:
         return [m for m in self.members if m in self.procs and self.role(m) == "active"]
@@ -129,26 +101,7 @@ class Group:
         wait(f"the virtual address on {first} alone",
              lambda: self.holds_vip(first) and not any(self.holds_vip(m) for m in rest))
 
-    def close(self) -> None:
-        try:
-            for host in list(self._paused):
-                with contextlib.suppress(ProcessLookupError):
-                    self.resume(host)
-            for proc in self.procs.values():
-                proc.send_signal(signal.SIGTERM)
-            for proc in self.procs.values():
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            self.lan.close()
-
     # -- what happened --------------------------------------------------------------------------------
-
-    def log(self, host: str) -> str:
-        return (self.tmp / f"{host}.log").read_text(errors="replace")
 
     def role_changes(self, host: str, since_wall: float) -> list[tuple[float, str]]:
         """(wall-clock time, "old -> new: reason") for every role change ``host`` logged since ``since_wall``:

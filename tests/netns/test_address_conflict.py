@@ -22,11 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +33,7 @@ import pytest
 
 from daemons import group_config, status, wait
 from netns.lan import Lan, can_run
+from netns.members import Members
 
 from homeagent.runtime import control
 
@@ -89,35 +87,27 @@ class Replies:
         self.sock.close()
 
 
-class Segment:
+class Segment(Members):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.lan = Lan(f"hac{os.getpid()}", HOSTS, prefixlen=16)
-        self.configs = {host: group_config(tmp, HOSTS[host], PORT, name=host, virtual_address=VIP,
-                                           group=f"{P}.255.0/24", home_network=f"{P}.0.0/18",
-                                           peers=[HOSTS[other]], priority=110 if host == "ha1" else 100,
-                                           address_method="interface", interface="eth0")
-                        for host, other in (("ha1", "ha2"), ("ha2", "ha1"))}
+        configs = {host: group_config(tmp, HOSTS[host], PORT, name=host, virtual_address=VIP,
+                                      group=f"{P}.255.0/24", home_network=f"{P}.0.0/18",
+                                      peers=[HOSTS[other]], priority=110 if host == "ha1" else 100,
+                                      address_method="interface", interface="eth0")
+                   for host, other in (("ha1", "ha2"), ("ha2", "ha1"))}
+        super().__init__(Lan(f"hac{os.getpid()}", HOSTS, prefixlen=16), tmp, configs)
         self.config = self.configs["ha1"]
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, host: str = "ha1") -> None:
         """Start ``host`` and wait until it is active with the address."""
-        with open(self.tmp / f"{host}.log", "ab") as log:
-            self.procs[host] = self.lan.popen(host, [sys.executable, "-m", "homeagent", "run", "--config",
-                                                     str(self.configs[host]), "--log-level", "info"],
-                                              stdout=subprocess.DEVNULL, stderr=log)
+        super().start(host)
         wait(f"{host} active", lambda: self.role(host) == "active", timeout=15)
         wait(f"the virtual address on {host}", lambda: VIP in self.lan.addresses(host))
-
-    def role(self, host: str) -> str | None:
-        return (status(self.configs[host]) or {}).get("role")
 
     def counters(self, host: str = "ha1") -> dict[str, int]:
         return (status(self.configs[host]) or {}).get("counters", {})
 
     def log(self, host: str = "ha1") -> str:
-        return (self.tmp / f"{host}.log").read_text(errors="replace")
+        return super().log(host)
 
     def router_on(self, mac: str) -> float | None:
         """When the router's entry for the virtual address was seen on ``mac``; None while it is not."""
@@ -132,18 +122,6 @@ class Segment:
             at = time.monotonic()
             sock.sendto(b"resolve", (VIP, 9))
         return at
-
-    def close(self) -> None:
-        try:
-            for proc in self.procs.values():
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            self.lan.close()
 
 
 @contextlib.contextmanager

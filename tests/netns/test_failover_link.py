@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ import pytest
 
 from daemons import KEY, bindings, group_config, status, wait
 from netns.lan import Lan, can_run
+from netns.members import Members
 
 from homeagent.mobile_node import LoadGenerator, MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -48,59 +46,25 @@ def home_addresses(count: int, first: int = 1) -> list[IPv4Address]:
     return [IPv4Address(base + first + i) for i in range(count)]
 
 
-class Segment:
+class Segment(Members):
     """The segment and the two members, each ``homeagent run`` known by PID and stopped at the end."""
 
     def __init__(self, tmp: Path, replication: str = "async") -> None:
         self.tmp = tmp
-        self.lan = Lan(f"hfl{os.getpid()}", HOSTS, prefixlen=16)
-        self.configs = {host: self._config(host, other, replication)
-                        for host, other in (("ha1", "ha2"), ("ha2", "ha1"))}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(Lan(f"hfl{os.getpid()}", HOSTS, prefixlen=16), tmp,
+                         {host: self._config(host, other, replication)
+                          for host, other in (("ha1", "ha2"), ("ha2", "ha1"))})
 
     def _config(self, host: str, other: str, replication: str) -> Path:
         return group_config(self.tmp, HOSTS[host], PORT, name=host, virtual_address=VIP, group=f"{P}.255.0/24",
                             home_network=f"{P}.0.0/18", peers=[HOSTS[other]], priority=110 if host == "ha1" else 100,
                             replication=replication, address_method="interface", interface="eth0")
 
-    def start(self, host: str) -> None:
-        with open(self.tmp / f"{host}.log", "ab") as log:
-            self.procs[host] = self.lan.popen(host, [sys.executable, "-m", "homeagent", "run", "--config",
-                                                     str(self.configs[host]), "--log-level", "info"],
-                                              stdout=subprocess.DEVNULL, stderr=log)
-
-    def kill(self, host: str) -> float:
-        """kill -9 of everything in ``host``'s namespace; when."""
-        killed = time.monotonic()
-        for pid in self.lan.pids(host):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.procs.pop(host).wait(timeout=10)
-        return killed
-
-    def role(self, host: str) -> str | None:
-        return (status(self.configs[host]) or {}).get("role")
-
     def table(self, host: str) -> dict[str, tuple[str, int]]:
         return {r["home_address"]: (r["care_of_address"], r["identification"]) for r in bindings(self.configs[host])}
 
     def holds_vip(self, host: str) -> bool:
         return VIP in self.lan.addresses(host)
-
-    def log(self, host: str) -> str:
-        return (self.tmp / f"{host}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        try:
-            for host, proc in self.procs.items():
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            self.lan.close()
 
     def formed(self) -> None:
         """ha1 active with the virtual address, ha2 standing by without it."""
