@@ -57,11 +57,6 @@ REQUEST_TRIES = 10  # then a silent member is not waited for any more
 TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 CLOSED_MEMORY = 2 * IDLE_LIMIT  # seconds a finished download's late replies are still acknowledged
 UNKNOWN_LISTED_LOGGED = 64  # listed addresses we do not know that are logged (once each); then no more
-# Whether a member that is not active answers a Start request Deferred (docs/protocol.md, "Start"). Off:
-# with it on, the simulation found members that diverge for good when members restart during partitions
-# (9 of 1,000 seeds); until that is understood every member sends a starting member its table (once: the
-# starter's ask-backs keep their place), which costs a restart one table per member instead of one.
-DEFER_TO_ACTIVE = False
 
 
 @dataclass
@@ -333,7 +328,7 @@ class TableExchange:
             self.timers.cancel(("transfer", (member.address, running.identification)))
             self.counters["redundancy.table_transfers_replaced"] += 1
         code = 0
-        if request.flags & START and self.group.election.role is not Role.ACTIVE and DEFER_TO_ACTIVE:
+        if request.flags & START and self.group.election.role is not Role.ACTIVE:
             addresses, what, code = [], "deferred to the active member", DEFERRED
         elif request.flags & DIGEST:
             buckets = differing(request.digests, self.bindings.digests())
