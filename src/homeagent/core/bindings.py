@@ -286,13 +286,9 @@ class BindingTable:
         """The home addresses with at least one binding: the mobile nodes away from home."""
         return [a for a, r in self._records.items() if len(r) > HEAD]
 
-    def home_addresses(self, since: int | None = None) -> list[int]:
-        """Every mobile node the table knows, bound or not: what a table transfer walks. With ``since``
-        (NTP seconds), only those whose last Identification (an NTP timestamp) is from then on."""
-        if since is None:
-            return list(self._records)
-        head = _HEAD.unpack_from
-        return [a for a, r in self._records.items() if (head(r)[0] >> 32) - since & 0xFFFFFFFF < 1 << 31]
+    def home_addresses(self) -> list[int]:
+        """Every mobile node the table knows, bound or not: what a whole-table transfer walks."""
+        return list(self._records)
 
     def expire(self, now: float) -> list[Binding]:
         """Remove and return every binding whose lifetime has ended by ``now``; forget the tombstones due."""
