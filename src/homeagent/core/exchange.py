@@ -115,6 +115,7 @@ class TableExchange:
         self.incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._reconciling: set[int] | None = None  # reconciling downloads still gathering
         self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
+        self._after: dict[int, int] = {}  # member -> flags of a request to send once its start-up download is in
         self._last_request = 0
 
     @property
@@ -146,7 +147,11 @@ class TableExchange:
             receiving = any(m == member.address and i in startup.identifications for m, i in self.incoming)
             if not (asked or receiving or member.address in startup.answered | startup.deferred):
                 startup.given_up.discard(member.address)  # not heard in time, but here now: waited for
-                self._ask(member, self._request_for(min(startup.identifications), START), now)
+                ident = min(startup.identifications)
+                if (member.address, ident) in self.closed:  # given up on under it: its answers to that
+                    ident = self._request_identification(now)  # one are ignored, so a new one
+                    startup.identifications.add(ident)
+                self._ask(member, self._request_for(ident, START), now)
             return
         ident = self._request_identification(now)
         if first:  # a member we meet for the first time: its whole table (it asks for ours if it starts)
@@ -188,12 +193,13 @@ class TableExchange:
         """Send ``member`` a Binding Table Request, and again until it starts answering; the Identification
         of the request that answers the purpose (what waits for it must wait for that one).
 
-        While we start, our start-up request still open to it, if it asks for as much, is kept (sent again
-        now if it is not answered yet): a replacement would make the member start its transfer over (issue
-        10: a restarted member, asked back while its start-up download ran, had four members send it their
-        whole table twice). The member answers it with its table as of when it heard us, so nothing it
-        held before is missed. Any other open request is replaced: its answer may have been packed before
-        what the new request is for (an Ask Back says the member gave up updates to us just now).
+        While we start, our start-up request still open to it, if it asks for as much, is kept: a
+        replacement would make the member start its transfer over (issue 10: a restarted member, asked back
+        while its start-up download ran, had four members send it their whole table twice). If the member
+        has not answered it yet, it is sent again now, and the answer, packed later, holds what the new
+        request is for. If the answer is on its way, it may have been packed before (an Ask Back says the
+        member gave up updates to us just now, simulation seed 519): the new request goes out once that
+        download is in (``_after``). Any other open request is replaced, for the same reason.
         Otherwise the open one is replaced (the member keeps one transfer to us at a time): the new one asks
         for what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
         answers the member's Ask Back, so it is getting our table already and is not asked to ask again
@@ -207,7 +213,9 @@ class TableExchange:
             if startup is not None and previous.identification in startup.identifications \
                     and _covers(previous, request):
                 asking = self.asking.get((member.address, previous.identification))
-                if asking is not None and asking.sent_at < now:  # not answered yet: again now, then
+                if asking is None:  # being answered: ask once it is in
+                    self._after[member.address] = self._after.get(member.address, 0) | request.flags
+                elif asking.sent_at < now:  # not answered yet: again now, then
                     asking.sent_at = now
                     self.counters["redundancy.table_requests_sent"] += 1
                     self.group._send(previous.body(), member)
@@ -407,8 +415,13 @@ class TableExchange:
             self._close(key, now)
             self.timers.cancel(("incoming", key))
             self._gathered(reply.identification, now)
-            if self.startup is not None and reply.identification in self.startup.identifications:
-                (self.startup.deferred if reply.code == DEFERRED else self.startup.answered).add(member.address)
+            startup = self.startup
+            if startup is not None and reply.identification in startup.identifications:
+                (startup.deferred if reply.code == DEFERRED else startup.answered).add(member.address)
+                flags = self._after.pop(member.address, None)
+                if flags is not None:  # what was asked of it while this download ran: part of the start-up
+                    request = self._request_for(self._request_identification(now), flags & DIGEST)
+                    startup.identifications.add(self._ask(member, request, now))
                 effects += self.check_startup(now)
         return effects
 
