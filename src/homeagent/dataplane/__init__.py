@@ -1,0 +1,41 @@
+"""The data plane: what carries a mobile node's traffic through its tunnels, behind one small interface.
+
+The Home Agent core decides which tunnels exist (from the binding table's change stream) and whether this
+member serves; the runtime tells a ``Dataplane`` so, and nothing else. The interface is the same for every
+backend: ``userspace`` (a TUN device and raw IP-in-IP sockets in a process of its own), ``null`` (backend
+"none": registrations only) and ``fake`` (records calls, for unit tests). Addresses are integers, as in
+``core.node_state.Binding``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+
+class Tunnel(NamedTuple):
+    """One tunnel of a home address: to ``care_of_address``, from ``source`` (the address the mobile node
+    registered with: RFC 5944 4.2.3 makes it the tunnel's source), with reverse tunnelling (T flag, RFC
+    3024) or not."""
+
+    care_of_address: int
+    source: int
+    reverse: bool
+
+
+class Dataplane(Protocol):
+    def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
+        """The tunnels of ``home_address`` from now on, replacing any before; ``()``: none (the mobile node is
+        home or its binding is gone). More than one: simultaneous bindings (S flag), one copy each."""
+
+    def serve(self, serving: bool) -> None:
+        """Whether this member forwards: only a serving member draws the home addresses' traffic (routes)
+        and forwards; the others keep their tunnels ready for a takeover."""
+
+    def counters(self) -> dict[str, object]:
+        """Counters (per tunnel packets and bytes, drops by reason, restarts); may be a cached snapshot."""
+
+    def close(self) -> None:
+        """Stop forwarding and give back what was taken (devices, routes, processes)."""
+
+
+__all__ = ["Dataplane", "Tunnel"]

@@ -1,0 +1,235 @@
+"""What the forwarder decides for each packet, without any I/O: the tunnel table, the two directions and the
+counters. ``dataplane.forwarder`` reads the packets and gives this engine the functions that send them.
+
+Home network -> mobile node (the tunnel entry point, RFC 2003 / RFC 5944 4.2.3). The kernel routed the
+datagram into the TUN device by a /32 route for the home address, so it has done a router's work already:
+TTL decremented (Time Exceeded at 1), DF datagrams larger than the TUN's MTU (the link's less 20) answered
+with Fragmentation Needed, the others fragmented to fit. What reaches the engine is looked up by its
+destination and sent once per care-of address in an outer header (``wire.ip.OuterHeader``). The engine
+still checks what the kernel would not: an inner TTL of 0 (from a local raw sender) gets Time Exceeded,
+and a datagram the tunnel cannot carry (``mtu`` set below the TUN's) gets Fragmentation Needed if DF is set
+and is carried in outer fragments otherwise (RFC 2003 5.1).
+
+Mobile node -> anywhere (the tunnel exit point, reverse tunnelling, RFC 3024). IP-in-IP read from the raw
+socket is forwarded only if its outer source is a registered care-of address, its outer destination the
+address the node registered with, and its inner source a home address bound to that care-of address with
+reverse tunnelling on: the key of one dictionary lookup. Everything else is dropped and counted, so the
+Home Agent is never an open relay that unwraps and forwards whatever anyone sends it. The inner datagram is
+handed back to the kernel through the TUN device, which forwards it like any datagram that arrived on a
+link: TTL, ICMP, routing, rp_filter and netfilter all apply.
+
+A member that does not serve drops both directions (``not_serving``): it has no routes into its TUN and
+must not answer for the home addresses, but it keeps its tunnels for the moment it takes over.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from homeagent.dataplane import Tunnel
+from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, Drop, OuterHeader, PacketError, fragment,
+                               fragmentation_needed, time_exceeded)
+
+Send = Callable[[bytes, tuple[str, int]], object]  # socket.sendto of a raw socket with IP_HDRINCL
+Deliver = Callable[[bytes], object]  # os.write to the TUN device
+
+
+class TunnelState:
+    """One tunnel with its outer header ready and its counters."""
+
+    __slots__ = ("home", "care_of", "source", "reverse", "header", "address", "packets", "bytes",
+                 "reverse_packets", "reverse_bytes")
+
+    def __init__(self, home: int, tunnel: Tunnel, ttl: int) -> None:
+        self.home = home
+        self.care_of = tunnel.care_of_address
+        self.source = tunnel.source
+        self.reverse = tunnel.reverse
+        self.header = OuterHeader(tunnel.source, tunnel.care_of_address, ttl)
+        self.address = (str(IPv4Address(tunnel.care_of_address)), 0)
+        self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
+
+    def reverse_key(self) -> bytes:
+        """Outer source, outer destination, inner source of what the mobile node reverse-tunnels."""
+        return b"".join(a.to_bytes(4, "big") for a in (self.care_of, self.source, self.home))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"home_address": str(IPv4Address(self.home)), "care_of_address": self.address[0],
+                "source": str(IPv4Address(self.source)), "reverse": self.reverse, "packets": self.packets,
+                "bytes": self.bytes, "reverse_packets": self.reverse_packets,
+                "reverse_bytes": self.reverse_bytes}
+
+
+class Engine:
+    """The tunnel table and the per-packet decisions of one forwarder."""
+
+    def __init__(self, send: Send, deliver: Deliver, mtu: int = 1500, ttl: int = DEFAULT_TTL) -> None:
+        """``mtu``: the largest outer datagram the tunnels carry (the link's MTU); ``ttl``: the outer TTL."""
+        if mtu < 68 + HEADER_SIZE:
+            raise ValueError(f"MTU {mtu}: the tunnel must carry 68-byte datagrams (RFC 791)")
+        self.send = send
+        self.deliver = deliver
+        self.mtu = mtu
+        self.ttl = ttl
+        self.serving = False
+        self.drops: Counter[str] = Counter()
+        self._tunnels: dict[bytes, list[TunnelState]] = {}  # home address (4 bytes) -> its tunnels
+        self._reverse: dict[bytes, TunnelState] = {}  # TunnelState.reverse_key() -> tunnel with T
+        self._care_ofs: Counter[bytes] = Counter()  # registered care-of addresses, for the drop reason
+        self._identification = 0
+
+    # -- the table ------------------------------------------------------------------------------------
+
+    def set_tunnels(self, home: int, tunnels: tuple[Tunnel, ...]) -> None:
+        """Replace the tunnels of ``home``; a tunnel that stays (same care-of address and source) keeps
+        its counters."""
+        key = home.to_bytes(4, "big")
+        old = {(t.care_of, t.source): t for t in self._tunnels.pop(key, ())}
+        for state in old.values():
+            self._care_ofs[state.care_of.to_bytes(4, "big")] -= 1
+            self._reverse.pop(state.reverse_key(), None)
+        new = []
+        for tunnel in dict.fromkeys(tunnels):  # the same tunnel twice is one copy
+            kept = old.get((tunnel.care_of_address, tunnel.source))
+            state = kept if kept is not None and kept.reverse == tunnel.reverse else TunnelState(home, tunnel,
+                                                                                                  self.ttl)
+            if kept is not None and state is not kept:
+                state.packets, state.bytes = kept.packets, kept.bytes
+            new.append(state)
+            self._care_ofs[tunnel.care_of_address.to_bytes(4, "big")] += 1
+            if tunnel.reverse:
+                self._reverse[state.reverse_key()] = state
+        if new:
+            self._tunnels[key] = new
+        self._care_ofs = +self._care_ofs  # forget care-of addresses no longer used
+
+    def homes(self) -> list[int]:
+        return [int.from_bytes(key, "big") for key in self._tunnels]
+
+    def has_tunnels(self, home: int) -> bool:
+        return home.to_bytes(4, "big") in self._tunnels
+
+    # -- home network -> mobile node ------------------------------------------------------------------
+
+    def from_tun(self, packet: bytes) -> None:
+        """One datagram the kernel routed into the TUN device."""
+        length = len(packet)
+        if length < HEADER_SIZE or packet[0] & 0xF0 != 0x40:
+            self.drops[Drop.TRUNCATED if length < HEADER_SIZE else Drop.NOT_IPV4] += 1
+            return
+        tunnels = self._tunnels.get(packet[16:20])
+        if tunnels is None:
+            self.drops[Drop.NO_TUNNEL] += 1
+            return
+        if not self.serving:
+            self.drops[Drop.NOT_SERVING] += 1
+            return
+        if packet[8] == 0 or length + HEADER_SIZE > self.mtu:
+            self._exception(packet, tunnels)
+            return
+        total = length + HEADER_SIZE
+        ident = self._identification = (self._identification + 1) & 0xFFFF
+        tos = packet[1]
+        df = packet[6] & 0x40
+        send = self.send
+        for tunnel in tunnels:
+            try:
+                send(tunnel.header.build(total, ident, tos, df) + packet, tunnel.address)
+            except OSError:
+                self.drops[Drop.SEND_FAILED] += 1
+                continue
+            tunnel.packets += 1
+            tunnel.bytes += length
+
+    def _exception(self, packet: bytes, tunnels: list[TunnelState]) -> None:
+        """The slow path: a datagram whose TTL ran out or which does not fit the tunnel."""
+        source = tunnels[0].source
+        if packet[8] == 0:
+            self.drops[Drop.TTL_EXCEEDED] += 1
+            self._answer(time_exceeded(packet, source))
+            return
+        if packet[6] & 0x40:
+            self.drops[Drop.TOO_BIG] += 1
+            self._answer(fragmentation_needed(packet, source, self.mtu - HEADER_SIZE))
+            return
+        ident = self._identification = (self._identification + 1) & 0xFFFF
+        for tunnel in tunnels:
+            outer = tunnel.header.build(len(packet) + HEADER_SIZE, ident, packet[1], False) + packet
+            try:
+                pieces = fragment(outer, self.mtu)
+            except PacketError as exc:
+                self.drops[exc.drop] += 1
+                return
+            try:
+                for piece in pieces:
+                    self.send(piece, tunnel.address)
+            except OSError:
+                self.drops[Drop.SEND_FAILED] += 1
+                continue
+            tunnel.packets += 1
+            tunnel.bytes += len(packet)
+
+    def _answer(self, reply: bytes | None) -> None:
+        if reply is None:
+            return
+        try:
+            self.send(reply, (socket.inet_ntoa(reply[16:20]), 0))
+        except OSError:
+            self.drops[Drop.SEND_FAILED] += 1
+
+    # -- mobile node -> anywhere (reverse tunnel) -----------------------------------------------------
+
+    def from_network(self, packet: bytes) -> None:
+        """One IP-in-IP datagram read from the raw socket (the kernel reassembled it and checked its
+        header checksum)."""
+        length = len(packet)
+        if length < 2 * HEADER_SIZE:
+            self.drops[Drop.TRUNCATED] += 1
+            return
+        first = packet[0]
+        ihl = (first & 0x0F) << 2
+        if first & 0xF0 != 0x40 or ihl < HEADER_SIZE or length < ihl + HEADER_SIZE or packet[9] != 4:
+            self.drops[Drop.NOT_IPV4 if first & 0xF0 != 0x40 else Drop.NOT_IPIP if packet[9] != 4
+                       else Drop.BAD_HEADER_LENGTH] += 1
+            return
+        tunnel = self._reverse.get(packet[12:20] + packet[ihl + 12:ihl + 16])
+        if tunnel is None:
+            known = packet[12:16] in self._care_ofs
+            self.drops[Drop.NOT_REVERSE_TUNNEL if known else Drop.UNKNOWN_CARE_OF] += 1
+            return
+        if not self.serving:
+            self.drops[Drop.NOT_SERVING] += 1
+            return
+        inner = packet[ihl:]
+        inner_ihl = (inner[0] & 0x0F) << 2
+        inner_total = (inner[2] << 8) | inner[3]
+        if inner[0] & 0xF0 != 0x40 or inner_ihl < HEADER_SIZE or not inner_ihl <= inner_total <= len(inner):
+            self.drops[Drop.INNER_MALFORMED] += 1
+            return
+        if inner_total != len(inner):
+            inner = inner[:inner_total]
+        try:
+            self.deliver(inner)
+        except OSError:
+            self.drops[Drop.SEND_FAILED] += 1
+            return
+        tunnel.reverse_packets += 1
+        tunnel.reverse_bytes += inner_total
+
+    # -- counters -------------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, object]:
+        states = [t for ts in self._tunnels.values() for t in ts]
+        return {
+            "serving": self.serving,
+            "home_addresses": len(self._tunnels),
+            "packets": sum(t.packets for t in states),
+            "bytes": sum(t.bytes for t in states),
+            "reverse_packets": sum(t.reverse_packets for t in states),
+            "reverse_bytes": sum(t.reverse_bytes for t in states),
+            "drops": dict(self.drops),
+            "tunnels": [t.as_dict() for t in states],
+        }

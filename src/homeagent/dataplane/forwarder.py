@@ -1,0 +1,179 @@
+"""The forwarding process of the userspace data plane:
+
+    python3 -m homeagent.dataplane.forwarder --control-fd N [--tun ha0] [--mtu 1500] [--ttl 64]
+
+It owns a TUN device (IFF_TUN | IFF_NO_PI, MTU = link MTU - 20), a raw ``IPPROTO_IPIP`` socket with
+``IP_HDRINCL`` that sends the encapsulated datagrams (and the ICMP errors), and a raw ``IPPROTO_IPIP``
+socket that reads the reverse tunnels; ``dataplane.engine`` decides what happens to each packet, and
+``dataplane.routes`` keeps the /32 routes into the TUN. The daemon feeds it over the ``SOCK_SEQPACKET``
+socket ``N`` (``dataplane.messages``); when that socket closes, the forwarder exits, and the device and
+its routes go with it.
+
+Why a process started with ``subprocess`` and not a thread, nor ``multiprocessing``: a thread would share
+the daemon's interpreter lock, and the design (principle 9) wants a packet burst not to delay a reply, nor
+a registration burst to drop packets; each needs a CPU of its own. ``multiprocessing`` with fork would copy
+a daemon that has threads (pyroute2, the store) and an event loop into the child, which is unsafe, and with
+spawn it would add a pickling channel we do not need. A fresh interpreter running this module has nothing
+of the daemon's, can be run and profiled by hand, and can be wrapped (``ip netns exec``, ``capsh``) by the
+one line that starts it. It needs CAP_NET_ADMIN (TUN device, routes) and CAP_NET_RAW (raw sockets).
+
+The loop waits on the three descriptors with epoll and handles each in bounded batches, so that neither
+direction nor the control socket can starve the others: a burst of binding changes is applied between
+batches of packets, and forwarding goes on while it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+from collections import Counter
+from types import FrameType
+
+from homeagent.dataplane.engine import Engine
+from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, decode, encode_counters,
+                                          encode_ready)
+from homeagent.dataplane.routes import HomeRoutes
+from homeagent.dataplane.tun import open_tun
+from homeagent.wire.errors import ParseError
+from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, IPPROTO_IPIP
+
+log = logging.getLogger("homeagent.dataplane.forwarder")
+
+PACKET_BATCH = 64  # packets read from one descriptor before looking at the others
+CONTROL_BATCH = 16  # control messages (each up to 32 KiB of changes) per wake-up
+READ_SIZE = 65535
+RECEIVE_BUFFER = 4 << 20
+
+
+class Forwarder:
+    """The descriptors and the loop around one ``Engine``."""
+
+    def __init__(self, control: socket.socket, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL) -> None:
+        from pyroute2 import IPRoute
+
+        self.control = control
+        self.counters: Counter[str] = Counter()
+        self.fd, self.name = open_tun(tun)
+        with IPRoute() as ipr:
+            self.index = ipr.link_lookup(ifname=self.name)[0]
+            ipr.link("set", index=self.index, mtu=mtu - HEADER_SIZE, state="up")
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
+        self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.rx.setblocking(False)
+        fd = self.fd
+        self.engine = Engine(self.tx.sendto, lambda packet: os.write(fd, packet), mtu, ttl)
+        self.routes = HomeRoutes(self.index, self.counters)
+        self.mtu = mtu
+
+    def run(self) -> None:
+        self.routes.start()
+        self.control.send(encode_ready({"tun": self.name, "index": self.index, "mtu": self.mtu - HEADER_SIZE,
+                                        "pid": os.getpid()}))
+        poller = select.epoll()
+        tun, rx, control = self.fd, self.rx.fileno(), self.control.fileno()
+        for fd in (tun, rx, control):
+            poller.register(fd, select.EPOLLIN)
+        read, recv = os.read, self.rx.recv
+        from_tun, from_network = self.engine.from_tun, self.engine.from_network
+        batch = range(PACKET_BATCH)
+        try:
+            while True:
+                for fd, _ in poller.poll():
+                    if fd == tun:
+                        for _ in batch:
+                            try:
+                                packet = read(tun, READ_SIZE)
+                            except BlockingIOError:
+                                break
+                            from_tun(packet)
+                    elif fd == rx:
+                        for _ in batch:
+                            try:
+                                packet = recv(READ_SIZE)
+                            except BlockingIOError:
+                                break
+                            from_network(packet)
+                    elif not self._control():
+                        return
+        finally:
+            poller.close()
+            self.routes.close()
+
+    def _control(self) -> bool:
+        """Apply the waiting control messages, a bounded batch; False when the daemon is gone."""
+        for _ in range(CONTROL_BATCH):
+            try:
+                message = self.control.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True
+            except ConnectionResetError:
+                return False
+            if not message:
+                return False
+            try:
+                command = decode(message)
+            except ParseError as exc:
+                self.counters["control_malformed"] += 1
+                log.warning("malformed control message: %s", exc)
+                continue
+            if isinstance(command, SetTunnels):
+                for home, tunnels in command.entries:
+                    self.engine.set_tunnels(home, tunnels)
+                    self.routes.want(home, bool(tunnels))
+            elif isinstance(command, Serve):
+                self.engine.serving = command.serving
+                self.routes.serve(command.serving)
+            elif isinstance(command, CountersRequest):
+                for part in encode_counters(command.request, self.snapshot()):
+                    self.control.send(part)
+            else:
+                self.counters["control_unexpected"] += 1
+        return True
+
+    def snapshot(self) -> dict[str, object]:
+        return {**self.engine.counters(), "routes": self.routes.routed(), "tun": self.name, "pid": os.getpid(),
+                **self.counters}
+
+    def close(self) -> None:
+        for closing in (self.tx, self.rx, self.control):
+            closing.close()
+        os.close(self.fd)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m homeagent.dataplane.forwarder",
+                                     description="the userspace data plane's forwarding process")
+    parser.add_argument("--control-fd", type=int, required=True, help="SOCK_SEQPACKET socket to the daemon")
+    parser.add_argument("--tun", default="ha0", help="TUN device name (default ha0)")
+    parser.add_argument("--mtu", type=int, default=1500, help="the link MTU; the TUN gets 20 less")
+    parser.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="outer TTL (default 64)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s forwarder[{os.getpid()}] %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _stop)
+    control = socket.socket(fileno=args.control_fd)
+    try:
+        forwarder = Forwarder(control, args.tun, args.mtu, args.ttl)
+    except OSError as exc:
+        log.error("cannot open the data plane (needs CAP_NET_ADMIN and CAP_NET_RAW): %s", exc)
+        return 1
+    try:
+        forwarder.run()
+    finally:
+        forwarder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Backend "userspace": the daemon's handle on the forwarding process (``dataplane.forwarder``).
+
+The Home Agent core calls ``set_tunnels`` and ``serve`` on the registration loop, so neither may wait for
+the forwarder: each call records the change in the handle's copy of the table, and one flush, scheduled on
+the loop, packs what is waiting into as few control messages as it can (the latest tunnels of a home
+address replace earlier ones not yet sent, so a burst coalesces) and sends them without blocking; a full
+socket waits for the loop to say it is writable, and a long table is packed a slice per loop turn.
+
+The forwarder is a process of its own (see its docstring for why). The handle reads its socket; when the
+socket closes, the forwarder has died: the handle logs it, counts ``dataplane.restarts``, starts a new one
+(at once, then backing off if it keeps dying young) and replays the whole table and the serving state to
+it. The new TUN device starts empty, so there is nothing stale to reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane.messages import (CountersPart, Ready, decode, encode_counters_request, encode_serve,
+                                          encode_tunnels)
+from homeagent.wire.errors import ParseError
+from homeagent.wire.ip import DEFAULT_TTL
+
+log = logging.getLogger("homeagent.dataplane")
+
+FLUSH_SLICE = 4096  # home addresses packed per loop turn: a million-binding replay must not hold the loop
+OUTBOX_LIMIT = 64  # packed messages waiting on the socket before packing stops (the rest stays coalesced)
+RESTART_FIRST = 0.05  # seconds before restarting a forwarder that died
+RESTART_MAX = 5.0  # the longest wait, for a forwarder that dies as soon as it starts
+YOUNG = 2.0  # a forwarder that dies younger than this makes the next wait longer
+
+
+class UserspaceDataplane:
+    """A ``Dataplane`` that forwards in a process of its own, restarted whenever it dies."""
+
+    def __init__(self, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
+                 argv_prefix: Sequence[str] = (), python: str = sys.executable) -> None:
+        """``argv_prefix``: what the forwarder's command line is wrapped in (``ip netns exec NS`` in the
+        tests, ``capsh ...`` to run it with only the two capabilities it needs)."""
+        self.tun = tun
+        self.mtu = mtu
+        self.ttl = ttl
+        self._argv_prefix = list(argv_prefix)
+        self._python = python
+        self._table: dict[int, tuple[Tunnel, ...]] = {}
+        self._serving = False
+        self._pending: dict[int, tuple[Tunnel, ...]] = {}
+        self._serve_pending = False
+        self._outbox: deque[bytes] = deque()
+        self._flush_scheduled = False
+        self._writing = False
+        self._counters: Counter[str] = Counter()
+        self._snapshot: dict[str, object] = {}
+        self._parts: dict[int, list[bytes]] = {}
+        self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self._request = 0
+        self._ready: asyncio.Future[dict[str, object]] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._started_at = 0.0
+        self._restart_wait = RESTART_FIRST
+        self._restart: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- the Dataplane interface ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the forwarder; call on the running loop. ``ready()`` waits until it forwards."""
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+
+    def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
+        if tunnels:
+            self._table[home_address] = tuple(tunnels)
+        else:
+            self._table.pop(home_address, None)
+        self._pending[home_address] = tuple(tunnels)
+        self._schedule()
+
+    def serve(self, serving: bool) -> None:
+        self._serving = serving
+        self._serve_pending = True
+        self._schedule()
+
+    def counters(self) -> dict[str, object]:
+        """The last snapshot from the forwarder, with the handle's own counters; asks for a fresh one."""
+        if self._sock is not None and not self._waiting:
+            self._ask_counters()
+        return self._merged()
+
+    async def fetch_counters(self, timeout: float = 2.0) -> dict[str, object]:
+        """A fresh snapshot, once the forwarder has applied everything sent before."""
+        future = self._ask_counters()
+        if future is not None:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        return self._merged()
+
+    async def ready(self, timeout: float = 10.0) -> dict[str, object]:
+        """Wait until the current forwarder has its device and sockets (what it reported)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            future = self._ready
+            if future is None:
+                raise RuntimeError("the data plane is not started")
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
+            except asyncio.CancelledError:
+                if self._ready is future or self._closed:  # not a restart that replaced it
+                    raise
+
+    def close(self) -> None:
+        """Stop the forwarder: closing its socket ends it, and its device and routes go with it."""
+        self._closed = True
+        if self._restart is not None:
+            self._restart.cancel()
+        proc = self._proc
+        self._detach()
+        if proc is not None:
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=3)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    # -- the forwarding process -----------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [*self._argv_prefix, self._python, "-m", "homeagent.dataplane.forwarder",
+                "--control-fd", str(theirs.fileno()), "--tun", self.tun, "--mtu", str(self.mtu),
+                "--ttl", str(self.ttl)]
+        try:
+            self._proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            theirs.close()
+            log.exception("cannot start the forwarder")
+            self._counters["dataplane.start_failures"] += 1
+            self._schedule_restart()
+            return
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._started_at = time.monotonic()
+        self._ready = self._loop.create_future()
+        self._loop.add_reader(ours.fileno(), self._readable)
+        # The new forwarder knows nothing: everything is to be sent again, the latest state only.
+        self._outbox.clear()
+        self._pending = dict(self._table)
+        self._serve_pending = True
+        self._schedule()
+
+    def _detach(self) -> None:
+        """Let go of the current forwarder's socket (it ends, or has ended, with it)."""
+        sock, self._sock = self._sock, None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(sock.fileno())
+            self._writing = False
+            sock.close()
+        self._proc = None
+        for future in [*self._waiting.values(), self._ready]:
+            if future is not None and not future.done():
+                future.cancel()
+        self._waiting.clear()
+        self._parts.clear()
+
+    def _died(self, why: str) -> None:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:  # it closed its socket but lives on: end it
+                proc.kill()
+                code = proc.wait(timeout=3)
+        self._detach()
+        if self._closed:
+            return
+        self._counters["dataplane.restarts"] += 1
+        log.error("the forwarder died (%s, exit status %s); restarting it and replaying %d home addresses",
+                  why, code, len(self._table))
+        if time.monotonic() - self._started_at < YOUNG:
+            self._restart_wait = min(self._restart_wait * 2, RESTART_MAX)
+        else:
+            self._restart_wait = RESTART_FIRST
+        self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        assert self._loop is not None
+        self._restart = self._loop.call_later(self._restart_wait, self._restart_now)
+
+    def _restart_now(self) -> None:
+        self._restart = None
+        if not self._closed:
+            self._spawn()
+
+    def _readable(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        for _ in range(64):
+            try:
+                message = sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._died(str(exc))
+                return
+            if not message:
+                self._died("its socket closed")
+                return
+            try:
+                answer = decode(message)
+            except ParseError as exc:
+                self._counters["dataplane.control_malformed"] += 1
+                log.warning("the forwarder said something malformed: %s", exc)
+                continue
+            if isinstance(answer, Ready):
+                self._restart_wait = max(RESTART_FIRST, self._restart_wait)
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(answer.info)
+            elif isinstance(answer, CountersPart):
+                self._counters_part(answer)
+
+    def _counters_part(self, part: CountersPart) -> None:
+        parts = self._parts.setdefault(part.request, [])
+        parts.append(part.chunk)
+        if not part.last:
+            return
+        del self._parts[part.request]
+        try:
+            snapshot = json.loads(b"".join(parts))
+        except ValueError:
+            self._counters["dataplane.control_malformed"] += 1
+            return
+        self._snapshot = snapshot
+        future = self._waiting.pop(part.request, None)
+        if future is not None and not future.done():
+            future.set_result(snapshot)
+
+    def _ask_counters(self) -> asyncio.Future[dict[str, object]] | None:
+        if self._sock is None or self._loop is None:
+            return None
+        self._request = (self._request + 1) & 0xFFFFFFFF
+        future: asyncio.Future[dict[str, object]] = self._loop.create_future()
+        self._waiting[self._request] = future
+        self._flush()  # the changes asked before are applied before the counters are read
+        self._outbox.append(encode_counters_request(self._request))
+        self._send()
+        return future
+
+    def _merged(self) -> dict[str, object]:
+        merged: dict[str, object] = {"dataplane.backend": "userspace", "dataplane.running": self._sock is not None,
+                                     "dataplane.pid": self.pid, "dataplane.restarts": 0,
+                                     "dataplane.home_addresses_wanted": len(self._table)}
+        merged.update({f"dataplane.{key}": value for key, value in self._snapshot.items()})
+        merged.update(self._counters)
+        return merged
+
+    # -- sending changes without blocking the loop ----------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled and self._loop is not None and self._sock is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._sock is None:
+            return
+        if self._pending and len(self._outbox) < OUTBOX_LIMIT:
+            entries = [self._pending.popitem() for _ in range(min(FLUSH_SLICE, len(self._pending)))]
+            self._outbox.extend(encode_tunnels(entries))
+        if self._serve_pending and not self._pending:  # after the tunnels: a takeover finds them in place
+            self._serve_pending = False
+            self._outbox.append(encode_serve(self._serving))
+        self._send()
+        if self._pending and len(self._outbox) < OUTBOX_LIMIT:
+            self._schedule()
+
+    def _send(self) -> None:
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
+        while self._outbox:
+            try:
+                sock.send(self._outbox[0])
+            except (BlockingIOError, InterruptedError):
+                if not self._writing:
+                    self._writing = True
+                    self._loop.add_writer(sock.fileno(), self._writable)
+                return
+            except OSError as exc:
+                self._died(str(exc))
+                return
+            self._outbox.popleft()
+            self._counters["dataplane.control_messages"] += 1
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(sock.fileno())
+
+    def _writable(self) -> None:
+        self._send()
+        if not self._outbox and (self._pending or self._serve_pending):
+            self._schedule()

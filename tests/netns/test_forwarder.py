@@ -1,0 +1,354 @@
+"""The userspace data plane on a real network (issue 11 section 2): the forwarder runs in the Home Agent's
+namespace under its daemon-side handle, the mobile nodes decapsulate with ``dataplane.decap``, and real
+datagrams cross the router. Needs root, iproute2 (and ethtool, or pyroute2's ioctl). Namespace prefix
+"dp"; every process and namespace is gone at the end, whatever the test left."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.packet import Raw, raw
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane.userspace import UserspaceDataplane
+from netns.lan import can_run
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
+
+PORT = 7
+IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
+
+
+class LoopThread:
+    """An asyncio loop in a thread, as the daemon's: the handle lives on it, the test calls into it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def wrapped() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
+
+    def wait(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 15) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Setup:
+    def __init__(self, net: TunnelNet, loop: LoopThread, dataplane: UserspaceDataplane) -> None:
+        self.net = net
+        self.loop = loop
+        self.dataplane = dataplane
+        self.mobiles: dict[str, subprocess.Popen[str]] = {}
+
+    def counters(self) -> dict[str, Any]:
+        return self.loop.wait(self.dataplane.fetch_counters())
+
+    def drops(self) -> dict[str, int]:
+        return self.counters()["dataplane.drops"]
+
+    def set_tunnels(self, *tunnels: Tunnel) -> None:
+        self.loop.call(self.dataplane.set_tunnels, a(HOME), tuple(tunnels))
+        wait_for("the routes", lambda: self.counters()["dataplane.routes"] == (1 if tunnels else 0))
+
+    def mobile(self, host: str, care_of: str, reverse: bool) -> None:
+        """The mobile node's tunnel end on ``host`` (restarted if it runs with the other setting)."""
+        self.stop_mobile(host)
+        proc = self.net.popen(host, [sys.executable, "-m", "homeagent.dataplane.decap", "--home-address", HOME,
+                                     "--home-agent", HA, "--care-of", care_of, "--tun", "mip0",
+                                     *(["--reverse"] if reverse else [])],
+                              stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready and proc.stdout.readline().strip() == "ready"
+        self.mobiles[host] = proc
+
+    def stop_mobile(self, host: str) -> None:
+        proc = self.mobiles.pop(host, None)
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+    def tunnel(self, care_of: str = COA, reverse: bool = False) -> Tunnel:
+        return Tunnel(a(care_of), a(HA), reverse)
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def setup() -> Iterator[Setup]:
+    net = TunnelNet(f"dp{os.getpid()}")
+    loop = LoopThread()
+    dataplane = UserspaceDataplane(tun="ha0", argv_prefix=["ip", "netns", "exec", net.ns("ha")])
+    try:
+        loop.call(dataplane.start)
+        loop.wait(dataplane.ready())
+        loop.call(dataplane.serve, True)
+        yield Setup(net, loop, dataplane)
+    finally:
+        loop.call(dataplane.close)
+        loop.close()
+        net.close()
+
+
+@pytest.fixture
+def s(setup: Setup) -> Iterator[Setup]:
+    """Each test starts with no tunnel and no mobile node running, and leaves none."""
+    try:
+        yield setup
+    finally:
+        for host in list(setup.mobiles):
+            setup.stop_mobile(host)
+        setup.loop.call(setup.dataplane.serve, True)
+        setup.set_tunnels()
+
+
+def udp_server(s: Setup, host: str) -> socket.socket:
+    server = s.net.socket(host, socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((HOME, PORT))
+    server.settimeout(2)
+    return server
+
+
+def client(s: Setup) -> socket.socket:
+    sock = s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((CN, 0))
+    sock.settimeout(2)
+    return sock
+
+
+def icmp_listener(s: Setup) -> socket.socket:
+    sock = s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.settimeout(2)
+    return sock
+
+
+def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> IP:
+    """The first ICMP message of type ``kind`` the correspondent receives."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listener.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            packet = IP(listener.recv(65535))
+        except TimeoutError:
+            break
+        if packet[ICMP].type == kind:
+            return packet
+    raise AssertionError(f"no ICMP type {kind} arrived")
+
+
+def send_raw(s: Setup, packet: IP) -> None:
+    with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.sendto(raw(packet), (packet.dst, 0))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["reverse-off", "reverse-on"])
+def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
+    s.mobile("mn", COA, reverse)
+    s.set_tunnels(s.tunnel(COA, reverse))
+    s.net.forget_neighbours()
+    before = s.counters()
+    with udp_server(s, "mn") as server, client(s) as cn:
+        for n in range(5):
+            cn.sendto(b"hello %d" % n, (HOME, PORT))
+            data, sender = server.recvfrom(2048)
+            assert data == b"hello %d" % n and sender[0] == CN
+            server.sendto(data.upper(), sender)
+            assert cn.recvfrom(2048) == (b"HELLO %d" % n, (HOME, PORT))
+    with icmp_listener(s) as icmp:
+        for n in range(3):
+            icmp.sendto(raw(ICMP(type=8, id=77, seq=n) / Raw(b"ping")), (HOME, 0))
+            reply = icmp_of(icmp, 0)
+            assert reply.src == HOME and reply[ICMP].seq == n
+    after = s.counters()
+    tunnel = after["dataplane.tunnels"][0]
+    assert tunnel["care_of_address"] == COA
+    assert after["dataplane.packets"] - before["dataplane.packets"] == 8  # 5 UDP, 3 echo requests
+    answers = after["dataplane.reverse_packets"] - before["dataplane.reverse_packets"]
+    assert answers == (8 if reverse else 0), "the answers come back through the Home Agent only with T"
+
+
+def test_ttl_running_out_at_the_home_agent_gets_time_exceeded(s):
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
+        send_raw(s, IP(src=CN, dst=HOME, ttl=2) / UDP(sport=4000, dport=PORT) / Raw(b"ttl"))  # 1 at the HA
+        error = icmp_of(icmp, 11)
+        assert error.src == HA and error[ICMP].code == 0
+        assert IP(raw(error[ICMP].payload)).dst == HOME
+        server.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            server.recvfrom(2048)
+        send_raw(s, IP(src=CN, dst=HOME, ttl=3) / UDP(sport=4000, dport=PORT) / Raw(b"ttl"))
+        assert server.recvfrom(2048)[0] == b"ttl", "one hop more and it arrives"
+
+
+def test_a_datagram_too_big_for_the_tunnel_with_df_gets_fragmentation_needed(s):
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
+        payload = b"x" * (1500 - 28)
+        send_raw(s, IP(src=CN, dst=HOME, flags="DF") / UDP(sport=4000, dport=PORT) / Raw(payload))
+        error = icmp_of(icmp, 3)
+        assert error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1480
+        fits = b"y" * (1480 - 28)  # what the tunnel can carry arrives whole
+        send_raw(s, IP(src=CN, dst=HOME, flags="DF") / UDP(sport=4000, dport=PORT) / Raw(fits))
+        assert server.recvfrom(4096)[0] == fits
+        send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4000, dport=PORT) / Raw(payload))  # no DF: fragmented
+        assert server.recvfrom(4096)[0] == payload
+
+
+def test_ip_in_ip_forged_from_no_registered_care_of_address_is_dropped_and_counted(s):
+    s.set_tunnels(s.tunnel(COA, reverse=True))
+    before = s.drops()
+    with client(s) as victim:  # where the forged inner datagram would go
+        port = victim.getsockname()[1]
+        inner = IP(src=HOME, dst=CN) / UDP(sport=PORT, dport=port) / Raw(b"relayed?")
+        send_raw(s, IP(src=CN, dst=HA, proto=4) / inner)  # from no care-of address
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / IP(src="10.1.0.77", dst=CN) / UDP(dport=port))  # not bound
+        send_raw(s, IP(src=COA2, dst=HA, proto=4) / inner)  # a care-of address of no binding
+        victim.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            victim.recvfrom(2048)
+    after = s.drops()
+    assert after.get("unknown_care_of", 0) - before.get("unknown_care_of", 0) == 2
+    assert after.get("not_reverse_tunnel", 0) - before.get("not_reverse_tunnel", 0) == 1
+    s.set_tunnels(s.tunnel(COA, reverse=False))  # bound, but without T: not relayed either
+    with client(s) as victim:
+        port = victim.getsockname()[1]
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / IP(src=HOME, dst=CN) / UDP(dport=port) / Raw(b"x"))
+        victim.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            victim.recvfrom(2048)
+    assert s.drops().get("not_reverse_tunnel", 0) - after.get("not_reverse_tunnel", 0) == 1
+
+
+def test_two_care_of_addresses_each_get_a_copy(s):
+    s.mobile("mn", COA, False)
+    s.mobile("mn2", COA2, False)
+    s.set_tunnels(s.tunnel(COA), s.tunnel(COA2))
+    with udp_server(s, "mn") as one, udp_server(s, "mn2") as two, client(s) as cn:
+        for n in range(3):
+            cn.sendto(b"both %d" % n, (HOME, PORT))
+            assert one.recvfrom(2048)[0] == b"both %d" % n
+            assert two.recvfrom(2048)[0] == b"both %d" % n
+    tunnels = {t["care_of_address"]: t["packets"] for t in s.counters()["dataplane.tunnels"]}
+    assert tunnels == {COA: 3, COA2: 3}
+
+
+def test_removing_the_tunnels_stops_the_tunnelling(s):
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    with udp_server(s, "mn") as server, client(s) as cn:
+        cn.sendto(b"before", (HOME, PORT))
+        assert server.recvfrom(2048)[0] == b"before"
+        s.set_tunnels()
+        packets = s.counters()["dataplane.packets"]
+        cn.sendto(b"after", (HOME, PORT))
+        server.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            server.recvfrom(2048)
+        assert s.counters()["dataplane.packets"] == packets
+
+
+def test_a_member_that_does_not_serve_takes_its_routes_away_and_forwards_nothing(s):
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    s.loop.call(s.dataplane.serve, False)
+    wait_for("the route gone", lambda: s.counters()["dataplane.routes"] == 0)
+    with udp_server(s, "mn") as server, client(s) as cn:
+        cn.sendto(b"standby", (HOME, PORT))
+        server.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            server.recvfrom(2048)
+        s.loop.call(s.dataplane.serve, True)
+        wait_for("the route back", lambda: s.counters()["dataplane.routes"] == 1)
+        s.net.forget_neighbours()
+        cn.sendto(b"active", (HOME, PORT))
+        assert server.recvfrom(2048)[0] == b"active"
+
+
+def test_a_killed_forwarder_is_restarted_and_forwarding_resumes(s):
+    s.mobile("mn", COA, True)
+    s.set_tunnels(s.tunnel(COA, reverse=True))
+    restarts = s.counters()["dataplane.restarts"]
+    with udp_server(s, "mn") as server, client(s) as cn:
+        server.settimeout(0.02)
+        cn.sendto(b"warm", (HOME, PORT))
+        server.settimeout(2)
+        assert server.recvfrom(2048)[0] == b"warm"
+        server.settimeout(0.01)
+        old = s.dataplane.pid
+        assert old is not None
+        killed = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        resumed = None
+        n = 0
+        while time.monotonic() - killed < 10:  # a datagram every 10 ms until they arrive again
+            n += 1
+            cn.sendto(b"%d" % n, (HOME, PORT))
+            try:
+                server.recvfrom(2048)
+            except TimeoutError:
+                continue
+            resumed = time.monotonic()
+            break
+        assert resumed is not None, "forwarding did not resume"
+        print(f"forwarding resumed {resumed - killed:.3f} s after kill -9 of the forwarder")
+        assert s.dataplane.pid not in (None, old)
+        assert s.counters()["dataplane.restarts"] == restarts + 1
+        server.settimeout(2)  # and the reverse tunnel came back with the replayed table
+        server.sendto(b"back", (CN, cn.getsockname()[1]))
+        assert cn.recvfrom(2048)[0] == b"back"
+
+
+def test_a_burst_of_changes_while_forwarding(s):
+    """Thousands of home addresses change while a stream flows: the stream's tunnel is untouched, the
+    forwarder applies every change and none of the stream is lost."""
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    with udp_server(s, "mn") as server, client(s) as cn:
+        for n in range(3000):
+            others = a("10.1.100.0") + n
+            s.loop.call(s.dataplane.set_tunnels, others, (Tunnel(a("10.2.1.1") + n % 200, a(HA), n % 2 == 0),))
+            if n % 30 == 0:
+                cn.sendto(b"%d" % n, (HOME, PORT))
+        got = 0
+        server.settimeout(1)
+        while got < 100:
+            server.recvfrom(2048)
+            got += 1
+        assert got == 100
+    wait_for("every route", lambda: s.counters()["dataplane.routes"] == 3001, timeout=30)
+    assert s.counters()["dataplane.home_addresses"] == 3001
+    for n in range(3000):
+        s.loop.call(s.dataplane.set_tunnels, a("10.1.100.0") + n, ())
+    wait_for("the routes gone", lambda: s.counters()["dataplane.routes"] == 1, timeout=30)

@@ -1,0 +1,129 @@
+"""The data plane's test network: a correspondent, a router, a home link with the Home Agent's host, and
+two foreign links each with a mobile node at its care-of address. Every link is a veth pair (a link of two
+hosts needs no bridge), with transmit checksum offload off: on veth it leaves encapsulated UDP with a bad
+checksum at the far end (``ethtool -K DEV tx off``; pyroute2's ethtool ioctl where ethtool is missing).
+
+    cn 10.9.0.2 --- 10.9.0.1 rt 10.1.0.254 --- 10.1.0.1 ha        (home link 10.1.0.0/24)
+                             rt 10.2.0.1   --- 10.2.0.10 mn       (foreign link 1)
+                             rt 10.3.0.1   --- 10.3.0.10 mn2      (foreign link 2)
+
+The mobile nodes' home address is 10.1.0.50: on the home link, so the router ARPs for it there, and the
+Home Agent's host answers for it with a proxy neighbour entry (RFC 5944 4.6; here set by the test, in the
+daemon by ``dataplane.neighbours``) once the forwarder's /32 route into its TUN is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+from netns.lan import run
+
+CN, RT_CN = "10.9.0.2", "10.9.0.1"
+HA, RT_HOME = "10.1.0.1", "10.1.0.254"
+COA, RT_F1 = "10.2.0.10", "10.2.0.1"
+COA2, RT_F2 = "10.3.0.10", "10.3.0.1"
+HOME = "10.1.0.50"
+
+
+def a(text: str) -> int:
+    return int(IPv4Address(text))
+
+
+class TunnelNet:
+    HOSTS = ("cn", "rt", "ha", "mn", "mn2")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._made: list[str] = []
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def ns(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
+    def exec(self, host: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", self.ns(host), *cmd, check=check, timeout=timeout)
+
+    def popen(self, host: str, cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[type-arg]
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(host), *cmd], **kw)
+
+    @contextlib.contextmanager
+    def inside(self, host: str) -> Iterator[None]:
+        """Sockets made in the block live in ``host``'s namespace."""
+        from pyroute2 import netns
+
+        netns.pushns(self.ns(host))
+        try:
+            yield
+        finally:
+            netns.popns()
+
+    def socket(self, host: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+        with self.inside(host):
+            return socket.socket(family, kind, proto)
+
+    def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str, right_addr: str) -> None:
+        run("ip", "link", "add", left_if, "netns", self.ns(left), "type", "veth", "peer", "name", right_if,
+            "netns", self.ns(right))
+        for host, dev, address in ((left, left_if, left_addr), (right, right_if, right_addr)):
+            run("ip", "-n", self.ns(host), "addr", "add", f"{address}/24", "dev", dev)
+            run("ip", "-n", self.ns(host), "link", "set", dev, "up")
+            tx_checksum_off(self.ns(host), dev)
+
+    def _build(self) -> None:
+        for host in self.HOSTS:
+            name = self.ns(host)
+            run("ip", "netns", "del", name, check=False)  # left over from a run that was killed
+            run("ip", "netns", "add", name)
+            self._made.append(name)
+            run("ip", "-n", name, "link", "set", "lo", "up")
+        self._link("cn", "eth0", CN, "rt", "c0", RT_CN)
+        self._link("rt", "h0", RT_HOME, "ha", "eth0", HA)
+        self._link("rt", "f0", RT_F1, "mn", "eth0", COA)
+        self._link("rt", "f1", RT_F2, "mn2", "eth0", COA2)
+        for host, gateway in (("cn", RT_CN), ("ha", RT_HOME), ("mn", RT_F1), ("mn2", RT_F2)):
+            run("ip", "-n", self.ns(host), "route", "add", "default", "via", gateway)
+        for host in ("rt", "ha"):
+            self.exec(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # The Home Agent's host answers ARP for the home address on the home link (RFC 5944 4.6).
+        run("ip", "-n", self.ns("ha"), "neigh", "add", "proxy", HOME, "dev", "eth0")
+
+    def close(self) -> None:
+        for name in reversed(self._made):
+            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            run("ip", "netns", "del", name, check=False)
+        self._made.clear()
+
+    def forget_neighbours(self) -> None:
+        """The router forgets what it learnt of the home address (a failed ARP is cached for a while)."""
+        run("ip", "-n", self.ns("rt"), "neigh", "flush", "dev", "h0", check=False)
+
+
+def tx_checksum_off(namespace: str, device: str) -> None:
+    if shutil.which("ethtool"):
+        run("ip", "netns", "exec", namespace, "ethtool", "-K", device, "tx", "off")
+        return
+    from pyroute2 import netns
+    from pyroute2.ethtool import Ethtool
+
+    netns.pushns(namespace)
+    try:
+        with contextlib.closing(Ethtool()) as ethtool:
+            features = ethtool.get_features(device)
+            for name, feature in features.features.items():
+                if name.startswith("tx-checksum"):
+                    feature.enable = False
+            ethtool.set_features(device, features)
+    finally:
+        netns.popns()
