@@ -121,7 +121,7 @@ def decode(message: bytes) -> Message:
         if kind == b"c" and len(body) >= _PART.size:
             request, last = _PART.unpack_from(body)
             return CountersPart(request, bool(last), bytes(body[_PART.size:]))
-    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError, UnicodeDecodeError are ValueErrors
         if isinstance(exc, ParseError):
             raise
         raise ParseError(f"control message {kind!r}: {exc}") from None

@@ -30,10 +30,12 @@ every ``audit_every`` seconds (stretched so that the reading never takes more th
 loop: 1.6 s at 100,000 entries here), so an entry removed behind our back comes back at the next audit.
 The kernel sends no notification for proxy entries, hence the reading.
 
-Netlink calls are batched on the event loop (pyroute2 ``AsyncIPRoute.nlm_request_batch``, ``BATCH``
-requests per send), not in a thread: a batch holds the loop for about 3 ms (pyroute2 spends ~85 us of
-Python per request), and the loop runs whatever waits between two batches. A thread would hold the
-interpreter just as long (the work is Python) in slices the loop does not choose.
+Netlink runs in one worker thread of its own (a pyroute2 ``IPRoute`` made and used there only), batched
+(``nlm_request_batch``, ``BATCH`` requests per send); the state and every decision stay on the event loop,
+which hands the thread one batch or one dump at a time and awaits the answer. Why a thread: pyroute2
+spends about 85 us of Python per request and parses a dump a whole datagram (hundreds of entries) at a
+time, which on the loop held it up to 100 ms in one go while reading 20,000 entries back; in a thread the
+interpreter is handed back to the loop every switch interval (5 ms), whatever pyroute2 is doing.
 
 Limits measured here (6.18 kernel, two cores): the kernel keeps proxy entries in 16 hash buckets, so each
 add or delete walks a list of n/16 entries: 20,000 entries take 0.6 s of kernel time to add and 0.2 s to
@@ -56,18 +58,21 @@ import errno
 import logging
 import socket
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from homeagent.dataplane.announcer import AGAIN, BURST, RATE, Announcer
 
 log = logging.getLogger("homeagent.dataplane.neighbours")
+T = TypeVar("T")
 
 PROTOCOL = 77  # NDA_PROTOCOL of our proxy entries (no name in /etc/iproute2/rt_protos)
 NTF_PROXY = 0x08
 NUD_PERMANENT = 0x80
-BATCH = 32  # netlink requests per send (about 3 ms of the loop)
+BATCH = 128  # netlink requests per send (about 11 ms of the netlink thread)
 AUDIT_EVERY = 5.0  # seconds between two readings of the kernel's proxy entries, at least
 AUDIT_SHARE = 0.05  # the share of the loop the readings may take at most (they are stretched to keep it)
 RETRY = 1.0  # seconds before a failed netlink request is tried again
@@ -103,7 +108,7 @@ class Neighbours:
         self._settled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._announcer: Announcer | None = None
-        self._ipr: Any = None  # pyroute2.AsyncIPRoute (untyped)
+        self._netlink: _Netlink | None = None
         self._index = 0
         self._warned_at = float("-inf")
 
@@ -174,14 +179,12 @@ class Neighbours:
     async def open(self) -> None:
         """Open the interface's netlink and ARP sockets (CAP_NET_ADMIN and CAP_NET_RAW), set its proxy
         delay, and start the two tasks. The first audit finds what an earlier run left behind."""
-        from pyroute2 import AsyncIPRoute
-
         self._index = socket.if_nametoindex(self.interface)
         rate, burst, again = self._pacing
         self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
                                          burst=int(burst), again=again, sent=self._announced)
-        self._ipr = AsyncIPRoute()
-        await self._ipr.setup_endpoint()
+        self._netlink = _Netlink(self._index)
+        await self._netlink.call(self._netlink.open)
         self._set_proxy_delay()
         forwarding = self._sysctl(f"conf/{self.interface}/forwarding")
         if forwarding is not None and forwarding.read_text().strip() == "0":
@@ -204,9 +207,9 @@ class Neighbours:
         if self._announcer is not None:
             self._announcer.close()
             self._announcer = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._netlink is not None:
+            await self._netlink.close()
+            self._netlink = None
         self._restore_proxy_delay()
 
     # -- the one task that changes the kernel ----------------------------------------------------------
@@ -272,50 +275,15 @@ class Neighbours:
 
     async def _request(self, command: str, addresses: list[int]) -> list[int]:
         """Send one batch; the addresses whose request the kernel acknowledged."""
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
-        from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH
-        from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
-        if command == "add":
-            kind, flags = RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-        else:
-            kind, flags = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
-        messages = []
-        for address in addresses:
-            msg = ndmsg()
-            msg["family"] = socket.AF_INET
-            msg["ifindex"] = self._index
-            msg["flags"] = NTF_PROXY
-            msg["state"] = NUD_PERMANENT
-            msg["attrs"] = [["NDA_DST", _dotted(address)]]
-            if command == "add":
-                msg["attrs"].append(["NDA_PROTOCOL", PROTOCOL])
-            msg["header"]["type"] = kind
-            msg["header"]["flags"] = flags
-            messages.append(msg)
-        acknowledged = set()
-        # noraise: a refused request yields nothing (a delete of an entry already gone, say), the others go on
-        async for reply in self._ipr.nlm_request_batch(messages, noraise=True):
-            acknowledged.add(reply["header"]["sequence_number"])
-        return [a for a, m in zip(addresses, messages) if m["header"]["sequence_number"] in acknowledged]
+        assert self._netlink is not None
+        return await self._netlink.call(self._netlink.request, command, addresses)
 
     async def _audit(self) -> None:
         """Read every proxy entry of the interface back; what differs from what is wanted becomes dirty."""
-        from pyroute2.requests.main import RequestProcessor
-
+        assert self._netlink is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        ours: set[int] = set()
-        foreign: set[int] = set()
-        # pyroute2 0.9.7 filters a neighbour dump on the reply's fields, never asking the kernel for proxy
-        # entries: an empty filter lets ``flags`` through to the request, where NTF_PROXY selects them.
-        dump = await self._ipr.neigh("dump", family=socket.AF_INET, flags=NTF_PROXY,
-                                     dump_filter=RequestProcessor())
-        async for entry in dump:
-            if entry["ifindex"] != self._index or not entry.get("NDA_DST"):
-                continue
-            address = int(IPv4Address(entry.get("NDA_DST")))
-            (ours if entry.get("NDA_PROTOCOL") == PROTOCOL else foreign).add(address)
+        ours, foreign = await self._netlink.call(self._netlink.dump)
         lost = self._ours - ours
         wanted = self._away if self.serving else set()
         restored = lost & wanted
@@ -382,3 +350,73 @@ class Neighbours:
         if now >= self._warned_at + 10.0:
             self._warned_at = now
             log.warning(message, *args)
+
+
+class _Netlink:
+    """The netlink side, run in one thread of its own: a sync pyroute2 ``IPRoute`` lives in the thread
+    that made it (it runs its own event loop there), so every call goes through ``call``."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neighbours-netlink")
+        self._ipr: Any = None  # pyroute2.IPRoute (untyped)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        await self.call(self._close)
+        self._executor.shutdown(wait=False)
+
+    def open(self) -> None:
+        from pyroute2 import IPRoute
+
+        self._ipr = IPRoute()
+
+    def _close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def request(self, command: str, addresses: list[int]) -> list[int]:
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH
+        from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+        if command == "add":
+            kind, flags = RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        else:
+            kind, flags = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
+        messages = []
+        for address in addresses:
+            msg = ndmsg()
+            msg["family"] = socket.AF_INET
+            msg["ifindex"] = self.index
+            msg["flags"] = NTF_PROXY
+            msg["state"] = NUD_PERMANENT
+            msg["attrs"] = [["NDA_DST", _dotted(address)]]
+            if command == "add":
+                msg["attrs"].append(["NDA_PROTOCOL", PROTOCOL])
+            msg["header"]["type"] = kind
+            msg["header"]["flags"] = flags
+            messages.append(msg)
+        # noraise: a refused request yields nothing (a delete of an entry already gone, say), the others go on
+        acknowledged = {reply["header"]["sequence_number"]
+                        for reply in self._ipr.nlm_request_batch(messages, noraise=True)}
+        return [a for a, m in zip(addresses, messages) if m["header"]["sequence_number"] in acknowledged]
+
+    def dump(self) -> tuple[set[int], set[int]]:
+        """The interface's proxy entries: (ours, someone else's)."""
+        from pyroute2.requests.main import RequestProcessor
+
+        ours: set[int] = set()
+        foreign: set[int] = set()
+        # pyroute2 0.9.7 filters a neighbour dump on the reply's fields, never asking the kernel for proxy
+        # entries: an empty filter lets ``flags`` through to the request, where NTF_PROXY selects them.
+        for entry in self._ipr.neigh("dump", family=socket.AF_INET, flags=NTF_PROXY,
+                                     dump_filter=RequestProcessor()):
+            if entry["ifindex"] != self.index or not entry.get("NDA_DST"):
+                continue
+            address = int(IPv4Address(entry.get("NDA_DST")))
+            (ours if entry.get("NDA_PROTOCOL") == PROTOCOL else foreign).add(address)
+        return ours, foreign

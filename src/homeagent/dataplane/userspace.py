@@ -32,7 +32,7 @@ from homeagent.wire.ip import DEFAULT_TTL
 
 log = logging.getLogger("homeagent.dataplane")
 
-FLUSH_SLICE = 4096  # home addresses packed per loop turn: a million-binding replay must not hold the loop
+FLUSH_SLICE = 1024  # home addresses packed per loop turn (~3 ms here): a long replay must not hold the loop
 OUTBOX_LIMIT = 64  # packed messages waiting on the socket before packing stops (the rest stays coalesced)
 RESTART_FIRST = 0.05  # seconds before restarting a forwarder that died
 RESTART_MAX = 5.0  # the longest wait, for a forwarder that dies as soon as it starts
@@ -63,6 +63,7 @@ class UserspaceDataplane:
         self._parts: dict[int, list[bytes]] = {}
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
         self._request = 0
+        self._asked: list[int] = []  # counters requests waiting for the changes before them to be sent
         self._ready: asyncio.Future[dict[str, object]] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -179,6 +180,7 @@ class UserspaceDataplane:
             if future is not None and not future.done():
                 future.cancel()
         self._waiting.clear()
+        self._asked.clear()
         self._parts.clear()
 
     def _died(self, why: str) -> None:
@@ -260,9 +262,8 @@ class UserspaceDataplane:
         self._request = (self._request + 1) & 0xFFFFFFFF
         future: asyncio.Future[dict[str, object]] = self._loop.create_future()
         self._waiting[self._request] = future
-        self._flush()  # the changes asked before are applied before the counters are read
-        self._outbox.append(encode_counters_request(self._request))
-        self._send()
+        self._asked.append(self._request)  # sent after the changes asked before: they are applied first
+        self._schedule()
         return future
 
     def _merged(self) -> dict[str, object]:
@@ -290,6 +291,9 @@ class UserspaceDataplane:
         if self._serve_pending and not self._pending:  # after the tunnels: a takeover finds them in place
             self._serve_pending = False
             self._outbox.append(encode_serve(self._serving))
+        if not self._pending:
+            self._outbox.extend(encode_counters_request(request) for request in self._asked)
+            self._asked.clear()
         self._send()
         if self._pending and len(self._outbox) < OUTBOX_LIMIT:
             self._schedule()
@@ -317,5 +321,5 @@ class UserspaceDataplane:
 
     def _writable(self) -> None:
         self._send()
-        if not self._outbox and (self._pending or self._serve_pending):
+        if not self._outbox and (self._pending or self._serve_pending or self._asked):
             self._schedule()

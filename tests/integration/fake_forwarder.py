@@ -1,0 +1,44 @@
+"""A stand-in for ``homeagent.dataplane.forwarder`` that needs no privilege: it speaks the control protocol,
+keeps the table it is told and reports it (with its PID) as counters, so the handle's non-blocking sends,
+coalescing, restarts and replays can be tested without root. Started as
+``python fake_forwarder.py <the forwarder's usual command line>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from ipaddress import IPv4Address
+
+from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, decode, encode_counters,
+                                          encode_ready)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--control-fd", type=int, required=True)
+    args, _ = parser.parse_known_args()
+    control = socket.socket(fileno=args.control_fd)
+    table: dict[str, list[list[object]]] = {}
+    serving = False
+    messages = 0
+    control.send(encode_ready({"pid": os.getpid()}))
+    while message := control.recv(1 << 16):
+        messages += 1
+        command = decode(message)
+        if isinstance(command, SetTunnels):
+            for home, tunnels in command.entries:
+                if tunnels:
+                    table[str(IPv4Address(home))] = [[t.care_of_address, t.source, t.reverse] for t in tunnels]
+                else:
+                    table.pop(str(IPv4Address(home)), None)
+        elif isinstance(command, Serve):
+            serving = command.serving
+        elif isinstance(command, CountersRequest):
+            for part in encode_counters(command.request, {"pid": os.getpid(), "serving": serving,
+                                                          "table": table, "messages": messages}):
+                control.send(part)
+
+
+if __name__ == "__main__":
+    main()

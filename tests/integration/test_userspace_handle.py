@@ -1,0 +1,109 @@
+"""The userspace data plane's daemon-side handle against a stand-in forwarder process (no root needed): a
+burst of changes coalesces into few messages and ends in the right table, the loop is never blocked for
+long, and a forwarder killed with -9 is restarted and given the whole table and the serving state again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane.userspace import UserspaceDataplane
+
+FAKE = Path(__file__).with_name("fake_forwarder.py")
+
+
+def a(text: str) -> int:
+    return int(IPv4Address(text))
+
+
+def handle() -> UserspaceDataplane:
+    return UserspaceDataplane(argv_prefix=[sys.executable, str(FAKE)])
+
+
+def test_a_burst_coalesces_and_ends_in_the_table_asked_for():
+    async def scenario() -> None:
+        dp = handle()
+        dp.start()
+        try:
+            await dp.ready()
+            lags = []
+
+            async def watch() -> None:  # how late the loop wakes a sleeper while the burst is sent
+                while True:
+                    start = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    lags.append(time.perf_counter() - start - 0.001)
+
+            start = time.perf_counter()
+            for rounds in range(3):  # the same 20,000 home addresses three times: only the last counts
+                for n in range(20000):
+                    dp.set_tunnels(a("10.1.0.0") + n, (Tunnel(a("10.2.0.1") + rounds, a("10.1.255.1"), n % 2 == 1),))
+                await asyncio.sleep(0)
+            for n in range(0, 20000, 2):
+                dp.set_tunnels(a("10.1.0.0") + n, ())
+            dp.serve(True)
+            calls = time.perf_counter() - start
+            watcher = asyncio.get_running_loop().create_task(watch())  # while the handle sends the burst
+            counters = await dp.fetch_counters(timeout=30)
+            watcher.cancel()
+            table = counters["dataplane.table"]
+            assert len(table) == 10000 and counters["dataplane.serving"] is True
+            assert table["10.1.0.1"] == [[a("10.2.0.3"), a("10.1.255.1"), True]]
+            assert counters["dataplane.messages"] < 60, "changes to one home address coalesce"
+            print(f"burst of 70,000 changes: {calls / 70000 * 1e6:.2f} us a call, {counters['dataplane.messages']} "
+                  f"messages, the loop late by at most {max(lags) * 1000:.1f} ms while they were sent")
+        finally:
+            dp.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_forwarder_is_restarted_and_given_the_whole_table():
+    async def scenario() -> None:
+        dp = handle()
+        dp.start()
+        try:
+            first = await dp.ready()
+            for n in range(500):
+                dp.set_tunnels(a("10.1.0.0") + n, (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            dp.serve(True)
+            assert len((await dp.fetch_counters())["dataplane.table"]) == 500
+            os.kill(first["pid"], signal.SIGKILL)  # type: ignore[arg-type]
+            dp.set_tunnels(a("10.1.0.0"), ())  # while it is down
+            for _ in range(500):  # until the handle has seen it die and started another
+                if dp.pid not in (None, first["pid"]):
+                    break
+                await asyncio.sleep(0.01)
+            second = await dp.ready()
+            assert second["pid"] != first["pid"]
+            counters = await dp.fetch_counters()
+            assert counters["dataplane.pid"] == second["pid"] == dp.pid
+            assert counters["dataplane.restarts"] == 1
+            assert len(counters["dataplane.table"]) == 499 and counters["dataplane.serving"] is True
+        finally:
+            dp.close()
+        assert dp.counters()["dataplane.running"] is False
+
+    asyncio.run(scenario())
+
+
+def test_close_ends_the_forwarder():
+    async def scenario() -> None:
+        dp = handle()
+        dp.start()
+        info = await dp.ready()
+        dp.close()
+        await asyncio.sleep(0.1)
+        try:
+            os.kill(info["pid"], 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return
+        raise AssertionError("the forwarder outlived close")
+
+    asyncio.run(scenario())

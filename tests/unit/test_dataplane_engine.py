@@ -1,0 +1,193 @@
+"""The forwarder's per-packet decisions, bytes in and sends out, no sockets: one copy per care-of address in
+an RFC 2003 header, the ICMP errors of the tunnel entry point, and a reverse tunnel that relays only what a
+binding with T allows (never an open relay), every drop counted by reason. Read back by scapy."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP, defragment
+from scapy.packet import Raw, raw
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane.engine import Engine
+from homeagent.dataplane.fake import FakeDataplane
+from homeagent.dataplane.null import NullDataplane
+
+
+def a(text: str) -> int:
+    return int(IPv4Address(text))
+
+
+CN, HOME, HA, COA, COA2 = "10.9.0.2", "10.1.0.50", "10.1.0.1", "10.2.0.10", "10.3.0.10"
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.delivered: list[bytes] = []
+        self.fail = False
+
+    def send(self, packet: bytes, address: tuple[str, int]) -> None:
+        if self.fail:
+            raise OSError(105, "No buffer space available")
+        self.sent.append((packet, address))
+
+    def deliver(self, packet: bytes) -> None:
+        self.delivered.append(packet)
+
+
+@pytest.fixture
+def wire() -> Wire:
+    return Wire()
+
+
+def engine(wire: Wire, mtu: int = 1500, *tunnels: Tunnel) -> Engine:
+    e = Engine(wire.send, wire.deliver, mtu=mtu, ttl=33)
+    e.set_tunnels(a(HOME), tunnels or (Tunnel(a(COA), a(HA), False),))
+    e.serving = True
+    return e
+
+
+def datagram(size: int = 100, ttl: int = 9, df: bool = True, dst: str = HOME, src: str = CN) -> bytes:
+    return raw(IP(src=src, dst=dst, ttl=ttl, tos=0x10, flags="DF" if df else 0) / UDP(dport=7)
+               / Raw(b"x" * (size - 28)))
+
+
+def test_one_copy_per_care_of_address_in_an_rfc_2003_header(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), True))
+    inner = datagram()
+    e.from_tun(inner)
+    assert [address for _, address in wire.sent] == [(COA, 0), (COA2, 0)]
+    for packet, address in wire.sent:
+        outer = IP(packet)
+        assert (outer.src, outer.dst, outer.proto, outer.ttl, outer.tos, outer.flags) == (HA, address[0], 4, 33,
+                                                                                          0x10, "DF")
+        assert raw(outer.payload) == inner
+        check = IP(packet[:20])
+        del check.chksum
+        assert IP(raw(check)).chksum == outer.chksum
+    counters = e.counters()
+    assert counters["packets"] == 2 and counters["bytes"] == 200
+    assert [t["care_of_address"] for t in counters["tunnels"]] == [COA, COA2]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("packet, serving, drop", [
+    (datagram(dst="10.1.0.99"), True, "no_tunnel"),
+    (datagram(), False, "not_serving"),
+    (b"\x60" + bytes(47), True, "not_ipv4"),
+    (b"\x45\x00", True, "truncated"),
+])
+def test_what_is_not_forwarded_is_counted(wire, packet, serving, drop):
+    e = engine(wire)
+    e.serving = serving
+    e.from_tun(packet)
+    assert not wire.sent and e.drops == {drop: 1}
+
+
+def test_ttl_zero_gets_time_exceeded_from_the_home_agent(wire):
+    e = engine(wire)
+    e.from_tun(datagram(ttl=0))
+    [(reply, address)] = wire.sent
+    assert address == (CN, 0)
+    icmp = IP(reply)
+    assert (icmp.src, icmp.dst, icmp[ICMP].type, icmp[ICMP].code) == (HA, CN, 11, 0)
+    assert e.drops == {"ttl_exceeded": 1}
+
+
+def test_too_big_with_df_gets_fragmentation_needed_with_what_the_tunnel_carries(wire):
+    e = engine(wire, 1000)
+    e.from_tun(datagram(981))
+    [(reply, address)] = wire.sent
+    assert address == (CN, 0)
+    assert (IP(reply)[ICMP].type, IP(reply)[ICMP].code, IP(reply)[ICMP].nexthopmtu) == (3, 4, 980)
+    assert e.drops == {"too_big": 1}
+    wire.sent.clear()
+    e.from_tun(datagram(980))  # fits exactly: outer of 1000
+    assert len(wire.sent) == 1 and len(wire.sent[0][0]) == 1000
+
+
+def test_too_big_without_df_is_carried_in_outer_fragments(wire):
+    e = engine(wire, 576)
+    inner = datagram(1400, df=False)
+    e.from_tun(inner)
+    pieces = [IP(p) for p, _ in wire.sent]
+    assert len(pieces) == 3 and all(len(raw(p)) <= 576 for p in pieces)
+    whole = defragment(pieces)[0]
+    assert whole.proto == 4 and raw(whole.payload) == inner
+    assert e.counters()["packets"] == 1 and not e.drops
+
+
+def test_a_failed_send_is_counted(wire):
+    e = engine(wire)
+    wire.fail = True
+    e.from_tun(datagram())
+    assert e.drops == {"send_failed": 1} and e.counters()["packets"] == 0
+
+
+def reverse(src: str = COA, dst: str = HA, inner_src: str = HOME, pad: bytes = b"") -> bytes:
+    return raw(IP(src=src, dst=dst, proto=4) / IP(src=inner_src, dst=CN) / UDP(sport=7, dport=9)
+               / Raw(b"answer")) + pad
+
+
+def test_reverse_tunnel_delivers_what_a_binding_with_t_allows(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), True))
+    e.from_network(reverse(pad=b"\0" * 6))
+    [inner] = wire.delivered
+    assert IP(inner).src == HOME and IP(inner).dst == CN and len(inner) == IP(inner).len
+    tunnel = e.counters()["tunnels"][0]  # type: ignore[index]
+    assert tunnel["reverse_packets"] == 1 and tunnel["reverse_bytes"] == len(inner)
+
+
+@pytest.mark.parametrize("packet, drop", [
+    (reverse(src=CN), "unknown_care_of"),  # from no registered care-of address
+    (reverse(inner_src="10.1.0.77"), "not_reverse_tunnel"),  # a home address not bound to it
+    (reverse(dst="10.1.0.2"), "not_reverse_tunnel"),  # to another address than the node registered with
+    (raw(IP(src=COA, dst=HA, proto=4) / IP(src=HOME, dst=CN, len=10)), "inner_malformed"),
+    (raw(IP(src=COA, dst=HA, proto=4) / IP(src=HOME, dst=CN, len=400)), "inner_malformed"),
+    (raw(IP(src=COA, dst=HA, proto=17) / IP(src=HOME, dst=CN)), "not_ipip"),
+    (raw(IP(src=COA, dst=HA, proto=4))[:30], "truncated"),
+])
+def test_reverse_tunnel_is_no_open_relay(wire, packet, drop):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), True))
+    e.from_network(packet)
+    assert not wire.delivered and e.drops == {drop: 1}
+
+
+def test_without_t_nothing_is_relayed_and_a_standby_relays_nothing(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), False))
+    e.from_network(reverse())
+    assert e.drops == {"not_reverse_tunnel": 1}
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))
+    e.serving = False
+    e.from_network(reverse())
+    assert not wire.delivered and e.drops["not_serving"] == 1
+
+
+def test_replacing_tunnels_keeps_the_counters_of_those_that_stay_and_forgets_the_rest(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), True), Tunnel(a(COA2), a(HA), False))
+    e.from_tun(datagram())
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))
+    assert [(t["care_of_address"], t["packets"]) for t in e.counters()["tunnels"]] == [(COA, 1)]  # type: ignore
+    e.from_network(reverse(src=COA2, inner_src=HOME))
+    assert e.drops == {"unknown_care_of": 1}, "a care-of address of no binding any more"
+    e.set_tunnels(a(HOME), ())
+    assert e.homes() == [] and not e.has_tunnels(a(HOME))
+    e.from_network(reverse())
+    assert e.drops["unknown_care_of"] == 2
+
+
+def test_null_and_fake_backends_follow_the_interface():
+    for dataplane in (NullDataplane(), FakeDataplane()):
+        dataplane.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))
+        dataplane.serve(True)
+        counters = dataplane.counters()
+        assert counters["dataplane.home_addresses"] == 1 and counters["dataplane.serving"] is True
+        dataplane.set_tunnels(a(HOME), ())
+        assert dataplane.counters()["dataplane.home_addresses"] == 0
+        dataplane.close()
+    fake = FakeDataplane()
+    fake.serve(True)
+    fake.set_tunnels(1, ())
+    assert fake.calls == [("serve", True), ("set_tunnels", (1, ()))]
