@@ -76,28 +76,29 @@ class Pacer:
         self.again = again
         self._tokens = float(burst)
         self._filled_at: float | None = None
-        self._first: tuple[OrderedDict[int, None], OrderedDict[int, None]] = (OrderedDict(), OrderedDict())
+        self._urgent: OrderedDict[int, None] = OrderedDict()
+        self._bulk: deque[int] = deque()
         self._repeat: tuple[deque[tuple[float, int]], deque[tuple[float, int]]] = (deque(), deque())
 
     def urgent(self, address: int) -> None:
         """Announce ``address`` before anything else (a registration, a return home)."""
-        self._first[URGENT][address] = None
-        self._first[BULK].pop(address, None)  # announced now: the takeover's turn would only repeat it
+        self._urgent[address] = None
 
     def bulk(self, addresses: Iterable[int]) -> None:
-        """Announce ``addresses`` after every urgent announcement (a takeover)."""
-        urgent, bulk = self._first
-        for address in addresses:
-            if address not in urgent:
-                bulk[address] = None
+        """Announce ``addresses`` after every urgent announcement (a takeover), in place of any takeover
+        still queued: a copy in C, about 1 ms for 100,000 addresses. One that is queued as urgent meanwhile
+        is announced as such and skipped here."""
+        self._bulk = deque(addresses)
 
     def clear(self) -> None:
-        for queue in (*self._first, *self._repeat):
+        self._urgent.clear()
+        self._bulk.clear()
+        for queue in self._repeat:
             queue.clear()
 
     def __len__(self) -> int:
         """Announcements still to send, repetitions included."""
-        return sum(len(q) for q in self._first) + sum(len(q) for q in self._repeat)
+        return len(self._urgent) + len(self._bulk) + sum(len(q) for q in self._repeat)
 
     def take(self, now: float) -> list[tuple[int, int]]:
         """The announcements the bucket allows at ``now``, as (address, class), in order; the caller sends
@@ -105,7 +106,7 @@ class Pacer:
         self._fill(now)
         out: list[tuple[int, int]] = []
         allowed = int(self._tokens)
-        urgent, bulk = self._first
+        urgent, bulk = self._urgent, self._bulk
         urgent_again, bulk_again = self._repeat
         while len(out) < allowed:
             if urgent:
@@ -113,7 +114,9 @@ class Pacer:
             elif urgent_again and urgent_again[0][0] <= now:
                 out.append((urgent_again.popleft()[1], URGENT + 2))
             elif bulk:
-                out.append((bulk.popitem(last=False)[0], BULK))
+                address = bulk.popleft()
+                if address not in urgent:  # queued as urgent meanwhile: it goes as such
+                    out.append((address, BULK))
             elif bulk_again and bulk_again[0][0] <= now:
                 out.append((bulk_again.popleft()[1], BULK + 2))
             else:
@@ -128,17 +131,20 @@ class Pacer:
         """Give back what ``take`` returned and was not sent (the socket was full): it goes first next time,
         and its tokens are returned."""
         for address, kind in reversed(taken):
-            if kind < 2:
-                self._repeat[kind].pop()  # the repetition ``take`` queued for it, last in
-                self._first[kind][address] = None
-                self._first[kind].move_to_end(address, last=False)
+            if kind == URGENT:
+                self._repeat[URGENT].pop()  # the repetition ``take`` queued for it, last in
+                self._urgent[address] = None
+                self._urgent.move_to_end(address, last=False)
+            elif kind == BULK:
+                self._repeat[BULK].pop()
+                self._bulk.appendleft(address)
             else:
                 self._repeat[kind - 2].appendleft((now, address))
         self._tokens += len(taken)
 
     def due(self, now: float) -> float | None:
         """When ``take`` has something to give next: ``now`` or later; None when nothing is queued."""
-        if any(self._first):
+        if self._urgent or self._bulk:
             waiting = now
         else:
             heads = [q[0][0] for q in self._repeat if q]
@@ -249,8 +255,8 @@ class Announcer:
                     return
                 if now >= self._warned_at + WARN_EVERY:  # the link is down, say: the frame is lost
                     self._warned_at = now
-                    log.warning("gratuitous ARP for %s failed: %s", socket.inet_ntoa(address.to_bytes(4, "big")),
-                                exc)
+                    log.warning("gratuitous ARP for %s failed: %s",
+                                socket.inet_ntoa(address.to_bytes(4, "big")), exc)
                 continue
             self._counters["neighbours.gratuitous_arp_sent"] += 1
             if self._sent is not None:

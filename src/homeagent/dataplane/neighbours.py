@@ -30,12 +30,13 @@ every ``audit_every`` seconds (stretched so that the reading never takes more th
 loop: 1.6 s at 100,000 entries here), so an entry removed behind our back comes back at the next audit.
 The kernel sends no notification for proxy entries, hence the reading.
 
-Netlink runs in one worker thread of its own (a pyroute2 ``IPRoute`` made and used there only), batched
-(``nlm_request_batch``, ``BATCH`` requests per send); the state and every decision stay on the event loop,
-which hands the thread one batch or one dump at a time and awaits the answer. Why a thread: pyroute2
-spends about 85 us of Python per request and parses a dump a whole datagram (hundreds of entries) at a
-time, which on the loop held it up to 100 ms in one go while reading 20,000 entries back; in a thread the
-interpreter is handed back to the loop every switch interval (5 ms), whatever pyroute2 is doing.
+Netlink runs in a child process (``dataplane.neighbours_netlink``: pyroute2, batched with
+``nlm_request_batch``, ``BATCH`` requests per batch); the state and every decision stay on the event loop,
+which hands the child one batch or one dump at a time and awaits its answer, a line of JSON. Not on the
+loop, nor in a thread: pyroute2 spends about 85 us of Python per request and its messages are cyclic
+garbage, and reading 20,000 entries back made the collector pause the whole interpreter up to 180 ms at a
+time (measured here, in a thread as on the loop). In the child that runs on the other CPU, and its pauses
+are its own. The child is started again when it dies.
 
 Limits measured here (6.18 kernel, two cores): the kernel keeps proxy entries in 16 hash buckets, so each
 add or delete walks a list of n/16 entries: 20,000 entries take 0.6 s of kernel time to add and 0.2 s to
@@ -58,29 +59,18 @@ import errno
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, TypeVar
 
 from homeagent.dataplane.announcer import AGAIN, BURST, RATE, Announcer
+from homeagent.dataplane.neighbours_netlink import PROTOCOL, NetlinkWorker
 
 log = logging.getLogger("homeagent.dataplane.neighbours")
-T = TypeVar("T")
 
-PROTOCOL = 77  # NDA_PROTOCOL of our proxy entries (no name in /etc/iproute2/rt_protos)
-NTF_PROXY = 0x08
-NUD_PERMANENT = 0x80
-BATCH = 128  # netlink requests per send (about 11 ms of the netlink thread)
+BATCH = 128  # netlink requests per batch (about 11 ms of the child's time)
 AUDIT_EVERY = 5.0  # seconds between two readings of the kernel's proxy entries, at least
 AUDIT_SHARE = 0.05  # the share of the loop the readings may take at most (they are stretched to keep it)
 RETRY = 1.0  # seconds before a failed netlink request is tried again
 CLOSE_TIMEOUT = 30.0  # seconds close() waits for our entries to go
-
-
-def _dotted(address: int) -> str:
-    return socket.inet_ntoa(address.to_bytes(4, "big"))
 
 
 class Neighbours:
@@ -104,11 +94,12 @@ class Neighbours:
         self._foreign: set[int] = set()  # entries someone else made on the interface, as last read
         self._dirty: set[int] = set()  # addresses whose entry may differ from what is wanted
         self._audit_at = 0.0  # loop time of the next audit (0: at once)
+        self._flipped = False  # serving changed: every address to be looked at again
         self._changed = asyncio.Event()
         self._settled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._announcer: Announcer | None = None
-        self._netlink: _Netlink | None = None
+        self._netlink: NetlinkWorker | None = None
         self._index = 0
         self._warned_at = float("-inf")
 
@@ -142,16 +133,14 @@ class Neighbours:
         if serving == self.serving:
             return
         self.serving = serving
+        self._flipped = True  # the task looks at every address again
         if serving:
-            self._dirty |= self._away
-            self._audit_at = 0.0  # see what the kernel holds: a member that stood down may have left some
             if self._announcer is not None:
-                self._announcer.bulk(list(self._away))
+                self._announcer.bulk(self._away)
         else:
             if self._announcer is not None:
                 self._announcer.clear()
             self._returned.clear()
-            self._dirty |= self._ours
         self._wake()
 
     def reconcile(self) -> None:
@@ -183,8 +172,7 @@ class Neighbours:
         rate, burst, again = self._pacing
         self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
                                          burst=int(burst), again=again, sent=self._announced)
-        self._netlink = _Netlink(self._index)
-        await self._netlink.call(self._netlink.open)
+        self._netlink = NetlinkWorker(self._index)
         self._set_proxy_delay()
         forwarding = self._sysctl(f"conf/{self.interface}/forwarding")
         if forwarding is not None and forwarding.read_text().strip() == "0":
@@ -225,6 +213,13 @@ class Neighbours:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._flipped:  # here, not in serve(): the caller pays nothing for a large table
+                self._flipped = False
+                if self.serving:
+                    self._dirty |= self._away
+                    self._audit_at = 0.0  # what does the kernel hold? A member that stood down may leave some
+                else:
+                    self._dirty |= self._ours
             wait = self._audit_at - loop.time()
             if not self._dirty and wait > 0:
                 self._settled.set()
@@ -276,14 +271,16 @@ class Neighbours:
     async def _request(self, command: str, addresses: list[int]) -> list[int]:
         """Send one batch; the addresses whose request the kernel acknowledged."""
         assert self._netlink is not None
-        return await self._netlink.call(self._netlink.request, command, addresses)
+        if command == "add":
+            return await self._netlink.add(addresses)
+        return await self._netlink.delete(addresses)
 
     async def _audit(self) -> None:
         """Read every proxy entry of the interface back; what differs from what is wanted becomes dirty."""
         assert self._netlink is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        ours, foreign = await self._netlink.call(self._netlink.dump)
+        ours, foreign = await self._netlink.dump()
         lost = self._ours - ours
         wanted = self._away if self.serving else set()
         restored = lost & wanted
@@ -351,72 +348,3 @@ class Neighbours:
             self._warned_at = now
             log.warning(message, *args)
 
-
-class _Netlink:
-    """The netlink side, run in one thread of its own: a sync pyroute2 ``IPRoute`` lives in the thread
-    that made it (it runs its own event loop there), so every call goes through ``call``."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neighbours-netlink")
-        self._ipr: Any = None  # pyroute2.IPRoute (untyped)
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def close(self) -> None:
-        await self.call(self._close)
-        self._executor.shutdown(wait=False)
-
-    def open(self) -> None:
-        from pyroute2 import IPRoute
-
-        self._ipr = IPRoute()
-
-    def _close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
-
-    def request(self, command: str, addresses: list[int]) -> list[int]:
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
-        from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH
-        from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
-        if command == "add":
-            kind, flags = RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-        else:
-            kind, flags = RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK
-        messages = []
-        for address in addresses:
-            msg = ndmsg()
-            msg["family"] = socket.AF_INET
-            msg["ifindex"] = self.index
-            msg["flags"] = NTF_PROXY
-            msg["state"] = NUD_PERMANENT
-            msg["attrs"] = [["NDA_DST", _dotted(address)]]
-            if command == "add":
-                msg["attrs"].append(["NDA_PROTOCOL", PROTOCOL])
-            msg["header"]["type"] = kind
-            msg["header"]["flags"] = flags
-            messages.append(msg)
-        # noraise: a refused request yields nothing (a delete of an entry already gone, say), the others go on
-        acknowledged = {reply["header"]["sequence_number"]
-                        for reply in self._ipr.nlm_request_batch(messages, noraise=True)}
-        return [a for a, m in zip(addresses, messages) if m["header"]["sequence_number"] in acknowledged]
-
-    def dump(self) -> tuple[set[int], set[int]]:
-        """The interface's proxy entries: (ours, someone else's)."""
-        from pyroute2.requests.main import RequestProcessor
-
-        ours: set[int] = set()
-        foreign: set[int] = set()
-        # pyroute2 0.9.7 filters a neighbour dump on the reply's fields, never asking the kernel for proxy
-        # entries: an empty filter lets ``flags`` through to the request, where NTF_PROXY selects them.
-        for entry in self._ipr.neigh("dump", family=socket.AF_INET, flags=NTF_PROXY,
-                                     dump_filter=RequestProcessor()):
-            if entry["ifindex"] != self.index or not entry.get("NDA_DST"):
-                continue
-            address = int(IPv4Address(entry.get("NDA_DST")))
-            (ours if entry.get("NDA_PROTOCOL") == PROTOCOL else foreign).add(address)
-        return ours, foreign
