@@ -14,6 +14,7 @@ from homeagent.dataplane import Tunnel
 from homeagent.dataplane.engine import Engine
 from homeagent.dataplane.fake import FakeDataplane
 from homeagent.dataplane.null import NullDataplane
+from homeagent.wire.ip import checksum, encapsulate
 
 
 def a(text: str) -> int:
@@ -36,6 +37,15 @@ class Wire:
 
     def deliver(self, packet: bytes) -> None:
         self.delivered.append(packet)
+
+
+def kernel_completes(packet: bytes, identification: int) -> bytes:
+    """What Linux does to a header sent on a raw socket with IP_HDRINCL (raw(7))."""
+    head = bytearray(packet[:20])
+    head[2:4] = len(packet).to_bytes(2, "big")
+    head[4:6] = identification.to_bytes(2, "big")
+    head[10:12] = checksum(bytes(head)).to_bytes(2, "big")
+    return bytes(head) + packet[20:]
 
 
 @pytest.fixture
@@ -65,9 +75,9 @@ def test_one_copy_per_care_of_address_in_an_rfc_2003_header(wire):
         assert (outer.src, outer.dst, outer.proto, outer.ttl, outer.tos, outer.flags) == (HA, address[0], 4, 33,
                                                                                           0x10, "DF")
         assert raw(outer.payload) == inner
-        check = IP(packet[:20])
-        del check.chksum
-        assert IP(raw(check)).chksum == outer.chksum
+        # The raw socket (IP_HDRINCL) fills in length, identification and checksum: then it is RFC 2003's.
+        assert (outer.len, outer.id, outer.chksum) == (0, 0, 0)
+        assert kernel_completes(packet, 4321) == encapsulate(inner, a(HA), a(address[0]), 33, 4321)
     counters = e.counters()
     assert counters["packets"] == 2 and counters["bytes"] == 200
     assert [t["care_of_address"] for t in counters["tunnels"]] == [COA, COA2]  # type: ignore[index]

@@ -30,7 +30,7 @@ from ipaddress import IPv4Address
 from types import FrameType
 from typing import Any
 
-from homeagent.dataplane.tun import open_tun
+from homeagent.dataplane.tun import open_tun, without_ipv6
 from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, IPPROTO_IPIP, Drop, OuterHeader
 
 log = logging.getLogger("homeagent.dataplane.decap")
@@ -107,6 +107,7 @@ class MobileTunnel:
         self.reverse = reverse
         self.mtu = mtu
         self.fd, self.name = open_tun(tun)
+        without_ipv6(self.name)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
         self.rx.setblocking(False)
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)

@@ -40,7 +40,7 @@ Deliver = Callable[[bytes], object]  # os.write to the TUN device
 class TunnelState:
     """One tunnel with its outer header ready and its counters."""
 
-    __slots__ = ("home", "care_of", "source", "reverse", "header", "address", "packets", "bytes",
+    __slots__ = ("home", "care_of", "source", "reverse", "header", "headers", "address", "packets", "bytes",
                  "reverse_packets", "reverse_bytes")
 
     def __init__(self, home: int, tunnel: Tunnel, ttl: int) -> None:
@@ -49,6 +49,7 @@ class TunnelState:
         self.source = tunnel.source
         self.reverse = tunnel.reverse
         self.header = OuterHeader(tunnel.source, tunnel.care_of_address, ttl)
+        self.headers: dict[int, bytes] = {}  # TOS << 1 | DF -> header for the raw socket (one lookup a packet)
         self.address = (str(IPv4Address(tunnel.care_of_address)), 0)
         self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
 
@@ -130,14 +131,14 @@ class Engine:
         if packet[8] == 0 or length + HEADER_SIZE > self.mtu:
             self._exception(packet, tunnels)
             return
-        total = length + HEADER_SIZE
-        ident = self._identification = (self._identification + 1) & 0xFFFF
-        tos = packet[1]
-        df = packet[6] & 0x40
+        key = packet[1] << 1 | packet[6] >> 6 & 1  # TOS and DF: all the outer header takes per packet
         send = self.send
         for tunnel in tunnels:
+            header = tunnel.headers.get(key)
+            if header is None:
+                header = tunnel.headers[key] = tunnel.header.for_raw_socket(packet[1], packet[6] & 0x40)
             try:
-                send(tunnel.header.build(total, ident, tos, df) + packet, tunnel.address)
+                send(header + packet, tunnel.address)
             except OSError:
                 self.drops[Drop.SEND_FAILED] += 1
                 continue
@@ -155,8 +156,8 @@ class Engine:
             self.drops[Drop.TOO_BIG] += 1
             self._answer(fragmentation_needed(packet, source, self.mtu - HEADER_SIZE))
             return
-        ident = self._identification = (self._identification + 1) & 0xFFFF
-        for tunnel in tunnels:
+        ident = self._identification = self._identification % 0xFFFF + 1  # never 0: the kernel would pick
+        for tunnel in tunnels:                                                  # one per fragment
             outer = tunnel.header.build(len(packet) + HEADER_SIZE, ident, packet[1], False) + packet
             try:
                 pieces = fragment(outer, self.mtu)

@@ -29,3 +29,13 @@ def open_tun(name: str) -> tuple[int, str]:
         os.close(fd)
         raise
     return fd, answer[:IFNAMSIZ].rstrip(b"\0").decode()
+
+
+def without_ipv6(name: str) -> None:
+    """No IPv6 on the device: the kernel would send router solicitations and MLD reports into it, which the
+    data plane (IPv4 only) could only drop and count."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as knob:
+            knob.write("1")
+    except OSError:  # no IPv6 in this kernel or namespace: nothing to quieten
+        pass

@@ -164,7 +164,7 @@ class OuterHeader:
     The checksum is the one's complement sum of the header's words; the words that do not change for a
     tunnel (version/IHL, TTL/protocol, both addresses) are summed once here."""
 
-    __slots__ = ("source", "destination", "ttl", "_constant", "_src", "_dst")
+    __slots__ = ("source", "destination", "ttl", "_constant", "_src", "_dst", "_for_kernel")
 
     def __init__(self, source: int, destination: int, ttl: int = DEFAULT_TTL) -> None:
         if not 1 <= ttl <= 255:
@@ -176,14 +176,27 @@ class OuterHeader:
         self._dst = address_bytes(destination)
         self._constant = ((VERSION << 4 | 5) << 8) + (ttl << 8 | IPPROTO_IPIP) + (source >> 16) + \
             (source & 0xFFFF) + (destination >> 16) + (destination & 0xFFFF)
+        self._for_kernel: dict[int, bytes] = {}
 
-    def build(self, total_length: int, identification: int, tos: int, dont_fragment: bool) -> bytes:
+    def build(self, total_length: int, identification: int, tos: int, dont_fragment: int) -> bytes:
+        """``dont_fragment``: any true value sets DF (the inner header's flags byte masked is enough)."""
         flags = DF if dont_fragment else 0
         total = self._constant + tos + total_length + identification + flags
         total = (total & 0xFFFF) + (total >> 16)
         total = (total & 0xFFFF) + (total >> 16)
         return _HEADER.pack(0x45, tos, total_length, identification, flags, self.ttl, IPPROTO_IPIP,
                             ~total & 0xFFFF, self._src, self._dst)
+
+    def for_raw_socket(self, tos: int, dont_fragment: int) -> bytes:
+        """The header for a raw socket with ``IP_HDRINCL``, which fills in the total length, a fresh
+        identification where ours is 0, and the checksum (Linux raw(7)): all that varies is TOS and DF, so
+        each of the few combinations a tunnel sees is built once and reused, and a packet costs a lookup."""
+        key = tos << 1 | (1 if dont_fragment else 0)
+        header = self._for_kernel.get(key)
+        if header is None:
+            header = self._for_kernel[key] = _HEADER.pack(0x45, tos, 0, 0, DF if dont_fragment else 0, self.ttl,
+                                                          IPPROTO_IPIP, 0, self._src, self._dst)
+        return header
 
 
 def _check_inner(inner: bytes) -> None:
