@@ -71,11 +71,10 @@ KNOWN_FAILURES: dict[tuple[int, str, str, int], str] = {}
 # accepted by a member that missed a newer registration won the merge by its Identification alone).
 OPEN_KINDS: dict[str, str] = {}
 RANDOM_SEEDS = range(300)
-ACCEPTED_TWICE = ("open: a request accepted twice across a partition leaves two expiries a second apart "
-                  "(test_request_accepted_twice_across_a_partition_leaves_one_state)")
 # seed -> why it fails (strict xfail: remove when it passes). Found at 306adc9 (172, 189), which the start-up
-# that asks the active member alone (and ask-backs that keep their purpose) cured, and since (102, 263).
-RANDOM_KNOWN_FAILURES: dict[int, str] = {102: ACCEPTED_TWICE, 263: ACCEPTED_TWICE}
+# that asks the active member alone (and ask-backs that keep their purpose) cured, and since (102, 263: a
+# request accepted twice, cured by core/missed.py).
+RANDOM_KNOWN_FAILURES: dict[int, str] = {}
 
 
 def judge(result) -> None:
@@ -384,15 +383,15 @@ def test_members_configured_as_peers_meet_by_multicast_without_a_violation():
         assert {p.name for p in m.ha.group.membership} == {o.address for o in sim.members} - {m.address}
 
 
-@pytest.mark.xfail(strict=True, reason=ACCEPTED_TWICE)
 def test_request_accepted_twice_across_a_partition_leaves_one_state():
     """B is cut off and takes the virtual address too (a split brain). A accepts a registration; its reply
     and its Binding Update to B are lost to the cut. The mobile node sends the same request again a second
     later, and it reaches B, which has never seen it and accepts it with an expiry a second later. After
-    the heal A and C keep the first expiry and B the second, for good (the two states differ only in
-    expiry, which the table digests of core/bindings.py leave out, so a reconciliation by digest sees
+    the heal A and C kept the first expiry and B the second, for good (the two states differ only in
+    expiry, which the table digests of core/bindings.py leave out, so a reconciliation by digest saw
     nothing to send). The later acceptance must win everywhere: its reply is the one the node got
-    (core/bindings.py before the merge rules, ``_later``). Found by this simulation (seed 172 of
+    (core/node_state.py ``later``); B, which accepted while A and C could not hear it, sends it to them
+    when they ask for what differs (core/missed.py). Found by this simulation (seed 172 of
     bench/simulation.py at 306adc9, 4 members, active-standby)."""
     sim = scripted()
     sim.at(T0 + 3.5, sim.partition, 1, {(1, 0), (1, 2), (0, 1), (2, 1)})

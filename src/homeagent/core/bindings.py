@@ -128,6 +128,10 @@ class BindingTable:
         """The number of bindings (not of mobile nodes)."""
         return self._count
 
+    def __contains__(self, home_address: object) -> bool:
+        """Whether the table knows the node (bindings, or only its last Identification)."""
+        return home_address in self._records
+
     def __iter__(self) -> Iterator[Binding]:
         for home_address, record in self._records.items():
             if len(record) > HEAD:

@@ -40,6 +40,7 @@ from homeagent.wire.redundancy import (
     DEFERRED,
     DIGEST,
     DIGEST_BUCKETS,
+    NOT_TAKEN,
     START,
     BindingTableReply,
     BindingTableReplyAck,
@@ -115,6 +116,7 @@ class TableExchange:
         self.incoming: dict[tuple[int, int], IncomingTransfer] = {}
         self._reconciling: set[int] | None = None  # reconciling downloads still gathering
         self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
+        self._started: dict[int, int] = {}  # member -> Identification of its last start-up request heard
         self._after: dict[int, int] = {}  # member -> flags of a request to send once its start-up download is in
         self._last_request = 0
 
@@ -154,7 +156,9 @@ class TableExchange:
                 self._ask(member, self._request_for(ident, START), now)
             return
         ident = self._request_identification(now)
-        if first:  # a member we meet for the first time: its whole table (it asks for ours if it starts)
+        if first and self.group.missed.of(member.address) == set():
+            # A member we meet for the first time: its whole table (it asks for ours if it starts, and we
+            # accepted nothing it could not hear; else as below, simulation seed 1657).
             self._ask(member, self._request_for(ident), now)
         else:
             # Back after being down: it may hold registrations we missed, and it missed the updates we did
@@ -271,6 +275,13 @@ class TableExchange:
         if asking is None or member is None:
             return []
         startup = self.startup if self.startup is not None and ident in self.startup.identifications else None
+        if asking.tries >= REQUEST_TRIES and startup is None and member.up:
+            # We hear it, so it is there: a lossy path, or it was busy. Not given up on, or what it holds
+            # and we lack would stay apart for good (simulation seed 1152): asked anew, our digests as of now.
+            log.warning("table request %x to %s not answered after %d tries; asking again", ident, member.name,
+                        asking.tries)
+            self._ask(member, self._request_for(self._request_identification(now), asking.request.flags), now)
+            return []
         if asking.tries >= REQUEST_TRIES or (startup is not None and not member.up and now >= startup.deadline):
             del self.asking[key]  # it never answered: not waited for any more
             self._close(key, now)
@@ -336,19 +347,33 @@ class TableExchange:
             self.timers.cancel(("transfer", (member.address, running.identification)))
             self.counters["redundancy.table_transfers_replaced"] += 1
         code = 0
+        missed: set[int] | None = set()
         if request.flags & START and self.group.election.role is not Role.ACTIVE:
             addresses, what, code = [], "deferred to the active member", DEFERRED
         elif request.flags & DIGEST:
             buckets = differing(request.digests, self.bindings.digests())
+            missed = self.group.missed.of(member.address)
+            if missed is None:  # more than was counted: every node (core/missed.py)
+                buckets = set(range(DIGEST_BUCKETS))
             addresses = self.bindings.home_addresses_in(buckets) if buckets else []
-            what = f"the {len(buckets)} of {DIGEST_BUCKETS} buckets that differ"
+            if missed:  # our acceptances it missed, in buckets whose digests agree (core/missed.py)
+                addresses += [a for a in missed if a % DIGEST_BUCKETS not in buckets and a in self.bindings]
+            what = f"the {len(buckets)} of {DIGEST_BUCKETS} buckets that differ and {len(missed or ())} missed"
         else:
             addresses, what = self.bindings.home_addresses(), "the whole table"
+            missed = self.group.missed.of(member.address)
         capacity = reply_capacity(self.settings.max_datagram, member.association.digest_size)
-        transfer = OutgoingTransfer(member.address, request.identification, addresses, capacity, code=code)
+        transfer = OutgoingTransfer(member.address, request.identification, addresses, capacity, code=code,
+                                    missed=missed)
         self.outgoing[member.address] = transfer
         log.info("sending %d mobile nodes to %s: %s", len(addresses), member.name, what)
         effects = self._pump(transfer, member, now)
+        if request.flags & START and self._started.get(member.address) != request.identification:
+            self._started[member.address] = request.identification
+            if self.group.election.role is Role.ACTIVE and self._reconciling is None:
+                # It (re)started: what it accepted before, if it crashed, may have reached only some of us,
+                # and a quick restart is never noticed as a loss (simulation seed 1974).
+                self.reconcile(now)
         if request.flags & ASK_BACK:  # ask back, without the flag: no ping-pong
             again = self._request_for(self._request_identification(now), request.flags & DIGEST)
             self._ask(member, again, now, asked_back=True)
@@ -379,15 +404,17 @@ class TableExchange:
             del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
             self.group.sync_state.sent_table(member)
+            self.group.missed.sent(member.address, transfer.missed)
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
     def on_reply(self, member: Member, reply: BindingTableReply, now: float) -> list[Effect]:
         key = (member.address, reply.identification)
         ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        if key in self.closed:  # a late resend of a download done (its ack was lost), abandoned or replaced
-            self.counters["redundancy.table_replies_received"] += 1
-            self.group._send(ack.body(), member)
+        if key in self.closed:  # a late resend of a download done (its ack was lost), abandoned or replaced:
+            self.counters["redundancy.table_replies_received"] += 1  # stop resending, but we did not read it
+            self.group._send(BindingTableReplyAck(NOT_TAKEN, reply.more, reply.sequence, reply.identification).body(),
+                             member)
             return []
         wanted = self.requested.get(reply.identification)
         if wanted is None or wanted not in (0, member.address):
@@ -429,6 +456,8 @@ class TableExchange:
         transfer = self.outgoing.get(member.address)
         if transfer is None or transfer.identification != ack.identification or not transfer.ack(ack.sequence):
             return []
+        if ack.code == NOT_TAKEN:  # what it missed did not get there with this transfer (core/missed.py)
+            transfer.missed = set()
         return self._pump(transfer, member, now)
 
     def check_startup(self, now: float) -> list[Effect]:
@@ -465,6 +494,9 @@ class TableExchange:
             self._close(key, now)
         self.timers.cancel("startup")
         log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
+        for m in self.membership.up():  # what we changed while starting (an operator's removal) and they
+            if self.group.missed.of(m.address) != set():  # missed: they ask for it (core/missed.py)
+                self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
         return self.group.downloaded(now)
 
     def _retransmit(self, key: tuple[int, int], now: float) -> list[Effect]:

@@ -38,6 +38,7 @@ from homeagent.core.effects import (
 )
 from homeagent.core.election import Election, Event, Role, Transition
 from homeagent.core.exchange import TableExchange
+from homeagent.core.missed import Missed
 from homeagent.core.peers import Member, Membership, Refused
 from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
@@ -128,6 +129,7 @@ class Group:
             settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
+        self.missed = Missed()  # our acceptances each member has not acknowledged
         # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
         self._resends = [Queue() for _ in range(UPDATE_TRIES)]
         self._sync_deadlines = Queue()
@@ -217,6 +219,10 @@ class Group:
     def replicate(self, accepted: Accepted, reply: Send | None, now: float) -> list[Effect]:
         """FIG 6 and 8: tell every member that is up; in sync mode, hold the reply until they ack."""
         targets = self.membership.up()
+        if len(targets) < len(self.membership.members):
+            for m in self.membership:
+                if not m.up:
+                    self.missed.add(m.address, accepted.home_address)
         if not targets:  # claim 1: nobody else in the group, nothing to send
             return [reply] if reply else []
         update = self._update_for(accepted, now)
@@ -481,6 +487,7 @@ class Group:
             self.exchange.reconcile(now)  # what it sent last may have reached only some of us
         for key in [k for k in self._pending if k[0] == member.address]:
             del self._pending[key]
+            self.missed.add(member.address, key[1])
         released: list[Effect] = []
         for token, waiter in list(self._sync.items()):
             waiter.waiting.discard(member.address)

@@ -83,6 +83,7 @@ class OutgoingTransfer:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     nodes_sent: int = 0
     code: int = 0  # of every reply: 0, or DEFERRED (a start-up request that the active member answers)
+    missed: set[int] | None = field(default_factory=set)  # what it had missed that this sends (core/missed.py)
 
     @classmethod
     def start(

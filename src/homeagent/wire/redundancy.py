@@ -50,6 +50,9 @@ class AckCode(IntEnum):
     REFUSED = 128  # e.g. a home address this member does not serve
 
 
+NOT_TAKEN = 1  # Binding Table Reply Ack code: a late reply to a download we closed, acknowledged unread
+
+
 class BindingRecord(NamedTuple):
     """One binding of a mobile node as it travels between Home Agents.
 
