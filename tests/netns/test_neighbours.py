@@ -135,6 +135,41 @@ def test_away_proxies_the_home_address_and_home_gives_it_back(lan: Lan) -> None:
     on_ha(lan, scenario)
 
 
+def test_home_without_a_mac_finds_it_in_the_neighbour_table_and_an_expiry_announces_nothing(lan: Lan) -> None:
+    ha_mac = lan.mac("ha")
+    D = "10.1.0.203"
+
+    async def scenario() -> None:
+        neighbours = Neighbours("eth0")
+        await neighbours.open()
+        try:
+            neighbours.serve(True)
+            for address in (A, C, D):
+                neighbours.away(n(address))
+                set_router_entry(lan, address, OLD_MAC)
+            await neighbours.settle()
+            assert await until(lambda: all(router_entry(lan, a) == ha_mac for a in (A, C, D)))
+            # C comes home: it ARPs for the Home Agent to send its de-registration, so the Home Agent's host
+            # learns its MAC (made by hand here); D's binding merely expires
+            run("ip", "-n", lan.ns("ha"), "neigh", "replace", C, "lladdr", MN_MAC, "dev", "eth0",
+                "nud", "stale")
+            sent = neighbours.counters["neighbours.gratuitous_arp_sent"]
+            neighbours.home(n(C))
+            neighbours.home(n(D), announce=False)
+            neighbours.home(n(A))  # no MAC anywhere: nothing to announce
+            await neighbours.settle()
+            assert proxy_entries(lan) == {}
+            assert await until(lambda: router_entry(lan, C) == MN_MAC)
+            assert await until(lambda: neighbours.snapshot()["neighbours.announcements_queued"] == 0)
+            assert neighbours.counters["neighbours.gratuitous_arp_sent"] == sent + 2  # C, and C again
+            assert router_entry(lan, D) == ha_mac and router_entry(lan, A) == ha_mac
+            assert neighbours.counters["neighbours.returned_mac_unknown"] == 1
+        finally:
+            await neighbours.close()
+
+    on_ha(lan, scenario)
+
+
 def test_takeover_installs_and_announces_and_stand_down_removes(lan: Lan) -> None:
     ha_mac = lan.mac("ha")
     many = [str(IPv4Address(n("10.1.0.130") + i)) for i in range(60)]
@@ -274,7 +309,7 @@ def test_takeover_of_20000_away_nodes_is_paced(lan: Lan) -> None:
                 await asyncio.sleep(0.1)
             first_pass_done = max((t for t, _ in arrivals[:count]), default=started) - started
             assert len(arrivals) == 2 * count, f"{len(arrivals)} frames in 60 s"
-            assert Counter_of(arrivals) == {2}  # every address announced, then repeated, once
+            assert announcement_counts(arrivals) == {2}  # every address announced, then repeated, once
             for i, (at, _) in enumerate(arrivals):  # never faster than the bucket lets (arrival >= sending)
                 assert i + 1 <= burst + rate * (at - started) + 1, f"frame {i + 1} at {at - started:.3f} s"
             spent = arrivals[-1][0] - arrivals[0][0]
@@ -297,7 +332,7 @@ def test_takeover_of_20000_away_nodes_is_paced(lan: Lan) -> None:
     assert proxy_entries(lan) == {}
 
 
-def Counter_of(arrivals: list[tuple[float, int]]) -> set[int]:
+def announcement_counts(arrivals: list[tuple[float, int]]) -> set[int]:
     """The set of how many times each address was announced."""
     seen: dict[int, int] = {}
     for _, address in arrivals:

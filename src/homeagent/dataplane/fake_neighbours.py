@@ -35,11 +35,12 @@ class FakeNeighbours:
             if self.serving:
                 self.announced.append((home_address, self.MAC))
 
-    def home(self, home_address: int, mac: bytes | None = None) -> None:
+    def home(self, home_address: int, mac: bytes | None = None, announce: bool = True) -> None:
+        """A MAC not given is not looked up here (the real one asks the neighbour table)."""
         self._check("home")
-        self.calls.append(("home", (home_address, mac)))
+        self.calls.append(("home", (home_address, mac, announce)))
         self.away_addresses.discard(home_address)
-        if self.serving and mac is not None:
+        if self.serving and announce and mac is not None:
             self.announced.append((home_address, bytes(mac)))
 
     def serve(self, serving: bool) -> None:

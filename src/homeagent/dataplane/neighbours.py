@@ -9,8 +9,10 @@ What is sent when (``docs/neighbours.md`` says it for operators):
   send to us at once;
 - ``home(A, mac)`` (the mobile node de-registered from home): the entry goes, and section 4.6 asks the
   Home Agent to broadcast a gratuitous ARP on the mobile node's behalf with the mobile node's link-layer
-  address, which puts the neighbours' entries back to it; without the MAC (it is not always known) we send
-  nothing and leave that to the mobile node's own gratuitous ARP, which section 4.6 asks of it too;
+  address, which puts the neighbours' entries back to it. Without ``mac`` the interface's neighbour table
+  is asked: a mobile node that de-registers from home ARPed for us to send the request, so the kernel has
+  its MAC. Found nowhere, nothing is sent: the mobile node's own gratuitous ARP, which section 4.6 asks of
+  it too, does the work;
 - ``serve(True)`` (a takeover): every entry, and one gratuitous ARP for every away address with our MAC
   (the neighbours held the previous active member's); ``serve(False)``: every entry of ours goes and
   nothing more is announced. Only the serving member answers ARP for home addresses: two answers would
@@ -93,6 +95,7 @@ class Neighbours:
         self._ours: set[int] = set()  # our entries in the kernel, as last read or made
         self._foreign: set[int] = set()  # entries someone else made on the interface, as last read
         self._dirty: set[int] = set()  # addresses whose entry may differ from what is wanted
+        self._unknown: set[int] = set()  # returned home, MAC to be found in the neighbour table
         self._audit_at = 0.0  # loop time of the next audit (0: at once)
         self._flipped = False  # serving changed: every address to be looked at again
         self._changed = asyncio.Event()
@@ -117,15 +120,22 @@ class Neighbours:
             if self._announcer is not None:
                 self._announcer.urgent(home_address)
 
-    def home(self, home_address: int, mac: bytes | None = None) -> None:
-        """``home_address``'s mobile node is home (de-registered) or its binding is gone: stop proxying, and
-        with its ``mac`` tell the link so (RFC 5944 section 4.6)."""
+    def home(self, home_address: int, mac: bytes | None = None, announce: bool = True) -> None:
+        """``home_address``'s mobile node is home (it de-registered): stop proxying, and tell the link its
+        MAC (RFC 5944 section 4.6), ``mac`` or the one the neighbour table holds. ``announce=False``: its
+        binding is merely gone (expired, removed by hand), the mobile node is not known to be on the link:
+        stop proxying and announce nothing."""
         if home_address in self._away or home_address in self._ours:
             self._away.discard(home_address)
             self._touch(home_address)
-        if self.serving and mac is not None and self._announcer is not None:
+        if not self.serving or self._announcer is None or not announce:
+            return
+        if mac is not None:
             self._returned[home_address] = bytes(mac)
             self._announcer.urgent(home_address)
+        else:
+            self._unknown.add(home_address)
+            self._wake()
 
     def serve(self, serving: bool) -> None:
         """Whether this member answers for the home addresses. Taking over: every entry, and every away
@@ -141,6 +151,7 @@ class Neighbours:
             if self._announcer is not None:
                 self._announcer.clear()
             self._returned.clear()
+            self._unknown.clear()
         self._wake()
 
     def reconcile(self) -> None:
@@ -221,7 +232,7 @@ class Neighbours:
                 else:
                     self._dirty |= self._ours
             wait = self._audit_at - loop.time()
-            if not self._dirty and wait > 0:
+            if not self._dirty and not self._unknown and wait > 0:
                 self._settled.set()
                 self._changed.clear()
                 try:
@@ -233,6 +244,7 @@ class Neighbours:
                 if loop.time() >= self._audit_at:
                     await self._audit()
                 await self._apply()
+                await self._look_up()
             except Exception as exc:  # noqa: BLE001 - the task must outlive a bad netlink moment
                 self.counters["neighbours.netlink_errors"] += 1
                 self._warn("proxy ARP entries on %s: %s (retrying)", self.interface, exc)
@@ -267,6 +279,19 @@ class Neighbours:
                                self.interface)
                     self._audit_soon()
             await asyncio.sleep(0)  # the registrations waiting on the loop go between two batches
+
+    async def _look_up(self) -> None:
+        """Find the MACs of mobile nodes returned home without one, and announce them."""
+        assert self._netlink is not None
+        while self._unknown:
+            chunk = [self._unknown.pop() for _ in range(min(BATCH, len(self._unknown)))]
+            found = await self._netlink.macs(chunk)
+            own = self._announcer.mac if self._announcer is not None else b""
+            for address, mac in found.items():
+                if self.serving and address not in self._away and mac != own and self._announcer is not None:
+                    self._returned.setdefault(address, mac)
+                    self._announcer.urgent(address)
+            self.counters["neighbours.returned_mac_unknown"] += len(chunk) - len(found)
 
     async def _request(self, command: str, addresses: list[int]) -> list[int]:
         """Send one batch; the addresses whose request the kernel acknowledged."""

@@ -10,8 +10,10 @@ reads one line of JSON per batch.
 The conversation is one JSON line each way, one request at a time: ``{"op": "add" | "del", "addresses":
 [...]}`` is answered ``{"done": [...]}`` (the addresses the kernel acknowledged; a refused request, such as
 deleting an entry already gone, is left out), ``{"op": "dump"}`` is answered ``{"ours": [...], "foreign":
-[...]}`` (the interface's proxy entries with our ``NDA_PROTOCOL`` and the others), anything that fails
-``{"error": "..."}``. The child leaves when its standard input closes. It runs in the network namespace
+[...]}`` (the interface's proxy entries with our ``NDA_PROTOCOL`` and the others), ``{"op": "macs",
+"addresses": [...]}`` is answered ``{"macs": {"address": "hex MAC"}}`` (the link-layer addresses the
+interface's ordinary neighbour table holds for them, where it holds one), anything that fails ``{"error":
+"..."}``. The child leaves when its standard input closes. It runs in the network namespace
 of the thread that starts it.
 """
 
@@ -51,6 +53,10 @@ class NetlinkWorker:
     async def dump(self) -> tuple[set[int], set[int]]:
         answer = await self._call({"op": "dump"})
         return set(answer["ours"]), set(answer["foreign"])
+
+    async def macs(self, addresses: list[int]) -> dict[int, bytes]:
+        answer = await self._call({"op": "macs", "addresses": addresses})
+        return {int(a): bytes.fromhex(mac) for a, mac in answer["macs"].items()}
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -147,6 +153,24 @@ def _dump(ipr: Any, index: int) -> tuple[list[int], list[int]]:
     return ours, foreign
 
 
+def _macs(ipr: Any, index: int, addresses: list[int]) -> dict[str, str]:
+    """What the interface's neighbour table holds for ``addresses`` (entries the kernel learnt: a mobile
+    node at home that sent us anything ARPed for us first, and so left its MAC here)."""
+    from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
+
+    macs = {}
+    for address in addresses:
+        try:
+            entries = ipr.neigh("get", dst=_dotted(address), ifindex=index)
+        except PyNetlinkError:  # ENOENT: no entry
+            continue
+        for entry in entries:
+            lladdr = entry.get("NDA_LLADDR")
+            if lladdr and not entry["flags"] & NTF_PROXY and lladdr != "00:00:00:00:00:00":
+                macs[str(address)] = lladdr.replace(":", "")
+    return macs
+
+
 def main(argv: list[str]) -> int:
     from pyroute2 import IPRoute
 
@@ -158,6 +182,8 @@ def main(argv: list[str]) -> int:
                 if request["op"] == "dump":
                     ours, foreign = _dump(ipr, index)
                     answer: dict[str, object] = {"ours": ours, "foreign": foreign}
+                elif request["op"] == "macs":
+                    answer = {"macs": _macs(ipr, index, request["addresses"])}
                 else:
                     answer = {"done": _request(ipr, index, request["op"], request["addresses"])}
             except Exception as exc:  # noqa: BLE001 - told to the caller, who retries
