@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,6 +177,22 @@ def test_sigterm_and_sigquit_stop_it_cleanly(daemons, sig):
     assert ha.stop(sig) == 0, ha.stderr()
     assert not ha.control_socket.exists()
     assert "stopping: 1 bindings held" in ha.stderr()
+
+
+def test_sigterm_with_a_control_client_connected_stops_without_an_error(daemons):
+    """A client connected to the control socket that has not sent its request yet (or a slow reader of a
+    long answer) when SIGTERM comes: the daemon stops cleanly and logs no error or traceback."""
+    ha = daemons.start("stop-with-client")
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(str(ha.control_socket))
+        time.sleep(0.2)  # accepted: its handler waits for the request line
+        assert ha.stop(signal.SIGTERM) == 0, ha.stderr()
+    finally:
+        client.close()
+    log = ha.stderr()
+    assert "stopping: 0 bindings held" in log, log
+    assert "ERROR" not in log and "Traceback" not in log, log
 
 
 # -- the log level at start ------------------------------------------------------------------------

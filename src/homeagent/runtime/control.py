@@ -78,6 +78,10 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
             await _write(writer, answer)
         except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # The daemon stops with a client connected. Ended here, not re-raised: Python 3.11's stream
+            # server asks a cancelled handler task for its exception and logs the error it gets.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(Exception):
