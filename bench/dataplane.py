@@ -48,7 +48,7 @@ from homeagent.dataplane.userspace import UserspaceDataplane  # noqa: E402
 
 PREFIX = f"dpb{os.getpid()}"
 SRC, HA_HOME, HA_FOREIGN, MN, HOME = "10.1.0.2", "10.1.0.1", "10.2.0.1", "10.2.0.10", "10.1.0.50"
-HOME_BARE = "10.1.0.51"  # the bare relay's: both relays stay up, and a round measures them one after the other
+HOME_BARE = "10.1.0.51"  # the bare relay's: both relays stay up, a round measures one after the other
 SENDER_CPU, RELAY_CPU = 0, 1
 
 SENDER = r"""
@@ -89,6 +89,10 @@ while True:
     packet = read(fd, 1500)
     send(pack(0x45, packet[1], len(packet) + 20, 0, 0, 64, 4, 0, src, dst) + packet, to)
 """
+
+
+def address(text: str) -> int:
+    return int(IPv4Address(text))
 
 
 def ns(host: str) -> str:
@@ -173,11 +177,10 @@ class Forwarder:
         async def start() -> None:
             self.dp.start()
             await self.dp.ready()
-            self.dp.set_tunnels(int(IPv4Address(HOME)), (Tunnel(int(IPv4Address(MN)), int(IPv4Address(HA_FOREIGN)),
-                                                                False),))
+            self.dp.set_tunnels(address(HOME), (Tunnel(address(MN), address(HA_FOREIGN), False),))
             for n in range(extra_tunnels):
-                self.dp.set_tunnels(int(IPv4Address("10.1.128.0")) + n,
-                                    (Tunnel(int(IPv4Address("10.3.0.1")) + n, int(IPv4Address(HA_FOREIGN)), True),))
+                self.dp.set_tunnels(address("10.1.128.0") + n,
+                                    (Tunnel(address("10.3.0.1") + n, address(HA_FOREIGN), True),))
             self.dp.serve(True)
             while (await self.dp.fetch_counters(60)).get("dataplane.routes") != extra_tunnels + 1:
                 await asyncio.sleep(0.1)
@@ -202,7 +205,7 @@ def profile(count: int = 200_000) -> None:
     import struct
 
     engine = Engine(lambda packet, address: None, lambda packet: None)
-    engine.set_tunnels(int(IPv4Address(HOME)), (Tunnel(int(IPv4Address(MN)), int(IPv4Address(HA_FOREIGN)), False),))
+    engine.set_tunnels(address(HOME), (Tunnel(address(MN), address(HA_FOREIGN), False),))
     engine.serving = True
     packet = bytes.fromhex("4500004000004000401100000a0100020a010032") + bytes(44)
     started = time.perf_counter()
@@ -228,7 +231,8 @@ def profile(count: int = 200_000) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="measured seconds per path, size and round")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="measured seconds per path, size and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three paths, interleaved")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1400], help="IP datagram sizes")
     parser.add_argument("--tunnels", type=int, default=1000, help="other home addresses in the table")
@@ -266,14 +270,16 @@ def main() -> int:
     pressure = Path("/proc/pressure/cpu")
     print(f"\nforwarder drops: {drops}; CPU pressure now: "
           f"{pressure.read_text().splitlines()[0] if pressure.exists() else 'n/a'}")
-    print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; median (min-max) datagrams/s "
-          "received by the mobile node")
-    print(f"{'path':<12} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} {'vs bare relay':>14}")
+    print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; median (min-max) "
+          "datagrams/s received by the mobile node")
+    print(f"{'path':<12} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} "
+          f"{'vs bare relay':>14}")
     for (path, size), values in rates.items():
         base = statistics.median(rates["bare relay", size])
         median = statistics.median(values)
         print(f"{path:<12} {size:>5}B {median:>12,.0f} {min(values):>10,.0f}-{max(values):<10,.0f} "
-              f"{statistics.median(offered[path, size]):>12,.0f} {median / base if base else float('nan'):>14.2f}")
+              f"{statistics.median(offered[path, size]):>12,.0f} "
+              f"{median / base if base else float('nan'):>14.2f}")
     for size in args.sizes:
         paired = [f / b for f, b in zip(rates["forwarder", size], rates["bare relay", size]) if b]
         print(f"forwarder / bare relay at {size} B: {statistics.median(paired):.2f} median of rounds "

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homeagent.dataplane import Tunnel
-from homeagent.dataplane.messages import (MAX_MESSAGE, CountersPart, CountersRequest, Ready, Serve, SetTunnels,
-                                          decode, encode_counters, encode_counters_request, encode_ready,
-                                          encode_serve, encode_tunnels)
+from homeagent.dataplane.messages import (MAX_MESSAGE, CountersPart, CountersRequest, Ready, Serve,
+                                          SetTunnels, decode, encode_counters, encode_counters_request,
+                                          encode_ready, encode_serve, encode_tunnels)
 from homeagent.wire.errors import ParseError
 
 FAST = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

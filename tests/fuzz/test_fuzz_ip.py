@@ -97,6 +97,6 @@ def test_what_we_encapsulate_decapsulates_to_itself(inner, source, destination, 
     result = decap(packet)
     if result is not None:
         outer, got = result
-        assert (outer.source, outer.destination, outer.ttl, outer.identification) == (source, destination, ttl,
-                                                                                      ident)
+        assert (outer.source, outer.destination) == (source, destination)
+        assert (outer.ttl, outer.identification) == (ttl, ident)
         assert inner.startswith(got)

@@ -29,7 +29,8 @@ def main() -> None:
         if isinstance(command, SetTunnels):
             for home, tunnels in command.entries:
                 if tunnels:
-                    table[str(IPv4Address(home))] = [[t.care_of_address, t.source, t.reverse] for t in tunnels]
+                    table[str(IPv4Address(home))] = [[t.care_of_address, t.source, t.reverse]
+                                                     for t in tunnels]
                 else:
                     table.pop(str(IPv4Address(home)), None)
         elif isinstance(command, Serve):

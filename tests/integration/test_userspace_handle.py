@@ -43,7 +43,8 @@ def test_a_burst_coalesces_and_ends_in_the_table_asked_for():
             start = time.perf_counter()
             for rounds in range(3):  # the same 20,000 home addresses three times: only the last counts
                 for n in range(20000):
-                    dp.set_tunnels(a("10.1.0.0") + n, (Tunnel(a("10.2.0.1") + rounds, a("10.1.255.1"), n % 2 == 1),))
+                    tunnel = Tunnel(a("10.2.0.1") + rounds, a("10.1.255.1"), n % 2 == 1)
+                    dp.set_tunnels(a("10.1.0.0") + n, (tunnel,))
                 await asyncio.sleep(0)
             for n in range(0, 20000, 2):
                 dp.set_tunnels(a("10.1.0.0") + n, ())
@@ -56,8 +57,9 @@ def test_a_burst_coalesces_and_ends_in_the_table_asked_for():
             assert len(table) == 10000 and counters["dataplane.serving"] is True
             assert table["10.1.0.1"] == [[a("10.2.0.3"), a("10.1.255.1"), True]]
             assert counters["dataplane.messages"] < 60, "changes to one home address coalesce"
-            print(f"burst of 70,000 changes: {calls / 70000 * 1e6:.2f} us a call, {counters['dataplane.messages']} "
-                  f"messages, the loop late by at most {max(lags) * 1000:.1f} ms while they were sent")
+            print(f"burst of 70,000 changes: {calls / 70000 * 1e6:.2f} us a call, "
+                  f"{counters['dataplane.messages']} messages, the loop late by at most "
+                  f"{max(lags) * 1000:.1f} ms while they were sent")
         finally:
             dp.close()
 

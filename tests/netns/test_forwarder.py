@@ -74,8 +74,9 @@ class Setup:
     def mobile(self, host: str, care_of: str, reverse: bool) -> None:
         """The mobile node's tunnel end on ``host`` (restarted if it runs with the other setting)."""
         self.stop_mobile(host)
-        proc = self.net.popen(host, [sys.executable, "-m", "homeagent.dataplane.decap", "--home-address", HOME,
-                                     "--home-agent", HA, "--care-of", care_of, "--tun", "mip0",
+        proc = self.net.popen(host, [sys.executable, "-m", "homeagent.dataplane.decap",
+                                     "--home-address", HOME, "--home-agent", HA, "--care-of", care_of,
+                                     "--tun", "mip0",
                                      *(["--reverse"] if reverse else [])],
                               stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -174,7 +175,6 @@ def send_raw(s: Setup, packet: IP) -> None:
 def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
     s.mobile("mn", COA, reverse)
     s.set_tunnels(s.tunnel(COA, reverse))
-    s.net.forget_neighbours()
     before = s.counters()
     with udp_server(s, "mn") as server, client(s) as cn:
         for n in range(5):
@@ -291,7 +291,6 @@ def test_a_member_that_does_not_serve_takes_its_routes_away_and_forwards_nothing
             server.recvfrom(2048)
         s.loop.call(s.dataplane.serve, True)
         wait_for("the route back", lambda: s.counters()["dataplane.routes"] == 1)
-        s.net.forget_neighbours()
         cn.sendto(b"active", (HOME, PORT))
         assert server.recvfrom(2048)[0] == b"active"
 
@@ -338,7 +337,8 @@ def test_a_burst_of_changes_while_forwarding(s):
     with udp_server(s, "mn") as server, client(s) as cn:
         for n in range(3000):
             others = a("10.1.100.0") + n
-            s.loop.call(s.dataplane.set_tunnels, others, (Tunnel(a("10.2.1.1") + n % 200, a(HA), n % 2 == 0),))
+            tunnel = Tunnel(a("10.2.1.1") + n % 200, a(HA), n % 2 == 0)
+            s.loop.call(s.dataplane.set_tunnels, others, (tunnel,))
             if n % 30 == 0:
                 cn.sendto(b"%d" % n, (HOME, PORT))
         got = 0

@@ -7,9 +7,9 @@ checksum at the far end (``ethtool -K DEV tx off``; pyroute2's ethtool ioctl whe
                              rt 10.2.0.1   --- 10.2.0.10 mn       (foreign link 1)
                              rt 10.3.0.1   --- 10.3.0.10 mn2      (foreign link 2)
 
-The mobile nodes' home address is 10.1.0.50: on the home link, so the router ARPs for it there, and the
-Home Agent's host answers for it with a proxy neighbour entry (RFC 5944 4.6; here set by the test, in the
-daemon by ``dataplane.neighbours``) once the forwarder's /32 route into its TUN is in place.
+The mobile nodes' home address is 10.1.0.50, on the home link: the router delivers it there to the Home
+Agent's host (a fixed neighbour entry stands for the proxy ARP of RFC 5944 4.6, which is the daemon's
+part), whose forwarder's /32 route into its TUN draws it in while serving.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class TunnelNet:
     def ns(self, host: str) -> str:
         return f"{self.prefix}-{host}"
 
-    def exec(self, host: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def exec(self, host: str, *cmd: str, check: bool = True,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", self.ns(host), *cmd, check=check, timeout=timeout)
 
     def popen(self, host: str, cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[type-arg]
@@ -71,7 +72,8 @@ class TunnelNet:
         with self.inside(host):
             return socket.socket(family, kind, proto)
 
-    def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str, right_addr: str) -> None:
+    def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str,
+              right_addr: str) -> None:
         run("ip", "link", "add", left_if, "netns", self.ns(left), "type", "veth", "peer", "name", right_if,
             "netns", self.ns(right))
         for host, dev, address in ((left, left_if, left_addr), (right, right_if, right_addr)):
@@ -94,8 +96,13 @@ class TunnelNet:
             run("ip", "-n", self.ns(host), "route", "add", "default", "via", gateway)
         for host in ("rt", "ha"):
             self.exec(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        # The Home Agent's host answers ARP for the home address on the home link (RFC 5944 4.6).
-        run("ip", "-n", self.ns("ha"), "neigh", "add", "proxy", HOME, "dev", "eth0")
+        # The router sends the home address's traffic to the Home Agent's host: what proxy ARP (RFC 5944
+        # 4.6, the daemon's part) teaches it, held fixed here so that no ARP timing (a failed resolution
+        # cached, the proxy's random reply delay) blurs what the data plane does.
+        link = run("ip", "-n", self.ns("ha"), "-o", "link", "show", "eth0").stdout
+        mac = link.split("link/ether ")[1].split()[0]
+        run("ip", "-n", self.ns("rt"), "neigh", "replace", HOME, "lladdr", mac, "dev", "h0", "nud",
+            "permanent")
 
     def close(self) -> None:
         for name in reversed(self._made):
@@ -104,10 +111,6 @@ class TunnelNet:
                     os.kill(int(pid), 9)
             run("ip", "netns", "del", name, check=False)
         self._made.clear()
-
-    def forget_neighbours(self) -> None:
-        """The router forgets what it learnt of the home address (a failed ARP is cached for a while)."""
-        run("ip", "-n", self.ns("rt"), "neigh", "flush", "dev", "h0", check=False)
 
 
 def tx_checksum_off(namespace: str, device: str) -> None:

@@ -72,8 +72,8 @@ def test_one_copy_per_care_of_address_in_an_rfc_2003_header(wire):
     assert [address for _, address in wire.sent] == [(COA, 0), (COA2, 0)]
     for packet, address in wire.sent:
         outer = IP(packet)
-        assert (outer.src, outer.dst, outer.proto, outer.ttl, outer.tos, outer.flags) == (HA, address[0], 4, 33,
-                                                                                          0x10, "DF")
+        assert (outer.src, outer.dst, outer.proto, outer.ttl) == (HA, address[0], 4, 33)
+        assert (outer.tos, outer.flags) == (0x10, "DF")
         assert raw(outer.payload) == inner
         # The raw socket (IP_HDRINCL) fills in length, identification and checksum: then it is RFC 2003's.
         assert (outer.len, outer.id, outer.chksum) == (0, 0, 0)
@@ -179,7 +179,8 @@ def test_replacing_tunnels_keeps_the_counters_of_those_that_stay_and_forgets_the
     e = engine(wire, 1500, Tunnel(a(COA), a(HA), True), Tunnel(a(COA2), a(HA), False))
     e.from_tun(datagram())
     e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))
-    assert [(t["care_of_address"], t["packets"]) for t in e.counters()["tunnels"]] == [(COA, 1)]  # type: ignore
+    tunnels = e.counters()["tunnels"]
+    assert [(t["care_of_address"], t["packets"]) for t in tunnels] == [(COA, 1)]  # type: ignore
     e.from_network(reverse(src=COA2, inner_src=HOME))
     assert e.drops == {"unknown_care_of": 1}, "a care-of address of no binding any more"
     e.set_tunnels(a(HOME), ())

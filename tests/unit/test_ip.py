@@ -10,8 +10,9 @@ from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.packet import Raw, raw
 
 from homeagent.wire.errors import ParseError
-from homeagent.wire.ip import (DEFAULT_TTL, IPPROTO_IPIP, Drop, IPv4Header, OuterHeader, PacketError, checksum,
-                               decapsulate, encapsulate, fragment, fragmentation_needed, time_exceeded)
+from homeagent.wire.ip import (DEFAULT_TTL, IPPROTO_IPIP, Drop, IPv4Header, OuterHeader, PacketError,
+                               checksum, decapsulate, encapsulate, fragment, fragmentation_needed,
+                               time_exceeded)
 
 
 def a(text: str) -> int:

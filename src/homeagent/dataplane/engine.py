@@ -30,8 +30,8 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from homeagent.dataplane import Tunnel
-from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, Drop, OuterHeader, PacketError, fragment,
-                               fragmentation_needed, time_exceeded)
+from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, MAX_PACKET, Drop, OuterHeader, PacketError,
+                               fragment, fragmentation_needed, time_exceeded)
 
 Send = Callable[[bytes, tuple[str, int]], object]  # socket.sendto of a raw socket with IP_HDRINCL
 Deliver = Callable[[bytes], object]  # os.write to the TUN device
@@ -49,7 +49,7 @@ class TunnelState:
         self.source = tunnel.source
         self.reverse = tunnel.reverse
         self.header = OuterHeader(tunnel.source, tunnel.care_of_address, ttl)
-        self.headers: dict[int, bytes] = {}  # TOS << 1 | DF -> header for the raw socket (one lookup a packet)
+        self.headers: dict[int, bytes] = {}  # TOS << 1 | DF -> header for the raw socket: a lookup a packet
         self.address = (str(IPv4Address(tunnel.care_of_address)), 0)
         self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
 
@@ -155,6 +155,9 @@ class Engine:
         if packet[6] & 0x40:
             self.drops[Drop.TOO_BIG] += 1
             self._answer(fragmentation_needed(packet, source, self.mtu - HEADER_SIZE))
+            return
+        if len(packet) + HEADER_SIZE > MAX_PACKET:  # no outer header can say its length
+            self.drops[Drop.TOO_BIG] += 1
             return
         ident = self._identification = self._identification % 0xFFFF + 1  # never 0: the kernel would pick
         for tunnel in tunnels:                                                  # one per fragment

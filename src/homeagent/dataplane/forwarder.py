@@ -53,7 +53,8 @@ RECEIVE_BUFFER = 4 << 20
 class Forwarder:
     """The descriptors and the loop around one ``Engine``."""
 
-    def __init__(self, control: socket.socket, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(self, control: socket.socket, tun: str = "ha0", mtu: int = 1500,
+                 ttl: int = DEFAULT_TTL) -> None:
         from pyroute2 import IPRoute
 
         self.control = control
@@ -142,7 +143,8 @@ class Forwarder:
         return True
 
     def snapshot(self) -> dict[str, object]:
-        return {**self.engine.counters(), "routes": self.routes.routed(), "tun": self.name, "pid": os.getpid(),
+        return {**self.engine.counters(), "routes": self.routes.routed(), "tun": self.name,
+                "pid": os.getpid(),
                 **self.counters}
 
     def close(self) -> None:

@@ -267,7 +267,8 @@ class UserspaceDataplane:
         return future
 
     def _merged(self) -> dict[str, object]:
-        merged: dict[str, object] = {"dataplane.backend": "userspace", "dataplane.running": self._sock is not None,
+        merged: dict[str, object] = {"dataplane.backend": "userspace",
+                                     "dataplane.running": self._sock is not None,
                                      "dataplane.pid": self.pid, "dataplane.restarts": 0,
                                      "dataplane.home_addresses_wanted": len(self._table)}
         merged.update({f"dataplane.{key}": value for key, value in self._snapshot.items()})

@@ -138,7 +138,8 @@ class IPv4Header:
             raise PacketError(Drop.NOT_IPV4, f"IP version {vihl >> 4}")
         ihl = (vihl & 0x0F) * 4
         if ihl < HEADER_SIZE or ihl > len(packet):
-            raise PacketError(Drop.BAD_HEADER_LENGTH, f"header length {ihl} in a packet of {len(packet)} bytes")
+            raise PacketError(Drop.BAD_HEADER_LENGTH,
+                              f"header length {ihl} in a packet of {len(packet)} bytes")
         if total < ihl or total > len(packet):
             raise PacketError(Drop.TRUNCATED, f"total length {total}, header {ihl}, {len(packet)} bytes read")
         if verify_checksum and checksum(packet[:ihl]) != 0:
@@ -194,8 +195,9 @@ class OuterHeader:
         key = tos << 1 | (1 if dont_fragment else 0)
         header = self._for_kernel.get(key)
         if header is None:
-            header = self._for_kernel[key] = _HEADER.pack(0x45, tos, 0, 0, DF if dont_fragment else 0, self.ttl,
-                                                          IPPROTO_IPIP, 0, self._src, self._dst)
+            header = _HEADER.pack(0x45, tos, 0, 0, DF if dont_fragment else 0, self.ttl, IPPROTO_IPIP, 0,
+                                  self._src, self._dst)
+            self._for_kernel[key] = header
         return header
 
 
