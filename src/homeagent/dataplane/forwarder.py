@@ -14,8 +14,8 @@ the daemon's interpreter lock, and the design (principle 9) wants a packet burst
 a registration burst to drop packets; each needs a CPU of its own. ``multiprocessing`` with fork would copy
 a daemon that has threads (pyroute2, the store) and an event loop into the child, which is unsafe, and with
 spawn it would add a pickling channel we do not need. A fresh interpreter running this module has nothing
-of the daemon's, can be run and profiled by hand, and can be wrapped (``ip netns exec``, ``capsh``) by the
-one line that starts it. It needs CAP_NET_ADMIN (TUN device, routes) and CAP_NET_RAW (raw sockets).
+of the daemon's, can be run and profiled by hand, and can be wrapped (``ip netns exec``) by the one line
+that starts it. It needs CAP_NET_ADMIN (TUN device, routes) and CAP_NET_RAW (raw sockets).
 
 The loop waits on the three descriptors with epoll and handles each in bounded batches, so that neither
 direction nor the control socket can starve the others: a burst of binding changes is applied between

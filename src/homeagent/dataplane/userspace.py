@@ -45,7 +45,7 @@ class UserspaceDataplane:
     def __init__(self, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
                  argv_prefix: Sequence[str] = (), python: str = sys.executable) -> None:
         """``argv_prefix``: what the forwarder's command line is wrapped in (``ip netns exec NS`` in the
-        tests, ``capsh ...`` to run it with only the two capabilities it needs)."""
+        tests); ``mtu``: the link's, the TUN device gets 20 less; ``ttl``: the outer TTL."""
         self.tun = tun
         self.mtu = mtu
         self.ttl = ttl
