@@ -29,25 +29,26 @@ which are left alone (never removed, never taken over: an address someone else a
 added again), and how entries an earlier run left behind (``kill -9``) are found and removed when not
 wanted. The task reads the kernel's proxy entries back (an audit) at start, at every ``serve(True)`` and
 every ``audit_every`` seconds (stretched so that the reading never takes more than ``AUDIT_SHARE`` of the
-loop: 1.6 s at 100,000 entries here), so an entry removed behind our back comes back at the next audit.
-The kernel sends no notification for proxy entries, hence the reading.
+time: it takes 1 s at 20,000 entries here, 9 s at 100,000), so an entry removed behind our back comes back
+at the next audit. The kernel sends no notification for proxy entries, hence the reading.
 
 Netlink runs in a child process (``dataplane.neighbours_netlink``: pyroute2, batched with
 ``nlm_request_batch``, ``BATCH`` requests per batch); the state and every decision stay on the event loop,
 which hands the child one batch or one dump at a time and awaits its answer, a line of JSON. Not on the
-loop, nor in a thread: pyroute2 spends about 85 us of Python per request and its messages are cyclic
+loop, nor in a thread: pyroute2 spends 85 to 150 us of Python per request and its messages are cyclic
 garbage, and reading 20,000 entries back made the collector pause the whole interpreter up to 180 ms at a
 time (measured here, in a thread as on the loop). In the child that runs on the other CPU, and its pauses
 are its own. The child is started again when it dies.
 
-Limits measured here (6.18 kernel, two cores): the kernel keeps proxy entries in 16 hash buckets, so each
-add or delete walks a list of n/16 entries: 20,000 entries take 0.6 s of kernel time to add and 0.2 s to
-delete (``ip -batch``), 100,000 take 11 s and 15 s. Removing every entry "within one advertisement
-interval" (0.1 s by default) therefore holds for about a thousand away nodes; beyond, removal runs at
-netlink speed (about 12,000 a second from Python at 20,000 entries). What stops a standby from answering
-at once, whatever the number, is its routes: the kernel answers a proxy entry only when IP forwarding is on
-for the interface and the route to the address leaves by another device (the data plane's TUN), so a
-standby whose tunnel routes are gone answers nothing while its entries are still being removed.
+Limits measured here (6.18 kernel, two shared cores, ``bench/neighbours.py``): the kernel keeps proxy
+entries in 16 hash buckets, so each add or delete walks a list of n/16 entries, and pyroute2 adds about
+150 us of Python per entry in the child. All entries gone after ``serve(False)``: 0.17 s at 1,000 away
+nodes, 3.9 s at 20,000, 24 s at 100,000 (``ip -batch``, in C: 0.01 s, 0.14 s, 9.5 s). "Within one
+advertisement interval" (0.1 s by default) therefore holds for several hundred away nodes only. What
+stops a standby from answering at once, whatever the number, is its routes: the kernel answers a proxy
+entry only when IP forwarding is on for the interface and the route to the address leaves by another
+device (the data plane's TUN), so a standby whose tunnel routes are gone answers nothing while its entries
+are still being removed.
 
 Also set here, and restored at ``close``: the interface's ``proxy_delay`` (``neigh/IF/proxy_delay``) to 0.
 Linux delays every proxy answer to a broadcast request by a random 0 to 0.8 s by default, and drops any
@@ -70,7 +71,7 @@ log = logging.getLogger("homeagent.dataplane.neighbours")
 
 BATCH = 128  # netlink requests per batch (about 11 ms of the child's time)
 AUDIT_EVERY = 5.0  # seconds between two readings of the kernel's proxy entries, at least
-AUDIT_SHARE = 0.05  # the share of the loop the readings may take at most (they are stretched to keep it)
+AUDIT_SHARE = 0.05  # the share of the time the readings may take at most (they are stretched to keep it)
 RETRY = 1.0  # seconds before a failed netlink request is tried again
 CLOSE_TIMEOUT = 30.0  # seconds close() waits for our entries to go
 
