@@ -14,10 +14,11 @@ Topology (namespaces ``dpb<pid>-*``, removed at the end):  src 10.1.0.2 -- 10.1.
 10.2.0.10 mn. ``src`` sends UDP as fast as one Python process can (pinned to CPU 0) to the home address
 10.1.0.50 (or, for the kernel path, to the mobile node's own address); the relay under test runs pinned to
 CPU 1; the rate is what the mobile node's eth0 counts received, read from the kernel's link statistics,
-so nothing on the receiving side costs a Python instruction. Transmit checksum offload is off on the
-veths, as in the tests. ``--profile`` first profiles the forwarder's per-packet path in process (cProfile
-over ``Engine.from_tun`` with a send that does nothing) and prints its cost per packet beside the bare
-relay's header-and-concatenate.
+so nothing on the receiving side costs a Python instruction. The relay's CPU time per datagram (from
+/proc/PID/stat) is printed too: on a host shared with others the rates swing with their load, the CPU a
+datagram costs much less. Transmit checksum offload is off on the veths, as in the tests. ``--profile``
+first profiles the forwarder's per-packet path in process (cProfile over ``Engine.from_tun`` with a send
+that does nothing) and prints its cost per packet beside the bare relay's header-and-concatenate.
 """
 
 from __future__ import annotations
@@ -135,20 +136,27 @@ def received() -> int:
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
 
 
-def measure(destination: str, size: int, seconds: float) -> tuple[float, float]:
-    """Datagrams/s received by the mobile node, and offered by the sender, over ``seconds`` (after 0.3 s
-    of warm-up)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(destination: str, size: int, seconds: float, relay: int | None) -> tuple[float, float, float]:
+    """Datagrams/s received by the mobile node and offered by the sender over ``seconds`` (after 0.3 s of
+    warm-up), and the relay's (process ``relay``) CPU microseconds per datagram received."""
     warm = 0.3
     proc = subprocess.Popen(["ip", "netns", "exec", ns("src"), sys.executable, "-c",
                              SENDER.format(cpu=SENDER_CPU, payload=size - 28, dst=destination,
                                            seconds=seconds + warm + 0.2)],
                             stdout=subprocess.PIPE, text=True)
     time.sleep(warm)
-    start, t0 = received(), time.monotonic()
+    start, t0, c0 = received(), time.monotonic(), cpu_seconds(relay) if relay else 0.0
     time.sleep(seconds)
-    end, t1 = received(), time.monotonic()
+    end, t1, c1 = received(), time.monotonic(), cpu_seconds(relay) if relay else 0.0
     out, _ = proc.communicate(timeout=30)
-    return (end - start) / (t1 - t0), int(out) / (seconds + warm + 0.2)
+    cost = (c1 - c0) / (end - start) * 1e6 if relay and end > start else float("nan")
+    return (end - start) / (t1 - t0), int(out) / (seconds + warm + 0.2), cost
 
 
 class BareRelay:
@@ -249,18 +257,22 @@ def main() -> int:
     destroy()
     build()
     paths = {"kernel": MN, "bare relay": HOME_BARE, "forwarder": HOME}
-    rates: dict[tuple[str, int], list[float]] = {(p, size): [] for size in args.sizes for p in paths}
-    offered: dict[tuple[str, int], list[float]] = {(p, size): [] for size in args.sizes for p in paths}
+    keys = [(p, size) for size in args.sizes for p in paths]
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    offered: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    costs: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     try:
         bare = BareRelay()
         forwarder = Forwarder(args.tunnels)
+        relays = {"kernel": None, "bare relay": bare.proc.pid, "forwarder": forwarder.dp.pid}
         try:
             for size in args.sizes:
                 for _ in range(args.rounds):  # paths interleaved: a busy neighbour hits them alike
                     for path, destination in paths.items():
-                        rate, sent = measure(destination, size, args.seconds)
+                        rate, sent, cost = measure(destination, size, args.seconds, relays[path])
                         rates[path, size].append(rate)
                         offered[path, size].append(sent)
+                        costs[path, size].append(cost)
             drops = forwarder.counters().get("dataplane.drops")
         finally:
             forwarder.close()
@@ -270,20 +282,23 @@ def main() -> int:
     pressure = Path("/proc/pressure/cpu")
     print(f"\nforwarder drops: {drops}; CPU pressure now: "
           f"{pressure.read_text().splitlines()[0] if pressure.exists() else 'n/a'}")
-    print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; median (min-max) "
-          "datagrams/s received by the mobile node")
-    print(f"{'path':<12} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} "
+    print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; medians (min-max) of "
+          "datagrams/s received by the mobile node, and of the relay's CPU per datagram")
+    print(f"{'path':<12} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} {'CPU us/dgram':>13} "
           f"{'vs bare relay':>14}")
     for (path, size), values in rates.items():
         base = statistics.median(rates["bare relay", size])
         median = statistics.median(values)
         print(f"{path:<12} {size:>5}B {median:>12,.0f} {min(values):>10,.0f}-{max(values):<10,.0f} "
               f"{statistics.median(offered[path, size]):>12,.0f} "
+              f"{statistics.median(costs[path, size]):>13.2f} "
               f"{median / base if base else float('nan'):>14.2f}")
     for size in args.sizes:
         paired = [f / b for f, b in zip(rates["forwarder", size], rates["bare relay", size]) if b]
-        print(f"forwarder / bare relay at {size} B: {statistics.median(paired):.2f} median of rounds "
-              f"({', '.join(f'{r:.2f}' for r in paired)}) (goal >= 0.8)")
+        cpu = statistics.median(costs["bare relay", size]) / statistics.median(costs["forwarder", size])
+        print(f"forwarder / bare relay at {size} B: datagrams/s {statistics.median(paired):.2f} (median of "
+              f"rounds: {', '.join(f'{r:.2f}' for r in paired)}); by CPU per datagram {cpu:.2f} "
+              "(goal >= 0.8)")
     return 0
 
 
