@@ -9,6 +9,8 @@ forward by another device, and only with forwarding on. Namespace prefix "nb".
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -221,6 +223,29 @@ def test_entry_removed_behind_its_back_comes_back_at_the_next_audit(lan: Lan) ->
             await neighbours.close()
 
     on_ha(lan, scenario)
+
+
+def test_the_netlink_child_killed_is_started_again_and_nothing_is_lost(lan: Lan) -> None:
+    async def scenario() -> None:
+        neighbours = Neighbours("eth0")
+        await neighbours.open()
+        try:
+            neighbours.serve(True)
+            neighbours.away(n(A))
+            await neighbours.settle()
+            worker = neighbours._netlink
+            assert worker is not None and worker._proc is not None
+            os.kill(worker._proc.pid, signal.SIGKILL)
+            neighbours.away(n(B))  # its batch meets the dead child (and is lost: the audit after finds it)
+            await neighbours.settle()
+            assert proxy_entries(lan) == {A: str(PROTOCOL), B: str(PROTOCOL)}
+            assert worker.restarts == 1
+        finally:
+            await neighbours.close()
+        assert proxy_entries(lan) == {}
+
+    on_ha(lan, scenario)
+    assert lan.pids("ha") == []  # the child, started again, left with close(); the killed one was reaped
 
 
 def test_entries_made_by_someone_else_are_left_alone_and_ours_from_an_earlier_run_removed(lan: Lan) -> None:

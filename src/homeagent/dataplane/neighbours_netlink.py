@@ -89,7 +89,10 @@ class NetlinkWorker:
         return answer
 
     async def _started(self) -> asyncio.subprocess.Process:
-        if self._proc is None or self._proc.returncode is not None:
+        if self._proc is not None and self._proc.returncode is not None:  # died between two calls
+            self._proc = None
+            self.restarts += 1
+        if self._proc is None:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "homeagent.dataplane.neighbours_netlink", str(self.index),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
