@@ -6,7 +6,9 @@ the two references measured in the same run on the same namespaces:
   bare relay  the least a Python tunnel can do: read the TUN, prepend a 20-byte header packed in one call,
               send on the raw socket (the kernel fills in the checksum) -- the Python floor;
   forwarder   ``homeagent.dataplane.forwarder`` under its daemon-side handle, with the tunnel table of one
-              home address (plus ``--tunnels`` others, to show the lookup does not care).
+              home address (plus ``--tunnels`` others, to show the lookup does not care);
+  fwd+churn   the same while ``--churn`` home addresses gain (or lose) their tunnel and route, sent by
+              the handle as the measurement starts: forwarding while a burst of changes is applied.
 
     sudo python bench/dataplane.py [--seconds 1] [--rounds 3] [--sizes 64 1400] [--profile]
 
@@ -200,6 +202,17 @@ class Forwarder:
     def counters(self) -> dict[str, object]:
         return asyncio.run_coroutine_threadsafe(self.dp.fetch_counters(), self.loop).result(10)
 
+    def churn(self, count: int) -> None:
+        """``count`` home addresses gain a tunnel, or lose it if they have one: a burst of binding changes
+        (and of routes) for the forwarder to apply while it forwards."""
+        self.churned = not getattr(self, "churned", False)
+        tunnels = (Tunnel(address("10.4.0.1"), address(HA_FOREIGN), False),) if self.churned else ()
+
+        def burst() -> None:
+            for n in range(count):
+                self.dp.set_tunnels(address("10.1.192.0") + n, tunnels)
+        self.loop.call_soon_threadsafe(burst)
+
     def close(self) -> None:
         async def close() -> None:
             self.dp.close()
@@ -245,6 +258,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1400], help="IP datagram sizes")
     parser.add_argument("--tunnels", type=int, default=1000, help="other home addresses in the table")
     parser.add_argument("--profile", action="store_true", help="profile the per-packet path first")
+    parser.add_argument("--churn", type=int, default=2000,
+                        help="home addresses changed at the start of each fwd+churn measurement")
     args = parser.parse_args()
     if args.profile:
         profile()
@@ -256,7 +271,7 @@ def main() -> int:
         RELAY_CPU = 0
     destroy()
     build()
-    paths = {"kernel": MN, "bare relay": HOME_BARE, "forwarder": HOME}
+    paths = {"kernel": MN, "bare relay": HOME_BARE, "forwarder": HOME, "fwd+churn": HOME}
     keys = [(p, size) for size in args.sizes for p in paths]
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     offered: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
@@ -264,11 +279,14 @@ def main() -> int:
     try:
         bare = BareRelay()
         forwarder = Forwarder(args.tunnels)
-        relays = {"kernel": None, "bare relay": bare.proc.pid, "forwarder": forwarder.dp.pid}
+        relays = {"kernel": None, "bare relay": bare.proc.pid, "forwarder": forwarder.dp.pid,
+                  "fwd+churn": forwarder.dp.pid}
         try:
             for size in args.sizes:
                 for _ in range(args.rounds):  # paths interleaved: a busy neighbour hits them alike
                     for path, destination in paths.items():
+                        if path == "fwd+churn":
+                            forwarder.churn(args.churn)
                         rate, sent, cost = measure(destination, size, args.seconds, relays[path])
                         rates[path, size].append(rate)
                         offered[path, size].append(sent)
