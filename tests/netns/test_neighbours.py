@@ -206,6 +206,34 @@ def test_takeover_installs_and_announces_and_stand_down_removes(lan: Lan) -> Non
     on_ha(lan, scenario)
 
 
+def test_the_kernel_answers_an_entry_only_with_forwarding_on_and_a_route_by_another_device(lan: Lan) -> None:
+    """What docs/neighbours.md relies on: a member whose tunnel routes are gone (or whose forwarding is off)
+    answers nothing, whatever entries it still holds."""
+    ha_mac, ha = lan.mac("ha"), lan.ns("ha")
+
+    async def scenario() -> None:
+        neighbours = Neighbours("eth0")
+        await neighbours.open()
+        try:
+            neighbours.serve(True)
+            neighbours.away(n(A))
+            await neighbours.settle()
+            assert await resolve(lan, A) == ha_mac
+            # (the repetition of A's announcement gone: it would fill the router's fresh entry itself)
+            assert await until(lambda: neighbours.snapshot()["neighbours.announcements_queued"] == 0)
+            run("ip", "-n", ha, "route", "del", AWAY_RANGE, "dev", "tnl0")  # the data plane stood down
+            assert A in proxy_entries(lan)
+            assert await resolve(lan, A) is None
+            run("ip", "-n", ha, "route", "add", AWAY_RANGE, "dev", "tnl0")
+            assert await resolve(lan, A) == ha_mac
+            run("ip", "netns", "exec", ha, "sysctl", "-qw", "net.ipv4.conf.eth0.forwarding=0")
+            assert await resolve(lan, A) is None
+        finally:
+            await neighbours.close()
+
+    on_ha(lan, scenario)
+
+
 def test_entry_removed_behind_its_back_comes_back_at_the_next_audit(lan: Lan) -> None:
     async def scenario() -> None:
         neighbours = Neighbours("eth0", audit_every=0.2)
