@@ -103,21 +103,21 @@ class UserspaceDataplane:
         """A fresh snapshot, once the forwarder has applied everything sent before."""
         future = self._ask_counters()
         if future is not None:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+            except asyncio.CancelledError:
+                if not future.cancelled():  # it is the caller who is cancelled
+                    raise
+                # The forwarder died before it answered: what we had is all there is.
         return self._merged()
 
     async def ready(self, timeout: float = 10.0) -> dict[str, object]:
-        """Wait until the current forwarder has its device and sockets (what it reported)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            future = self._ready
-            if future is None:
-                raise RuntimeError("the data plane is not started")
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
-            except asyncio.CancelledError:
-                if self._ready is future or self._closed:  # not a restart that replaced it
-                    raise
+        """Wait until a forwarder has its device and sockets (what it reported); across a restart, until
+        the new one has."""
+        future = self._ready
+        if future is None:
+            raise RuntimeError("the data plane is not started")
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
 
     def close(self) -> None:
         """Stop the forwarder: closing its socket ends it, and its device and routes go with it."""
@@ -158,7 +158,8 @@ class UserspaceDataplane:
         ours.setblocking(False)
         self._sock = ours
         self._started_at = time.monotonic()
-        self._ready = self._loop.create_future()
+        if self._ready is None or self._ready.done():
+            self._ready = self._loop.create_future()
         self._loop.add_reader(ours.fileno(), self._readable)
         # The new forwarder knows nothing: everything is to be sent again, the latest state only.
         self._outbox.clear()
@@ -176,9 +177,14 @@ class UserspaceDataplane:
             self._writing = False
             sock.close()
         self._proc = None
-        for future in [*self._waiting.values(), self._ready]:
-            if future is not None and not future.done():
+        for future in self._waiting.values():
+            if not future.done():
                 future.cancel()
+        if self._ready is not None and self._loop is not None:
+            if self._closed:
+                self._ready.cancel()
+            elif self._ready.done():  # the next forwarder's: ``ready`` waits for it across the restart
+                self._ready = self._loop.create_future()
         self._waiting.clear()
         self._asked.clear()
         self._parts.clear()
