@@ -8,12 +8,14 @@ import errno
 from collections import Counter
 from ipaddress import IPv4Address
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Ether
 
 from homeagent.dataplane.announcer import Announcer, Pacer, gratuitous_arp
 from homeagent.dataplane.fake_neighbours import FakeNeighbours
+from homeagent.dataplane.neighbours import Neighbours, NeighboursError
 from homeagent.wire.arp import ArpFrame
 
 OURS = bytes.fromhex("02aabbccddee")
@@ -167,5 +169,17 @@ def test_fake_neighbours_adds_up_the_calls():
         assert fake.announced == [(1, FakeNeighbours.MAC), (2, FakeNeighbours.MAC), (1, MN)]
         await fake.close()
         assert fake.entries == frozenset()
+
+    asyncio.run(scenario())
+
+
+def test_neighbours_on_a_missing_interface_says_so_and_close_holds_nothing():
+    async def scenario() -> None:
+        neighbours = Neighbours("nb-nowhere0")
+        with pytest.raises(NeighboursError, match="no interface"):
+            await neighbours.open()
+        neighbours.away(1)  # state only, before or without open
+        neighbours.serve(True)
+        await neighbours.close()
 
     asyncio.run(scenario())

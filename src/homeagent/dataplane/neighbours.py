@@ -58,6 +58,7 @@ beyond 64 such delayed requests: a takeover must not cost each neighbour up to 0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -74,6 +75,10 @@ AUDIT_EVERY = 5.0  # seconds between two readings of the kernel's proxy entries,
 AUDIT_SHARE = 0.05  # the share of the time the readings may take at most (they are stretched to keep it)
 RETRY = 1.0  # seconds before a failed netlink request is tried again
 CLOSE_TIMEOUT = 30.0  # seconds close() waits for our entries to go
+
+
+class NeighboursError(RuntimeError):
+    pass
 
 
 class Neighbours:
@@ -106,6 +111,7 @@ class Neighbours:
         self._netlink: NetlinkWorker | None = None
         self._index = 0
         self._warned_at = float("-inf")
+        self._failing = False  # the last netlink call failed
 
     # -- what the Home Agent asks for: each returns at once --------------------------------------------
 
@@ -180,10 +186,16 @@ class Neighbours:
     async def open(self) -> None:
         """Open the interface's netlink and ARP sockets (CAP_NET_ADMIN and CAP_NET_RAW), set its proxy
         delay, and start the two tasks. The first audit finds what an earlier run left behind."""
-        self._index = socket.if_nametoindex(self.interface)
+        try:
+            self._index = socket.if_nametoindex(self.interface)
+        except OSError:
+            raise NeighboursError(f"no interface {self.interface!r} for proxy ARP") from None
         rate, burst, again = self._pacing
-        self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
-                                         burst=int(burst), again=again, sent=self._announced)
+        try:
+            self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
+                                             burst=int(burst), again=again, sent=self._announced)
+        except PermissionError:
+            raise NeighboursError("proxy and gratuitous ARP need CAP_NET_ADMIN and CAP_NET_RAW") from None
         self._netlink = NetlinkWorker(self._index)
         self._set_proxy_delay()
         forwarding = self._sysctl(f"conf/{self.interface}/forwarding")
@@ -197,11 +209,16 @@ class Neighbours:
         """Remove every entry of ours (the stop is graceful), then let go of the interface."""
         self.serve(False)
         if self._task is not None:
-            self._wake()
-            try:
-                await asyncio.wait_for(self._settled.wait(), CLOSE_TIMEOUT)
-            except TimeoutError:
-                log.error("could not remove the proxy ARP entries from %s", self.interface)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CLOSE_TIMEOUT
+            while not self._settled.is_set():
+                if loop.time() > deadline or (self._failing and not self._ours):
+                    # nothing of ours is known to be left, and netlink fails: no reason to hold the stop
+                    if self._ours:
+                        log.error("could not remove the proxy ARP entries from %s", self.interface)
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settled.wait(), 0.1)
             self._task.cancel()
             self._task = None
         if self._announcer is not None:
@@ -246,7 +263,9 @@ class Neighbours:
                     await self._audit()
                 await self._apply()
                 await self._look_up()
+                self._failing = False
             except Exception as exc:  # noqa: BLE001 - the task must outlive a bad netlink moment
+                self._failing = True
                 self.counters["neighbours.netlink_errors"] += 1
                 self._warn("proxy ARP entries on %s: %s (retrying)", self.interface, exc)
                 self._audit_at = loop.time() + RETRY
