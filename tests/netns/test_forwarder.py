@@ -211,6 +211,21 @@ def test_ttl_running_out_at_the_home_agent_gets_time_exceeded(s):
         assert server.recvfrom(2048)[0] == b"ttl", "one hop more and it arrives"
 
 
+def test_ttl_zero_in_the_tun_gets_time_exceeded_from_the_forwarder(s):
+    """What the kernel lets into the TUN with TTL 0 (a local raw sender; the kernel checks only what it
+    forwards) is the forwarder's to answer: Time Exceeded to the sender, from the tunnel's source, sent on
+    the forwarder's raw IP-in-IP socket."""
+    s.set_tunnels(s.tunnel())
+    before = s.drops().get("ttl_exceeded", 0)
+    with icmp_listener(s) as icmp:
+        with s.net.socket("ha", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as local:
+            zero = IP(src=CN, dst=HOME, ttl=0) / UDP(sport=4000, dport=PORT) / Raw(b"zero")
+            local.sendto(raw(zero), (HOME, 0))
+        error = icmp_of(icmp, 11)
+        assert error.src == HA and IP(raw(error[ICMP].payload)).dst == HOME
+    assert s.drops()["ttl_exceeded"] == before + 1
+
+
 def test_a_datagram_too_big_for_the_tunnel_with_df_gets_fragmentation_needed(s):
     s.mobile("mn", COA, False)
     s.set_tunnels(s.tunnel())
