@@ -143,9 +143,8 @@ class Forwarder:
         return True
 
     def snapshot(self) -> dict[str, object]:
-        return {**self.engine.counters(), "routes": self.routes.routed(), "tun": self.name,
-                "pid": os.getpid(),
-                **self.counters}
+        own = {"routes": self.routes.routed(), "tun": self.name, "pid": os.getpid()}
+        return {**self.engine.counters(), **own, **self.counters}
 
     def close(self) -> None:
         for closing in (self.tx, self.rx, self.control):

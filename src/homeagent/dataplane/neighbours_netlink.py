@@ -174,24 +174,33 @@ def _macs(ipr: Any, index: int, addresses: list[int]) -> dict[str, str]:
     return macs
 
 
+def answer(ipr: Any, index: int, line: bytes) -> dict[str, object]:
+    """The answer to one request line; whatever the line holds, an answer (an error one if need be)."""
+    try:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "dump":
+            ours, foreign = _dump(ipr, index)
+            return {"ours": ours, "foreign": foreign}
+        addresses = request["addresses"]
+        if not isinstance(addresses, list) or not all(type(a) is int and 0 <= a < 2**32 for a in addresses):
+            raise ValueError("addresses must be a list of IPv4 addresses as integers")
+        if op == "macs":
+            return {"macs": _macs(ipr, index, addresses)}
+        if op in ("add", "del"):
+            return {"done": _request(ipr, index, op, addresses)}
+        raise ValueError(f"unknown op {op!r}")
+    except Exception as exc:  # noqa: BLE001 - told to the caller, who retries
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv: list[str]) -> int:
     from pyroute2 import IPRoute
 
     index = int(argv[0])
     with IPRoute() as ipr:
         for line in sys.stdin.buffer:
-            try:
-                request = json.loads(line)
-                if request["op"] == "dump":
-                    ours, foreign = _dump(ipr, index)
-                    answer: dict[str, object] = {"ours": ours, "foreign": foreign}
-                elif request["op"] == "macs":
-                    answer = {"macs": _macs(ipr, index, request["addresses"])}
-                else:
-                    answer = {"done": _request(ipr, index, request["op"], request["addresses"])}
-            except Exception as exc:  # noqa: BLE001 - told to the caller, who retries
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.write(json.dumps(answer(ipr, index, line)) + "\n")
             sys.stdout.flush()
     return 0
 

@@ -240,7 +240,6 @@ class UserspaceDataplane:
                 log.warning("the forwarder said something malformed: %s", exc)
                 continue
             if isinstance(answer, Ready):
-                self._restart_wait = max(RESTART_FIRST, self._restart_wait)
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(answer.info)
             elif isinstance(answer, CountersPart):
