@@ -49,7 +49,7 @@ def test_tables_round_trip_within_the_size_limit(table):
 @given(st.booleans(), st.integers(0, 2**32 - 1))
 def test_small_messages_round_trip(serving, request):
     assert decode(encode_serve(serving)) == Serve(serving)
-    assert decode(encode_counters_request(request)) == CountersRequest(request)
+    assert decode(encode_counters_request(request, serving)) == CountersRequest(request, serving)
     assert decode(encode_ready({"tun": "ha0", "pid": request})) == Ready({"tun": "ha0", "pid": request})
 
 

@@ -9,17 +9,9 @@ backend: ``userspace`` (a TUN device and raw IP-in-IP sockets in a process of it
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-
-class Tunnel(NamedTuple):
-    """One tunnel of a home address: to ``care_of_address``, from ``source`` (the address the mobile node
-    registered with: RFC 5944 4.2.3 makes it the tunnel's source), with reverse tunnelling (T flag, RFC
-    3024) or not."""
-
-    care_of_address: int
-    source: int
-    reverse: bool
+from homeagent.core.effects import Tunnel  # one definition: the core's effects carry it
 
 
 class Dataplane(Protocol):

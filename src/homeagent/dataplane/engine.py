@@ -225,9 +225,10 @@ class Engine:
 
     # -- counters -------------------------------------------------------------------------------------
 
-    def counters(self) -> dict[str, object]:
+    def counters(self, tunnels: bool = True) -> dict[str, object]:
+        """Totals and drops; with ``tunnels``, every tunnel's own counters too (the long part)."""
         states = [t for ts in self._tunnels.values() for t in ts]
-        return {
+        totals: dict[str, object] = {
             "serving": self.serving,
             "home_addresses": len(self._tunnels),
             "packets": sum(t.packets for t in states),
@@ -235,5 +236,7 @@ class Engine:
             "reverse_packets": sum(t.reverse_packets for t in states),
             "reverse_bytes": sum(t.reverse_bytes for t in states),
             "drops": dict(self.drops),
-            "tunnels": [t.as_dict() for t in states],
         }
+        if tunnels:
+            totals["tunnels"] = [t.as_dict() for t in states]
+        return totals

@@ -18,8 +18,8 @@ of the daemon's, can be run and profiled by hand, and can be wrapped (``ip netns
 that starts it. It needs CAP_NET_ADMIN (TUN device, routes) and CAP_NET_RAW (raw sockets).
 
 The loop waits on the three descriptors with epoll and handles each in bounded batches, so that neither
-direction nor the control socket can starve the others: a burst of binding changes is applied between
-batches of packets, and forwarding goes on while it is.
+direction nor the control socket can starve the others: a burst of binding changes is applied 128 changes
+at a time between batches of packets, and forwarding goes on while it is.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import select
 import signal
 import socket
 import sys
-from collections import Counter
+from collections import Counter, deque
 from types import FrameType
 
+from homeagent.dataplane import Tunnel
 from homeagent.dataplane.engine import Engine
 from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, decode, encode_counters,
                                           encode_ready)
@@ -45,7 +46,8 @@ from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, IPPROTO_IPIP
 log = logging.getLogger("homeagent.dataplane.forwarder")
 
 PACKET_BATCH = 64  # packets read from one descriptor before looking at the others
-CONTROL_BATCH = 16  # control messages (each up to 32 KiB of changes) per wake-up
+CONTROL_BATCH = 16  # control messages read per wake-up, when the changes read before are all applied
+CHANGE_BATCH = 128  # changes applied between two batches of packets (~0.5 ms): a message holds thousands
 READ_SIZE = 65535
 RECEIVE_BUFFER = 4 << 20
 
@@ -72,6 +74,7 @@ class Forwarder:
         fd = self.fd
         self.engine = Engine(self.tx.sendto, lambda packet: os.write(fd, packet), mtu, ttl)
         self.routes = HomeRoutes(self.index, self.counters)
+        self.backlog: deque[tuple[int, tuple[Tunnel, ...]] | Serve | CountersRequest] = deque()
         self.mtu = mtu
 
     def run(self) -> None:
@@ -88,9 +91,10 @@ class Forwarder:
         tun_read = self.mtu
         from_tun, from_network = self.engine.from_tun, self.engine.from_network
         batch = range(PACKET_BATCH)
+        backlog = self.backlog
         try:
             while True:
-                for fd, _ in poller.poll():
+                for fd, _ in poller.poll(0 if backlog else -1):
                     if fd == tun:
                         for _ in batch:
                             try:
@@ -105,14 +109,19 @@ class Forwarder:
                             except BlockingIOError:
                                 break
                             from_network(packet)
-                    elif not self._control():
+                    elif not backlog and not self._control():
                         return
+                if backlog:
+                    self._apply(CHANGE_BATCH)
         finally:
             poller.close()
             self.routes.close()
 
     def _control(self) -> bool:
-        """Apply the waiting control messages, a bounded batch; False when the daemon is gone."""
+        """Read the waiting control messages, a bounded batch, into the backlog; False when the daemon is
+        gone. The backlog is applied a little at a time between batches of packets (a table download or a
+        takeover sends thousands of changes at once), in order: a serve or a counters request comes after
+        the changes sent before it."""
         for _ in range(CONTROL_BATCH):
             try:
                 message = self.control.recv(1 << 16, socket.MSG_DONTWAIT)
@@ -129,22 +138,31 @@ class Forwarder:
                 log.warning("malformed control message: %s", exc)
                 continue
             if isinstance(command, SetTunnels):
-                for home, tunnels in command.entries:
-                    self.engine.set_tunnels(home, tunnels)
-                    self.routes.want(home, bool(tunnels))
-            elif isinstance(command, Serve):
-                self.engine.serving = command.serving
-                self.routes.serve(command.serving)
-            elif isinstance(command, CountersRequest):
-                for part in encode_counters(command.request, self.snapshot()):
-                    self.control.send(part)
+                self.backlog.extend(command.entries)
+            elif isinstance(command, (Serve, CountersRequest)):
+                self.backlog.append(command)
             else:
                 self.counters["control_unexpected"] += 1
         return True
 
-    def snapshot(self) -> dict[str, object]:
+    def _apply(self, budget: int) -> None:
+        backlog = self.backlog
+        for _ in range(min(budget, len(backlog))):
+            item = backlog.popleft()
+            if isinstance(item, Serve):
+                self.engine.serving = item.serving
+                self.routes.serve(item.serving)
+            elif isinstance(item, CountersRequest):
+                for part in encode_counters(item.request, self.snapshot(item.tunnels)):
+                    self.control.send(part)
+            else:
+                home, tunnels = item
+                self.engine.set_tunnels(home, tunnels)
+                self.routes.want(home, bool(tunnels))
+
+    def snapshot(self, tunnels: bool = True) -> dict[str, object]:
         own = {"routes": self.routes.routed(), "tun": self.name, "pid": os.getpid()}
-        return {**self.engine.counters(), **own, **self.counters}
+        return {**self.engine.counters(tunnels), **own, **self.counters}
 
     def close(self) -> None:
         for closing in (self.tx, self.rx, self.control):

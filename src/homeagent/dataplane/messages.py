@@ -9,7 +9,8 @@ buffer. The first byte says what it is:
           ``care_of(4) source(4) reverse(1)``; count 0: no tunnel. Many home addresses fit one message,
           so a burst of changes (a table download, a takeover) costs few system calls.
     ``S`` serve: ``serving(1)``.
-    ``C`` counters, please: ``request(4)``.
+    ``C`` counters, please: ``request(4) tunnels(1)``; tunnels 1: with every tunnel's own counters (a
+          table of many tunnels makes that a long piece of work for the forwarder: ask for it when shown).
   forwarder -> daemon
     ``R`` ready: the TUN device is up and the sockets open; JSON with its name, index and MTU.
     ``c`` counters: ``request(4) last(1)`` then a piece of one JSON document; the pieces of one request
@@ -34,7 +35,7 @@ MAX_TUNNELS = 255  # per home address: one count byte (RFC 5944 S flag bindings 
 _ENTRY = struct.Struct("!IB")
 _TUNNEL = struct.Struct("!IIB")
 _SERVE = struct.Struct("!B")
-_REQUEST = struct.Struct("!I")
+_REQUEST = struct.Struct("!IB")
 _PART = struct.Struct("!IB")
 
 
@@ -48,6 +49,7 @@ class Serve(NamedTuple):
 
 class CountersRequest(NamedTuple):
     request: int
+    tunnels: bool = False
 
 
 class Ready(NamedTuple):
@@ -85,8 +87,8 @@ def encode_serve(serving: bool) -> bytes:
     return b"S" + _SERVE.pack(serving)
 
 
-def encode_counters_request(request: int) -> bytes:
-    return b"C" + _REQUEST.pack(request & 0xFFFFFFFF)
+def encode_counters_request(request: int, tunnels: bool = False) -> bytes:
+    return b"C" + _REQUEST.pack(request & 0xFFFFFFFF, tunnels)
 
 
 def encode_ready(info: dict[str, object]) -> bytes:
@@ -112,7 +114,10 @@ def decode(message: bytes) -> Message:
         if kind == b"S" and len(body) == _SERVE.size:
             return Serve(bool(body[0]))
         if kind == b"C" and len(body) == _REQUEST.size:
-            return CountersRequest(_REQUEST.unpack(body)[0])
+            request, tunnels = _REQUEST.unpack(body)
+            if tunnels > 1:
+                raise ParseError(f"counters request: tunnels flag {tunnels}")
+            return CountersRequest(request, bool(tunnels))
         if kind == b"R":
             info = json.loads(body)
             if not isinstance(info, dict):
