@@ -10,6 +10,9 @@ the two references measured in the same run on the same namespaces:
   fwd+churn   the same while ``--churn`` home addresses gain (or lose) their tunnel and route, sent by
               the handle as the measurement starts: forwarding while a burst of changes is applied.
 
+Then a steady 1,000 datagrams/s stream through the forwarder while ``--stream`` home addresses gain and
+lose a tunnel: datagrams lost, the longest gap between arrivals, how long each burst takes to apply.
+
     sudo python bench/dataplane.py [--seconds 1] [--rounds 3] [--sizes 64 1400] [--profile]
 
 Topology (namespaces ``dpb<pid>-*``, removed at the end):  src 10.1.0.2 -- 10.1.0.1 ha 10.2.0.1 --
@@ -202,16 +205,21 @@ class Forwarder:
     def counters(self) -> dict[str, object]:
         return asyncio.run_coroutine_threadsafe(self.dp.fetch_counters(), self.loop).result(10)
 
-    def churn(self, count: int) -> None:
-        """``count`` home addresses gain a tunnel, or lose it if they have one: a burst of binding changes
-        (and of routes) for the forwarder to apply while it forwards."""
-        self.churned = not getattr(self, "churned", False)
-        tunnels = (Tunnel(address("10.4.0.1"), address(HA_FOREIGN), False),) if self.churned else ()
+    def churn(self, count: int, first: str = "10.1.192.0") -> None:
+        """``count`` home addresses from ``first`` on gain a tunnel, or lose it if they have one: a burst of
+        binding changes (and of routes) for the forwarder to apply while it forwards."""
+        self.churned = getattr(self, "churned", set())
+        self.churned ^= {first}
+        tunnels = (Tunnel(address("10.4.0.1"), address(HA_FOREIGN), False),) if first in self.churned else ()
 
         def burst() -> None:
             for n in range(count):
-                self.dp.set_tunnels(address("10.1.192.0") + n, tunnels)
+                self.dp.set_tunnels(address(first) + n, tunnels)
         self.loop.call_soon_threadsafe(burst)
+
+    def routes(self) -> int:
+        future = asyncio.run_coroutine_threadsafe(self.dp.fetch_counters(tunnels=False), self.loop)
+        return int(future.result(10)["dataplane.routes"])  # type: ignore[call-overload]
 
     def close(self) -> None:
         async def close() -> None:
@@ -219,6 +227,63 @@ class Forwarder:
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+STREAM_RECEIVER = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)  # the tunnelled datagrams themselves
+s.settimeout(0.5)
+print("ready", flush=True)
+times, end = [], time.monotonic() + {seconds}
+while time.monotonic() < end:
+    try:
+        if s.recv(2048).endswith(b"stream"):
+            times.append(time.monotonic())
+    except TimeoutError:
+        pass
+gaps = sorted(b - a for a, b in zip(times, times[1:]))
+print(len(times), gaps[-1] if gaps else 0, gaps[int(len(gaps) * 0.999)] if gaps else 0)
+"""
+
+STREAM_SENDER = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n, at = 0, time.monotonic()
+end = at + {seconds}
+while at < end:
+    s.sendto(b"x" * 30 + b"stream", ("{dst}", 9))
+    n += 1
+    at += 0.001
+    time.sleep(max(0.0, at - time.monotonic()))
+print(n)
+"""
+
+
+def stream_gaps(forwarder: Forwarder, churn: int) -> None:
+    """A steady 1,000 datagrams/s through the forwarder while ``churn`` home addresses gain a tunnel and
+    lose it again: datagrams lost, the longest gap between two arrivals, and how long each burst took."""
+    seconds = 6.0
+    receiver = subprocess.Popen(["ip", "netns", "exec", ns("mn"), sys.executable, "-c",
+                                 STREAM_RECEIVER.format(seconds=seconds + 1)],
+                                stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+    sender = subprocess.Popen(["ip", "netns", "exec", ns("src"), sys.executable, "-c",
+                               STREAM_SENDER.format(seconds=seconds, dst=HOME)],
+                              stdout=subprocess.PIPE, text=True)
+    base = forwarder.routes()
+    applied = []
+    time.sleep(1)
+    for wanted in (base + churn, base):
+        started = time.monotonic()
+        forwarder.churn(churn, "10.1.64.0")
+        while forwarder.routes() != wanted and time.monotonic() - started < 60:
+            time.sleep(0.02)
+        applied.append(time.monotonic() - started)
+    sent = int(sender.communicate(timeout=60)[0])
+    got, longest, p999 = receiver.communicate(timeout=60)[0].split()
+    print(f"1,000 datagrams/s while {churn} home addresses gain and lose a tunnel (applied in "
+          f"{applied[0]:.2f} s and {applied[1]:.2f} s): {sent - int(got)} of {sent} lost, longest gap "
+          f"{float(longest) * 1000:.1f} ms, p99.9 {float(p999) * 1000:.1f} ms")
 
 
 def profile(count: int = 200_000) -> None:
@@ -260,6 +325,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="profile the per-packet path first")
     parser.add_argument("--churn", type=int, default=2000,
                         help="home addresses changed at the start of each fwd+churn measurement")
+    parser.add_argument("--stream", type=int, default=5000,
+                        help="home addresses changed under a 1,000/s stream, for its gaps (0: skip)")
     args = parser.parse_args()
     if args.profile:
         profile()
@@ -292,6 +359,8 @@ def main() -> int:
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
             drops = forwarder.counters().get("dataplane.drops")
+            if args.stream:
+                stream_gaps(forwarder, args.stream)
         finally:
             forwarder.close()
             bare.close()
