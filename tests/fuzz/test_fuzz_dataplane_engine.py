@@ -94,3 +94,12 @@ def test_the_mobile_node_takes_only_its_home_agents_datagrams_for_its_home_addre
         assert packet[12:16] == HA.to_bytes(4, "big")
         assert delivered[0][16:20] == HOME.to_bytes(4, "big") and well_formed(delivered[0])
     d.from_tun(packet)  # what the node sends: never fails
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=80), tunnelled().map(
+    lambda p: raw(IP(dst=dotted(HA)) / Raw(bytes([3, 4, 0, 0, 0, 0]) + p[:2] + p)))))
+def test_icmp_never_fails_and_never_shrinks_a_path_below_576(packet):
+    e, _, _ = engine()
+    e.from_icmp(packet)
+    assert all(t["mtu"] >= 576 for t in e.counters()["tunnels"])  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ datagrams cross the router. Needs root, iproute2 (and ethtool, or pyroute2's ioc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -241,6 +242,33 @@ def test_a_datagram_too_big_for_the_tunnel_with_df_gets_fragmentation_needed(s):
         assert server.recvfrom(4096)[0] == payload
 
 
+def test_a_narrower_path_to_the_care_of_address_is_learnt_and_told_to_the_sender(s):
+    """The foreign link carries 1,400 bytes: the router answers the first full-size tunnelled datagram
+    with Fragmentation Needed to the Home Agent, which from then on tells the sender what the tunnel
+    carries (1,380) and carries what has no DF in outer fragments (RFC 2003 4.1, 5.1; RFC 1191)."""
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    for host, dev in (("rt", "f0"), ("mn", "eth0")):
+        s.net.exec(host, "ip", "link", "set", dev, "mtu", "1400")
+    try:
+        with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
+            full = b"x" * (1480 - 28)
+            send_raw(s, IP(src=CN, dst=HOME, flags="DF") / UDP(sport=4000, dport=PORT) / Raw(full))  # lost
+            wait_for("the path MTU", lambda: s.counters()["dataplane.path_mtu_learnt"] == 1)
+            assert s.counters()["dataplane.tunnels"][0]["mtu"] == 1400
+            send_raw(s, IP(src=CN, dst=HOME, flags="DF") / UDP(sport=4000, dport=PORT) / Raw(full))
+            error = icmp_of(icmp, 3)
+            assert error.src == HA and error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1380
+            fits = b"y" * (1380 - 28)
+            send_raw(s, IP(src=CN, dst=HOME, flags="DF") / UDP(sport=4000, dport=PORT) / Raw(fits))
+            assert server.recvfrom(4096)[0] == fits
+            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4000, dport=PORT) / Raw(full))  # outer fragments
+            assert server.recvfrom(4096)[0] == full
+    finally:
+        for host, dev in (("rt", "f0"), ("mn", "eth0")):
+            s.net.exec(host, "ip", "link", "set", dev, "mtu", "1500")
+
+
 def test_ip_in_ip_forged_from_no_registered_care_of_address_is_dropped_and_counted(s):
     s.set_tunnels(s.tunnel(COA, reverse=True))
     before = s.drops()
@@ -367,3 +395,25 @@ def test_a_burst_of_changes_while_forwarding(s):
     for n in range(3000):
         s.loop.call(s.dataplane.set_tunnels, a("10.1.100.0") + n, ())
     wait_for("the routes gone", lambda: s.counters()["dataplane.routes"] == 1, timeout=30)
+
+
+def test_icmp_errors_about_the_tunnel_do_not_end_the_forwarder(s):
+    """A care-of address whose host does not decapsulate (no ipip module, no decapsulator) answers every
+    outer datagram with ICMP Protocol Unreachable, and a router that cannot reach one with Net Unreachable,
+    all of it read by the Home Agent's host (and its raw sockets): the other care-of address still gets its
+    copies, and the forwarder is not restarted."""
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel(COA), s.tunnel(COA2), s.tunnel("10.99.0.1"))  # nobody at COA2, no route to .99
+    restarts = s.counters()["dataplane.restarts"]
+    with udp_server(s, "mn") as server, client(s) as cn:
+        for n in range(20):
+            cn.sendto(b"%d" % n, (HOME, PORT))
+            time.sleep(0.01)
+        server.settimeout(1)
+        got = set()
+        with contextlib.suppress(TimeoutError):
+            while len(got) < 20:
+                got.add(server.recvfrom(2048)[0])
+        assert len(got) >= 18, "the reachable care-of address gets its copies (one may fall to an error)"
+    counters = s.counters()
+    assert counters["dataplane.restarts"] == restarts and counters["dataplane.pid"] == s.dataplane.pid

@@ -202,3 +202,62 @@ def test_null_and_fake_backends_follow_the_interface():
     fake.serve(True)
     fake.set_tunnels(1, ())
     assert fake.calls == [("serve", True), ("set_tunnels", (1, ()))]
+
+
+def frag_needed_from_the_path(mtu: int, care_of: str = COA, source: str = HA, size: int = 1500) -> bytes:
+    """What a router between the Home Agent and ``care_of`` says about one of our outer datagrams."""
+    outer = raw(IP(src=source, dst=care_of, proto=4, flags="DF") / Raw(datagram(size - 20)))
+    return raw(IP(src="10.5.0.1", dst=source) / ICMP(type=3, code=4, nexthopmtu=mtu) / Raw(outer[:548]))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_path_mtu_learnt_from_icmp_answers_the_sender_and_ages(wire):
+    clock = Clock()
+    e = Engine(wire.send, wire.deliver, mtu=1500, clock=clock)
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), False)))
+    e.serving = True
+    e.from_icmp(frag_needed_from_the_path(1400))
+    assert [t["mtu"] for t in e.counters()["tunnels"]] == [1400, 1500]  # type: ignore[index]
+    e.from_tun(datagram(1480))  # DF: too big for the path to COA, fits the one to COA2
+    [(reply, to), (copy, address)] = sorted(wire.sent, key=lambda sent: sent[1] != (CN, 0))
+    assert to == (CN, 0) and IP(reply)[ICMP].nexthopmtu == 1380 and address == (COA2, 0)
+    wire.sent.clear()
+    e.from_tun(datagram(1480, df=False))  # no DF: in outer fragments to COA, whole to COA2
+    assert sorted(len(p) for p, _ in wire.sent) == [124, 1396, 1500]
+    wire.sent.clear()
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))  # a re-registration keeps what the path said
+    assert e.counters()["tunnels"][0]["mtu"] == 1400  # type: ignore[index]
+    clock.now += 601  # RFC 1191 6.3: then the larger MTU is tried again
+    e.from_tun(datagram(1480))
+    [(packet, address)] = wire.sent
+    assert address == (COA, 0) and len(packet) == 1500
+    assert e.counters()["tunnels"][0]["mtu"] == 1500  # type: ignore[index]
+
+
+@pytest.mark.parametrize("message", [
+    frag_needed_from_the_path(1400, care_of="10.7.0.1"),  # about no tunnel of ours
+    frag_needed_from_the_path(1400, source="10.1.0.9"),  # from another source than the tunnel's
+    frag_needed_from_the_path(1500),  # no smaller than what we send
+    raw(IP(dst=HA) / ICMP(type=3, code=1) / Raw(raw(IP(src=HA, dst=COA, proto=4)))),  # host unreachable
+    raw(IP(dst=HA) / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(raw(IP(src=HA, dst=COA, proto=17)))),
+    b"\x45\x00",
+])
+def test_icmp_that_is_not_about_our_tunnels_changes_nothing(wire, message):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), False))
+    e.from_icmp(message)
+    assert e.counters()["path_mtu_learnt"] == 0 and e.counters()["tunnels"][0]["mtu"] == 1500  # type: ignore
+
+
+def test_no_icmp_shrinks_a_path_below_576_and_mtu_0_means_the_next_plateau(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), False))
+    e.from_icmp(frag_needed_from_the_path(0))  # a pre-RFC 1191 router: 1492 is below the 1500 it refused
+    assert e.counters()["tunnels"][0]["mtu"] == 1492  # type: ignore[index]
+    e.from_icmp(frag_needed_from_the_path(68, size=1492))
+    assert e.counters()["tunnels"][0]["mtu"] == 576  # type: ignore[index]

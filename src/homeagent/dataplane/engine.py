@@ -7,8 +7,11 @@ TTL decremented (Time Exceeded at 1), DF datagrams larger than the TUN's MTU (th
 with Fragmentation Needed, the others fragmented to fit. What reaches the engine is looked up by its
 destination and sent once per care-of address in an outer header (``wire.ip.OuterHeader``). The engine
 still checks what the kernel would not: an inner TTL of 0 (from a local raw sender) gets Time Exceeded,
-and a datagram the tunnel cannot carry (``mtu`` set below the TUN's) gets Fragmentation Needed if DF is set
-and is carried in outer fragments otherwise (RFC 2003 5.1).
+and a datagram the tunnel cannot carry gets Fragmentation Needed if DF is set and is carried in outer
+fragments otherwise (RFC 2003 5.1). What a tunnel can carry is the link's MTU less 20, until a router on the
+way to the care-of address says less with ICMP Fragmentation Needed about one of our outer datagrams: the
+engine keeps that path MTU per care-of address for 10 minutes (the tunnel soft state of RFC 2003 4.1, aged
+as RFC 1191 6.3 asks), so the sender's path MTU discovery works through the tunnel.
 
 Mobile node -> anywhere (the tunnel exit point, reverse tunnelling, RFC 3024). IP-in-IP read from the raw
 socket is forwarded only if its outer source is a registered care-of address, its outer destination the
@@ -25,6 +28,7 @@ must not answer for the home addresses, but it keeps its tunnels for the moment 
 from __future__ import annotations
 
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -32,6 +36,10 @@ from ipaddress import IPv4Address
 from homeagent.dataplane import Tunnel
 from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, MAX_PACKET, Drop, OuterHeader, PacketError,
                                fragment, fragmentation_needed, time_exceeded)
+
+PATH_MTU_AGE = 600.0  # seconds a path MTU learnt from ICMP holds (RFC 1191 6.3: "no less than 10 minutes")
+MIN_PATH_MTU = 576  # no ICMP message, forged or not, shrinks a path below what every host accepts (RFC 791)
+PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 576)  # RFC 1191 section 7, from 576 up
 
 Send = Callable[[bytes, tuple[str, int]], object]  # socket.sendto of a raw socket with IP_HDRINCL
 Deliver = Callable[[bytes], object]  # os.write to the TUN device
@@ -41,9 +49,9 @@ class TunnelState:
     """One tunnel with its outer header ready and its counters."""
 
     __slots__ = ("home", "care_of", "source", "reverse", "header", "headers", "address", "packets", "bytes",
-                 "reverse_packets", "reverse_bytes")
+                 "reverse_packets", "reverse_bytes", "mtu", "mtu_until")
 
-    def __init__(self, home: int, tunnel: Tunnel, ttl: int) -> None:
+    def __init__(self, home: int, tunnel: Tunnel, ttl: int, mtu: int, mtu_until: float = 0.0) -> None:
         self.home = home
         self.care_of = tunnel.care_of_address
         self.source = tunnel.source
@@ -52,6 +60,8 @@ class TunnelState:
         self.headers: dict[int, bytes] = {}  # TOS << 1 | DF -> header for the raw socket: a lookup a packet
         self.address = (str(IPv4Address(tunnel.care_of_address)), 0)
         self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
+        self.mtu = mtu  # the largest outer datagram the path to the care-of address carries
+        self.mtu_until = mtu_until  # when a path MTU learnt from ICMP is forgotten (0: not learnt)
 
     def reverse_key(self) -> bytes:
         """Outer source, outer destination, inner source of what the mobile node reverse-tunnels."""
@@ -61,18 +71,21 @@ class TunnelState:
         return {"home_address": str(IPv4Address(self.home)), "care_of_address": self.address[0],
                 "source": str(IPv4Address(self.source)), "reverse": self.reverse, "packets": self.packets,
                 "bytes": self.bytes, "reverse_packets": self.reverse_packets,
-                "reverse_bytes": self.reverse_bytes}
+                "reverse_bytes": self.reverse_bytes, "mtu": self.mtu}
 
 
 class Engine:
     """The tunnel table and the per-packet decisions of one forwarder."""
 
-    def __init__(self, send: Send, deliver: Deliver, mtu: int = 1500, ttl: int = DEFAULT_TTL) -> None:
-        """``mtu``: the largest outer datagram the tunnels carry (the link's MTU); ``ttl``: the outer TTL."""
+    def __init__(self, send: Send, deliver: Deliver, mtu: int = 1500, ttl: int = DEFAULT_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``mtu``: the largest outer datagram the tunnels carry (the link's MTU), until ICMP says a path
+        carries less; ``ttl``: the outer TTL; ``clock``: for the age of a learnt path MTU."""
         if mtu < 68 + HEADER_SIZE:
             raise ValueError(f"MTU {mtu}: the tunnel must carry 68-byte datagrams (RFC 791)")
         self.send = send
         self.deliver = deliver
+        self.clock = clock
         self.mtu = mtu
         self.ttl = ttl
         self.serving = False
@@ -80,7 +93,10 @@ class Engine:
         self._tunnels: dict[bytes, list[TunnelState]] = {}  # home address (4 bytes) -> its tunnels
         self._reverse: dict[bytes, TunnelState] = {}  # TunnelState.reverse_key() -> tunnel with T
         self._care_ofs: Counter[bytes] = Counter()  # registered care-of addresses, for the drop reason
+        self._by_care_of: dict[bytes, set[TunnelState]] = {}  # care-of address -> its tunnels, for ICMP
+        self._path_mtu: dict[bytes, tuple[int, float]] = {}  # care-of address -> learnt MTU, until when
         self._identification = 0
+        self.path_mtu_learnt = 0
 
     # -- the table ------------------------------------------------------------------------------------
 
@@ -90,21 +106,32 @@ class Engine:
         key = home.to_bytes(4, "big")
         old = {(t.care_of, t.source): t for t in self._tunnels.pop(key, ())}
         for state in old.values():
-            self._care_ofs[state.care_of.to_bytes(4, "big")] -= 1
+            care_of = state.care_of.to_bytes(4, "big")
+            self._care_ofs[care_of] -= 1
             self._reverse.pop(state.reverse_key(), None)
+            self._by_care_of[care_of].discard(state)
         new = []
         for tunnel in dict.fromkeys(tunnels):  # the same tunnel twice is one copy
             kept = old.get((tunnel.care_of_address, tunnel.source))
-            state = kept if kept is not None and kept.reverse == tunnel.reverse else TunnelState(home, tunnel,
-                                                                                                  self.ttl)
-            if kept is not None and state is not kept:
-                state.packets, state.bytes = kept.packets, kept.bytes
+            care_of = tunnel.care_of_address.to_bytes(4, "big")
+            if kept is not None and kept.reverse == tunnel.reverse:
+                state = kept
+            else:
+                state = TunnelState(home, tunnel, self.ttl, *self._path_mtu.get(care_of, (self.mtu, 0.0)))
+                if kept is not None:
+                    state.packets, state.bytes = kept.packets, kept.bytes
             new.append(state)
-            self._care_ofs[tunnel.care_of_address.to_bytes(4, "big")] += 1
+            self._care_ofs[care_of] += 1
+            self._by_care_of.setdefault(care_of, set()).add(state)
             if tunnel.reverse:
                 self._reverse[state.reverse_key()] = state
         if new:
             self._tunnels[key] = new
+        for state in old.values():  # a care-of address no tunnel uses any more: forget its path
+            care_of = state.care_of.to_bytes(4, "big")
+            if not self._by_care_of.get(care_of, True):
+                del self._by_care_of[care_of]
+                self._path_mtu.pop(care_of, None)
         self._care_ofs = +self._care_ofs  # forget care-of addresses no longer used
 
     def homes(self) -> list[int]:
@@ -128,12 +155,18 @@ class Engine:
         if not self.serving:
             self.drops[Drop.NOT_SERVING] += 1
             return
-        if packet[8] == 0 or length + HEADER_SIZE > self.mtu:
-            self._exception(packet, tunnels)
+        if packet[8] == 0:
+            self.drops[Drop.TTL_EXCEEDED] += 1
+            self._answer(time_exceeded(packet, tunnels[0].source))
             return
+        total = length + HEADER_SIZE
         key = packet[1] << 1 | packet[6] >> 6 & 1  # TOS and DF: all the outer header takes per packet
         send = self.send
+        answered = False
         for tunnel in tunnels:
+            if total > tunnel.mtu:
+                answered = self._too_big(packet, tunnel, answered)
+                continue
             header = tunnel.headers.get(key)
             if header is None:
                 header = tunnel.headers[key] = tunnel.header.for_raw_socket(packet[1], packet[6] & 0x40)
@@ -145,36 +178,44 @@ class Engine:
             tunnel.packets += 1
             tunnel.bytes += length
 
-    def _exception(self, packet: bytes, tunnels: list[TunnelState]) -> None:
-        """The slow path: a datagram whose TTL ran out or which does not fit the tunnel."""
-        source = tunnels[0].source
-        if packet[8] == 0:
-            self.drops[Drop.TTL_EXCEEDED] += 1
-            self._answer(time_exceeded(packet, source))
-            return
+    def _too_big(self, packet: bytes, tunnel: TunnelState, answered: bool) -> bool:
+        """The slow path: a datagram the path to ``tunnel``'s care-of address cannot carry whole (RFC 2003
+        5.1). With DF set the sender is told the tunnel's MTU (once per datagram, however many copies);
+        without, the outer datagram goes in fragments. True once the sender has been answered."""
+        if tunnel.mtu_until and self.clock() >= tunnel.mtu_until:  # RFC 1191 6.3: try the larger MTU again
+            self._forget_path_mtu(tunnel.care_of.to_bytes(4, "big"))
+            if len(packet) + HEADER_SIZE <= tunnel.mtu:
+                header = tunnel.header.for_raw_socket(packet[1], packet[6] & 0x40)
+                self._send_pieces(packet, tunnel, [header + packet])
+                return answered
         if packet[6] & 0x40:
             self.drops[Drop.TOO_BIG] += 1
-            self._answer(fragmentation_needed(packet, source, self.mtu - HEADER_SIZE))
-            return
+            if not answered:
+                self._answer(fragmentation_needed(packet, tunnel.source, tunnel.mtu - HEADER_SIZE))
+            return True
         if len(packet) + HEADER_SIZE > MAX_PACKET:  # no outer header can say its length
             self.drops[Drop.TOO_BIG] += 1
+            return answered
+        # One identification for all the pieces, never 0 (the kernel would give each piece its own).
+        ident = self._identification = self._identification % 0xFFFF + 1
+        outer = tunnel.header.build(len(packet) + HEADER_SIZE, ident, packet[1], False) + packet
+        try:
+            pieces = fragment(outer, tunnel.mtu)
+        except PacketError as exc:
+            self.drops[exc.drop] += 1
+            return answered
+        self._send_pieces(packet, tunnel, pieces)
+        return answered
+
+    def _send_pieces(self, packet: bytes, tunnel: TunnelState, pieces: list[bytes]) -> None:
+        try:
+            for piece in pieces:
+                self.send(piece, tunnel.address)
+        except OSError:
+            self.drops[Drop.SEND_FAILED] += 1
             return
-        ident = self._identification = self._identification % 0xFFFF + 1  # never 0: the kernel would pick
-        for tunnel in tunnels:                                                  # one per fragment
-            outer = tunnel.header.build(len(packet) + HEADER_SIZE, ident, packet[1], False) + packet
-            try:
-                pieces = fragment(outer, self.mtu)
-            except PacketError as exc:
-                self.drops[exc.drop] += 1
-                return
-            try:
-                for piece in pieces:
-                    self.send(piece, tunnel.address)
-            except OSError:
-                self.drops[Drop.SEND_FAILED] += 1
-                continue
-            tunnel.packets += 1
-            tunnel.bytes += len(packet)
+        tunnel.packets += 1
+        tunnel.bytes += len(packet)
 
     def _answer(self, reply: bytes | None) -> None:
         if reply is None:
@@ -183,6 +224,45 @@ class Engine:
             self.send(reply, (socket.inet_ntoa(reply[16:20]), 0))
         except OSError:
             self.drops[Drop.SEND_FAILED] += 1
+
+    # -- what the path to a care-of address says (RFC 2003 4, RFC 1191) --------------------------------
+
+    def from_icmp(self, packet: bytes) -> None:
+        """An ICMP message read from the raw ICMP socket (IP header first). Fragmentation Needed about one
+        of our outer datagrams (its quoted header is from a tunnel's source to a care-of address, protocol
+        4) lowers the MTU of the path to that care-of address for ``PATH_MTU_AGE`` seconds (the tunnel's
+        soft state, RFC 2003 4.1); the next datagram too big for it gets Fragmentation Needed with the
+        tunnel's MTU. Nothing else is taken from ICMP, and nothing lowers a path below ``MIN_PATH_MTU``."""
+        if len(packet) < HEADER_SIZE:
+            return
+        icmp = packet[(packet[0] & 0x0F) << 2:]
+        if len(icmp) < 8 + HEADER_SIZE or icmp[0] != 3 or icmp[1] != 4:
+            return
+        quoted = icmp[8:]
+        if quoted[0] >> 4 != 4 or quoted[9] != 4 or (quoted[0] & 0x0F) < 5:
+            return
+        care_of = bytes(quoted[16:20])
+        states = self._by_care_of.get(care_of, set())
+        source = int.from_bytes(quoted[12:16], "big")
+        if not any(s.source == source for s in states):
+            return
+        mtu = (icmp[6] << 8) | icmp[7]
+        sent = (quoted[2] << 8) | quoted[3]
+        if mtu == 0:  # a router older than RFC 1191: the next plateau below what it could not forward
+            mtu = next((p for p in PLATEAUS if p < sent), MIN_PATH_MTU)
+        mtu = max(mtu, MIN_PATH_MTU)
+        if mtu >= min(s.mtu for s in states) or mtu >= sent:
+            return
+        until = self.clock() + PATH_MTU_AGE
+        self._path_mtu[care_of] = (mtu, until)
+        for state in states:
+            state.mtu, state.mtu_until = mtu, until
+        self.path_mtu_learnt += 1
+
+    def _forget_path_mtu(self, care_of: bytes) -> None:
+        self._path_mtu.pop(care_of, None)
+        for state in self._by_care_of.get(care_of, ()):
+            state.mtu, state.mtu_until = self.mtu, 0.0
 
     # -- mobile node -> anywhere (reverse tunnel) -----------------------------------------------------
 
@@ -236,6 +316,7 @@ class Engine:
             "reverse_packets": sum(t.reverse_packets for t in states),
             "reverse_bytes": sum(t.reverse_bytes for t in states),
             "drops": dict(self.drops),
+            "path_mtu_learnt": self.path_mtu_learnt,
         }
         if tunnels:
             totals["tunnels"] = [t.as_dict() for t in states]

@@ -3,11 +3,12 @@
     python3 -m homeagent.dataplane.forwarder --control-fd N [--tun ha0] [--mtu 1500] [--ttl 64]
 
 It owns a TUN device (IFF_TUN | IFF_NO_PI, MTU = link MTU - 20), a raw ``IPPROTO_IPIP`` socket with
-``IP_HDRINCL`` that sends the encapsulated datagrams (and the ICMP errors), and a raw ``IPPROTO_IPIP``
-socket that reads the reverse tunnels; ``dataplane.engine`` decides what happens to each packet, and
-``dataplane.routes`` keeps the /32 routes into the TUN. The daemon feeds it over the ``SOCK_SEQPACKET``
-socket ``N`` (``dataplane.messages``); when that socket closes, the forwarder exits, and the device and
-its routes go with it.
+``IP_HDRINCL`` that sends the encapsulated datagrams (and the ICMP errors), a raw ``IPPROTO_IPIP`` socket
+that reads the reverse tunnels, and a raw ICMP socket that hears of Fragmentation Needed on the way to a
+care-of address (the kernel passes it only Destination Unreachable); ``dataplane.engine`` decides what
+happens to each packet, and ``dataplane.routes`` keeps the /32 routes into the TUN. The daemon feeds it
+over the ``SOCK_SEQPACKET`` socket ``N`` (``dataplane.messages``); when that socket closes, the forwarder
+exits, and the device and its routes go with it.
 
 Why a process started with ``subprocess`` and not a thread, nor ``multiprocessing``: a thread would share
 the daemon's interpreter lock, and the design (principle 9) wants a packet burst not to delay a reply, nor
@@ -30,6 +31,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 from collections import Counter, deque
 from types import FrameType
@@ -41,7 +43,7 @@ from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, de
 from homeagent.dataplane.routes import HomeRoutes
 from homeagent.dataplane.tun import open_tun, without_ipv6
 from homeagent.wire.errors import ParseError
-from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, IPPROTO_IPIP
+from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, ICMP_DEST_UNREACHABLE, IPPROTO_IPIP
 
 log = logging.getLogger("homeagent.dataplane.forwarder")
 
@@ -50,6 +52,8 @@ CONTROL_BATCH = 16  # control messages read per wake-up, when the changes read b
 CHANGE_BATCH = 128  # changes applied between two batches of packets (~0.5 ms): a message holds thousands
 READ_SIZE = 65535
 RECEIVE_BUFFER = 4 << 20
+IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # <linux/in.h>; not in Python's socket module
+SOL_RAW, ICMP_FILTER = 255, 1  # <linux/icmp.h>: a mask of the ICMP types the socket does not want
 
 
 class Forwarder:
@@ -68,6 +72,13 @@ class Forwarder:
             ipr.link("set", index=self.index, mtu=mtu - HEADER_SIZE, state="up")
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
         self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        # The engine keeps each tunnel's path MTU (from the ICMP socket below) and sends nothing larger;
+        # the kernel, which learns the same ICMP, must not drop what it sends on its own idea of the path.
+        self.tx.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+        self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        unwanted = ~(1 << ICMP_DEST_UNREACHABLE) & 0xFFFFFFFF
+        self.icmp.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", unwanted))
+        self.icmp.setblocking(False)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
         self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.rx.setblocking(False)
@@ -82,8 +93,8 @@ class Forwarder:
         self.control.send(encode_ready({"tun": self.name, "index": self.index, "mtu": self.mtu - HEADER_SIZE,
                                         "pid": os.getpid()}))
         poller = select.epoll()
-        tun, rx, control = self.fd, self.rx.fileno(), self.control.fileno()
-        for fd in (tun, rx, control):
+        tun, rx, control, icmp = self.fd, self.rx.fileno(), self.control.fileno(), self.icmp.fileno()
+        for fd in (tun, rx, control, icmp):
             poller.register(fd, select.EPOLLIN)
         read, recv = os.read, self.rx.recv
         # The TUN hands over nothing longer than its MTU (no IFF_VNET_HDR, so no GSO): a read of the link's
@@ -106,9 +117,19 @@ class Forwarder:
                         for _ in batch:
                             try:
                                 packet = recv(READ_SIZE)
-                            except BlockingIOError:
+                            except OSError as exc:  # BlockingIOError, or a socket error to report once
+                                if not isinstance(exc, BlockingIOError):
+                                    self.counters["receive_errors"] += 1
                                 break
                             from_network(packet)
+                    elif fd == icmp:
+                        for _ in batch:
+                            try:
+                                self.engine.from_icmp(self.icmp.recv(READ_SIZE))
+                            except OSError as exc:
+                                if not isinstance(exc, BlockingIOError):
+                                    self.counters["receive_errors"] += 1
+                                break
                     elif not backlog and not self._control():
                         return
                 if backlog:
@@ -165,7 +186,7 @@ class Forwarder:
         return {**self.engine.counters(tunnels), **own, **self.counters}
 
     def close(self) -> None:
-        for closing in (self.tx, self.rx, self.control):
+        for closing in (self.tx, self.rx, self.icmp, self.control):
             closing.close()
         os.close(self.fd)
 
