@@ -149,9 +149,12 @@ class MobileTunnel:
                     if fd == rx:
                         for _ in range(BATCH):
                             try:
-                                self.engine.from_network(self.rx.recv(65535))
-                            except BlockingIOError:
+                                packet = self.rx.recv(65535)
+                            except OSError as exc:  # BlockingIOError, or a socket error to report once
+                                if not isinstance(exc, BlockingIOError):
+                                    self.engine.counters["receive_errors"] += 1
                                 break
+                            self.engine.from_network(packet)
                     elif fd == tun:
                         for _ in range(BATCH):
                             try:
