@@ -76,7 +76,13 @@ class RedundancyConfig:
 
 @dataclass(frozen=True)
 class DataplaneConfig:
-    backend: str = "none"
+    """``[dataplane]`` (docs/dataplane.md). ``none``: registrations only, nothing forwarded; ``userspace``:
+    a TUN device and raw IP-in-IP sockets in a process of their own, and proxy ARP on ``interface``."""
+
+    backend: str = "none"  # or "userspace"
+    interface: str | None = None  # the home link: proxy and gratuitous ARP; its MTU sizes the tunnels
+    tun: str = "ha0"  # the TUN device the home addresses away from home are routed into
+    ttl: int = 64  # the outer header's TTL (RFC 2003 3.1)
 
 
 @dataclass(frozen=True)
@@ -282,11 +288,16 @@ def _log(t: dict[str, Any]) -> LogConfig:
 
 
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
-    _only(t, "dataplane", {"backend"})
-    backend = _str(t, "dataplane", "backend", "none")
-    if backend != "none":
-        raise ConfigError("dataplane.backend", f"{backend!r} is not available in this version (use 'none')")
-    return DataplaneConfig(backend)
+    k, d = "dataplane", DataplaneConfig()
+    _only(t, k, {"backend", "interface", "tun", "ttl"})
+    backend = _choice(t, k, "backend", d.backend, ("none", "userspace"))
+    interface = _str(t, k, "interface", "") if "interface" in t else None
+    if backend == "userspace" and interface is None:
+        raise ConfigError(f"{k}.interface", 'needed with backend = "userspace" (the home link, for proxy ARP)')
+    tun = _str(t, k, "tun", d.tun)
+    if len(tun) > 15:
+        raise ConfigError(f"{k}.tun", "an interface name has at most 15 characters")
+    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255))
 
 
 # -- typed getters -----------------------------------------------------------------------------------

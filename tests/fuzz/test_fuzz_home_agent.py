@@ -8,7 +8,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homeagent.core.effects import Send, TunnelDown, TunnelUp
+from homeagent.core.effects import Send, TunnelSet
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import RegistrationReply
 from unit.support import (
@@ -39,7 +39,7 @@ def receive_unchanged(data: bytes, now: float = NOW) -> list:
     ha = HA_UNDER_TEST
     effects = ha.receive_registration(data, SOURCE, now)
     assert snapshot(ha) == BASELINE
-    assert not any(isinstance(e, (TunnelUp, TunnelDown)) for e in effects)
+    assert not any(isinstance(e, TunnelSet) for e in effects)
     return effects
 
 

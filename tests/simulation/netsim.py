@@ -45,7 +45,8 @@ The oracle
 
 Checks, besides the tables: no exception leaves a core; no timer fires forever at one instant; after
 healing exactly one member holds the virtual address and (active-standby) it is the one whose role is
-active; nobody is stuck in ``init``; a serving member tunnels exactly its bindings and a standby none; every
+active; nobody is stuck in ``init``; every member's data plane holds exactly its bindings' tunnels, and
+serves iff the member does; every
 reply a mobile node gets parses, verifies with its association and answers a request it sent.
 
 Failures are strings tagged with their kind: ``[divergence]`` (members disagree on a last Identification),
@@ -68,7 +69,7 @@ from ipaddress import IPv4Address
 
 from homeagent.config import Config
 from homeagent.config import parse as parse_config
-from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, TunnelAll, TunnelDown, TunnelUp
+from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import HomeAgent
 from homeagent.core.replay import ntp_identification
 from homeagent.wire.auth import Algorithm, SecurityAssociation
@@ -264,6 +265,7 @@ class Member:
     timer_token: int = 0
     timer_at: float | None = None
     tunnels: set[tuple[int, int]] = field(default_factory=set)
+    serving: bool = False  # as the Serve effects said
     last_timer_now: float = -1.0
     timer_repeats: int = 0
     inbox: list[tuple[bytes, tuple[str, int], str, Carried]] = field(default_factory=list)  # for a drain
@@ -481,7 +483,7 @@ class Simulation:
         self.note(f"start {m.address}")
         self.stats["starts"] += 1
         m.incarnation += 1
-        m.tunnels = set()
+        m.tunnels, m.serving = set(), False
         m.knowledge = Knowledge()
         m.ha = HomeAgent(m.config, self.now)
         effects = self._guard(m, "start", m.ha.start, self.now)
@@ -501,7 +503,7 @@ class Simulation:
         m.ha = None
         m.incarnation += 1
         m.timer_at = None
-        m.tunnels = set()
+        m.tunnels, m.serving = set(), False
         m.inbox = []
         self.holders.discard(index)
         self._write_off_lost()
@@ -631,12 +633,11 @@ class Simulation:
                 if m.index in self.holders:
                     self.note(f"{m.address} releases the virtual address")
                     self.holders.discard(m.index)
-            elif t is TunnelAll:
-                m.tunnels = {(b.home_address, b.care_of_address) for b in m.ha.bindings} if e.serving else set()
-            elif t is TunnelUp:
-                m.tunnels.add((e.home_address, e.care_of_address))
-            elif t is TunnelDown:
-                m.tunnels.discard((e.home_address, e.care_of_address))
+            elif t is Serve:
+                m.serving = e.serving
+            elif t is TunnelSet:
+                m.tunnels = {k for k in m.tunnels if k[0] != e.home_address}
+                m.tunnels.update((e.home_address, tunnel.care_of_address) for tunnel in e.tunnels)
             else:
                 self.fail(f"[effect] {m.address} returned an unexpected effect {e!r}")
 
@@ -936,10 +937,12 @@ class Simulation:
             actives = [a for a, r in roles.items() if r == "active"]
             if len(actives) != 1 or actives != holders:
                 self.fail(f"[vip] active members {actives} vs holders {holders} roles {roles}", False)
-        # Tunnels: a serving member tunnels exactly its bindings, a standby none.
+        # Tunnels: every member's data plane holds its bindings' tunnels, and serves iff the member does.
         for m in live:
-            serving = m.ha.group.serving
-            want = {(b.home_address, b.care_of_address) for b in m.ha.bindings} if serving else set()
+            if m.serving != m.ha.group.serving:
+                self.fail(f"[tunnels] {m.address} ({roles[m.address]}) serves {m.ha.group.serving}, its data "
+                          f"plane was told {m.serving}", False)
+            want = {(b.home_address, b.care_of_address) for b in m.ha.bindings}
             if m.tunnels != want:
                 extra, missing = m.tunnels - want, want - m.tunnels
                 self.fail(f"[tunnels] {m.address} ({roles[m.address]}) tunnels differ from its bindings: "

@@ -12,7 +12,7 @@ import struct
 from ipaddress import IPv4Address
 
 from homeagent.config import parse as parse_config
-from homeagent.core.effects import Send, TunnelDown, TunnelUp
+from homeagent.core.effects import Send, Tunnel, TunnelSet
 from homeagent.core.home_agent import HomeAgent
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.extensions import ExtensionType
@@ -115,7 +115,14 @@ def sends(effects) -> list[Send]:
 
 
 def tunnels(effects) -> list:
-    return [e for e in effects if isinstance(e, (TunnelUp, TunnelDown))]
+    return [e for e in effects if isinstance(e, TunnelSet)]
+
+
+def tset(*coas: int, hoa: int | None = None, reverse: bool = False, source: int | None = None,
+         home: bool = False) -> TunnelSet:
+    """The TunnelSet of a node bound to ``coas`` (none: no tunnel left), each from ``source``."""
+    return TunnelSet(HOA if hoa is None else hoa,
+                     tuple(Tunnel(c, HA if source is None else source, reverse) for c in sorted(coas)), home)
 
 
 def only_reply(effects, sa: SecurityAssociation = SA, source=SOURCE) -> RegistrationReply:

@@ -125,7 +125,7 @@ ERRORS = [
     (HOME_AGENT + SA + SA, "security_association[1].spi"),
     ("security_association = 5\n" + HOME_AGENT, "security_association"),
     (HOME_AGENT + "[dataplane]\nbackend = \"kernel\"\n", "dataplane.backend"),
-    (HOME_AGENT + "[dataplane]\nbackend = \"userspace\"\n", "dataplane.backend"),
+    (HOME_AGENT + "[dataplane]\nbackend = \"userspace\"\n", "dataplane.interface"),
     ("home_agent = 5\n", "home_agent"),
     (HOME_AGENT + "[log]\nlevel = \"verbose\"\n", "log.level"),
     (HOME_AGENT + "[log]\nlevel = \"INFO\"\n", "log.level"),

@@ -35,6 +35,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
+from homeagent.core.effects import Tunnel, TunnelSet
 from homeagent.core.node_state import (
     EMPTY,
     Binding,
@@ -48,7 +49,15 @@ from homeagent.core.node_state import (
     registered,
 )
 
-__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest"]
+__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest", "tunnels_of"]
+
+_T_FLAG = 0x02  # the registration's T bit (RFC 3024): reverse tunnelling
+
+
+def tunnels_of(bindings: tuple[Binding, ...]) -> tuple[Tunnel, ...]:
+    """A node's tunnels: one per binding, from the address it registered with (RFC 5944 4.2.3)."""
+    return tuple(Tunnel(b.care_of_address, b.home_agent, bool(b.flags & _T_FLAG)) for b in bindings)
+
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
 _ENTRY = struct.Struct("!IHdQBI")  # care-of address, lifetime, expires, identification, flags, home agent
@@ -121,6 +130,9 @@ class BindingTable:
         # Seconds a tombstone is kept: longer than any binding it can cancel may still run anywhere.
         self.tombstone_lifetime = tombstone_lifetime
         self.records_given_up = 0  # past node_state.MAX_RECORDS (node_state.fitted)
+        # The change stream (``changes``): per node changed since it was last read, its tunnels before.
+        self._touched: dict[int, tuple[Tunnel, ...]] = {}
+        self._returned: set[int] = set()  # nodes that de-registered from home meanwhile
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -200,6 +212,28 @@ class BindingTable:
         ``buckets``. A walk of the table: call it for the buckets whose digests differ, not per node."""
         return [a for a in self._records if a % DIGEST_BUCKETS in buckets]
 
+    # -- the change stream ----------------------------------------------------------------------------
+
+    def changes(self) -> list[TunnelSet]:
+        """What changed since the last call, as the tunnels each changed node has now: the one stream of
+        binding changes, whatever made them (a registration, a Binding Update, a table download, an expiry,
+        an operator's removal), for the core to hand to the data plane and the home link. A node whose
+        tunnels end as they began (a renewal, a new lifetime) is left out."""
+        if not self._touched:
+            return []
+        touched, self._touched = self._touched, {}
+        returned, self._returned = self._returned, set()
+        out = []
+        for home_address, before in touched.items():
+            after = tunnels_of(self.lookup(home_address)[1])
+            if after != before:
+                out.append(TunnelSet(home_address, after, not after and home_address in returned))
+        return out
+
+    def _touch(self, home_address: int, before: tuple[Binding, ...]) -> None:
+        if home_address not in self._touched:
+            self._touched[home_address] = tunnels_of(before)
+
     # -- changing -------------------------------------------------------------------------------------
 
     def register(
@@ -230,6 +264,11 @@ class BindingTable:
             return binding, [b for b in current if b not in after.bindings]
         # The usual registration: one binding, which clears whatever the node held; no tombstone. The
         # state after is (identification, identification, {binding}), whose cleared is the default.
+        if len(current) != 1 or home_address not in self._touched and (
+            current[0].care_of_address != care_of_address or current[0].home_agent != home_agent
+            or (current[0].flags ^ flags) & _T_FLAG
+        ):
+            self._touch(home_address, current)  # a renewal of the same tunnel is no change
         self._records[home_address] = _pack_one(
             identification, care_of_address, lifetime, expires, identification, flags, home_agent
         )
@@ -254,11 +293,14 @@ class BindingTable:
         return binding, list(current)
 
     def deregister(
-        self, home_address: int, care_of_address: int | None, identification: int, now: float | None = None
+        self, home_address: int, care_of_address: int | None, identification: int, now: float | None = None,
+        returned_home: bool = False,
     ) -> list[Binding]:
         """Remove the binding for ``care_of_address``, or every binding of the node when it is None. A
         de-registration of one address leaves a tombstone, forgotten ``tombstone_lifetime`` after ``now``
-        (so ``now`` is needed then)."""
+        (so ``now`` is needed then). ``returned_home``: the node de-registered from home (``changes``)."""
+        if returned_home:
+            self._returned.add(home_address)
         if care_of_address is not None and now is None:
             raise ValueError("a de-registration of one care-of address needs now: its tombstone is timed")
         before = self.state(home_address)
@@ -330,6 +372,8 @@ class BindingTable:
         last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
         if expires > now:
             return None  # a stale entry: renewed
+        binding = Binding(home_address, coa, lifetime, expires, ident, flags, ha)
+        self._touch(home_address, (binding,))
         self._records[home_address] = _HEAD.pack(last)
         if ident != last:  # cleared is no longer the default (the last Identification)
             self._extra[home_address] = _CLEARED.pack(ident)
@@ -339,11 +383,12 @@ class BindingTable:
         bucket = home_address & _BUCKET
         digests[bucket] = (digests[bucket] + new - old) & _MASK32
         self._count -= 1
-        return Binding(home_address, coa, lifetime, expires, ident, flags, ha)
+        return binding
 
     def _put(self, home_address: int, before: NodeState | None, after: NodeState) -> NodeState:
         """Store a node's new state (within node_state.MAX_RECORDS), keeping the count of bindings, the
         digest of its bucket and the wheel up to date. Returns what was stored."""
+        self._touch(home_address, before.bindings if before is not None else ())
         after, given_up = fitted(after)
         self.records_given_up += given_up
         bindings = after.bindings

@@ -37,39 +37,35 @@ class ReleaseAddress:
     address: str
 
 
-class TunnelUp(NamedTuple):
-    """Start tunnelling datagrams for ``home_address`` to ``care_of_address`` (IP-in-IP)."""
+class Tunnel(NamedTuple):
+    """One tunnel of a home address: to ``care_of_address``, from ``source`` (the address the mobile node
+    registered with: RFC 5944 4.2.3 makes it the tunnel's source), with reverse tunnelling (T flag, RFC
+    3024) or not."""
+
+    care_of_address: int
+    source: int
+    reverse: bool
+
+
+class TunnelSet(NamedTuple):
+    """The tunnels of ``home_address`` from now on (``()``: none), whatever changed them: a registration,
+    a Binding Update, a table download, an expiry or an operator's removal (the binding table's one stream
+    of changes, ``BindingTable.changes``). Made on every member, serving or not: a standby keeps its data
+    plane ready, and a takeover is one ``Serve``. ``returned_home``: the mobile node de-registered from
+    home (RFC 5944 4.6: the home link must learn its own MAC again)."""
 
     home_address: int
-    care_of_address: int
-    reverse: bool = False  # the T bit was granted: decapsulate what arrives from the care-of address
-
-
-class TunnelDown(NamedTuple):
-    home_address: int
-    care_of_address: int
+    tunnels: tuple[Tunnel, ...]
+    returned_home: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class TunnelAll:
-    """Tunnel for every binding of the table (``serving``), or for none: what a role change asks of the
-    data plane, which brings itself to it from the table at its own pace; TunnelUp and TunnelDown then
-    follow single bindings. One effect, not one per binding: at a million bindings a role change made a
-    million of them and held the event loop for seconds (issue 10)."""
+class Serve:
+    """Whether this member forwards the home addresses' traffic and answers ARP for them: the active
+    member (every peer in peer mode, a lone Home Agent always). One effect for the whole table: at a million
+    bindings a role change that made one per binding held the event loop for seconds (issue 10)."""
 
     serving: bool
 
 
-class Accepted(NamedTuple):
-    """A registration or de-registration the registrar accepted (the core replicates it; the runtime
-    never sees this one)."""
-
-    home_address: int
-    care_of_address: int
-    home_agent: int
-    flags: int
-    lifetime: int  # granted; 0 for a de-registration
-    identification: int
-
-
-Effect = Send | TunnelUp | TunnelDown | TunnelAll | ClaimAddress | ReleaseAddress | Accepted
+Effect = Send | TunnelSet | Serve | ClaimAddress | ReleaseAddress

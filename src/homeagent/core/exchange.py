@@ -445,7 +445,7 @@ class TableExchange:
         if transfer.receive(reply, now):
             for node in reply.nodes:
                 if self.group._home(node.home_address):
-                    effects += self.group._take(node, now) or []
+                    self.group.take(node, now)
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         self.group._send(ack.body(), member)
         if transfer.done:

@@ -25,21 +25,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, cast
 
-from homeagent.core.bindings import Binding, BindingTable
-from homeagent.core.effects import (
-    Accepted,
-    ClaimAddress,
-    Effect,
-    ReleaseAddress,
-    Send,
-    TunnelAll,
-    TunnelDown,
-    TunnelUp,
-)
+from homeagent.core.bindings import BindingTable
+from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve
 from homeagent.core.election import Election, Event, Role, Transition
 from homeagent.core.exchange import TableExchange
 from homeagent.core.missed import Missed
 from homeagent.core.peers import Member, Membership, Refused
+from homeagent.core.registrar import Acceptance
 from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
 from homeagent.core.timers import Queue, Timers
@@ -68,7 +60,6 @@ UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update;
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
 UNKNOWN_ROLE = -1  # of a member heard again after a silence, until its next advertisement
 KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
-_T = 0x02
 
 
 @dataclass(frozen=True)
@@ -216,7 +207,7 @@ class Group:
 
     # -- registrations --------------------------------------------------------------------------------
 
-    def replicate(self, accepted: Accepted, reply: Send | None, now: float) -> list[Effect]:
+    def replicate(self, accepted: Acceptance, reply: Send | None, now: float) -> list[Effect]:
         """FIG 6 and 8: tell every member that is up; in sync mode, hold the reply until they ack."""
         targets = self.membership.up()
         if len(targets) < len(self.membership.members):
@@ -250,7 +241,7 @@ class Group:
         """Whether a sync reply to this registration is still waiting for acks."""
         return any(self._sync[t].identification == identification for t in self._sync_by_node.get(home_address, ()))
 
-    def _update_for(self, accepted: Accepted, now: float) -> BindingUpdate:
+    def _update_for(self, accepted: Acceptance, now: float) -> BindingUpdate:
         node = node_state(self.bindings, accepted.home_address, now)
         assert node is not None
         plain = not node.tombstones and node.cleared is None  # what the fixed part alone implies
@@ -271,7 +262,7 @@ class Group:
     def removed(self, home_address: int, care_of_address: int | None, identification: int, now: float) -> list[Effect]:
         """An administrative removal the table has made: replicated as a de-registration would be."""
         coa = home_address if care_of_address is None else care_of_address
-        marker = Accepted(home_address, coa, self.settings.virtual_address, 0, 0, identification)
+        marker = Acceptance(home_address, coa, self.settings.virtual_address, 0, 0, identification)
         return self.replicate(marker, None, now)
 
     # -- datagrams from members -----------------------------------------------------------------------
@@ -345,20 +336,16 @@ class Group:
         if not self._home(state.home_address):
             code = AckCode.REFUSED
         else:
-            changed = self._take(state, now)
-            code = AckCode.APPLIED if changed is not None else AckCode.NOT_NEWER
-            effects += changed or []
+            code = AckCode.APPLIED if self.take(state, now) else AckCode.NOT_NEWER
         ack = BindingUpdateAck(code, update.home_address, update.identification)
         self._send(ack.body(), member)
         return effects
 
-    def _take(self, state: MobileNodeBindings, now: float) -> list[Effect] | None:
+    def take(self, state: MobileNodeBindings, now: float) -> bool:
         """Merge a member's state for one node into ours (docs/protocol.md, "Merging after a partition");
-        the tunnel changes if we serve. None when it told us nothing new."""
-        result = self.bindings.merge(state.home_address, state_of(state, now), now)
-        if result is None:
-            return None
-        return self._tunnel_changes(*result) if self.serving else []
+        whether it told us anything new. What it changes reaches the data plane by the table's change
+        stream (``BindingTable.changes``)."""
+        return self.bindings.merge(state.home_address, state_of(state, now), now) is not None
 
     def _on_update_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
         self.counters["redundancy.updates_acked"] += 1
@@ -539,7 +526,7 @@ class Group:
         """The start-up download is done: the election may now make this member a candidate."""
         effects = self._apply_transitions(self.election.ready(now))
         if self.settings.mode == "peer":
-            effects.append(TunnelAll(True))
+            effects.append(Serve(True))
         return effects
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
@@ -563,25 +550,13 @@ class Group:
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)
                 if self.settings.mode != "peer":
-                    effects.append(TunnelAll(True))
+                    effects.append(Serve(True))
             elif t.old is Role.ACTIVE:
                 if t.reason == Event.BETTER_ACTIVE.value:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
                 if self.settings.mode != "peer":
-                    effects.append(TunnelAll(False))
-        return effects
-
-    @staticmethod
-    def _tunnel_changes(before: list[Binding], after: list[Binding]) -> list[Effect]:
-        old = {(b.home_address, b.care_of_address): b for b in before}
-        new = {(b.home_address, b.care_of_address): b for b in after}
-        effects: list[Effect] = [TunnelDown(*k) for k in old if k not in new]
-        effects += [
-            TunnelUp(k[0], k[1], bool(b.flags & _T))
-            for k, b in new.items()
-            if k not in old or (old[k].flags & _T) != (b.flags & _T)
-        ]
+                    effects.append(Serve(False))
         return effects
 
     def _send(self, body: bytes, member: Member) -> None:

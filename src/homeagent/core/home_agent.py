@@ -14,7 +14,7 @@ from homeagent.config import Config
 from homeagent.core.bindings import BindingTable
 from homeagent.core.clock import WallClock
 from homeagent.core.violations import SecurityViolations
-from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown
+from homeagent.core.effects import Address, Effect, Send, Serve
 from homeagent.core.group import Group, GroupSettings
 from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
@@ -93,7 +93,8 @@ class HomeAgent:
     # -- inputs ---------------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Effect]:
-        return self.group.start(now) if self.group else []
+        """A lone Home Agent serves from the start; a member once the group says so (``Serve``)."""
+        return self.group.start(now) if self.group else [Serve(True)]
 
     def stop(self, now: float) -> list[Effect]:
         return self.group.stop(now) if self.group else []
@@ -113,17 +114,20 @@ class HomeAgent:
     def receive_datagram(self, data: bytes, source: Address, local: str, now: float) -> list[Effect]:
         """A datagram that arrived on ``local`` (our own address or the virtual address) from ``source``."""
         if self.group is None:  # a lone Home Agent: everything that arrives is for the registrar
-            return self.registrar.receive(data, source, now)
-        kind = data[0] if data else -1
-        if kind == _REGISTRATION:
-            if self._serves(local):
+            effects = self.registrar.receive(data, source, now)
+        else:
+            kind = data[0] if data else -1
+            if kind == _REGISTRATION:
+                if not self._serves(local):
+                    self.counters["discarded.not_serving"] += 1
+                    return []
                 return self.receive_registration(data, source, now, local)
-            self.counters["discarded.not_serving"] += 1
-            return []
-        if kind in _REDUNDANCY and local != self._virtual:
-            return self.group.receive(data, source[0], local, now)
-        self.counters["discarded.malformed"] += 1
-        return []
+            if kind not in _REDUNDANCY or local == self._virtual:
+                self.counters["discarded.malformed"] += 1
+                return []
+            effects = self.group.receive(data, source[0], local, now)
+        effects += self.bindings.changes()
+        return effects
 
     def _serves(self, local: str) -> bool:
         group = self.group
@@ -135,14 +139,18 @@ class HomeAgent:
     def receive_registration(
         self, data: bytes, source: Address, now: float, local: str | None = None
     ) -> list[Effect]:
-        effects = self.registrar.receive(data, source, now)
+        registrar = self.registrar
+        effects = registrar.receive(data, source, now)
+        effects += self.bindings.changes()
         if self.group is None:
             return effects
-        if len(effects) > 1 and type(effects[1]) is Accepted:
-            reply, accepted = cast(Send, effects[0]), cast(Accepted, effects[1])
+        accepted = registrar.accepted
+        if accepted is not None:
+            registrar.accepted = None
+            reply = cast(Send, effects[0])
             # A reply held for acks leaves later, from whatever socket is then at hand: name its address.
             held = Send(reply.datagram, reply.address, local)
-            return self.group.replicate(accepted, held, now) + effects[2:]
+            return self.group.replicate(accepted, held, now) + effects[1:]
         if (
             self.group is not None
             and self.group.settings.sync
@@ -167,9 +175,7 @@ class HomeAgent:
         identification = max(last + 1, ntp_identification(self.clock(now)))
         removed = self.bindings.deregister(home_address, care_of_address, identification, now)
         self.counters["removed"] += len(removed)
-        effects: list[Effect] = []
-        if self.group is None or self.group.serving:
-            effects = [TunnelDown(b.home_address, b.care_of_address) for b in removed]
+        effects: list[Effect] = list(self.bindings.changes())
         if self.group is not None:
             effects += self.group.removed(home_address, care_of_address, identification, now)
         return effects
@@ -189,11 +195,8 @@ class HomeAgent:
     def handle_timer(self, now: float) -> list[Effect]:
         expired = self.bindings.expire(now)
         self.counters["expired"] += len(expired)
-        effects: list[Effect] = []
-        if self.group is None or self.group.serving:
-            effects = [TunnelDown(b.home_address, b.care_of_address) for b in expired]
-        if self.group is not None:
-            effects += self.group.handle_timer(now)
+        effects: list[Effect] = self.group.handle_timer(now) if self.group is not None else []
+        effects += self.bindings.changes()
         return effects
 
     def next_timer(self) -> float | None:

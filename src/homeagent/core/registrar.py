@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 from ipaddress import IPv4Address, IPv4Network
 
 from homeagent.core.bindings import Binding, BindingTable
-from homeagent.core.effects import Accepted, Address, Effect, Send, TunnelDown, TunnelUp
+from homeagent.core.effects import Address, Effect, Send
 from homeagent.core.replay import TimestampReplayProtection
 from homeagent.core.security import SecurityAssociations
 from homeagent.core.violations import SecurityViolations
@@ -31,6 +32,18 @@ _RESERVED = int(Flags.r | Flags.x)
 _UNOFFERED_ENCAPSULATION = int(Flags.M | Flags.G)  # we tunnel with IP-in-IP only (RFC 5944 section 4.1)
 _LIMITED_BROADCAST = 0xFFFFFFFF
 _MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
+
+
+class Acceptance(NamedTuple):
+    """A registration or de-registration the registrar accepted: what the group replicates. Reported
+    beside the effects (``Registrar.accepted``), never among them: the runtime has nothing to do with it."""
+
+    home_address: int
+    care_of_address: int
+    home_agent: int
+    flags: int
+    lifetime: int  # granted; 0 for a de-registration
+    identification: int
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,8 @@ class Registrar:
         self.replay = replay
         self.counters = counters
         self.violations = violations or SecurityViolations(counters)
-        self.report_accepted = False  # add an Accepted effect after each accepted reply (for replication)
+        self.report_accepted = False  # keep each acceptance in ``accepted`` (for replication)
+        self.accepted: Acceptance | None = None  # the last one, until the caller takes it
         self._tombstone_lifetime = 0.0
         self.reconfigure(settings, security)
 
@@ -139,7 +153,7 @@ class Registrar:
             return self._deny(request, source, code, sa)
         if request.lifetime == 0:
             return self._deregister(request, source, sa, now)
-        return self._register(request, source, sa, now, current, held)
+        return self._register(request, source, sa, now, held)
 
     # -- decisions ------------------------------------------------------------------------------------
 
@@ -172,24 +186,18 @@ class Registrar:
         source: Address,
         sa: SecurityAssociation,
         now: float,
-        current: tuple[Binding, ...],
         held: tuple[int | None, tuple[Binding, ...]],
     ) -> list[Effect]:
         hoa, coa = request.home_address, request.care_of_address
         lifetime = min(request.lifetime, self.settings.max_lifetime)
         simultaneous = bool(request.flags & _S) and self.settings.simultaneous_bindings > 0
-        _, removed = self.bindings.register(
+        self.bindings.register(
             hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent, held
         )
         self.counters["accepted"] += 1
-        effects: list[Effect] = [self._reply(request, source, self._accept_code, lifetime, sa)]
         if self.report_accepted:
-            effects.append(Accepted(hoa, coa, request.home_agent, request.flags, lifetime, request.identification))
-        effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed if b.care_of_address != coa)
-        reverse = request.flags & _T
-        if all(b.care_of_address != coa or (b.flags & _T) != reverse for b in current):
-            effects.append(TunnelUp(hoa, coa, bool(reverse)))  # a new tunnel, or its reverse half changed
-        return effects
+            self.accepted = Acceptance(hoa, coa, request.home_agent, request.flags, lifetime, request.identification)
+        return [self._reply(request, source, self._accept_code, lifetime, sa)]
 
     def _deregister(
         self, request: RegistrationRequest, source: Address, sa: SecurityAssociation, now: float
@@ -197,13 +205,12 @@ class Registrar:
         hoa, coa = request.home_address, request.care_of_address
         # The home address as care-of address: every binding (RFC 5944 3.8.2.2); else that one's, and its
         # tombstone, forgotten after bindings.tombstone_lifetime.
-        removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification, now)
+        self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification, now,
+                                 returned_home=coa == hoa)
         self.counters["accepted.deregistration"] += 1
-        effects: list[Effect] = [self._reply(request, source, self._accept_code, 0, sa)]
         if self.report_accepted:
-            effects.append(Accepted(hoa, coa, request.home_agent, request.flags, 0, request.identification))
-        effects.extend(TunnelDown(hoa, b.care_of_address) for b in removed)
-        return effects
+            self.accepted = Acceptance(hoa, coa, request.home_agent, request.flags, 0, request.identification)
+        return [self._reply(request, source, self._accept_code, 0, sa)]
 
     # -- replies --------------------------------------------------------------------------------------
 

@@ -21,11 +21,12 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from homeagent.config import Config, ConfigError, load
-from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send
+from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
 from homeagent.runtime import cleanup, control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
+from homeagent.runtime.forwarding import Forwarding, ForwardingError
 
 log = logging.getLogger("homeagent.daemon")
 
@@ -61,10 +62,14 @@ class Daemon:
         # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
         # likes (external election), and the interface method adds it just after.
         self._freebind = red is not None and (red.election == "external" or red.address_method == "interface")
+        self._forwarding = Forwarding(config.dataplane, self.core.counters)
         self._interface: InterfaceAddress | None = None
         if red is not None and red.address_method == "interface":
             assert red.interface is not None
-            self._interface = InterfaceAddress(red.interface, self.core.bindings.bound, self.core.counters)
+            # The home addresses are announced at a takeover by the data plane's Neighbours, paced, when
+            # there is one; without, with the virtual address, as before.
+            proxied = self.core.bindings.bound if self._forwarding.neighbours is None else list
+            self._interface = InterfaceAddress(red.interface, proxied, self.core.counters)
         self._watch: AddressWatch | None = None
         if red is not None and red.election == "external":
             self._watch = AddressWatch(str(red.virtual_address), self._address_seen)
@@ -96,8 +101,13 @@ class Daemon:
                 except (AddressError, cleanup.CleanupError, OSError) as exc:
                     raise StartupError(str(exc)) from None
             try:
+                await self._forwarding.open()
+            except ForwardingError as exc:
+                raise StartupError(f"data plane: {exc}") from None
+            try:
                 server = await control.serve(self.config.control_socket, self._control)
             except (control.ControlError, OSError) as exc:
+                await self._forwarding.close()
                 raise StartupError(f"control socket: {exc}") from None
             try:
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
@@ -113,6 +123,7 @@ class Daemon:
                 if self._interface is not None:
                     await self._interface.close()
             finally:
+                await self._forwarding.close()
                 server.close()
                 await server.wait_closed()
                 self.config.control_socket.unlink(missing_ok=True)
@@ -335,8 +346,10 @@ class Daemon:
                 self._close(effect.address)
                 if self._interface is not None:
                     self._interface.want(effect.address, False)
-            # Tunnel effects reach a data plane once one is configured; with backend "none" the binding
-            # table is the whole of the Home Agent's state.
+            elif type(effect) is TunnelSet or type(effect) is Serve:
+                self._forwarding.apply(effect)
+            else:
+                raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
 
     def _claim(self, address: str, announce: bool = False) -> None:
         if self._interface is not None:
@@ -389,7 +402,7 @@ class Daemon:
         command = request.get("command")
         now = self._now()
         if command == "status":
-            return self.core.status(now)
+            return {**self.core.status(now), "dataplane": self._forwarding.status()}
         if command == "bindings":
             home_address = request.get("home_address")
             if home_address:
