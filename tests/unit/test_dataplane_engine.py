@@ -261,3 +261,11 @@ def test_no_icmp_shrinks_a_path_below_576_and_mtu_0_means_the_next_plateau(wire)
     assert e.counters()["tunnels"][0]["mtu"] == 1492  # type: ignore[index]
     e.from_icmp(frag_needed_from_the_path(68, size=1492))
     assert e.counters()["tunnels"][0]["mtu"] == 576  # type: ignore[index]
+
+
+def test_a_tunnel_of_source_0_reverse_tunnels_to_any_local_address(wire):
+    e = engine(wire, 1500, Tunnel(a(COA), 0, True))
+    e.from_network(reverse(dst="10.1.0.2"))
+    assert len(wire.delivered) == 1 and not e.drops
+    e.from_tun(datagram())
+    assert IP(wire.sent[0][0]).src == "0.0.0.0", "the raw socket fills in the source"

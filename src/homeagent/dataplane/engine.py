@@ -41,6 +41,8 @@ PATH_MTU_AGE = 600.0  # seconds a path MTU learnt from ICMP holds (RFC 1191 6.3:
 MIN_PATH_MTU = 576  # no ICMP message, forged or not, shrinks a path below what every host accepts (RFC 791)
 PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 576)  # RFC 1191 section 7, from 576 up
 
+ANY = bytes(4)  # a tunnel source of 0.0.0.0: the kernel fills in the outer source (raw(7))
+
 Send = Callable[[bytes, tuple[str, int]], object]  # socket.sendto of a raw socket with IP_HDRINCL
 Deliver = Callable[[bytes], object]  # os.write to the TUN device
 
@@ -280,6 +282,8 @@ class Engine:
                        else Drop.BAD_HEADER_LENGTH] += 1
             return
         tunnel = self._reverse.get(packet[12:20] + packet[ihl + 12:ihl + 16])
+        if tunnel is None:  # a tunnel of source 0 (the kernel's choice) takes any local outer destination
+            tunnel = self._reverse.get(packet[12:16] + ANY + packet[ihl + 12:ihl + 16])
         if tunnel is None:
             known = packet[12:16] in self._care_ofs
             self.drops[Drop.NOT_REVERSE_TUNNEL if known else Drop.UNKNOWN_CARE_OF] += 1
