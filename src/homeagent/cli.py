@@ -111,6 +111,21 @@ def _parser() -> argparse.ArgumentParser:
         m.add_argument("--json", action="store_true")
         m.set_defaults(func=_mn_register if name == "register" else _mn_deregister)
 
+    up = mn.add_parser("up", help="stay registered and decapsulate (co-located care-of address) until "
+                       "Ctrl-C or SIGTERM, which de-register", description=MN_UP + "\n\n" + MOBILE_NODE_TARGET,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _mobile_node_args(up)
+    up.add_argument("--care-of", required=True, type=IPv4Address, help="the co-located care-of address")
+    up.add_argument("--lifetime", type=_integer(1, 0xFFFF), default=600,
+                    help="seconds asked for, 1 to 65535 (default 600); renewed before it runs out")
+    up.add_argument("--reverse", action="store_true", help="T: reverse tunnelling (RFC 3024)")
+    up.add_argument("--simultaneous", action="store_true", help="S: keep other care-of addresses bound")
+    up.add_argument("--tun", default="mip0", help="the device holding the home address (default mip0)")
+    up.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to the first retransmission "
+                    "(doubled for each next one; default 1)")
+    up.add_argument("--retries", type=_integer(0), default=3, help="retransmissions (default 3)")
+    up.set_defaults(func=_mn_up)
+
     load_p = mn.add_parser("load", help="register many mobile nodes as fast as the Home Agent answers",
                            description=MOBILE_NODE_TARGET)
     _mobile_node_args(load_p, single=False)
@@ -138,6 +153,19 @@ address, as the Home Agent picks it). Each flag given overrides its part and is 
 picks that SPI among those associations (with --key, it may be one the file lacks), --key replaces the
 key, --algorithm the algorithm. Without --config, give --home-agent, --spi and --key (--port 434 and
 --algorithm hmac-md5 by default)."""
+
+
+MN_UP = """Registers the home address at the care-of address, which the node holds itself (co-located, D
+flag), and keeps it registered: each binding is renewed before its lifetime runs out (at the later of half
+the lifetime and the lifetime less the time every retransmission takes), and a failed attempt is tried
+again after 1 s, doubling up to 30 s. The tunnel's end runs in this process (homeagent.dataplane.decap): a
+TUN device holds the home address, so applications see the traffic to it; with --reverse what they send
+from it goes back through the Home Agent. Standard input takes commands, one a line: "care-of A" registers
+the new care-of address A (the node moved; put A on an interface first), "renew" renews now, "down" stops.
+Ctrl-C or SIGTERM de-registers the care-of address and removes the device. The Home Agent address
+defaults to the group's virtual address when --config has [redundancy]. Needs CAP_NET_ADMIN and
+CAP_NET_RAW. Exit status: 0 after a clean stop, 3 when the first registration is refused, 1 when the
+device cannot be made."""
 
 
 def _mobile_node_args(p: argparse.ArgumentParser, single: bool = True) -> None:
@@ -386,6 +414,26 @@ def _mn_deregister(args: argparse.Namespace) -> int:
     node = MobileNode(args.home_address, home_agent, sa, port)
     outcome = node.register(args.care_of or args.home_address, 0, 0, args.timeout, args.retries)
     return _print_outcome(outcome, args.json)
+
+
+def _mn_up(args: argparse.Namespace) -> int:
+    from homeagent.mobile_node import MobileNode, RenewalPolicy, Session, up
+
+    if args.home_agent is None and args.config is not None:
+        red = load(args.config).redundancy
+        if red is not None:  # a group: mobile nodes register with its virtual address
+            args.home_agent = red.virtual_address
+    home_agent, port, sa = _target(args, args.home_address)
+    flags = Flags.D | (Flags.T if args.reverse else 0) | (Flags.S if args.simultaneous else 0)
+    node = MobileNode(args.home_address, home_agent, sa, port)
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    session = Session(node, args.care_of, args.lifetime, int(flags),
+                      RenewalPolicy.for_client(args.timeout, args.retries), report=report,
+                      timeout=args.timeout, retries=args.retries)
+    return up(session, args.home_address, home_agent, args.reverse, args.tun, sys.stdin.fileno())
 
 
 def _mn_load(args: argparse.Namespace) -> int:

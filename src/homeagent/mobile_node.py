@@ -2,8 +2,9 @@
 resynchronises its clock on code 133, and checks every reply (RFC 5944 sections 3.6 and 5.7). The one
 reply it reports without being able to authenticate it is a 131: see ``UnauthenticatedRefusal``.
 
-``LoadGenerator`` drives many mobile nodes through one socket with many requests in flight; the benchmark
-and operators' stress tests use it.
+``Session`` keeps one mobile node registered (``homeagent mn up``): it renews before the lifetime runs out
+and re-registers on a new care-of address. ``LoadGenerator`` drives many mobile nodes through one socket
+with many requests in flight; the benchmark and operators' stress tests use it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ import random
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from homeagent.core.replay import LOW32, ntp_identification
 from homeagent.wire.auth import SecurityAssociation
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
-from homeagent.wire.registration import RegistrationReply, RegistrationRequest, ReplyCode
+from homeagent.wire.registration import (
+    INFINITE_LIFETIME,
+    Flags,
+    RegistrationReply,
+    RegistrationRequest,
+    ReplyCode,
+)
 
 NTP_SECOND = 1 << 32
 
@@ -200,6 +208,242 @@ class MobileNode:
             if refusal is not None:
                 return refusal, False
         return None
+
+
+# -- staying registered (homeagent mn up) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """When a mobile node registers again (RFC 5944 3.6: it re-registers before its lifetime runs out).
+
+    ``margin`` is what one ``MobileNode.register`` call can take with every retransmission (timeout x (1 + 2
+    + ... + 2^retries)): renewing that long before expiry lets the last retransmission still go out while
+    the binding holds, so a lost request or reply costs nothing. A short lifetime is renewed at half of it
+    (a 10 s lifetime at 5 s, not at -5 s). A failed attempt (no reply after every retransmission, or a
+    refusal) is tried again after 1 s, doubling up to 30 s: a Home Agent that is down or overloaded is not
+    hammered, and one that comes back is found within 30 s.
+    """
+
+    margin: float
+    retry_min: float = 1.0
+    retry_max: float = 30.0
+
+    @classmethod
+    def for_client(cls, timeout: float, retries: int) -> RenewalPolicy:
+        return cls(timeout * (2 ** (retries + 1) - 1))
+
+    def renew_at(self, sent_at: float, granted: int) -> float | None:
+        """When to renew a binding granted ``granted`` seconds by a reply to a request sent at ``sent_at``;
+        None for an infinite lifetime (0xFFFF, RFC 5944 3.3). The lifetime is counted from the sending:
+        the Home Agent counts it from its receipt, later, so ours ends first."""
+        if granted == INFINITE_LIFETIME:
+            return None
+        return sent_at + max(granted / 2, granted - self.margin)
+
+    def retry_at(self, now: float, failures: int) -> float:
+        """When to try again after ``failures`` failed attempts in a row (1 for the first)."""
+        return now + min(self.retry_max, self.retry_min * 2 ** max(0, failures - 1))
+
+
+class Registrar(Protocol):
+    """What a ``Session`` needs of a ``MobileNode`` (a fake one in the unit tests)."""
+
+    def register(self, care_of_address: IPv4Address, lifetime: int, flags: int = 0, timeout: float = 1.0,
+                 retries: int = 3) -> Outcome: ...
+
+
+class Session:
+    """One mobile node kept registered at one care-of address at a time: ``step`` registers when due and
+    says when it is next due; ``move`` re-registers on a new care-of address now; ``close`` de-registers.
+    No clock is read but ``clock`` (monotonic), and nothing is printed but through ``report``."""
+
+    def __init__(self, node: Registrar, care_of: IPv4Address, lifetime: int, flags: int,
+                 policy: RenewalPolicy, clock: Callable[[], float] = time.monotonic,
+                 report: Callable[[str], None] = print, timeout: float = 1.0, retries: int = 3) -> None:
+        self.node = node
+        self.care_of = care_of
+        self.lifetime = lifetime
+        self.flags = flags
+        self.policy = policy
+        self.clock = clock
+        self.report = report
+        self.timeout = timeout
+        self.retries = retries
+        self.due: float | None = clock()  # None: nothing to do until told (an infinite lifetime)
+        self.expires: float | None = None  # when the binding we hold ends by our count; None: none held
+        self.registered_care_of: IPv4Address | None = None
+        self.failures = 0
+        self.last: Outcome | None = None  # the last reply's outcome
+        self.ever_accepted = False
+
+    def step(self) -> bool:
+        """Register now (a first registration, a renewal or a move). True when accepted."""
+        sent_at = self.clock()
+        if self.expires is not None and sent_at >= self.expires:
+            self.report(f"expired: the binding at {self.registered_care_of} ran out before a renewal was accepted")
+            self.expires = self.registered_care_of = None
+        what = ("renewed" if self.registered_care_of == self.care_of
+                else "moved" if self.registered_care_of is not None else "registered")
+        try:
+            outcome = self.node.register(self.care_of, self.lifetime, self.flags, self.timeout, self.retries)
+        except TimeoutError as exc:
+            return self._failed(f"no reply: {exc}")
+        self.last = outcome
+        if not outcome.accepted:
+            name = outcome.as_dict()["code_name"]
+            return self._failed(f"refused: code {outcome.code} ({name})"
+                                + ("" if outcome.authenticated else ", reply not authenticated"))
+        granted = outcome.reply.lifetime
+        self.failures = 0
+        self.ever_accepted = True
+        self.registered_care_of = self.care_of
+        self.expires = None if granted == INFINITE_LIFETIME else sent_at + granted
+        self.due = self.policy.renew_at(sent_at, granted)
+        renew = "never (infinite lifetime)" if self.due is None else f"in {self.due - self.clock():.1f} s"
+        self.report(f"{what} {IPv4Address(outcome.reply.home_address)} care-of {self.care_of} "
+                    f"lifetime {granted} s, renewing {renew}")
+        return True
+
+    def _failed(self, why: str) -> bool:
+        self.failures += 1
+        self.due = self.policy.retry_at(self.clock(), self.failures)
+        self.report(f"failed: {why}; trying again in {self.due - self.clock():.1f} s")
+        return False
+
+    def move(self, care_of: IPv4Address) -> None:
+        """Register ``care_of`` at the next ``step`` (now): the node has a new point of attachment. Without
+        S the new binding replaces the old one at the Home Agent; with S it is added beside it."""
+        self.care_of = care_of
+        self.due = self.clock()
+        self.failures = 0
+
+    def renew(self) -> None:
+        self.due = self.clock()
+
+    def close(self) -> Outcome | None:
+        """De-register the care-of address we hold (lifetime 0, RFC 5944 3.6.1.2), only that one: with S
+        another care-of address of the node stays bound. None when nothing was held or no reply came."""
+        if self.registered_care_of is None:
+            return None
+        try:
+            outcome = self.node.register(self.registered_care_of, 0, self.flags & Flags.S, self.timeout,
+                                         self.retries)
+        except TimeoutError as exc:
+            self.report(f"de-registration: no reply: {exc}")
+            return None
+        self.report(f"deregistered care-of {self.registered_care_of}: code {outcome.code}")
+        self.registered_care_of = self.expires = None
+        return outcome
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: leave the loop (from wherever it waits) and de-register."""
+
+
+def up(session: Session, home_address: IPv4Address, home_agent: IPv4Address, reverse: bool, tun: str = "mip0",
+       control: int | None = None) -> int:
+    """``homeagent mn up``: the tunnel end (``dataplane.decap``, in a thread of this process) holding the home
+    address on ``tun``, then ``session`` kept registered until SIGTERM or SIGINT, which de-register and
+    remove the device. ``control`` (standard input) takes one command a line: ``care-of A`` re-registers on
+    A, ``renew`` renews now, ``down`` stops as SIGTERM does; at its end of file the node stays up.
+
+    0 after a clean stop, 3 when the first registration is refused (nothing to keep up: a wrong key, a home
+    address not served), 1 when the tunnel cannot be made (CAP_NET_ADMIN and CAP_NET_RAW needed)."""
+    import os
+    import selectors
+    import signal
+    import threading
+
+    from homeagent.dataplane.decap import MobileTunnel
+    from homeagent.wire.ip import DEFAULT_TTL, OuterHeader
+
+    report = session.report
+    try:
+        tunnel = MobileTunnel(int(home_address), int(home_agent), int(session.care_of), reverse, tun)
+    except OSError as exc:
+        report(f"cannot make the tunnel device {tun}: {exc} (needs CAP_NET_ADMIN and CAP_NET_RAW)")
+        return 1
+    thread: threading.Thread | None = tunnel.start_thread()
+    outer = session.care_of
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    selector = selectors.DefaultSelector()
+    if control is not None:
+        selector.register(control, selectors.EVENT_READ)
+    pending = b""
+    status = 0
+    try:
+        report(f"up: {home_address} on {tunnel.name}, home agent {home_agent}"
+               + (", reverse tunnel" if reverse else ""))
+        while True:
+            if session.due is not None and session.clock() >= session.due:
+                accepted = session.step()
+                if not accepted and not session.ever_accepted and session.last is not None:
+                    status = 3  # the first registration was answered no
+                    return status
+                if accepted and session.care_of != outer:
+                    outer = session.care_of  # reverse-tunnelled datagrams leave from the new care-of address
+                    tunnel.engine.header = OuterHeader(int(outer), int(home_agent), DEFAULT_TTL)
+                continue
+            wait = None if session.due is None else max(0.0, session.due - session.clock())
+            if not selector.get_map():
+                if wait is None:
+                    signal.pause()
+                    continue
+                time.sleep(wait)
+                continue
+            for _key, _ in selector.select(wait):
+                assert control is not None
+                chunk = os.read(control, 4096)
+                if not chunk:
+                    selector.unregister(control)
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if _command(session, line.decode(errors="replace").split(), report):
+                        return status
+    except _Stop as exc:
+        report(f"stopping ({exc})")
+    finally:
+        for sig in previous:  # a second Ctrl-C must not cut the de-registration short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if status == 0:
+                session.close()
+        finally:
+            tunnel.stop()
+            if thread is not None:
+                thread.join(timeout=5)
+            tunnel.close()
+            selector.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            report(f"down: {tunnel.name} removed")
+    return status
+
+
+def _command(session: Session, words: list[str], report: Callable[[str], None]) -> bool:
+    """One control line; True to stop."""
+    if not words:
+        return False
+    if words[0] == "care-of" and len(words) == 2:
+        try:
+            session.move(IPv4Address(words[1]))
+        except ValueError:
+            report(f"not an IPv4 address: {words[1]!r}")
+        return False
+    if words == ["renew"]:
+        session.renew()
+        return False
+    if words == ["down"]:
+        return True
+    report(f"unknown command {' '.join(words)!r} (care-of A, renew, down)")
+    return False
 
 
 # -- load generation ---------------------------------------------------------------------------------
