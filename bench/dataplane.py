@@ -10,6 +10,10 @@ the two references measured in the same run on the same namespaces:
   fwd+churn   the same while ``--churn`` home addresses gain (or lose) their tunnel and route, sent by
               the handle as the measurement starts: forwarding while a burst of changes is applied.
 
+  kernel back     mobile node -> home network, plain (from the care-of address), kernel forwarding;
+  reverse tunnel  mobile node -> home network through the forwarder's reverse tunnel (RFC 3024): IP-in-IP
+              from the care-of address, decapsulated and handed back to the kernel through the TUN.
+
 Then a steady 1,000 datagrams/s stream through the forwarder while ``--stream`` home addresses gain and
 lose a tunnel: datagrams lost, the longest gap between arrivals, how long each burst takes to apply.
 
@@ -55,6 +59,7 @@ from homeagent.dataplane.userspace import UserspaceDataplane  # noqa: E402
 PREFIX = f"dpb{os.getpid()}"
 SRC, HA_HOME, HA_FOREIGN, MN, HOME = "10.1.0.2", "10.1.0.1", "10.2.0.1", "10.2.0.10", "10.1.0.50"
 HOME_BARE = "10.1.0.51"  # the bare relay's: both relays stay up, a round measures one after the other
+HOME_REVERSE = "10.1.0.52"  # a node at MN with reverse tunnelling, for the other direction
 SENDER_CPU, RELAY_CPU = 0, 1
 
 SENDER = r"""
@@ -136,8 +141,8 @@ def destroy() -> None:
         run("ip", "netns", "del", ns(host), check=False)
 
 
-def received() -> int:
-    out = run("ip", "-n", ns("mn"), "-s", "-j", "link", "show", "eth0").stdout
+def received(host: str = "mn") -> int:
+    out = run("ip", "-n", ns(host), "-s", "-j", "link", "show", "eth0").stdout
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
 
 
@@ -159,6 +164,48 @@ def measure(destination: str, size: int, seconds: float, relay: int | None) -> t
     start, t0, c0 = received(), time.monotonic(), cpu_seconds(relay) if relay else 0.0
     time.sleep(seconds)
     end, t1, c1 = received(), time.monotonic(), cpu_seconds(relay) if relay else 0.0
+    out, _ = proc.communicate(timeout=30)
+    cost = (c1 - c0) / (end - start) * 1e6 if relay and end > start else float("nan")
+    return (end - start) / (t1 - t0), int(out) / (seconds + warm + 0.2), cost
+
+
+REVERSE_SENDER = r"""
+import os, socket, struct, time
+from homeagent.wire.ip import IPv4Header, encapsulate
+os.sched_setaffinity(0, {{{cpu}}})
+a = lambda text: int.from_bytes(socket.inet_aton(text), "big")
+payload = b"x" * {payload}
+udp = struct.pack("!HHHH", 9, 9, 8 + len(payload), 0) + payload
+inner = IPv4Header(0, 20 + len(udp), 0, 2, 0, 64, 17, 0, a("{home}"), a("{src}")).to_bytes() + udp
+plain = inner[:12] + socket.inet_aton("{mn}") + inner[16:]  # from the care-of address, no tunnel
+packet = encapsulate(inner, a("{mn}"), a("{ha}")) if {tunnelled} else plain
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+to, end, send, n = ("{ha}" if {tunnelled} else "{src}", 0), time.monotonic() + {seconds}, s.sendto, 0
+while time.monotonic() < end:
+    for _ in range(256):
+        try:
+            send(packet, to)
+        except OSError:
+            pass
+    n += 256
+print(n)
+"""
+
+
+def measure_reverse(tunnelled: bool, size: int, seconds: float,
+                    relay: int | None) -> tuple[float, float, float]:
+    """Mobile node -> home network: datagrams/s the home network's host receives, IP-in-IP through the
+    forwarder's reverse tunnel (``tunnelled``) or plain through the kernel, and the relay's CPU per one."""
+    warm = 0.3
+    code = REVERSE_SENDER.format(cpu=SENDER_CPU, payload=size - 28, home=HOME_REVERSE, src=SRC, mn=MN,
+                                 ha=HA_FOREIGN, tunnelled=tunnelled, seconds=seconds + warm + 0.2)
+    proc = subprocess.Popen(["ip", "netns", "exec", ns("mn"), sys.executable, "-c", code],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(warm)
+    start, t0, c0 = received("src"), time.monotonic(), cpu_seconds(relay) if relay else 0.0
+    time.sleep(seconds)
+    end, t1, c1 = received("src"), time.monotonic(), cpu_seconds(relay) if relay else 0.0
     out, _ = proc.communicate(timeout=30)
     cost = (c1 - c0) / (end - start) * 1e6 if relay and end > start else float("nan")
     return (end - start) / (t1 - t0), int(out) / (seconds + warm + 0.2), cost
@@ -191,11 +238,12 @@ class Forwarder:
             self.dp.start()
             await self.dp.ready()
             self.dp.set_tunnels(address(HOME), (Tunnel(address(MN), address(HA_FOREIGN), False),))
+            self.dp.set_tunnels(address(HOME_REVERSE), (Tunnel(address(MN), address(HA_FOREIGN), True),))
             for n in range(extra_tunnels):
                 self.dp.set_tunnels(address("10.1.128.0") + n,
                                     (Tunnel(address("10.3.0.1") + n, address(HA_FOREIGN), True),))
             self.dp.serve(True)
-            while (await self.dp.fetch_counters(60)).get("dataplane.routes") != extra_tunnels + 1:
+            while (await self.dp.fetch_counters(60)).get("dataplane.routes") != extra_tunnels + 2:
                 await asyncio.sleep(0.1)
             assert self.dp.pid is not None
             os.sched_setaffinity(self.dp.pid, {RELAY_CPU})
@@ -339,7 +387,8 @@ def main() -> int:
     destroy()
     build()
     paths = {"kernel": MN, "bare relay": HOME_BARE, "forwarder": HOME, "fwd+churn": HOME}
-    keys = [(p, size) for size in args.sizes for p in paths]
+    reverse_paths = ("kernel back", "reverse tunnel")
+    keys = [(p, size) for size in args.sizes for p in [*paths, *reverse_paths]]
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     offered: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     costs: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
@@ -358,6 +407,13 @@ def main() -> int:
                         rates[path, size].append(rate)
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
+                    for path in reverse_paths:
+                        tunnelled = path == "reverse tunnel"
+                        rate, sent, cost = measure_reverse(tunnelled, size, args.seconds,
+                                                           forwarder.dp.pid if tunnelled else None)
+                        rates[path, size].append(rate)
+                        offered[path, size].append(sent)
+                        costs[path, size].append(cost)
             drops = forwarder.counters().get("dataplane.drops")
             if args.stream:
                 stream_gaps(forwarder, args.stream)
@@ -370,16 +426,17 @@ def main() -> int:
     print(f"\nforwarder drops: {drops}; CPU pressure now: "
           f"{pressure.read_text().splitlines()[0] if pressure.exists() else 'n/a'}")
     print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; medians (min-max) of "
-          "datagrams/s received by the mobile node, and of the relay's CPU per datagram")
-    print(f"{'path':<12} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} {'CPU us/dgram':>13} "
+          "datagrams/s received at the far end (the mobile node; the home network's host for the last two "
+          "paths, back from the mobile node), and of the relay's CPU per datagram")
+    print(f"{'path':<14} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} {'CPU us/dgram':>13} "
           f"{'vs bare relay':>14}")
     for (path, size), values in rates.items():
-        base = statistics.median(rates["bare relay", size])
+        base = statistics.median(rates["bare relay", size]) if path not in reverse_paths else 0
         median = statistics.median(values)
-        print(f"{path:<12} {size:>5}B {median:>12,.0f} {min(values):>10,.0f}-{max(values):<10,.0f} "
+        print(f"{path:<14} {size:>5}B {median:>12,.0f} {min(values):>10,.0f}-{max(values):<10,.0f} "
               f"{statistics.median(offered[path, size]):>12,.0f} "
               f"{statistics.median(costs[path, size]):>13.2f} "
-              f"{median / base if base else float('nan'):>14.2f}")
+              f"{f'{median / base:.2f}' if base else '-':>14}")
     for size in args.sizes:
         paired = [f / b for f, b in zip(rates["forwarder", size], rates["bare relay", size]) if b]
         cpu = statistics.median(costs["bare relay", size]) / statistics.median(costs["forwarder", size])
