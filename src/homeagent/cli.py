@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         m.set_defaults(func=_mn_register if name == "register" else _mn_deregister)
 
     up = mn.add_parser("up", help="stay registered and decapsulate (co-located care-of address) until "
-                       "Ctrl-C or SIGTERM, which de-register", description=MN_UP + "\n\n" + MOBILE_NODE_TARGET,
+                       "Ctrl-C or SIGTERM, which de-register",
+                       description=MN_UP + "\n\n" + MOBILE_NODE_TARGET,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _mobile_node_args(up)
     up.add_argument("--care-of", required=True, type=IPv4Address, help="the co-located care-of address")

@@ -281,7 +281,8 @@ class Session:
         """Register now (a first registration, a renewal or a move). True when accepted."""
         sent_at = self.clock()
         if self.expires is not None and sent_at >= self.expires:
-            self.report(f"expired: the binding at {self.registered_care_of} ran out before a renewal was accepted")
+            self.report(f"expired: the binding at {self.registered_care_of} ran out before a renewal was "
+                        "accepted")
             self.expires = self.registered_care_of = None
         what = ("renewed" if self.registered_care_of == self.care_of
                 else "moved" if self.registered_care_of is not None else "registered")
