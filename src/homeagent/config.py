@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 
@@ -19,6 +20,34 @@ DEFAULT_PORT = 434
 MIN_KEY_SIZE = 16
 MAX_LIFETIME_LIMIT = 0xFFFE  # 0xFFFF means "infinity" on the wire; a Home Agent never grants it
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Mode(StrEnum):
+    ACTIVE_STANDBY = "active-standby"
+    PEER = "peer"  # every member serves registrations
+
+
+class Replication(StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"  # the reply waits for every member that is up to ack
+
+
+class ElectionKind(StrEnum):
+    INTERNAL = "internal"
+    EXTERNAL = "external"  # keepalived (or another VRRP daemon) decides the role
+
+
+class AddressMethod(StrEnum):
+    BIND = "bind"
+    INTERFACE = "interface"  # add the virtual address to ``interface`` and announce it
+
+
+class Backend(StrEnum):
+    NONE = "none"  # registrations only
+    USERSPACE = "userspace"  # a TUN device and raw IP-in-IP sockets in a process of their own
+
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class ConfigError(ValueError):
@@ -59,18 +88,18 @@ class PeerSecurityAssociation:
 class RedundancyConfig:
     virtual_address: IPv4Address
     security_associations: tuple[PeerSecurityAssociation, ...]
-    mode: str = "active-standby"  # or "peer": every member serves registrations
+    mode: Mode = Mode.ACTIVE_STANDBY
     priority: int = 100
     peers: tuple[IPv4Address, ...] = ()
     multicast_group: IPv4Address | None = None
-    replication: str = "async"  # or "sync": the reply waits for every member that is up to ack
+    replication: Replication = Replication.ASYNC
     sync_timeout: float = 0.5  # seconds a sync reply waits before going out anyway
     advertisement_interval: float = 0.1  # seconds between Advertisements
     preempt: bool = True  # a better member takes the active role from a worse one
     startup_wait: float = 1.0  # seconds a starting member waits for a first table reply
     max_datagram: int = 1400  # bytes of a Binding Table Reply
-    election: str = "internal"  # or "external": keepalived (or another VRRP daemon) decides the role
-    address_method: str = "bind"  # or "interface": add the virtual address to ``interface`` and announce it
+    election: ElectionKind = ElectionKind.INTERNAL
+    address_method: AddressMethod = AddressMethod.BIND
     interface: str | None = None
 
 
@@ -79,7 +108,7 @@ class DataplaneConfig:
     """``[dataplane]`` (docs/dataplane.md). ``none``: registrations only, nothing forwarded; ``userspace``:
     a TUN device and raw IP-in-IP sockets in a process of their own, and proxy ARP on ``interface``."""
 
-    backend: str = "none"  # or "userspace"
+    backend: Backend = Backend.NONE
     interface: str | None = None  # the home link: proxy and gratuitous ARP; its MTU sizes the tunnels
     tun: str = "ha0"  # the TUN device the home addresses away from home are routed into
     ttl: int = 64  # the outer header's TTL (RFC 2003 3.1)
@@ -209,8 +238,8 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
     if vip == home_agent.address:
         raise ConfigError(f"{k}.virtual_address", "must differ from home_agent.address (the member's own)")
     d = RedundancyConfig(virtual_address=vip, security_associations=())
-    mode = _choice(t, k, "mode", d.mode, ("active-standby", "peer"))
-    replication = _choice(t, k, "replication", d.replication, ("async", "sync"))
+    mode = _enum(t, k, "mode", d.mode)
+    replication = _enum(t, k, "replication", d.replication)
     raw_peers = t.get("peers", [])
     if not isinstance(raw_peers, list):
         raise ConfigError(f"{k}.peers", "must be a list of addresses")
@@ -238,14 +267,14 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
         preempt=_bool(t, k, "preempt", d.preempt),
         startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),
         max_datagram=_int(t, k, "max_datagram", d.max_datagram, 576, 65000),
-        election=_choice(t, k, "election", d.election, ("internal", "external")),
-        address_method=_choice(t, k, "address_method", d.address_method, ("bind", "interface")),
+        election=_enum(t, k, "election", d.election),
+        address_method=_enum(t, k, "address_method", d.address_method),
         interface=_str(t, k, "interface", "") if "interface" in t else None,
     )
-    if config.address_method == "interface" and config.election == "external":
+    if config.address_method is AddressMethod.INTERFACE and config.election is ElectionKind.EXTERNAL:
         raise ConfigError(f"{k}.address_method", 'with election = "external" the VRRP daemon puts the address on '
                           'the link; use "bind"')
-    if config.address_method == "interface" and not config.interface:
+    if config.address_method is AddressMethod.INTERFACE and not config.interface:
         raise ConfigError(f"{k}.interface", 'needed with address_method = "interface" (the link to announce on)')
     for i, peer in enumerate(peers):
         if not any(peer in psa.peers for psa in sas):
@@ -290,9 +319,9 @@ def _log(t: dict[str, Any]) -> LogConfig:
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
     k, d = "dataplane", DataplaneConfig()
     _only(t, k, {"backend", "interface", "tun", "ttl"})
-    backend = _choice(t, k, "backend", d.backend, ("none", "userspace"))
+    backend = _enum(t, k, "backend", d.backend)
     interface = _str(t, k, "interface", "") if "interface" in t else None
-    if backend == "userspace" and interface is None:
+    if backend is Backend.USERSPACE and interface is None:
         raise ConfigError(f"{k}.interface", 'needed with backend = "userspace" (the home link, for proxy ARP)')
     tun = _str(t, k, "tun", d.tun)
     if len(tun) > 15:
@@ -356,6 +385,16 @@ def _choice(t: dict[str, Any], where: str, key: str, default: str, choices: tupl
     if v not in choices:
         raise ConfigError(f"{where}.{key}", f"{v!r} is not one of {', '.join(choices)}")
     return v
+
+
+def _enum(t: dict[str, Any], where: str, key: str, default: E) -> E:
+    """One of an enumeration's values, as the file spells it."""
+    kind = type(default)
+    v = _str(t, where, key, default.value)
+    try:
+        return kind(v)
+    except ValueError:
+        raise ConfigError(f"{where}.{key}", f"{v!r} is not one of {', '.join(m.value for m in kind)}") from None
 
 
 def _str(t: dict[str, Any], where: str, key: str, default: str) -> str:

@@ -28,10 +28,18 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import Protocol
 
+from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import Effect
-from homeagent.core.peers import Member
+from homeagent.core.election import Election
+from homeagent.core.missed import Missed
+from homeagent.core.outbox import Outbox
+from homeagent.core.peers import Member, Membership
+from homeagent.core.settings import GroupSettings
+from homeagent.core.sync import SyncState
+from homeagent.core.timers import Timers
 from homeagent.core.replay import ntp_identification
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer
 from homeagent.core.election import Role
@@ -45,11 +53,20 @@ from homeagent.wire.redundancy import (
     BindingTableReply,
     BindingTableReplyAck,
     BindingTableRequest,
+    MobileNodeBindings,
     reply_capacity,
 )
 
-if TYPE_CHECKING:
-    from homeagent.core.group import Group
+
+class Host(Protocol):
+    """What an exchange needs of the group it works for (core/group.py): to merge a node's state a member
+    sent, to give up on a member, and to be told that the start-up download is done."""
+
+    def take(self, state: MobileNodeBindings, now: float) -> bool: ...
+
+    def mark_down(self, member: Member, why: str, now: float) -> list[Effect]: ...
+
+    def downloaded(self, now: float) -> list[Effect]: ...
 
 log = logging.getLogger("homeagent.redundancy")
 
@@ -100,13 +117,21 @@ def differing(theirs: tuple[int, ...], ours: list[int]) -> set[int]:
 
 
 class TableExchange:
-    def __init__(self, group: Group) -> None:
-        self.group = group
-        self.membership = group.membership
-        self.bindings = group.bindings
-        self.counters = group.counters
-        self.timers = group.timers
-        self.settings = group.settings
+    def __init__(self, host: Host, membership: Membership, bindings: BindingTable, outbox: Outbox,
+                 election: Election, sync_state: SyncState, missed: Missed, counters: Counter[str],
+                 timers: Timers, settings: GroupSettings) -> None:
+        self.host = host
+        self.membership = membership
+        self.bindings = bindings
+        self.outbox = outbox
+        self.election = election
+        self.sync_state = sync_state
+        self.missed = missed
+        self.counters = counters
+        self.timers = timers
+        self.settings = settings
+        self._home_mask = int(settings.home_network.netmask)
+        self._home_prefix = int(settings.home_network.network_address)
         self.startup: _Startup | None = None
         self.requested: dict[int, int] = {}  # identification of an open request -> member it went to (0: all)
         self.open: dict[int, BindingTableRequest] = {}  # member -> our request to it not yet fully answered
@@ -136,7 +161,7 @@ class TableExchange:
         self.startup = _Startup({ident}, now + self.settings.startup_wait)
         self.timers.schedule("startup", now + min(REQUEST_RETRANSMIT, self.settings.startup_wait))
         self.requested[ident] = 0  # anyone may answer: members met by multicast too
-        effects = self.group._multicast(self._request_for(ident, START).body(), now)
+        effects = self.outbox.multicast(self._request_for(ident, START).body(), now)
         for m in self.membership:
             self._ask(m, self._request_for(ident, START), now)
         return effects
@@ -158,7 +183,7 @@ class TableExchange:
                 self._ask(member, self._request_for(ident, START), now)
             return
         ident = self._request_identification(now)
-        if first and self.group.missed.of(member.address) == set():
+        if first and self.missed.of(member.address) == set():
             # A member we meet for the first time: its whole table (it asks for ours if it starts, and we
             # accepted nothing it could not hear; else as below, simulation seed 1657).
             self._ask(member, self._request_for(ident), now)
@@ -181,11 +206,11 @@ class TableExchange:
         running, are asked to ask for what differs (Ask Back), every ``REMIND_EVERY`` seconds: the paths
         that make them ask (heard again, start-up ends, an Ask Back) can all be lost or absorbed, and
         without an ask what they missed stays apart for good."""
-        if now < self._remind_at or self.startup is not None or not len(self.group.missed):
+        if now < self._remind_at or self.startup is not None or not len(self.missed):
             return
         self._remind_at = now + REMIND_EVERY
         for m in self.membership.up():
-            if m.address not in self.open and m.address not in self.outgoing and self.group.missed.of(m.address):
+            if m.address not in self.open and m.address not in self.outgoing and self.missed.of(m.address):
                 self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
 
     def startup_tick(self, now: float) -> list[Effect]:
@@ -237,7 +262,7 @@ class TableExchange:
                 if asking is not None and asking.sent_at < now:  # not answered yet: again now, then
                     asking.sent_at = now
                     self.counters["redundancy.table_requests_sent"] += 1
-                    self.group._send(previous.body(), member)
+                    self.outbox.send(previous.body(), member)
                 return previous.identification
             request = _merged(previous, request)
             if asked_back:  # (the old one's Ask Back must not come back with the merge: ping-pong)
@@ -249,7 +274,7 @@ class TableExchange:
         self.requested.setdefault(request.identification, member.address)
         self.asking[key] = _Asking(request, now)
         self.counters["redundancy.table_requests_sent"] += 1
-        self.group._send(request.body(), member)
+        self.outbox.send(request.body(), member)
         self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
         return request.identification
 
@@ -308,7 +333,7 @@ class TableExchange:
         asking.tries += 1
         asking.sent_at = now
         self.counters["redundancy.table_requests_sent"] += 1
-        self.group._send(asking.request.body(), member)
+        self.outbox.send(asking.request.body(), member)
         self.timers.schedule(("ask", key), now + REQUEST_RETRANSMIT)
         return []
 
@@ -363,11 +388,11 @@ class TableExchange:
             self.counters["redundancy.table_transfers_replaced"] += 1
         code = 0
         missed: set[int] | None = set()
-        if request.flags & START and self.group.election.role is not Role.ACTIVE:
+        if request.flags & START and self.election.role is not Role.ACTIVE:
             addresses, what, code = [], "deferred to the active member", DEFERRED
         elif request.flags & DIGEST:
             buckets = differing(request.digests, self.bindings.digests())
-            missed = self.group.missed.of(member.address)
+            missed = self.missed.of(member.address)
             if missed is None:  # more than was counted: every node (core/missed.py)
                 buckets = set(range(DIGEST_BUCKETS))
             addresses = self.bindings.home_addresses_in(buckets) if buckets else []
@@ -376,7 +401,7 @@ class TableExchange:
             what = f"the {len(buckets)} of {DIGEST_BUCKETS} buckets that differ and {len(missed or ())} missed"
         else:
             addresses, what = self.bindings.home_addresses(), "the whole table"
-            missed = self.group.missed.of(member.address)
+            missed = self.missed.of(member.address)
         capacity = reply_capacity(self.settings.max_datagram, member.association.digest_size)
         transfer = OutgoingTransfer(member.address, request.identification, addresses, capacity, code=code,
                                     missed=missed)
@@ -385,7 +410,7 @@ class TableExchange:
         effects = self._pump(transfer, member, now)
         if request.flags & START and self._started.get(member.address) != request.identification:
             self._started[member.address] = request.identification
-            if self.group.election.role is Role.ACTIVE and self._reconciling is None:
+            if self.election.role is Role.ACTIVE and self._reconciling is None:
                 # It (re)started: what it accepted before, if it crashed, may have reached only some of us,
                 # and a quick restart is never noticed as a loss (simulation seed 1974).
                 self.reconcile(now)
@@ -409,7 +434,7 @@ class TableExchange:
         self.counters["redundancy.table_replies_sent"] += len(sends)
         for _, body in sends:
             self.counters["redundancy.table_reply_bytes_sent"] += len(body)
-            self.group._send(body, member)
+            self.outbox.send(body, member)
         effects: list[Effect] = []
         key = (member.address, transfer.identification)
         if transfer.in_flight:
@@ -418,8 +443,8 @@ class TableExchange:
         elif transfer.done:
             del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
-            self.group.sync_state.sent_table(member)
-            self.group.missed.sent(member.address, transfer.missed)
+            self.sync_state.sent_table(member)
+            self.missed.sent(member.address, transfer.missed)
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
@@ -428,7 +453,7 @@ class TableExchange:
         ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
         if key in self.closed:  # a late resend of a download done (its ack was lost), abandoned or replaced:
             self.counters["redundancy.table_replies_received"] += 1  # stop resending, but we did not read it
-            self.group._send(BindingTableReplyAck(NOT_TAKEN, reply.more, reply.sequence, reply.identification).body(),
+            self.outbox.send(BindingTableReplyAck(NOT_TAKEN, reply.more, reply.sequence, reply.identification).body(),
                              member)
             return []
         wanted = self.requested.get(reply.identification)
@@ -444,15 +469,15 @@ class TableExchange:
         effects: list[Effect] = []
         if transfer.receive(reply, now):
             for node in reply.nodes:
-                if self.group._home(node.home_address):
-                    self.group.take(node, now)
+                if node.home_address & self._home_mask == self._home_prefix:  # else not ours to hold
+                    self.host.take(node, now)
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
-        self.group._send(ack.body(), member)
+        self.outbox.send(ack.body(), member)
         if transfer.done:
             log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
             if reply.code != DEFERRED:  # whole or what differed: we hold everything it held when it answered
                 gone = {m.address for m in self.membership if not m.up}
-                self.group.sync_state.whole_table_received(member, gone)
+                self.sync_state.whole_table_received(member, gone)
             del self.incoming[key]
             self._close(key, now)
             self.timers.cancel(("incoming", key))
@@ -509,10 +534,10 @@ class TableExchange:
         for m in self.membership.up():
             if m.address in after:  # asked of it while we started: what differs from all we now hold
                 self._ask(m, self._request_for(self._request_identification(now), DIGEST), now)
-            if self.group.missed.of(m.address) != set():  # what we changed while starting (an operator's
+            if self.missed.of(m.address) != set():  # what we changed while starting (an operator's
                 # removal) and they missed: they ask for it (core/missed.py)
                 self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
-        return self.group.downloaded(now)
+        return self.host.downloaded(now)
 
     def _retransmit(self, key: tuple[int, int], now: float) -> list[Effect]:
         transfer = self.outgoing.get(key[0])
@@ -523,10 +548,10 @@ class TableExchange:
             again = transfer.overdue(now)
         except TimeoutError:
             del self.outgoing[key[0]]
-            return self.group._mark_down(member, "table replies not acknowledged", now)
+            return self.host.mark_down(member, "table replies not acknowledged", now)
         self.counters["redundancy.table_replies_retransmitted"] += len(again)
         for _, body in again:
-            self.group._send(body, member)
+            self.outbox.send(body, member)
         if transfer.in_flight:
             self.timers.schedule(("transfer", key), now + RETRANSMIT_AFTER / 2)
         return self._pump(transfer, member, now)

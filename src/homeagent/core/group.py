@@ -22,7 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from typing import Any, cast
 
 from homeagent.core.bindings import BindingTable
@@ -30,6 +30,8 @@ from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, S
 from homeagent.core.election import Election, Event, Role, Transition
 from homeagent.core.exchange import TableExchange
 from homeagent.core.missed import Missed
+from homeagent.core.settings import GroupSettings, Mode
+from homeagent.core.outbox import Outbox
 from homeagent.core.peers import Member, Membership, Refused
 from homeagent.core.registrar import Acceptance
 from homeagent.core.split_brain import SplitBrain
@@ -38,7 +40,6 @@ from homeagent.core.timers import Queue, Timers
 from homeagent.core.transfer import node_state, state_of
 from homeagent.wire.redundancy import (
     AckCode,
-    MAX_MESSAGES,
     OUT_OF_SYNC,
     STOOD_DOWN,
     YOU_LAG,
@@ -48,7 +49,6 @@ from homeagent.wire.redundancy import (
     BindingTableRequest,
     BindingUpdate,
     BindingUpdateAck,
-    SEAL_OVERHEAD,
     MobileNodeBindings,
     RedundancyMessage,
     read_messages,
@@ -60,24 +60,6 @@ UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update;
 UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
 UNKNOWN_ROLE = -1  # of a member heard again after a silence, until its next advertisement
 KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
-
-
-@dataclass(frozen=True)
-class GroupSettings:
-    own_address: int
-    virtual_address: int
-    port: int
-    mode: str  # "active-standby" or "peer"
-    priority: int
-    sync: bool
-    sync_timeout: float
-    advertisement_interval: float
-    preempt: bool
-    startup_wait: float
-    max_datagram: int
-    home_network: IPv4Network
-    multicast_group: int | None = None
-    external_election: bool = False
 
 
 @dataclass
@@ -120,18 +102,18 @@ class Group:
             settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
         )
         self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
-        self.missed = Missed()  # our acceptances each member has not acknowledged
         # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
         self._resends = [Queue() for _ in range(UPDATE_TRIES)]
         self._sync_deadlines = Queue()
         self._sync: dict[int, _SyncReply] = {}
         self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
-        self._own = str(IPv4Address(settings.own_address))
         self._virtual = str(IPv4Address(settings.virtual_address))
-        self._outbox: dict[int, list[bytes]] = {}  # member address -> message bodies waiting for flush()
-        self.batching = False  # the runtime sets it while it drains a burst of datagrams, then flushes
-        self.exchange = TableExchange(self)
+        self.outbox = Outbox(membership, settings.own_address, settings.port, settings.max_datagram,
+                             settings.multicast_group)
+        self.missed = Missed()  # our acceptances each member has not acknowledged
+        self.exchange = TableExchange(self, membership, bindings, self.outbox, self.election, self.sync_state,
+                                      self.missed, counters, self.timers, settings)
         self.split_brain = SplitBrain(self._virtual, counters)
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
@@ -150,14 +132,14 @@ class Group:
     def role(self) -> str:
         if self.election.role is Role.INIT:
             return "init"
-        return "peer" if self.settings.mode == "peer" else self.election.role.label
+        return "peer" if self.settings.mode is Mode.PEER else self.election.role.label
 
     @property
     def serving(self) -> bool:
         """Whether this member answers registrations (and so tunnels for its bindings)."""
         if self.election.role is Role.INIT:
             return False
-        return self.settings.mode == "peer" or self.election.role is Role.ACTIVE
+        return self.settings.mode is Mode.PEER or self.election.role is Role.ACTIVE
 
     def status(self) -> dict[str, Any]:
         """Times as wall-clock Unix seconds, for people."""
@@ -189,21 +171,21 @@ class Group:
     def start(self, now: float) -> list[Effect]:
         """FIG 4: ask the group for its tables before serving; advertise from now on."""
         self.timers.schedule("advertise", now)
-        return self._done(self.exchange.start(now), now)
+        return self.outbox.done(self.exchange.start(now), now)
 
     def told(self, active: bool, now: float) -> list[Effect]:
         """The external election's verdict (``homeagent role active|standby``, from keepalived's notify)."""
         if not self.election.external:
             raise ValueError("this member runs its own election (redundancy.election = \"internal\")")
         transitions = self.election.told(Role.ACTIVE if active else Role.STANDBY, now)
-        return self._done(self._apply_transitions(transitions), now)
+        return self.outbox.done(self._apply_transitions(transitions), now)
 
     def stop(self, now: float) -> list[Effect]:
         """Resign: advertise priority 0 so a standby takes over at once, and give the address back."""
         was_active = self.election.role is Role.ACTIVE
         effects = self._advertise(now, priority=0) if was_active else []
         effects += self._apply_transitions(self.election.stop(now))
-        return self._done(effects, now)
+        return self.outbox.done(effects, now)
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -223,19 +205,19 @@ class Group:
             key = (m.address, accepted.home_address)
             self._pending[key] = _PendingUpdate(update, now)
             self._resends[0].add(now + UPDATE_RETRANSMIT, (key, accepted.identification))
-            self._send(body, m)
+            self.outbox.send(body, m)
         self.counters["redundancy.updates_sent"] += len(targets)
         if reply is None:
-            return self._done(effects, now)
+            return self.outbox.done(effects, now)
         if not self.settings.sync:
             effects.insert(0, reply)
-            return self._done(effects, now)
+            return self.outbox.done(effects, now)
         token = self._sync_token = self._sync_token + 1
         hoa = accepted.home_address
         self._sync[token] = _SyncReply(reply, {m.address for m in targets}, hoa, accepted.identification)
         self._sync_by_node.setdefault(hoa, []).append(token)
         self._sync_deadlines.add(now + self.settings.sync_timeout, token)
-        return self._done(effects, now)
+        return self.outbox.done(effects, now)
 
     def holding(self, home_address: int, identification: int) -> bool:
         """Whether a sync reply to this registration is still waiting for acks."""
@@ -289,7 +271,7 @@ class Group:
             handler = self._handlers.get(type(message))
             if handler is not None:
                 effects += handler(member, message, now)
-        return self._done(effects, now)
+        return self.outbox.done(effects, now)
 
     def _bounded(self, messages: list[RedundancyMessage]) -> list[RedundancyMessage]:
         """At most one Binding Table Request per datagram, the newest: a member has one transfer from us at a
@@ -338,7 +320,7 @@ class Group:
         else:
             code = AckCode.APPLIED if self.take(state, now) else AckCode.NOT_NEWER
         ack = BindingUpdateAck(code, update.home_address, update.identification)
-        self._send(ack.body(), member)
+        self.outbox.send(ack.body(), member)
         return effects
 
     def take(self, state: MobileNodeBindings, now: float) -> bool:
@@ -388,7 +370,7 @@ class Group:
             ours = (self.settings.priority, self.settings.own_address)
             self.split_brain.advertised_active(member, was, advert.flags, ours, self.election.master_down_interval,
                                                now)
-        resigned = self._mark_down(member, "resigned", now) if advert.priority == 0 else []
+        resigned = self.mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(
             member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync
         )
@@ -405,7 +387,7 @@ class Group:
         if address not in self.membership.members:
             return []
         self.counters["redundancy.member_unreachable"] += 1
-        return self._done(self._apply_transitions(self.election.unreachable(address, now)), now)
+        return self.outbox.done(self._apply_transitions(self.election.unreachable(address, now)), now)
 
     # -- table transfer -------------------------------------------------------------------------------
 
@@ -433,7 +415,7 @@ class Group:
             else:
                 kind, arg = cast(tuple[str, object], key)
                 effects += self.exchange.on_timer(kind, arg, now)
-        return self._done(effects, now)
+        return self.outbox.done(effects, now)
 
     def _advertise(self, now: float, priority: int | None = None) -> list[Effect]:
         """To every member; a member that lags is told so in its own (``core/sync.py``)."""
@@ -447,7 +429,7 @@ class Group:
         )
         body, lagging = advert.body(), dataclasses.replace(advert, flags=flags | YOU_LAG).body()
         for m in self.membership:
-            self._send(lagging if m.lagging_since is not None else body, m)
+            self.outbox.send(lagging if m.lagging_since is not None else body, m)
         return []
 
     def _check_liveness(self, now: float) -> list[Effect]:
@@ -457,10 +439,10 @@ class Group:
                 continue
             interval = self.settings.advertisement_interval
             if now - m.last_heard > 3 * interval + (256 - m.priority) / 256 * interval:
-                effects += self._mark_down(m, "not heard", now)
+                effects += self.mark_down(m, "not heard", now)
         return effects
 
-    def _mark_down(self, member: Member, why: str, now: float, reconcile: bool = True) -> list[Effect]:
+    def mark_down(self, member: Member, why: str, now: float, reconcile: bool = True) -> list[Effect]:
         if not member.up:
             return []
         member.up = False
@@ -496,12 +478,12 @@ class Group:
                     continue
                 if pending.tries >= UPDATE_TRIES:
                     self.counters["redundancy.updates_failed"] += 1
-                    effects += self._mark_down(member, "Binding Updates not acknowledged", now)
+                    effects += self.mark_down(member, "Binding Updates not acknowledged", now)
                     continue
                 pending.tries += 1
                 self.counters["redundancy.updates_retransmitted"] += 1
                 self._resends[level + 1].add(now + UPDATE_RETRANSMIT * 2 ** (level + 1), (key, ident))
-                self._send(pending.update.aged(int((now - pending.sent_at) * 1000)).body(), member)
+                self.outbox.send(pending.update.aged(int((now - pending.sent_at) * 1000)).body(), member)
         for token in self._sync_deadlines.due(now):
             effects += self._sync_timeout(token, now)  # type: ignore[arg-type]
         return effects
@@ -515,7 +497,7 @@ class Group:
         for address in list(waiter.waiting):
             member = self.membership.members.get(address)
             if member is not None:
-                effects += self._mark_down(member, "no ack within sync_timeout", now)
+                effects += self.mark_down(member, "no ack within sync_timeout", now)
         if token in self._sync:
             effects.append(self._release(token))
         return effects
@@ -525,7 +507,7 @@ class Group:
     def downloaded(self, now: float) -> list[Effect]:
         """The start-up download is done: the election may now make this member a candidate."""
         effects = self._apply_transitions(self.election.ready(now))
-        if self.settings.mode == "peer":
+        if self.settings.mode is Mode.PEER:
             effects.append(Serve(True))
         return effects
 
@@ -545,68 +527,19 @@ class Group:
                         self.sync_state.lags(m, t.at)  # what we answer from now on, the members down miss
                 lost = self.membership.members.get(t.replaced) if t.replaced is not None else None
                 if lost is not None:  # sync replies must not wait for its ack any more (reconciled below)
-                    effects += self._mark_down(lost, "the active member was lost", t.at, reconcile=False)
+                    effects += self.mark_down(lost, "the active member was lost", t.at, reconcile=False)
                 effects.append(ClaimAddress(vip, announce=True))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)
-                if self.settings.mode != "peer":
+                if self.settings.mode is not Mode.PEER:
                     effects.append(Serve(True))
             elif t.old is Role.ACTIVE:
                 if t.reason == Event.BETTER_ACTIVE.value:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
-                if self.settings.mode != "peer":
+                if self.settings.mode is not Mode.PEER:
                     effects.append(Serve(False))
         return effects
-
-    def _send(self, body: bytes, member: Member) -> None:
-        """Queue a message for ``member``; ``flush`` seals what is queued into as few datagrams as fit."""
-        box = self._outbox.get(member.address)
-        if box is None:
-            self._outbox[member.address] = [body]
-        else:
-            box.append(body)
-
-    def flush(self, now: float) -> list[Effect]:
-        """The queued messages as datagrams: back to back up to ``max_datagram``, each datagram sealed once."""
-        effects: list[Effect] = []
-        members = self.membership.members
-        limit = self.settings.max_datagram
-        for address, bodies in self._outbox.items():
-            member = members.get(address)
-            if member is None:
-                continue
-            room = limit - SEAL_OVERHEAD - member.association.digest_size
-            chunk: list[bytes] = []
-            size = 0
-            for body in bodies:
-                if chunk and (size + len(body) > room or len(chunk) == MAX_MESSAGES):
-                    effects.append(self._datagram(chunk, member, now))
-                    chunk, size = [], 0
-                chunk.append(body)
-                size += len(body)
-            if chunk:
-                effects.append(self._datagram(chunk, member, now))
-        self._outbox.clear()
-        return effects
-
-    def _datagram(self, bodies: list[bytes], member: Member, now: float) -> Send:
-        body = bodies[0] if len(bodies) == 1 else b"".join(bodies)
-        return Send(self.membership.seal(body, member, now), (member.name, self.settings.port), self._own)
-
-    def _done(self, effects: list[Effect], now: float) -> list[Effect]:
-        """The end of an input: queued messages leave now, unless the runtime batches several inputs."""
-        if self.batching or not self._outbox:
-            return effects
-        return effects + self.flush(now)
-
-    def _multicast(self, body: bytes, now: float) -> list[Effect]:
-        group = self.settings.multicast_group
-        sa = self.membership.group_association
-        if group is None or sa is None:
-            return []
-        datagram = self.membership.seal_for(body, sa, group, now)
-        return [Send(datagram, (str(IPv4Address(group)), self.settings.port), self._own)]
 
     def _home(self, home_address: int) -> bool:
         return home_address & self._home_mask == self._home_prefix

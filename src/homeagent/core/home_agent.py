@@ -10,12 +10,13 @@ from ipaddress import IPv4Address
 from typing import Any, cast
 
 from homeagent import __version__
-from homeagent.config import Config
+from homeagent.config import Config, ElectionKind, Replication
 from homeagent.core.bindings import BindingTable
 from homeagent.core.clock import WallClock
 from homeagent.core.violations import SecurityViolations
 from homeagent.core.effects import Address, Effect, Send, Serve
-from homeagent.core.group import Group, GroupSettings
+from homeagent.core.group import Group
+from homeagent.core.settings import GroupSettings, Mode
 from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
 from homeagent.core.replay import TimestampReplayProtection, ntp_identification
@@ -73,7 +74,7 @@ class HomeAgent:
                 port=ha.port,
                 mode=red.mode,
                 priority=red.priority,
-                sync=red.replication == "sync",
+                sync=red.replication is Replication.SYNC,
                 sync_timeout=red.sync_timeout,
                 advertisement_interval=red.advertisement_interval,
                 preempt=red.preempt,
@@ -81,7 +82,7 @@ class HomeAgent:
                 max_datagram=red.max_datagram,
                 home_network=ha.home_network,
                 multicast_group=int(red.multicast_group) if red.multicast_group else None,
-                external_election=red.election == "external",
+                external_election=red.election is ElectionKind.EXTERNAL,
             )
             self.group = Group(settings, membership, self.bindings, self.counters, now)
             self.registrar.report_accepted = True
@@ -103,13 +104,13 @@ class HomeAgent:
         """Hold messages to members until ``end_batch``, so a burst of registrations replicates in a few
         datagrams (the runtime brackets each drain of its sockets with these)."""
         if self.group is not None:
-            self.group.batching = True
+            self.group.outbox.batching = True
 
     def end_batch(self, now: float) -> list[Effect]:
         if self.group is None:
             return []
-        self.group.batching = False
-        return self.group.flush(now)
+        self.group.outbox.batching = False
+        return self.group.outbox.flush(now)
 
     def receive_datagram(self, data: bytes, source: Address, local: str, now: float) -> list[Effect]:
         """A datagram that arrived on ``local`` (our own address or the virtual address) from ``source``."""
@@ -134,7 +135,7 @@ class HomeAgent:
         assert group is not None
         if not group.serving:
             return False
-        return local == self._virtual or (group.settings.mode == "peer" and local == self._own)
+        return local == self._virtual or (group.settings.mode is Mode.PEER and local == self._own)
 
     def receive_registration(
         self, data: bytes, source: Address, now: float, local: str | None = None
@@ -282,7 +283,7 @@ class HomeAgent:
         if self.group is not None:
             out.update(self.group.status())
             out["virtual_address"] = self._virtual
-            out["mode"] = self.group.settings.mode
+            out["mode"] = self.group.settings.mode.value
             out["replication"] = "sync" if self.group.settings.sync else "async"
         return out
 

@@ -27,7 +27,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from homeagent.config import Config
+from homeagent.config import AddressMethod, Config
 
 
 class CleanupError(RuntimeError):
@@ -39,7 +39,7 @@ def not_applicable(config: Config) -> str | None:
     red = config.redundancy
     if red is None:
         return "no [redundancy]: a lone Home Agent puts no address on an interface"
-    if red.address_method != "interface":
+    if red.address_method is not AddressMethod.INTERFACE:
         method = red.address_method
         return f'redundancy.address_method is "{method}": the virtual address is never put on an interface'
     return None

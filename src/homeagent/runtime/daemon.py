@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from typing import Any
 
-from homeagent.config import Config, ConfigError, load
+from homeagent.config import AddressMethod, Config, ConfigError, ElectionKind, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
@@ -61,17 +61,17 @@ class Daemon:
         red = config.redundancy
         # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
         # likes (external election), and the interface method adds it just after.
-        self._freebind = red is not None and (red.election == "external" or red.address_method == "interface")
+        self._freebind = red is not None and (red.election is ElectionKind.EXTERNAL or red.address_method is AddressMethod.INTERFACE)
         self._forwarding = Forwarding(config.dataplane, self.core.counters)
         self._interface: InterfaceAddress | None = None
-        if red is not None and red.address_method == "interface":
+        if red is not None and red.address_method is AddressMethod.INTERFACE:
             assert red.interface is not None
             # The home addresses are announced at a takeover by the data plane's Neighbours, paced, when
             # there is one; without, with the virtual address, as before.
             proxied = self.core.bindings.bound if self._forwarding.neighbours is None else list
             self._interface = InterfaceAddress(red.interface, proxied, self.core.counters)
         self._watch: AddressWatch | None = None
-        if red is not None and red.election == "external":
+        if red is not None and red.election is ElectionKind.EXTERNAL:
             self._watch = AddressWatch(str(red.virtual_address), self._address_seen)
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self._open(self._own, ha.port)
         red = self.config.redundancy
-        if red is not None and red.election == "internal":
+        if red is not None and red.election is ElectionKind.INTERNAL:
             # A member whose process died answers our advertisements with ICMP port unreachable: hear it.
             self._sockets[self._own].setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         try:

@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from homeagent.config import DataplaneConfig
+from homeagent.config import Backend, DataplaneConfig
 from homeagent.core.effects import Serve, TunnelSet
 from homeagent.dataplane import Dataplane
 from homeagent.dataplane.neighbours import Neighbours, NeighboursError
@@ -33,7 +33,7 @@ class Forwarding:
         self.config = config
         self.neighbours: Neighbours | None = None
         self.dataplane: Dataplane
-        if config.backend == "userspace":
+        if config.backend is Backend.USERSPACE:
             assert config.interface is not None
             self.dataplane = UserspaceDataplane(config.tun, _mtu(config.interface), config.ttl)
             self.neighbours = Neighbours(config.interface, counters)
