@@ -373,11 +373,14 @@ def up(session: Session, home_address: IPv4Address, home_agent: IPv4Address, rev
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     selector = selectors.DefaultSelector()
-    if control is not None:
-        selector.register(control, selectors.EVENT_READ)
     pending = b""
     status = 0
     try:
+        if control is not None:
+            try:
+                selector.register(control, selectors.EVENT_READ)
+            except PermissionError:  # epoll takes no regular file nor /dev/null: no commands then
+                pass
         report(f"up: {home_address} on {tunnel.name}, home agent {home_agent}"
                + (", reverse tunnel" if reverse else ""))
         while True:

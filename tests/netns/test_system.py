@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,6 +240,18 @@ def test_a_move_to_a_new_care_of_address_and_renewals(s):
     node.wait_line("renewed", timeout=6, after=mark)
 
 
+def test_a_refused_first_registration_ends_mn_up_with_status_3_and_no_device(s):
+    proc = s.lan.popen("mn", [sys.executable, "-m", "homeagent", "mn", "up", "--config",
+                              str(s.configs["ha1"]), "--home-address", HOME, "--care-of", COA,
+                              "--key", "ff" * 16],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out + err
+    assert "refused: code 131" in out
+    assert "mip0" not in s.lan.exec("mn", "ip", "-o", "link").stdout
+    assert not s.bindings("ha1")
+
+
 # -- failover under traffic (last: it kills ha1, and the next test's fixture starts it again) ----------
 
 
@@ -302,7 +316,10 @@ def takeover_at(s: SystemNet, host: str, since: float) -> float | None:
 
 
 def test_failover_under_traffic(s):
-    s.mn_up("mn", COA, "--lifetime", "600")
+    """kill -9 of the active member (its daemon, forwarder and netlink child) under a steady stream: ha2
+    takes over, its proxy entries and gratuitous ARP move the router, the stream resumes through it, and
+    the reverse tunnel (to the virtual address, now on ha2) carries the answers again."""
+    s.mn_up("mn", COA, "--lifetime", "600", "--reverse")
     echo_round(s, 1)
     wait("the binding at ha2", lambda: s.bindings("ha2"))
     with Stream(s) as stream:
@@ -332,4 +349,8 @@ def test_failover_under_traffic(s):
     counters = s.dataplane("ha2")
     print(f"ha2 forwarded {counters['dataplane.packets']} datagrams; routes {counters['dataplane.routes']}")
     assert HOME in s.proxied("ha2") and counters["dataplane.serving"] and counters["dataplane.packets"] > 0
+    assert s.lan.neighbour("rt", HOME) == s.lan.mac("ha2"), "the router sends the home address to ha2"
+    reverse = counters["dataplane.reverse_packets"]
+    echo_round(s, 3)
+    assert s.dataplane("ha2")["dataplane.reverse_packets"] - reverse == 3
     assert gap < GAP_LIMIT, f"the stream stopped for {gap:.3f} s"
