@@ -272,7 +272,46 @@ def _status(args: argparse.Namespace) -> int:
     print("counters")
     for name, value in st["counters"].items():
         print(f"  {name:<40} {value}")
+    if "dataplane" in st:
+        _print_dataplane(st["dataplane"])
     return 0
+
+
+def _print_dataplane(dp: dict[str, Any]) -> None:
+    """The data plane's part of ``homeagent status`` (docs/dataplane.md, "Running the data plane"): state,
+    totals, drops by reason, every tunnel's counters, the home link's neighbours."""
+    backend = dp.get("dataplane.backend", "?")
+    serving = "serving" if dp.get("dataplane.serving") else "not serving"
+    if backend != "userspace":
+        print(f"dataplane  {backend}, {serving}, "
+              f"{dp.get('dataplane.home_addresses', 0)} home address(es) away")
+        return
+    running = (f"forwarder pid {dp.get('dataplane.pid')}" if dp.get("dataplane.running")
+               else "forwarder not running")
+    print(f"dataplane  userspace, {serving}, {running} ({dp.get('dataplane.restarts', 0)} restarts), "
+          f"tun {dp.get('dataplane.tun')}, {dp.get('dataplane.home_addresses', 0)} home address(es), "
+          f"{dp.get('dataplane.routes', 0)} route(s)")
+    print(f"  to mobile nodes   {dp.get('dataplane.packets', 0)} packets, "
+          f"{dp.get('dataplane.bytes', 0)} bytes")
+    print(f"  reverse tunnelled {dp.get('dataplane.reverse_packets', 0)} packets, "
+          f"{dp.get('dataplane.reverse_bytes', 0)} bytes")
+    drops = dp.get("dataplane.drops") or {}
+    print("  drops             " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+    tunnels = dp.get("dataplane.tunnels")
+    if tunnels:
+        print(f"  {'home address':<16} {'care-of address':<16} {'source':<16} T {'packets':>9} {'bytes':>11} "
+              f"{'rev pkts':>9} {'rev bytes':>11} {'mtu':>5}")
+        for t in tunnels:
+            print(f"  {t['home_address']:<16} {t['care_of_address']:<16} {t['source']:<16} "
+                  f"{'T' if t['reverse'] else '-'} {t['packets']:>9} {t['bytes']:>11} "
+                  f"{t['reverse_packets']:>9} {t['reverse_bytes']:>11} {t['mtu']:>5}")
+    nb = dp.get("neighbours")
+    if nb:
+        print(f"neighbours {'serving' if nb.get('neighbours.serving') else 'not serving'}, "
+              f"{nb.get('neighbours.away', 0)} away, "
+              f"{nb.get('neighbours.proxy_entries', 0)} proxy entries of ours "
+              f"({nb.get('neighbours.foreign_entries', 0)} of others), "
+              f"{nb.get('neighbours.announcements_queued', 0)} announcements queued")
 
 
 def _bindings(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.packet import Raw, raw
 
-from daemons import wait
+from daemons import cli, wait
 from netns.lan import can_run
 from netns.system_net import CN, COA, COA2, COA3, HA1, HOME, MEMBERS, VIP, SystemNet
 
@@ -183,6 +183,10 @@ def test_ip_in_ip_forged_from_no_registered_care_of_address_is_dropped_and_count
         nothing_arrives(victim)
     wait("both counted", lambda: s.dataplane("ha1")["dataplane.drops"].get("unknown_care_of", 0)
          - before.get("unknown_care_of", 0) == 2)
+    text = cli("status", "--config", str(s.configs["ha1"])).stdout  # what an operator reads
+    drops = next(line for line in text.splitlines() if line.strip().startswith("drops"))
+    assert f"unknown_care_of {before.get('unknown_care_of', 0) + 2}" in drops, text
+    assert any(line.split()[:3] == [HOME, COA, VIP] for line in text.splitlines()), text
 
 
 def test_two_care_of_addresses_with_s_each_receive_a_copy(s):
