@@ -3,7 +3,7 @@ simulation found where members stayed apart for good (issue 10), each built by h
 
 from __future__ import annotations
 
-from homeagent.core.group import UPDATE_RETRANSMIT
+from homeagent.core.replication import UPDATE_RETRANSMIT
 from homeagent.core.transfer import OutgoingTransfer
 from homeagent.wire.redundancy import NOT_TAKEN, BindingTableReplyAck, BindingUpdate
 

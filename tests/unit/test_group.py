@@ -22,7 +22,7 @@ from homeagent.config import parse as parse_config
 from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, Serve, Tunnel, TunnelSet
 from homeagent.core.exchange import CLOSED_MEMORY
-from homeagent.core.group import UPDATE_RETRANSMIT, UPDATE_TRIES
+from homeagent.core.replication import UPDATE_RETRANSMIT, UPDATE_TRIES
 from homeagent.core.home_agent import HomeAgent
 from homeagent.core.transfer import RETRANSMIT_AFTER
 from homeagent.core.replay import ntp_identification, ntp_seconds

@@ -1,10 +1,9 @@
-"""The patent's replication (US 7,227,863 FIG 3 to 9): one member's view of its redundancy group.
+"""The patent's replication (US 7,227,863 FIG 3 to 9): one member's view of its redundancy group, and
+the one place that routes a member's datagram to the part that handles it.
 
 * Table exchanges (FIG 4 and 5: start-up, catch-up, reconciliation): ``core/exchange.py``.
-* Registration and de-registration (FIG 6 to 9): after the registrar accepts one, and if any other member
-  is up (claim 1), send every member that is up a Binding Update with the node's resulting state; resend
-  each until it is acked, with backoff; a member that never acks is marked down. In ``sync`` replication
-  the reply to the mobile node waits for the acks (``sync_timeout`` at most).
+* Registration and de-registration (FIG 6 to 9): ``core/replication.py``.
+* Messages to members, packed and sealed: ``core/outbox.py``.
 * Liveness: every member advertises every ``advertisement_interval``; one not heard for its master-down
   interval is down; one heard again is asked for what changed meanwhile (``core/exchange.py``), which is
   how both halves of a healed partition catch up.
@@ -21,7 +20,6 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, cast
 
@@ -34,10 +32,11 @@ from homeagent.core.settings import GroupSettings, Mode
 from homeagent.core.outbox import Outbox
 from homeagent.core.peers import Member, Membership, Refused
 from homeagent.core.registrar import Acceptance
+from homeagent.core.replication import Replication
 from homeagent.core.split_brain import SplitBrain
 from homeagent.core.sync import SyncState
-from homeagent.core.timers import Queue, Timers
-from homeagent.core.transfer import node_state, state_of
+from homeagent.core.timers import Timers
+from homeagent.core.transfer import state_of
 from homeagent.wire.redundancy import (
     AckCode,
     OUT_OF_SYNC,
@@ -56,30 +55,8 @@ from homeagent.wire.redundancy import (
 
 log = logging.getLogger("homeagent.redundancy")
 
-UPDATE_RETRANSMIT = 0.25  # seconds before the first resend of a Binding Update; doubles each time
-UPDATE_TRIES = 5  # sends of one Binding Update before its member is marked down
 UNKNOWN_ROLE = -1  # of a member heard again after a silence, until its next advertisement
 KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
-
-
-@dataclass
-class _PendingUpdate:
-    """A Binding Update sent and not yet acked. A resend carries the very state first sent (aged to the
-    moment of the resend): state that changed meanwhile, from another member say, goes in its own update
-    under its own Identification, and one made of the newer state under the old Identification would be
-    malformed (issue 10 point 4)."""
-
-    update: BindingUpdate
-    sent_at: float
-    tries: int = 1
-
-
-@dataclass
-class _SyncReply:
-    reply: Send
-    waiting: set[int]  # members whose ack the reply waits for
-    home_address: int
-    identification: int
 
 
 class Group:
@@ -101,17 +78,12 @@ class Group:
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
             settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
         )
-        self._pending: dict[tuple[int, int], _PendingUpdate] = {}  # (member, home address)
-        # Resend deadlines, one queue per send count (each has its own fixed delay), and sync deadlines.
-        self._resends = [Queue() for _ in range(UPDATE_TRIES)]
-        self._sync_deadlines = Queue()
-        self._sync: dict[int, _SyncReply] = {}
-        self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
-        self._sync_token = 0
         self._virtual = str(IPv4Address(settings.virtual_address))
         self.outbox = Outbox(membership, settings.own_address, settings.port, settings.max_datagram,
                              settings.multicast_group)
         self.missed = Missed()  # our acceptances each member has not acknowledged
+        self.replication = Replication(membership, bindings, self.outbox, self.missed, counters, settings,
+                                       self.mark_down)
         self.exchange = TableExchange(self, membership, bindings, self.outbox, self.election, self.sync_state,
                                       self.missed, counters, self.timers, settings)
         self.split_brain = SplitBrain(self._virtual, counters)
@@ -190,56 +162,12 @@ class Group:
     # -- registrations --------------------------------------------------------------------------------
 
     def replicate(self, accepted: Acceptance, reply: Send | None, now: float) -> list[Effect]:
-        """FIG 6 and 8: tell every member that is up; in sync mode, hold the reply until they ack."""
-        targets = self.membership.up()
-        if len(targets) < len(self.membership.members):
-            for m in self.membership:
-                if not m.up:
-                    self.missed.add(m.address, accepted.home_address)
-        if not targets:  # claim 1: nobody else in the group, nothing to send
-            return [reply] if reply else []
-        update = self._update_for(accepted, now)
-        body = update.body()
-        effects: list[Effect] = []
-        for m in targets:
-            key = (m.address, accepted.home_address)
-            self._pending[key] = _PendingUpdate(update, now)
-            self._resends[0].add(now + UPDATE_RETRANSMIT, (key, accepted.identification))
-            self.outbox.send(body, m)
-        self.counters["redundancy.updates_sent"] += len(targets)
-        if reply is None:
-            return self.outbox.done(effects, now)
-        if not self.settings.sync:
-            effects.insert(0, reply)
-            return self.outbox.done(effects, now)
-        token = self._sync_token = self._sync_token + 1
-        hoa = accepted.home_address
-        self._sync[token] = _SyncReply(reply, {m.address for m in targets}, hoa, accepted.identification)
-        self._sync_by_node.setdefault(hoa, []).append(token)
-        self._sync_deadlines.add(now + self.settings.sync_timeout, token)
-        return self.outbox.done(effects, now)
+        """FIG 6 and 8 (core/replication.py): the reply first, or held for the acks in sync mode."""
+        return self.outbox.done(self.replication.replicate(accepted, reply, now), now)
 
     def holding(self, home_address: int, identification: int) -> bool:
         """Whether a sync reply to this registration is still waiting for acks."""
-        return any(self._sync[t].identification == identification for t in self._sync_by_node.get(home_address, ()))
-
-    def _update_for(self, accepted: Acceptance, now: float) -> BindingUpdate:
-        node = node_state(self.bindings, accepted.home_address, now)
-        assert node is not None
-        plain = not node.tombstones and node.cleared is None  # what the fixed part alone implies
-        alone = (
-            plain
-            and len(node.bindings) == 1
-            and accepted.lifetime
-            and node.bindings[0].care_of_address == accepted.care_of_address
-            and node.bindings[0].identification == accepted.identification
-        )
-        gone = plain and not node.bindings and not accepted.lifetime
-        remaining = node.bindings[0].remaining_ms if alone else 0
-        return BindingUpdate(
-            accepted.flags, accepted.lifetime, remaining, accepted.home_address, accepted.home_agent,
-            accepted.care_of_address, accepted.identification, None if (alone or gone) else node,
-        )
+        return self.replication.holding(home_address, identification)
 
     def removed(self, home_address: int, care_of_address: int | None, identification: int, now: float) -> list[Effect]:
         """An administrative removal the table has made: replicated as a de-registration would be."""
@@ -330,34 +258,7 @@ class Group:
         return self.bindings.merge(state.home_address, state_of(state, now), now) is not None
 
     def _on_update_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
-        self.counters["redundancy.updates_acked"] += 1
-        key = (member.address, ack.home_address)
-        pending = self._pending.get(key)
-        if pending is not None and pending.update.identification <= ack.identification:
-            del self._pending[key]
-        return self._sync_acked(member.address, ack.home_address, ack.identification)
-
-    def _sync_acked(self, member: int, home_address: int, identification: int) -> list[Effect]:
-        """Replies waiting for this member's ack: it now holds this state or a newer one of the node."""
-        tokens = self._sync_by_node.get(home_address)
-        if not tokens:
-            return []
-        released: list[Effect] = []
-        for token in list(tokens):
-            waiter = self._sync[token]
-            if waiter.identification <= identification:
-                waiter.waiting.discard(member)
-                if not waiter.waiting:
-                    released.append(self._release(token))
-        return released
-
-    def _release(self, token: int) -> Send:
-        waiter = self._sync.pop(token)
-        tokens = self._sync_by_node[waiter.home_address]
-        tokens.remove(token)
-        if not tokens:
-            del self._sync_by_node[waiter.home_address]
-        return waiter.reply
+        return self.replication.on_ack(member, ack)
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
         was = member.role
@@ -394,14 +295,13 @@ class Group:
     # -- timers ---------------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        times = [self.timers.next(), self.election.next_timer(), self._sync_deadlines.next()]
-        times += [q.next() for q in self._resends]
+        times = [self.timers.next(), self.election.next_timer(), self.replication.next_timer()]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
     def handle_timer(self, now: float) -> list[Effect]:
         effects = self._apply_transitions(self.election.handle_timer(now))
-        effects += self._resend_due(now)
+        effects += self.replication.handle_timer(now)
         for key in self.timers.due(now):
             if key == "advertise":
                 effects += self._advertise(now)
@@ -455,52 +355,7 @@ class Group:
         self.counters["redundancy.members_marked_down"] += 1
         if reconcile and self.election.role is Role.ACTIVE and not self.exchange.starting:
             self.exchange.reconcile(now)  # what it sent last may have reached only some of us
-        for key in [k for k in self._pending if k[0] == member.address]:
-            del self._pending[key]
-            self.missed.add(member.address, key[1])
-        released: list[Effect] = []
-        for token, waiter in list(self._sync.items()):
-            waiter.waiting.discard(member.address)
-            if not waiter.waiting:
-                released.append(self._release(token))
-        return released
-
-    def _resend_due(self, now: float) -> list[Effect]:
-        """Binding Updates whose ack is late: send again (backing off), or give up on their member."""
-        effects: list[Effect] = []
-        for level, queue in enumerate(self._resends):
-            for key, ident in cast(list[tuple[tuple[int, int], int]], queue.due(now)):
-                pending = self._pending.get(key)
-                if pending is None or pending.update.identification != ident or pending.tries != level + 1:
-                    continue  # acked, superseded by a newer update, or its member given up on
-                member = self.membership.members.get(key[0])
-                if member is None:
-                    continue
-                if pending.tries >= UPDATE_TRIES:
-                    self.counters["redundancy.updates_failed"] += 1
-                    effects += self.mark_down(member, "Binding Updates not acknowledged", now)
-                    continue
-                pending.tries += 1
-                self.counters["redundancy.updates_retransmitted"] += 1
-                self._resends[level + 1].add(now + UPDATE_RETRANSMIT * 2 ** (level + 1), (key, ident))
-                self.outbox.send(pending.update.aged(int((now - pending.sent_at) * 1000)).body(), member)
-        for token in self._sync_deadlines.due(now):
-            effects += self._sync_timeout(token, now)  # type: ignore[arg-type]
-        return effects
-
-    def _sync_timeout(self, token: int, now: float) -> list[Effect]:
-        waiter = self._sync.get(token)
-        if waiter is None:
-            return []
-        self.counters["redundancy.sync_timeouts"] += 1
-        effects: list[Effect] = []
-        for address in list(waiter.waiting):
-            member = self.membership.members.get(address)
-            if member is not None:
-                effects += self.mark_down(member, "no ack within sync_timeout", now)
-        if token in self._sync:
-            effects.append(self._release(token))
-        return effects
+        return self.replication.lost(member)
 
     # -- helpers --------------------------------------------------------------------------------------
 
