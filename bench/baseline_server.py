@@ -19,13 +19,12 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 
 
-def serve(address: str, port: int, spi: int, key: bytes) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.bind((address, port))
-    sock.setblocking(False)
+def handler(spi: int, key: bytes) -> Callable[[bytes], bytes | None]:
+    """The minimal handling of one request: its reply, or None (too short, or the authenticator fails).
+    ``bench/registrations.py`` also times it in process, beside the Home Agent's."""
     header = struct.Struct("!BBHIIIQ")
     reply = struct.Struct("!BBHIIQ")
     ext = struct.pack("!BBI", 32, 20, spi)
@@ -41,6 +40,24 @@ def serve(address: str, port: int, spi: int, key: bytes) -> None:
         outer.update(inner.digest())
         return outer.digest()
 
+    def handle(data: bytes) -> bytes | None:
+        if len(data) < 46:
+            return None
+        _, _, lifetime, hoa, ha, _, ident = header.unpack_from(data)
+        if not compare(hmac_md5(data[:30]), data[30:46]):
+            return None
+        covered = reply.pack(3, 0, lifetime, hoa, ha, ident) + ext
+        return covered + hmac_md5(covered)
+
+    return handle
+
+
+def serve(address: str, port: int, spi: int, key: bytes) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((address, port))
+    sock.setblocking(False)
+    handle = handler(spi, key)
     recvfrom = sock.recvfrom
     sendto = sock.sendto
 
@@ -50,13 +67,9 @@ def serve(address: str, port: int, spi: int, key: bytes) -> None:
                 data, source = recvfrom(2048)
             except BlockingIOError:
                 return
-            if len(data) < 46:
-                continue
-            _, _, lifetime, hoa, ha, _, ident = header.unpack_from(data)
-            if not compare(hmac_md5(data[:30]), data[30:46]):
-                continue
-            covered = reply.pack(3, 0, lifetime, hoa, ha, ident) + ext
-            sendto(covered + hmac_md5(covered), source)
+            answer = handle(data)
+            if answer is not None:
+                sendto(answer, source)
 
     loop = asyncio.new_event_loop()
     loop.add_reader(sock.fileno(), drain)

@@ -56,7 +56,18 @@ _T_FLAG = 0x02  # the registration's T bit (RFC 3024): reverse tunnelling
 
 def tunnels_of(bindings: tuple[Binding, ...]) -> tuple[Tunnel, ...]:
     """A node's tunnels: one per binding, from the address it registered with (RFC 5944 4.2.3)."""
+    if len(bindings) == 1:  # the usual node, on every registration: no generator
+        b = bindings[0]
+        return (Tunnel(b.care_of_address, b.home_agent, bool(b.flags & _T_FLAG)),)
     return tuple(Tunnel(b.care_of_address, b.home_agent, bool(b.flags & _T_FLAG)) for b in bindings)
+
+
+def _tunnels_in(record: bytes) -> tuple[Tunnel, ...]:
+    """``tunnels_of`` straight from a stored record, without making its Bindings."""
+    if len(record) == HEAD + ENTRY:
+        coa, _, _, _, flags, ha = _ENTRY.unpack_from(record, HEAD)
+        return (Tunnel(coa, ha, bool(flags & _T_FLAG)),)
+    return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG)) for coa, _, _, _, flags, ha in _ENTRY.iter_unpack(record[HEAD:]))
 
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
@@ -224,8 +235,10 @@ class BindingTable:
         touched, self._touched = self._touched, {}
         returned, self._returned = self._returned, set()
         out = []
+        records = self._records
         for home_address, before in touched.items():
-            after = tunnels_of(self.lookup(home_address)[1])
+            record = records.get(home_address)
+            after = _tunnels_in(record) if record is not None and len(record) > HEAD else ()
             if after != before:
                 out.append(TunnelSet(home_address, after, not after and home_address in returned))
         return out
@@ -264,7 +277,11 @@ class BindingTable:
             return binding, [b for b in current if b not in after.bindings]
         # The usual registration: one binding, which clears whatever the node held; no tombstone. The
         # state after is (identification, identification, {binding}), whose cleared is the default.
-        if len(current) != 1 or home_address not in self._touched and (
+        touched = self._touched
+        if not current:
+            if home_address not in touched:
+                touched[home_address] = ()  # a new node, or one back from home
+        elif len(current) != 1 or home_address not in touched and (
             current[0].care_of_address != care_of_address or current[0].home_agent != home_agent
             or (current[0].flags ^ flags) & _T_FLAG
         ):
