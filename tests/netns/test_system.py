@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -320,16 +321,19 @@ def takeover_at(s: SystemNet, host: str, since: float) -> float | None:
 
 
 def test_failover_under_traffic(s):
-    """kill -9 of the active member (its daemon, forwarder and netlink child) under a steady stream: ha2
-    takes over, its proxy entries and gratuitous ARP move the router, the stream resumes through it, and
-    the reverse tunnel (to the virtual address, now on ha2) carries the answers again."""
+    """kill -9 of the active member's daemon under a steady stream (its forwarder and netlink child exit
+    when their sockets to it close): ha2 takes over, its proxy entries and gratuitous ARP move the router,
+    the stream resumes through it, and the reverse tunnel (to the virtual address, now on ha2) carries the
+    answers again."""
     s.mn_up("mn", COA, "--lifetime", "600", "--reverse")
     echo_round(s, 1)
     wait("the binding at ha2", lambda: s.bindings("ha2"))
     with Stream(s) as stream:
         wait("the stream flowing", lambda: len(stream.arrived) > 500, timeout=10)
-        killed_wall = time.time()
-        killed = s.kill("ha1")
+        killed_wall, killed = time.time(), time.monotonic()
+        daemon = s.procs.pop("ha1")
+        os.kill(daemon.pid, signal.SIGKILL)  # the daemon alone: its forwarder and netlink child follow it
+        daemon.wait(timeout=10)
         wait("ha2 active", lambda: s.role("ha2") == "active", timeout=10)
         wait("the stream back", lambda: any(at > killed for at in stream.arrived.values()), timeout=10)
         time.sleep(1.0)
@@ -354,6 +358,8 @@ def test_failover_under_traffic(s):
     print(f"ha2 forwarded {counters['dataplane.packets']} datagrams; routes {counters['dataplane.routes']}")
     assert HOME in s.proxied("ha2") and counters["dataplane.serving"] and counters["dataplane.packets"] > 0
     assert s.lan.neighbour("rt", HOME) == s.lan.mac("ha2"), "the router sends the home address to ha2"
+    assert not s.lan.pids("ha1"), "the killed daemon's children exited with it"
+    assert "ha0" not in s.lan.exec("ha1", "ip", "-o", "link").stdout, "and its TUN device with its routes"
     reverse = counters["dataplane.reverse_packets"]
     echo_round(s, 3)
     assert s.dataplane("ha2")["dataplane.reverse_packets"] - reverse == 3
