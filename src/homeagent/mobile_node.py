@@ -409,7 +409,7 @@ def up(session: Session, home_address: IPv4Address, home_agent: IPv4Address, rev
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if _command(session, line.decode(errors="replace").split(), report):
+                    if apply_command(session, line.decode(errors="replace"), report):
                         return status
     except _Stop as exc:
         report(f"stopping ({exc})")
@@ -431,22 +431,29 @@ def up(session: Session, home_address: IPv4Address, home_agent: IPv4Address, rev
     return status
 
 
-def _command(session: Session, words: list[str], report: Callable[[str], None]) -> bool:
-    """One control line; True to stop."""
+def apply_command(session: Session, line: str, report: Callable[[str], None]) -> bool:
+    """One control line of ``mn up`` (``care-of A``, ``renew``, ``down``); True to stop. Anything else, or a
+    care-of address no unicast one, is reported and changes nothing."""
+    words = line.split()
     if not words:
         return False
     if words[0] == "care-of" and len(words) == 2:
         try:
-            session.move(IPv4Address(words[1]))
+            address = IPv4Address(words[1])
         except ValueError:
-            report(f"not an IPv4 address: {words[1]!r}")
+            report(f"not an IPv4 address: {words[1][:40]!r}")
+            return False
+        if address.is_unspecified or address.is_multicast or address.is_loopback or address.is_reserved:
+            report(f"not a unicast address: {address}")
+            return False
+        session.move(address)
         return False
     if words == ["renew"]:
         session.renew()
         return False
     if words == ["down"]:
         return True
-    report(f"unknown command {' '.join(words)!r} (care-of A, renew, down)")
+    report(f"unknown command {line.strip()[:80]!r} (care-of A, renew, down)")
     return False
 
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from homeagent.mobile_node import Outcome, RenewalPolicy, Session
+from homeagent.mobile_node import Outcome, RenewalPolicy, Session, apply_command
 from homeagent.wire.registration import INFINITE_LIFETIME, Flags, RegistrationReply, RegistrationRequest
 
 HOME = IPv4Address("10.1.0.50")
@@ -191,3 +191,36 @@ def test_close_deregisters_the_care_of_address_held_and_only_it():
     assert ha.requests[-1] == (COA, 0, int(Flags.S))  # lifetime 0 for this care-of address; S keeps others
     assert s.registered_care_of is None
     assert s.close() is None
+
+
+# -- mn up's control lines ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "stops", "moved_to"), [
+    ("care-of 10.3.0.10\n", False, COA2),
+    ("  care-of   10.3.0.10  ", False, COA2),
+    ("care-of 10.3.0", False, None),  # not an address
+    ("care-of 0.0.0.0", False, None),  # no unicast address
+    ("care-of 224.0.0.1", False, None),
+    ("care-of 255.255.255.255", False, None),
+    ("care-of 127.0.0.1", False, None),
+    ("care-of", False, None),
+    ("care-of 10.3.0.10 10.4.0.10", False, None),
+    ("renew", False, None),
+    ("down", True, None),
+    ("", False, None),
+    ("reboot", False, None),
+])
+def test_control_lines(line, stops, moved_to):
+    clock = Clock()
+    ha = FakeHomeAgent(clock)
+    s, lines = session(clock, ha)
+    s.step()
+    clock.now += 10
+    due = s.due
+    assert apply_command(s, line, lines.append) is stops
+    assert s.care_of == (moved_to or COA)
+    if moved_to is not None or line.strip() == "renew":
+        assert s.due == clock.now
+    else:
+        assert s.due == due
