@@ -13,9 +13,11 @@ The home address 10.1.0.50 is on the home link's prefix: the router reaches it b
 serving member's proxy entry answers (RFC 5944 4.6). No static neighbour entry anywhere. What the members
 need of their hosts, set here: IP forwarding (the kernel answers a proxy entry only for an address it would
 forward by another device), a default route by the router (the reverse tunnel's inner datagrams), and
-transmit checksum offload off on every veth (``tunnel_net.tx_checksum_off``). The router does no ingress
-filtering (rp_filter 0): with reverse tunnelling off the mobile node's answers leave its foreign link with
-its home address as source, which is the triangular routing RFC 3024 exists to avoid where routers filter.
+transmit checksum offload off on every veth (``tunnel_net.tx_checksum_off``). The members filter reverse
+paths strictly (rp_filter 1, as many distributions ship), which the reverse tunnel passes. The router does
+no ingress filtering (rp_filter 0): with reverse tunnelling off the mobile node's answers leave its foreign
+link with its home address as source, the triangular routing RFC 3024 exists to avoid where routers
+filter.
 
 Every ``homeagent`` process is known by its PID and stopped by ``close``; every namespace is deleted.
 """
@@ -147,6 +149,9 @@ class SystemNet(Members):
             lan.exec(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         for knob in ("all", "default", "eth0", "c0", "f0", "f1", "f2"):
             lan.exec("rt", "sysctl", "-qw", f"net.ipv4.conf.{knob}.rp_filter=0")
+        for host in MEMBERS:  # as many distributions ship them: strict reverse path filtering
+            lan.exec(host, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1",
+                     "net.ipv4.conf.default.rp_filter=1")
 
     def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str,
               right_addr: str) -> None:
