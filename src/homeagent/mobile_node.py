@@ -276,6 +276,7 @@ class Session:
         self.failures = 0
         self.last: Outcome | None = None  # the last reply's outcome
         self.ever_accepted = False
+        self.in_flight: IPv4Address | None = None  # a registration sent and not answered yet
 
     def step(self) -> bool:
         """Register now (a first registration, a renewal or a move). True when accepted."""
@@ -286,10 +287,12 @@ class Session:
             self.expires = self.registered_care_of = None
         what = ("renewed" if self.registered_care_of == self.care_of
                 else "moved" if self.registered_care_of is not None else "registered")
+        self.in_flight = self.care_of  # until answered: a stop now may leave it bound without our knowing
         try:
             outcome = self.node.register(self.care_of, self.lifetime, self.flags, self.timeout, self.retries)
         except TimeoutError as exc:
             return self._failed(f"no reply: {exc}")
+        self.in_flight = None
         self.last = outcome
         if not outcome.accepted:
             name = outcome.as_dict()["code_name"]
@@ -324,17 +327,18 @@ class Session:
 
     def close(self) -> Outcome | None:
         """De-register the care-of address we hold (lifetime 0, RFC 5944 3.6.1.2), only that one: with S
-        another care-of address of the node stays bound. None when nothing was held or no reply came."""
-        if self.registered_care_of is None:
-            return None
-        try:
-            outcome = self.node.register(self.registered_care_of, 0, self.flags & Flags.S, self.timeout,
-                                         self.retries)
-        except TimeoutError as exc:
-            self.report(f"de-registration: no reply: {exc}")
-            return None
-        self.report(f"deregistered care-of {self.registered_care_of}: code {outcome.code}")
-        self.registered_care_of = self.expires = None
+        another care-of address of the node stays bound. One whose registration got no reply (lost, or cut
+        short by a signal) is de-registered too: the Home Agent may have accepted it. The last reply's
+        outcome; None when nothing was held or no reply came."""
+        outcome = None
+        for care_of in dict.fromkeys(a for a in (self.registered_care_of, self.in_flight) if a is not None):
+            try:
+                outcome = self.node.register(care_of, 0, self.flags & Flags.S, self.timeout, self.retries)
+            except TimeoutError as exc:
+                self.report(f"de-registration of care-of {care_of}: no reply: {exc}")
+                continue
+            self.report(f"deregistered care-of {care_of}: code {outcome.code}")
+        self.registered_care_of = self.expires = self.in_flight = None
         return outcome
 
 

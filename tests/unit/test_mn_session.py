@@ -224,3 +224,18 @@ def test_control_lines(line, stops, moved_to):
         assert s.due == clock.now
     else:
         assert s.due == due
+
+
+def test_close_also_deregisters_a_care_of_address_whose_registration_got_no_reply():
+    """The Home Agent may have accepted a request whose reply was lost (or that a signal cut short)."""
+    clock = Clock()
+    ha = FakeHomeAgent(clock)
+    s, _ = session(clock, ha)
+    s.step()
+    s.move(COA2)
+    ha.silent = True
+    assert not s.step()
+    ha.silent = False
+    s.close()
+    assert ha.requests[-2:] == [(COA, 0, 0), (COA2, 0, 0)]
+    assert s.in_flight is None and s.registered_care_of is None
