@@ -26,6 +26,18 @@ def run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
     return subprocess.run(list(cmd), check=check, capture_output=True, text=True, timeout=timeout)
 
 
+@contextlib.contextmanager
+def inside_namespace(name: str) -> Iterator[None]:
+    """Run the block in the namespace ``name``: sockets made in it stay there."""
+    from pyroute2 import netns
+
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
 class Lan:
     def __init__(self, prefix: str, hosts: dict[str, str], prefixlen: int = 24) -> None:
         """``hosts`` maps a short host name to its address on the segment."""
@@ -75,16 +87,9 @@ class Lan:
         with self.inside(host):
             return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
-    @contextlib.contextmanager
-    def inside(self, host: str) -> Iterator[None]:
+    def inside(self, host: str) -> contextlib.AbstractContextManager[None]:
         """Run the block in ``host``'s namespace: sockets made in it stay there."""
-        from pyroute2 import netns
-
-        netns.pushns(self.ns(host))
-        try:
-            yield
-        finally:
-            netns.popns()
+        return inside_namespace(self.ns(host))
 
     def addresses(self, host: str) -> list[str]:
         out = run("ip", "-n", self.ns(host), "-o", "-4", "addr", "show", "dev", "eth0").stdout

@@ -19,10 +19,9 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 
-from netns.lan import run
+from netns.lan import inside_namespace, run
 
 CN, RT_CN = "10.9.0.2", "10.9.0.1"
 HA, RT_HOME = "10.1.0.1", "10.1.0.254"
@@ -57,16 +56,9 @@ class TunnelNet:
     def popen(self, host: str, cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[type-arg]
         return subprocess.Popen(["ip", "netns", "exec", self.ns(host), *cmd], **kw)
 
-    @contextlib.contextmanager
-    def inside(self, host: str) -> Iterator[None]:
+    def inside(self, host: str) -> contextlib.AbstractContextManager[None]:
         """Sockets made in the block live in ``host``'s namespace."""
-        from pyroute2 import netns
-
-        netns.pushns(self.ns(host))
-        try:
-            yield
-        finally:
-            netns.popns()
+        return inside_namespace(self.ns(host))
 
     def socket(self, host: str, family: int, kind: int, proto: int = 0) -> socket.socket:
         with self.inside(host):
