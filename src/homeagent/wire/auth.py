@@ -69,10 +69,12 @@ class SecurityAssociation:
     algorithm: Algorithm
     key: bytes = field(repr=False)
     _hmac: _Hmac | None = field(init=False, repr=False, compare=False, default=None)
+    _spi_bytes: bytes = field(init=False, repr=False, compare=False, default=b"")  # the SPI as sent
 
     def __post_init__(self) -> None:
         if self.algorithm in _HMAC_HASH:
             object.__setattr__(self, "_hmac", _Hmac(self.key, _HMAC_HASH[self.algorithm]))
+        object.__setattr__(self, "_spi_bytes", self.spi.to_bytes(SPI_SIZE, "big"))
 
     @property
     def digest_size(self) -> int:
@@ -88,12 +90,13 @@ class SecurityAssociation:
 
     def sign(self, message: bytes, ext_type: int = ExtensionType.MOBILE_HOME_AUTH) -> bytes:
         """Append an authentication extension of ``ext_type`` to ``message``."""
-        covered = message + bytes((ext_type, SPI_SIZE + self.digest_size)) + self.spi.to_bytes(4, "big")
+        covered = message + bytes((ext_type, SPI_SIZE + DIGEST_SIZE[self.algorithm])) + self._spi_bytes
         return covered + self.mac(covered)
 
     def verify(self, message: bytes, ext: Extension) -> bool:
         """Whether ``ext`` (parsed from ``message``) carries this association's SPI and a valid authenticator."""
-        if ext.spi != self.spi or len(ext.authenticator) != self.digest_size:
+        data = ext.data
+        if data[:SPI_SIZE] != self._spi_bytes or len(data) != SPI_SIZE + DIGEST_SIZE[self.algorithm]:
             return False
         covered = message[: ext.offset + 2 + SPI_SIZE]
-        return hmac.compare_digest(self.mac(covered), ext.authenticator)
+        return hmac.compare_digest(self.mac(covered), data[SPI_SIZE:])
