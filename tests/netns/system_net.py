@@ -38,7 +38,7 @@ from typing import Any
 from daemons import group_config, status, wait
 from netns.lan import Lan, run
 from netns.members import Members
-from netns.tunnel_net import tx_checksum_off
+from netns.tunnel_net import tx_checksum_off, veth
 
 CN, RT_CN = "10.9.0.2", "10.9.0.1"
 HA1, HA2, VIP, RT_HOME = "10.1.0.1", "10.1.0.2", "10.1.0.10", "10.1.0.254"
@@ -155,12 +155,7 @@ class SystemNet(Members):
 
     def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str,
               right_addr: str) -> None:
-        run("ip", "link", "add", left_if, "netns", self.ns(left), "type", "veth", "peer", "name", right_if,
-            "netns", self.ns(right))
-        for host, dev, address in ((left, left_if, left_addr), (right, right_if, right_addr)):
-            run("ip", "-n", self.ns(host), "addr", "add", f"{address}/24", "dev", dev)
-            run("ip", "-n", self.ns(host), "link", "set", dev, "up")
-            tx_checksum_off(self.ns(host), dev)
+        veth(self.ns(left), left_if, left_addr, self.ns(right), right_if, right_addr)
 
     # -- the members ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from scapy.packet import Raw, raw
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.userspace import UserspaceDataplane
 from netns.lan import can_run
-from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, icmp_of
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
 
@@ -151,20 +151,6 @@ def icmp_listener(s: Setup) -> socket.socket:
     sock = s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.settimeout(2)
     return sock
-
-
-def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> IP:
-    """The first ICMP message of type ``kind`` the correspondent receives."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listener.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            packet = IP(listener.recv(65535))
-        except TimeoutError:
-            break
-        if packet[ICMP].type == kind:
-            return packet
-    raise AssertionError(f"no ICMP type {kind} arrived")
 
 
 def send_raw(s: Setup, packet: IP) -> None:

@@ -24,6 +24,7 @@ from scapy.packet import Raw, raw
 
 from daemons import cli, wait
 from netns.lan import can_run
+from netns.tunnel_net import icmp_of
 from netns.system_net import CN, COA, COA2, COA3, HA1, HOME, MEMBERS, VIP, SystemNet
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2"),
@@ -81,20 +82,6 @@ def icmp_listener(s: SystemNet) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.settimeout(3)
     return sock
-
-
-def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> IP:
-    """The first ICMP message of type ``kind`` the correspondent receives."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listener.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            packet = IP(listener.recv(65535))
-        except TimeoutError:
-            break
-        if packet[ICMP].type == kind:
-            return packet
-    raise AssertionError(f"no ICMP type {kind} arrived")
 
 
 def send_raw(s: SystemNet, packet: IP) -> None:

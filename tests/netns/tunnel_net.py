@@ -19,7 +19,9 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from ipaddress import IPv4Address
+from typing import Any
 
 from netns.lan import inside_namespace, run
 
@@ -66,12 +68,7 @@ class TunnelNet:
 
     def _link(self, left: str, left_if: str, left_addr: str, right: str, right_if: str,
               right_addr: str) -> None:
-        run("ip", "link", "add", left_if, "netns", self.ns(left), "type", "veth", "peer", "name", right_if,
-            "netns", self.ns(right))
-        for host, dev, address in ((left, left_if, left_addr), (right, right_if, right_addr)):
-            run("ip", "-n", self.ns(host), "addr", "add", f"{address}/24", "dev", dev)
-            run("ip", "-n", self.ns(host), "link", "set", dev, "up")
-            tx_checksum_off(self.ns(host), dev)
+        veth(self.ns(left), left_if, left_addr, self.ns(right), right_if, right_addr)
 
     def _build(self) -> None:
         for host in self.HOSTS:
@@ -122,3 +119,30 @@ def tx_checksum_off(namespace: str, device: str) -> None:
             ethtool.set_features(device, features)
     finally:
         netns.popns()
+
+
+def veth(left_ns: str, left_if: str, left_addr: str, right_ns: str, right_if: str, right_addr: str) -> None:
+    """A link of two hosts: a veth pair between two namespaces, a /24 address on each end, transmit
+    checksum offload off."""
+    run("ip", "link", "add", left_if, "netns", left_ns, "type", "veth", "peer", "name", right_if,
+        "netns", right_ns)
+    for ns, dev, address in ((left_ns, left_if, left_addr), (right_ns, right_if, right_addr)):
+        run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
+        run("ip", "-n", ns, "link", "set", dev, "up")
+        tx_checksum_off(ns, dev)
+
+
+def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> Any:
+    """The first ICMP message of type ``kind`` a raw ICMP socket receives, as scapy's IP."""
+    from scapy.layers.inet import ICMP, IP
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listener.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            packet = IP(listener.recv(65535))
+        except TimeoutError:
+            break
+        if packet[ICMP].type == kind:
+            return packet
+    raise AssertionError(f"no ICMP type {kind} arrived")
