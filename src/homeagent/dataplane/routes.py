@@ -35,6 +35,7 @@ class HomeRoutes:
         self._serving = False
         self._dirty: set[int] = set()  # addresses to look at again
         self._have: set[int] = set()
+        self._flush = False  # every route to go at once (serve(False))
         self._closing = False
         self._thread: threading.Thread | None = None
         self.settled = threading.Event()
@@ -65,10 +66,16 @@ class HomeRoutes:
             self._changed.notify()
 
     def serve(self, serving: bool) -> None:
+        """Standing down takes every route away at once: the device is set down and up again, which makes
+        the kernel drop every IPv4 route through it in one go (a route at a time costs ~200 us here: 20 s
+        for 100,000 home addresses, while the routes, and the proxy ARP answers they make the kernel give,
+        would go on drawing traffic to a standby)."""
         with self._lock:
             if serving == self._serving:
                 return
             self._serving = serving
+            if not serving and self._have:
+                self._flush = True
             self._dirty |= self._wanted | self._have
             self.settled.clear()
             self._changed.notify()
@@ -92,6 +99,10 @@ class HomeRoutes:
                         self._changed.wait()
                     if self._closing:
                         return
+                    flush, self._flush = self._flush, False
+                if flush:
+                    self._flush_all(ipr)
+                with self._lock:
                     batch = [self._dirty.pop() for _ in range(min(len(self._dirty), 256))]
                     wanted = {a for a in batch if self._serving and a in self._wanted}
                 failed = [a for a in batch if not self._apply(ipr, a, a in wanted)]
@@ -101,6 +112,20 @@ class HomeRoutes:
                         self._changed.wait(RETRY)
         finally:
             ipr.close()
+
+    def _flush_all(self, ipr: Any) -> None:
+        """Every route through the device gone in two netlink messages (see ``serve``); what is wanted
+        after that is put back a route at a time by the loop."""
+        try:
+            ipr.link("set", index=self.index, state="down")
+            ipr.link("set", index=self.index, state="up")
+        except Exception as exc:  # noqa: BLE001 - the routes then go one by one, as before
+            self._counters["route_failures"] += 1
+            log.warning("taking the TUN device's routes away at once: %s", exc)
+            return
+        self._counters["routes_removed"] += len(self._have)
+        self._counters["route_flushes"] += 1
+        self._have.clear()
 
     def _apply(self, ipr: Any, home: int, routed: bool) -> bool:
         """Bring one route to what is wanted; False if the kernel refused (tried again later)."""

@@ -1,0 +1,129 @@
+"""Registrations per second while the data plane forwards at full rate, beside registrations per second
+idle, in the same run (issue 11: goal >= 0.7 of idle): the data plane must not starve the registration
+loop (DESIGN.md principle 9; the forwarder is a process of its own).
+
+The namespaces of ``bench/dataplane.py`` (src -- ha -- mn). A real ``homeagent run`` in ``ha`` with
+``[dataplane] backend = "userspace"``; the home address 10.1.0.50 is registered with the mobile node's
+address as care-of address, so that what ``src`` floats to it is tunnelled. Rounds alternate: ``homeagent
+mn load`` from ``src`` for ``--seconds`` with no traffic, then again while ``src`` sends 64-byte datagrams
+to the home address as fast as one process can (pinned to CPU 0). Each load registers ``--mobile-nodes``
+other home addresses (every one gains a tunnel and a route, as in life). Printed: both rates, their ratio,
+and the datagrams/s the mobile node received meanwhile.
+
+    sudo python bench/forwarding_registrations.py [--seconds 3] [--rounds 3] [--mobile-nodes 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from common import KEY, SPI  # noqa: E402
+from dataplane import HA_HOME, HOME, MN, SENDER, SENDER_CPU, build, destroy, ns, received  # noqa: E402
+
+from netns.lan import can_run  # noqa: E402
+
+PORT = 4340
+
+
+def config_text(state: Path) -> str:
+    return f"""
+[home_agent]
+address = "{HA_HOME}"
+port = {PORT}
+home_network = "10.1.0.0/16"
+state_dir = "{state}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {SPI}
+key = "{KEY}"
+
+[dataplane]
+backend = "userspace"
+interface = "h0"
+tun = "ha0"
+"""
+
+
+def in_ns(host: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns(host), *argv]
+
+
+def mn(*args: str, timeout: float = 120) -> dict:
+    out = subprocess.run(in_ns("src", sys.executable, "-m", "homeagent", "mn", *args, "--home-agent", HA_HOME,
+                               "--port", str(PORT), "--spi", str(SPI), "--key", KEY),
+                         check=True, capture_output=True, text=True, timeout=timeout)
+    return json.loads(out.stdout)
+
+
+def registrations(seconds: float, nodes: int, first: str) -> float:
+    result = mn("load", "--first-home-address", first, "--mobile-nodes", str(nodes), "--care-of", MN,
+                "--duration", str(seconds), "--window", "64")
+    return float(result["rate"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mobile-nodes", type=int, default=2000)
+    args = parser.parse_args()
+    if not can_run():
+        print("needs root and iproute2", file=sys.stderr)
+        return 2
+    destroy()
+    build()
+    idle: list[float] = []
+    busy: list[float] = []
+    forwarded: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="homeagent-fwdreg-") as tmp:
+            config = Path(tmp) / "homeagent.toml"
+            config.write_text(config_text(Path(tmp) / "state"))
+            daemon = subprocess.Popen(in_ns("ha", sys.executable, "-m", "homeagent", "run", "--config",
+                                            str(config), "--log-level", "warning"))
+            try:
+                deadline = time.monotonic() + 30
+                while not (Path(tmp) / "state" / "control.sock").exists():
+                    if time.monotonic() > deadline or daemon.poll() is not None:
+                        raise RuntimeError("the daemon did not start")
+                    time.sleep(0.1)
+                mn("register", "--home-address", HOME, "--care-of", MN, "--lifetime", "1800", "--json")
+                for r in range(args.rounds):
+                    first = f"10.1.{16 + 2 * r}.1"
+                    idle.append(registrations(args.seconds, args.mobile_nodes, first))
+                    sender = subprocess.Popen(
+                        in_ns("src", sys.executable, "-c", SENDER.format(
+                            cpu=SENDER_CPU, payload=36, dst=HOME, seconds=args.seconds + 2)),
+                        stdout=subprocess.PIPE, text=True)
+                    time.sleep(0.5)  # the flood is on
+                    before, at = received(), time.monotonic()
+                    busy.append(registrations(args.seconds, args.mobile_nodes, f"10.1.{17 + 2 * r}.1"))
+                    forwarded.append((received() - before) / (time.monotonic() - at))
+                    sender.wait(timeout=30)
+                    print(f"round {r + 1}: idle {idle[-1]:,.0f}/s, while forwarding {busy[-1]:,.0f}/s "
+                          f"({forwarded[-1]:,.0f} datagrams/s forwarded meanwhile)", flush=True)
+            finally:
+                daemon.terminate()
+                daemon.wait(timeout=10)
+    finally:
+        destroy()
+    ratio = statistics.median(b / i for b, i in zip(busy, idle))
+    print(f"\nregistrations/s idle {statistics.median(idle):,.0f}, while forwarding "
+          f"{statistics.median(busy):,.0f} ({statistics.median(forwarded):,.0f} datagrams/s forwarded): "
+          f"ratio {ratio:.2f} (goal >= 0.7)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
