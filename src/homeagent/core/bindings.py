@@ -230,10 +230,10 @@ class BindingTable:
         binding changes, whatever made them (a registration, a Binding Update, a table download, an expiry,
         an operator's removal), for the core to hand to the data plane and the home link. A node whose
         tunnels end as they began (a renewal, a new lifetime) is left out."""
-        if not self._touched:
+        touched = self._touched
+        if not touched:
             return []
-        touched, self._touched = self._touched, {}
-        returned, self._returned = self._returned, set()
+        returned = self._returned
         out = []
         records = self._records
         for home_address, before in touched.items():
@@ -241,6 +241,8 @@ class BindingTable:
             after = _tunnels_in(record) if record is not None and len(record) > HEAD else ()
             if after != before:
                 out.append(TunnelSet(home_address, after, not after and home_address in returned))
+        touched.clear()
+        returned.clear()
         return out
 
     def _touch(self, home_address: int, before: tuple[Binding, ...]) -> None:

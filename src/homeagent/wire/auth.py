@@ -70,11 +70,14 @@ class SecurityAssociation:
     key: bytes = field(repr=False)
     _hmac: _Hmac | None = field(init=False, repr=False, compare=False, default=None)
     _spi_bytes: bytes = field(init=False, repr=False, compare=False, default=b"")  # the SPI as sent
+    _mhae_head: bytes = field(init=False, repr=False, compare=False, default=b"")  # type, length, SPI
 
     def __post_init__(self) -> None:
         if self.algorithm in _HMAC_HASH:
             object.__setattr__(self, "_hmac", _Hmac(self.key, _HMAC_HASH[self.algorithm]))
         object.__setattr__(self, "_spi_bytes", self.spi.to_bytes(SPI_SIZE, "big"))
+        object.__setattr__(self, "_mhae_head", bytes((ExtensionType.MOBILE_HOME_AUTH,
+                                                      SPI_SIZE + DIGEST_SIZE[self.algorithm])) + self._spi_bytes)
 
     @property
     def digest_size(self) -> int:
@@ -90,8 +93,12 @@ class SecurityAssociation:
 
     def sign(self, message: bytes, ext_type: int = ExtensionType.MOBILE_HOME_AUTH) -> bytes:
         """Append an authentication extension of ``ext_type`` to ``message``."""
-        covered = message + bytes((ext_type, SPI_SIZE + DIGEST_SIZE[self.algorithm])) + self._spi_bytes
-        return covered + self.mac(covered)
+        if ext_type == ExtensionType.MOBILE_HOME_AUTH:  # every reply: its head made once
+            covered = message + self._mhae_head
+        else:
+            covered = message + bytes((ext_type, SPI_SIZE + DIGEST_SIZE[self.algorithm])) + self._spi_bytes
+        hmac_ = self._hmac
+        return covered + (hmac_(covered) if hmac_ is not None else self.mac(covered))
 
     def verify(self, message: bytes, ext: Extension) -> bool:
         """Whether ``ext`` (parsed from ``message``) carries this association's SPI and a valid authenticator."""
