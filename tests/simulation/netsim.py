@@ -46,7 +46,7 @@ The oracle
 Checks, besides the tables: no exception leaves a core; no timer fires forever at one instant; after
 healing exactly one member holds the virtual address and (active-standby) it is the one whose role is
 active; nobody is stuck in ``init``; every member's data plane holds exactly its bindings' tunnels, and
-serves iff the member does; every
+serves iff the member holds the virtual address; every
 reply a mobile node gets parses, verifies with its association and answers a request it sent.
 
 Failures are strings tagged with their kind: ``[divergence]`` (members disagree on a last Identification),
@@ -939,9 +939,9 @@ class Simulation:
                 self.fail(f"[vip] active members {actives} vs holders {holders} roles {roles}", False)
         # Tunnels: every member's data plane holds its bindings' tunnels, and serves iff the member does.
         for m in live:
-            if m.serving != m.ha.group.serving:
-                self.fail(f"[tunnels] {m.address} ({roles[m.address]}) serves {m.ha.group.serving}, its data "
-                          f"plane was told {m.serving}", False)
+            if m.serving != m.ha.group.forwarding:
+                self.fail(f"[tunnels] {m.address} ({roles[m.address]}) forwards {m.ha.group.forwarding}, its "
+                          f"data plane was told {m.serving}", False)
             want = {(b.home_address, b.care_of_address) for b in m.ha.bindings}
             if m.tunnels != want:
                 extra, missing = m.tunnels - want, want - m.tunnels

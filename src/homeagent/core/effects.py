@@ -61,8 +61,9 @@ class TunnelSet(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Serve:
-    """Whether this member forwards the home addresses' traffic and answers ARP for them: the active
-    member (every peer in peer mode, a lone Home Agent always). One effect for the whole table: at a million
+    """Whether this member forwards the home addresses' traffic and answers ARP for them: the member
+    holding the virtual address (in peer mode too: one member answers ARP for the home addresses, and each
+    holds every tunnel), a lone Home Agent always. One effect for the whole table: at a million
     bindings a role change that made one per binding held the event loop for seconds (issue 10)."""
 
     serving: bool

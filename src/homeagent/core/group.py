@@ -113,6 +113,14 @@ class Group:
             return False
         return self.settings.mode is Mode.PEER or self.election.role is Role.ACTIVE
 
+    @property
+    def forwarding(self) -> bool:
+        """Whether this member's data plane serves (``Serve``): the holder of the virtual address, in peer
+        mode too. Every peer answers registrations, but only one member may answer ARP for the home
+        addresses on the link (two would make the neighbours' caches follow whichever answered last), and
+        every member holds every tunnel, so the one that does can forward for all."""
+        return self.election.role is Role.ACTIVE
+
     def status(self) -> dict[str, Any]:
         """Times as wall-clock Unix seconds, for people."""
         wall = self.membership.clock
@@ -361,10 +369,7 @@ class Group:
 
     def downloaded(self, now: float) -> list[Effect]:
         """The start-up download is done: the election may now make this member a candidate."""
-        effects = self._apply_transitions(self.election.ready(now))
-        if self.settings.mode is Mode.PEER:
-            effects.append(Serve(True))
-        return effects
+        return self._apply_transitions(self.election.ready(now))
 
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
         effects: list[Effect] = []
@@ -386,14 +391,12 @@ class Group:
                 effects.append(ClaimAddress(vip, announce=True))
                 effects += self._advertise(t.at)  # at once, as VRRP does: a second claimant steps down sooner
                 self.exchange.reconcile(t.at)
-                if self.settings.mode is not Mode.PEER:
-                    effects.append(Serve(True))
+                effects.append(Serve(True))
             elif t.old is Role.ACTIVE:
                 if t.reason == Event.BETTER_ACTIVE.value:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
-                if self.settings.mode is not Mode.PEER:
-                    effects.append(Serve(False))
+                effects.append(Serve(False))
         return effects
 
     def _home(self, home_address: int) -> bool:
