@@ -32,6 +32,7 @@ _RESERVED = int(Flags.r | Flags.x)
 _UNOFFERED_ENCAPSULATION = int(Flags.M | Flags.G)  # we tunnel with IP-in-IP only (RFC 5944 section 4.1)
 _LIMITED_BROADCAST = 0xFFFFFFFF
 _MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
+_FHAE = int(ExtensionType.FOREIGN_HOME_AUTH)
 
 
 class Acceptance(NamedTuple):
@@ -110,7 +111,8 @@ class Registrar:
         if associations is None:
             counters["discarded.no_security_association"] += 1
             return []
-        mhae = request.extension(ExtensionType.MOBILE_HOME_AUTH)
+        extensions = request.extensions
+        mhae = extensions[0] if len(extensions) == 1 and extensions[0].type == _MHAE else request.extension(_MHAE)
         if mhae is None:
             counters["discarded.no_authentication"] += 1
             return []
@@ -120,7 +122,7 @@ class Registrar:
             return self._deny(request, source, ReplyCode.MOBILE_NODE_FAILED_AUTHENTICATION,
                               sa or next(iter(associations.values())))
         # (d): we share no association with any foreign agent, so a Foreign-Home extension is refused.
-        if request.extension(ExtensionType.FOREIGN_HOME_AUTH) is not None:
+        if len(extensions) > 1 and request.extension(_FHAE) is not None:
             counters["discarded.foreign_home_authentication"] += 1
             return []
 
