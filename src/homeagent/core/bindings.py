@@ -49,7 +49,7 @@ from homeagent.core.node_state import (
     registered,
 )
 
-__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest", "tunnels_of"]
+__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest"]
 
 _T_FLAG = 0x02  # the registration's T bit (RFC 3024): reverse tunnelling
 

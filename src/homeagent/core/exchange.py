@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from collections import Counter
+from ipaddress import IPv4Address
 from typing import Protocol
 
 from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import Effect
-from homeagent.core.election import Election
+from homeagent.core.election import Election, Role
 from homeagent.core.missed import Missed
 from homeagent.core.outbox import Outbox
 from homeagent.core.peers import Member, Membership
@@ -42,7 +42,6 @@ from homeagent.core.sync import SyncState
 from homeagent.core.timers import Timers
 from homeagent.core.replay import ntp_identification
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer
-from homeagent.core.election import Role
 from homeagent.wire.redundancy import (
     ASK_BACK,
     DEFERRED,
@@ -130,8 +129,6 @@ class TableExchange:
         self.counters = counters
         self.timers = timers
         self.settings = settings
-        self._home_mask = int(settings.home_network.netmask)
-        self._home_prefix = int(settings.home_network.network_address)
         self.startup: _Startup | None = None
         self.requested: dict[int, int] = {}  # identification of an open request -> member it went to (0: all)
         self.open: dict[int, BindingTableRequest] = {}  # member -> our request to it not yet fully answered
@@ -144,7 +141,7 @@ class TableExchange:
         self._unknown_listed: set[int] = set()  # addresses a member listed that we do not know (logged once)
         self._started: dict[int, int] = {}  # member -> Identification of its last start-up request heard
         self._remind_at = 0.0  # when ``remind`` looks again
-        self._after: dict[int, int] = {}  # member -> flags of a request to send once our start-up ends
+        self._after: set[int] = set()  # members to ask for what differs once our start-up ends
         self._last_request = 0
 
     @property
@@ -183,7 +180,7 @@ class TableExchange:
                 self._ask(member, self._request_for(ident, START), now)
             return
         ident = self._request_identification(now)
-        if first and self.missed.of(member.address) == set():
+        if first and not self.missed.has(member.address):
             # A member we meet for the first time: its whole table (it asks for ours if it starts, and we
             # accepted nothing it could not hear; else as below, simulation seed 1657).
             self._ask(member, self._request_for(ident), now)
@@ -210,7 +207,7 @@ class TableExchange:
             return
         self._remind_at = now + REMIND_EVERY
         for m in self.membership.up():
-            if m.address not in self.open and m.address not in self.outgoing and self.missed.of(m.address):
+            if m.address not in self.open and m.address not in self.outgoing and self.missed.has(m.address):
                 self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
 
     def startup_tick(self, now: float) -> list[Effect]:
@@ -242,7 +239,6 @@ class TableExchange:
         may have been packed before what the new request is for (an Ask Back says the member gave up
         updates to us just now, simulation seeds 519 and 697), so the new request goes out when our
         start-up ends (``_after``), with digests of all we then hold.
-        Any other open request is replaced, for the same reason.
         Otherwise the open one is replaced (the member keeps one transfer to us at a time): the new one asks
         for what both asked for and stands for the old one wherever that was awaited. ``asked_back``: this
         answers the member's Ask Back, so it is getting our table already and is not asked to ask again
@@ -258,7 +254,7 @@ class TableExchange:
                 asking = self.asking.get((member.address, previous.identification))
                 # Once it is in, ask: even unanswered here, the answer may be packed and lost on its way
                 # (simulation seed 697).
-                self._after[member.address] = self._after.get(member.address, 0) | request.flags
+                self._after.add(member.address)
                 if asking is not None and asking.sent_at < now:  # not answered yet: again now, then
                     asking.sent_at = now
                     self.counters["redundancy.table_requests_sent"] += 1
@@ -450,11 +446,11 @@ class TableExchange:
 
     def on_reply(self, member: Member, reply: BindingTableReply, now: float) -> list[Effect]:
         key = (member.address, reply.identification)
-        ack = BindingTableReplyAck(0, reply.more, reply.sequence, reply.identification)
-        if key in self.closed:  # a late resend of a download done (its ack was lost), abandoned or replaced:
-            self.counters["redundancy.table_replies_received"] += 1  # stop resending, but we did not read it
-            self.outbox.send(BindingTableReplyAck(NOT_TAKEN, reply.more, reply.sequence, reply.identification).body(),
-                             member)
+        closed = key in self.closed  # a late resend of a download done (its ack was lost), abandoned or replaced
+        ack = BindingTableReplyAck(NOT_TAKEN if closed else 0, reply.more, reply.sequence, reply.identification)
+        if closed:  # stop its resends, but say we did not read it
+            self.counters["redundancy.table_replies_received"] += 1
+            self.outbox.send(ack.body(), member)
             return []
         wanted = self.requested.get(reply.identification)
         if wanted is None or wanted not in (0, member.address):
@@ -469,7 +465,7 @@ class TableExchange:
         effects: list[Effect] = []
         if transfer.receive(reply, now):
             for node in reply.nodes:
-                if node.home_address & self._home_mask == self._home_prefix:  # else not ours to hold
+                if self.settings.holds(node.home_address):  # else not ours to hold
                     self.host.take(node, now)
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         self.outbox.send(ack.body(), member)
@@ -530,11 +526,11 @@ class TableExchange:
             self._close(key, now)
         self.timers.cancel("startup")
         log.info("table download done: %d bindings from %d member(s)", len(self.bindings), len(startup.answered))
-        after, self._after = self._after, {}
+        after, self._after = self._after, set()
         for m in self.membership.up():
             if m.address in after:  # asked of it while we started: what differs from all we now hold
                 self._ask(m, self._request_for(self._request_identification(now), DIGEST), now)
-            if self.missed.of(m.address) != set():  # what we changed while starting (an operator's
+            if self.missed.has(m.address):  # what we changed while starting (an operator's
                 # removal) and they missed: they ask for it (core/missed.py)
                 self._ask(m, self._request_for(self._request_identification(now), ASK_BACK | DIGEST), now)
         return self.host.downloaded(now)

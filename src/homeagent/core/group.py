@@ -95,8 +95,6 @@ class Group:
             BindingTableReply: self.exchange.on_reply,
             BindingTableReplyAck: self.exchange.on_reply_ack,
         }
-        self._home_mask = int(settings.home_network.netmask)
-        self._home_prefix = int(settings.home_network.network_address)
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -108,7 +106,8 @@ class Group:
 
     @property
     def serving(self) -> bool:
-        """Whether this member answers registrations (and so tunnels for its bindings)."""
+        """Whether this member answers registrations (every peer; in active-standby, the active member).
+        Its data plane serves by ``forwarding``."""
         if self.election.role is Role.INIT:
             return False
         return self.settings.mode is Mode.PEER or self.election.role is Role.ACTIVE
@@ -251,7 +250,7 @@ class Group:
         self.counters["redundancy.updates_received"] += 1
         state = update.state()
         effects: list[Effect] = []
-        if not self._home(state.home_address):
+        if not self.settings.holds(state.home_address):
             code = AckCode.REFUSED
         else:
             code = AckCode.APPLIED if self.take(state, now) else AckCode.NOT_NEWER
@@ -398,9 +397,6 @@ class Group:
                 effects.append(ReleaseAddress(vip))
                 effects.append(Serve(False))
         return effects
-
-    def _home(self, home_address: int) -> bool:
-        return home_address & self._home_mask == self._home_prefix
 
 
 def _address(dotted: str) -> int:

@@ -35,6 +35,10 @@ class Missed:
             del self._nodes[member]
             self._overflowed.add(member)
 
+    def has(self, member: int) -> bool:
+        """Whether ``member`` missed anything (without copying what)."""
+        return member in self._overflowed or member in self._nodes
+
     def of(self, member: int) -> set[int] | None:
         """What ``member`` missed (a copy); None: more than we counted, so every node."""
         if member in self._overflowed:

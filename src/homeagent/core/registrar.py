@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import NamedTuple
 from ipaddress import IPv4Address, IPv4Network
+from typing import NamedTuple
 
 from homeagent.core.bindings import Binding, BindingTable
 from homeagent.core.effects import Address, Effect, Send

@@ -3,7 +3,7 @@ uses (``[redundancy]`` in DESIGN.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
 from homeagent.config import Mode
@@ -27,3 +27,13 @@ class GroupSettings:
     home_network: IPv4Network
     multicast_group: int | None = None
     external_election: bool = False
+    _home_mask: int = field(init=False, repr=False, compare=False, default=0)
+    _home_prefix: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_home_mask", int(self.home_network.netmask))
+        object.__setattr__(self, "_home_prefix", int(self.home_network.network_address))
+
+    def holds(self, home_address: int) -> bool:
+        """Whether ``home_address`` is in the home network: a member holds no other network's nodes."""
+        return home_address & self._home_mask == self._home_prefix
