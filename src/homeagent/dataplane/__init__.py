@@ -9,6 +9,7 @@ backend: ``userspace`` (a TUN device and raw IP-in-IP sockets in a process of it
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from homeagent.core.effects import Tunnel  # one definition: the core's effects carry it
@@ -22,6 +23,12 @@ class Dataplane(Protocol):
     def serve(self, serving: bool) -> None:
         """Whether this member forwards: only a serving member draws the home addresses' traffic (routes)
         and forwards; the others keep their tunnels ready for a takeover."""
+
+    def barrier(self) -> asyncio.Future[None] | None:
+        """``None`` when every ``set_tunnels`` and ``serve`` so far is in effect (a packet to a home address
+        now goes through its tunnels); otherwise a future done once it is. The runtime sends a registration
+        reply only after the changes made before it are in effect (docs/dataplane.md, "A reply means
+        forwarding"): a backend that applies changes synchronously always returns ``None``."""
 
     def counters(self) -> dict[str, object]:
         """Counters (per tunnel packets and bytes, drops by reason, restarts); may be a cached snapshot."""

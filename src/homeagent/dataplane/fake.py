@@ -28,6 +28,9 @@ class FakeDataplane:
         self.calls.append(("serve", serving))
         self.serving = serving
 
+    def barrier(self) -> None:
+        return None  # applied as called
+
     def counters(self) -> dict[str, object]:
         self.calls.append(("counters", None))
         return {"dataplane.backend": "fake", "dataplane.serving": self.serving,

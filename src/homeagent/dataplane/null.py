@@ -26,6 +26,9 @@ class NullDataplane:
         self._counters["dataplane.serve"] += 1
         self._serving = serving
 
+    def barrier(self) -> None:
+        return None  # applied as called
+
     def counters(self) -> dict[str, object]:
         return {"dataplane.backend": "none", "dataplane.serving": self._serving,
                 "dataplane.home_addresses": len(self._homes), **self._counters}
