@@ -4,8 +4,9 @@ Parse the 24-byte Registration Request header, verify its HMAC-MD5 Mobile-Home a
 a 20-byte reply, nothing else: no binding table, no replay check, no extension walk. Written as fast as
 Python allows: a non-blocking socket drained in a loop from ``loop.add_reader``, locals bound outside the
 loop, and HMAC-MD5 from keyed inner/outer MD5 states prepared once (a third of the cost of
-``hmac.digest``, which sets the key up on every call). ``bench/registrations.py`` runs it beside the real
-daemon with the same client.
+``hmac.digest``, which sets the key up on every call), of CPython's built-in MD5 where there is one (its
+state copy is a memory copy; OpenSSL's allocates a context), as the Home Agent's are (wire/auth.py).
+``bench/registrations.py`` runs it beside the real daemon with the same client.
 
     python bench/baseline_server.py ADDRESS PORT SPI KEYHEX
 """
@@ -21,6 +22,11 @@ import struct
 import sys
 from collections.abc import Callable
 
+try:
+    from _md5 import md5
+except ImportError:
+    md5 = hashlib.md5
+
 
 def handler(spi: int, key: bytes) -> Callable[[bytes], bytes | None]:
     """The minimal handling of one request: its reply, or None (too short, or the authenticator fails).
@@ -29,14 +35,14 @@ def handler(spi: int, key: bytes) -> Callable[[bytes], bytes | None]:
     reply = struct.Struct("!BBHIIQ")
     ext = struct.pack("!BBI", 32, 20, spi)
     padded = key.ljust(64, b"\0")
-    inner0 = hashlib.md5(bytes(b ^ 0x36 for b in padded))
-    outer0 = hashlib.md5(bytes(b ^ 0x5C for b in padded))
+    inner_copy = md5(bytes(b ^ 0x36 for b in padded)).copy
+    outer_copy = md5(bytes(b ^ 0x5C for b in padded)).copy
     compare = hmac.compare_digest
 
     def hmac_md5(data: bytes) -> bytes:
-        inner = inner0.copy()
+        inner = inner_copy()
         inner.update(data)
-        outer = outer0.copy()
+        outer = outer_copy()
         outer.update(inner.digest())
         return outer.digest()
 
