@@ -1,5 +1,6 @@
 """A stand-in for ``homeagent.dataplane.forwarder`` that needs no privilege: it speaks the control protocol,
-keeps the table it is told and reports it (with its PID) as counters, so the handle's non-blocking sends,
+keeps the table it is told and reports it (with its PID) as counters, answers barriers (never, with
+``--hold-barriers``: a hung forwarder), so the handle's non-blocking sends,
 coalescing, restarts and replays can be tested without root. Started as
 ``python fake_forwarder.py <the forwarder's usual command line>``."""
 
@@ -10,13 +11,14 @@ import os
 import socket
 from ipaddress import IPv4Address
 
-from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, decode, encode_counters,
-                                          encode_ready)
+from homeagent.dataplane.messages import (Barrier, CountersRequest, Serve, SetTunnels, decode,
+                                          encode_applied, encode_counters, encode_ready)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--hold-barriers", action="store_true")
     args, _ = parser.parse_known_args()
     control = socket.socket(fileno=args.control_fd)
     table: dict[str, list[list[object]]] = {}
@@ -35,6 +37,8 @@ def main() -> None:
                     table.pop(str(IPv4Address(home)), None)
         elif isinstance(command, Serve):
             serving = command.serving
+        elif isinstance(command, Barrier) and not args.hold_barriers:
+            control.send(encode_applied(command.mark))
         elif isinstance(command, CountersRequest):
             for part in encode_counters(command.request, {"pid": os.getpid(), "serving": serving,
                                                           "table": table, "messages": messages}):

@@ -22,8 +22,8 @@ def a(text: str) -> int:
     return int(IPv4Address(text))
 
 
-def handle() -> UserspaceDataplane:
-    return UserspaceDataplane(argv_prefix=[sys.executable, str(FAKE)])
+def handle(*options: str) -> UserspaceDataplane:
+    return UserspaceDataplane(argv_prefix=[sys.executable, str(FAKE), *options])
 
 
 def test_a_burst_coalesces_and_ends_in_the_table_asked_for():
@@ -122,5 +122,44 @@ def test_a_forwarder_that_dies_at_once_is_restarted_with_backoff_and_the_handle_
             assert counters["dataplane.home_addresses_wanted"] == 1
         finally:
             dp.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_barrier_passes_when_the_forwarder_answers_or_dies():
+    """Barriers come back in order; one the forwarder never answers is let go when it dies (a reply must not
+    wait for a restart), and none is asked while no forwarder runs."""
+    async def scenario() -> None:
+        dp = handle()
+        dp.start()
+        try:
+            await dp.ready()
+            assert dp.barrier() is None, "nothing changed yet"
+            dp.set_tunnels(a("10.1.0.1"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            first = dp.barrier()
+            assert first is not None
+            await asyncio.wait_for(first, 5)
+            dp.set_tunnels(a("10.1.0.2"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            second = dp.barrier()
+            dp.serve(True)
+            third = dp.barrier()
+            assert second is third, "changes made before a barrier is sent share it"
+            await asyncio.wait_for(asyncio.shield(third), 5)
+        finally:
+            dp.close()
+
+        hung = handle("--hold-barriers")
+        hung.start()
+        try:
+            info = await hung.ready()
+            hung.set_tunnels(a("10.1.0.1"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            waiting = hung.barrier()
+            assert waiting is not None
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "the forwarder has not answered"
+            os.kill(info["pid"], signal.SIGKILL)  # type: ignore[arg-type]
+            await asyncio.wait_for(waiting, 5)
+        finally:
+            hung.close()
 
     asyncio.run(scenario())

@@ -431,3 +431,34 @@ def test_standing_down_takes_every_route_away_at_once(s):
     for n in range(count):
         s.loop.call(s.dataplane.set_tunnels, a("10.1.100.0") + n, ())
     wait_for("the others' routes gone", lambda: s.counters()["dataplane.routes"] == 1, timeout=60)
+
+
+def test_a_barrier_passes_once_the_tunnels_and_their_routes_are_in_effect(s):
+    """What the daemon waits on before a registration reply (``Dataplane.barrier``): once it has passed,
+    every route asked for before it is in the kernel (300 of them: ~60 ms of pyroute2, so a barrier that
+    passed early would find some missing) and the very first datagram goes through the tunnel; with
+    nothing changed since, there is nothing to wait for."""
+    s.mobile("mn", COA, False)
+    others = [a(HOME) + 1000 + i for i in range(300)]
+
+    async def change_then_pass() -> tuple[bool, int, object]:
+        for home in others:
+            s.dataplane.set_tunnels(home, (s.tunnel(COA2),))
+        s.dataplane.set_tunnels(a(HOME), (s.tunnel(),))
+        barrier = s.dataplane.barrier()
+        assert barrier is not None and s.dataplane.barrier() is barrier, "one barrier for the changes so far"
+        waited = not barrier.done()
+        await asyncio.wait_for(barrier, 10)
+        routes = s.net.exec("ha", "ip", "-o", "route", "show", "dev", "ha0").stdout.count("\n")
+        return waited, routes, s.dataplane.barrier()
+
+    try:
+        waited, routes, after = s.loop.wait(change_then_pass())
+        assert waited and after is None
+        assert routes == len(others) + 1
+        with udp_server(s, "mn") as server, client(s) as cn:
+            cn.sendto(b"first", (HOME, PORT))
+            assert server.recvfrom(2048)[0] == b"first"
+    finally:
+        for home in others:
+            s.loop.call(s.dataplane.set_tunnels, home, ())

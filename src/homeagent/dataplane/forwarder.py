@@ -38,8 +38,8 @@ from types import FrameType
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.engine import Engine
-from homeagent.dataplane.messages import (CountersRequest, Serve, SetTunnels, decode, encode_counters,
-                                          encode_ready)
+from homeagent.dataplane.messages import (Barrier, CountersRequest, Serve, SetTunnels, decode,
+                                          encode_applied, encode_counters, encode_ready)
 from homeagent.dataplane.routes import HomeRoutes
 from homeagent.dataplane.tun import open_tun, without_ipv6
 from homeagent.wire.errors import ParseError
@@ -84,8 +84,8 @@ class Forwarder:
         self.rx.setblocking(False)
         fd = self.fd
         self.engine = Engine(self.tx.sendto, lambda packet: os.write(fd, packet), mtu, ttl)
-        self.routes = HomeRoutes(self.index, self.counters)
-        self.backlog: deque[tuple[int, tuple[Tunnel, ...]] | Serve | CountersRequest] = deque()
+        self.routes = HomeRoutes(self.index, self.counters, self._applied)
+        self.backlog: deque[tuple[int, tuple[Tunnel, ...]] | Serve | CountersRequest | Barrier] = deque()
         self.mtu = mtu
 
     def run(self) -> None:
@@ -160,7 +160,7 @@ class Forwarder:
                 continue
             if isinstance(command, SetTunnels):
                 self.backlog.extend(command.entries)
-            elif isinstance(command, (Serve, CountersRequest)):
+            elif isinstance(command, (Serve, CountersRequest, Barrier)):
                 self.backlog.append(command)
             else:
                 self.counters["control_unexpected"] += 1
@@ -176,10 +176,19 @@ class Forwarder:
             elif isinstance(item, CountersRequest):
                 for part in encode_counters(item.request, self.snapshot(item.tunnels)):
                     self.control.send(part)
+            elif isinstance(item, Barrier):  # the engine has what came before; the routes say when they do
+                self.routes.barrier(item.mark)
             else:
                 home, tunnels = item
                 self.engine.set_tunnels(home, tunnels)
                 self.routes.want(home, bool(tunnels))
+
+    def _applied(self, mark: int) -> None:
+        """The routes thread's word that the changes before barrier ``mark`` are in the kernel."""
+        try:
+            self.control.send(encode_applied(mark))
+        except OSError:  # the daemon is gone: the main loop ends on the closed socket
+            pass
 
     def snapshot(self, tunnels: bool = True) -> dict[str, object]:
         own = {"routes": self.routes.routed(), "tun": self.name, "pid": os.getpid()}

@@ -11,10 +11,13 @@ buffer. The first byte says what it is:
     ``S`` serve: ``serving(1)``.
     ``C`` counters, please: ``request(4) tunnels(1)``; tunnels 1: with every tunnel's own counters (a
           table of many tunnels makes that a long piece of work for the forwarder: ask for it when shown).
+    ``B`` barrier: ``mark(4)``; say ``b`` with the same mark once every change sent before it is in
+          effect (the tunnels in the engine, the routes in the kernel).
   forwarder -> daemon
     ``R`` ready: the TUN device is up and the sockets open; JSON with its name, index and MTU.
     ``c`` counters: ``request(4) last(1)`` then a piece of one JSON document; the pieces of one request
           are concatenated until ``last`` is 1 (a table of many tunnels needs more than one message).
+    ``b`` applied: ``mark(4)``, the answer to ``B``.
 
 Integers are big-endian. Anything else, or a message cut short, raises ``ParseError``: the forwarder logs
 and ignores it, the handle restarts a forwarder that talks nonsense.
@@ -37,6 +40,7 @@ _TUNNEL = struct.Struct("!IIB")
 _SERVE = struct.Struct("!B")
 _REQUEST = struct.Struct("!IB")
 _PART = struct.Struct("!IB")
+_MARK = struct.Struct("!I")
 
 
 class SetTunnels(NamedTuple):
@@ -52,6 +56,14 @@ class CountersRequest(NamedTuple):
     tunnels: bool = False
 
 
+class Barrier(NamedTuple):
+    mark: int
+
+
+class Applied(NamedTuple):
+    mark: int
+
+
 class Ready(NamedTuple):
     info: dict[str, object]
 
@@ -62,7 +74,7 @@ class CountersPart(NamedTuple):
     chunk: bytes
 
 
-Message = SetTunnels | Serve | CountersRequest | Ready | CountersPart
+Message = SetTunnels | Serve | CountersRequest | Barrier | Ready | CountersPart | Applied
 
 
 def encode_tunnels(entries: Iterable[tuple[int, tuple[Tunnel, ...]]]) -> Iterator[bytes]:
@@ -89,6 +101,14 @@ def encode_serve(serving: bool) -> bytes:
 
 def encode_counters_request(request: int, tunnels: bool = False) -> bytes:
     return b"C" + _REQUEST.pack(request & 0xFFFFFFFF, tunnels)
+
+
+def encode_barrier(mark: int) -> bytes:
+    return b"B" + _MARK.pack(mark & 0xFFFFFFFF)
+
+
+def encode_applied(mark: int) -> bytes:
+    return b"b" + _MARK.pack(mark & 0xFFFFFFFF)
 
 
 def encode_ready(info: dict[str, object]) -> bytes:
@@ -118,6 +138,10 @@ def decode(message: bytes) -> Message:
             if tunnels > 1:
                 raise ParseError(f"counters request: tunnels flag {tunnels}")
             return CountersRequest(request, bool(tunnels))
+        if kind == b"B" and len(body) == _MARK.size:
+            return Barrier(_MARK.unpack(body)[0])
+        if kind == b"b" and len(body) == _MARK.size:
+            return Applied(_MARK.unpack(body)[0])
         if kind == b"R":
             info = json.loads(body)
             if not isinstance(info, dict):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -26,14 +27,25 @@ MAIN_TABLE = 254
 class HomeRoutes:
     """Keeps a /32 route into the device ``index`` for every home address wanted while serving."""
 
-    def __init__(self, index: int, counters: Counter[str]) -> None:
+    def __init__(self, index: int, counters: Counter[str],
+                 applied: Callable[[int], None] = lambda mark: None) -> None:
+        """``applied(mark)`` is called (from the thread) once every change made before ``barrier(mark)``
+        has been brought to the kernel."""
         self.index = index
         self._counters = counters
+        self._applied = applied
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._wanted: set[int] = set()
         self._serving = False
-        self._dirty: set[int] = set()  # addresses to look at again
+        # Addresses to look at again, in the order they changed: each change takes the next ticket, and the
+        # queue holds (ticket, address) with the address's latest ticket in ``_dirty`` (older entries are
+        # skipped), so the thread works oldest change first and knows how far it has got.
+        self._dirty: dict[int, int] = {}
+        self._queue: deque[tuple[int, int]] = deque()
+        self._ticket = 0
+        self._done = 0  # every change up to this ticket has been tried
+        self._marks: deque[tuple[int, int]] = deque()  # (last ticket before it, mark)
         self._have: set[int] = set()
         self._flush = False  # every route to go at once (serve(False))
         self._closing = False
@@ -51,7 +63,7 @@ class HomeRoutes:
                     self._have.add(int(IPv4Address(route.get("RTA_DST"))))
         except Exception:  # noqa: BLE001 - the thread reconciles whatever it finds later
             log.exception("reading the routes of the TUN device")
-        self._dirty |= self._have
+        self._mark_dirty(self._have)
         self._thread = threading.Thread(target=self._run, args=(ipr,), name="routes", daemon=True)
         self._thread.start()
 
@@ -61,8 +73,7 @@ class HomeRoutes:
                 self._wanted.add(home)
             else:
                 self._wanted.discard(home)
-            self._dirty.add(home)
-            self.settled.clear()
+            self._mark_dirty((home,))
             self._changed.notify()
 
     def serve(self, serving: bool) -> None:
@@ -76,9 +87,27 @@ class HomeRoutes:
             self._serving = serving
             if not serving and self._have:
                 self._flush = True
-            self._dirty |= self._wanted | self._have
-            self.settled.clear()
+            self._mark_dirty(self._wanted | self._have)
             self._changed.notify()
+
+    def barrier(self, mark: int) -> None:
+        """Call ``applied(mark)`` once every change made so far is in the kernel: at once if none waits."""
+        with self._lock:
+            if self._done < self._ticket or self._flush:
+                self._marks.append((self._ticket, mark))
+                return
+        self._applied(mark)
+
+    def _mark_dirty(self, homes: Iterable[int]) -> None:
+        """(Under the lock.) ``homes`` changed: each to be looked at after what changed before."""
+        ticket = self._ticket
+        for home in homes:
+            ticket += 1
+            self._dirty[home] = ticket
+            self._queue.append((ticket, home))
+        if ticket != self._ticket:
+            self._ticket = ticket
+            self.settled.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -103,15 +132,41 @@ class HomeRoutes:
                 if flush:
                     self._flush_all(ipr)
                 with self._lock:
-                    batch = [self._dirty.pop() for _ in range(min(len(self._dirty), 256))]
+                    batch = self._take(256)
                     wanted = {a for a in batch if self._serving and a in self._wanted}
+                    done = self._queue[0][0] - 1 if self._queue else self._ticket
                 failed = [a for a in batch if not self._apply(ipr, a, a in wanted)]
+                self._report(done)
                 if failed:
                     with self._lock:
-                        self._dirty.update(failed)
+                        self._mark_dirty(a for a in failed if a not in self._dirty)
                         self._changed.wait(RETRY)
         finally:
             ipr.close()
+
+    def _take(self, most: int) -> list[int]:
+        """(Under the lock.) Up to ``most`` addresses, oldest change first."""
+        batch: list[int] = []
+        queue, dirty = self._queue, self._dirty
+        while queue and len(batch) < most:
+            ticket, home = queue.popleft()
+            if dirty.get(home) == ticket:  # else it changed again later: its newer entry is further on
+                del dirty[home]
+                batch.append(home)
+        while queue and dirty.get(queue[0][1]) != queue[0][0]:  # nothing left before the next change
+            queue.popleft()
+        return batch
+
+    def _report(self, done: int) -> None:
+        """Every barrier whose changes have all been tried (a route the kernel refused is tried again later,
+        and counted: a reply does not wait on it)."""
+        with self._lock:
+            self._done = max(self._done, done)
+            reached = []
+            while self._marks and self._marks[0][0] <= done:
+                reached.append(self._marks.popleft()[1])
+        for mark in reached:
+            self._applied(mark)
 
     def _flush_all(self, ipr: Any) -> None:
         """Every route through the device gone in two netlink messages (see ``serve``); what is wanted

@@ -25,8 +25,8 @@ from collections import Counter, deque
 from collections.abc import Sequence
 
 from homeagent.dataplane import Tunnel
-from homeagent.dataplane.messages import (CountersPart, Ready, decode, encode_counters_request, encode_serve,
-                                          encode_tunnels)
+from homeagent.dataplane.messages import (Applied, CountersPart, Ready, decode, encode_barrier,
+                                          encode_counters_request, encode_serve, encode_tunnels)
 from homeagent.wire.errors import ParseError
 from homeagent.wire.ip import DEFAULT_TTL
 
@@ -56,6 +56,12 @@ class UserspaceDataplane:
         self._serving = False
         self._pending: dict[int, tuple[Tunnel, ...]] = {}
         self._serve_pending = False
+        # Barriers (``barrier``): changes made since the last one sent; the one to send after them; those
+        # sent and not yet answered, oldest first, by mark.
+        self._unmarked = False
+        self._next_barrier: asyncio.Future[None] | None = None
+        self._barriers: dict[int, asyncio.Future[None]] = {}
+        self._mark = 0
         self._outbox: deque[bytes] = deque()
         self._flush_scheduled = False
         self._writing = False
@@ -87,12 +93,28 @@ class UserspaceDataplane:
         else:
             self._table.pop(home_address, None)
         self._pending[home_address] = tuple(tunnels)
+        self._unmarked = True
         self._schedule()
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
         self._serve_pending = True
+        self._unmarked = True
         self._schedule()
+
+    def barrier(self) -> asyncio.Future[None] | None:
+        """A future done when the forwarder says every change made so far is in effect: a ``B`` message
+        goes after them, and the forwarder answers once its engine and the kernel's routes have them.
+        ``None`` when nothing waits, or when no forwarder runs (a new one gets the whole table; a reply
+        must not wait for a restart)."""
+        if self._sock is None or self._loop is None:
+            return None
+        if not self._unmarked:  # the changes are all before a barrier sent already: the latest one
+            return next(reversed(self._barriers.values()), None) if self._barriers else None
+        if self._next_barrier is None:
+            self._next_barrier = self._loop.create_future()
+            self._schedule()
+        return self._next_barrier
 
     def counters(self) -> dict[str, object]:
         """The last snapshot from the forwarder, with the handle's own counters; asks for a fresh one, with
@@ -184,6 +206,7 @@ class UserspaceDataplane:
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
+        self._release_barriers()
         if self._ready is not None and self._loop is not None:
             if self._closed:
                 self._ready.cancel()
@@ -248,6 +271,31 @@ class UserspaceDataplane:
                     self._ready.set_result(answer.info)
             elif isinstance(answer, CountersPart):
                 self._counters_part(answer)
+            elif isinstance(answer, Applied):
+                self._applied(answer.mark)
+
+    def _applied(self, mark: int) -> None:
+        """Barrier ``mark`` and every one sent before it are passed (the forwarder answers in order)."""
+        if mark not in self._barriers:
+            self._counters["dataplane.control_unexpected"] += 1
+            return
+        while self._barriers:
+            sent, future = next(iter(self._barriers.items()))
+            del self._barriers[sent]
+            if not future.done():
+                future.set_result(None)
+            if sent == mark:
+                return
+
+    def _release_barriers(self) -> None:
+        """The forwarder is gone: nothing waits on it (its successor is given the whole table)."""
+        waiting = [*self._barriers.values(), *([self._next_barrier] if self._next_barrier else [])]
+        self._barriers.clear()
+        self._next_barrier = None
+        self._unmarked = False
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def _counters_part(self, part: CountersPart) -> None:
         parts = self._parts.setdefault(part.request, [])
@@ -303,6 +351,12 @@ class UserspaceDataplane:
         if self._serve_pending and not self._pending:  # after the tunnels: a takeover finds them in place
             self._serve_pending = False
             self._outbox.append(encode_serve(self._serving))
+        if self._next_barrier is not None and not self._pending and not self._serve_pending:
+            self._mark = (self._mark + 1) & 0xFFFFFFFF
+            self._barriers[self._mark] = self._next_barrier
+            self._next_barrier = None
+            self._unmarked = False
+            self._outbox.append(encode_barrier(self._mark))
         if not self._pending:
             self._outbox.extend(encode_counters_request(request, tunnels) for request, tunnels in self._asked)
             self._asked.clear()
@@ -333,5 +387,5 @@ class UserspaceDataplane:
 
     def _writable(self) -> None:
         self._send()
-        if not self._outbox and (self._pending or self._serve_pending or self._asked):
+        if not self._outbox and (self._pending or self._serve_pending or self._asked or self._next_barrier):
             self._schedule()

@@ -27,6 +27,7 @@ from homeagent.core.listing import BindingWalk
 from homeagent.runtime import cleanup, control, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
+from homeagent.wire.registration import MessageType
 
 log = logging.getLogger("homeagent.daemon")
 
@@ -38,6 +39,7 @@ MIN_BUFFER = 8192  # larger than any registration; longer datagrams arrive trunc
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux: bind an address the interface does not have yet
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors, with the destination, on the socket
 SO_EE_ORIGIN_ICMP = 2
+REGISTRATION_REPLY = int(MessageType.REGISTRATION_REPLY)
 _EXTENDED_ERROR = struct.Struct("=IBBB")  # struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code
 
 
@@ -63,6 +65,7 @@ class Daemon:
         # likes (external election), and the interface method adds it just after.
         self._freebind = red is not None and (red.election is ElectionKind.EXTERNAL or red.address_method is AddressMethod.INTERFACE)
         self._forwarding = Forwarding(config.dataplane, self.core.counters)
+        self._hold_replies = self._forwarding.defers
         self._interface: InterfaceAddress | None = None
         if red is not None and red.address_method is AddressMethod.INTERFACE:
             assert red.interface is not None
@@ -329,12 +332,21 @@ class Daemon:
                     self._apply(self.core.unreachable(destination[0], self._now()))
 
     def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
+        """Carry out ``effects`` in order, except that a registration reply, with a data plane that applies
+        changes out of line, leaves once the tunnel changes made before it are in effect (the mobile node's
+        traffic flows when it is told it is registered: docs/dataplane.md, "A reply means forwarding")."""
+        held: list[tuple[socket.socket, Send]] | None = None
         for effect in effects:
             if type(effect) is Send:
                 sock = self._sockets.get(effect.source) if effect.source else arrived_on
                 if sock is None:
                     sock = self._sockets.get(self._own)
                 if sock is None:
+                    continue
+                if self._hold_replies and effect.datagram[0] == REGISTRATION_REPLY:
+                    if held is None:
+                        held = []
+                    held.append((sock, effect))
                     continue
                 try:
                     sock.sendto(effect.datagram, effect.address)
@@ -350,6 +362,15 @@ class Daemon:
                 self._forwarding.apply(effect)
             else:
                 raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
+        if held is not None:
+            self._forwarding.when_in_effect(lambda: self._send_all(held))
+
+    def _send_all(self, sends: list[tuple[socket.socket, Send]]) -> None:
+        for sock, effect in sends:
+            try:
+                sock.sendto(effect.datagram, effect.address)
+            except OSError as exc:  # a socket closed meanwhile (the virtual address given up): counted
+                self._send_failed(sock, effect, exc)
 
     def _claim(self, address: str, announce: bool = False) -> None:
         if self._interface is not None:

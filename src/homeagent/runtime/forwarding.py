@@ -10,8 +10,10 @@ again. Both sides keep their state whether or not this member serves, so a takeo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from homeagent.config import Backend, DataplaneConfig
@@ -23,6 +25,8 @@ from homeagent.dataplane.userspace import UserspaceDataplane
 
 log = logging.getLogger("homeagent.dataplane")
 
+BARRIER_TIMEOUT = 1.0  # seconds a registration reply waits at most for the data plane (a hung forwarder)
+
 
 class ForwardingError(RuntimeError):
     """The data plane could not be set up (a missing interface, missing capabilities)."""
@@ -31,6 +35,8 @@ class ForwardingError(RuntimeError):
 class Forwarding:
     def __init__(self, config: DataplaneConfig, counters: Counter[str]) -> None:
         self.config = config
+        self._counters = counters
+        self._after: dict[asyncio.Future[None], list[Callable[[], None]]] = {}
         self.neighbours: Neighbours | None = None
         self.dataplane: Dataplane
         if config.backend is Backend.USERSPACE:
@@ -39,6 +45,8 @@ class Forwarding:
             self.neighbours = Neighbours(config.interface, counters)
         else:
             self.dataplane = NullDataplane()
+        # Whether replies may have to wait: a backend that applies changes as called never makes them.
+        self.defers = not isinstance(self.dataplane, NullDataplane)
 
     async def open(self) -> None:
         if isinstance(self.dataplane, UserspaceDataplane):
@@ -69,6 +77,35 @@ class Forwarding:
             if self.neighbours is not None:
                 self.neighbours.serve(effect.serving)
 
+    def when_in_effect(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once every change handed to the data plane so far is in effect (at once if it is),
+        and after ``BARRIER_TIMEOUT`` at the latest: a data plane that does not answer is counted and logged,
+        and must not hold registrations."""
+        future = self.dataplane.barrier()
+        if future is None:
+            action()
+            return
+        actions = self._after.get(future)
+        if actions is None:
+            actions = self._after[future] = []
+            timer = asyncio.get_running_loop().call_later(BARRIER_TIMEOUT, self._late, future)
+            future.add_done_callback(lambda done: self._run_after(done, timer))
+        actions.append(action)
+
+    def _late(self, future: asyncio.Future[None]) -> None:
+        actions = self._after.pop(future, [])
+        if actions:
+            self._counters["dataplane.barrier_timeouts"] += 1
+            log.warning("the data plane took over %.1f s to apply a change: %d replies sent without waiting",
+                        BARRIER_TIMEOUT, len(actions))
+        for action in actions:
+            action()
+
+    def _run_after(self, future: asyncio.Future[None], timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        for action in self._after.pop(future, []):
+            action()
+
     def status(self) -> dict[str, object]:
         out = dict(self.dataplane.counters())
         if self.neighbours is not None:
@@ -77,10 +114,14 @@ class Forwarding:
 
     async def close(self) -> None:
         """Stop forwarding: the proxy entries go first (the home link stops sending to us), then the
-        forwarder with its device and routes."""
+        forwarder with its device and routes. Replies still waiting go now."""
         if self.neighbours is not None:
             await self.neighbours.close()
         self.dataplane.close()
+        for actions in self._after.values():
+            for action in actions:
+                action()
+        self._after.clear()
 
 
 def _mtu(interface: str) -> int:
