@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The eBPF backend's fast path (docs/dataplane.md, "Backend ebpf"): one tc ingress program on the home
+ * link that does what the userspace forwarder does for the common packet, at the kernel's speed, and
+ * hands everything else to that forwarder by letting the packet go on (TC_ACT_OK): the kernel then routes
+ * it into the TUN device, or delivers IP-in-IP to the forwarder's raw socket, exactly as with the
+ * "userspace" backend. So what BPF cannot do (ICMP Time Exceeded, Fragmentation Needed, outer fragments,
+ * neighbour resolution, more care-of addresses than a map value holds) is never dropped, only slower.
+ *
+ * Two jobs, told apart by the IPv4 protocol:
+ *  - encapsulate (RFC 2003 3.1): an IPv4 datagram for a home address in ha_homes gets an outer header
+ *    per care-of address (outer TTL configured, TOS and DF copied, inner TTL decremented as a router
+ *    would), the FIB gives each copy its egress and MACs, and it is redirected; every copy but the last
+ *    is a clone (simultaneous bindings, RFC 5944 3.6.1.3 S flag);
+ *  - decapsulate (RFC 3024): IP-in-IP addressed to a tunnel source, whose (outer source = care-of,
+ *    outer destination = source, inner source = home) triple is in ha_reverse (bound with T), loses its
+ *    outer header and is handed to the TUN device's ingress, so that the kernel forwards the inner
+ *    datagram as if it had come out of the TUN (TTL, ICMP, rp_filter, netfilter, as with "userspace").
+ *    IP-in-IP to a tunnel source that is not in the map is dropped and counted: never an open relay.
+ *
+ * A member that does not serve (a standby) has the maps filled and this program attached, but
+ * ha_config.serving is 0 and everything passes: a takeover is one map write.
+ *
+ * Maps are written by the daemon through the bpf(2) syscall (dataplane/bpf_maps.py); their layouts are
+ * mirrored there. Addresses are stored in network byte order, as they are on the wire.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MAX_TUNNELS 4            /* care-of addresses a home address keeps in the fast path */
+#define TOO_MANY 0xffffffff      /* ha_homes count: more than MAX_TUNNELS, the slow path does them all */
+#define IP_DF 0x4000
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#define AF_INET 2
+#define FLAG_REVERSE 1
+
+struct config {
+	__u32 serving;      /* 0: pass everything (standby) */
+	__u32 tun_ifindex;  /* the userspace path's TUN device: decapsulated datagrams enter the stack there */
+	__u32 mtu;          /* the largest outer datagram a tunnel carries without asking (the home link's) */
+	__u32 ttl;          /* the outer header's TTL */
+};
+
+struct tunnel {
+	__u32 care_of;
+	__u32 source;
+	__u32 flags;        /* FLAG_REVERSE: T */
+};
+
+struct home {
+	__u32 count;        /* tunnels in use, or TOO_MANY */
+	struct tunnel tunnels[MAX_TUNNELS];
+};
+
+struct reverse_key {
+	__u32 care_of;      /* outer source */
+	__u32 source;       /* outer destination: the address the node registered with */
+	__u32 home;         /* inner source */
+};
+
+struct stats_key {
+	__u32 home;
+	__u32 care_of;
+};
+
+struct stats {
+	__u64 packets, bytes, reverse_packets, reverse_bytes;
+};
+
+/* Why a packet went the way it went: per-CPU counters, summed by the daemon (bpf_maps.REASONS). */
+enum reason {
+	ENCAPSULATED,        /* one per copy */
+	DECAPSULATED,
+	PASS_NOT_SERVING,
+	PASS_TTL,            /* inner TTL <= 1: the kernel sends Time Exceeded */
+	PASS_OPTIONS,        /* IP options or a malformed header: the slow path judges it */
+	PASS_TOO_BIG,        /* the outer datagram would exceed the MTU: Fragmentation Needed or fragments */
+	PASS_TOO_MANY,       /* more care-of addresses than the map value holds */
+	PASS_NO_NEIGHBOUR,   /* no FIB result or no neighbour entry yet: the slow path resolves it */
+	PASS_FAILED,         /* a helper refused (adjust_room, redirect): the slow path has it */
+	PASS_FRAGMENT,       /* outer IP-in-IP fragment: the kernel reassembles it for the slow path */
+	DROP_UNKNOWN_CARE_OF,
+	DROP_NOT_REVERSE_TUNNEL,
+	BYTES_ENCAPSULATED,  /* inner bytes, one per copy: totals without walking ha_stats */
+	BYTES_DECAPSULATED,
+	REASONS,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} ha_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct home);
+} ha_homes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct reverse_key);
+	__type(value, __u32);
+} ha_reverse SEC(".maps");
+
+/* Reference counts kept by the daemon: the care-of addresses and tunnel sources of all bindings. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u32);
+} ha_care_of SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} ha_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 19);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct stats_key);
+	__type(value, struct stats);
+} ha_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ha_reasons SEC(".maps");
+
+static __always_inline void add(__u32 what, __u64 amount)
+{
+	__u64 *n = bpf_map_lookup_elem(&ha_reasons, &what);
+
+	if (n)
+		*n += amount;  /* per CPU: no atomics needed */
+}
+
+static __always_inline int count(__u32 why, int verdict)
+{
+	add(why, 1);
+	return verdict;
+}
+
+/* The per-tunnel counters, made on first use so that loading a binding costs one map write. */
+static __always_inline void account(__u32 home, __u32 care_of, __u64 bytes, int reverse)
+{
+	struct stats_key key = {.home = home, .care_of = care_of};
+	struct stats *s = bpf_map_lookup_elem(&ha_stats, &key);
+
+	if (!s) {
+		struct stats zero = {};
+
+		bpf_map_update_elem(&ha_stats, &key, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&ha_stats, &key);
+		if (!s)
+			return;
+	}
+	if (reverse) {
+		__sync_fetch_and_add(&s->reverse_packets, 1);
+		__sync_fetch_and_add(&s->reverse_bytes, bytes);
+	} else {
+		__sync_fetch_and_add(&s->packets, 1);
+		__sync_fetch_and_add(&s->bytes, bytes);
+	}
+}
+
+static __always_inline __u16 checksum(const void *header)
+{
+	const __u16 *words = header;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += words[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+struct hop {
+	__u32 ifindex;
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+};
+
+/* Home network -> mobile node. */
+static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inner, struct config *cfg)
+{
+	__u32 home_address = inner->daddr;
+	struct home *home = bpf_map_lookup_elem(&ha_homes, &home_address);
+
+	if (!home)
+		return TC_ACT_OK;  /* not ours: whatever the host does with it */
+	if (!cfg->serving)
+		return count(PASS_NOT_SERVING, TC_ACT_OK);
+	if (home->count == TOO_MANY)
+		return count(PASS_TOO_MANY, TC_ACT_OK);
+	if (home->count == 0 || home->count > MAX_TUNNELS)
+		return TC_ACT_OK;
+	if (inner->ihl != 5)
+		return count(PASS_OPTIONS, TC_ACT_OK);
+	if (inner->ttl <= 1)
+		return count(PASS_TTL, TC_ACT_OK);
+	__u32 inner_len = bpf_ntohs(inner->tot_len);
+	__u32 outer_len = inner_len + sizeof(struct iphdr);
+	if (inner_len < sizeof(struct iphdr) || outer_len > cfg->mtu || outer_len > 0xffff)
+		return count(PASS_TOO_BIG, TC_ACT_OK);
+
+	struct iphdr outer = {
+		.version = 4,
+		.ihl = 5,
+		.tos = inner->tos,
+		.tot_len = bpf_htons(outer_len),
+		.frag_off = inner->frag_off & bpf_htons(IP_DF),
+		.ttl = cfg->ttl,
+		.protocol = IPPROTO_IPIP,
+	};
+	if (!outer.frag_off)
+		outer.id = bpf_get_prandom_u32();  /* it may be fragmented on the way: an identification */
+	__u8 inner_ttl = inner->ttl;
+	__u32 count_ = home->count;
+
+	/* Every copy's egress first, before the packet is touched: one without a FIB result or a neighbour
+	 * sends the whole datagram to the slow path, whose raw socket makes the kernel resolve it. */
+	struct hop hops[MAX_TUNNELS] = {};
+	struct bpf_fib_lookup fib;
+	for (__u32 i = 0; i < MAX_TUNNELS; i++) {
+		if (i >= count_)
+			break;
+		__builtin_memset(&fib, 0, sizeof(fib));
+		fib.family = AF_INET;
+		fib.tos = outer.tos;
+		fib.l4_protocol = IPPROTO_IPIP;
+		fib.tot_len = outer_len;
+		fib.ipv4_src = home->tunnels[i].source;
+		fib.ipv4_dst = home->tunnels[i].care_of;
+		fib.ifindex = skb->ingress_ifindex;
+		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return count(PASS_NO_NEIGHBOUR, TC_ACT_OK);
+		hops[i].ifindex = fib.ifindex;
+		__builtin_memcpy(hops[i].dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(hops[i].smac, fib.smac, ETH_ALEN);
+	}
+	struct tunnel tunnels[MAX_TUNNELS];
+	__builtin_memcpy(tunnels, home->tunnels, sizeof(tunnels));  /* the map value may change under us */
+
+	/* Room for the outer header between the MAC header and the datagram (packet pointers die here). */
+	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+		return count(PASS_FAILED, TC_ACT_OK);
+
+	/* The inner TTL, as a router forwarding into the tunnel decrements it (RFC 2003 3.1). */
+	__u32 inner_at = ETH_HLEN + sizeof(struct iphdr);
+	__u8 new_ttl = inner_ttl - 1;
+	bpf_l3_csum_replace(skb, inner_at + offsetof(struct iphdr, check), bpf_htons(inner_ttl << 8),
+			    bpf_htons(new_ttl << 8), 2);
+	bpf_skb_store_bytes(skb, inner_at + offsetof(struct iphdr, ttl), &new_ttl, 1, 0);
+
+	for (__u32 i = 0; i < MAX_TUNNELS; i++) {
+		if (i >= count_)
+			break;
+		outer.saddr = tunnels[i].source;
+		outer.daddr = tunnels[i].care_of;
+		outer.check = 0;
+		outer.check = checksum(&outer);
+		bpf_skb_store_bytes(skb, ETH_HLEN, &outer, sizeof(outer), 0);
+		bpf_skb_store_bytes(skb, 0, hops[i].dmac, ETH_ALEN, 0);
+		bpf_skb_store_bytes(skb, ETH_ALEN, hops[i].smac, ETH_ALEN, 0);
+		account(home_address, tunnels[i].care_of, inner_len, 0);
+		count(ENCAPSULATED, 0);
+		add(BYTES_ENCAPSULATED, inner_len);
+		if (i + 1 < count_) {
+			if (bpf_clone_redirect(skb, hops[i].ifindex, 0))
+				count(PASS_FAILED, 0);  /* that copy is lost; the others go on */
+			continue;
+		}
+		return bpf_redirect(hops[i].ifindex, 0);
+	}
+	return TC_ACT_SHOT;  /* not reached: count_ is 1..MAX_TUNNELS */
+}
+
+/* Mobile node -> anywhere, through the reverse tunnel. */
+static __always_inline int decapsulate(struct __sk_buff *skb, struct iphdr *outer, struct config *cfg)
+{
+	__u32 destination = outer->daddr;
+
+	if (!bpf_map_lookup_elem(&ha_sources, &destination))
+		return TC_ACT_OK;  /* not addressed to a tunnel's end here */
+	if (!cfg->serving)
+		return count(PASS_NOT_SERVING, TC_ACT_OK);
+	if (outer->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return count(PASS_FRAGMENT, TC_ACT_OK);
+	if (outer->ihl != 5)
+		return count(PASS_OPTIONS, TC_ACT_OK);
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *inner = (void *)(outer + 1);
+	if ((void *)(inner + 1) > end || inner->version != 4 || inner->ihl < 5)
+		return count(PASS_OPTIONS, TC_ACT_OK);  /* malformed: the slow path drops and names it */
+
+	struct reverse_key key = {.care_of = outer->saddr, .source = destination, .home = inner->saddr};
+	if (!bpf_map_lookup_elem(&ha_reverse, &key)) {
+		__u32 care_of = outer->saddr;
+
+		if (bpf_map_lookup_elem(&ha_care_of, &care_of))
+			return count(DROP_NOT_REVERSE_TUNNEL, TC_ACT_SHOT);
+		return count(DROP_UNKNOWN_CARE_OF, TC_ACT_SHOT);
+	}
+	__u32 inner_len = bpf_ntohs(inner->tot_len);
+	if (!cfg->tun_ifindex)
+		return count(PASS_FAILED, TC_ACT_OK);
+	if (bpf_skb_adjust_room(skb, -(int)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0))
+		return count(PASS_FAILED, TC_ACT_OK);
+	account(key.home, key.care_of, inner_len, 1);
+	count(DECAPSULATED, 0);
+	add(BYTES_DECAPSULATED, inner_len);
+	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
+}
+
+SEC("tc")
+int ha_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u32 zero = 0;
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (skb->pkt_type != 0)  /* PACKET_HOST only: not another host's frame, nor a broadcast */
+		return TC_ACT_OK;
+	struct config *cfg = bpf_map_lookup_elem(&ha_config, &zero);
+	if (!cfg)
+		return TC_ACT_OK;
+	if (ip->protocol == IPPROTO_IPIP)
+		return decapsulate(skb, ip, cfg);
+	return encapsulate(skb, ip, cfg);
+}
+
+char LICENSE[] SEC("license") = "GPL";

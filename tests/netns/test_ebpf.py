@@ -1,0 +1,314 @@
+"""The eBPF backend on a real network (issue 12): its tc program on the Home Agent's home link, the
+userspace forwarder behind it, real datagrams across the router of ``tunnel_net``. What the fast path did
+is told apart from what the slow path did by the program's own counters (``dataplane.fast``). Needs root,
+iproute2, clang, bpftool and the libbpf headers. Namespace prefix "eb"; the bpf file system the pins go to
+is mounted under a temporary directory and unmounted at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.packet import Raw, raw
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane.bpf_program import BpfUnavailable, build
+from homeagent.dataplane.ebpf import EbpfDataplane
+from netns.lan import can_run, run
+from netns.test_forwarder import LoopThread, wait_for
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, icmp_of
+
+TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2"),
+              pytest.mark.skipif(not TOOLS, reason="needs clang, bpftool and tc")]
+
+PORT = 7
+TTL = 50  # the outer TTL configured: not the kernel's default, so that the header shows it was ours
+
+
+class Setup:
+    def __init__(self, net: TunnelNet, loop: LoopThread, pins: Path, cache: Path) -> None:
+        self.net = net
+        self.loop = loop
+        self.pins = pins
+        self.cache = cache
+        self.dataplane = self.make()
+
+    def make(self) -> EbpfDataplane:
+        dataplane = EbpfDataplane("eth0", tun="ha0", ttl=TTL, netns=self.net.ns("ha"), pin_root=self.pins,
+                                  cache_dir=self.cache)
+        self.loop.call(dataplane.start)
+        self.loop.wait(dataplane.ready())
+        return dataplane
+
+    def counters(self) -> dict[str, Any]:
+        return self.loop.wait(self.dataplane.fetch_counters())
+
+    def fast(self) -> dict[str, int]:
+        return self.loop.call(self.dataplane.fast_counters)
+
+    def set_tunnels(self, *tunnels: Tunnel, home: str = HOME) -> None:
+        self.loop.call(self.dataplane.set_tunnels, a(home), tuple(tunnels))
+        wait_for("the routes", lambda: self.counters()["dataplane.routes"] == len(self.loop.call(
+            lambda: self.dataplane._table)))
+
+    def serve(self, serving: bool) -> None:
+        self.loop.call(self.dataplane.serve, serving)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    net = TunnelNet(f"eb{os.getpid()}")
+    loop = LoopThread()
+    pins = tmp_path_factory.mktemp("bpffs")
+    cache = tmp_path_factory.mktemp("bpfcache")
+    s = None
+    try:
+        s = Setup(net, loop, pins, cache)
+        s.serve(True)
+        # The Home Agent knows its router's MAC, as any host soon does: the fast path finds a neighbour.
+        with net.socket("ha", socket.AF_INET, socket.SOCK_DGRAM) as hello:
+            hello.sendto(b"", ("10.1.0.254", 9))
+        wait_for("the router's MAC", lambda: "lladdr" in net.exec("ha", "ip", "neigh", "show", "10.1.0.254").stdout)
+        yield s
+    finally:
+        if s is not None:
+            loop.call(s.dataplane.close)
+        loop.close()
+        net.close()
+        run("umount", str(pins), check=False)
+
+
+@pytest.fixture
+def s(setup: Setup) -> Iterator[Setup]:
+    try:
+        yield setup
+    finally:
+        setup.serve(True)
+        setup.set_tunnels()
+
+
+def ipip_listener(s: Setup, host: str) -> socket.socket:
+    sock = s.net.socket(host, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+    sock.settimeout(2)
+    return sock
+
+
+def outer_of(listener: socket.socket, payload: bytes, timeout: float = 2) -> IP:
+    """The first IP-in-IP datagram whose inner UDP payload is ``payload``, as scapy dissects it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listener.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            packet = IP(listener.recv(65535))
+        except TimeoutError:
+            break
+        inner = packet.payload
+        if isinstance(inner, IP) and UDP in inner and bytes(inner[UDP].payload) == payload:
+            return packet
+    raise AssertionError(f"no IP-in-IP datagram carrying {payload!r} arrived")
+
+
+def send_raw(s: Setup, packet: IP, host: str = "cn") -> None:
+    with s.net.socket(host, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.sendto(raw(packet), (packet.dst, 0))
+
+
+def udp(payload: bytes, **fields: Any) -> IP:
+    return IP(src=CN, dst=HOME, **fields) / UDP(sport=4000, dport=PORT) / Raw(payload)
+
+
+@pytest.mark.parametrize("df", [False, True], ids=["no-df", "df"])
+def test_the_fast_path_encapsulates_per_rfc_2003(s, df):
+    """Outer header from the tunnel's source to the care-of address, protocol 4, the configured TTL, TOS
+    and DF copied from the inner header; the inner TTL decremented once by the Home Agent."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    before = s.fast()["encapsulated"]
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"rfc2003 %d" % df, ttl=10, tos=0x28, flags="DF" if df else 0))
+        outer = outer_of(listener, b"rfc2003 %d" % df)
+    inner = outer.payload
+    assert (outer.src, outer.dst, outer.proto, outer.ttl - 0) == (HA, COA, 4, TTL - 1)  # the router took one
+    assert outer.tos == 0x28 and bool(outer.flags.DF) is df
+    assert outer.len == inner.len + 20 and outer.ihl == 5
+    assert IP(raw(outer)).chksum == outer.chksum  # scapy recomputes: the header's checksum is right
+    assert inner.ttl == 8, "10, less one at the router and one at the Home Agent"
+    assert IP(raw(inner)).chksum == inner.chksum, "the inner checksum follows the TTL"
+    assert (inner.src, inner.dst, inner.tos) == (CN, HOME, 0x28)
+    assert s.fast()["encapsulated"] == before + 1, "the fast path carried it, not the forwarder"
+    tunnel = s.counters()["dataplane.tunnels"][0]
+    assert tunnel["care_of_address"] == COA and tunnel["packets"] >= 1
+
+
+def test_two_care_of_addresses_each_get_a_copy(s):
+    s.set_tunnels(Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), False))
+    before = s.fast()["encapsulated"]
+    with ipip_listener(s, "mn") as one, ipip_listener(s, "mn2") as two:
+        for n in range(3):
+            send_raw(s, udp(b"both %d" % n))
+            assert outer_of(one, b"both %d" % n).dst == COA
+            assert outer_of(two, b"both %d" % n).dst == COA2
+    assert s.fast()["encapsulated"] == before + 6
+    tunnels = {t["care_of_address"]: t["packets"] for t in s.counters()["dataplane.tunnels"]}
+    assert tunnels == {COA: 3, COA2: 3}
+
+
+def test_a_datagram_reaches_a_decapsulating_mobile_node(s):
+    """End to end with the mobile node's own tunnel end (``dataplane.decap``), both directions."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), True))
+    mn = s.net.popen("mn", [sys.executable, "-m", "homeagent.dataplane.decap", "--home-address", HOME,
+                            "--home-agent", HA, "--care-of", COA, "--tun", "mip0", "--reverse"],
+                     stdout=subprocess.PIPE, text=True)
+    try:
+        assert mn.stdout is not None and mn.stdout.readline().strip() == "ready"
+        before = s.fast()
+        with s.net.socket("mn", socket.AF_INET, socket.SOCK_DGRAM) as server, \
+                s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM) as cn:
+            server.bind((HOME, PORT))
+            cn.bind((CN, 0))
+            for sock in (server, cn):
+                sock.settimeout(2)
+            for n in range(5):
+                cn.sendto(b"hello %d" % n, (HOME, PORT))
+                data, sender = server.recvfrom(2048)
+                assert data == b"hello %d" % n and sender[0] == CN
+                server.sendto(data.upper(), sender)
+                assert cn.recvfrom(2048) == (b"HELLO %d" % n, (HOME, PORT))
+        after = s.fast()
+        assert after["encapsulated"] - before["encapsulated"] == 5
+        assert after["decapsulated"] - before["decapsulated"] == 5, "the reverse tunnel in the fast path too"
+    finally:
+        mn.terminate()
+        mn.wait(10)
+        if mn.stdout is not None:
+            mn.stdout.close()
+
+
+def test_the_reverse_tunnel_is_decapsulated_only_for_registered_pairs(s):
+    s.set_tunnels(Tunnel(a(COA), a(HA), True))
+    before = s.fast()
+    drops_before = s.counters()["dataplane.drops"]
+    with s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind((CN, 0))
+        port = victim.getsockname()[1]
+        victim.settimeout(2)
+        inner = IP(src=HOME, dst=CN) / UDP(sport=PORT, dport=port)
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / inner / Raw(b"registered"), host="mn")
+        assert victim.recvfrom(2048)[0] == b"registered"
+        send_raw(s, IP(src=CN, dst=HA, proto=4) / inner / Raw(b"forged"), host="cn")  # no care-of address
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / IP(src="10.1.0.77", dst=CN) / UDP(dport=port) / Raw(b"n"),
+                 host="mn")  # a care-of address, but not that home address's
+        victim.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            victim.recvfrom(2048)
+    after = s.fast()
+    assert after["decapsulated"] - before["decapsulated"] == 1
+    assert after["drop_unknown_care_of"] - before["drop_unknown_care_of"] == 1
+    assert after["drop_not_reverse_tunnel"] - before["drop_not_reverse_tunnel"] == 1
+    drops = s.counters()["dataplane.drops"]  # named as the userspace backend names them
+    assert drops["unknown_care_of"] - drops_before.get("unknown_care_of", 0) == 1
+    assert drops["not_reverse_tunnel"] - drops_before.get("not_reverse_tunnel", 0) == 1
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))  # bound without T: not relayed
+    with s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind((CN, 0))
+        victim.settimeout(0.5)
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / IP(src=HOME, dst=CN) /
+                 UDP(dport=victim.getsockname()[1]) / Raw(b"no T"), host="mn")
+        with pytest.raises(TimeoutError):
+            victim.recvfrom(2048)
+    assert s.fast()["drop_not_reverse_tunnel"] == after["drop_not_reverse_tunnel"] + 1
+
+
+def test_what_bpf_cannot_do_goes_to_the_slow_path(s):
+    """TTL running out: the kernel's Time Exceeded; too big with DF: Fragmentation Needed with the tunnel's
+    MTU; too big without: carried in outer fragments by the forwarder. Each passed by the program."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    before = s.fast()
+    with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp:
+        send_raw(s, udp(b"ttl", ttl=2))  # 1 at the Home Agent
+        error = icmp_of(icmp, 11)
+        assert error.src == HA and IP(raw(error[ICMP].payload)).dst == HOME
+        send_raw(s, udp(b"x" * (1500 - 28), flags="DF"))
+        error = icmp_of(icmp, 3)
+        assert error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1480
+    with ipip_listener(s, "mn") as listener:
+        big = b"y" * (1500 - 28)
+        send_raw(s, udp(big))
+        deadline = time.monotonic() + 2
+        fragments = 0
+        while fragments < 2 and time.monotonic() < deadline:  # the raw socket sees them reassembled
+            with_payload = IP(listener.recv(65535))
+            fragments += 1 if with_payload.proto == 4 else 0
+        assert fragments >= 1
+    after = s.fast()
+    assert after["pass_ttl"] == before["pass_ttl"] + 1
+    assert after["pass_too_big"] == before["pass_too_big"] + 2
+    assert after["encapsulated"] == before["encapsulated"]
+
+
+def test_a_standby_passes_and_a_takeover_is_a_flag_flip(s):
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    s.serve(False)
+    wait_for("the route gone", lambda: s.counters()["dataplane.routes"] == 0)
+    before = s.fast()
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"standby"))
+        with pytest.raises(AssertionError):
+            outer_of(listener, b"standby", timeout=0.5)
+        assert s.fast()["pass_not_serving"] == before["pass_not_serving"] + 1
+        started = time.monotonic()
+        s.serve(True)  # the fast path forwards as soon as the flag is written, before any route is back
+        send_raw(s, udp(b"active"))
+        assert outer_of(listener, b"active").dst == COA
+        print(f"\n   forwarding {time.monotonic() - started:.4f} s after serve(True)")
+    assert s.fast()["encapsulated"] == before["encapsulated"] + 1
+
+
+def test_a_daemon_that_dies_leaves_forwarding_on_and_the_next_takes_the_maps_over(s):
+    """The program and its maps are pinned: a daemon killed without a clean stop (its forwarder, TUN
+    device and routes gone with it) leaves the fast path forwarding; the next start finds the pins and
+    keeps the maps; what the new daemon does not set again is removed when it first serves."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    s.set_tunnels(Tunnel(a(COA2), a(HA), False), home="10.1.0.51")
+    s.loop.call(s.dataplane.abandon)
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"orphan"))
+        assert outer_of(listener, b"orphan").dst == COA, "forwarding goes on without a daemon"
+        s.dataplane = s.make()
+        assert s.dataplane.attachment.reused
+        send_raw(s, udp(b"next"))
+        assert outer_of(listener, b"next").dst == COA
+        s.loop.call(s.dataplane.set_tunnels, a(HOME), (Tunnel(a(COA), a(HA), False),))  # the replay
+        s.serve(True)
+    homes = [key for key in s.loop.call(lambda: list(s.dataplane._maps["ha_homes"].keys()))]
+    assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone"
+
+
+def test_close_takes_the_program_off_and_unpins_it(s, tmp_path):
+    other = EbpfDataplane("eth0", netns=s.net.ns("ha"), pin_root=s.pins, cache_dir=s.cache, tun="ha1")
+    # The same interface: the filter is replaced, so this one takes the module's place until it closes.
+    s.loop.call(other.start)
+    s.loop.wait(other.ready())
+    assert other.attachment.attached() and other.attachment.maps_dir.exists()
+    s.loop.call(other.close)
+    assert not other.attachment.attached()
+    assert not other.attachment.pin_dir.exists()
+    s.loop.call(s.dataplane.close)  # the module's was closed with it; start it again for the rest
+    s.dataplane = s.make()
+    s.serve(True)
+
+
+def test_without_clang_the_backend_refuses_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BpfUnavailable) as caught:
+        build(tmp_path / "cache")
+    assert "clang" in str(caught.value) and "\n" not in str(caught.value)
