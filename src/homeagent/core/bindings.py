@@ -64,9 +64,9 @@ def tunnels_of(bindings: tuple[Binding, ...]) -> tuple[Tunnel, ...]:
 
 def _tunnels_in(record: bytes) -> tuple[Tunnel, ...]:
     """``tunnels_of`` straight from a stored record, without making its Bindings."""
-    if len(record) == HEAD + ENTRY:
+    if len(record) == HEAD + ENTRY:  # the usual node, on every registration: made as _new says
         coa, _, _, _, flags, ha = _ENTRY.unpack_from(record, HEAD)
-        return (Tunnel(coa, ha, bool(flags & _T_FLAG)),)
+        return (_new(Tunnel, (coa, ha, flags & _T_FLAG != 0)),)
     return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG)) for coa, _, _, _, flags, ha in _ENTRY.iter_unpack(record[HEAD:]))
 
 
@@ -87,6 +87,10 @@ _CANON_BINDING = struct.Struct("!IQHBI")
 _CANON_TOMBSTONE = struct.Struct("!IQ")
 _CANON_ONE = struct.Struct("!IQQBBIQHBI")  # the usual node: one binding, no tombstone
 _pack_one, _pack_canon_one, _crc32 = _ONE.pack, _CANON_ONE.pack, zlib.crc32  # the hot path's, bound once
+# The named tuples the hot path makes for every registration (a Binding, a Tunnel, a TunnelSet) are made
+# with tuple.__new__ and all their fields: a named tuple's own __new__ is a Python function, and costs as
+# much again as the tuple (bench/registrations.py).
+_new = tuple.__new__
 _BUCKET = DIGEST_BUCKETS - 1  # home_address % DIGEST_BUCKETS, as a mask (256 is a power of two)
 
 # A tombstone's life when nothing configures it: the default max_lifetime (1800 s) and twice the default
@@ -240,7 +244,7 @@ class BindingTable:
             record = records.get(home_address)
             after = _tunnels_in(record) if record is not None and len(record) > HEAD else ()
             if after != before:
-                out.append(TunnelSet(home_address, after, not after and home_address in returned))
+                out.append(_new(TunnelSet, (home_address, after, not after and home_address in returned)))
         touched.clear()
         returned.clear()
         return out
@@ -270,7 +274,8 @@ class BindingTable:
         just returned for the node, if the caller has it (the registrar does: one read, not two).
         """
         expires = now + lifetime
-        binding = Binding(home_address, care_of_address, lifetime, expires, identification, flags, home_agent)
+        binding = _new(Binding, (home_address, care_of_address, lifetime, expires, identification, flags,
+                                 home_agent))
         last, current = held if held is not None else self.lookup(home_address)
         if simultaneous or home_address in self._extra or (last is not None and identification <= last):
             before = self.state(home_address)
