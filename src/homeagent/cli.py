@@ -282,15 +282,21 @@ def _print_dataplane(dp: dict[str, Any]) -> None:
     totals, drops by reason, every tunnel's counters, the home link's neighbours."""
     backend = dp.get("dataplane.backend", "?")
     serving = "serving" if dp.get("dataplane.serving") else "not serving"
-    if backend != "userspace":
+    if backend not in ("userspace", "ebpf"):
         print(f"dataplane  {backend}, {serving}, "
               f"{dp.get('dataplane.home_addresses', 0)} home address(es) away")
         return
     running = (f"forwarder pid {dp.get('dataplane.pid')}" if dp.get("dataplane.running")
                else "forwarder not running")
-    print(f"dataplane  userspace, {serving}, {running} ({dp.get('dataplane.restarts', 0)} restarts), "
+    print(f"dataplane  {backend}, {serving}, {running} ({dp.get('dataplane.restarts', 0)} restarts), "
           f"tun {dp.get('dataplane.tun')}, {dp.get('dataplane.home_addresses', 0)} home address(es), "
           f"{dp.get('dataplane.routes', 0)} route(s)")
+    fast = dp.get("dataplane.fast")
+    if fast:  # the ebpf backend's program on the home link: what it did itself, what it passed on
+        print(f"  fast path on {dp.get('dataplane.interface')}: {fast.get('encapsulated', 0)} encapsulated, "
+              f"{fast.get('decapsulated', 0)} decapsulated; passed to the forwarder: "
+              + (", ".join(f"{k[5:]} {v}" for k, v in sorted(fast.items()) if k.startswith("pass_") and v)
+                 or "none"))
     print(f"  to mobile nodes   {dp.get('dataplane.packets', 0)} packets, "
           f"{dp.get('dataplane.bytes', 0)} bytes")
     print(f"  reverse tunnelled {dp.get('dataplane.reverse_packets', 0)} packets, "

@@ -45,6 +45,7 @@ class AddressMethod(StrEnum):
 class Backend(StrEnum):
     NONE = "none"  # registrations only
     USERSPACE = "userspace"  # a TUN device and raw IP-in-IP sockets in a process of their own
+    EBPF = "ebpf"  # a tc-BPF fast path on the home link in front of the userspace backend
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -106,7 +107,8 @@ class RedundancyConfig:
 @dataclass(frozen=True)
 class DataplaneConfig:
     """``[dataplane]`` (docs/dataplane.md). ``none``: registrations only, nothing forwarded; ``userspace``:
-    a TUN device and raw IP-in-IP sockets in a process of their own, and proxy ARP on ``interface``."""
+    a TUN device and raw IP-in-IP sockets in a process of their own, and proxy ARP on ``interface``;
+    ``ebpf``: the same with a tc-BPF program on ``interface`` that tunnels what it can in the kernel."""
 
     backend: Backend = Backend.NONE
     interface: str | None = None  # the home link: proxy and gratuitous ARP; its MTU sizes the tunnels
@@ -321,8 +323,8 @@ def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
     _only(t, k, {"backend", "interface", "tun", "ttl"})
     backend = _enum(t, k, "backend", d.backend)
     interface = _str(t, k, "interface", "") if "interface" in t else None
-    if backend is Backend.USERSPACE and interface is None:
-        raise ConfigError(f"{k}.interface", 'needed with backend = "userspace" (the home link, for proxy ARP)')
+    if backend in (Backend.USERSPACE, Backend.EBPF) and interface is None:
+        raise ConfigError(f"{k}.interface", f'needed with backend = "{backend}" (the home link, for proxy ARP)')
     tun = _str(t, k, "tun", d.tun)
     if len(tun) > 15:
         raise ConfigError(f"{k}.tun", "an interface name has at most 15 characters")

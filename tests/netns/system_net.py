@@ -101,11 +101,12 @@ class SystemNet(Members):
 
     EXTRA = ("cn", "mn", "mn2")
 
-    def __init__(self, tmp: Path, prefix: str) -> None:
+    def __init__(self, tmp: Path, prefix: str, backend: str = "userspace") -> None:
         lan = Lan(prefix, {"ha1": HA1, "ha2": HA2, "rt": RT_HOME})
         self._extra: list[str] = []
         self.nodes: list[MobileNodeProcess] = []
-        configs = {host: self._config(tmp, host) for host in MEMBERS}
+        self.backend = backend
+        configs = {host: self._config(tmp, host, backend) for host in MEMBERS}
         super().__init__(lan, tmp, configs)
         try:
             self._build()
@@ -114,13 +115,13 @@ class SystemNet(Members):
             raise
 
     @staticmethod
-    def _config(tmp: Path, host: str) -> Path:
+    def _config(tmp: Path, host: str, backend: str) -> Path:
         address, other = (HA1, HA2) if host == "ha1" else (HA2, HA1)
         path = group_config(tmp, address, 434, name=host, virtual_address=VIP, group=HOME_NETWORK,
                             home_network=HOME_NETWORK, peers=[other], priority=200 if host == "ha1" else 100,
                             replication="async", preempt=True, election="internal",
                             address_method="interface", interface="eth0")
-        path.write_text(path.read_text() + '\n[dataplane]\nbackend = "userspace"\ninterface = "eth0"\n'
+        path.write_text(path.read_text() + f'\n[dataplane]\nbackend = "{backend}"\ninterface = "eth0"\n'
                         'tun = "ha0"\nttl = 64\n')
         return path
 

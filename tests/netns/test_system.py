@@ -1,13 +1,15 @@
 """The Home Agent group forwarding end to end (issue 11, "What it must show"): two ``homeagent run`` members
-with the userspace data plane on a home link, a router that finds the home address by ARP, a correspondent,
-and mobile nodes running ``homeagent mn up`` on foreign links (``netns.system_net``). Real daemons, real
-decapsulating mobile nodes, real datagrams. Needs root and iproute2; namespace prefix "sy"; every process
-(by PID) and namespace is gone at the end. Run with ``-s`` to see the failover figures."""
+with the data plane on a home link (each test once per backend: userspace, ebpf), a router that finds the
+home address by ARP, a correspondent, and mobile nodes running ``homeagent mn up`` on foreign links
+(``netns.system_net``). Real daemons, real decapsulating mobile nodes, real datagrams. Needs root and
+iproute2 (and clang, bpftool for ebpf); namespace prefix "sy"; every process (by PID) and namespace is gone
+at the end. Run with ``-s`` to see the failover figures."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,10 +38,15 @@ GAP_LIMIT = 1.0  # seconds: the failover test fails above
 GAP_GOAL = 0.5
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemNet]:
+EBPF_TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
+
+
+@pytest.fixture(scope="module", params=["userspace", pytest.param("ebpf", marks=pytest.mark.skipif(
+    not EBPF_TOOLS, reason="needs clang, bpftool and tc"))])
+def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemNet]:
+    """The whole system with each data-plane backend: the same tests, the same expectations."""
     tmp: Path = tmp_path_factory.mktemp("system")
-    system = SystemNet(tmp, f"sy{os.getpid()}")
+    system = SystemNet(tmp, f"sy{os.getpid()}", request.param)
     try:
         system.formed()
         yield system

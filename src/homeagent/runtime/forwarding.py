@@ -19,6 +19,7 @@ from pathlib import Path
 from homeagent.config import Backend, DataplaneConfig
 from homeagent.core.effects import Serve, TunnelSet
 from homeagent.dataplane import Dataplane
+from homeagent.dataplane.ebpf import BpfUnavailable, EbpfDataplane
 from homeagent.dataplane.neighbours import Neighbours, NeighboursError
 from homeagent.dataplane.null import NullDataplane
 from homeagent.dataplane.userspace import UserspaceDataplane
@@ -43,14 +44,21 @@ class Forwarding:
             assert config.interface is not None
             self.dataplane = UserspaceDataplane(config.tun, _mtu(config.interface), config.ttl)
             self.neighbours = Neighbours(config.interface, counters)
+        elif config.backend is Backend.EBPF:
+            assert config.interface is not None
+            self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl)
+            self.neighbours = Neighbours(config.interface, counters)
         else:
             self.dataplane = NullDataplane()
         # Whether replies may have to wait: a backend that applies changes as called never makes them.
         self.defers = not isinstance(self.dataplane, NullDataplane)
 
     async def open(self) -> None:
-        if isinstance(self.dataplane, UserspaceDataplane):
-            self.dataplane.start()
+        if isinstance(self.dataplane, (UserspaceDataplane, EbpfDataplane)):
+            try:
+                self.dataplane.start()
+            except BpfUnavailable as exc:
+                raise ForwardingError(str(exc)) from None
             try:
                 await self.dataplane.ready()
             except TimeoutError:
