@@ -33,6 +33,8 @@ _UNOFFERED_ENCAPSULATION = int(Flags.M | Flags.G)  # we tunnel with IP-in-IP onl
 _LIMITED_BROADCAST = 0xFFFFFFFF
 _MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
 _FHAE = int(ExtensionType.FOREIGN_HOME_AUTH)
+_UNKNOWN_HOME_AGENT = int(ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS)
+_new = tuple.__new__  # a reply's Send, without the named tuple's Python-level __new__ (wire/registration.py)
 
 
 class Acceptance(NamedTuple):
@@ -81,6 +83,11 @@ class Registrar:
         bindings already granted stay as they are."""
         self.settings = settings
         self.security = security
+        # What every request reads, as plain attributes: one lookup each, not two.
+        self._home_agent_addresses = settings.home_agent_addresses
+        self._reserved = settings.reserved_home_addresses
+        self._max_lifetime = settings.max_lifetime
+        self._simultaneous = settings.simultaneous_bindings
         net = settings.home_network
         self._home_mask = int(net.netmask)
         self._home_prefix = int(net.network_address)
@@ -139,7 +146,7 @@ class Registrar:
                 and b.care_of_address == coa
                 and b.flags == request.flags
                 and request.lifetime
-                and b.lifetime == min(request.lifetime, self.settings.max_lifetime)
+                and b.lifetime == min(request.lifetime, self._max_lifetime)
             ):
                 counters["accepted.duplicate"] += 1
                 # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
@@ -160,24 +167,23 @@ class Registrar:
     # -- decisions ------------------------------------------------------------------------------------
 
     def _administrative_check(self, request: RegistrationRequest, current: tuple[Binding, ...]) -> ReplyCode | None:
-        if request.home_agent not in self.settings.home_agent_addresses:
+        flags, lifetime, hoa, home_agent, coa, _, extensions, _ = request
+        if home_agent not in self._home_agent_addresses:
             return ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS
-        if request.flags & _RESERVED:  # 3.8.2.3: non-zero reserved bits MUST be rejected with 134
+        if flags & _RESERVED:  # 3.8.2.3: non-zero reserved bits MUST be rejected with 134
             return ReplyCode.POORLY_FORMED_REQUEST
-        extensions = request.extensions
         if len(extensions) > 1 and sum(e.type == _MHAE for e in extensions) > 1:
             return ReplyCode.POORLY_FORMED_REQUEST  # 3.5.2: exactly one Mobile-Home Authentication Extension
-        hoa, coa = request.home_address, request.care_of_address
-        if request.lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
+        if lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
             return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach
         if hoa == 0 or hoa & self._home_mask != self._home_prefix:
             return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # 3.8.3.2: we assign no home addresses
-        if hoa in self.settings.reserved_home_addresses:
+        if hoa in self._reserved:
             return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # a router's address or the network's own
-        if request.lifetime and request.flags & _UNOFFERED_ENCAPSULATION:
+        if lifetime and flags & _UNOFFERED_ENCAPSULATION:
             return ReplyCode.ENCAPSULATION_UNAVAILABLE  # RFC 3024 section 4.2.2
-        limit = self.settings.simultaneous_bindings
-        if request.lifetime and request.flags & _S and limit:
+        limit = self._simultaneous
+        if lifetime and flags & _S and limit:
             if len(current) >= limit and all(b.care_of_address != coa for b in current):
                 return ReplyCode.TOO_MANY_SIMULTANEOUS_BINDINGS
         return None
@@ -190,15 +196,13 @@ class Registrar:
         now: float,
         held: tuple[int | None, tuple[Binding, ...]],
     ) -> list[Effect]:
-        hoa, coa = request.home_address, request.care_of_address
-        lifetime = min(request.lifetime, self.settings.max_lifetime)
-        simultaneous = bool(request.flags & _S) and self.settings.simultaneous_bindings > 0
-        self.bindings.register(
-            hoa, coa, lifetime, request.identification, now, request.flags, simultaneous, request.home_agent, held
-        )
+        flags, requested, hoa, home_agent, coa, identification, _, _ = request
+        lifetime = min(requested, self._max_lifetime)
+        simultaneous = flags & _S != 0 and self._simultaneous > 0
+        self.bindings.register(hoa, coa, lifetime, identification, now, flags, simultaneous, home_agent, held)
         self.counters["accepted"] += 1
         if self.report_accepted:
-            self.accepted = Acceptance(hoa, coa, request.home_agent, request.flags, lifetime, request.identification)
+            self.accepted = Acceptance(hoa, coa, home_agent, flags, lifetime, identification)
         return [self._reply(request, source, self._accept_code, lifetime, sa)]
 
     def _deregister(
@@ -226,7 +230,7 @@ class Registrar:
     ) -> list[Effect]:
         self.counters[f"denied.{int(code)}"] += 1
         log.debug("denied %s from %s: %s", IPv4Address(request.home_address), source, code.name)
-        lifetime = min(request.lifetime, self.settings.max_lifetime)  # 3.8.3.2 sets it for every reply
+        lifetime = min(request.lifetime, self._max_lifetime)  # 3.8.3.2 sets it for every reply
         return [self._reply(request, source, code, lifetime, sa, identification)]
 
     def _reply(
@@ -238,17 +242,13 @@ class Registrar:
         sa: SecurityAssociation,
         identification: int | None = None,
     ) -> Send:
-        home_agent = request.home_agent
-        if code == ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS:
+        _, _, home_address, home_agent, _, ident, _, _ = request
+        if code == _UNKNOWN_HOME_AGENT:
             home_agent = self.settings.unicast_address
-        header = reply_header(
-            code,
-            lifetime,
-            request.home_address,
-            home_agent,
-            request.identification if identification is None else identification,
-        )
-        return Send(sa.sign(header), source)
+        if identification is not None:
+            ident = identification
+        header = reply_header(code, lifetime, home_address, home_agent, ident)
+        return _new(Send, (sa.sign(header), source, None))
 
     def _security_event(self, now: float, what: str, request: RegistrationRequest, source: Address) -> None:
         """A security exception (3.8.2.1): counted, and logged with the source within the shared budget."""

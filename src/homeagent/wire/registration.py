@@ -58,6 +58,7 @@ _REPLY = struct.Struct("!BBHIIQ")
 REQUEST_SIZE = _REQUEST.size  # 24
 _MHAE = 32  # ExtensionType.MOBILE_HOME_AUTH
 _REQUEST_TYPE = int(MessageType.REGISTRATION_REQUEST)
+_REPLY_TYPE = int(MessageType.REGISTRATION_REPLY)
 _new = tuple.__new__
 _WITH_HMAC_MD5 = REQUEST_SIZE + 2 + 4 + 16  # the header and one MHAE with an HMAC-MD5 authenticator
 REPLY_SIZE = _REPLY.size  # 20
@@ -65,7 +66,7 @@ REPLY_SIZE = _REPLY.size  # 20
 
 def reply_header(code: int, lifetime: int, home_address: int, home_agent: int, identification: int) -> bytes:
     """The fixed 20 bytes of a Registration Reply (the hot path builds replies without an object)."""
-    return _REPLY.pack(MessageType.REGISTRATION_REPLY, code, lifetime, home_address, home_agent, identification)
+    return _REPLY.pack(_REPLY_TYPE, code, lifetime, home_address, home_agent, identification)
 
 
 class _WithExtensions:
