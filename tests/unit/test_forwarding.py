@@ -1,6 +1,7 @@
 """``runtime.forwarding.Forwarding.when_in_effect``: what holds a registration reply until the data plane
-has the changes made before it, and lets it go after ``BARRIER_TIMEOUT`` when the data plane does not say
-so (a hung forwarder must not hold registrations), counted."""
+has the latest change to its home address's tunnels, and lets it go after ``BARRIER_TIMEOUT`` when the data
+plane does not say so (a hung forwarder must not hold registrations), counted. A reply whose home address
+has no change waiting (a renewal) never waits."""
 
 from __future__ import annotations
 
@@ -8,55 +9,75 @@ import asyncio
 from collections import Counter
 
 from homeagent.config import DataplaneConfig
+from homeagent.core.effects import Serve, Tunnel, TunnelSet
 from homeagent.dataplane.fake import FakeDataplane
 from homeagent.runtime import forwarding
 from homeagent.runtime.forwarding import Forwarding
 
+HOME, OTHER = 0x0A010001, 0x0A010002
+TUNNEL = Tunnel(0xC0000201, 0x0A010101, False)
 
-def make() -> tuple[Forwarding, FakeDataplane, Counter[str]]:
+
+def make(serving: bool = True) -> tuple[Forwarding, FakeDataplane, Counter[str]]:
     counters: Counter[str] = Counter()
     fw = Forwarding(DataplaneConfig(), counters)
     fake = FakeDataplane()
+    fake.holding = True
     fw.dataplane = fake
+    fw.defers = True
+    fw.apply(Serve(serving))
     return fw, fake, counters
 
 
-def test_an_action_runs_at_once_when_nothing_waits():
+def test_a_reply_goes_at_once_when_its_home_address_has_no_change_waiting():
     async def scenario() -> list[str]:
         fw, _, _ = make()
+        fw.apply(TunnelSet(OTHER, (TUNNEL,)))  # another node's change waits: not ours
         done: list[str] = []
-        fw.when_in_effect(lambda: done.append("reply"))
+        fw.when_in_effect(HOME, lambda: done.append("renewal"))
+        return done
+
+    assert asyncio.run(scenario()) == ["renewal"]
+
+
+def test_replies_wait_for_their_change_and_go_in_order_when_it_is_in_effect():
+    async def scenario() -> tuple[list[str], list[str], Counter[str]]:
+        fw, fake, counters = make()
+        fw.apply(TunnelSet(HOME, (TUNNEL,)))
+        done: list[str] = []
+        fw.when_in_effect(HOME, lambda: done.append("first"))
+        fw.when_in_effect(HOME, lambda: done.append("second"))
+        await asyncio.sleep(0.01)
+        before = list(done)
+        fake.release()
+        await asyncio.sleep(0)
+        fw.when_in_effect(HOME, lambda: done.append("renewal"))  # the change is through: no wait
+        return before, done, counters
+
+    before, after, counters = asyncio.run(scenario())
+    assert before == [] and after == ["first", "second", "renewal"]
+    assert counters["dataplane.barrier_timeouts"] == 0
+
+
+def test_a_member_that_does_not_serve_makes_no_reply_wait():
+    async def scenario() -> list[str]:
+        fw, _, _ = make(serving=False)
+        fw.apply(TunnelSet(HOME, (TUNNEL,)))
+        done: list[str] = []
+        fw.when_in_effect(HOME, lambda: done.append("reply"))
         return done
 
     assert asyncio.run(scenario()) == ["reply"]
 
 
-def test_actions_wait_for_the_barrier_and_go_in_order_when_it_passes():
-    async def scenario() -> tuple[list[str], list[str], Counter[str]]:
-        fw, fake, counters = make()
-        fake.holding = True
-        done: list[str] = []
-        fw.when_in_effect(lambda: done.append("first"))
-        fw.when_in_effect(lambda: done.append("second"))
-        await asyncio.sleep(0.01)
-        before = list(done)
-        fake.release()
-        await asyncio.sleep(0)
-        return before, done, counters
-
-    before, after, counters = asyncio.run(scenario())
-    assert before == [] and after == ["first", "second"]
-    assert counters["dataplane.barrier_timeouts"] == 0
-
-
-def test_a_barrier_that_never_passes_lets_the_actions_go_after_the_timeout(monkeypatch):
+def test_a_barrier_that_never_passes_lets_the_replies_go_after_the_timeout(monkeypatch):
     monkeypatch.setattr(forwarding, "BARRIER_TIMEOUT", 0.05)
 
     async def scenario() -> tuple[list[str], list[str], Counter[str]]:
         fw, fake, counters = make()
-        fake.holding = True
+        fw.apply(TunnelSet(HOME, (TUNNEL,)))
         done: list[str] = []
-        fw.when_in_effect(lambda: done.append("reply"))
+        fw.when_in_effect(HOME, lambda: done.append("reply"))
         await asyncio.sleep(0.02)
         early = list(done)
         await asyncio.sleep(0.1)

@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -333,8 +334,9 @@ class Daemon:
 
     def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
         """Carry out ``effects`` in order, except that a registration reply, with a data plane that applies
-        changes out of line, leaves once the tunnel changes made before it are in effect (the mobile node's
-        traffic flows when it is told it is registered: docs/dataplane.md, "A reply means forwarding")."""
+        changes out of line, leaves once the latest change to its home address's tunnels is in effect (the
+        mobile node's traffic flows when it is told it is registered: docs/dataplane.md, "A reply means
+        forwarding")."""
         held: list[tuple[socket.socket, Send]] | None = None
         for effect in effects:
             if type(effect) is Send:
@@ -362,15 +364,16 @@ class Daemon:
                 self._forwarding.apply(effect)
             else:
                 raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
-        if held is not None:
-            self._forwarding.when_in_effect(lambda: self._send_all(held))
+        if held is not None:  # after the loop: the tunnel changes of this batch are handed over now
+            for sock, effect in held:
+                home_address = int.from_bytes(effect.datagram[4:8], "big")  # RFC 5944 3.4
+                self._forwarding.when_in_effect(home_address, partial(self._send, sock, effect))
 
-    def _send_all(self, sends: list[tuple[socket.socket, Send]]) -> None:
-        for sock, effect in sends:
-            try:
-                sock.sendto(effect.datagram, effect.address)
-            except OSError as exc:  # a socket closed meanwhile (the virtual address given up): counted
-                self._send_failed(sock, effect, exc)
+    def _send(self, sock: socket.socket, effect: Send) -> None:
+        try:
+            sock.sendto(effect.datagram, effect.address)
+        except OSError as exc:  # a socket closed meanwhile (the virtual address given up): counted
+            self._send_failed(sock, effect, exc)
 
     def _claim(self, address: str, announce: bool = False) -> None:
         if self._interface is not None:

@@ -38,6 +38,11 @@ class Forwarding:
         self.config = config
         self._counters = counters
         self._after: dict[asyncio.Future[None], list[Callable[[], None]]] = {}
+        # While serving: the home addresses whose latest tunnel change is not yet in effect, each with the
+        # barrier that will say it is, and each barrier's home addresses (to forget them when it passes).
+        self._serving = False
+        self._unapplied: dict[int, asyncio.Future[None]] = {}
+        self._homes_of: dict[asyncio.Future[None], list[int]] = {}
         self.neighbours: Neighbours | None = None
         self.dataplane: Dataplane
         if config.backend is Backend.USERSPACE:
@@ -74,6 +79,8 @@ class Forwarding:
     def apply(self, effect: TunnelSet | Serve) -> None:
         if type(effect) is TunnelSet:
             self.dataplane.set_tunnels(effect.home_address, effect.tunnels)
+            if self._serving and self.defers:
+                self._track(effect.home_address)
             if self.neighbours is not None:
                 if effect.tunnels:
                     self.neighbours.away(effect.home_address)
@@ -81,16 +88,36 @@ class Forwarding:
                     self.neighbours.home(effect.home_address, announce=effect.returned_home)
         else:
             assert type(effect) is Serve
+            self._serving = effect.serving
             self.dataplane.serve(effect.serving)
             if self.neighbours is not None:
                 self.neighbours.serve(effect.serving)
 
-    def when_in_effect(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once every change handed to the data plane so far is in effect (at once if it is),
-        and after ``BARRIER_TIMEOUT`` at the latest: a data plane that does not answer is counted and logged,
-        and must not hold registrations."""
+    def _track(self, home_address: int) -> None:
+        """Remember which barrier will say that ``home_address``'s latest change is in effect."""
         future = self.dataplane.barrier()
         if future is None:
+            self._unapplied.pop(home_address, None)
+            return
+        homes = self._homes_of.get(future)
+        if homes is None:
+            homes = self._homes_of[future] = []
+            future.add_done_callback(self._passed)
+        homes.append(home_address)
+        self._unapplied[home_address] = future
+
+    def _passed(self, future: asyncio.Future[None]) -> None:
+        for home in self._homes_of.pop(future, ()):
+            if self._unapplied.get(home) is future:
+                del self._unapplied[home]
+
+    def when_in_effect(self, home_address: int, action: Callable[[], None]) -> None:
+        """Run ``action`` (a registration reply for ``home_address``) once the latest change to that home
+        address's tunnels is in effect: at once if none waits (a renewal, a refusal, a node whose change is
+        through), and after ``BARRIER_TIMEOUT`` at the latest: a data plane that does not answer is counted
+        and logged, and must not hold registrations."""
+        future = self._unapplied.get(home_address)
+        if future is None or future.done():
             action()
             return
         actions = self._after.get(future)
