@@ -289,7 +289,7 @@ def test_a_daemon_that_dies_leaves_forwarding_on_and_the_next_takes_the_maps_ove
         assert outer_of(listener, b"next").dst == COA
         s.loop.call(s.dataplane.set_tunnels, a(HOME), (Tunnel(a(COA), a(HA), False),))  # the replay
         s.serve(True)
-    homes = [key for key in s.loop.call(lambda: list(s.dataplane._maps["ha_homes"].keys()))]
+    homes = s.loop.call(lambda: list(s.dataplane.fast.homes.keys()))
     assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone"
 
 
@@ -312,3 +312,32 @@ def test_without_clang_the_backend_refuses_with_one_line(tmp_path, monkeypatch):
     with pytest.raises(BpfUnavailable) as caught:
         build(tmp_path / "cache")
     assert "clang" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_more_care_of_addresses_than_the_map_holds_go_to_the_slow_path(s):
+    """Five simultaneous bindings (the map value holds four): the forwarder sends every copy."""
+    extra = [Tunnel(a(f"10.99.0.{n}"), a(HA), False) for n in range(1, 4)]  # nobody there: lost copies
+    s.set_tunnels(Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), False), *extra)
+    before = s.fast()
+    with ipip_listener(s, "mn") as one, ipip_listener(s, "mn2") as two:
+        send_raw(s, udp(b"five"))
+        assert outer_of(one, b"five").dst == COA
+        assert outer_of(two, b"five").dst == COA2
+    after = s.fast()
+    assert after["pass_too_many"] == before["pass_too_many"] + 1
+    assert after["encapsulated"] == before["encapsulated"]
+
+
+def test_the_daemon_refuses_to_start_with_one_line_when_bpf_cannot_be_built(tmp_path, monkeypatch):
+    import asyncio
+    from collections import Counter
+
+    from homeagent.config import Backend, DataplaneConfig
+    from homeagent.runtime.forwarding import Forwarding, ForwardingError
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no object built before
+    forwarding = Forwarding(DataplaneConfig(Backend.EBPF, "lo"), Counter())
+    with pytest.raises(ForwardingError, match="clang") as caught:
+        asyncio.run(forwarding.open())
+    assert "\n" not in str(caught.value)

@@ -20,7 +20,6 @@ import logging
 import struct
 import sys
 from collections import Counter
-from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -45,6 +44,7 @@ _CONFIG = struct.Struct("=IIII")  # serving, tun_ifindex, mtu, ttl
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
+_ONE = struct.pack("=I", 1)
 
 
 def _address(value: int) -> bytes:
@@ -70,13 +70,91 @@ class _Counted:
     def add(self, key: int) -> None:
         self.counts[key] += 1
         if self.counts[key] == 1:
-            self.map.update(_address(key), struct.pack("=I", 1))
+            self.map.update(_address(key), _ONE)
 
     def remove(self, key: int) -> None:
         self.counts[key] -= 1
         if self.counts[key] <= 0:
             del self.counts[key]
             self.map.delete(_address(key))
+
+
+class FastPath:
+    """The program's maps, kept equal to a tunnel table: one job, so that it can be timed and tested on
+    its own (bench/dataplane.py loads 100,000 bindings through it)."""
+
+    def __init__(self, maps_dir: Path) -> None:
+        try:
+            self.maps = {name: Map.open(maps_dir / name) for name in MAPS}
+        except OSError as exc:
+            raise BpfUnavailable(f"the ebpf backend cannot open its maps: {exc}") from None
+        self.care_of = _Counted(self.maps["ha_care_of"])
+        self.sources = _Counted(self.maps["ha_sources"])
+        self.homes = self.maps["ha_homes"]
+        self.reverse = self.maps["ha_reverse"]
+        self.stats = self.maps["ha_stats"]
+
+    def set_tunnels(self, home: int, old: tuple[Tunnel, ...], new: tuple[Tunnel, ...],
+                    drop_stats: bool = True) -> None:
+        """``home``'s tunnels from ``old`` (what the maps have) to ``new``: the value, then the reverse
+        keys, reference counts and per-tunnel counters of what changed."""
+        key = _address(home)
+        if new:
+            self.homes.update(key, home_value(new))
+        elif old:
+            self.homes.delete(key)
+        kept = {t.care_of_address for t in new}
+        for tunnel in old:
+            if tunnel in new:
+                continue
+            if tunnel.reverse:
+                self.reverse.delete(_address(tunnel.care_of_address) + _address(tunnel.source) + key)
+            self.care_of.remove(tunnel.care_of_address)
+            self.sources.remove(tunnel.source)
+            if drop_stats and tunnel.care_of_address not in kept:
+                self.stats.delete(key + _address(tunnel.care_of_address))
+        for tunnel in new:
+            if tunnel in old:
+                continue
+            if tunnel.reverse:
+                self.reverse.update(_address(tunnel.care_of_address) + _address(tunnel.source) + key, _ONE)
+            self.care_of.add(tunnel.care_of_address)
+            self.sources.add(tunnel.source)
+
+    def tunnels_of(self, home: int) -> tuple[Tunnel, ...]:
+        value = self.homes.lookup(_address(home))
+        return _tunnels_of(value) if value is not None else ()
+
+    def adopt(self) -> set[int]:
+        """Take the maps over as a previous daemon left them: the home addresses in them, with their
+        reverse keys and references rebuilt from the values (the counts were the dead daemon's)."""
+        for name in ("ha_reverse", "ha_care_of", "ha_sources"):
+            for key in list(self.maps[name].keys()):
+                self.maps[name].delete(key)
+        homes = {int.from_bytes(key, "big") for key in self.homes.keys()}
+        for home in homes:
+            self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
+        return homes
+
+    def config(self) -> tuple[int, int, int, int]:
+        value = self.maps["ha_config"].lookup(bytes(4))
+        return _CONFIG.unpack(value) if value is not None else (0, 0, 0, 0)
+
+    def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int) -> None:
+        self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl))
+
+    def reasons(self) -> dict[str, int]:
+        """The program's counters by reason, summed over the CPUs."""
+        reasons = self.maps["ha_reasons"]
+        return {name: reasons.per_cpu_sum(struct.pack("=I", n)) for n, name in enumerate(REASONS)}
+
+    def tunnel_stats(self, home: int, care_of: int) -> tuple[int, int, int, int]:
+        value = self.stats.lookup(_address(home) + _address(care_of))
+        return _STATS.unpack(value) if value is not None else (0, 0, 0, 0)
+
+    def close(self) -> None:
+        for bpf_map in self.maps.values():
+            bpf_map.close()
 
 
 class EbpfDataplane:
@@ -95,10 +173,8 @@ class EbpfDataplane:
         self.ttl = ttl
         self.attachment = Attachment(interface, pin_root, ["nsenter", f"--net=/run/netns/{netns}"] if netns else [])
         self._cache_dir = cache_dir
-        self._maps: dict[str, Map] = {}
+        self.fast: FastPath | None = None
         self._table: dict[int, tuple[Tunnel, ...]] = {}
-        self._care_of: _Counted | None = None
-        self._sources: _Counted | None = None
         self._serving = False
         self._tun_index = 0
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
@@ -110,29 +186,15 @@ class EbpfDataplane:
     def start(self) -> None:
         """Build (or take from the cache), load, pin and attach the program, then start the userspace
         forwarder; call on the running loop. Raises ``BpfUnavailable`` with the reason."""
-        obj = build(self._cache_dir)
-        self.attachment.attach(obj)
-        try:
-            self._maps = {name: Map.open(self.attachment.maps_dir / name) for name in MAPS}
-        except OSError as exc:
-            raise BpfUnavailable(f"the ebpf backend cannot open its maps: {exc}") from None
-        self._care_of = _Counted(self._maps["ha_care_of"])
-        self._sources = _Counted(self._maps["ha_sources"])
+        self.attachment.attach(build(self._cache_dir))
+        self.fast = FastPath(self.attachment.maps_dir)
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
             # the replay does not set again is removed at the first serve().
-            self._stale = {int.from_bytes(key, "big") for key in self._maps["ha_homes"].keys()}
-            serving = self._config()[0]
-            self._serving = bool(serving)
-            for name in ("ha_reverse", "ha_care_of", "ha_sources"):
-                for key in list(self._maps[name].keys()):
-                    self._maps[name].delete(key)
+            self._serving = bool(self.fast.config()[0])
+            self._stale = self.fast.adopt()
             log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
-                     len(self._stale), "serving" if serving else "not serving")
-            for home in self._stale:  # their reverse tunnels and references, as the maps have them
-                value = self._maps["ha_homes"].lookup(_address(home))
-                if value is not None:
-                    self._account(home, (), _tunnels_of(value), drop_stats=False)
+                     len(self._stale), "serving" if self._serving else "not serving")
         self._write_config()
         self.slow.start()
         self._watch = asyncio.get_running_loop().create_task(self._follow_tun())
@@ -144,22 +206,16 @@ class EbpfDataplane:
 
     def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
         self.slow.set_tunnels(home_address, tunnels)
-        old = self._table.get(home_address, ())
         new = tuple(tunnels)
+        old = self._table.pop(home_address, ())
         if new:
             self._table[home_address] = new
-        else:
-            self._table.pop(home_address, None)
+        if self.fast is None:
+            return
         if home_address in self._stale:
             self._stale.discard(home_address)
-            value = self._maps["ha_homes"].lookup(_address(home_address))
-            old = _tunnels_of(value) if value is not None else ()
-        homes = self._maps["ha_homes"]
-        if new:
-            homes.update(_address(home_address), home_value(new))
-        else:
-            homes.delete(_address(home_address))
-        self._account(home_address, old, new)
+            old = self.fast.tunnels_of(home_address)
+        self.fast.set_tunnels(home_address, old, new)
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
@@ -173,8 +229,7 @@ class EbpfDataplane:
     def barrier(self) -> asyncio.Future[None] | None:
         """The maps have every change already; the routes into the TUN (the slow path, and what makes the
         kernel answer proxy ARP) are the userspace forwarder's, so its barrier is ours."""
-        barrier = getattr(self.slow, "barrier", None)
-        return barrier() if barrier is not None else None
+        return self.slow.barrier()
 
     def counters(self) -> dict[str, object]:
         return self._merged(self.slow.counters())
@@ -182,44 +237,36 @@ class EbpfDataplane:
     async def fetch_counters(self, timeout: float = 2.0, tunnels: bool = True) -> dict[str, object]:
         return self._merged(await self.slow.fetch_counters(timeout, tunnels))
 
+    def fast_counters(self) -> dict[str, int]:
+        return self.fast.reasons() if self.fast is not None else {}
+
     @property
     def pid(self) -> int | None:
         return self.slow.pid
 
     def close(self) -> None:
         """Stop: the filter off the interface and the pins unlinked, then the userspace forwarder."""
-        self._closed = True
-        if self._watch is not None:
-            self._watch.cancel()
-        if self._maps:
+        if self.fast is not None:
             with contextlib.suppress(OSError, BpfUnavailable):
                 self.attachment.detach()
-        for bpf_map in self._maps.values():
-            bpf_map.close()
-        self._maps.clear()
-        self.slow.close()
+        self.abandon()
 
     def abandon(self) -> None:
         """Let go without a clean stop, as a daemon killed with SIGKILL would: the program stays attached
-        and pinned, and forwards with the maps as they are (tests, and ``homeagent run`` on exec)."""
+        and pinned, and forwards with the maps as they are (the tests)."""
         self._closed = True
         if self._watch is not None:
             self._watch.cancel()
-        for bpf_map in self._maps.values():
-            bpf_map.close()
-        self._maps.clear()
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = None
         self.slow.close()
 
-    # -- the maps -------------------------------------------------------------------------------------
-
-    def _config(self) -> tuple[int, int, int, int]:
-        value = self._maps["ha_config"].lookup(bytes(4))
-        return _CONFIG.unpack(value) if value is not None else (0, 0, 0, 0)
+    # -- the TUN device the decapsulated datagrams enter by -------------------------------------------
 
     def _write_config(self) -> None:
-        if self._maps:
-            self._maps["ha_config"].update(bytes(4), _CONFIG.pack(int(self._serving), self._tun_index, self.mtu,
-                                                                   self.ttl))
+        if self.fast is not None:
+            self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl)
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")
@@ -228,59 +275,26 @@ class EbpfDataplane:
             self._write_config()
 
     async def _follow_tun(self) -> None:
-        """The decapsulated datagrams enter the stack through the TUN device, which is the forwarder's and
-        is made anew when a forwarder is restarted: follow its index."""
+        """The TUN device is the forwarder's and is made anew when a forwarder is restarted: follow its
+        index, which the program hands decapsulated datagrams to."""
         while not self._closed:
             try:
                 info = await self.slow.ready(timeout=30)
-            except (TimeoutError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, RuntimeError):
                 continue
             except asyncio.CancelledError:
                 if self._closed:
                     return
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the forwarder died before it was ready: wait for the next
                 continue
             self._set_tun(info)
             pid = self.slow.pid
-            while not self._closed and self.slow.pid == pid and pid is not None:
+            while not self._closed and pid is not None and self.slow.pid == pid:
                 await asyncio.sleep(0.2)
             if self.slow.pid is None:
                 await asyncio.sleep(0.05)
 
-    def _account(self, home: int, old: Iterable[Tunnel], new: Iterable[Tunnel], drop_stats: bool = True) -> None:
-        """The reverse-tunnel keys, reference counts and per-tunnel counters from ``old`` to ``new``."""
-        assert self._care_of is not None and self._sources is not None
-        old, new = tuple(old), tuple(new)
-        reverse = self._maps["ha_reverse"]
-        kept = {t.care_of_address for t in new}
-        for tunnel in old:
-            if tunnel in new:
-                continue
-            if tunnel.reverse:
-                reverse.delete(_address(tunnel.care_of_address) + _address(tunnel.source) + _address(home))
-            self._care_of.remove(tunnel.care_of_address)
-            self._sources.remove(tunnel.source)
-            if drop_stats and tunnel.care_of_address not in kept:
-                self._maps["ha_stats"].delete(_address(home) + _address(tunnel.care_of_address))
-        for tunnel in new:
-            if tunnel in old:
-                continue
-            if tunnel.reverse:
-                reverse.update(_address(tunnel.care_of_address) + _address(tunnel.source) + _address(home),
-                               struct.pack("=I", 1))
-            self._care_of.add(tunnel.care_of_address)
-            self._sources.add(tunnel.source)
-
-    def fast_counters(self) -> dict[str, int]:
-        """The program's counters by reason, summed over the CPUs."""
-        reasons = self._maps.get("ha_reasons")
-        if reasons is None:
-            return {}
-        return {name: reasons.per_cpu_sum(struct.pack("=I", n)) for n, name in enumerate(REASONS)}
-
-    def _tunnel_stats(self, home: int, care_of: int) -> tuple[int, int, int, int]:
-        value = self._maps["ha_stats"].lookup(_address(home) + _address(care_of))
-        return _STATS.unpack(value) if value is not None else (0, 0, 0, 0)
+    # -- counters -------------------------------------------------------------------------------------
 
     def _merged(self, slow: dict[str, object]) -> dict[str, object]:
         """The userspace backend's counters with the fast path's added in: the same keys mean the same
@@ -288,16 +302,17 @@ class EbpfDataplane:
         out = dict(slow)
         out["dataplane.backend"] = "ebpf"
         out["dataplane.interface"] = self.interface
-        out["dataplane.attached"] = bool(self._maps)
-        if not self._maps:
+        out["dataplane.attached"] = self.fast is not None
+        if self.fast is None:
             return out
-        fast = self.fast_counters()
+        fast = self.fast.reasons()
         out["dataplane.fast"] = fast
         for key, more in (("packets", fast["encapsulated"]), ("bytes", fast["bytes_encapsulated"]),
                           ("reverse_packets", fast["decapsulated"]), ("reverse_bytes", fast["bytes_decapsulated"])):
             value = out.get(f"dataplane.{key}", 0)
             out[f"dataplane.{key}"] = (value if isinstance(value, int) else 0) + more
-        drops = dict(out.get("dataplane.drops") or {})  # type: ignore[call-overload]
+        slow_drops = out.get("dataplane.drops")
+        drops: dict[str, int] = dict(slow_drops) if isinstance(slow_drops, dict) else {}
         for reason in ("unknown_care_of", "not_reverse_tunnel"):
             if fast[f"drop_{reason}"]:
                 drops[reason] = drops.get(reason, 0) + fast[f"drop_{reason}"]
@@ -307,9 +322,8 @@ class EbpfDataplane:
             merged = []
             for entry in tunnels:
                 entry = dict(entry)
-                home = int(IPv4Address(entry["home_address"]))
-                care_of = int(IPv4Address(entry["care_of_address"]))
-                packets, nbytes, rpackets, rbytes = self._tunnel_stats(home, care_of)
+                packets, nbytes, rpackets, rbytes = self.fast.tunnel_stats(
+                    int(IPv4Address(entry["home_address"])), int(IPv4Address(entry["care_of_address"])))
                 entry["packets"] = entry.get("packets", 0) + packets
                 entry["bytes"] = entry.get("bytes", 0) + nbytes
                 entry["reverse_packets"] = entry.get("reverse_packets", 0) + rpackets
