@@ -157,12 +157,15 @@ class MobileNode:
     ) -> Outcome:
         """Register (or, with lifetime 0, deregister); retry on timeout, resynchronise once on 133.
 
-        Raises TimeoutError when no valid reply came after ``retries`` retransmissions. A 131 we cannot
-        authenticate is returned as an Outcome with ``authenticated`` False (see UnauthenticatedRefusal).
+        Raises TimeoutError when no valid reply came after ``retries`` retransmissions, OSError when a
+        co-located care-of address (D) is not one of this host's. A 131 we cannot authenticate is returned
+        as an Outcome with ``authenticated`` False (see UnauthenticatedRefusal).
         """
         resynchronised = False
         attempts = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if flags & Flags.D:  # a co-located care-of address: the request leaves from it (RFC 5944 3.6.1.1)
+                sock.bind((str(care_of_address), 0))
             sock.connect((str(self.home_agent), self.port))
             while True:
                 datagram = self.request(care_of_address, lifetime, flags)
@@ -292,6 +295,9 @@ class Session:
             outcome = self.node.register(self.care_of, self.lifetime, self.flags, self.timeout, self.retries)
         except TimeoutError as exc:
             return self._failed(f"no reply: {exc}")
+        except OSError as exc:  # a care-of address not (yet) on this host: nothing was sent
+            self.in_flight = None
+            return self._failed(f"cannot send from care-of {self.care_of}: {exc.strerror or exc}")
         self.in_flight = None
         self.last = outcome
         if not outcome.accepted:
@@ -333,9 +339,13 @@ class Session:
         outcome = None
         for care_of in dict.fromkeys(a for a in (self.registered_care_of, self.in_flight) if a is not None):
             try:
-                outcome = self.node.register(care_of, 0, self.flags & Flags.S, self.timeout, self.retries)
+                outcome = self.node.register(care_of, 0, self.flags & (Flags.S | Flags.D), self.timeout,
+                                             self.retries)
             except TimeoutError as exc:
                 self.report(f"de-registration of care-of {care_of}: no reply: {exc}")
+                continue
+            except OSError as exc:
+                self.report(f"de-registration of care-of {care_of}: cannot send from it: {exc}")
                 continue
             self.report(f"deregistered care-of {care_of}: code {outcome.code}")
         self.registered_care_of = self.expires = self.in_flight = None

@@ -188,7 +188,8 @@ def test_close_deregisters_the_care_of_address_held_and_only_it():
     s.step()
     outcome = s.close()
     assert outcome is not None and outcome.accepted
-    assert ha.requests[-1] == (COA, 0, int(Flags.S))  # lifetime 0 for this care-of address; S keeps others
+    # lifetime 0 for this care-of address; S keeps the others; D: sent from the care-of address as before
+    assert ha.requests[-1] == (COA, 0, int(Flags.S | Flags.D))
     assert s.registered_care_of is None
     assert s.close() is None
 
@@ -237,5 +238,22 @@ def test_close_also_deregisters_a_care_of_address_whose_registration_got_no_repl
     assert not s.step()
     ha.silent = False
     s.close()
-    assert ha.requests[-2:] == [(COA, 0, 0), (COA2, 0, 0)]
+    assert ha.requests[-2:] == [(COA, 0, int(Flags.D)), (COA2, 0, int(Flags.D))]
     assert s.in_flight is None and s.registered_care_of is None
+
+
+def test_a_care_of_address_not_on_this_host_is_a_failed_attempt_not_a_crash():
+    """With D the request leaves from the care-of address (RFC 5944 3.6.1.1); one the host does not have
+    (a move told before the address is configured) fails that attempt, which is tried again later."""
+    clock = Clock()
+    ha = FakeHomeAgent(clock)
+    s, lines = session(clock, ha)
+
+    def unbound(*args: object) -> Outcome:
+        raise OSError(99, "Cannot assign requested address")
+
+    s.node.register = unbound  # type: ignore[method-assign]
+    assert not s.step()
+    assert s.in_flight is None, "nothing was sent: nothing to de-register"
+    assert lines[-1].startswith(f"failed: cannot send from care-of {COA}: Cannot assign requested address")
+    assert s.due is not None and s.due > clock.now

@@ -315,3 +315,19 @@ def test_outcome_as_dict(exchange):
 
 def test_key_constant():
     assert SA.key == KEY and ntp(T0) >> 32 == int(T0) + 2_208_988_800
+
+
+@pytest.mark.parametrize(("flags", "source"), [(int(Flags.D), "127.0.0.5"), (0, "127.0.0.1")],
+                         ids=["co-located", "via-foreign-agent"])
+def test_a_co_located_care_of_address_is_the_requests_source(flags, source):
+    """RFC 5944 3.6.1.1: a mobile node registering a co-located care-of address (D) sends from it; any
+    other request leaves from whatever address the route gives (here loopback's first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        node = MobileNode(HOA, IPv4Address("127.0.0.1"), SA, server.getsockname()[1])
+        with pytest.raises(TimeoutError):  # nobody answers: what matters is where it came from
+            node.register(IPv4Address("127.0.0.5"), 60, flags, timeout=0.05, retries=0)
+        data, sender = server.recvfrom(4096)
+    assert sender[0] == source
+    assert RegistrationRequest.parse(data).care_of_address == int(IPv4Address("127.0.0.5"))
