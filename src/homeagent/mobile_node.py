@@ -164,8 +164,8 @@ class MobileNode:
         resynchronised = False
         attempts = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            if flags & Flags.D:  # a co-located care-of address: the request leaves from it (RFC 5944 3.6.1.1)
-                sock.bind((str(care_of_address), 0))
+            if flags & Flags.D:  # RFC 5944 3.6.1.1: from the address of the interface it is sent on, which
+                sock.bind((str(care_of_address), 0))  # for a co-located care-of address is that address
             sock.connect((str(self.home_agent), self.port))
             while True:
                 datagram = self.request(care_of_address, lifetime, flags)
