@@ -35,7 +35,9 @@ from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, IPPROTO_IPIP, Drop, Oute
 
 log = logging.getLogger("homeagent.dataplane.decap")
 
-REVERSE_TABLE = 434  # the routing table of the reverse tunnel (the registration port: easy to recognise)
+# The routing table of a reverse tunnel: one per TUN device, so that mobile nodes sharing a host (tests, a
+# router carrying several) each send into their own (434, the registration port, to be easy to recognise).
+REVERSE_TABLE_BASE = 434 << 16
 RULE_PRIORITY = 434
 BATCH = 64
 
@@ -113,6 +115,7 @@ class MobileTunnel:
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
         self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
         fd = self.fd
+        self.table = 0  # the reverse tunnel's routing table, once configured
         self.engine = Decapsulator(home_address, home_agent, care_of, reverse, lambda p: os.write(fd, p),
                                    self.tx.sendto)
         self._stop_r, self._stop_w = os.pipe()
@@ -127,12 +130,16 @@ class MobileTunnel:
             ipr.link("set", index=index, mtu=self.mtu - HEADER_SIZE, state="up")
             ipr.addr("replace", index=index, address=home, prefixlen=32)
             if self.reverse:
-                ipr.route("replace", dst="0.0.0.0/0", oif=index, table=REVERSE_TABLE)
-                try:
-                    ipr.rule("del", src=home, src_len=32, table=REVERSE_TABLE, priority=RULE_PRIORITY)
-                except Exception:  # noqa: BLE001 - none left from an earlier run
-                    pass
-                ipr.rule("add", src=home, src_len=32, table=REVERSE_TABLE, priority=RULE_PRIORITY)
+                self.table = REVERSE_TABLE_BASE + index
+                ipr.route("replace", dst="0.0.0.0/0", oif=index, table=self.table)
+                for rule in ipr.get_rules(family=socket.AF_INET):  # an earlier run's, killed before it could
+                    if rule.get("FRA_SRC") == home and rule.get("FRA_PRIORITY") == RULE_PRIORITY:
+                        try:
+                            ipr.rule("del", src=home, src_len=32, priority=RULE_PRIORITY,
+                                     table=rule.get("FRA_TABLE") or rule["table"])
+                        except Exception:  # noqa: BLE001 - gone meanwhile
+                            pass
+                ipr.rule("add", src=home, src_len=32, table=self.table, priority=RULE_PRIORITY)
         # What arrives on the TUN comes from anywhere, while the route back to it leaves by the link.
         with open(f"/proc/sys/net/ipv4/conf/{self.name}/rp_filter", "w") as knob:
             knob.write("0")
@@ -176,7 +183,7 @@ class MobileTunnel:
 
             with IPRoute() as ipr:
                 try:
-                    ipr.rule("del", src=str(IPv4Address(self.home_address)), src_len=32, table=REVERSE_TABLE,
+                    ipr.rule("del", src=str(IPv4Address(self.home_address)), src_len=32, table=self.table,
                              priority=RULE_PRIORITY)
                 except Exception:  # noqa: BLE001 - gone already
                     pass
