@@ -163,3 +163,41 @@ def test_a_barrier_passes_when_the_forwarder_answers_or_dies():
             hung.close()
 
     asyncio.run(scenario())
+
+
+def test_a_hung_forwarder_is_found_killed_and_restarted(tmp_path, monkeypatch):
+    """One that lives but stops reading its socket: the watchdog's question goes unanswered, and after
+    HUNG_AFTER it is killed, counted, and a new one is given the table."""
+    from homeagent.dataplane import userspace
+
+    monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
+    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.5)
+
+    async def scenario() -> None:
+        dp = handle("--hang-once", str(tmp_path / "hung"))
+        dp.start()
+        try:
+            first = await dp.ready()
+            dp.set_tunnels(a("10.1.0.1"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            await asyncio.sleep(0.3)
+            assert dp.pid == first["pid"], "not yet: it may be busy"
+            deadline = time.monotonic() + 10
+            while dp.counters()["dataplane.hung"] == 0:
+                assert time.monotonic() < deadline, "the hung forwarder was never found"
+                await asyncio.sleep(0.05)
+            second = await dp.ready()
+            assert second["pid"] != first["pid"]
+            counters = await dp.fetch_counters()
+            assert counters["dataplane.restarts"] == 1 and counters["dataplane.hung"] == 1
+            assert list(counters["dataplane.table"]) == ["10.1.0.1"]
+            await asyncio.sleep(0.8)  # the new one answers: nothing more is killed
+            assert dp.counters()["dataplane.hung"] == 1
+        finally:
+            dp.close()
+        try:
+            os.kill(first["pid"], 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return
+        raise AssertionError("the hung forwarder outlived the handle")
+
+    asyncio.run(scenario())

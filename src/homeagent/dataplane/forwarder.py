@@ -38,8 +38,8 @@ from types import FrameType
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.engine import Engine
-from homeagent.dataplane.messages import (Barrier, CountersRequest, Serve, SetTunnels, decode,
-                                          encode_applied, encode_counters, encode_ready)
+from homeagent.dataplane.messages import (Barrier, CountersRequest, Ping, Serve, SetTunnels, decode,
+                                          encode_applied, encode_counters, encode_pong, encode_ready)
 from homeagent.dataplane.routes import HomeRoutes
 from homeagent.dataplane.tun import open_tun, without_ipv6
 from homeagent.wire.errors import ParseError
@@ -162,6 +162,8 @@ class Forwarder:
                 self.backlog.extend(command.entries)
             elif isinstance(command, (Serve, CountersRequest, Barrier)):
                 self.backlog.append(command)
+            elif isinstance(command, Ping):  # at once, ahead of the backlog: the handle's watchdog
+                self.control.send(encode_pong(command.mark))
             else:
                 self.counters["control_unexpected"] += 1
         return True

@@ -13,11 +13,14 @@ buffer. The first byte says what it is:
           table of many tunnels makes that a long piece of work for the forwarder: ask for it when shown).
     ``B`` barrier: ``mark(4)``; say ``b`` with the same mark once every change sent before it is in
           effect (the tunnels in the engine, the routes in the kernel).
+    ``P`` are you there: ``mark(4)``; answered ``p`` with the same mark as soon as it is read, ahead of
+          any backlog (the handle's watchdog).
   forwarder -> daemon
     ``R`` ready: the TUN device is up and the sockets open; JSON with its name, index and MTU.
     ``c`` counters: ``request(4) last(1)`` then a piece of one JSON document; the pieces of one request
           are concatenated until ``last`` is 1 (a table of many tunnels needs more than one message).
     ``b`` applied: ``mark(4)``, the answer to ``B``.
+    ``p`` here: ``mark(4)``, the answer to ``P``.
 
 Integers are big-endian. Anything else, or a message cut short, raises ``ParseError``: the forwarder logs
 and ignores it, the handle restarts a forwarder that talks nonsense.
@@ -64,6 +67,14 @@ class Applied(NamedTuple):
     mark: int
 
 
+class Ping(NamedTuple):
+    mark: int
+
+
+class Pong(NamedTuple):
+    mark: int
+
+
 class Ready(NamedTuple):
     info: dict[str, object]
 
@@ -74,7 +85,7 @@ class CountersPart(NamedTuple):
     chunk: bytes
 
 
-Message = SetTunnels | Serve | CountersRequest | Barrier | Ready | CountersPart | Applied
+Message = SetTunnels | Serve | CountersRequest | Barrier | Ping | Ready | CountersPart | Applied | Pong
 
 
 def encode_tunnels(entries: Iterable[tuple[int, tuple[Tunnel, ...]]]) -> Iterator[bytes]:
@@ -111,6 +122,14 @@ def encode_applied(mark: int) -> bytes:
     return b"b" + _MARK.pack(mark & 0xFFFFFFFF)
 
 
+def encode_ping(mark: int) -> bytes:
+    return b"P" + _MARK.pack(mark & 0xFFFFFFFF)
+
+
+def encode_pong(mark: int) -> bytes:
+    return b"p" + _MARK.pack(mark & 0xFFFFFFFF)
+
+
 def encode_ready(info: dict[str, object]) -> bytes:
     return b"R" + json.dumps(info).encode()
 
@@ -142,6 +161,10 @@ def decode(message: bytes) -> Message:
             return Barrier(_MARK.unpack(body)[0])
         if kind == b"b" and len(body) == _MARK.size:
             return Applied(_MARK.unpack(body)[0])
+        if kind == b"P" and len(body) == _MARK.size:
+            return Ping(_MARK.unpack(body)[0])
+        if kind == b"p" and len(body) == _MARK.size:
+            return Pong(_MARK.unpack(body)[0])
         if kind == b"R":
             info = json.loads(body)
             if not isinstance(info, dict):

@@ -9,7 +9,10 @@ socket waits for the loop to say it is writable, and a long table is packed a sl
 The forwarder is a process of its own (see its docstring for why). The handle reads its socket; when the
 socket closes, the forwarder has died: the handle logs it, counts ``dataplane.restarts``, starts a new one
 (at once, then backing off if it keeps dying young) and replays the whole table and the serving state to
-it. The new TUN device starts empty, so there is nothing stale to reconcile.
+it. The new TUN device starts empty, so there is nothing stale to reconcile. A forwarder that lives but no
+longer reads its socket (hung) is found by a watchdog: every ``PING_EVERY`` seconds the handle asks "are
+you there", which the forwarder answers as soon as it reads it; one that has not answered for
+``HUNG_AFTER`` seconds is logged, counted (``dataplane.hung``) and killed, and restarted as a dead one.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from collections import Counter, deque
 from collections.abc import Sequence
 
 from homeagent.dataplane import Tunnel
-from homeagent.dataplane.messages import (Applied, CountersPart, Ready, decode, encode_barrier,
-                                          encode_counters_request, encode_serve, encode_tunnels)
+from homeagent.dataplane.messages import (Applied, CountersPart, Pong, Ready, decode, encode_barrier,
+                                          encode_counters_request, encode_ping, encode_serve, encode_tunnels)
 from homeagent.wire.errors import ParseError
 from homeagent.wire.ip import DEFAULT_TTL
 
@@ -37,6 +40,8 @@ OUTBOX_LIMIT = 64  # packed messages waiting on the socket before packing stops 
 RESTART_FIRST = 0.05  # seconds before restarting a forwarder that died
 RESTART_MAX = 5.0  # the longest wait, for a forwarder that dies as soon as it starts
 YOUNG = 2.0  # a forwarder that dies younger than this makes the next wait longer
+PING_EVERY = 2.0  # seconds between two "are you there" to the forwarder
+HUNG_AFTER = 10.0  # seconds without an answer before a forwarder is taken for hung, killed and restarted
 DETAIL_LIMIT = 4096  # home addresses up to which counters() lists every tunnel (~3 us each of forwarder time)
 
 
@@ -77,6 +82,9 @@ class UserspaceDataplane:
         self._started_at = 0.0
         self._restart_wait = RESTART_FIRST
         self._restart: asyncio.TimerHandle | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._ping_mark = 0
+        self._pinged_at: float | None = None  # when the unanswered "are you there" went
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -187,6 +195,8 @@ class UserspaceDataplane:
         if self._ready is None or self._ready.done():
             self._ready = self._loop.create_future()
         self._loop.add_reader(ours.fileno(), self._readable)
+        self._pinged_at = None
+        self._watch = self._loop.call_later(PING_EVERY, self._ping)
         # The new forwarder knows nothing: everything is to be sent again, the latest state only.
         self._outbox.clear()
         self._pending = dict(self._table)
@@ -196,6 +206,9 @@ class UserspaceDataplane:
     def _detach(self) -> None:
         """Let go of the current forwarder's socket (it ends, or has ended, with it)."""
         sock, self._sock = self._sock, None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if sock is not None and self._loop is not None:
             self._loop.remove_reader(sock.fileno())
             if self._writing:
@@ -273,6 +286,34 @@ class UserspaceDataplane:
                 self._counters_part(answer)
             elif isinstance(answer, Applied):
                 self._applied(answer.mark)
+            elif isinstance(answer, Pong) and answer.mark == self._ping_mark:
+                self._pinged_at = None
+
+    def _ping(self) -> None:
+        """The watchdog: ask the forwarder whether it is there; kill one that has not answered for
+        ``HUNG_AFTER`` seconds (its socket then closes, and it is restarted as a dead one is)."""
+        sock, proc, loop = self._sock, self._proc, self._loop
+        if sock is None or loop is None:
+            return
+        now = time.monotonic()
+        if self._pinged_at is not None:
+            if now - self._pinged_at >= HUNG_AFTER and proc is not None:
+                self._counters["dataplane.hung"] += 1
+                log.error("the forwarder (pid %d) has not answered for %.0f s: killing it", proc.pid,
+                          now - self._pinged_at)
+                proc.kill()
+                return  # its socket closes: _readable sees it die
+        else:
+            self._ping_mark = (self._ping_mark + 1) & 0xFFFFFFFF
+            try:
+                sock.send(encode_ping(self._ping_mark))
+                self._pinged_at = now
+            except (BlockingIOError, InterruptedError):  # not reading: it is asked again next time
+                self._pinged_at = now
+            except OSError as exc:
+                self._died(str(exc))
+                return
+        self._watch = loop.call_later(PING_EVERY, self._ping)
 
     def _applied(self, mark: int) -> None:
         """Barrier ``mark`` and every one sent before it are passed (the forwarder answers in order)."""
@@ -328,7 +369,7 @@ class UserspaceDataplane:
     def _merged(self) -> dict[str, object]:
         merged: dict[str, object] = {"dataplane.backend": "userspace",
                                      "dataplane.running": self._sock is not None,
-                                     "dataplane.pid": self.pid, "dataplane.restarts": 0,
+                                     "dataplane.pid": self.pid, "dataplane.restarts": 0, "dataplane.hung": 0,
                                      "dataplane.home_addresses_wanted": len(self._table)}
         merged.update({f"dataplane.{key}": value for key, value in self._snapshot.items()})
         merged.update(self._counters)
