@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homeagent.dataplane import Tunnel
-from homeagent.dataplane.messages import (MAX_MESSAGE, Applied, Barrier, CountersPart, CountersRequest, Ready,
-                                          Serve, SetTunnels, decode, encode_applied, encode_barrier,
-                                          encode_counters, encode_counters_request, encode_ready,
-                                          encode_serve, encode_tunnels)
+from homeagent.dataplane.messages import (MAX_MESSAGE, Applied, Barrier, CountersPart, CountersRequest, Ping,
+                                          Pong, Ready, Serve, SetTunnels, decode, encode_applied,
+                                          encode_barrier, encode_counters, encode_counters_request, encode_ping,
+                                          encode_pong, encode_ready, encode_serve, encode_tunnels)
 from homeagent.wire.errors import ParseError
 
 FAST = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,7 +24,7 @@ TABLE = st.lists(st.tuples(ADDRESS, TUNNELS), max_size=3000)
 
 @FAST
 @given(st.one_of(st.binary(max_size=200),
-                 st.sampled_from([b"T", b"S", b"C", b"B", b"R", b"c", b"b"]).flatmap(
+                 st.sampled_from([b"T", b"S", b"C", b"B", b"P", b"R", b"c", b"b", b"p"]).flatmap(
                      lambda kind: st.binary(max_size=60).map(lambda body: kind + body))))
 def test_decode_raises_only_parse_error(data):
     try:
@@ -54,6 +54,8 @@ def test_small_messages_round_trip(serving, request):
     assert decode(encode_ready({"tun": "ha0", "pid": request})) == Ready({"tun": "ha0", "pid": request})
     assert decode(encode_barrier(request)) == Barrier(request)
     assert decode(encode_applied(request)) == Applied(request)
+    assert decode(encode_ping(request)) == Ping(request)
+    assert decode(encode_pong(request)) == Pong(request)
 
 
 @settings(max_examples=30, deadline=None)
