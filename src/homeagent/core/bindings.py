@@ -169,6 +169,9 @@ class BindingTable:
         record = self._records.get(home_address)
         if record is None:
             return None, ()
+        if len(record) == HEAD + ENTRY:  # the usual node, on every renewal: one unpacking, made as _new says
+            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+            return last, (_new(Binding, (home_address, coa, lifetime, expires, ident, flags, ha)),)
         last = _HEAD.unpack_from(record)[0]
         return last, (_decode(home_address, record) if len(record) > HEAD else ())
 
