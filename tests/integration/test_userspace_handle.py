@@ -22,6 +22,15 @@ def a(text: str) -> int:
     return int(IPv4Address(text))
 
 
+def gone(pid: object) -> bool:
+    """Whether no process ``pid`` is left."""
+    try:
+        os.kill(pid, 0)  # type: ignore[arg-type]
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def handle(*options: str) -> UserspaceDataplane:
     return UserspaceDataplane(argv_prefix=[sys.executable, str(FAKE), *options])
 
@@ -99,11 +108,7 @@ def test_close_ends_the_forwarder():
         info = await dp.ready()
         dp.close()
         await asyncio.sleep(0.1)
-        try:
-            os.kill(info["pid"], 0)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            return
-        raise AssertionError("the forwarder outlived close")
+        assert gone(info["pid"]), "the forwarder outlived close"
 
     asyncio.run(scenario())
 
@@ -194,10 +199,6 @@ def test_a_hung_forwarder_is_found_killed_and_restarted(tmp_path, monkeypatch):
             assert dp.counters()["dataplane.hung"] == 1
         finally:
             dp.close()
-        try:
-            os.kill(first["pid"], 0)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            return
-        raise AssertionError("the hung forwarder outlived the handle")
+        assert gone(first["pid"]), "the hung forwarder outlived the handle"
 
     asyncio.run(scenario())
