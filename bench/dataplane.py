@@ -10,12 +10,19 @@ the two references measured in the same run on the same namespaces:
   fwd+churn   the same while ``--churn`` home addresses gain (or lose) their tunnel and route, sent by
               the handle as the measurement starts: forwarding while a burst of changes is applied.
 
+  ebpf        the eBPF backend (``dataplane.ebpf``): its tc program on the Home Agent's ingress encapsulates
+              and redirects in the kernel (a home link of its own, h1, so that the other paths do not run
+              through the program); goal >= 0.9 of "kernel" at 64 B (issue 12). Skipped without clang,
+              bpftool and tc.
+
   kernel back     mobile node -> home network, plain (from the care-of address), kernel forwarding;
   reverse tunnel  mobile node -> home network through the forwarder's reverse tunnel (RFC 3024): IP-in-IP
               from the care-of address, decapsulated and handed back to the kernel through the TUN.
 
 Then a steady 1,000 datagrams/s stream through the forwarder while ``--stream`` home addresses gain and
-lose a tunnel: datagrams lost, the longest gap between arrivals, how long each burst takes to apply.
+lose a tunnel: datagrams lost, the longest gap between arrivals, how long each burst takes to apply. And
+the eBPF backend's map load: ``--bindings`` bindings (100,000) written into its maps as a start-up replay
+would, and removed again, in seconds (goal: loaded in under 2 s).
 
     sudo python bench/dataplane.py [--seconds 1] [--rounds 3] [--sizes 64 1400] [--profile]
 
@@ -39,12 +46,15 @@ import cProfile
 import json
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import tempfile
 from ipaddress import IPv4Address
+from typing import Any
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +63,7 @@ from netns.lan import can_run, run  # noqa: E402
 from netns.tunnel_net import tx_checksum_off  # noqa: E402
 
 from homeagent.dataplane import Tunnel  # noqa: E402
+from homeagent.dataplane.ebpf import EbpfDataplane  # noqa: E402
 from homeagent.dataplane.engine import Engine  # noqa: E402
 from homeagent.dataplane.userspace import UserspaceDataplane  # noqa: E402
 
@@ -60,6 +71,9 @@ PREFIX = f"dpb{os.getpid()}"
 SRC, HA_HOME, HA_FOREIGN, MN, HOME = "10.1.0.2", "10.1.0.1", "10.2.0.1", "10.2.0.10", "10.1.0.50"
 HOME_BARE = "10.1.0.51"  # the bare relay's: both relays stay up, a round measures one after the other
 HOME_REVERSE = "10.1.0.52"  # a node at MN with reverse tunnelling, for the other direction
+HOME_EBPF = "10.1.0.53"  # the eBPF backend's, reached over a home link of its own:
+SRC_EBPF, HA_EBPF = "10.5.0.2", "10.5.0.1"  # src eth1 -- h1 ha
+EBPF_TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
 SENDER_CPU, RELAY_CPU = 0, 1
 
 SENDER = r"""
@@ -115,7 +129,8 @@ def build() -> None:
         run("ip", "netns", "add", ns(host))
         run("ip", "-n", ns(host), "link", "set", "lo", "up")
     for left, left_if, left_addr, right, right_if, right_addr in (
-            ("src", "eth0", SRC, "ha", "h0", HA_HOME), ("ha", "f0", HA_FOREIGN, "mn", "eth0", MN)):
+            ("src", "eth0", SRC, "ha", "h0", HA_HOME), ("ha", "f0", HA_FOREIGN, "mn", "eth0", MN),
+            ("src", "eth1", SRC_EBPF, "ha", "h1", HA_EBPF)):
         run("ip", "link", "add", left_if, "netns", ns(left), "type", "veth", "peer", "name", right_if,
             "netns", ns(right))
         for host, dev, address in ((left, left_if, left_addr), (right, right_if, right_addr)):
@@ -126,6 +141,7 @@ def build() -> None:
     # On the home link the home address would need the Home Agent's proxy ARP; a route does here.
     run("ip", "-n", ns("src"), "route", "add", f"{HOME}/32", "via", HA_HOME)
     run("ip", "-n", ns("src"), "route", "add", f"{HOME_BARE}/32", "via", HA_HOME)
+    run("ip", "-n", ns("src"), "route", "add", f"{HOME_EBPF}/32", "via", HA_EBPF)
     run("ip", "-n", ns("mn"), "route", "add", "default", "via", HA_FOREIGN)
     run("ip", "netns", "exec", ns("ha"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
     # The mobile node's kernel would answer every tunnelled datagram with an ICMP protocol unreachable
@@ -277,6 +293,70 @@ class Forwarder:
         self.thread.join(5)
 
 
+class EbpfPath:
+    """The eBPF backend on the Home Agent's second home link, h1, on a loop in a thread (as in the daemon),
+    its pins on a bpf file system of its own (a temporary directory, unmounted at the end)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.pins = Path(tempfile.mkdtemp(prefix="homeagent-bench-bpf-"))
+        self.dp = EbpfDataplane("h1", tun="eb0", netns=ns("ha"), pin_root=self.pins)
+
+        async def start() -> None:
+            self.dp.start()
+            await self.dp.ready()
+            self.dp.set_tunnels(address(HOME_EBPF), (Tunnel(address(MN), address(HA_FOREIGN), False),))
+            self.dp.serve(True)
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(120)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        async def wrapped() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(600)
+
+    def load(self, count: int) -> tuple[float, float]:
+        """Seconds to write ``count`` bindings (each a home address, its own care-of address, T) into the
+        maps, on the loop as the daemon's replay would, and seconds to remove them again."""
+        fast = self.dp.fast
+        assert fast is not None
+        first, care_of, source = address("10.128.0.0"), address("10.64.0.0"), address(HA_FOREIGN)
+        tunnels = [(first + n, (Tunnel(care_of + n, source, True),)) for n in range(count)]
+
+        def load() -> float:
+            started = time.perf_counter()
+            for home, tunnel in tunnels:
+                fast.set_tunnels(home, (), tunnel)
+            return time.perf_counter() - started
+
+        def unload() -> float:
+            started = time.perf_counter()
+            for home, tunnel in tunnels:
+                fast.set_tunnels(home, tunnel, ())
+            return time.perf_counter() - started
+
+        return self.call(load), self.call(unload)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.call(self.dp.fast_counters))
+
+    def program_time(self) -> tuple[int, int]:
+        """The program's run time (ns) and runs so far, kept by the kernel while bpf_stats_enabled is 1."""
+        out = run("bpftool", "-j", "prog", "show", "pinned", str(self.dp.attachment.program_pin)).stdout
+        info = json.loads(out)
+        return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
+
+    def close(self) -> None:
+        self.call(self.dp.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        run("umount", str(self.pins), check=False)
+        with contextlib.suppress(OSError):
+            self.pins.rmdir()
+
+
 STREAM_RECEIVER = r"""
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)  # the tunnelled datagrams themselves
@@ -375,6 +455,8 @@ def main() -> int:
                         help="home addresses changed at the start of each fwd+churn measurement")
     parser.add_argument("--stream", type=int, default=5000,
                         help="home addresses changed under a 1,000/s stream, for its gaps (0: skip)")
+    parser.add_argument("--bindings", type=int, default=100_000,
+                        help="bindings loaded into the eBPF backend's maps, timed (0: skip)")
     args = parser.parse_args()
     if args.profile:
         profile()
@@ -386,7 +468,15 @@ def main() -> int:
         RELAY_CPU = 0
     destroy()
     build()
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    stats_were = stats.read_text().strip() if stats.exists() else None
+    if stats_were is not None:  # the kernel times the program: the ebpf row's "CPU us/dgram"
+        stats.write_text("1")
     paths = {"kernel": MN, "bare relay": HOME_BARE, "forwarder": HOME, "fwd+churn": HOME}
+    if EBPF_TOOLS:
+        paths["ebpf"] = HOME_EBPF
+    else:
+        print("no clang, bpftool or tc: the ebpf path is skipped", file=sys.stderr)
     reverse_paths = ("kernel back", "reverse tunnel")
     keys = [(p, size) for size in args.sizes for p in [*paths, *reverse_paths]]
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
@@ -395,15 +485,22 @@ def main() -> int:
     try:
         bare = BareRelay()
         forwarder = Forwarder(args.tunnels)
+        ebpf = EbpfPath() if EBPF_TOOLS else None
         relays = {"kernel": None, "bare relay": bare.proc.pid, "forwarder": forwarder.dp.pid,
-                  "fwd+churn": forwarder.dp.pid}
+                  "fwd+churn": forwarder.dp.pid, "ebpf": None}
         try:
             for size in args.sizes:
                 for _ in range(args.rounds):  # paths interleaved: a busy neighbour hits them alike
                     for path, destination in paths.items():
                         if path == "fwd+churn":
                             forwarder.churn(args.churn)
+                        if path == "ebpf" and ebpf is not None:
+                            before = ebpf.program_time()
                         rate, sent, cost = measure(destination, size, args.seconds, relays[path])
+                        if path == "ebpf" and ebpf is not None:
+                            after = ebpf.program_time()
+                            if after[1] > before[1]:
+                                cost = (after[0] - before[0]) / (after[1] - before[1]) / 1000  # us a packet
                         rates[path, size].append(rate)
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
@@ -415,19 +512,31 @@ def main() -> int:
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
             drops = forwarder.counters().get("dataplane.drops")
+            fast = ebpf.counters() if ebpf is not None else {}
+            loads = [ebpf.load(args.bindings) for _ in range(args.rounds)] if ebpf and args.bindings else []
             if args.stream:
                 stream_gaps(forwarder, args.stream)
         finally:
             forwarder.close()
             bare.close()
+            if ebpf is not None:
+                ebpf.close()
     finally:
         destroy()
+        if stats_were is not None:
+            stats.write_text(stats_were)
     pressure = Path("/proc/pressure/cpu")
+    if fast:
+        print("\nebpf fast path: " + ", ".join(f"{k} {v}" for k, v in fast.items() if v))
+    for n, (loaded, removed) in enumerate(loads):
+        print(f"ebpf maps, round {n + 1}: {args.bindings:,} bindings loaded in {loaded:.2f} s "
+              f"({loaded / args.bindings * 1e6:.1f} us each; goal under 2 s), removed in {removed:.2f} s")
     print(f"\nforwarder drops: {drops}; CPU pressure now: "
           f"{pressure.read_text().splitlines()[0] if pressure.exists() else 'n/a'}")
     print(f"{args.rounds} rounds of {args.seconds} s per path and size, interleaved; medians (min-max) of "
           "datagrams/s received at the far end (the mobile node; the home network's host for the last two "
-          "paths, back from the mobile node), and of the relay's CPU per datagram")
+          "paths, back from the mobile node), and of the relay's CPU per datagram (ebpf: the program's run "
+          "time per packet, from kernel.bpf_stats_enabled)")
     print(f"{'path':<14} {'size':>6} {'received/s':>12} {'range':>21} {'offered/s':>12} {'CPU us/dgram':>13} "
           f"{'vs bare relay':>14}")
     for (path, size), values in rates.items():
@@ -438,6 +547,10 @@ def main() -> int:
               f"{statistics.median(costs[path, size]):>13.2f} "
               f"{f'{median / base:.2f}' if base else '-':>14}")
     for size in args.sizes:
+        if "ebpf" in paths:
+            paired = [e / k for e, k in zip(rates["ebpf", size], rates["kernel", size]) if k]
+            print(f"ebpf / kernel forwarding at {size} B: datagrams/s {statistics.median(paired):.2f} (rounds: "
+                  f"{', '.join(f'{r:.2f}' for r in paired)}){' (goal >= 0.9)' if size == 64 else ''}")
         paired = [f / b for f, b in zip(rates["forwarder", size], rates["bare relay", size]) if b]
         cpu = statistics.median(costs["bare relay", size]) / statistics.median(costs["forwarder", size])
         print(f"forwarder / bare relay at {size} B: datagrams/s {statistics.median(paired):.2f} (median of "

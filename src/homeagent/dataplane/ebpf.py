@@ -37,7 +37,7 @@ FLAG_REVERSE = 1
 # bpf/ha_ingress.c enum reason, in order
 REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass_options", "pass_too_big",
            "pass_too_many", "pass_no_neighbour", "pass_failed", "pass_fragment", "drop_unknown_care_of",
-           "drop_not_reverse_tunnel", "bytes_encapsulated", "bytes_decapsulated")
+           "drop_not_reverse_tunnel")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
 
 _CONFIG = struct.Struct("=IIII")  # serving, tun_ifindex, mtu, ttl
@@ -144,9 +144,17 @@ class FastPath:
         self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl))
 
     def reasons(self) -> dict[str, int]:
-        """The program's counters by reason, summed over the CPUs."""
+        """The program's counters by reason, summed over the CPUs, with the bytes of what it tunnelled
+        (``bytes_encapsulated``, ``bytes_decapsulated``: inner bytes, one per copy)."""
         reasons = self.maps["ha_reasons"]
-        return {name: reasons.per_cpu_sum(struct.pack("=I", n)) for n, name in enumerate(REASONS)}
+        out = {}
+        for n, name in enumerate(REASONS):
+            value = reasons.lookup(struct.pack("=I", n)) or b""
+            pairs = list(struct.iter_unpack("=QQ", value))
+            out[name] = sum(packets for packets, _ in pairs)
+            if name in ("encapsulated", "decapsulated"):
+                out[f"bytes_{name}"] = sum(nbytes for _, nbytes in pairs)
+        return out
 
     def tunnel_stats(self, home: int, care_of: int) -> tuple[int, int, int, int]:
         value = self.stats.lookup(_address(home) + _address(care_of))

@@ -73,7 +73,12 @@ struct stats {
 	__u64 packets, bytes, reverse_packets, reverse_bytes;
 };
 
-/* Why a packet went the way it went: per-CPU counters, summed by the daemon (bpf_maps.REASONS). */
+/* Why a packet went the way it went: per-CPU packets and (inner) bytes, summed by the daemon
+ * (ebpf.REASONS); the totals without walking ha_stats. */
+struct counter {
+	__u64 packets, bytes;
+};
+
 enum reason {
 	ENCAPSULATED,        /* one per copy */
 	DECAPSULATED,
@@ -87,8 +92,6 @@ enum reason {
 	PASS_FRAGMENT,       /* outer IP-in-IP fragment: the kernel reassembles it for the slow path */
 	DROP_UNKNOWN_CARE_OF,
 	DROP_NOT_REVERSE_TUNNEL,
-	BYTES_ENCAPSULATED,  /* inner bytes, one per copy: totals without walking ha_stats */
-	BYTES_DECAPSULATED,
 	REASONS,
 };
 
@@ -143,20 +146,22 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REASONS);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct counter);
 } ha_reasons SEC(".maps");
 
-static __always_inline void add(__u32 what, __u64 amount)
+static __always_inline void add(__u32 why, __u64 bytes)
 {
-	__u64 *n = bpf_map_lookup_elem(&ha_reasons, &what);
+	struct counter *n = bpf_map_lookup_elem(&ha_reasons, &why);
 
-	if (n)
-		*n += amount;  /* per CPU: no atomics needed */
+	if (n) {  /* per CPU: no atomics needed */
+		n->packets += 1;
+		n->bytes += bytes;
+	}
 }
 
 static __always_inline int count(__u32 why, int verdict)
 {
-	add(why, 1);
+	add(why, 0);
 	return verdict;
 }
 
@@ -263,30 +268,41 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 	struct tunnel tunnels[MAX_TUNNELS];
 	__builtin_memcpy(tunnels, home->tunnels, sizeof(tunnels));  /* the map value may change under us */
 
-	/* Room for the outer header between the MAC header and the datagram (packet pointers die here). */
+	/* Room for the outer header between the MAC header and the datagram (packet pointers die here).
+	 * Every write below is checksum-neutral for a CHECKSUM_COMPLETE skb: a valid IPv4 header sums to
+	 * 0xffff, so adding one, or changing a TTL with its checksum (RFC 1624), leaves skb->csum right. */
 	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
 		return count(PASS_FAILED, TC_ACT_OK);
-
-	/* The inner TTL, as a router forwarding into the tunnel decrements it (RFC 2003 3.1). */
-	__u32 inner_at = ETH_HLEN + sizeof(struct iphdr);
-	__u8 new_ttl = inner_ttl - 1;
-	bpf_l3_csum_replace(skb, inner_at + offsetof(struct iphdr, check), bpf_htons(inner_ttl << 8),
-			    bpf_htons(new_ttl << 8), 2);
-	bpf_skb_store_bytes(skb, inner_at + offsetof(struct iphdr, ttl), &new_ttl, 1, 0);
 
 	for (__u32 i = 0; i < MAX_TUNNELS; i++) {
 		if (i >= count_)
 			break;
+		/* Direct writes: the headers are in the linear part (the outer one was just pushed there);
+		 * the pointers are fetched again for every copy, as a clone invalidates them. */
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct ethhdr *eth = data;
+		struct iphdr *o = (void *)(eth + 1);
+		struct iphdr *in = o + 1;
+		if ((void *)(in + 1) > data_end)
+			return count(PASS_FAILED, TC_ACT_SHOT);  /* cannot happen: the packet is half made */
+		if (i == 0) {
+			/* The inner TTL, as a router forwarding into the tunnel decrements it (RFC 2003 3.1). */
+			__u32 check = in->check;
+
+			check += bpf_htons(0x0100);
+			in->check = (__u16)(check + (check >= 0xffff));
+			in->ttl = inner_ttl - 1;
+		}
 		outer.saddr = tunnels[i].source;
 		outer.daddr = tunnels[i].care_of;
 		outer.check = 0;
 		outer.check = checksum(&outer);
-		bpf_skb_store_bytes(skb, ETH_HLEN, &outer, sizeof(outer), 0);
-		bpf_skb_store_bytes(skb, 0, hops[i].dmac, ETH_ALEN, 0);
-		bpf_skb_store_bytes(skb, ETH_ALEN, hops[i].smac, ETH_ALEN, 0);
+		*o = outer;
+		__builtin_memcpy(eth->h_dest, hops[i].dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, hops[i].smac, ETH_ALEN);
 		account(home_address, tunnels[i].care_of, inner_len, 0);
-		count(ENCAPSULATED, 0);
-		add(BYTES_ENCAPSULATED, inner_len);
+		add(ENCAPSULATED, inner_len);
 		if (i + 1 < count_) {
 			if (bpf_clone_redirect(skb, hops[i].ifindex, 0))
 				count(PASS_FAILED, 0);  /* that copy is lost; the others go on */
@@ -329,8 +345,7 @@ static __always_inline int decapsulate(struct __sk_buff *skb, struct iphdr *oute
 	if (bpf_skb_adjust_room(skb, -(int)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0))
 		return count(PASS_FAILED, TC_ACT_OK);
 	account(key.home, key.care_of, inner_len, 1);
-	count(DECAPSULATED, 0);
-	add(BYTES_DECAPSULATED, inner_len);
+	add(DECAPSULATED, inner_len);
 	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
 }
 
