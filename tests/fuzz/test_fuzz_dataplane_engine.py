@@ -13,7 +13,7 @@ from scapy.packet import Raw, raw
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.decap import Decapsulator
-from homeagent.dataplane.engine import Engine
+from homeagent.dataplane.engine import UNREACHABLE_CODES, Engine
 
 FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOME, HA, COA, CN = 0x0A010032, 0x0A010001, 0x0A02000A, 0x0A090002
@@ -103,3 +103,51 @@ def test_icmp_never_fails_and_never_shrinks_a_path_below_576(packet):
     e, _, _ = engine()
     e.from_icmp(packet)
     assert all(t["mtu"] >= 576 for t in e.counters()["tunnels"])  # type: ignore[union-attr]
+
+
+MARKING = [(3, 0), (3, 1), (3, 2), (3, 13), (11, 0)]
+ICMP_KIND = [st.sampled_from(MARKING), st.sampled_from(MARKING),  # half the time one that marks
+             st.sampled_from([(3, 3), (3, 4), (3, 5), (11, 1)]),
+             st.tuples(st.integers(0, 255), st.integers(0, 255))]
+
+
+@st.composite
+def icmp_about_a_tunnel(draw: st.DrawFn) -> bytes:
+    """An ICMP error quoting an outer datagram, mostly one of ours (HA to a care-of address, IP-in-IP, for
+    the home address), cut anywhere (RFC 792 routers quote 8 bytes past the header), a byte possibly
+    changed."""
+    ours = st.sampled_from([HA, HA, HA, CN])
+    quoted = raw(IP(src=dotted(draw(ours)), dst=dotted(draw(st.sampled_from([COA, CN, HA]))),
+                    proto=draw(st.sampled_from([4, 4, 4, 17])))
+                 / IP(src=dotted(draw(ADDRESS)), dst=dotted(draw(st.sampled_from([HOME, HOME, HOME, CN]))))
+                 / UDP() / Raw(draw(st.binary(max_size=20))))
+    quoted = quoted[:draw(st.sampled_from([len(quoted), 28, draw(st.integers(0, len(quoted)))]))]
+    if quoted and draw(st.integers(0, 3)) == 0:
+        changed = bytearray(quoted)
+        changed[draw(st.integers(0, len(quoted) - 1))] = draw(st.integers(0, 255))
+        quoted = bytes(changed)
+    kind, code = draw(ICMP_KIND[draw(st.integers(0, len(ICMP_KIND) - 1))])
+    return raw(IP(dst=dotted(HA)) / Raw(bytes([kind, code, 0, 0, 0, 0, 0, 0]) + quoted))
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=80), icmp_about_a_tunnel(), tunnelled().map(
+    lambda p: raw(IP(dst=dotted(HA)) / Raw(bytes([3, 1, 0, 0, 0, 0, 0, 0]) + p)))))
+def test_icmp_marks_a_care_of_address_only_when_it_quotes_our_own_datagram(packet):
+    """Whatever arrives on the ICMP socket, from_icmp never raises; a care-of address is marked unreachable
+    only by an error that quotes IP-in-IP from the tunnel's source to it (and, where the quote goes that
+    far, for the home address tunnelled there); then a datagram for the home address is still tunnelled
+    to both care-of addresses, and its sender gets no Host Unreachable: one ICMP marks one of the two."""
+    e, sent, _ = engine()
+    e.from_icmp(packet)
+    if e.counters()["unreachable_care_ofs"]:
+        ihl = (packet[0] & 0x0F) * 4
+        quoted = packet[ihl + 8:]
+        assert (packet[ihl], packet[ihl + 1]) in {(3, c) for c in UNREACHABLE_CODES} | {(11, 0)}
+        assert (quoted[0] >> 4, quoted[9], quoted[12:16]) == (4, 4, HA.to_bytes(4, "big"))
+        assert quoted[16:20] in (COA.to_bytes(4, "big"), CN.to_bytes(4, "big"))
+        inner = quoted[(quoted[0] & 0x0F) * 4:]
+        assert len(inner) < 20 or inner[16:20] == HOME.to_bytes(4, "big")
+    e.from_tun(raw(IP(src=dotted(0x0A090063), dst=dotted(HOME)) / UDP() / Raw(bytes(20))))
+    assert e.counters()["packets"] == 2
+    assert len(sent) == 2 and e.counters()["unreachable_reported"] == 0

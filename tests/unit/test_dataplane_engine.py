@@ -245,14 +245,17 @@ def test_a_path_mtu_learnt_from_icmp_answers_the_sender_and_ages(wire):
     frag_needed_from_the_path(1400, care_of="10.7.0.1"),  # about no tunnel of ours
     frag_needed_from_the_path(1400, source="10.1.0.9"),  # from another source than the tunnel's
     frag_needed_from_the_path(1500),  # no smaller than what we send
-    raw(IP(dst=HA) / ICMP(type=3, code=1) / Raw(raw(IP(src=HA, dst=COA, proto=4)))),  # host unreachable
+    raw(IP(dst=HA) / ICMP(type=3, code=3) / Raw(raw(IP(src=HA, dst=COA, proto=4)))),  # port unreachable
     raw(IP(dst=HA) / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(raw(IP(src=HA, dst=COA, proto=17)))),
+    raw(IP(dst=HA) / ICMP(type=3, code=4, nexthopmtu=1400)  # quotes a datagram for no home address of COA's
+        / Raw(raw(IP(src=HA, dst=COA, proto=4) / IP(src=CN, dst="10.1.0.77")))),
     b"\x45\x00",
 ])
 def test_icmp_that_is_not_about_our_tunnels_changes_nothing(wire, message):
     e = engine(wire, 1500, Tunnel(a(COA), a(HA), False))
     e.from_icmp(message)
     assert e.counters()["path_mtu_learnt"] == 0 and e.counters()["tunnels"][0]["mtu"] == 1500  # type: ignore
+    assert e.counters()["unreachable_learnt"] == 0
 
 
 def test_no_icmp_shrinks_a_path_below_576_and_mtu_0_means_the_next_plateau(wire):
@@ -269,3 +272,192 @@ def test_a_tunnel_of_source_0_reverse_tunnels_to_any_local_address(wire):
     assert len(wire.delivered) == 1 and not e.drops
     e.from_tun(datagram())
     assert IP(wire.sent[0][0]).src == "0.0.0.0", "the raw socket fills in the source"
+
+
+# -- unreachable care-of addresses (RFC 2003 4.1, the tunnel's soft state) ----------------------------------
+
+def unreachable_from_the_path(code: int = 1, care_of: str = COA, source: str = HA, kind: int = 3,
+                              proto: int = 4, home: str = HOME, quote: int = 548) -> bytes:
+    """What a router between the Home Agent and ``care_of`` (or the care-of address's host itself) says
+    about one of our outer datagrams, quoting ``quote`` bytes of it (RFC 792: the header and 8 bytes)."""
+    outer = raw(IP(src=source, dst=care_of, proto=proto) / Raw(datagram(100, dst=home)))
+    return raw(IP(src="10.5.0.1", dst=source) / ICMP(type=kind, code=code) / Raw(outer[:quote]))
+
+
+def engine_at(wire: Wire, clock: Clock, *tunnels: Tunnel, home: str = HOME) -> Engine:
+    e = Engine(wire.send, wire.deliver, mtu=1500, clock=clock)
+    e.set_tunnels(a(home), tunnels or (Tunnel(a(COA), a(HA), False),))
+    e.serving = True
+    return e
+
+
+def reports(wire: Wire) -> list[IP]:
+    """The ICMP errors the engine sent (the copies go to care-of addresses, the errors to senders)."""
+    return [IP(packet) for packet, (address, _) in wire.sent if address not in (COA, COA2)]
+
+
+def copies(wire: Wire) -> list[str]:
+    return [address for _, (address, _) in wire.sent if address in (COA, COA2)]
+
+
+@pytest.mark.parametrize("kind, code", [(3, 0), (3, 1), (3, 2), (3, 6), (3, 7), (3, 9), (3, 10), (3, 11),
+                                        (3, 12), (3, 13), (11, 0)])
+@pytest.mark.parametrize("quote", [28, 548], ids=["8-bytes", "576"])
+def test_an_unreachable_care_of_address_is_told_to_the_sender_as_host_unreachable(wire, kind, code, quote):
+    """Network, host or protocol unreachable (and their RFC 1812 kin, and Time Exceeded inside the tunnel)
+    about one of our outer datagrams marks its care-of address; the next datagram for the home address is
+    still tunnelled, and its sender gets Destination Unreachable, host unreachable, from the Home Agent,
+    quoting its datagram (RFC 2003 4.1). A router that quoted only 8 bytes past our header is enough."""
+    e = engine_at(wire, Clock())
+    e.from_icmp(unreachable_from_the_path(code, kind=kind, quote=quote))
+    assert e.counters()["unreachable_learnt"] == 1 and e.counters()["unreachable_care_ofs"] == 1
+    assert e.counters()["tunnels"][0]["unreachable"] is True  # type: ignore[index]
+    assert not wire.sent, "the message itself is answered to nobody: whose datagram it was is unknown"
+    sent = datagram(300)
+    e.from_tun(sent)
+    assert copies(wire) == [COA], "still tunnelled: the mark may be stale"
+    [error] = reports(wire)
+    assert (error.src, error.dst, error.proto, error[ICMP].type, error[ICMP].code) == (HA, CN, 1, 3, 1)
+    # All of it: it fits 576 bytes (read past the ICMP header: scapy takes bytes past 128 for RFC 4884's).
+    assert raw(error)[28:] == sent, "the sender's datagram quoted"
+    assert checksum(raw(error[ICMP])) == 0 and checksum(raw(error)[:20]) == 0
+    assert e.counters()["unreachable_reported"] == 1 and not e.drops
+
+
+@pytest.mark.parametrize("kind, code", [(3, 3), (3, 5), (3, 8), (3, 14), (3, 15), (11, 1), (12, 0), (4, 0),
+                                        (5, 1), (0, 0)])
+def test_other_icmp_about_the_tunnel_is_not_relayed(wire, kind, code):
+    """Port unreachable and source route failed are not to be relayed (RFC 2003 4.1), reassembly time
+    exceeded and parameter problems are about our own datagram, the rest is no error about the path."""
+    e = engine_at(wire, Clock())
+    e.from_icmp(unreachable_from_the_path(code, kind=kind))
+    e.from_tun(datagram())
+    assert copies(wire) == [COA] and not reports(wire)
+    assert e.counters()["unreachable_learnt"] == 0
+
+
+@pytest.mark.parametrize("message", [
+    unreachable_from_the_path(source="10.1.0.9"),  # quotes another source than the tunnel's
+    unreachable_from_the_path(care_of="10.7.0.1"),  # quotes a care-of address of no tunnel
+    unreachable_from_the_path(proto=17),  # quotes no IP-in-IP
+    unreachable_from_the_path(home="10.1.0.77"),  # quotes a datagram for no home address tunnelled there
+    unreachable_from_the_path(quote=19),  # quotes less than our header
+    raw(IP(dst=HA) / ICMP(type=3, code=1) / Raw(b"\x65" + raw(IP(src=HA, dst=COA, proto=4))[1:])),  # v6
+    raw(IP(dst=HA) / ICMP(type=3, code=1) / Raw(b"\x44" + raw(IP(src=HA, dst=COA, proto=4))[1:])),  # IHL 4
+    raw(IP(dst=HA) / ICMP(type=3, code=1)),
+])
+def test_forged_unreachables_change_nothing(wire, message):
+    e = engine_at(wire, Clock())
+    e.from_icmp(message)
+    e.from_tun(datagram())
+    assert copies(wire) == [COA] and not reports(wire) and e.counters()["unreachable_learnt"] == 0
+
+
+def test_at_most_one_report_a_second_per_home_address(wire):
+    clock = Clock()
+    e = engine_at(wire, clock)
+    e.set_tunnels(a("10.1.0.51"), (Tunnel(a(COA), a(HA), False),))  # another node behind the same address
+    e.from_icmp(unreachable_from_the_path())
+    for _ in range(5):
+        e.from_tun(datagram())
+    e.from_tun(datagram(dst="10.1.0.51"))
+    assert len(copies(wire)) == 6, "every datagram still tunnelled"
+    assert [r.dst for r in reports(wire)] == [CN, CN], "one for each home address"
+    assert [IP(raw(r)[28:]).dst for r in reports(wire)] == [HOME, "10.1.0.51"]
+    wire.sent.clear()
+    clock.now += 0.9
+    e.from_tun(datagram())
+    assert not reports(wire)
+    clock.now += 0.1
+    e.from_tun(datagram())
+    e.from_tun(datagram())
+    assert len(reports(wire)) == 1
+    assert e.counters()["unreachable_reported"] == 3
+
+
+def test_a_mark_ages_unless_the_path_says_it_again(wire):
+    clock = Clock()
+    e = engine_at(wire, clock)
+    e.from_icmp(unreachable_from_the_path())
+    clock.now += 20
+    e.from_icmp(unreachable_from_the_path())  # the datagrams still sent draw fresh messages: renewed
+    clock.now += 29
+    e.from_tun(datagram())
+    assert len(reports(wire)) == 1
+    clock.now += 1  # 30 s after the last message (and a second after the report): it may be back
+    e.from_tun(datagram())
+    assert len(reports(wire)) == 1 and len(copies(wire)) == 2
+    assert e.counters()["unreachable_care_ofs"] == 0
+    assert e.counters()["tunnels"][0]["unreachable"] is False  # type: ignore[index]
+
+
+def test_with_simultaneous_bindings_only_when_every_care_of_address_is_unreachable(wire):
+    e = engine_at(wire, Clock(), Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), False))
+    e.from_icmp(unreachable_from_the_path(care_of=COA2))
+    e.from_tun(datagram())
+    assert copies(wire) == [COA, COA2] and not reports(wire), "the copy to COA may well arrive"
+    e2 = engine_at(wire, Clock(), Tunnel(a(COA), a(HA), False), Tunnel(a(COA2), a(HA), False))
+    e2.from_icmp(unreachable_from_the_path(care_of=COA))  # the other one, first in the list
+    e2.from_tun(datagram())
+    assert copies(wire) == [COA, COA2] * 2 and not reports(wire), "the copy to COA2 may well arrive"
+    e.from_icmp(unreachable_from_the_path(care_of=COA, code=0))
+    e.from_tun(datagram())
+    assert copies(wire) == [COA, COA2] * 3 and len(reports(wire)) == 1, "one report, however many copies"
+    assert e.counters()["unreachable_care_ofs"] == 2
+
+
+def test_the_marks_go_when_the_care_of_address_changes_or_the_tunnel_goes(wire):
+    clock = Clock()
+    e = engine_at(wire, clock)
+    e.from_icmp(unreachable_from_the_path())
+    e.set_tunnels(a(HOME), (Tunnel(a(COA2), a(HA), False),))  # the node moved
+    e.from_tun(datagram())
+    assert copies(wire) == [COA2] and not reports(wire)
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), False),))  # and came back: a new registration
+    e.from_tun(datagram())
+    assert not reports(wire)
+    e.from_icmp(unreachable_from_the_path())
+    e.set_tunnels(a(HOME), ())
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), False),))
+    e.from_tun(datagram())
+    assert not reports(wire) and e.counters()["unreachable_care_ofs"] == 0
+    e.from_icmp(unreachable_from_the_path())
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), False),))  # the same tunnel again keeps what was said
+    e.from_tun(datagram())
+    assert len(reports(wire)) == 1
+
+
+def test_a_datagram_reverse_tunnelled_from_the_care_of_address_clears_its_mark(wire):
+    e = engine_at(wire, Clock(), Tunnel(a(COA), a(HA), True))
+    e.from_icmp(unreachable_from_the_path())
+    e.from_network(reverse())
+    assert len(wire.delivered) == 1
+    e.from_tun(datagram())
+    assert copies(wire) == [COA] and not reports(wire)
+    e.from_network(reverse(src=COA2))  # what is not relayed proves nothing
+    e.from_icmp(unreachable_from_the_path())
+    e.from_network(reverse(src=COA2))
+    e.from_tun(datagram())
+    assert len(reports(wire)) == 1
+
+
+def test_no_report_where_no_icmp_error_may_go_nor_from_a_standby(wire):
+    e = engine_at(wire, Clock())
+    e.from_icmp(unreachable_from_the_path())
+    error = raw(IP(src=CN, dst=HOME) / ICMP(type=3, code=3) / Raw(bytes(28)))  # an ICMP error itself
+    e.from_tun(error)
+    e.from_tun(datagram(src="224.0.0.9"))  # a multicast source
+    assert copies(wire) == [COA, COA] and not reports(wire) and e.counters()["unreachable_reported"] == 0
+    e.serving = False
+    e.from_tun(datagram())
+    assert len(wire.sent) == 2 and e.drops == {"not_serving": 1}
+
+
+def test_a_datagram_answered_with_fragmentation_needed_is_not_answered_twice(wire):
+    e = Engine(wire.send, wire.deliver, mtu=1000, clock=Clock())
+    e.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), False),))
+    e.serving = True
+    e.from_icmp(unreachable_from_the_path())
+    e.from_tun(datagram(981))
+    [error] = reports(wire)
+    assert (error[ICMP].type, error[ICMP].code) == (3, 4)

@@ -11,7 +11,13 @@ and a datagram the tunnel cannot carry gets Fragmentation Needed if DF is set an
 fragments otherwise (RFC 2003 5.1). What a tunnel can carry is the link's MTU less 20, until a router on the
 way to the care-of address says less with ICMP Fragmentation Needed about one of our outer datagrams: the
 engine keeps that path MTU per care-of address for 10 minutes (the tunnel soft state of RFC 2003 4.1, aged
-as RFC 1191 6.3 asks), so the sender's path MTU discovery works through the tunnel.
+as RFC 1191 6.3 asks), so the sender's path MTU discovery works through the tunnel. The other half of that
+soft state is reachability: a router that says a care-of address cannot be reached (Destination Unreachable
+network, host or protocol unreachable, Time Exceeded) about one of our outer datagrams marks it unreachable
+for ``UNREACHABLE_AGE`` seconds, and while every care-of address of a home address is marked, a datagram for
+it earns its sender Host Unreachable (at most one a second per home address) and is still tunnelled: the
+router's message quotes only our outer header and 8 bytes, too little to find whose datagram it was, and a
+mark may be stale (RFC 2003 4.1: answer the sender "but also encapsulate the datagram").
 
 Mobile node -> anywhere (the tunnel exit point, reverse tunnelling, RFC 3024). IP-in-IP read from the raw
 socket is forwarded only if its outer source is a registered care-of address, its outer destination the
@@ -34,12 +40,32 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from homeagent.dataplane import Tunnel
-from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, MAX_PACKET, Drop, OuterHeader, PacketError,
-                               fragment, fragmentation_needed, time_exceeded)
+from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, ICMP_DEST_UNREACHABLE, ICMP_FRAGMENTATION_NEEDED,
+                               ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED_IN_TRANSIT, MAX_PACKET, Drop,
+                               OuterHeader, PacketError, fragment, fragmentation_needed, host_unreachable,
+                               time_exceeded)
 
 PATH_MTU_AGE = 600.0  # seconds a path MTU learnt from ICMP holds (RFC 1191 6.3: "no less than 10 minutes")
 MIN_PATH_MTU = 576  # no ICMP message, forged or not, shrinks a path below what every host accepts (RFC 791)
 PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 576)  # RFC 1191 section 7, from 576 up
+# Seconds a care-of address stays marked unreachable after the last ICMP that said so. Much shorter than a
+# path MTU's age: a stale path MTU costs a few bytes per datagram, a stale mark tells senders something false
+# (and a host unreachable ends a TCP connection attempt). Long enough to span the gaps of a sparse flow (TCP
+# retries a SYN after 1, 3, 7, 15 s) and the router's own ICMP rate limit (Linux: one a second per
+# destination after a burst): while the address stays unreachable, each datagram still tunnelled to it draws
+# a fresh ICMP from the router, which renews the mark.
+UNREACHABLE_AGE = 30.0
+# At most one Host Unreachable a second per home address, whatever the rate of datagrams for it: one per
+# datagram would be no amplifier (each answers a datagram received, and is smaller), but the kernel limits
+# its own ICMP errors likewise (icmp_ratelimit), and one a second tells a sender all it needs.
+REPORT_INTERVAL = 1.0
+# Destination Unreachable codes about an outer datagram that say its care-of address cannot be reached:
+# network, host and protocol unreachable (RFC 2003 4.1: relay the first two, answer the third with network
+# or host unreachable, since the sender did not send IP-in-IP), and RFC 1812 5.2.7.1's later codes that
+# mean the same to a tunnel's sender: network/host unknown (6, 7), administratively prohibited (9, 10, 13),
+# unreachable for the TOS (11, 12). Never port unreachable (3) nor source route failed (5): RFC 2003 4.1
+# says neither is to be relayed; fragmentation needed (4) is the path MTU's.
+UNREACHABLE_CODES = frozenset({0, 1, 2, 6, 7, 9, 10, 11, 12, 13})
 
 ANY = bytes(4)  # a tunnel source of 0.0.0.0: the kernel fills in the outer source (raw(7))
 
@@ -51,7 +77,7 @@ class TunnelState:
     """One tunnel with its outer header ready and its counters."""
 
     __slots__ = ("home", "care_of", "source", "reverse", "header", "headers", "address", "packets", "bytes",
-                 "reverse_packets", "reverse_bytes", "mtu", "mtu_until")
+                 "reverse_packets", "reverse_bytes", "mtu", "mtu_until", "unreachable_until", "reported")
 
     def __init__(self, home: int, tunnel: Tunnel, ttl: int, mtu: int, mtu_until: float = 0.0) -> None:
         self.home = home
@@ -64,16 +90,19 @@ class TunnelState:
         self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
         self.mtu = mtu  # the largest outer datagram the path to the care-of address carries
         self.mtu_until = mtu_until  # when a path MTU learnt from ICMP is forgotten (0: not learnt)
+        self.unreachable_until = 0.0  # when the care-of address's unreachable mark goes (0: not marked)
+        self.reported = float("-inf")  # when the sender of a datagram for ``home`` was last told it is not
 
     def reverse_key(self) -> bytes:
         """Outer source, outer destination, inner source of what the mobile node reverse-tunnels."""
         return b"".join(a.to_bytes(4, "big") for a in (self.care_of, self.source, self.home))
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, now: float) -> dict[str, object]:
         return {"home_address": str(IPv4Address(self.home)), "care_of_address": self.address[0],
                 "source": str(IPv4Address(self.source)), "reverse": self.reverse, "packets": self.packets,
                 "bytes": self.bytes, "reverse_packets": self.reverse_packets,
-                "reverse_bytes": self.reverse_bytes, "mtu": self.mtu}
+                "reverse_bytes": self.reverse_bytes, "mtu": self.mtu,
+                "unreachable": self.unreachable_until > now}
 
 
 class Engine:
@@ -99,6 +128,8 @@ class Engine:
         self._path_mtu: dict[bytes, tuple[int, float]] = {}  # care-of address -> learnt MTU, until when
         self._identification = 0
         self.path_mtu_learnt = 0
+        self.unreachable_learnt = 0  # ICMP from the path that marked a care-of address unreachable
+        self.unreachable_reported = 0  # Host Unreachable sent to the senders of datagrams for marked ones
 
     # -- the table ------------------------------------------------------------------------------------
 
@@ -179,6 +210,26 @@ class Engine:
                 continue
             tunnel.packets += 1
             tunnel.bytes += length
+        if tunnels[0].unreachable_until and not answered:  # the first unmarked: not every one is
+            self._unreachable(packet, tunnels)
+
+    def _unreachable(self, packet: bytes, tunnels: list[TunnelState]) -> None:
+        """The sender of a datagram just tunnelled is told its destination cannot be reached, when the path
+        to every care-of address of the home address has said so lately (with simultaneous bindings one
+        reachable copy is enough), at most once per ``REPORT_INTERVAL`` per home address."""
+        now = self.clock()
+        for tunnel in tunnels:
+            if not tunnel.unreachable_until:
+                return
+            if now >= tunnel.unreachable_until:  # aged: the care-of address may be back
+                tunnel.unreachable_until = 0.0
+                return
+        first = tunnels[0]
+        if now - first.reported < REPORT_INTERVAL:
+            return
+        first.reported = now
+        if self._answer(host_unreachable(packet, first.source)):
+            self.unreachable_reported += 1
 
     def _too_big(self, packet: bytes, tunnel: TunnelState, answered: bool) -> bool:
         """The slow path: a datagram the path to ``tunnel``'s care-of address cannot carry whole (RFC 2003
@@ -219,35 +270,80 @@ class Engine:
         tunnel.packets += 1
         tunnel.bytes += len(packet)
 
-    def _answer(self, reply: bytes | None) -> None:
+    def _answer(self, reply: bytes | None) -> bool:
+        """Send an ICMP error (None: none may be sent); True when it went."""
         if reply is None:
-            return
+            return False
         try:
             self.send(reply, (socket.inet_ntoa(reply[16:20]), 0))
         except OSError:
             self.drops[Drop.SEND_FAILED] += 1
+            return False
+        return True
 
     # -- what the path to a care-of address says (RFC 2003 4, RFC 1191) --------------------------------
 
     def from_icmp(self, packet: bytes) -> None:
-        """An ICMP message read from the raw ICMP socket (IP header first). Fragmentation Needed about one
-        of our outer datagrams (its quoted header is from a tunnel's source to a care-of address, protocol
-        4) lowers the MTU of the path to that care-of address for ``PATH_MTU_AGE`` seconds (the tunnel's
-        soft state, RFC 2003 4.1); the next datagram too big for it gets Fragmentation Needed with the
-        tunnel's MTU. Nothing else is taken from ICMP, and nothing lowers a path below ``MIN_PATH_MTU``."""
+        """An ICMP message read from the raw ICMP socket (IP header first), taken only when it is about one
+        of our outer datagrams: the header it quotes is from a tunnel's source to a care-of address,
+        protocol 4, and the inner header, where the router quoted that far, is for a home address tunnelled
+        to that care-of address. That is the tunnel's soft state (RFC 2003 4.1):
+
+        - Fragmentation Needed lowers the MTU of the path to that care-of address for ``PATH_MTU_AGE``
+          seconds; the next datagram too big for it gets Fragmentation Needed with the tunnel's MTU. Nothing
+          lowers a path below ``MIN_PATH_MTU``.
+        - Destination Unreachable of a code in ``UNREACHABLE_CODES``, or Time Exceeded in transit (a loop
+          inside the tunnel, RFC 2003 4.1), marks the care-of address unreachable for
+          ``UNREACHABLE_AGE`` seconds (see ``_unreachable``).
+
+        Nothing else is taken from ICMP."""
         if len(packet) < HEADER_SIZE:
             return
         icmp = packet[(packet[0] & 0x0F) << 2:]
-        if len(icmp) < 8 + HEADER_SIZE or icmp[0] != 3 or icmp[1] != 4:
+        if len(icmp) < 8 + HEADER_SIZE:
+            return
+        kind, code = icmp[0], icmp[1]
+        if kind == ICMP_DEST_UNREACHABLE:
+            if code != ICMP_FRAGMENTATION_NEEDED and code not in UNREACHABLE_CODES:
+                return
+        elif kind != ICMP_TIME_EXCEEDED or code != ICMP_TTL_EXCEEDED_IN_TRANSIT:
             return
         quoted = icmp[8:]
-        if quoted[0] >> 4 != 4 or quoted[9] != 4 or (quoted[0] & 0x0F) < 5:
+        states = self._about_our_tunnel(quoted)
+        if not states:
             return
-        care_of = bytes(quoted[16:20])
-        states = self._by_care_of.get(care_of, set())
+        if kind == ICMP_DEST_UNREACHABLE and code == ICMP_FRAGMENTATION_NEEDED:
+            self._learn_path_mtu(icmp, quoted, states)
+            return
+        until = self.clock() + UNREACHABLE_AGE
+        for state in states:
+            state.unreachable_until = until
+        self.unreachable_learnt += 1
+
+    def _about_our_tunnel(self, quoted: bytes) -> set[TunnelState] | None:
+        """The tunnels to the care-of address of the outer datagram ``quoted`` (what an ICMP error quotes),
+        if it is one of ours: IPv4, protocol 4, from the source of a tunnel to that care-of address; and if
+        the quote reaches the inner header's destination, a home address tunnelled there. Else None: an ICMP
+        error that does not quote one of our own datagrams says nothing about our tunnels."""
+        ihl = (quoted[0] & 0x0F) << 2
+        if quoted[0] >> 4 != 4 or quoted[9] != 4 or ihl < HEADER_SIZE:
+            return None
+        states = self._by_care_of.get(bytes(quoted[16:20]))
+        if not states:
+            return None
         source = int.from_bytes(quoted[12:16], "big")
         if not any(s.source == source for s in states):
-            return
+            return None
+        if len(quoted) >= ihl + HEADER_SIZE:
+            if quoted[ihl] >> 4 != 4:
+                return None
+            home = int.from_bytes(quoted[ihl + 16:ihl + 20], "big")
+            if not any(s.home == home for s in states):
+                return None
+        return states
+
+    def _learn_path_mtu(self, icmp: bytes, quoted: bytes, states: set[TunnelState]) -> None:
+        care_of = bytes(quoted[16:20])
         mtu = (icmp[6] << 8) | icmp[7]
         sent = (quoted[2] << 8) | quoted[3]
         if mtu == 0:  # a router older than RFC 1191: the next plateau below what it could not forward
@@ -306,12 +402,16 @@ class Engine:
             return
         tunnel.reverse_packets += 1
         tunnel.reverse_bytes += inner_total
+        if tunnel.unreachable_until:  # the node sends from its care-of address: reachable again, surely
+            for state in self._by_care_of.get(tunnel.care_of.to_bytes(4, "big"), ()):
+                state.unreachable_until = 0.0
 
     # -- counters -------------------------------------------------------------------------------------
 
     def counters(self, tunnels: bool = True) -> dict[str, object]:
         """Totals and drops; with ``tunnels``, every tunnel's own counters too (the long part)."""
         states = [t for ts in self._tunnels.values() for t in ts]
+        now = self.clock()
         totals: dict[str, object] = {
             "serving": self.serving,
             "home_addresses": len(self._tunnels),
@@ -321,7 +421,10 @@ class Engine:
             "reverse_bytes": sum(t.reverse_bytes for t in states),
             "drops": dict(self.drops),
             "path_mtu_learnt": self.path_mtu_learnt,
+            "unreachable_learnt": self.unreachable_learnt,
+            "unreachable_reported": self.unreachable_reported,
+            "unreachable_care_ofs": len({t.care_of for t in states if t.unreachable_until > now}),
         }
         if tunnels:
-            totals["tunnels"] = [t.as_dict() for t in states]
+            totals["tunnels"] = [t.as_dict(now) for t in states]
         return totals

@@ -41,6 +41,7 @@ MAX_PACKET = 0xFFFF
 ICMP_ERROR_SIZE = 576  # RFC 1812 4.3.2.3: an ICMP error quotes as much as fits a 576-byte datagram
 
 ICMP_DEST_UNREACHABLE = 3
+ICMP_HOST_UNREACHABLE = 1  # code of destination unreachable (RFC 792)
 ICMP_FRAGMENTATION_NEEDED = 4  # code of destination unreachable (RFC 792, next-hop MTU: RFC 1191)
 ICMP_TIME_EXCEEDED = 11
 ICMP_TTL_EXCEEDED_IN_TRANSIT = 0
@@ -284,6 +285,14 @@ def fragmentation_needed(original: bytes, source: int, next_hop_mtu: int) -> byt
     discovery works through the tunnel (RFC 2003 5.1)."""
     return _icmp_error(original, ICMP_DEST_UNREACHABLE, ICMP_FRAGMENTATION_NEEDED, next_hop_mtu & 0xFFFF,
                        source)
+
+
+def host_unreachable(original: bytes, source: int) -> bytes | None:
+    """ICMP Destination Unreachable, host unreachable (RFC 792), for a datagram whose tunnel exit cannot be
+    reached: what RFC 2003 4.1 has the encapsulator tell the sender when the path to the care-of address
+    says it is unreachable (the sender did not send IP-in-IP, so a protocol unreachable would mean nothing
+    to it)."""
+    return _icmp_error(original, ICMP_DEST_UNREACHABLE, ICMP_HOST_UNREACHABLE, 0, source)
 
 
 def fragment(packet: bytes, mtu: int) -> list[bytes]:
