@@ -341,3 +341,32 @@ def test_the_daemon_refuses_to_start_with_one_line_when_bpf_cannot_be_built(tmp_
     with pytest.raises(ForwardingError, match="clang") as caught:
         asyncio.run(forwarding.open())
     assert "\n" not in str(caught.value)
+
+
+def test_a_narrower_path_to_the_care_of_address_is_learnt_by_both_paths(s):
+    """The foreign link carries 1,400 bytes: the router's Fragmentation Needed about the first full-size
+    outer datagram is learnt by the program (and by the forwarder, to which it passes on); from then on a
+    datagram too big for that path goes to the forwarder, which tells the sender 1,380 with DF and carries
+    it in outer fragments without. What fits still takes the fast path."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    for host, dev in (("rt", "f0"), ("mn", "eth0")):
+        s.net.exec(host, "ip", "link", "set", dev, "mtu", "1400")
+    try:
+        before = s.fast()
+        full = b"x" * (1480 - 28)
+        with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp, \
+                ipip_listener(s, "mn") as listener:
+            send_raw(s, udp(full, flags="DF"))  # lost at the router, which tells the Home Agent
+            wait_for("the path MTU", lambda: s.fast()["path_mtu_learnt"] == before["path_mtu_learnt"] + 1)
+            wait_for("the forwarder's too", lambda: s.counters()["dataplane.path_mtu_learnt"] >= 1)
+            send_raw(s, udp(full, flags="DF"))
+            error = icmp_of(icmp, 3)
+            assert error.src == HA and error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1380
+            send_raw(s, udp(b"fits" + b"y" * (1380 - 32), flags="DF"))
+            assert outer_of(listener, b"fits" + b"y" * (1380 - 32)).len == 1400
+        after = s.fast()
+        assert after["pass_too_big"] == before["pass_too_big"] + 1
+        assert after["encapsulated"] == before["encapsulated"] + 2  # the first full one, and what fits
+    finally:
+        for host, dev in (("rt", "f0"), ("mn", "eth0")):
+            s.net.exec(host, "ip", "link", "set", dev, "mtu", "1500")

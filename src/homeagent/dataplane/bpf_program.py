@@ -27,7 +27,8 @@ from pathlib import Path
 
 SOURCE = Path(__file__).parent / "bpf" / "ha_ingress.c"
 PROGRAM = "ha_ingress"  # the SEC("tc") function
-MAPS = ("ha_config", "ha_homes", "ha_reverse", "ha_care_of", "ha_sources", "ha_stats", "ha_reasons")
+MAPS = ("ha_config", "ha_homes", "ha_reverse", "ha_care_of", "ha_sources", "ha_stats", "ha_reasons",
+        "ha_path_mtu")
 FILTER = ("pref", "49152", "handle", "0x4841")  # our filter's identity on the ingress hook ("HA")
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall")  # -g: BTF, which the maps' definitions need
 PIN_ROOT = Path("/sys/fs/bpf")

@@ -37,7 +37,7 @@ FLAG_REVERSE = 1
 # bpf/ha_ingress.c enum reason, in order
 REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass_options", "pass_too_big",
            "pass_too_many", "pass_no_neighbour", "pass_failed", "pass_fragment", "drop_unknown_care_of",
-           "drop_not_reverse_tunnel")
+           "drop_not_reverse_tunnel", "path_mtu_learnt")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
 
 _CONFIG = struct.Struct("=IIII")  # serving, tun_ifindex, mtu, ttl

@@ -39,6 +39,8 @@
 #define IP_OFFSET 0x1fff
 #define AF_INET 2
 #define FLAG_REVERSE 1
+#define MIN_PATH_MTU 576                          /* as the userspace engine: no ICMP shrinks a path below */
+#define PATH_MTU_AGE_NS (600ULL * 1000000000ULL)  /* RFC 1191 6.3: a learnt path MTU holds 10 minutes */
 
 struct config {
 	__u32 serving;      /* 0: pass everything (standby) */
@@ -92,6 +94,7 @@ enum reason {
 	PASS_FRAGMENT,       /* outer IP-in-IP fragment: the kernel reassembles it for the slow path */
 	DROP_UNKNOWN_CARE_OF,
 	DROP_NOT_REVERSE_TUNNEL,
+	PATH_MTU_LEARNT,     /* ICMP Fragmentation Needed about one of our outer datagrams (passed on too) */
 	REASONS,
 };
 
@@ -141,6 +144,22 @@ struct {
 	__type(key, struct stats_key);
 	__type(value, struct stats);
 } ha_stats SEC(".maps");
+
+/* What a router on the way to a care-of address said it carries (RFC 2003 4.1 tunnel soft state): a
+ * larger outer datagram goes to the slow path, whose forwarder learnt the same from the same ICMP message
+ * and answers the sender with Fragmentation Needed or carries the datagram in outer fragments. */
+struct path_mtu {
+	__u64 until_ns;
+	__u32 mtu;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct path_mtu);
+} ha_path_mtu SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -256,6 +275,10 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		fib.tos = outer.tos;
 		fib.l4_protocol = IPPROTO_IPIP;
 		fib.tot_len = outer_len;
+		__u32 care_of = home->tunnels[i].care_of;
+		struct path_mtu *path = bpf_map_lookup_elem(&ha_path_mtu, &care_of);
+		if (path && outer_len > path->mtu && path->until_ns > bpf_ktime_get_ns())
+			return count(PASS_TOO_BIG, TC_ACT_OK);
 		fib.ipv4_src = home->tunnels[i].source;
 		fib.ipv4_dst = home->tunnels[i].care_of;
 		fib.ifindex = skb->ingress_ifindex;
@@ -349,6 +372,34 @@ static __always_inline int decapsulate(struct __sk_buff *skb, struct iphdr *oute
 	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
 }
 
+/* ICMP Fragmentation Needed to a tunnel source about an IP-in-IP datagram from it: the path to that
+ * care-of address is narrower than the link. Learnt here, and passed on for the forwarder to learn too. */
+static __always_inline void learn_path_mtu(struct iphdr *ip, void *end, struct config *cfg)
+{
+	struct {
+		__u8 type, code;
+		__u16 checksum, unused, mtu;
+	} *icmp = (void *)(ip + 1);
+	struct iphdr *quoted = (void *)(icmp + 1);
+	__u32 destination = ip->daddr;
+
+	if (ip->ihl != 5 || (void *)(quoted + 1) > end || icmp->type != 3 || icmp->code != 4)
+		return;
+	if (quoted->protocol != IPPROTO_IPIP || !bpf_map_lookup_elem(&ha_sources, &destination))
+		return;
+	__u32 source = quoted->saddr, care_of = quoted->daddr;
+	if (!bpf_map_lookup_elem(&ha_sources, &source))
+		return;
+	__u32 mtu = bpf_ntohs(icmp->mtu);
+	if (mtu < MIN_PATH_MTU)  /* 0 from a router older than RFC 1191: the least, the slow path knows more */
+		mtu = MIN_PATH_MTU;
+	if (mtu >= cfg->mtu)
+		return;
+	struct path_mtu value = {.until_ns = bpf_ktime_get_ns() + PATH_MTU_AGE_NS, .mtu = mtu};
+	bpf_map_update_elem(&ha_path_mtu, &care_of, &value, BPF_ANY);
+	count(PATH_MTU_LEARNT, 0);
+}
+
 SEC("tc")
 int ha_ingress(struct __sk_buff *skb)
 {
@@ -367,6 +418,8 @@ int ha_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (ip->protocol == IPPROTO_IPIP)
 		return decapsulate(skb, ip, cfg);
+	if (ip->protocol == IPPROTO_ICMP)
+		learn_path_mtu(ip, end, cfg);  /* and on: ICMP to a home address is tunnelled like the rest */
 	return encapsulate(skb, ip, cfg);
 }
 
