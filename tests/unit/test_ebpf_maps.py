@@ -1,0 +1,117 @@
+"""The eBPF backend's map upkeep without a kernel: the map values' layout (``struct home`` of
+bpf/ha_ingress.c) and the reference counts that decide when a care-of address or tunnel source leaves its
+map. A stand-in map records the writes; the program's side is tested in tests/netns/test_ebpf.py."""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from homeagent.dataplane import Tunnel
+from homeagent.dataplane import ebpf
+from homeagent.dataplane.ebpf import MAX_TUNNELS, TOO_MANY, FastPath, _tunnels_of, home_value
+
+SOURCE = Path(ebpf.__file__).parent / "bpf" / "ha_ingress.c"
+
+
+def a(text: str) -> int:
+    return int(IPv4Address(text))
+
+
+class FakeMap:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.writes = 0
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        self.data[key] = value
+        self.writes += 1
+
+    def delete(self, key: bytes) -> bool:
+        self.writes += 1
+        return self.data.pop(key, None) is not None
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def keys(self) -> list[bytes]:
+        return list(self.data)
+
+    def close(self) -> None:
+        pass
+
+
+def fast_path() -> FastPath:
+    fast = FastPath.__new__(FastPath)
+    fast.maps = {name: FakeMap() for name in ebpf.MAPS}
+    fast.care_of = ebpf._Counted(fast.maps["ha_care_of"])
+    fast.sources = ebpf._Counted(fast.maps["ha_sources"])
+    fast.homes, fast.reverse, fast.stats = (fast.maps[n] for n in ("ha_homes", "ha_reverse", "ha_stats"))
+    return fast
+
+
+def test_the_value_layout_matches_the_c_program():
+    text = SOURCE.read_text()
+    assert f"#define MAX_TUNNELS {MAX_TUNNELS} " in text
+    assert "#define TOO_MANY 0xffffffff" in text and TOO_MANY == 0xFFFFFFFF
+    tunnels = (Tunnel(a("10.2.0.10"), a("10.1.0.1"), True), Tunnel(a("10.3.0.10"), a("10.1.0.1"), False))
+    value = home_value(tunnels)
+    assert len(value) == 4 + 12 * MAX_TUNNELS  # struct home: count, then (care_of, source, flags) each
+    assert struct.unpack_from("=I", value) == (2,)
+    assert value[4:8] == IPv4Address("10.2.0.10").packed, "addresses in network byte order"
+    assert struct.unpack_from("=I", value, 12) == (1,) and struct.unpack_from("=I", value, 24) == (0,)
+    assert _tunnels_of(value) == tunnels
+
+
+def test_more_tunnels_than_a_value_holds_are_marked_for_the_slow_path():
+    tunnels = tuple(Tunnel(a("10.2.0.1") + n, a("10.1.0.1"), False) for n in range(MAX_TUNNELS + 1))
+    value = home_value(tunnels)
+    assert struct.unpack_from("=I", value) == (TOO_MANY,)
+    assert _tunnels_of(value) == ()
+
+
+def test_shared_care_of_addresses_and_sources_stay_until_their_last_binding_goes():
+    fast = fast_path()
+    source, care_of = a("10.1.0.1"), a("10.2.0.10")
+    one, two = a("10.1.0.50"), a("10.1.0.51")
+    fast.set_tunnels(one, (), (Tunnel(care_of, source, True),))
+    fast.set_tunnels(two, (), (Tunnel(care_of, source, False),))
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(care_of).packed]
+    assert len(fast.reverse.keys()) == 1, "only the binding with T is a reverse key"
+    fast.set_tunnels(one, (Tunnel(care_of, source, True),), ())
+    assert fast.maps["ha_care_of"].keys() and fast.maps["ha_sources"].keys(), "still the other's"
+    assert fast.reverse.keys() == [] and fast.homes.keys() == [IPv4Address(two).packed]
+    fast.set_tunnels(two, (Tunnel(care_of, source, False),), ())
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes"))
+
+
+def test_a_changed_t_flag_moves_the_reverse_key_and_keeps_the_counters():
+    fast = fast_path()
+    home, care_of, source = a("10.1.0.50"), a("10.2.0.10"), a("10.1.0.1")
+    fast.stats.update(IPv4Address(home).packed + IPv4Address(care_of).packed, bytes(32))
+    fast.set_tunnels(home, (), (Tunnel(care_of, source, False),))
+    fast.set_tunnels(home, (Tunnel(care_of, source, False),), (Tunnel(care_of, source, True),))
+    assert len(fast.reverse.keys()) == 1
+    assert len(fast.stats.keys()) == 1, "the same care-of address: its counters go on"
+    fast.set_tunnels(home, (Tunnel(care_of, source, True),), (Tunnel(a("10.3.0.10"), source, True),))
+    assert fast.stats.keys() == [], "a care-of address gone takes its counters"
+
+
+def test_adopting_a_dead_daemons_maps_rebuilds_keys_and_references():
+    fast = fast_path()
+    home, care_of, source = a("10.1.0.50"), a("10.2.0.10"), a("10.1.0.1")
+    fast.set_tunnels(home, (), (Tunnel(care_of, source, True),))
+    fast.care_of.counts.clear()  # a new daemon: nothing counted yet
+    fast.sources.counts.clear()
+    assert fast.adopt() == {home}
+    assert fast.care_of.counts[care_of] == 1 and len(fast.reverse.keys()) == 1
+    fast.set_tunnels(home, fast.tunnels_of(home), ())
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
+
+
+@pytest.mark.parametrize("name", ebpf.MAPS)
+def test_every_map_is_defined_in_the_program(name):
+    assert f"}} {name} SEC(\".maps\");" in SOURCE.read_text()
