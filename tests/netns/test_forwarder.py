@@ -462,3 +462,57 @@ def test_a_barrier_passes_once_the_tunnels_and_their_routes_are_in_effect(s):
     finally:
         for home in others:
             s.loop.call(s.dataplane.set_tunnels, home, ())
+
+
+def host_unreachable_of(listener: socket.socket, timeout: float = 3) -> Any:
+    """The first ICMP Destination Unreachable, host unreachable, from the Home Agent that ``listener``
+    (a raw ICMP socket of the correspondent) receives, as scapy's IP."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        error = icmp_of(listener, 3, timeout=left)
+        if error.src == HA and error[ICMP].code == 1:
+            return error
+    raise AssertionError("no host unreachable from the Home Agent")
+
+
+def test_an_unreachable_care_of_address_is_told_to_the_correspondent(s):
+    """The router can no longer reach the care-of address (an unreachable route, as when the mobile node has
+    left its link): it answers the tunnelled datagram with Host Unreachable to the Home Agent, which marks
+    the care-of address (RFC 2003 4.1) and answers the correspondent's next datagram with Host Unreachable
+    from itself, quoting that datagram, at most once a second. The datagrams are still tunnelled (a mark may
+    be stale): once the route is back, the next one arrives, its sender told all the same while the mark
+    holds."""
+    s.mobile("mn", COA, False)
+    s.set_tunnels(s.tunnel())
+    before = s.counters()
+
+    def more(key: str) -> int:
+        return s.counters()[f"dataplane.{key}"] - before[f"dataplane.{key}"]
+
+    s.net.exec("rt", "ip", "route", "add", "unreachable", f"{COA}/32")
+    try:
+        with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
+            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"first"))
+            wait_for("the mark", lambda: more("unreachable_learnt") >= 1)
+            assert s.counters()["dataplane.tunnels"][0]["unreachable"] is True
+            with pytest.raises(AssertionError):
+                host_unreachable_of(icmp, timeout=0.3)  # whose datagram the router's message was: unknown
+            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"second"))
+            error = host_unreachable_of(icmp)
+            quoted = IP(raw(error)[28:])  # the correspondent's own datagram, as the Home Agent tunnelled it
+            assert (quoted.src, quoted.dst, quoted[UDP].sport, quoted[UDP].dport) == (CN, HOME, 4002, PORT)
+            assert raw(quoted[UDP].payload) == b"second"
+            reported = time.monotonic()
+            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"third"))
+            with pytest.raises(AssertionError):
+                host_unreachable_of(icmp, timeout=0.5)  # within the second: not told again
+            assert more("unreachable_reported") == 1
+            assert more("packets") == 3, "every datagram tunnelled all the same"
+            s.net.exec("rt", "ip", "route", "del", "unreachable", f"{COA}/32")
+            time.sleep(max(0.0, reported + 1.05 - time.monotonic()))
+            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"fourth"))
+            assert server.recvfrom(2048)[0] == b"fourth", "a stale mark does not cut the node off"
+            assert IP(raw(host_unreachable_of(icmp))[28:])[UDP].payload.load == b"fourth"
+        assert more("unreachable_reported") == 2
+    finally:
+        s.net.exec("rt", "ip", "route", "del", "unreachable", f"{COA}/32", check=False)
