@@ -50,10 +50,10 @@ MIN_PATH_MTU = 576  # no ICMP message, forged or not, shrinks a path below what 
 PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 576)  # RFC 1191 section 7, from 576 up
 # Seconds a care-of address stays marked unreachable after the last ICMP that said so. Much shorter than a
 # path MTU's age: a stale path MTU costs a few bytes per datagram, a stale mark tells senders something false
-# (and a host unreachable ends a TCP connection attempt). Long enough to span the gaps of a sparse flow (TCP
-# retries a SYN after 1, 3, 7, 15 s) and the router's own ICMP rate limit (Linux: one a second per
-# destination after a burst): while the address stays unreachable, each datagram still tunnelled to it draws
-# a fresh ICMP from the router, which renews the mark.
+# (Linux ends a TCP connection attempt on a host unreachable). Long enough to span the gaps of a sparse flow
+# (TCP retries a SYN after 1, 3, 7, 15 s) and the router's own ICMP rate limit (Linux: one a second per
+# destination after a burst): while the address stays unreachable, each datagram still tunnelled to it
+# draws a fresh ICMP from the router, which renews the mark.
 UNREACHABLE_AGE = 30.0
 # At most one Host Unreachable a second per home address, whatever the rate of datagrams for it: one per
 # datagram would be no amplifier (each answers a datagram received, and is smaller), but the kernel limits
