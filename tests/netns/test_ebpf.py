@@ -229,8 +229,8 @@ def test_the_reverse_tunnel_is_decapsulated_only_for_registered_pairs(s):
 
 
 def test_what_bpf_cannot_do_goes_to_the_slow_path(s):
-    """TTL running out: the kernel's Time Exceeded; too big with DF: Fragmentation Needed with the tunnel's
-    MTU; too big without: carried in outer fragments by the forwarder. Each passed by the program."""
+    """TTL running out: Time Exceeded; too big with DF: Fragmentation Needed with the tunnel's MTU; too big
+    without: carried in outer fragments. Each handed by the program to the forwarder, which answers."""
     s.set_tunnels(Tunnel(a(COA), a(HA), False))
     before = s.fast()
     with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp:
@@ -243,12 +243,7 @@ def test_what_bpf_cannot_do_goes_to_the_slow_path(s):
     with ipip_listener(s, "mn") as listener:
         big = b"y" * (1500 - 28)
         send_raw(s, udp(big))
-        deadline = time.monotonic() + 2
-        fragments = 0
-        while fragments < 2 and time.monotonic() < deadline:  # the raw socket sees them reassembled
-            with_payload = IP(listener.recv(65535))
-            fragments += 1 if with_payload.proto == 4 else 0
-        assert fragments >= 1
+        assert outer_of(listener, big).dst == COA  # outer fragments, reassembled for the raw socket
     after = s.fast()
     assert after["pass_ttl"] == before["pass_ttl"] + 1
     assert after["pass_too_big"] == before["pass_too_big"] + 2
@@ -370,3 +365,67 @@ def test_a_narrower_path_to_the_care_of_address_is_learnt_by_both_paths(s):
     finally:
         for host, dev in (("rt", "f0"), ("mn", "eth0")):
             s.net.exec(host, "ip", "link", "set", dev, "mtu", "1500")
+
+
+def test_the_program_answers_arp_for_a_home_address_while_serving(s):
+    """The router learns the home address's MAC from the program (this test network has no proxy entry,
+    so the kernel would not answer): while serving, not as a standby, never a probe (0.0.0.0)."""
+    from scapy.layers.l2 import ARP, Ether
+
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    mac = s.net.exec("ha", "ip", "-o", "link", "show", "eth0").stdout.split("link/ether ")[1].split()[0]
+    with s.net.socket("rt", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as arp:
+        arp.bind(("h0", 0))
+        arp.settimeout(0.5)
+        rt_mac = arp.getsockname()[4].hex(":")
+
+        def ask(sender: str) -> Any:
+            request = Ether(dst="ff:ff:ff:ff:ff:ff", src=rt_mac) / ARP(op=1, hwsrc=rt_mac, psrc=sender, pdst=HOME)
+            arp.send(raw(request))
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                try:
+                    answer = Ether(arp.recv(2048))
+                except TimeoutError:
+                    return None
+                if ARP in answer and answer[ARP].op == 2 and answer[ARP].psrc == HOME:
+                    return answer
+            return None
+
+        answer = ask("10.1.0.254")
+        assert answer is not None and answer[ARP].hwsrc == mac and answer[ARP].pdst == "10.1.0.254"
+        assert answer[Ether].dst == rt_mac
+        assert ask("0.0.0.0") is None, "a probe is not answered"
+        s.serve(False)
+        assert ask("10.1.0.254") is None, "a standby does not answer"
+        s.serve(True)
+        assert ask("10.1.0.254") is not None, "the takeover answers at once"
+    # And the router, without its fixed entry, finds the home address by ARP and the datagram arrives.
+    s.net.exec("rt", "ip", "neigh", "del", HOME, "dev", "h0")
+    try:
+        with ipip_listener(s, "mn") as listener:
+            send_raw(s, udp(b"by arp"))
+            assert outer_of(listener, b"by arp").dst == COA
+    finally:
+        s.net.exec("rt", "ip", "neigh", "replace", HOME, "lladdr", mac, "dev", "h0", "nud", "permanent")
+
+
+def test_the_slow_path_needs_no_route_so_no_reply_waits(s):
+    """barrier() is None: the maps have the change when set_tunnels returns, and what the program does not
+    tunnel goes into the TUN without the kernel's route (taken away here behind the forwarder's back)."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    assert s.loop.call(s.dataplane.barrier) is None
+    s.net.exec("ha", "ip", "route", "del", f"{HOME}/32", "dev", "ha0")
+    try:
+        with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp:
+            send_raw(s, udp(b"ttl", ttl=2))
+            assert icmp_of(icmp, 11).src == HA, "the forwarder's Time Exceeded"
+            send_raw(s, udp(b"x" * (1500 - 28), flags="DF"))
+            error = icmp_of(icmp, 3)
+            assert error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1480
+        with ipip_listener(s, "mn") as listener:
+            big = b"z" * (1500 - 28)
+            send_raw(s, udp(big))  # without DF: the forwarder sends it in outer fragments
+            assert outer_of(listener, big).dst == COA
+    finally:
+        s.net.exec("ha", "ip", "route", "replace", f"{HOME}/32", "dev", "ha0")

@@ -18,6 +18,7 @@ says so in one line, and the daemon refuses to start.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -131,6 +132,14 @@ class Attachment:
         """Take the filter off and unlink the pins (clean stop); the kernel frees the rest."""
         self._tc("filter", "delete", "dev", self.interface, "ingress", *FILTER, "bpf", check=False)
         self._unpin(self.pin_dir)
+
+    def mac(self) -> bytes:
+        """The interface's MAC address, for the program's ARP replies."""
+        done = self._run([*self.tc_prefix, "ip", "-j", "link", "show", "dev", self.interface], "read the MAC")
+        try:
+            return bytes.fromhex(json.loads(done.stdout)[0]["address"].replace(":", ""))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise BpfUnavailable(f"the ebpf backend found no MAC address on {self.interface}: {exc}") from None
 
     def attached(self) -> bool:
         done = self._tc("filter", "show", "dev", self.interface, "ingress", check=False)

@@ -37,10 +37,10 @@ FLAG_REVERSE = 1
 # bpf/ha_ingress.c enum reason, in order
 REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass_options", "pass_too_big",
            "pass_too_many", "pass_no_neighbour", "pass_failed", "pass_fragment", "drop_unknown_care_of",
-           "drop_not_reverse_tunnel", "path_mtu_learnt")
+           "drop_not_reverse_tunnel", "path_mtu_learnt", "arp_answered")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
 
-_CONFIG = struct.Struct("=IIII")  # serving, tun_ifindex, mtu, ttl
+_CONFIG = struct.Struct("=IIII6sH")  # serving, tun_ifindex, mtu, ttl, the interface's MAC
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
@@ -136,12 +136,12 @@ class FastPath:
             self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
         return homes
 
-    def config(self) -> tuple[int, int, int, int]:
+    def serving(self) -> bool:
         value = self.maps["ha_config"].lookup(bytes(4))
-        return _CONFIG.unpack(value) if value is not None else (0, 0, 0, 0)
+        return value is not None and bool(_CONFIG.unpack(value)[0])
 
-    def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int) -> None:
-        self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl))
+    def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, mac: bytes) -> None:
+        self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl, mac, 0))
 
     def reasons(self) -> dict[str, int]:
         """The program's counters by reason, summed over the CPUs, with the bytes of what it tunnelled
@@ -185,6 +185,7 @@ class EbpfDataplane:
         self._table: dict[int, tuple[Tunnel, ...]] = {}
         self._serving = False
         self._tun_index = 0
+        self._mac = bytes(6)
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
@@ -195,11 +196,12 @@ class EbpfDataplane:
         """Build (or take from the cache), load, pin and attach the program, then start the userspace
         forwarder; call on the running loop. Raises ``BpfUnavailable`` with the reason."""
         self.attachment.attach(build(self._cache_dir))
+        self._mac = self.attachment.mac()
         self.fast = FastPath(self.attachment.maps_dir)
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
             # the replay does not set again is removed at the first serve().
-            self._serving = bool(self.fast.config()[0])
+            self._serving = self.fast.serving()
             self._stale = self.fast.adopt()
             log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
                      len(self._stale), "serving" if self._serving else "not serving")
@@ -235,9 +237,11 @@ class EbpfDataplane:
             self._stale.clear()
 
     def barrier(self) -> asyncio.Future[None] | None:
-        """The maps have every change already; the routes into the TUN (the slow path, and what makes the
-        kernel answer proxy ARP) are the userspace forwarder's, so its barrier is ours."""
-        return self.slow.barrier()
+        """Always ``None``: a change is in the maps when ``set_tunnels`` returns, and with it everything a
+        packet to the home address needs: the program answers ARP for it, tunnels it, and hands what it
+        does not tunnel straight to the forwarder's TUN (which has the change before any packet sent after
+        it). The forwarder's routes, which the userspace backend waits for, are not needed for that."""
+        return None
 
     def counters(self) -> dict[str, object]:
         return self._merged(self.slow.counters())
@@ -274,7 +278,7 @@ class EbpfDataplane:
 
     def _write_config(self) -> None:
         if self.fast is not None:
-            self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl)
+            self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._mac)
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")

@@ -47,6 +47,8 @@ struct config {
 	__u32 tun_ifindex;  /* the userspace path's TUN device: decapsulated datagrams enter the stack there */
 	__u32 mtu;          /* the largest outer datagram a tunnel carries without asking (the home link's) */
 	__u32 ttl;          /* the outer header's TTL */
+	__u8 mac[ETH_ALEN]; /* the home link interface's: what ARP replies for a home address give */
+	__u16 pad;
 };
 
 struct tunnel {
@@ -85,7 +87,7 @@ enum reason {
 	ENCAPSULATED,        /* one per copy */
 	DECAPSULATED,
 	PASS_NOT_SERVING,
-	PASS_TTL,            /* inner TTL <= 1: the kernel sends Time Exceeded */
+	PASS_TTL,            /* inner TTL <= 1: the forwarder sends Time Exceeded */
 	PASS_OPTIONS,        /* IP options or a malformed header: the slow path judges it */
 	PASS_TOO_BIG,        /* the outer datagram would exceed the MTU: Fragmentation Needed or fragments */
 	PASS_TOO_MANY,       /* more care-of addresses than the map value holds */
@@ -95,6 +97,7 @@ enum reason {
 	DROP_UNKNOWN_CARE_OF,
 	DROP_NOT_REVERSE_TUNNEL,
 	PATH_MTU_LEARNT,     /* ICMP Fragmentation Needed about one of our outer datagrams (passed on too) */
+	ARP_ANSWERED,        /* an ARP request for a home address answered with the interface's MAC */
 	REASONS,
 };
 
@@ -226,6 +229,32 @@ struct hop {
 	__u8 smac[ETH_ALEN];
 };
 
+/* A datagram for a home address that the fast path does not tunnel: into the userspace forwarder's TUN
+ * device, as the kernel's /32 route would put it, and with the router's work that route did (the TTL
+ * decremented; TTL 0, too big and the rest the forwarder answers itself, docs/dataplane.md). Done here
+ * rather than by letting the packet go on, so that it does not wait for the route: the maps have a
+ * binding before its registration reply, the route may come later. Without a TUN device yet, the kernel
+ * routes it (TC_ACT_OK). Called only on an untouched packet. */
+static __always_inline int slow_path(struct __sk_buff *skb, struct config *cfg, __u32 why)
+{
+	count(why, 0);
+	if (!cfg->tun_ifindex)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return TC_ACT_OK;
+	if (ip->ttl > 0) {
+		__u32 check = ip->check;
+
+		check += bpf_htons(0x0100);
+		ip->check = (__u16)(check + (check >= 0xffff));
+		ip->ttl -= 1;
+	}
+	return bpf_redirect(cfg->tun_ifindex, 0);  /* egress of an L3 device: the MAC header is pulled */
+}
+
 /* Home network -> mobile node. */
 static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inner, struct config *cfg)
 {
@@ -236,18 +265,16 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		return TC_ACT_OK;  /* not ours: whatever the host does with it */
 	if (!cfg->serving)
 		return count(PASS_NOT_SERVING, TC_ACT_OK);
-	if (home->count == TOO_MANY)
-		return count(PASS_TOO_MANY, TC_ACT_OK);
-	if (home->count == 0 || home->count > MAX_TUNNELS)
-		return TC_ACT_OK;
+	if (home->count == TOO_MANY || home->count == 0 || home->count > MAX_TUNNELS)
+		return slow_path(skb, cfg, PASS_TOO_MANY);
 	if (inner->ihl != 5)
-		return count(PASS_OPTIONS, TC_ACT_OK);
+		return slow_path(skb, cfg, PASS_OPTIONS);
 	if (inner->ttl <= 1)
-		return count(PASS_TTL, TC_ACT_OK);
+		return slow_path(skb, cfg, PASS_TTL);
 	__u32 inner_len = bpf_ntohs(inner->tot_len);
 	__u32 outer_len = inner_len + sizeof(struct iphdr);
 	if (inner_len < sizeof(struct iphdr) || outer_len > cfg->mtu || outer_len > 0xffff)
-		return count(PASS_TOO_BIG, TC_ACT_OK);
+		return slow_path(skb, cfg, PASS_TOO_BIG);
 
 	struct iphdr outer = {
 		.version = 4,
@@ -278,12 +305,12 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		__u32 care_of = home->tunnels[i].care_of;
 		struct path_mtu *path = bpf_map_lookup_elem(&ha_path_mtu, &care_of);
 		if (path && outer_len > path->mtu && path->until_ns > bpf_ktime_get_ns())
-			return count(PASS_TOO_BIG, TC_ACT_OK);
+			return slow_path(skb, cfg, PASS_TOO_BIG);
 		fib.ipv4_src = home->tunnels[i].source;
 		fib.ipv4_dst = home->tunnels[i].care_of;
 		fib.ifindex = skb->ingress_ifindex;
 		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-			return count(PASS_NO_NEIGHBOUR, TC_ACT_OK);
+			return slow_path(skb, cfg, PASS_NO_NEIGHBOUR);
 		hops[i].ifindex = fib.ifindex;
 		__builtin_memcpy(hops[i].dmac, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(hops[i].smac, fib.smac, ETH_ALEN);
@@ -295,7 +322,7 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 	 * Every write below is checksum-neutral for a CHECKSUM_COMPLETE skb: a valid IPv4 header sums to
 	 * 0xffff, so adding one, or changing a TTL with its checksum (RFC 1624), leaves skb->csum right. */
 	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
-		return count(PASS_FAILED, TC_ACT_OK);
+		return slow_path(skb, cfg, PASS_FAILED);  /* a failed adjust_room leaves the packet as it was */
 
 	for (__u32 i = 0; i < MAX_TUNNELS; i++) {
 		if (i >= count_)
@@ -400,6 +427,46 @@ static __always_inline void learn_path_mtu(struct iphdr *ip, void *end, struct c
 	count(PATH_MTU_LEARNT, 0);
 }
 
+/* Proxy ARP for the home addresses (RFC 5944 4.6), answered here while serving: the kernel answers its
+ * proxy entries only once the route into the TUN is in (arp_process), and a registration reply must not
+ * wait for a route. The kernel's answer, when it comes, is the same. Probes (sender 0.0.0.0, duplicate
+ * address detection: a node back home asking whether its address is free) are not answered, as the
+ * kernel answers them only for its own addresses; nor a node's request for itself. */
+struct arp_ipv4 {
+	__u16 htype, ptype;
+	__u8 hlen, plen;
+	__u16 op;
+	__u8 sha[ETH_ALEN], spa[4], tha[ETH_ALEN], tpa[4];
+};
+
+static __always_inline int answer_arp(struct __sk_buff *skb, struct config *cfg)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct arp_ipv4 *arp = (void *)(eth + 1);
+	__u32 target, sender;
+
+	if ((void *)(arp + 1) > data_end || !cfg->serving)
+		return TC_ACT_OK;
+	if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN ||
+	    arp->plen != 4 || arp->op != bpf_htons(1))
+		return TC_ACT_OK;
+	__builtin_memcpy(&target, arp->tpa, 4);
+	__builtin_memcpy(&sender, arp->spa, 4);
+	if (sender == 0 || sender == target || !bpf_map_lookup_elem(&ha_homes, &target))
+		return TC_ACT_OK;
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	__builtin_memcpy(arp->tpa, arp->spa, 4);
+	__builtin_memcpy(arp->sha, cfg->mac, ETH_ALEN);
+	__builtin_memcpy(arp->spa, &target, 4);
+	arp->op = bpf_htons(2);
+	__builtin_memcpy(eth->h_dest, arp->tha, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, cfg->mac, ETH_ALEN);
+	count(ARP_ANSWERED, 0);
+	return bpf_redirect(skb->ifindex, 0);  /* back out of the link it came in by */
+}
+
 SEC("tc")
 int ha_ingress(struct __sk_buff *skb)
 {
@@ -409,12 +476,16 @@ int ha_ingress(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	__u32 zero = 0;
 
-	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	if (skb->pkt_type != 0)  /* PACKET_HOST only: not another host's frame, nor a broadcast */
+	if ((void *)(ip + 1) > end)
 		return TC_ACT_OK;
 	struct config *cfg = bpf_map_lookup_elem(&ha_config, &zero);
 	if (!cfg)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return answer_arp(skb, cfg);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (skb->pkt_type != 0)  /* PACKET_HOST only: not another host's frame, nor a broadcast */
 		return TC_ACT_OK;
 	if (ip->protocol == IPPROTO_IPIP)
 		return decapsulate(skb, ip, cfg);
