@@ -1,15 +1,15 @@
 """Backend "ebpf": the userspace backend with a tc-BPF fast path in front of it (docs/dataplane.md,
 "Backend ebpf").
 
-Why a composition rather than a second forwarder: the home link must still deliver a home address's
-frames to this host, and the kernel answers a proxy ARP entry only for an address it routes out of
-another device (``arp_process``); the userspace backend's /32 routes into its TUN device give exactly
-that. Those routes also make the userspace forwarder the slow path for free: whatever the BPF program
-cannot do (ICMP Time Exceeded and Fragmentation Needed, outer fragments, neighbour resolution, IP
-options, more care-of addresses than a map value holds) it lets through, and the kernel routes it into
-the TUN as with the "userspace" backend. So this backend wraps a ``UserspaceDataplane`` and adds the
-program's maps, written synchronously through bpf(2) on every change: the fast path has a change before
-``set_tunnels`` returns, hence before the registration reply.
+Why a composition rather than a second forwarder: the userspace forwarder already does everything a
+Home Agent's data plane must, only slowly, so it is the slow path. Whatever the BPF program cannot do
+(ICMP Time Exceeded and Fragmentation Needed, outer fragments, neighbour resolution, IP options, more
+care-of addresses than a map value holds) it hands to the forwarder's TUN device or raw socket, as the
+"userspace" backend's kernel routes would. The program also answers ARP for the home addresses, which the
+kernel does for a proxy entry only once the route into the TUN is in: so nothing waits for a route. This
+backend wraps a ``UserspaceDataplane`` and adds the program's maps, written synchronously through bpf(2)
+on every change: the fast path has a change before ``set_tunnels`` returns, hence before the
+registration reply.
 """
 
 from __future__ import annotations
@@ -237,10 +237,11 @@ class EbpfDataplane:
             self._stale.clear()
 
     def barrier(self) -> asyncio.Future[None] | None:
-        """Always ``None``: a change is in the maps when ``set_tunnels`` returns, and with it everything a
-        packet to the home address needs: the program answers ARP for it, tunnels it, and hands what it
-        does not tunnel straight to the forwarder's TUN (which has the change before any packet sent after
-        it). The forwarder's routes, which the userspace backend waits for, are not needed for that."""
+        """Always ``None``: a change is in the maps when ``set_tunnels`` returns, and with it what a packet
+        to the home address needs: the program answers ARP for it, tunnels it, and hands what it does not
+        tunnel straight to the forwarder's TUN. The forwarder's routes, which the userspace backend waits
+        for, are not needed for that. (The forwarder itself has the change a loop turn later, with the
+        handle's next flush: a slow-path datagram in that moment, such as one too big, is dropped.)"""
         return None
 
     def counters(self) -> dict[str, object]:

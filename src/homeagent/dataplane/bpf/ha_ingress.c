@@ -2,12 +2,14 @@
 /*
  * The eBPF backend's fast path (docs/dataplane.md, "Backend ebpf"): one tc ingress program on the home
  * link that does what the userspace forwarder does for the common packet, at the kernel's speed, and
- * hands everything else to that forwarder by letting the packet go on (TC_ACT_OK): the kernel then routes
- * it into the TUN device, or delivers IP-in-IP to the forwarder's raw socket, exactly as with the
- * "userspace" backend. So what BPF cannot do (ICMP Time Exceeded, Fragmentation Needed, outer fragments,
- * neighbour resolution, more care-of addresses than a map value holds) is never dropped, only slower.
+ * hands everything else to that forwarder: a datagram for a home address into the TUN device's egress
+ * (its TTL decremented, as the /32 route into the TUN would), IP-in-IP by letting it go on (TC_ACT_OK) to
+ * the forwarder's raw socket. So what BPF cannot do (ICMP Time Exceeded, Fragmentation Needed, outer
+ * fragments, neighbour resolution, more care-of addresses than a map value holds) is never dropped, only
+ * slower.
  *
- * Two jobs, told apart by the IPv4 protocol:
+ * Three jobs: proxy ARP for the home addresses (below, answer_arp), and two told apart by the IPv4
+ * protocol:
  *  - encapsulate (RFC 2003 3.1): an IPv4 datagram for a home address in ha_homes gets an outer header
  *    per care-of address (outer TTL configured, TOS and DF copied, inner TTL decremented as a router
  *    would), the FIB gives each copy its egress and MACs, and it is redirected; every copy but the last
@@ -19,10 +21,10 @@
  *    IP-in-IP to a tunnel source that is not in the map is dropped and counted: never an open relay.
  *
  * A member that does not serve (a standby) has the maps filled and this program attached, but
- * ha_config.serving is 0 and everything passes: a takeover is one map write.
+ * ha_config.serving is 0: no ARP answered, everything passes. A takeover is one map write.
  *
  * Maps are written by the daemon through the bpf(2) syscall (dataplane/bpf_maps.py); their layouts are
- * mirrored there. Addresses are stored in network byte order, as they are on the wire.
+ * mirrored in dataplane/ebpf.py. Addresses are stored in network byte order, as they are on the wire.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
