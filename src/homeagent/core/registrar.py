@@ -199,7 +199,7 @@ class Registrar:
         flags, requested, hoa, home_agent, coa, identification, _, _ = request
         lifetime = min(requested, self._max_lifetime)
         simultaneous = flags & _S != 0 and self._simultaneous > 0
-        self.bindings.register(hoa, coa, lifetime, identification, now, flags, simultaneous, home_agent, held)
+        self.bindings.bind(hoa, coa, lifetime, identification, now, flags, simultaneous, home_agent, held)
         self.counters["accepted"] += 1
         if self.report_accepted:
             self.accepted = Acceptance(hoa, coa, home_agent, flags, lifetime, identification)
