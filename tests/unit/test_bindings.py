@@ -40,6 +40,22 @@ def test_register_returns_the_binding_and_what_it_replaced():
     assert d["home_address"] == "10.1.0.5" and d["care_of_address"] == "198.51.100.8" and d["remaining"] == 200
 
 
+def test_bind_leaves_what_register_leaves_and_returns_what_it_replaced():
+    # The registrar's bind() and register() must not differ but in what they return: states, digests,
+    # the change stream and the wheel, for the usual path and the general one (S, an older Identification).
+    steps = [(HOA, COA, 600, 10, 0x02, False), (HOA, COA, 600, 11, 0x02, False), (HOA, COA2, 300, 12, 0, False),
+             (HOA, COA3, 300, 13, 0x80, True), (HOA, COA, 300, 12, 0, False), (HOA2, COA, 60, 5, 0, False)]
+    by_register, by_bind = BindingTable(), BindingTable()
+    for i, (hoa, coa, lifetime, ident, flags, s) in enumerate(steps):
+        now = T0 + i
+        _, replaced = by_register.register(hoa, coa, lifetime, ident, now, flags, s)
+        assert list(by_bind.bind(hoa, coa, lifetime, ident, now, flags, s)) == replaced
+        assert by_bind.state(hoa) == by_register.state(hoa)
+        assert by_bind.changes() == by_register.changes()
+    assert by_bind.digests() == by_register.digests() and len(by_bind) == len(by_register)
+    assert by_bind.expire(T0 + 1e6) == by_register.expire(T0 + 1e6)
+
+
 def test_expiry_never_early_at_most_one_second_late():
     t = BindingTable()
     t.register(HOA, COA, 10, 1, T0 + 0.3)  # ends at T0 + 10.3
