@@ -1,0 +1,130 @@
+"""Registrations per second that create bindings, with each data-plane backend, in the same run (issue 12:
+with the eBPF backend >= 0.9 of registrations/s with no data plane).
+
+Every registration of a load here is a mobile node's first (``--mobile-nodes`` home addresses, each
+registered once), so every one is a binding change that the data plane must take before the reply is sent:
+with "none" nothing; with "userspace" a message to the forwarder and a route into its TUN device, which the
+reply waits for ("A reply means forwarding", docs/dataplane.md); with "ebpf" the same, plus 2-4 map writes
+through bpf(2), but no wait (its program answers ARP and feeds the TUN without the route). Renewals change
+no tunnel and cost the data plane nothing, which is why they are not what is measured.
+
+The namespaces of ``bench/dataplane.py`` (src -- ha -- mn); a real ``homeagent run`` in ``ha`` with
+``[dataplane] backend = B`` on ``h0``, started anew for each load so that each starts from an empty table;
+``homeagent mn load`` from ``src``. Rounds alternate between the backends (a busy neighbour hits them
+alike); the medians and each backend's ratio to "none" are printed, per round too.
+
+    sudo python bench/registrations_backends.py [--rounds 3] [--mobile-nodes 5000] [--backends none ebpf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from common import KEY, SPI  # noqa: E402
+from dataplane import HA_HOME, MN, build, destroy, ns  # noqa: E402
+from netns.lan import can_run  # noqa: E402
+
+PORT = 4341
+
+
+def config_text(state: Path, backend: str) -> str:
+    dataplane = f'backend = "{backend}"\n' + ('interface = "h0"\ntun = "hb0"\n' if backend != "none" else "")
+    return f"""
+[home_agent]
+address = "{HA_HOME}"
+port = {PORT}
+home_network = "10.1.0.0/16"
+max_lifetime = 1800
+state_dir = "{state}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {SPI}
+key = "{KEY}"
+
+[dataplane]
+{dataplane}"""
+
+
+def in_ns(host: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns(host), *argv]
+
+
+def one_load(backend: str, nodes: int, first: str) -> float:
+    """Registrations/s of ``nodes`` first registrations against a daemon started for them."""
+    with tempfile.TemporaryDirectory(prefix="homeagent-regbk-") as tmp:
+        config = Path(tmp) / "homeagent.toml"
+        config.write_text(config_text(Path(tmp) / "state", backend))
+        daemon = subprocess.Popen(in_ns("ha", sys.executable, "-m", "homeagent", "run", "--config", str(config),
+                                        "--log-level", "warning"))
+        try:
+            deadline = time.monotonic() + 60
+            while not (Path(tmp) / "state" / "control.sock").exists():
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise RuntimeError(f"the daemon ({backend}) did not start")
+                time.sleep(0.1)
+            time.sleep(0.5)  # the data plane is up (the control socket comes first)
+            out = subprocess.run(in_ns("src", sys.executable, "-m", "homeagent", "mn", "load", "--home-agent",
+                                       HA_HOME, "--port", str(PORT), "--spi", str(SPI), "--key", KEY,
+                                       "--first-home-address", first, "--mobile-nodes", str(nodes),
+                                       "--count", str(nodes), "--care-of", MN, "--window", "64"),
+                                 check=True, capture_output=True, text=True, timeout=300)
+            return float(json.loads(out.stdout)["rate"])
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mobile-nodes", type=int, default=5000, help="first registrations per load")
+    parser.add_argument("--backends", nargs="+", default=["none", "userspace", "ebpf"],
+                        choices=["none", "userspace", "ebpf"])
+    args = parser.parse_args()
+    if not can_run():
+        print("needs root and iproute2", file=sys.stderr)
+        return 2
+    backends = [b for b in args.backends
+                if b != "ebpf" or all(shutil.which(t) for t in ("clang", "bpftool", "tc"))]
+    if "none" not in backends:
+        backends.insert(0, "none")
+    destroy()
+    build()
+    rates: dict[str, list[float]] = {b: [] for b in backends}
+    try:
+        for r in range(args.rounds):
+            for n, backend in enumerate(backends):
+                first = f"10.1.{64 + (r * len(backends) + n) * ((args.mobile_nodes >> 8) + 1)}.1"
+                rates[backend].append(one_load(backend, args.mobile_nodes, first))
+            print(f"round {r + 1}: " + ", ".join(f"{b} {rates[b][-1]:,.0f}/s" for b in backends), flush=True)
+    finally:
+        destroy()
+    base = statistics.median(rates["none"])
+    print(f"\n{args.rounds} rounds of {args.mobile_nodes:,} first registrations each (every one a new binding); "
+          "medians, and the ratio to no data plane per round")
+    for backend in backends:
+        paired = [x / n for x, n in zip(rates[backend], rates["none"]) if n]
+        print(f"{backend:<10} {statistics.median(rates[backend]):>10,.0f}/s  "
+              f"{statistics.median(rates[backend]) / base:.2f} of none  (rounds: "
+              f"{', '.join(f'{p:.2f}' for p in paired)}){'  goal >= 0.9' if backend == 'ebpf' else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
