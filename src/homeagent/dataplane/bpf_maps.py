@@ -22,6 +22,7 @@ MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
 OBJ_GET, OBJ_GET_INFO_BY_FD = 7, 15
 # update flags
 ANY, NOEXIST, EXIST = 0, 1, 2
+ENOENT = 2
 PERCPU_TYPES = frozenset({5, 6, 10, 21})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 
 _SYSCALL = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361, "s390x": 351}
@@ -152,20 +153,18 @@ class Map:
         else:
             self._delete.key = self._at(key, self.key_size, self._key)
         if _syscall(_NR, MAP_DELETE_ELEM, self._delete_ref, _ATTR_SIZE) < 0:
-            error = _error(MAP_DELETE_ELEM)
-            if error.errno == 2:  # ENOENT
+            if ctypes.get_errno() == ENOENT:  # no exception made: a common answer, on the registration path
                 return False
-            raise error
+            raise _error(MAP_DELETE_ELEM)
         return True
 
     def lookup(self, key: bytes) -> bytes | None:
         attr = self._read
         attr.key = self._at(key, self.key_size, self._key)
         if _syscall(_NR, MAP_LOOKUP_ELEM, self._read_ref, _ATTR_SIZE) < 0:
-            error = _error(MAP_LOOKUP_ELEM)
-            if error.errno == 2:
+            if ctypes.get_errno() == ENOENT:
                 return None
-            raise error
+            raise _error(MAP_LOOKUP_ELEM)
         return self._value.raw[:self.read_size]
 
     def keys(self) -> Iterator[bytes]:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import struct
 import sys
-from collections import Counter
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -45,19 +44,26 @@ _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
 _ONE = struct.pack("=I", 1)
-
-
-def _address(value: int) -> bytes:
-    return value.to_bytes(4, "big")
+# Packers made once: a new binding's map upkeep is on the registration path.
+_address = struct.Struct("!I").pack
+_pair = struct.Struct("!II").pack  # (home, care-of): ha_stats's key; (care-of, source): a tunnel's addresses
+_triple = struct.Struct("!III").pack  # (care-of, source, home): ha_reverse's key
+_COUNTS = [struct.pack("=I", n) for n in range(MAX_TUNNELS + 1)]
+_FLAGS = (struct.pack("=I", 0), struct.pack("=I", FLAG_REVERSE))
+_PADDING = [_ZERO_TUNNEL * (MAX_TUNNELS - n) for n in range(MAX_TUNNELS + 1)]
+_TOO_MANY_VALUE = struct.pack("=I", TOO_MANY) + _ZERO_TUNNEL * MAX_TUNNELS
 
 
 def home_value(tunnels: tuple[Tunnel, ...]) -> bytes:
     """The ``struct home`` of ha_homes for these tunnels (more than MAX_TUNNELS: all to the slow path)."""
-    if len(tunnels) > MAX_TUNNELS:
-        return struct.pack("=I", TOO_MANY) + _ZERO_TUNNEL * MAX_TUNNELS
-    packed = [_TUNNEL.pack(_address(t.care_of_address), _address(t.source), FLAG_REVERSE if t.reverse else 0)
-              for t in tunnels]
-    return struct.pack("=I", len(tunnels)) + b"".join(packed) + _ZERO_TUNNEL * (MAX_TUNNELS - len(tunnels))
+    count = len(tunnels)
+    if count > MAX_TUNNELS:
+        return _TOO_MANY_VALUE
+    if count == 1:
+        t = tunnels[0]
+        return _COUNTS[1] + _pair(t.care_of_address, t.source) + _FLAGS[t.reverse] + _PADDING[1]
+    packed = [_pair(t.care_of_address, t.source) + _FLAGS[t.reverse] for t in tunnels]
+    return _COUNTS[count] + b"".join(packed) + _PADDING[count]
 
 
 class _Counted:
@@ -65,18 +71,21 @@ class _Counted:
 
     def __init__(self, bpf_map: Map) -> None:
         self.map = bpf_map
-        self.counts: Counter[int] = Counter()
+        self.counts: dict[int, int] = {}
 
     def add(self, key: int) -> None:
-        self.counts[key] += 1
-        if self.counts[key] == 1:
+        count = self.counts.get(key, 0)
+        self.counts[key] = count + 1
+        if not count:
             self.map.update(_address(key), _ONE)
 
     def remove(self, key: int) -> None:
-        self.counts[key] -= 1
-        if self.counts[key] <= 0:
-            del self.counts[key]
-            self.map.delete(_address(key))
+        count = self.counts.get(key, 0) - 1
+        if count > 0:
+            self.counts[key] = count
+            return
+        self.counts.pop(key, None)
+        self.map.delete(_address(key))
 
 
 class FastPath:
@@ -103,21 +112,21 @@ class FastPath:
             self.homes.update(key, home_value(new))
         elif old:
             self.homes.delete(key)
-        kept = {t.care_of_address for t in new}
         for tunnel in old:
             if tunnel in new:
                 continue
+            care_of = tunnel.care_of_address
             if tunnel.reverse:
-                self.reverse.delete(_address(tunnel.care_of_address) + _address(tunnel.source) + key)
-            self.care_of.remove(tunnel.care_of_address)
+                self.reverse.delete(_triple(care_of, tunnel.source, home))
+            self.care_of.remove(care_of)
             self.sources.remove(tunnel.source)
-            if drop_stats and tunnel.care_of_address not in kept:
-                self.stats.delete(key + _address(tunnel.care_of_address))
+            if drop_stats and all(t.care_of_address != care_of for t in new):
+                self.stats.delete(_pair(home, care_of))
         for tunnel in new:
             if tunnel in old:
                 continue
             if tunnel.reverse:
-                self.reverse.update(_address(tunnel.care_of_address) + _address(tunnel.source) + key, _ONE)
+                self.reverse.update(_triple(tunnel.care_of_address, tunnel.source, home), _ONE)
             self.care_of.add(tunnel.care_of_address)
             self.sources.add(tunnel.source)
 
@@ -157,7 +166,7 @@ class FastPath:
         return out
 
     def tunnel_stats(self, home: int, care_of: int) -> tuple[int, int, int, int]:
-        value = self.stats.lookup(_address(home) + _address(care_of))
+        value = self.stats.lookup(_pair(home, care_of))
         return _STATS.unpack(value) if value is not None else (0, 0, 0, 0)
 
     def close(self) -> None:
