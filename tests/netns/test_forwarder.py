@@ -489,14 +489,27 @@ def test_an_unreachable_care_of_address_is_told_to_the_correspondent(s):
     def more(key: str) -> int:
         return s.counters()[f"dataplane.{key}"] - before[f"dataplane.{key}"]
 
+    # The router's own ICMP limits (per host, and for route errors) are spent by the earlier tests' errors
+    # to the Home Agent, and starve the first messages here; the per-host one is off for this test.
+    ratelimit = s.net.exec("rt", "sysctl", "-n", "net.ipv4.icmp_ratelimit").stdout.strip()
+    s.net.exec("rt", "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
     s.net.exec("rt", "ip", "route", "add", "unreachable", f"{COA}/32")
     try:
         with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
-            send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"first"))
-            wait_for("the mark", lambda: more("unreachable_learnt") >= 1)
+            sent = 0
+            deadline = time.monotonic() + 10
+            while more("unreachable_learnt") == 0:  # the correspondent tries until one is answered
+                assert time.monotonic() < deadline, "the router's Host Unreachable never marked the address"
+                send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"first"))
+                sent += 1
+                time.sleep(0.3)
             assert s.counters()["dataplane.tunnels"][0]["unreachable"] is True
-            with pytest.raises(AssertionError):
-                host_unreachable_of(icmp, timeout=0.3)  # whose datagram the router's message was: unknown
+            assert more("packets") == sent, "every datagram tunnelled, answered or not"
+            time.sleep(1.05)  # past the report a late "first" may have earned
+            with contextlib.suppress(AssertionError):
+                while True:
+                    host_unreachable_of(icmp, timeout=0.1)
+            before = s.counters()
             send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"second"))
             error = host_unreachable_of(icmp)
             quoted = IP(raw(error)[28:])  # the correspondent's own datagram, as the Home Agent tunnelled it
@@ -507,7 +520,7 @@ def test_an_unreachable_care_of_address_is_told_to_the_correspondent(s):
             with pytest.raises(AssertionError):
                 host_unreachable_of(icmp, timeout=0.5)  # within the second: not told again
             assert more("unreachable_reported") == 1
-            assert more("packets") == 3, "every datagram tunnelled all the same"
+            assert more("packets") == 2, "every datagram tunnelled all the same"
             s.net.exec("rt", "ip", "route", "del", "unreachable", f"{COA}/32")
             time.sleep(max(0.0, reported + 1.05 - time.monotonic()))
             send_raw(s, IP(src=CN, dst=HOME) / UDP(sport=4002, dport=PORT) / Raw(b"fourth"))
@@ -516,3 +529,4 @@ def test_an_unreachable_care_of_address_is_told_to_the_correspondent(s):
         assert more("unreachable_reported") == 2
     finally:
         s.net.exec("rt", "ip", "route", "del", "unreachable", f"{COA}/32", check=False)
+        s.net.exec("rt", "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={ratelimit}")
