@@ -91,7 +91,7 @@ class TunnelState:
         self.mtu = mtu  # the largest outer datagram the path to the care-of address carries
         self.mtu_until = mtu_until  # when a path MTU learnt from ICMP is forgotten (0: not learnt)
         self.unreachable_until = 0.0  # when the care-of address's unreachable mark goes (0: not marked)
-        self.reported = float("-inf")  # when the sender of a datagram for ``home`` was last told it is not
+        self.reported = float("-inf")  # when a sender was last told ``home`` cannot be reached
 
     def reverse_key(self) -> bytes:
         """Outer source, outer destination, inner source of what the mobile node reverse-tunnels."""
