@@ -429,3 +429,27 @@ def test_the_slow_path_needs_no_route_so_no_reply_waits(s):
             assert outer_of(listener, big).dst == COA
     finally:
         s.net.exec("ha", "ip", "route", "replace", f"{HOME}/32", "dev", "ha0")
+
+
+def test_a_killed_forwarder_leaves_the_fast_path_on_and_its_new_tun_is_followed(s):
+    """The forwarder (the slow path) dies: the program goes on tunnelling; its successor's TUN device is a
+    new one, whose index the program is given, so reverse tunnels are handed to it again."""
+    import signal
+
+    s.set_tunnels(Tunnel(a(COA), a(HA), True))
+    old_pid = s.dataplane.pid
+    old_index = s.loop.call(lambda: s.dataplane._tun_index)
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"no forwarder"))
+        assert outer_of(listener, b"no forwarder").dst == COA
+    wait_for("a new forwarder", lambda: s.dataplane.pid not in (None, old_pid))
+    wait_for("its TUN followed", lambda: s.loop.call(lambda: s.dataplane._tun_index) not in (0, old_index))
+    with s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM) as cn:
+        cn.bind((CN, 0))
+        cn.settimeout(2)
+        inner = IP(src=HOME, dst=CN) / UDP(sport=PORT, dport=cn.getsockname()[1]) / Raw(b"back")
+        wait_for("the table replayed", lambda: s.counters()["dataplane.routes"] == 1)
+        send_raw(s, IP(src=COA, dst=HA, proto=4) / inner, host="mn")
+        assert cn.recvfrom(2048)[0] == b"back"
