@@ -303,6 +303,10 @@ def _print_dataplane(dp: dict[str, Any]) -> None:
           f"{dp.get('dataplane.reverse_bytes', 0)} bytes")
     drops = dp.get("dataplane.drops") or {}
     print("  drops             " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+    if dp.get("dataplane.unreachable_learnt") or dp.get("dataplane.unreachable_care_ofs"):
+        print(f"  unreachable       {dp.get('dataplane.unreachable_care_ofs', 0)} care-of address(es) "
+              f"marked now, {dp.get('dataplane.unreachable_learnt', 0)} ICMP errors taken, "
+              f"{dp.get('dataplane.unreachable_reported', 0)} host unreachable sent to senders")
     tunnels = dp.get("dataplane.tunnels")
     if tunnels:
         print(f"  {'home address':<16} {'care-of address':<16} {'source':<16} T {'packets':>9} {'bytes':>11} "

@@ -4,8 +4,9 @@
 
 It owns a TUN device (IFF_TUN | IFF_NO_PI, MTU = link MTU - 20), a raw ``IPPROTO_IPIP`` socket with
 ``IP_HDRINCL`` that sends the encapsulated datagrams (and the ICMP errors), a raw ``IPPROTO_IPIP`` socket
-that reads the reverse tunnels, and a raw ICMP socket that hears of Fragmentation Needed on the way to a
-care-of address (the kernel passes it only Destination Unreachable); ``dataplane.engine`` decides what
+that reads the reverse tunnels, and a raw ICMP socket that hears what goes wrong on the way to a care-of
+address (the kernel passes it only Destination Unreachable and Time Exceeded: RFC 2003 4.1's soft state, a
+narrower path or an unreachable care-of address); ``dataplane.engine`` decides what
 happens to each packet, and ``dataplane.routes`` keeps the /32 routes into the TUN. The daemon feeds it
 over the ``SOCK_SEQPACKET`` socket ``N`` (``dataplane.messages``); when that socket closes, the forwarder
 exits, and the device and its routes go with it.
@@ -43,7 +44,8 @@ from homeagent.dataplane.messages import (Barrier, CountersRequest, Ping, Serve,
 from homeagent.dataplane.routes import HomeRoutes
 from homeagent.dataplane.tun import open_tun, without_ipv6
 from homeagent.wire.errors import ParseError
-from homeagent.wire.ip import DEFAULT_TTL, HEADER_SIZE, ICMP_DEST_UNREACHABLE, IPPROTO_IPIP
+from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED,
+                               IPPROTO_IPIP)
 
 log = logging.getLogger("homeagent.dataplane.forwarder")
 
@@ -76,7 +78,7 @@ class Forwarder:
         # the kernel, which learns the same ICMP, must not drop what it sends on its own idea of the path.
         self.tx.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        unwanted = ~(1 << ICMP_DEST_UNREACHABLE) & 0xFFFFFFFF
+        unwanted = ~((1 << ICMP_DEST_UNREACHABLE) | (1 << ICMP_TIME_EXCEEDED)) & 0xFFFFFFFF
         self.icmp.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", unwanted))
         self.icmp.setblocking(False)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)

@@ -196,7 +196,6 @@ class UserspaceDataplane:
             self._ready = self._loop.create_future()
         self._loop.add_reader(ours.fileno(), self._readable)
         self._pinged_at = None
-        self._watch = self._loop.call_later(PING_EVERY, self._ping)
         # The new forwarder knows nothing: everything is to be sent again, the latest state only.
         self._outbox.clear()
         self._pending = dict(self._table)
@@ -282,6 +281,8 @@ class UserspaceDataplane:
             if isinstance(answer, Ready):
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(answer.info)
+                if self._watch is None and self._loop is not None:  # up: from now on it must answer
+                    self._watch = self._loop.call_later(PING_EVERY, self._ping)
             elif isinstance(answer, CountersPart):
                 self._counters_part(answer)
             elif isinstance(answer, Applied):
