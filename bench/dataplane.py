@@ -16,6 +16,8 @@ the two references measured in the same run on the same namespaces:
               bpftool and tc.
 
   kernel back     mobile node -> home network, plain (from the care-of address), kernel forwarding;
+  ebpf back       the same through the eBPF backend's reverse tunnel: its program on the foreign link
+              (an extra interface) strips the outer header and hands the datagram to its TUN's ingress;
   reverse tunnel  mobile node -> home network through the forwarder's reverse tunnel (RFC 3024): IP-in-IP
               from the care-of address, decapsulated and handed back to the kernel through the TUN.
 
@@ -73,6 +75,8 @@ HOME_BARE = "10.1.0.51"  # the bare relay's: both relays stay up, a round measur
 HOME_REVERSE = "10.1.0.52"  # a node at MN with reverse tunnelling, for the other direction
 HOME_EBPF = "10.1.0.53"  # the eBPF backend's, reached over a home link of its own:
 SRC_EBPF, HA_EBPF = "10.5.0.2", "10.5.0.1"  # src eth1 -- h1 ha
+HOME_EBPF_REVERSE = "10.1.0.54"  # the eBPF backend's node at MN with reverse tunnelling
+HA_FOREIGN_EBPF = "10.2.0.2"  # its tunnels' source: a second address on f0, apart from the forwarder's
 EBPF_TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
 SENDER_CPU, RELAY_CPU = 0, 1
 
@@ -142,6 +146,7 @@ def build() -> None:
     run("ip", "-n", ns("src"), "route", "add", f"{HOME}/32", "via", HA_HOME)
     run("ip", "-n", ns("src"), "route", "add", f"{HOME_BARE}/32", "via", HA_HOME)
     run("ip", "-n", ns("src"), "route", "add", f"{HOME_EBPF}/32", "via", HA_EBPF)
+    run("ip", "-n", ns("ha"), "addr", "add", f"{HA_FOREIGN_EBPF}/24", "dev", "f0")
     run("ip", "-n", ns("mn"), "route", "add", "default", "via", HA_FOREIGN)
     run("ip", "netns", "exec", ns("ha"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
     # The mobile node's kernel would answer every tunnelled datagram with an ICMP protocol unreachable
@@ -209,13 +214,14 @@ print(n)
 """
 
 
-def measure_reverse(tunnelled: bool, size: int, seconds: float,
-                    relay: int | None) -> tuple[float, float, float]:
-    """Mobile node -> home network: datagrams/s the home network's host receives, IP-in-IP through the
-    forwarder's reverse tunnel (``tunnelled``) or plain through the kernel, and the relay's CPU per one."""
+def measure_reverse(tunnelled: bool, size: int, seconds: float, relay: int | None, home: str = HOME_REVERSE,
+                    ha: str = HA_FOREIGN) -> tuple[float, float, float]:
+    """Mobile node -> home network: datagrams/s the home network's host receives, IP-in-IP through a
+    reverse tunnel (``tunnelled``, from ``home`` to ``ha``) or plain through the kernel, and the relay's CPU
+    per one."""
     warm = 0.3
-    code = REVERSE_SENDER.format(cpu=SENDER_CPU, payload=size - 28, home=HOME_REVERSE, src=SRC, mn=MN,
-                                 ha=HA_FOREIGN, tunnelled=tunnelled, seconds=seconds + warm + 0.2)
+    code = REVERSE_SENDER.format(cpu=SENDER_CPU, payload=size - 28, home=home, src=SRC, mn=MN,
+                                 ha=ha, tunnelled=tunnelled, seconds=seconds + warm + 0.2)
     proc = subprocess.Popen(["ip", "netns", "exec", ns("mn"), sys.executable, "-c", code],
                             stdout=subprocess.PIPE, text=True)
     time.sleep(warm)
@@ -302,12 +308,13 @@ class EbpfPath:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.pins = Path(tempfile.mkdtemp(prefix="homeagent-bench-bpf-"))
-        self.dp = EbpfDataplane("h1", tun="eb0", netns=ns("ha"), pin_root=self.pins)
+        self.dp = EbpfDataplane("h1", tun="eb0", netns=ns("ha"), pin_root=self.pins, extra_interfaces=["f0"])
 
         async def start() -> None:
             self.dp.start()
             await self.dp.ready()
-            self.dp.set_tunnels(address(HOME_EBPF), (Tunnel(address(MN), address(HA_FOREIGN), False),))
+            self.dp.set_tunnels(address(HOME_EBPF), (Tunnel(address(MN), address(HA_FOREIGN_EBPF), False),))
+            self.dp.set_tunnels(address(HOME_EBPF_REVERSE), (Tunnel(address(MN), address(HA_FOREIGN_EBPF), True),))
             self.dp.serve(True)
 
         asyncio.run_coroutine_threadsafe(start(), self.loop).result(120)
@@ -322,7 +329,7 @@ class EbpfPath:
         maps, on the loop as the daemon's replay would, and seconds to remove them again."""
         fast = self.dp.fast
         assert fast is not None
-        first, care_of, source = address("10.128.0.0"), address("10.64.0.0"), address(HA_FOREIGN)
+        first, care_of, source = address("10.128.0.0"), address("10.64.0.0"), address(HA_FOREIGN_EBPF)
         tunnels = [(first + n, (Tunnel(care_of + n, source, True),)) for n in range(count)]
 
         def load() -> float:
@@ -477,7 +484,7 @@ def main() -> int:
         paths["ebpf"] = HOME_EBPF
     else:
         print("no clang, bpftool or tc: the ebpf path is skipped", file=sys.stderr)
-    reverse_paths = ("kernel back", "reverse tunnel")
+    reverse_paths: tuple[str, ...] = ("kernel back", "reverse tunnel", *(("ebpf back",) if EBPF_TOOLS else ()))
     keys = [(p, size) for size in args.sizes for p in [*paths, *reverse_paths]]
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     offered: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
@@ -505,9 +512,17 @@ def main() -> int:
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
                     for path in reverse_paths:
-                        tunnelled = path == "reverse tunnel"
-                        rate, sent, cost = measure_reverse(tunnelled, size, args.seconds,
-                                                           forwarder.dp.pid if tunnelled else None)
+                        if path == "ebpf back" and ebpf is not None:
+                            before = ebpf.program_time()
+                            rate, sent, cost = measure_reverse(True, size, args.seconds, None,
+                                                               HOME_EBPF_REVERSE, HA_FOREIGN_EBPF)
+                            after = ebpf.program_time()
+                            if after[1] > before[1]:
+                                cost = (after[0] - before[0]) / (after[1] - before[1]) / 1000
+                        else:
+                            tunnelled = path == "reverse tunnel"
+                            rate, sent, cost = measure_reverse(tunnelled, size, args.seconds,
+                                                               forwarder.dp.pid if tunnelled else None)
                         rates[path, size].append(rate)
                         offered[path, size].append(sent)
                         costs[path, size].append(cost)
@@ -551,6 +566,9 @@ def main() -> int:
             paired = [e / k for e, k in zip(rates["ebpf", size], rates["kernel", size]) if k]
             print(f"ebpf / kernel forwarding at {size} B: datagrams/s {statistics.median(paired):.2f} (rounds: "
                   f"{', '.join(f'{r:.2f}' for r in paired)}){' (goal >= 0.9)' if size == 64 else ''}")
+            paired = [e / k for e, k in zip(rates["ebpf back", size], rates["kernel back", size]) if k]
+            print(f"ebpf back / kernel back at {size} B: datagrams/s {statistics.median(paired):.2f} (rounds: "
+                  f"{', '.join(f'{r:.2f}' for r in paired)})")
         paired = [f / b for f, b in zip(rates["forwarder", size], rates["bare relay", size]) if b]
         cpu = statistics.median(costs["bare relay", size]) / statistics.median(costs["forwarder", size])
         print(f"forwarder / bare relay at {size} B: datagrams/s {statistics.median(paired):.2f} (median of "

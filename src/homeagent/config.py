@@ -114,6 +114,7 @@ class DataplaneConfig:
     interface: str | None = None  # the home link: proxy and gratuitous ARP; its MTU sizes the tunnels
     tun: str = "ha0"  # the TUN device the home addresses away from home are routed into
     ttl: int = 64  # the outer header's TTL (RFC 2003 3.1)
+    extra_interfaces: tuple[str, ...] = ()  # ebpf: other links the program runs on (reverse tunnels arrive)
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ def _log(t: dict[str, Any]) -> LogConfig:
 
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
     k, d = "dataplane", DataplaneConfig()
-    _only(t, k, {"backend", "interface", "tun", "ttl"})
+    _only(t, k, {"backend", "interface", "tun", "ttl", "extra_interfaces"})
     backend = _enum(t, k, "backend", d.backend)
     interface = _str(t, k, "interface", "") if "interface" in t else None
     if backend in (Backend.USERSPACE, Backend.EBPF) and interface is None:
@@ -328,7 +329,14 @@ def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
     tun = _str(t, k, "tun", d.tun)
     if len(tun) > 15:
         raise ConfigError(f"{k}.tun", "an interface name has at most 15 characters")
-    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255))
+    extra = t.get("extra_interfaces", [])
+    if not isinstance(extra, list) or not all(isinstance(v, str) and 0 < len(v) <= 15 for v in extra):
+        raise ConfigError(f"{k}.extra_interfaces", "must be a list of interface names (at most 15 characters)")
+    if extra and backend is not Backend.EBPF:
+        raise ConfigError(f"{k}.extra_interfaces", 'only with backend = "ebpf" (the links its program runs on)')
+    if interface in extra:
+        raise ConfigError(f"{k}.extra_interfaces", f"{interface} is the home link already")
+    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra))
 
 
 # -- typed getters -----------------------------------------------------------------------------------

@@ -88,12 +88,15 @@ def _is_bpffs(path: Path) -> bool:
 
 
 class Attachment:
-    """Our program on ``interface``'s ingress, pinned under ``pin_dir`` (``<root>/homeagent-<interface>``).
+    """Our program on ``interface``'s ingress (and on each of ``extra``: other links where reverse tunnels
+    or datagrams for home addresses arrive), pinned under ``pin_dir`` (``<root>/homeagent-<interface>``).
     ``tc_prefix`` wraps the tc command line where the interface is in another network namespace (the
     tests: ``nsenter --net=/run/netns/NS``, which keeps this mount namespace and so the pins)."""
 
-    def __init__(self, interface: str, pin_root: Path = PIN_ROOT, tc_prefix: Sequence[str] = ()) -> None:
+    def __init__(self, interface: str, pin_root: Path = PIN_ROOT, tc_prefix: Sequence[str] = (),
+                 extra: Sequence[str] = ()) -> None:
         self.interface = interface
+        self.interfaces = [interface, *extra]
         self.pin_root = pin_root
         self.pin_dir = pin_root / f"homeagent-{interface}"
         self.tc_prefix = list(tc_prefix)
@@ -121,23 +124,26 @@ class Attachment:
             (self.pin_dir / self.hash).mkdir(parents=True, exist_ok=True)
             self._run(["bpftool", "prog", "loadall", str(obj), str(self.program_pin.parent), "type", "classifier",
                        "pinmaps", str(self.maps_dir)], "load the program")
-        self._tc("qdisc", "add", "dev", self.interface, "clsact", check=False)  # there already: fine
-        self._tc("filter", "replace", "dev", self.interface, "ingress", *FILTER, "bpf", "da", "pinned",
-                 str(self.program_pin))
+        for interface in self.interfaces:
+            self._tc("qdisc", "add", "dev", interface, "clsact", check=False)  # there already: fine
+            self._tc("filter", "replace", "dev", interface, "ingress", *FILTER, "bpf", "da", "pinned",
+                     str(self.program_pin))
         for old in self.pin_dir.iterdir():  # an earlier build's pins: its program is no longer attached
             if old.name != self.hash:
                 self._unpin(old)
 
     def detach(self) -> None:
         """Take the filter off and unlink the pins (clean stop); the kernel frees the rest."""
-        self._tc("filter", "delete", "dev", self.interface, "ingress", *FILTER, "bpf", check=False)
+        for interface in self.interfaces:
+            self._tc("filter", "delete", "dev", interface, "ingress", *FILTER, "bpf", check=False)
         self._unpin(self.pin_dir)
 
-    def mac(self) -> bytes:
-        """The interface's MAC address, for the program's ARP replies."""
+    def link(self) -> tuple[int, bytes]:
+        """The home link interface's index and MAC address, for the program's ARP replies."""
         done = self._run([*self.tc_prefix, "ip", "-j", "link", "show", "dev", self.interface], "read the MAC")
         try:
-            return bytes.fromhex(json.loads(done.stdout)[0]["address"].replace(":", ""))
+            link = json.loads(done.stdout)[0]
+            return int(link["ifindex"]), bytes.fromhex(link["address"].replace(":", ""))
         except (ValueError, KeyError, IndexError) as exc:
             raise BpfUnavailable(f"the ebpf backend found no MAC address on {self.interface}: {exc}") from None
 

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import struct
 import sys
+from collections.abc import Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -39,7 +40,7 @@ REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass
            "drop_not_reverse_tunnel", "path_mtu_learnt", "arp_answered")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
 
-_CONFIG = struct.Struct("=IIII6sH")  # serving, tun_ifindex, mtu, ttl, the interface's MAC
+_CONFIG = struct.Struct("=IIIII6sH")  # serving, tun_ifindex, mtu, ttl, home_ifindex, the interface's MAC
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
@@ -149,8 +150,10 @@ class FastPath:
         value = self.maps["ha_config"].lookup(bytes(4))
         return value is not None and bool(_CONFIG.unpack(value)[0])
 
-    def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, mac: bytes) -> None:
-        self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl, mac, 0))
+    def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, home_index: int,
+                     mac: bytes) -> None:
+        self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl, home_index,
+                                                               mac, 0))
 
     def reasons(self) -> dict[str, int]:
         """The program's counters by reason, summed over the CPUs, with the bytes of what it tunnelled
@@ -179,22 +182,25 @@ class EbpfDataplane:
 
     def __init__(self, interface: str, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
                  netns: str | None = None, pin_root: Path = PIN_ROOT, cache_dir: Path | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, extra_interfaces: Sequence[str] = ()) -> None:
         """``netns``: the network namespace ``interface`` and the forwarder are in, where it is not this
         process's (the tests); ``pin_root``: a bpf file system; ``cache_dir``: where the built object is
-        kept (default ``~/.cache/homeagent/bpf``)."""
+        kept (default ``~/.cache/homeagent/bpf``); ``extra_interfaces``: other links the program also runs
+        on (where reverse tunnels arrive from the care-of addresses), answering no ARP there."""
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python)
         self.interface = interface
         self.mtu = mtu
         self.ttl = ttl
-        self.attachment = Attachment(interface, pin_root, ["nsenter", f"--net=/run/netns/{netns}"] if netns else [])
+        self.attachment = Attachment(interface, pin_root, ["nsenter", f"--net=/run/netns/{netns}"] if netns else [],
+                                     extra_interfaces)
         self._cache_dir = cache_dir
         self.fast: FastPath | None = None
         self._table: dict[int, tuple[Tunnel, ...]] = {}
         self._serving = False
         self._tun_index = 0
         self._mac = bytes(6)
+        self._home_index = 0
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
@@ -205,7 +211,7 @@ class EbpfDataplane:
         """Build (or take from the cache), load, pin and attach the program, then start the userspace
         forwarder; call on the running loop. Raises ``BpfUnavailable`` with the reason."""
         self.attachment.attach(build(self._cache_dir))
-        self._mac = self.attachment.mac()
+        self._home_index, self._mac = self.attachment.link()
         self.fast = FastPath(self.attachment.maps_dir)
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
@@ -288,7 +294,8 @@ class EbpfDataplane:
 
     def _write_config(self) -> None:
         if self.fast is not None:
-            self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._mac)
+            self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._home_index,
+                                   self._mac)
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")

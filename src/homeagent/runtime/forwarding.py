@@ -51,7 +51,8 @@ class Forwarding:
             self.neighbours = Neighbours(config.interface, counters)
         elif config.backend is Backend.EBPF:
             assert config.interface is not None
-            self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl)
+            self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl,
+                                           extra_interfaces=config.extra_interfaces)
             self.neighbours = Neighbours(config.interface, counters)
         else:
             self.dataplane = NullDataplane()

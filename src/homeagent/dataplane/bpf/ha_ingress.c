@@ -49,6 +49,7 @@ struct config {
 	__u32 tun_ifindex;  /* the userspace path's TUN device: decapsulated datagrams enter the stack there */
 	__u32 mtu;          /* the largest outer datagram a tunnel carries without asking (the home link's) */
 	__u32 ttl;          /* the outer header's TTL */
+	__u32 home_ifindex; /* the home link: the only one where ARP is answered for the home addresses */
 	__u8 mac[ETH_ALEN]; /* the home link interface's: what ARP replies for a home address give */
 	__u16 pad;
 };
@@ -449,7 +450,7 @@ static __always_inline int answer_arp(struct __sk_buff *skb, struct config *cfg)
 	struct arp_ipv4 *arp = (void *)(eth + 1);
 	__u32 target, sender;
 
-	if ((void *)(arp + 1) > data_end || !cfg->serving)
+	if ((void *)(arp + 1) > data_end || !cfg->serving || skb->ifindex != cfg->home_ifindex)
 		return TC_ACT_OK;
 	if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN ||
 	    arp->plen != 4 || arp->op != bpf_htons(1))
