@@ -6,7 +6,12 @@ The namespaces of ``bench/dataplane.py`` (src -- ha -- mn). A real ``homeagent r
 ``[dataplane] backend = "userspace"``; the home address 10.1.0.50 is registered with the mobile node's
 address as care-of address, so that what ``src`` floats to it is tunnelled. Rounds alternate: ``homeagent
 mn load`` from ``src`` for ``--seconds`` with no traffic, then again while ``src`` sends 64-byte datagrams
-to the home address as fast as one process can (pinned to CPU 0). Each load registers ``--mobile-nodes``
+to the home address. The flood comes from ``trafgen`` (netsniff-ng, a C generator writing frames straight
+to the link) at ``--flood-rate`` datagrams/s (default 150,000: about what the userspace forwarder carries on
+one CPU here), pinned to CPU 0, so that it costs this host what a flood from the network would, the
+receiving and forwarding, and little more; with ``--sender python`` (or without trafgen installed) it is a
+Python process sending as fast as it can, which takes a whole CPU of two to make the datagrams. Each load
+registers ``--mobile-nodes``
 other home addresses (every one gains a tunnel and a route, as in life). Printed: both rates, their ratio,
 and the datagrams/s the mobile node received meanwhile; and, as a reference in the same run, registrations/s
 while the kernel itself forwards the same flood to the mobile node's own address (no tunnel, no
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import KEY, SPI  # noqa: E402
-from dataplane import HA_HOME, HOME, MN, SENDER, SENDER_CPU, build, destroy, ns, received  # noqa: E402
+from dataplane import HA_HOME, HOME, MN, SENDER, SENDER_CPU, SRC, build, destroy, ns, received  # noqa: E402
 
 from netns.lan import can_run  # noqa: E402
 
@@ -68,6 +74,20 @@ def mn(*args: str, timeout: float = 120) -> dict:
     return json.loads(out.stdout)
 
 
+def flood(kind: str, rate: int, destination: str, seconds: float) -> subprocess.Popen[str]:
+    """64-byte datagrams from ``src`` to ``destination`` for ``seconds``."""
+    if kind == "python":
+        return subprocess.Popen(in_ns("src", sys.executable, "-c", SENDER.format(
+            cpu=SENDER_CPU, payload=36, dst=destination, seconds=seconds)), stdout=subprocess.PIPE, text=True)
+    ha_mac = json.loads(subprocess.run(["ip", "-n", ns("ha"), "-j", "link", "show", "h0"], check=True,
+                                       capture_output=True, text=True).stdout)[0]["address"]
+    packet = (f"{{ eth(da={ha_mac}), ipv4(saddr={SRC}, daddr={destination}, ttl=64), udp(sp=4000, dp=9), "
+              "fill(0x78, 22) }")  # 14 + 20 + 8 + 22: a 64-byte frame, as the Python sender's
+    return subprocess.Popen(in_ns("src", "taskset", "-c", str(SENDER_CPU), "trafgen", "--dev", "eth0", "-P", "1",
+                                  "-b", f"{rate}pps", "-n", str(int(rate * seconds)), "-C", "-q", packet),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+
 def registrations(seconds: float, nodes: int, first: str) -> float:
     result = mn("load", "--first-home-address", first, "--mobile-nodes", str(nodes), "--care-of", MN,
                 "--duration", str(seconds), "--window", "64")
@@ -79,6 +99,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mobile-nodes", type=int, default=2000)
+    parser.add_argument("--sender", choices=["trafgen", "python"],
+                        default="trafgen" if shutil.which("trafgen") else "python")
+    parser.add_argument("--flood-rate", type=int, default=150_000, help="trafgen's datagrams/s")
     args = parser.parse_args()
     if not can_run():
         print("needs root and iproute2", file=sys.stderr)
@@ -106,10 +129,7 @@ def main() -> int:
                 for r in range(args.rounds):
                     idle.append(registrations(args.seconds, args.mobile_nodes, f"10.1.{16 + 3 * r}.1"))
                     for destination, rates, counts in ((MN, kernel, kernel_forwarded), (HOME, busy, forwarded)):
-                        sender = subprocess.Popen(
-                            in_ns("src", sys.executable, "-c", SENDER.format(
-                                cpu=SENDER_CPU, payload=36, dst=destination, seconds=args.seconds + 2)),
-                            stdout=subprocess.PIPE, text=True)
+                        sender = flood(args.sender, args.flood_rate, destination, args.seconds + 2)
                         time.sleep(0.5)  # the flood is on
                         before, at = received(), time.monotonic()
                         first = f"10.1.{17 + 3 * r + (destination == HOME)}.1"
@@ -130,8 +150,10 @@ def main() -> int:
           f"{statistics.median(busy):,.0f} ({statistics.median(forwarded):,.0f} datagrams/s): ratio {ratio:.2f} "
           f"(goal >= 0.7); while the kernel forwards the same flood {statistics.median(kernel):,.0f} "
           f"({statistics.median(kernel_forwarded):,.0f} datagrams/s): ratio to that {against_kernel:.2f}. "
-          "The flood's sender is a Python process on this host, pinned to CPU 0: on two CPUs it takes half "
-          "of them, which a flood arriving from the network would not.")
+          + ("The flood: trafgen at {:,} datagrams/s, pinned to CPU 0.".format(args.flood_rate)
+             if args.sender == "trafgen" else
+             "The flood's sender is a Python process on this host, pinned to CPU 0: on two CPUs it takes half "
+             "of them, which a flood arriving from the network would not."))
     return 0
 
 
