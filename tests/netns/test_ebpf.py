@@ -453,3 +453,46 @@ def test_a_killed_forwarder_leaves_the_fast_path_on_and_its_new_tun_is_followed(
         wait_for("the table replayed", lambda: s.counters()["dataplane.routes"] == 1)
         send_raw(s, IP(src=COA, dst=HA, proto=4) / inner, host="mn")
         assert cn.recvfrom(2048)[0] == b"back"
+
+
+def test_an_extra_interface_decapsulates_reverse_tunnels_and_answers_no_arp(s):
+    """A second link between the Home Agent and the router (10.7.0.0/24) and a tunnel from the Home
+    Agent's address on it: the reverse tunnel arrives there, and the program attached there too
+    (``extra_interfaces``) strips it; ARP for the home address is answered on the home link only."""
+    from scapy.layers.l2 import ARP, Ether
+
+    from netns.tunnel_net import veth
+
+    veth(s.net.ns("ha"), "e1", "10.7.0.1", s.net.ns("rt"), "x1", "10.7.0.254")
+    s.loop.call(s.dataplane.close)
+    s.dataplane = EbpfDataplane("eth0", tun="ha0", ttl=TTL, netns=s.net.ns("ha"), pin_root=s.pins,
+                                cache_dir=s.cache, extra_interfaces=["e1"])
+    try:
+        s.loop.call(s.dataplane.start)
+        s.loop.wait(s.dataplane.ready())
+        s.serve(True)
+        s.set_tunnels(Tunnel(a(COA), a("10.7.0.1"), True))
+        before = s.fast()
+        with s.net.socket("cn", socket.AF_INET, socket.SOCK_DGRAM) as cn:
+            cn.bind((CN, 0))
+            cn.settimeout(2)
+            inner = IP(src=HOME, dst=CN) / UDP(sport=PORT, dport=cn.getsockname()[1]) / Raw(b"via e1")
+            send_raw(s, IP(src=COA, dst="10.7.0.1", proto=4) / inner, host="mn")
+            assert cn.recvfrom(2048)[0] == b"via e1"
+        assert s.fast()["decapsulated"] == before["decapsulated"] + 1, "stripped by the program on e1"
+        with s.net.socket("rt", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as arp:
+            arp.bind(("x1", 0))
+            arp.settimeout(0.5)
+            mac = arp.getsockname()[4].hex(":")
+            arp.send(raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(op=1, hwsrc=mac, psrc="10.7.0.254",
+                                                                       pdst=HOME)))
+            with pytest.raises(TimeoutError):
+                while True:
+                    answer = Ether(arp.recv(2048))
+                    assert not (ARP in answer and answer[ARP].op == 2 and answer[ARP].psrc == HOME)
+        assert s.fast()["arp_answered"] == before["arp_answered"]
+    finally:
+        s.loop.call(s.dataplane.close)
+        s.net.exec("ha", "ip", "link", "del", "e1", check=False)
+        s.dataplane = s.make()
+        s.serve(True)
