@@ -211,8 +211,12 @@ class EbpfDataplane:
         """Build (or take from the cache), load, pin and attach the program, then start the userspace
         forwarder; call on the running loop. Raises ``BpfUnavailable`` with the reason."""
         self.attachment.attach(build(self._cache_dir))
-        self._home_index, self._mac = self.attachment.link()
-        self.fast = FastPath(self.attachment.maps_dir)
+        try:
+            self._home_index, self._mac = self.attachment.link()
+            self.fast = FastPath(self.attachment.maps_dir)
+        except BpfUnavailable:
+            self.attachment.detach()  # a refusal leaves no program on the interface
+            raise
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
             # the replay does not set again is removed at the first serve().

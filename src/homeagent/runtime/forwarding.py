@@ -68,6 +68,7 @@ class Forwarding:
             try:
                 await self.dataplane.ready()
             except TimeoutError:
+                self.dataplane.close()  # nothing left behind: a forwarder process, an attached program
                 raise ForwardingError(f"the forwarder did not start (TUN {self.config.tun}: needs "
                                       "CAP_NET_ADMIN and CAP_NET_RAW)") from None
         if self.neighbours is not None:
