@@ -2,8 +2,8 @@
 
 The eBPF backend keeps its maps equal to the binding table synchronously, from the registration loop, so
 that a change is in the kernel before the reply leaves (docs/dataplane.md, "Backend ebpf"). That takes a
-handful of map operations per binding, a few microseconds each; no binding of libbpf ships with Python,
-and the calls needed are five, so they are made here directly rather than through a heavy dependency.
+handful of map operations per binding, a microsecond or two each; no binding of libbpf ships with Python,
+and the commands needed are six, so they are made here directly rather than through a heavy dependency.
 The kernel's ``union bpf_attr`` is laid out by ``struct`` for each command used (linux/bpf.h).
 """
 
