@@ -6,6 +6,7 @@ before its own extension's SPI, so the offset is all the authentication code nee
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ HOME_AGENT_KNOWN = frozenset(AUTHENTICATION | {ExtensionType.NAI})
 SKIPPABLE_FROM = 128
 PAD = 0
 SPI_SIZE = 4
+_SPI = struct.Struct("!I")
 
 
 class Extension(NamedTuple):
@@ -43,8 +45,12 @@ class Extension(NamedTuple):
 
     @property
     def spi(self) -> int:
-        """The Security Parameter Index of an authentication extension."""
-        return int.from_bytes(self.data[:SPI_SIZE], "big")
+        """The Security Parameter Index of an authentication extension (read for every registration: one
+        unpacking, where a slice and int.from_bytes take twice as long)."""
+        data = self.data
+        if len(data) >= SPI_SIZE:
+            return _SPI.unpack_from(data)[0]
+        return int.from_bytes(data, "big")  # (parse_extensions makes no authentication extension this short)
 
     @property
     def authenticator(self) -> bytes:
