@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -195,6 +196,35 @@ class SystemNet(Members):
         """``ip neigh show proxy`` on the member's home link interface: the addresses it answers ARP for."""
         out = run("ip", "-n", self.ns(host), "neigh", "show", "proxy", "dev", "eth0").stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def answers_arp(self, host: str, address: str, timeout: float = 0.3) -> bool:
+        """Whether ``host`` answers the router's ARP request for ``address``, asked on the wire: its kernel
+        from a proxy entry (userspace), or the program with no entry (ebpf). The request goes out of a
+        packet socket of the router's, from the router's address, so that both answer it (neither answers a
+        probe from 0.0.0.0); the router's kernel takes the reply only into an entry it already has."""
+        from homeagent.wire.arp import BROADCAST, ETH_P_ARP, ArpFrame, Operation
+        from homeagent.wire.errors import ParseError
+
+        mac = bytes.fromhex(self.lan.mac(host).replace(":", ""))
+        rt_mac = bytes.fromhex(self.lan.mac("rt").replace(":", ""))
+        target = int.from_bytes(socket.inet_aton(address), "big")
+        with self.lan.inside("rt"):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        with sock:
+            sock.bind(("eth0", ETH_P_ARP))
+            sock.send(ArpFrame(BROADCAST, rt_mac, Operation.REQUEST, rt_mac,
+                               int.from_bytes(socket.inet_aton(RT_HOME), "big"), bytes(6), target).to_bytes())
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    frame = ArpFrame.parse(sock.recv(2048))
+                except (TimeoutError, ParseError):
+                    continue
+                if (frame.operation is Operation.REPLY and frame.sender_address == target
+                        and frame.sender_mac == mac):
+                    return True
+        return False
 
     # -- the mobile nodes -----------------------------------------------------------------------------
 

@@ -391,3 +391,34 @@ def announcement_counts(arrivals: list[tuple[float, int]]) -> set[int]:
     for _, address in arrivals:
         seen[address] = seen.get(address, 0) + 1
     return set(seen.values())
+
+
+def test_without_proxy_entries_only_the_gratuitous_arps_go_and_an_earlier_runs_entries_are_removed(
+        lan: Lan) -> None:
+    """``proxy=False`` (the ebpf backend, whose program answers ARP): an away address gets its gratuitous
+    ARP (RFC 5944 4.6) but no proxy entry, and the entries an earlier run with proxy entries left behind
+    go at the first audit."""
+    ha_mac = lan.mac("ha")
+    run("ip", "-n", lan.ns("ha"), "neigh", "add", "proxy", C, "dev", "eth0", "proto", str(PROTOCOL))
+
+    async def scenario() -> None:
+        neighbours = Neighbours("eth0", proxy=False)
+        await neighbours.open()
+        try:
+            neighbours.serve(True)
+            set_router_entry(lan, B, OLD_MAC)
+            neighbours.away(n(A))
+            neighbours.away(n(B))
+            assert await until(lambda: router_entry(lan, B) == ha_mac)  # the gratuitous ARP moved it
+            await neighbours.settle()
+            assert proxy_entries(lan) == {}  # none made, and the leftover for C removed
+            assert neighbours.counters["neighbours.proxy_added"] == 0
+            neighbours.serve(False)
+            neighbours.serve(True)  # a takeover announces every away address again, still no entry
+            await neighbours.settle()
+            assert proxy_entries(lan) == {}
+            assert await until(lambda: neighbours.counters["neighbours.gratuitous_arp_sent"] >= 4)
+        finally:
+            await neighbours.close()
+
+    on_ha(lan, scenario)

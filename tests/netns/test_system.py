@@ -121,8 +121,8 @@ def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
     node = s.mn_up("mn", COA, *(["--reverse"] if reverse else []))
     assert any(b["care_of_address"] == COA for b in s.bindings("ha2")) or wait(
         "the binding replicated to ha2", lambda: any(b["care_of_address"] == COA for b in s.bindings("ha2")))
-    wait("ha1's proxy entry", lambda: HOME in s.proxied("ha1"))
-    assert HOME not in s.proxied("ha2"), "the standby answers no ARP for home addresses"
+    wait("ha1 answering ARP for the home address", lambda: s.answers_arp("ha1", HOME))
+    assert not s.answers_arp("ha2", HOME), "the standby answers no ARP for home addresses"
     before = s.dataplane("ha1")
     echo_round(s, 5)
     with icmp_listener(s) as icmp:
@@ -130,7 +130,7 @@ def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
             icmp.sendto(raw(ICMP(type=8, id=77, seq=n) / Raw(b"ping")), (HOME, 0))
             reply = icmp_of(icmp, 0)
             assert reply.src == HOME and reply[ICMP].seq == n
-    # The router found the home address by ARP, answered by the active member's proxy entry.
+    # The router found the home address by ARP, answered by the active member (proxy entry or program).
     assert s.lan.neighbour("rt", HOME) == s.lan.mac("ha1")
     after = s.dataplane("ha1")
     assert after["dataplane.packets"] - before["dataplane.packets"] == 8  # 5 UDP, 3 echo requests
@@ -144,7 +144,7 @@ def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
 
 def test_ttl_running_out_and_too_big_with_df_get_their_icmp_errors(s):
     s.mn_up("mn", COA)
-    wait("ha1's proxy entry", lambda: HOME in s.proxied("ha1"))
+    wait("ha1 answering ARP for the home address", lambda: s.answers_arp("ha1", HOME))
     echo_round(s, 1)  # the router has resolved the home address
     with icmp_listener(s) as icmp, udp_server(s, "mn") as server:
         send_raw(s, IP(src=CN, dst=HOME, ttl=2) / UDP(sport=4000, dport=PORT) / Raw(b"ttl"))  # 1 at the HA
@@ -168,7 +168,7 @@ def test_ttl_running_out_and_too_big_with_df_get_their_icmp_errors(s):
 
 def test_ip_in_ip_forged_from_no_registered_care_of_address_is_dropped_and_counted(s):
     s.mn_up("mn", COA, "--reverse")
-    wait("ha1's proxy entry", lambda: HOME in s.proxied("ha1"))
+    wait("ha1 answering ARP for the home address", lambda: s.answers_arp("ha1", HOME))
     before = s.dataplane("ha1")["dataplane.drops"]
     with client(s) as victim:
         port = victim.getsockname()[1]
@@ -204,7 +204,7 @@ def test_two_care_of_addresses_with_s_each_receive_a_copy(s):
 
 def test_deregistration_stops_the_tunnelling_and_removes_the_proxy_entry(s):
     node = s.mn_up("mn", COA)
-    wait("ha1's proxy entry", lambda: HOME in s.proxied("ha1"))
+    wait("ha1 answering ARP for the home address", lambda: s.answers_arp("ha1", HOME))
     echo_round(s, 2)
     assert "mip0" in s.lan.exec("mn", "ip", "-o", "link").stdout
     assert node.stop() == 0
@@ -212,7 +212,7 @@ def test_deregistration_stops_the_tunnelling_and_removes_the_proxy_entry(s):
     assert any(line.startswith("deregistered care-of " + COA) for line in node.lines), node.lines
     assert "mip0" not in s.lan.exec("mn", "ip", "-o", "link").stdout, "the device goes with mn up"
     wait("no binding", lambda: not s.bindings("ha1") and not s.bindings("ha2"))
-    wait("the proxy entry gone", lambda: HOME not in s.proxied("ha1"))
+    wait("no ARP answered for it", lambda: not s.answers_arp("ha1", HOME))
     wait("the route gone", lambda: s.dataplane("ha1")["dataplane.routes"] == 0)
     packets = s.dataplane("ha1")["dataplane.packets"]
     with client(s) as cn:
@@ -350,7 +350,7 @@ def test_failover_under_traffic(s):
         print(f"ha2 logged its takeover {(takeover - killed_wall) * 1000:.0f} ms after the kill")
     counters = s.dataplane("ha2")
     print(f"ha2 forwarded {counters['dataplane.packets']} datagrams; routes {counters['dataplane.routes']}")
-    assert HOME in s.proxied("ha2") and counters["dataplane.serving"] and counters["dataplane.packets"] > 0
+    assert s.answers_arp("ha2", HOME) and counters["dataplane.serving"] and counters["dataplane.packets"] > 0
     assert s.lan.neighbour("rt", HOME) == s.lan.mac("ha2"), "the router sends the home address to ha2"
     assert not s.lan.pids("ha1"), "the killed daemon's children exited with it"
     assert "ha0" not in s.lan.exec("ha1", "ip", "-o", "link").stdout, "and its TUN device with its routes"

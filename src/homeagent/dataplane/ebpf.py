@@ -188,7 +188,9 @@ class EbpfDataplane:
         kept (default ``~/.cache/homeagent/bpf``); ``extra_interfaces``: other links the program also runs
         on (where reverse tunnels arrive from the care-of addresses), answering no ARP there."""
         prefix = ["ip", "netns", "exec", netns] if netns else []
-        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python)
+        # Routes into the TUN only for reverse tunnels (a strict reverse path filter wants them): the
+        # program answers ARP and hands the slow path to the TUN itself (forwarder.ROUTES).
+        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python, routes="reverse")
         self.interface = interface
         self.mtu = mtu
         self.ttl = ttl

@@ -50,6 +50,12 @@ entry only when IP forwarding is on for the interface and the route to the addre
 device (the data plane's TUN), so a standby whose tunnel routes are gone answers nothing while its entries
 are still being removed.
 
+Without proxy entries (``proxy=False``, the ebpf backend, whose program answers ARP for the home
+addresses itself): no entry is made, the gratuitous ARPs are sent as above (RFC 5944 4.6 asks for them
+whoever answers the requests), and the one audit at start still removes entries an earlier run with
+proxy entries left behind. A first registration then costs the home link one gratuitous ARP and nothing
+of netlink: a proxy entry took ~150 us of pyroute2's Python in the child, on the CPU the daemon shares.
+
 Also set here, and restored at ``close``: the interface's ``proxy_delay`` (``neigh/IF/proxy_delay``) to 0.
 Linux delays every proxy answer to a broadcast request by a random 0 to 0.8 s by default, and drops any
 beyond 64 such delayed requests: a takeover must not cost each neighbour up to 0.8 s, nor lose answers.
@@ -86,13 +92,15 @@ class Neighbours:
 
     def __init__(self, interface: str, counters: Counter[str] | None = None, *, rate: float = RATE,
                  burst: int = BURST, again: float = AGAIN, audit_every: float = AUDIT_EVERY,
-                 proxy_delay: int | None = 0) -> None:
+                 proxy_delay: int | None = 0, proxy: bool = True) -> None:
         """``proxy_delay``: what to set ``neigh/IF/proxy_delay`` to (in 1/100 s) while open; None leaves
-        it alone."""
+        it alone. ``proxy=False``: someone else answers ARP for the away addresses (the ebpf backend's
+        program), so no proxy entries are made, only the gratuitous ARPs sent."""
         self.interface = interface
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.serving = False
         self.audit_every = audit_every
+        self.proxy = proxy
         self._pacing = (rate, burst, again)
         self._proxy_delay = proxy_delay
         self._proxy_delay_was: str | None = None
@@ -123,7 +131,8 @@ class Neighbours:
         self._away.add(home_address)
         self._returned.pop(home_address, None)
         if self.serving:
-            self._touch(home_address)
+            if self.proxy:
+                self._touch(home_address)
             if self._announcer is not None:
                 self._announcer.urgent(home_address)
 
@@ -245,7 +254,8 @@ class Neighbours:
             if self._flipped:  # here, not in serve(): the caller pays nothing for a large table
                 self._flipped = False
                 if self.serving:
-                    self._dirty |= self._away
+                    if self.proxy:
+                        self._dirty |= self._away
                     self._audit_at = 0.0  # then: what does the kernel hold? A member that stood down may
                     # have left some, and someone else may have proxied some meanwhile
                 else:
@@ -273,7 +283,7 @@ class Neighbours:
                 await asyncio.sleep(RETRY)
 
     def _wanted(self, address: int) -> bool:
-        return self.serving and address in self._away
+        return self.proxy and self.serving and address in self._away
 
     async def _apply(self) -> None:
         """Bring the dirty addresses to what is wanted, ``BATCH`` requests at a time; what is wanted is read
@@ -328,7 +338,7 @@ class Neighbours:
         started = loop.time()
         ours, foreign = await self._netlink.dump()
         lost = self._ours - ours
-        wanted = self._away if self.serving else set()
+        wanted = self._away if self.serving and self.proxy else set()
         restored = lost & wanted
         if restored:
             self.counters["neighbours.proxy_restored"] += len(restored)
@@ -337,7 +347,10 @@ class Neighbours:
         self._ours, self._foreign = ours, foreign
         self._dirty |= (wanted - ours - foreign) | (ours - wanted)
         took = loop.time() - started
-        self._audit_at = loop.time() + max(self.audit_every, took / AUDIT_SHARE)
+        # Without proxy entries only the first reading matters (an earlier run's entries), then one a day
+        # and one at every takeover.
+        every = self.audit_every if self.proxy else 86400.0
+        self._audit_at = loop.time() + max(every, took / AUDIT_SHARE)
 
     def _audit_soon(self) -> None:
         self._audit_at = min(self._audit_at, asyncio.get_running_loop().time() + RETRY)

@@ -73,6 +73,8 @@ class HomeRoutes:
 
     def want(self, home: int, routed: bool) -> None:
         with self._lock:
+            if routed == (home in self._wanted):  # no change (a new care-of address; no route asked for):
+                return  # the route is in, or queued behind a ticket a barrier waits for already
             if routed:
                 self._wanted.add(home)
             else:
