@@ -364,19 +364,21 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     config = load(args.config)
     why_not = cleanup.not_applicable(config)
-    if why_not is not None:
-        print(f"nothing to clean up: {why_not}")
-        return 0
     try:
-        removed = asyncio.run(cleanup.clean(config))
+        removed = cleanup.clean_ebpf(config)  # the ebpf backend's program and pins, with or without [redundancy]
+        if why_not is None:
+            removed += asyncio.run(cleanup.clean(config))
     except cleanup.CleanupError as exc:
         print(f"homeagent: cleanup refused: {exc}", file=sys.stderr)
         return 1
     for line in removed:
         print(line)
     if not removed:
-        assert config.redundancy is not None
-        print(f"nothing to clean up on {config.redundancy.interface}")
+        if why_not is not None:
+            print(f"nothing to clean up: {why_not}")
+        else:
+            assert config.redundancy is not None
+            print(f"nothing to clean up on {config.redundancy.interface}")
     return 0
 
 

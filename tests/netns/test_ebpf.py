@@ -496,3 +496,58 @@ def test_an_extra_interface_decapsulates_reverse_tunnels_and_answers_no_arp(s):
         s.net.exec("ha", "ip", "link", "del", "e1", check=False)
         s.dataplane = s.make()
         s.serve(True)
+
+
+def test_cleanup_takes_off_what_a_killed_daemon_left_and_refuses_under_a_live_one(s, tmp_path):
+    """``homeagent cleanup``'s ebpf part (runtime.cleanup.clean_ebpf): after a daemon killed without a clean
+    stop (abandon), the filter and the pins it left go, as a clean stop takes them; the program then
+    tunnels nothing. Nothing is touched while a daemon answers on the control socket."""
+    import socket as sockets
+
+    from homeagent.config import load
+    from homeagent.runtime.cleanup import CleanupError, clean_ebpf
+
+    state = tmp_path / "state"
+    state.mkdir()
+    config_file = tmp_path / "homeagent.toml"
+    config_file.write_text(f"""
+[home_agent]
+address = "{HA}"
+home_network = "10.1.0.0/24"
+state_dir = "{state}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/24"
+spi = 256
+key = "00112233445566778899aabbccddeeff"
+
+[dataplane]
+backend = "ebpf"
+interface = "eth0"
+""")
+    config = load(config_file)
+    tc_prefix = ["nsenter", f"--net=/run/netns/{s.net.ns('ha')}"]
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    attachment = s.dataplane.attachment
+    s.loop.call(s.dataplane.abandon)
+    try:
+        assert attachment.attached() and attachment.pin_dir.exists(), "left as a restart wants it"
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as live:  # a daemon answers: hands off
+            live.bind(str(config.control_socket))
+            live.listen()
+            with pytest.raises(CleanupError, match="a daemon answers"):
+                clean_ebpf(config, pin_root=s.pins, tc_prefix=tc_prefix)
+        assert attachment.attached()
+        config.control_socket.unlink()
+        removed = clean_ebpf(config, pin_root=s.pins, tc_prefix=tc_prefix)
+        assert removed == ["removed the ebpf program from eth0's ingress",
+                           f"removed the ebpf pins under {attachment.pin_dir}"]
+        assert not attachment.attached() and not attachment.pin_dir.exists()
+        with ipip_listener(s, "mn") as listener:
+            send_raw(s, udp(b"after cleanup"))
+            with pytest.raises(AssertionError):
+                outer_of(listener, b"after cleanup", timeout=0.5)
+        assert clean_ebpf(config, pin_root=s.pins, tc_prefix=tc_prefix) == [], "nothing left the second time"
+    finally:
+        s.dataplane = s.make()  # the rest of the module's tests
+        s.serve(True)

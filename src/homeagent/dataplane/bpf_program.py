@@ -135,7 +135,13 @@ class Attachment:
     def detach(self) -> None:
         """Take the filter off and unlink the pins (clean stop); the kernel frees the rest."""
         for interface in self.interfaces:
-            self._tc("filter", "delete", "dev", interface, "ingress", *FILTER, "bpf", check=False)
+            self.detach_from(interface)
+        self.unpin()
+
+    def detach_from(self, interface: str) -> None:
+        self._tc("filter", "delete", "dev", interface, "ingress", *FILTER, "bpf", check=False)
+
+    def unpin(self) -> None:
         self._unpin(self.pin_dir)
 
     def link(self) -> tuple[int, bytes]:
@@ -147,8 +153,9 @@ class Attachment:
         except (ValueError, KeyError, IndexError) as exc:
             raise BpfUnavailable(f"the ebpf backend found no MAC address on {self.interface}: {exc}") from None
 
-    def attached(self) -> bool:
-        done = self._tc("filter", "show", "dev", self.interface, "ingress", check=False)
+    def attached(self, interface: str | None = None) -> bool:
+        """Whether our program is on ``interface``'s ingress (the home link's by default)."""
+        done = self._tc("filter", "show", "dev", interface or self.interface, "ingress", check=False)
         return done.returncode == 0 and PROGRAM in done.stdout
 
     def _mount(self) -> None:

@@ -14,6 +14,13 @@ them at a host where nothing serves them. What is removed, and nothing else:
   reserved_home_addresses``: no mobile node has one). A proxy entry for any other address is the
   operator's, and stays. The data plane that adds proxy entries must add none outside this rule.
 
+With ``[dataplane] backend = "ebpf"`` (``clean_ebpf``, run by ``homeagent cleanup`` only): the program's
+tc filter on ``dataplane.interface`` and each of ``extra_interfaces``, and its pins
+(``/sys/fs/bpf/homeagent-<interface>``), as a clean stop removes them. A killed daemon leaves them on
+purpose, so that a restart does not interrupt forwarding; but a member that is not restarted would go on
+answering ARP for the home addresses and tunnelling with the maps as they were. The daemon's own start
+does not run this: it takes the pinned maps over instead.
+
 Nothing is touched while a daemon answers on the configured control socket: what is on the link is then
 its own, and taking it off would cut a live member's mobile nodes.
 """
@@ -22,12 +29,13 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from homeagent.config import AddressMethod, Config
+from homeagent.config import AddressMethod, Backend, Config
+from homeagent.dataplane.bpf_program import PIN_ROOT, Attachment
 
 
 class CleanupError(RuntimeError):
@@ -122,6 +130,31 @@ async def _clean(ipr: Any, index: int, config: Config) -> list[str]:
         entry = f"the proxy ARP entry for {address}"
         if await _netlink(entry, ipr.neigh, "del", dst=str(address), ifindex=index, flags=NTF_PROXY):
             removed.append(f"removed the proxy ARP entry for {address} on {interface}")
+    return removed
+
+
+def clean_ebpf(config: Config, pin_root: Path = PIN_ROOT, tc_prefix: Sequence[str] = ()) -> list[str]:
+    """Take off what a killed daemon's ebpf backend left (its filters, its pins); one line per thing
+    removed, none for another backend. ``pin_root`` and ``tc_prefix`` as ``Attachment``'s (the tests).
+    Raises CleanupError when a daemon answers on the control socket."""
+    dataplane = config.dataplane
+    if dataplane.backend is not Backend.EBPF or dataplane.interface is None:
+        return []
+    if daemon_answers(config.control_socket):
+        raise CleanupError(f"a daemon answers on {config.control_socket}: the program on "
+                           f"{dataplane.interface} is its own (stop it first; a graceful stop removes it)")
+    attachment = Attachment(dataplane.interface, pin_root, tc_prefix, dataplane.extra_interfaces)
+    removed = []
+    for interface in attachment.interfaces:
+        if attachment.attached(interface):
+            attachment.detach_from(interface)
+            removed.append(f"removed the ebpf program from {interface}'s ingress")
+    if attachment.pin_dir.exists():
+        try:
+            attachment.unpin()
+        except OSError as exc:
+            raise CleanupError(f"cannot remove the pins under {attachment.pin_dir}: {exc}") from None
+        removed.append(f"removed the ebpf pins under {attachment.pin_dir}")
     return removed
 
 
