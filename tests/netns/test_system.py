@@ -138,6 +138,12 @@ def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
     assert answers == (8 if reverse else 0), "the answers come back through the Home Agent only with T"
     tunnel = next(t for t in after["dataplane.tunnels"] if t["home_address"] == HOME)
     assert tunnel["care_of_address"] == COA and tunnel["source"] == VIP and tunnel["reverse"] == reverse
+    binding = next(b for b in s.bindings("ha1") if b["care_of_address"] == COA)
+    if s.backend == "ebpf":  # homeagent bindings: what the program carried for it, from its maps
+        assert 0 < binding["packets"] <= 8 and binding["bytes"] > 0
+        assert (binding["reverse_packets"] > 0) == reverse
+    else:
+        assert "packets" not in binding
     assert s.dataplane("ha2")["dataplane.packets"] == 0, "the standby forwards nothing"
     assert node.proc.poll() is None
 

@@ -271,6 +271,15 @@ class EbpfDataplane:
     async def fetch_counters(self, timeout: float = 2.0, tunnels: bool = True) -> dict[str, object]:
         return self._merged(await self.slow.fetch_counters(timeout, tunnels))
 
+    def binding_counters(self, home_address: int, care_of_address: int) -> dict[str, int]:
+        """What the program carried for one binding (its ``ha_stats`` entry: one map lookup): packets and
+        inner bytes to the care-of address, and reverse-tunnelled from it. Datagrams the slow path carried
+        are not in it (``status`` adds the forwarder's per tunnel)."""
+        if self.fast is None:
+            return {}
+        packets, nbytes, rpackets, rbytes = self.fast.tunnel_stats(home_address, care_of_address)
+        return {"packets": packets, "bytes": nbytes, "reverse_packets": rpackets, "reverse_bytes": rbytes}
+
     def fast_counters(self) -> dict[str, int]:
         return self.fast.reasons() if self.fast is not None else {}
 

@@ -429,9 +429,11 @@ class Daemon:
             return {**self.core.status(now), "dataplane": self._forwarding.status()}
         if command == "bindings":
             home_address = request.get("home_address")
+            counters = self._forwarding.binding_counters  # with ebpf, each row gets its binding's counters
             if home_address:
-                return self.core.binding_list(now, IPv4Address(home_address))
-            return control.Stream(self._binding_pages(BindingWalk(self.core.bindings)))
+                walk = BindingWalk(self.core.bindings, int(IPv4Address(home_address)), counters=counters)
+                return walk.rest(now)
+            return control.Stream(self._binding_pages(BindingWalk(self.core.bindings, counters=counters)))
         if command == "remove":
             care_of = request.get("care_of_address")
             removed_before = len(self.core.bindings)

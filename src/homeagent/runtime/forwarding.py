@@ -146,6 +146,11 @@ class Forwarding:
         for action in self._after.pop(future, []):
             action()
 
+    @property
+    def binding_counters(self) -> Callable[[int, int], dict[str, int]] | None:
+        """Per-binding counters for ``homeagent bindings``, where the backend keeps them (ebpf's maps)."""
+        return self.dataplane.binding_counters if isinstance(self.dataplane, EbpfDataplane) else None
+
     def status(self) -> dict[str, object]:
         out = dict(self.dataplane.counters())
         if self.neighbours is not None:
