@@ -64,8 +64,8 @@ def tunnels_of(bindings: tuple[Binding, ...]) -> tuple[Tunnel, ...]:
 
 def _tunnels_in(record: bytes) -> tuple[Tunnel, ...]:
     """``tunnels_of`` straight from a stored record, without making its Bindings."""
-    if len(record) == HEAD + ENTRY:  # the usual node, on every registration: made as _new says
-        coa, _, _, _, flags, ha = _ENTRY.unpack_from(record, HEAD)
+    if len(record) == _ONE_SIZE:  # the usual node, on every new registration: only what a tunnel needs
+        coa, flags, ha = _ONE_TUNNEL.unpack_from(record, HEAD)
         return (_new(Tunnel, (coa, ha, flags & _T_FLAG != 0)),)
     return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG)) for coa, _, _, _, flags, ha in _ENTRY.iter_unpack(record[HEAD:]))
 
@@ -74,6 +74,8 @@ _HEAD = struct.Struct("!Q")  # the last accepted Identification
 _ENTRY = struct.Struct("!IHdQBI")  # care-of address, lifetime, expires, identification, flags, home agent
 _ONE = struct.Struct("!QIHdQBI")  # a head and one entry: the common case, packed in one call
 HEAD, ENTRY = _HEAD.size, _ENTRY.size
+_ONE_SIZE = HEAD + ENTRY
+_ONE_TUNNEL = struct.Struct("!I18xBI")  # of an entry: the care-of address, the flags and the home agent
 _CLEARED = struct.Struct("!Q")  # the head of an ``_extra`` record
 _TOMBSTONE = struct.Struct("!IQd")  # care-of address, identification, forget at
 
@@ -91,6 +93,7 @@ _pack_one, _pack_canon_one, _crc32 = _ONE.pack, _CANON_ONE.pack, zlib.crc32  # t
 # with tuple.__new__ and all their fields: a named tuple's own __new__ is a Python function, and costs as
 # much again as the tuple (bench/registrations.py).
 _new = tuple.__new__
+_ceil = math.ceil
 _BUCKET = DIGEST_BUCKETS - 1  # home_address % DIGEST_BUCKETS, as a mask (256 is a power of two)
 
 # A tombstone's life when nothing configures it: the default max_lifetime (1800 s) and twice the default
@@ -461,7 +464,7 @@ class BindingTable:
         return after
 
     def _schedule(self, home_address: int, at: float) -> None:
-        second = math.ceil(at)
+        second = _ceil(at)
         bucket = self._buckets.get(second)
         if bucket is None:
             self._buckets[second] = [home_address]
