@@ -110,7 +110,9 @@ def main() -> int:
     try:
         for r in range(args.rounds):
             for n, backend in enumerate(backends):
-                first = f"10.1.{64 + (r * len(backends) + n) * ((args.mobile_nodes >> 8) + 1)}.1"
+                span = (args.mobile_nodes >> 8) + 1  # third octets a load takes; loads reuse them in turn
+                load = (r * len(backends) + n) % max(1, (255 - 64) // span)
+                first = f"10.1.{64 + load * span}.1"
                 rates[backend].append(one_load(backend, args.mobile_nodes, first))
             print(f"round {r + 1}: " + ", ".join(f"{b} {rates[b][-1]:,.0f}/s" for b in backends), flush=True)
     finally:
