@@ -128,6 +128,27 @@ def ns(host: str) -> str:
     return f"{PREFIX}-{host}"
 
 
+def daemon_config(state: Path, port: int, key: str, spi: int, backend: str = "userspace",
+                  tun: str = "ha0") -> str:
+    """A lone ``homeagent run`` in ``ha`` serving 10.1.0.0/16 on ``port`` with ``backend`` on ``h0``."""
+    dataplane = f'backend = "{backend}"\n' + (f'interface = "h0"\ntun = "{tun}"\n' if backend != "none" else "")
+    return f"""
+[home_agent]
+address = "{HA_HOME}"
+port = {port}
+home_network = "10.1.0.0/16"
+max_lifetime = 1800
+state_dir = "{state}"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {spi}
+key = "{key}"
+
+[dataplane]
+{dataplane}"""
+
+
 def build() -> None:
     for host in ("src", "ha", "mn"):
         run("ip", "netns", "add", ns(host))

@@ -36,31 +36,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import KEY, SPI  # noqa: E402
-from dataplane import HA_HOME, HOME, MN, SENDER, SENDER_CPU, SRC, build, destroy, ns, received  # noqa: E402
+from dataplane import (HA_HOME, HOME, MN, SENDER, SENDER_CPU, SRC, build, daemon_config, destroy, ns,  # noqa: E402
+                       received)
 
 from netns.lan import can_run  # noqa: E402
 
 PORT = 4340
-
-
-def config_text(state: Path) -> str:
-    return f"""
-[home_agent]
-address = "{HA_HOME}"
-port = {PORT}
-home_network = "10.1.0.0/16"
-state_dir = "{state}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-key = "{KEY}"
-
-[dataplane]
-backend = "userspace"
-interface = "h0"
-tun = "ha0"
-"""
 
 
 def in_ns(host: str, *argv: str) -> list[str]:
@@ -116,7 +97,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="homeagent-fwdreg-") as tmp:
             config = Path(tmp) / "homeagent.toml"
-            config.write_text(config_text(Path(tmp) / "state"))
+            config.write_text(daemon_config(Path(tmp) / "state", PORT, KEY, SPI))
             daemon = subprocess.Popen(in_ns("ha", sys.executable, "-m", "homeagent", "run", "--config",
                                             str(config), "--log-level", "warning"))
             try:

@@ -32,29 +32,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from common import KEY, SPI  # noqa: E402
-from dataplane import HA_HOME, MN, build, destroy, ns  # noqa: E402
+from dataplane import HA_HOME, MN, build, daemon_config, destroy, ns  # noqa: E402
 from netns.lan import can_run  # noqa: E402
 
 PORT = 4341
-
-
-def config_text(state: Path, backend: str) -> str:
-    dataplane = f'backend = "{backend}"\n' + ('interface = "h0"\ntun = "hb0"\n' if backend != "none" else "")
-    return f"""
-[home_agent]
-address = "{HA_HOME}"
-port = {PORT}
-home_network = "10.1.0.0/16"
-max_lifetime = 1800
-state_dir = "{state}"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-key = "{KEY}"
-
-[dataplane]
-{dataplane}"""
 
 
 def in_ns(host: str, *argv: str) -> list[str]:
@@ -65,7 +46,7 @@ def one_load(backend: str, nodes: int, first: str) -> float:
     """Registrations/s of ``nodes`` first registrations against a daemon started for them."""
     with tempfile.TemporaryDirectory(prefix="homeagent-regbk-") as tmp:
         config = Path(tmp) / "homeagent.toml"
-        config.write_text(config_text(Path(tmp) / "state", backend))
+        config.write_text(daemon_config(Path(tmp) / "state", PORT, KEY, SPI, backend, "hb0"))
         daemon = subprocess.Popen(in_ns("ha", sys.executable, "-m", "homeagent", "run", "--config", str(config),
                                         "--log-level", "warning"))
         try:

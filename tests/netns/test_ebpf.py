@@ -25,7 +25,7 @@ from homeagent.dataplane.bpf_program import BpfUnavailable, build
 from homeagent.dataplane.ebpf import EbpfDataplane
 from netns.lan import can_run, run
 from netns.test_forwarder import LoopThread, wait_for
-from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, icmp_of
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, first_of, icmp_of
 
 TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2"),
@@ -106,17 +106,11 @@ def ipip_listener(s: Setup, host: str) -> socket.socket:
 
 def outer_of(listener: socket.socket, payload: bytes, timeout: float = 2) -> IP:
     """The first IP-in-IP datagram whose inner UDP payload is ``payload``, as scapy dissects it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listener.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            packet = IP(listener.recv(65535))
-        except TimeoutError:
-            break
+    def carries(packet: IP) -> bool:
         inner = packet.payload
-        if isinstance(inner, IP) and UDP in inner and bytes(inner[UDP].payload) == payload:
-            return packet
-    raise AssertionError(f"no IP-in-IP datagram carrying {payload!r} arrived")
+        return isinstance(inner, IP) and UDP in inner and bytes(inner[UDP].payload) == payload
+
+    return first_of(listener, carries, f"IP-in-IP datagram carrying {payload!r}", timeout)
 
 
 def send_raw(s: Setup, packet: IP, host: str = "cn") -> None:

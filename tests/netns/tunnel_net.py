@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -132,9 +133,9 @@ def veth(left_ns: str, left_if: str, left_addr: str, right_ns: str, right_if: st
         tx_checksum_off(ns, dev)
 
 
-def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> Any:
-    """The first ICMP message of type ``kind`` a raw ICMP socket receives, as scapy's IP."""
-    from scapy.layers.inet import ICMP, IP
+def first_of(listener: socket.socket, matches: Callable[[Any], bool], what: str, timeout: float = 3) -> Any:
+    """The first datagram a raw socket receives (as scapy's IP) for which ``matches`` is true."""
+    from scapy.layers.inet import IP
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,6 +144,13 @@ def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> Any:
             packet = IP(listener.recv(65535))
         except TimeoutError:
             break
-        if packet[ICMP].type == kind:
+        if matches(packet):
             return packet
-    raise AssertionError(f"no ICMP type {kind} arrived")
+    raise AssertionError(f"no {what} arrived")
+
+
+def icmp_of(listener: socket.socket, kind: int, timeout: float = 3) -> Any:
+    """The first ICMP message of type ``kind`` a raw ICMP socket receives, as scapy's IP."""
+    from scapy.layers.inet import ICMP
+
+    return first_of(listener, lambda packet: packet[ICMP].type == kind, f"ICMP type {kind}", timeout)
