@@ -25,7 +25,7 @@ from homeagent.dataplane.bpf_program import BpfUnavailable, build
 from homeagent.dataplane.ebpf import EbpfDataplane
 from netns.lan import can_run, run
 from netns.test_forwarder import LoopThread, wait_for
-from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, first_of, icmp_of
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, first_of, icmp_of, udp_echo
 
 TOOLS = all(shutil.which(tool) for tool in ("clang", "bpftool", "tc"))
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2"),
@@ -172,12 +172,7 @@ def test_a_datagram_reaches_a_decapsulating_mobile_node(s):
             cn.bind((CN, 0))
             for sock in (server, cn):
                 sock.settimeout(2)
-            for n in range(5):
-                cn.sendto(b"hello %d" % n, (HOME, PORT))
-                data, sender = server.recvfrom(2048)
-                assert data == b"hello %d" % n and sender[0] == CN
-                server.sendto(data.upper(), sender)
-                assert cn.recvfrom(2048) == (b"HELLO %d" % n, (HOME, PORT))
+            udp_echo(server, cn, CN, HOME, PORT, 5)
         after = s.fast()
         assert after["encapsulated"] - before["encapsulated"] == 5
         assert after["decapsulated"] - before["decapsulated"] == 5, "the reverse tunnel in the fast path too"

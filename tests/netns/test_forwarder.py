@@ -25,7 +25,7 @@ from scapy.packet import Raw, raw
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.userspace import UserspaceDataplane
 from netns.lan import can_run
-from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, icmp_of
+from netns.tunnel_net import CN, COA, COA2, HA, HOME, TunnelNet, a, icmp_of, udp_echo
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
 
@@ -164,12 +164,7 @@ def test_udp_and_icmp_echo_reach_the_mobile_node_and_come_back(s, reverse):
     s.set_tunnels(s.tunnel(COA, reverse))
     before = s.counters()
     with udp_server(s, "mn") as server, client(s) as cn:
-        for n in range(5):
-            cn.sendto(b"hello %d" % n, (HOME, PORT))
-            data, sender = server.recvfrom(2048)
-            assert data == b"hello %d" % n and sender[0] == CN
-            server.sendto(data.upper(), sender)
-            assert cn.recvfrom(2048) == (b"HELLO %d" % n, (HOME, PORT))
+        udp_echo(server, cn, CN, HOME, PORT, 5)
     with icmp_listener(s) as icmp:
         for n in range(3):
             icmp.sendto(raw(ICMP(type=8, id=77, seq=n) / Raw(b"ping")), (HOME, 0))

@@ -26,7 +26,7 @@ from scapy.packet import Raw, raw
 
 from daemons import cli, wait
 from netns.lan import can_run
-from netns.tunnel_net import icmp_of
+from netns.tunnel_net import icmp_of, udp_echo
 from netns.system_net import CN, COA, COA2, COA3, HA1, HOME, MEMBERS, VIP, SystemNet
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2"),
@@ -108,12 +108,7 @@ def nothing_arrives(server: socket.socket, within: float = 0.5) -> None:
 def echo_round(s: SystemNet, n: int = 5) -> None:
     """``n`` UDP datagrams from the correspondent to the home address, each answered by the mobile node."""
     with udp_server(s, "mn") as server, client(s) as cn:
-        for i in range(n):
-            cn.sendto(b"hello %d" % i, (HOME, PORT))
-            data, sender = server.recvfrom(2048)
-            assert data == b"hello %d" % i and sender[0] == CN
-            server.sendto(data.upper(), sender)
-            assert cn.recvfrom(2048) == (b"HELLO %d" % i, (HOME, PORT))
+        udp_echo(server, cn, CN, HOME, PORT, n)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["reverse-off", "reverse-on"])

@@ -133,6 +133,18 @@ def veth(left_ns: str, left_if: str, left_addr: str, right_ns: str, right_if: st
         tx_checksum_off(ns, dev)
 
 
+def udp_echo(server: socket.socket, client: socket.socket, client_address: str, home: str, port: int,
+             n: int) -> None:
+    """``n`` datagrams from ``client`` to ``home``:``port``, each arriving at ``server`` from
+    ``client_address`` and answered, the answer arriving back from the home address."""
+    for i in range(n):
+        client.sendto(b"hello %d" % i, (home, port))
+        data, sender = server.recvfrom(2048)
+        assert data == b"hello %d" % i and sender[0] == client_address
+        server.sendto(data.upper(), sender)
+        assert client.recvfrom(2048) == (b"HELLO %d" % i, (home, port))
+
+
 def first_of(listener: socket.socket, matches: Callable[[Any], bool], what: str, timeout: float = 3) -> Any:
     """The first datagram a raw socket receives (as scapy's IP) for which ``matches`` is true."""
     from scapy.layers.inet import IP
