@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from common import KEY, SPI  # noqa: E402
+from common import KEY, SPI, stop  # noqa: E402
 from dataplane import HA_HOME, MN, build, daemon_config, destroy, ns  # noqa: E402
 from netns.lan import can_run  # noqa: E402
 
@@ -63,12 +63,7 @@ def one_load(backend: str, nodes: int, first: str) -> float:
                                  check=True, capture_output=True, text=True, timeout=300)
             return float(json.loads(out.stdout)["rate"])
         finally:
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop(daemon, timeout=20)
 
 
 def main() -> int:
