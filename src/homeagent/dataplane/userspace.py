@@ -120,7 +120,7 @@ class UserspaceDataplane:
         if self._sock is None or self._loop is None:
             return None
         if not self._unmarked:  # the changes are all before a barrier sent already: the latest one
-            return next(reversed(self._barriers.values()), None) if self._barriers else None
+            return next(reversed(self._barriers.values()), None)
         if self._next_barrier is None:
             self._next_barrier = self._loop.create_future()
             self._schedule()

@@ -128,22 +128,23 @@ class Forwarding:
         actions = self._after.get(future)
         if actions is None:
             actions = self._after[future] = []
-            timer = asyncio.get_running_loop().call_later(BARRIER_TIMEOUT, self._late, future)
-            future.add_done_callback(lambda done: self._run_after(done, timer))
+            timer = asyncio.get_running_loop().call_later(BARRIER_TIMEOUT, self._release, future, True)
+
+            def passed(done: asyncio.Future[None]) -> None:
+                timer.cancel()
+                self._release(done)
+
+            future.add_done_callback(passed)
         actions.append(action)
 
-    def _late(self, future: asyncio.Future[None]) -> None:
+    def _release(self, future: asyncio.Future[None], late: bool = False) -> None:
+        """Run what waits on ``future``, once: when it passes, or ``late`` (the timeout, counted)."""
         actions = self._after.pop(future, [])
-        if actions:
+        if late and actions:
             self._counters["dataplane.barrier_timeouts"] += 1
             log.warning("the data plane took over %.1f s to apply a change: %d replies sent without waiting",
                         BARRIER_TIMEOUT, len(actions))
         for action in actions:
-            action()
-
-    def _run_after(self, future: asyncio.Future[None], timer: asyncio.TimerHandle) -> None:
-        timer.cancel()
-        for action in self._after.pop(future, []):
             action()
 
     @property
@@ -163,10 +164,8 @@ class Forwarding:
         if self.neighbours is not None:
             await self.neighbours.close()
         self.dataplane.close()
-        for actions in self._after.values():
-            for action in actions:
-                action()
-        self._after.clear()
+        for future in list(self._after):
+            self._release(future)
 
 
 def _mtu(interface: str) -> int:
