@@ -58,7 +58,7 @@ class Setup:
 
     def set_tunnels(self, *tunnels: Tunnel, home: str = HOME) -> None:
         self.loop.call(self.dataplane.set_tunnels, a(home), tuple(tunnels))
-        # The forwarder (the slow path) has the table too; it keeps no routes: the program feeds its TUN.
+        # The forwarder (the slow path) has the table too, and a route into its TUN for each home address.
         wait_for("the forwarder's table", lambda: self.counters()["dataplane.home_addresses"] == len(
             self.loop.call(lambda: self.dataplane._table)))
 
@@ -399,14 +399,19 @@ def test_the_program_answers_arp_for_a_home_address_while_serving(s):
         s.net.exec("rt", "ip", "neigh", "replace", HOME, "lladdr", mac, "dev", "h0", "nud", "permanent")
 
 
-def test_the_slow_path_needs_no_route_so_no_reply_waits(s):
+def test_no_reply_waits_and_what_the_host_itself_sends_is_tunnelled(s):
     """barrier() is None: the maps have the change when set_tunnels returns, and what the program does not
-    tunnel goes into the TUN without a kernel route: with this backend the forwarder keeps one only for a
-    reverse tunnel (forwarder.ROUTES)."""
-    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    tunnel it hands to the TUN itself, route or not. The forwarder still routes the home address into its
+    TUN, out of line: what the Home Agent's host itself sends to a home address never crosses the program
+    (it leaves by the home link, where nobody answers its ARP), and reaches the mobile node only that way."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))  # without T: a route is not for the reverse path filter
     assert s.loop.call(s.dataplane.barrier) is None
-    assert HOME not in s.net.exec("ha", "ip", "route", "show", "dev", "ha0").stdout
-    assert s.counters()["dataplane.routes"] == 0
+    wait_for("the route", lambda: HOME in s.net.exec("ha", "ip", "route", "show", "dev", "ha0").stdout)
+    assert s.counters()["dataplane.routes"] == 1
+    with ipip_listener(s, "mn") as listener, s.net.socket("ha", socket.AF_INET, socket.SOCK_DGRAM) as own:
+        own.sendto(b"from the host", (HOME, PORT))
+        outer = outer_of(listener, b"from the host")
+        assert (outer.src, outer.dst) == (HA, COA)
     with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp:
         send_raw(s, udp(b"ttl", ttl=2))
         assert icmp_of(icmp, 11).src == HA, "the forwarder's Time Exceeded"
@@ -438,7 +443,7 @@ def test_a_killed_forwarder_leaves_the_fast_path_on_and_its_new_tun_is_followed(
         cn.bind((CN, 0))
         cn.settimeout(2)
         inner = IP(src=HOME, dst=CN) / UDP(sport=PORT, dport=cn.getsockname()[1]) / Raw(b"back")
-        # The reverse tunnel's home address is routed into the TUN (a strict reverse path filter wants it)
+        # The home address is routed into the TUN again (a strict reverse path filter wants it)
         wait_for("the table replayed", lambda: s.counters()["dataplane.routes"] == 1)
         send_raw(s, IP(src=COA, dst=HA, proto=4) / inner, host="mn")
         assert cn.recvfrom(2048)[0] == b"back"

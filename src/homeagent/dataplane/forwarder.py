@@ -62,9 +62,7 @@ class Forwarder:
     """The descriptors and the loop around one ``Engine``."""
 
     def __init__(self, control: socket.socket, tun: str = "ha0", mtu: int = 1500,
-                 ttl: int = DEFAULT_TTL, routes: str = "all") -> None:
-        """``routes``: which home addresses get a /32 route into the TUN: ``all`` with tunnels, or only
-        those with a reverse tunnel (``reverse``: the ebpf backend, see ``ROUTES``)."""
+                 ttl: int = DEFAULT_TTL) -> None:
         from pyroute2 import IPRoute
 
         self.control = control
@@ -89,7 +87,6 @@ class Forwarder:
         fd = self.fd
         self.engine = Engine(self.tx.sendto, lambda packet: os.write(fd, packet), mtu, ttl)
         self.routes = HomeRoutes(self.index, self.counters, self._applied)
-        self.all_routes = routes == "all"
         self.backlog: deque[tuple[int, tuple[Tunnel, ...]] | Serve | CountersRequest | Barrier] = deque()
         self.mtu = mtu
 
@@ -188,7 +185,7 @@ class Forwarder:
             else:
                 home, tunnels = item
                 self.engine.set_tunnels(home, tunnels)
-                self.routes.want(home, bool(tunnels) if self.all_routes else any(t.reverse for t in tunnels))
+                self.routes.want(home, bool(tunnels))
 
     def _applied(self, mark: int) -> None:
         """The routes thread's word that the changes before barrier ``mark`` are in the kernel."""
@@ -211,15 +208,6 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-# Which home addresses get a route into the TUN. "all": every one with a tunnel, the userspace backend's
-# way in. "reverse": the ebpf backend, whose program answers ARP for the home addresses and hands what it
-# does not tunnel to the TUN itself, needs a route only where the kernel's reverse path filter looks for
-# one: a decapsulated datagram enters by the TUN from a home address, and a strict filter (rp_filter 1)
-# drops it unless the route to that address leaves by the TUN (a loose one, 2, drops it too: the TUN has
-# no address). Only bindings with T send such datagrams; a first registration without T then costs the
-# forwarder no route (~2 us of system call here, on the CPU the daemon shares).
-ROUTES = ("all", "reverse")
-
 # The control plane first: when the CPUs are saturated, a flood of datagrams must not starve the daemon's
 # registrations and advertisements (bench/forwarding_registrations.py: at the same priority registrations
 # fell to 0.36 of idle on two CPUs). Forwarding takes the CPU the daemon leaves, which is nearly all of it.
@@ -233,9 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tun", default="ha0", help="TUN device name (default ha0)")
     parser.add_argument("--mtu", type=int, default=1500, help="the link MTU; the TUN gets 20 less")
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="outer TTL (default 64)")
-    parser.add_argument("--routes", choices=ROUTES, default="all",
-                        help="home addresses routed into the TUN: all with tunnels (default), or those with a "
-                             "reverse tunnel only (the ebpf backend)")
     parser.add_argument("--nice", type=int, default=NICE,
                         help=f"scheduling niceness added (default {NICE}): registrations come first")
     args = parser.parse_args(argv)
@@ -246,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     control = socket.socket(fileno=args.control_fd)
     try:
-        forwarder = Forwarder(control, args.tun, args.mtu, args.ttl, routes=args.routes)
+        forwarder = Forwarder(control, args.tun, args.mtu, args.ttl)
     except Exception as exc:  # noqa: BLE001 - OSError, or pyroute2's NetlinkError: said once, then exit
         log.error("cannot open the data plane (it needs CAP_NET_ADMIN and CAP_NET_RAW): %s", exc)
         return 1
