@@ -6,9 +6,11 @@ is mounted under a temporary directory and unmounted at the end."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from scapy.packet import Raw, raw
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.bpf_program import BpfUnavailable, build
+from homeagent.dataplane.bpf_maps import Map
 from homeagent.dataplane.ebpf import EbpfDataplane
 from netns.lan import can_run, run
 from netns.test_forwarder import LoopThread, wait_for
@@ -58,6 +61,7 @@ class Setup:
 
     def set_tunnels(self, *tunnels: Tunnel, home: str = HOME) -> None:
         self.loop.call(self.dataplane.set_tunnels, a(home), tuple(tunnels))
+        self.loop.call(self.dataplane.commit)  # as the runtime does before the replies of a loop turn
         # The forwarder (the slow path) has the table too, and a route into its TUN for each home address.
         wait_for("the forwarder's table", lambda: self.counters()["dataplane.home_addresses"] == len(
             self.loop.call(lambda: self.dataplane._table)))
@@ -272,7 +276,7 @@ def test_a_daemon_that_dies_leaves_forwarding_on_and_the_next_takes_the_maps_ove
         send_raw(s, udp(b"next"))
         assert outer_of(listener, b"next").dst == COA
         s.loop.call(s.dataplane.set_tunnels, a(HOME), (Tunnel(a(COA), a(HA), False),))  # the replay
-        s.serve(True)
+        s.serve(True)  # commits first
     homes = s.loop.call(lambda: list(s.dataplane.fast.homes.keys()))
     assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone"
 
@@ -545,3 +549,26 @@ interface = "eth0"
     finally:
         s.dataplane = s.make()  # the rest of the module's tests
         s.serve(True)
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batch", "one-by-one"])
+def test_a_batch_of_map_writes_goes_in_and_says_which_elements_were_refused(s, batches):
+    """``Map.update_batch`` and ``delete_batch`` against the kernel (BPF_MAP_*_BATCH, and the one call an
+    element fallback of kernels before 5.6): a full map refuses what does not fit, by index and errno, and
+    writes the rest; a key not there is not deleted, and the others are."""
+    pin = s.pins / "batch_test"
+    run("bpftool", "map", "create", str(pin), "type", "hash", "key", "4", "value", "8", "entries", "4",
+        "name", "batch_test", "flags", "1")
+    bpf_map = Map.open(pin)
+    try:
+        bpf_map._batches = batches
+        keys = [struct.pack("!I", n) for n in range(6)]
+        values = [struct.pack("=Q", n * 11) for n in range(6)]
+        refused = bpf_map.update_batch(b"".join(keys), b"".join(values))
+        assert [(n, errno.E2BIG) for n in (4, 5)] == refused
+        assert sorted(bpf_map.keys()) == keys[:4] and bpf_map.lookup(keys[3]) == values[3]
+        assert bpf_map.delete_batch(keys[2] + keys[5] + keys[0]) == [(1, errno.ENOENT)]
+        assert sorted(bpf_map.keys()) == [keys[1], keys[3]]
+    finally:
+        bpf_map.close()
+        pin.unlink()

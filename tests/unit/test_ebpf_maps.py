@@ -37,6 +37,15 @@ class FakeMap:
     def lookup(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    def update_batch(self, keys: bytes, values: bytes) -> list[tuple[int, int]]:
+        size = len(values) // (len(keys) // 4)
+        for n in range(len(keys) // 4):
+            self.update(keys[4 * n:4 * n + 4], values[size * n:size * (n + 1)])
+        return []
+
+    def delete_batch(self, keys: bytes) -> list[tuple[int, int]]:
+        return [(n, 2) for n in range(len(keys) // 4) if not self.delete(keys[4 * n:4 * n + 4])]
+
     def keys(self) -> list[bytes]:
         return list(self.data)
 
@@ -45,12 +54,7 @@ class FakeMap:
 
 
 def fast_path() -> FastPath:
-    fast = FastPath.__new__(FastPath)
-    fast.maps = {name: FakeMap() for name in ebpf.MAPS}
-    fast.care_of = ebpf._Counted(fast.maps["ha_care_of"])
-    fast.sources = ebpf._Counted(fast.maps["ha_sources"])
-    fast.homes, fast.reverse, fast.stats = (fast.maps[n] for n in ("ha_homes", "ha_reverse", "ha_stats"))
-    return fast
+    return FastPath({name: FakeMap() for name in ebpf.MAPS})
 
 
 def test_the_value_layout_matches_the_c_program():
@@ -82,9 +86,11 @@ def test_shared_care_of_addresses_and_sources_stay_until_their_last_binding_goes
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(care_of).packed]
     assert len(fast.reverse.keys()) == 1, "only the binding with T is a reverse key"
     fast.set_tunnels(one, (Tunnel(care_of, source, True),), ())
+    fast.commit()
     assert fast.maps["ha_care_of"].keys() and fast.maps["ha_sources"].keys(), "still the other's"
     assert fast.reverse.keys() == [] and fast.homes.keys() == [IPv4Address(two).packed]
     fast.set_tunnels(two, (Tunnel(care_of, source, False),), ())
+    fast.commit()
     assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes"))
 
 
@@ -104,12 +110,46 @@ def test_adopting_a_dead_daemons_maps_rebuilds_keys_and_references():
     fast = fast_path()
     home, care_of, source = a("10.1.0.50"), a("10.2.0.10"), a("10.1.0.1")
     fast.set_tunnels(home, (), (Tunnel(care_of, source, True),))
+    fast.commit()
     fast.care_of.counts.clear()  # a new daemon: nothing counted yet
     fast.sources.counts.clear()
     assert fast.adopt() == {home}
     assert fast.care_of.counts[care_of] == 1 and len(fast.reverse.keys()) == 1
     fast.set_tunnels(home, fast.tunnels_of(home), ())
+    fast.commit()
     assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
+
+
+def test_the_values_of_a_loop_turn_go_in_at_its_commit_in_one_batch():
+    """The home addresses' values wait for ``commit`` (one BPF_MAP_UPDATE_BATCH, one DELETE_BATCH), which
+    the runtime makes before the turn's replies; the keys they refer to are in before them, and the
+    table as set so far reads back from what waits."""
+    fast = fast_path()
+    source = a("10.1.0.1")
+    homes = [a("10.1.0.50") + n for n in range(5)]
+    for n, home in enumerate(homes):
+        fast.set_tunnels(home, (), (Tunnel(a("10.2.0.10") + n, source, True),))
+    assert fast.homes.keys() == [], "no value before the commit"
+    assert len(fast.maps["ha_care_of"].keys()) == 5 and len(fast.reverse.keys()) == 5, "the keys at once"
+    assert fast.tunnels_of(homes[0]) == (Tunnel(a("10.2.0.10"), source, True),)
+    fast.set_tunnels(homes[4], (Tunnel(a("10.2.0.14"), source, True),), ())  # gone before the commit
+    assert fast.tunnels_of(homes[4]) == ()
+    batches = []
+    update_batch = fast.homes.update_batch
+    fast.homes.update_batch = lambda keys, values: batches.append(len(keys) // 4) or update_batch(keys, values)
+    fast.commit()
+    assert batches == [4] and sorted(fast.homes.keys()) == [IPv4Address(h).packed for h in homes[:4]]
+    assert fast.failures == 0, "removing what never went in is no failure"
+    fast.commit()
+    assert batches == [4], "nothing gathered, no call"
+
+
+def test_a_value_the_map_refuses_is_counted():
+    fast = fast_path()
+    fast.homes.update_batch = lambda keys, values: [(0, 7)]  # E2BIG: the map is full
+    fast.set_tunnels(a("10.1.0.50"), (), (Tunnel(a("10.2.0.10"), a("10.1.0.1"), False),))
+    fast.commit()
+    assert fast.failures == 1
 
 
 @pytest.mark.parametrize("name", ebpf.MAPS)

@@ -24,6 +24,11 @@ class Dataplane(Protocol):
         """Whether this member forwards: only a serving member draws the home addresses' traffic (routes)
         and forwards; the others keep their tunnels ready for a takeover."""
 
+    def commit(self) -> None:
+        """Put into effect at once what ``set_tunnels`` gathered (the ebpf backend's map values, written
+        in one system call a loop turn); the runtime calls it before it sends a loop turn's registration
+        replies. A backend that applies each change as it is called has nothing to do."""
+
     def barrier(self) -> asyncio.Future[None] | None:
         """``None`` when every ``set_tunnels`` and ``serve`` so far is in effect (a packet to a home address
         now goes through its tunnels); otherwise a future done once it is. The runtime sends a registration

@@ -20,9 +20,10 @@ from pathlib import Path
 # bpf(2) command numbers (linux/bpf.h, enum bpf_cmd)
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
 OBJ_GET, OBJ_GET_INFO_BY_FD = 7, 15
+MAP_UPDATE_BATCH, MAP_DELETE_BATCH = 26, 27  # Linux 5.6
 # update flags
 ANY, NOEXIST, EXIST = 0, 1, 2
-ENOENT = 2
+ENOENT, EINVAL, EOPNOTSUPP, ENOTSUPP = 2, 22, 95, 524  # ENOTSUPP: the kernel's own, for "no batch ops"
 PERCPU_TYPES = frozenset({5, 6, 10, 21})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 
 _SYSCALL = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361, "s390x": 351}
@@ -30,6 +31,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _syscall = _libc.syscall
 _ATTR_SIZE = 32  # the map element commands' part of union bpf_attr
+# union bpf_attr for the MAP_*_BATCH commands: in_batch, out_batch, keys, values, count, map_fd, elem_flags,
+# flags. ``count`` goes in as the number of elements and comes back as the number done.
+_BATCH_ATTR = struct.Struct("=QQQQIIQQ")
+_BATCH_COUNT = 32  # the offset of ``count``
 
 
 class _ElemAttr(ctypes.Structure):
@@ -54,6 +59,20 @@ _BYTES_DATA = _bytes_data_offset()
 
 class BpfError(OSError):
     """A bpf(2) call failed: errno and what was asked."""
+
+
+class _NoBatch(Exception):
+    """The kernel has no batch operations (before 5.6), or none for this map's type."""
+
+
+def _data_at(data: bytes, copies: list[ctypes.Array[ctypes.c_char]]) -> int:
+    """The address of ``data``'s bytes for the kernel to read: in place where CPython's layout was confirmed
+    at import, else of a copy appended to ``copies`` (which the caller keeps until the call is made)."""
+    if _BYTES_DATA is not None:
+        return id(data) + _BYTES_DATA
+    copy = ctypes.create_string_buffer(data, len(data))
+    copies.append(copy)
+    return ctypes.addressof(copy)
 
 
 def syscall_number() -> int:
@@ -116,6 +135,8 @@ class Map:
         self._read = _ElemAttr(fd, value=ctypes.addressof(self._value))
         self._write_ref, self._delete_ref, self._read_ref = (ctypes.byref(self._write), ctypes.byref(self._delete),
                                                              ctypes.byref(self._read))
+        self._batch_attr = ctypes.create_string_buffer(_BATCH_ATTR.size)
+        self._batches = True  # until the kernel says it has no batch operations for this map
 
     @classmethod
     def open(cls, path: str | Path) -> Map:
@@ -157,6 +178,65 @@ class Map:
                 return False
             raise _error(MAP_DELETE_ELEM)
         return True
+
+    def update_batch(self, keys: bytes, values: bytes) -> list[tuple[int, int]]:
+        """Write every element of ``keys`` and ``values`` (each the concatenation of whole keys, whole
+        values) in as few system calls as the kernel allows: one, unless an element is refused (a full
+        map). Returns (index, errno) of each element refused; the others are written. Where the kernel
+        has no batch operations (before 5.6) the elements go one call each."""
+        count = len(keys) // self.key_size
+        if len(keys) != count * self.key_size or len(values) != count * self.value_size:
+            raise ValueError(f"map {self.name}: a batch of whole keys and values")
+        if self._batches:
+            try:
+                return self._batch(MAP_UPDATE_BATCH, keys, values, count)
+            except _NoBatch:
+                self._batches = False
+        failures: list[tuple[int, int]] = []
+        ks, vs = self.key_size, self.value_size
+        for n in range(count):
+            try:
+                self.update(keys[n * ks:(n + 1) * ks], values[n * vs:(n + 1) * vs])
+            except BpfError as exc:
+                failures.append((n, exc.errno or 0))
+        return failures
+
+    def delete_batch(self, keys: bytes) -> list[tuple[int, int]]:
+        """Remove every key of ``keys`` (whole keys, concatenated), as ``update_batch`` writes: (index,
+        errno) of each not removed (ENOENT: it was not there)."""
+        count = len(keys) // self.key_size
+        if len(keys) != count * self.key_size:
+            raise ValueError(f"map {self.name}: a batch of whole keys")
+        if self._batches:
+            try:
+                return self._batch(MAP_DELETE_BATCH, keys, None, count)
+            except _NoBatch:
+                self._batches = False
+        ks = self.key_size
+        return [(n, ENOENT) for n in range(count) if not self.delete(keys[n * ks:(n + 1) * ks])]
+
+    def _batch(self, command: int, keys: bytes, values: bytes | None, count: int) -> list[tuple[int, int]]:
+        """One MAP_*_BATCH call, again past each element the kernel stops at (it stops at the first
+        refused); raises _NoBatch where the kernel or the map type has none."""
+        copies: list[ctypes.Array[ctypes.c_char]] = []  # what the kernel reads where not in place, kept alive
+        keys_at = _data_at(keys, copies)
+        values_at = 0 if values is None else _data_at(values, copies)
+        ks, vs = self.key_size, self.value_size
+        attr = self._batch_attr
+        failures: list[tuple[int, int]] = []
+        done = 0
+        while done < count:
+            _BATCH_ATTR.pack_into(attr, 0, 0, 0, keys_at + done * ks, values_at and values_at + done * vs,
+                                  count - done, self.fd, 0, 0)
+            if _syscall(_NR, command, attr, _BATCH_ATTR.size) >= 0:
+                break
+            errno = ctypes.get_errno()
+            went = struct.unpack_from("=I", attr, _BATCH_COUNT)[0]
+            if not done and not went and errno in (EINVAL, EOPNOTSUPP, ENOTSUPP):
+                raise _NoBatch
+            failures.append((done + went, errno))
+            done += went + 1
+        return failures
 
     def lookup(self, key: bytes) -> bytes | None:
         attr = self._read

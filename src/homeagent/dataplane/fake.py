@@ -17,6 +17,7 @@ class FakeDataplane:
         self.serving = False
         self.closed = False
         self.holding = False
+        self.commits = 0  # kept apart from ``calls``: the runtime commits every loop turn that held a reply
         self._barrier: asyncio.Future[None] | None = None
 
     def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
@@ -33,6 +34,9 @@ class FakeDataplane:
             raise RuntimeError("serve after close")
         self.calls.append(("serve", serving))
         self.serving = serving
+
+    def commit(self) -> None:
+        self.commits += 1
 
     def barrier(self) -> asyncio.Future[None] | None:
         if not self.holding:

@@ -165,7 +165,10 @@ class Forwarder:
             elif isinstance(command, (Serve, CountersRequest, Barrier)):
                 self.backlog.append(command)
             elif isinstance(command, Ping):  # at once, ahead of the backlog: the handle's watchdog
-                self.control.send(encode_pong(command.mark))
+                try:
+                    self.control.send(encode_pong(command.mark))
+                except OSError:  # the daemon is gone (it stopped between its ping and our answer)
+                    return False
             else:
                 self.counters["control_unexpected"] += 1
         return True

@@ -26,6 +26,9 @@ class NullDataplane:
         self._counters["dataplane.serve"] += 1
         self._serving = serving
 
+    def commit(self) -> None:
+        pass  # applied as called
+
     def barrier(self) -> None:
         return None  # applied as called
 

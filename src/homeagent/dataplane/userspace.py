@@ -110,6 +110,10 @@ class UserspaceDataplane:
         self._unmarked = True
         self._schedule()
 
+    def commit(self) -> None:
+        """Nothing: the changes go to the forwarder at the end of the loop turn, and a reply waits on its
+        barrier."""
+
     def barrier(self) -> asyncio.Future[None] | None:
         """A future done when the forwarder says every change made so far is in effect: a ``B`` message
         goes after them, and the forwarder answers once its engine and the kernel's routes have them.

@@ -66,7 +66,10 @@ class Daemon:
         # likes (external election), and the interface method adds it just after.
         self._freebind = red is not None and (red.election is ElectionKind.EXTERNAL or red.address_method is AddressMethod.INTERFACE)
         self._forwarding = Forwarding(config.dataplane, self.core.counters)
-        self._hold_replies = self._forwarding.defers
+        # Registration replies held until what they report is in effect (``_release``), and those held so
+        # far this loop turn.
+        self._hold_replies = self._forwarding.defers or self._forwarding.batches
+        self._held: list[tuple[socket.socket, Send]] = []
         self._interface: InterfaceAddress | None = None
         if red is not None and red.address_method is AddressMethod.INTERFACE:
             assert red.interface is not None
@@ -124,6 +127,7 @@ class Daemon:
                 if self._watch is not None:
                     self._watch.close()
                 self._apply(self.core.stop(self._now()))
+                self._release()
                 if self._interface is not None:
                     await self._interface.close()
             finally:
@@ -282,9 +286,10 @@ class Daemon:
             core.begin_batch()
             deadline = monotonic() + DRAIN_BUDGET
             for i in range(DRAIN_BATCH):
-                if i % FLUSH_EVERY == FLUSH_EVERY - 1:  # keep acks flowing while a long burst drains
+                if i % FLUSH_EVERY == FLUSH_EVERY - 1:  # keep acks and replies flowing while a long burst drains
                     now = monotonic()
                     apply(core.end_batch(now))
+                    self._release()
                     if now >= deadline:
                         break  # the rest waits on the socket: the loop runs the timers first
                     core.begin_batch()
@@ -300,6 +305,7 @@ class Daemon:
                 if effects:
                     apply(effects, sock)
             apply(core.end_batch(monotonic()))
+            self._release()
             self._arm_timer()
 
         return drain
@@ -334,10 +340,8 @@ class Daemon:
 
     def _apply(self, effects: list[Effect], arrived_on: socket.socket | None = None) -> None:
         """Carry out ``effects`` in order, except that a registration reply, with a data plane that applies
-        changes out of line, leaves once the latest change to its home address's tunnels is in effect (the
-        mobile node's traffic flows when it is told it is registered: docs/dataplane.md, "A reply means
-        forwarding")."""
-        held: list[tuple[socket.socket, Send]] | None = None
+        changes out of line or in batches, is held for ``_release`` (the mobile node's traffic flows when it
+        is told it is registered: docs/dataplane.md, "A reply means forwarding")."""
         for effect in effects:
             if type(effect) is Send:
                 sock = self._sockets.get(effect.source) if effect.source else arrived_on
@@ -346,9 +350,9 @@ class Daemon:
                 if sock is None:
                     continue
                 if self._hold_replies and effect.datagram[0] == REGISTRATION_REPLY:
-                    if held is None:
-                        held = []
-                    held.append((sock, effect))
+                    if not self._held:  # the first of this loop turn: released at its end at the latest
+                        asyncio.get_running_loop().call_soon(self._release)
+                    self._held.append((sock, effect))
                     continue
                 try:
                     sock.sendto(effect.datagram, effect.address)
@@ -364,10 +368,26 @@ class Daemon:
                 self._forwarding.apply(effect)
             else:
                 raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
-        if held is not None:  # after the loop: the tunnel changes of this batch are handed over now
+
+    def _release(self) -> None:
+        """The registration replies held so far, on their way once what they report is in effect: the data
+        plane's gathered changes are committed (ebpf: the map values, one system call), then each reply
+        leaves, or with userspace waits for the barrier of its home address's latest change. Called where a
+        drain hands its acks over (every ``FLUSH_EVERY`` datagrams and at its end), and once at the end of
+        any loop turn that held a reply elsewhere (a timer's, a sync-mode ack's)."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        forwarding = self._forwarding
+        forwarding.commit()
+        if forwarding.defers:
             for sock, effect in held:
                 home_address = int.from_bytes(effect.datagram[4:8], "big")  # RFC 5944 3.4
-                self._forwarding.when_in_effect(home_address, partial(self._send, sock, effect))
+                forwarding.when_in_effect(home_address, partial(self._send, sock, effect))
+        else:
+            for sock, effect in held:
+                self._send(sock, effect)
 
     def _send(self, sock: socket.socket, effect: Send) -> None:
         try:

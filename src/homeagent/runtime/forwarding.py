@@ -57,10 +57,13 @@ class Forwarding:
             self.neighbours = Neighbours(config.interface, counters, proxy=False)
         else:
             self.dataplane = NullDataplane()
-        # Whether replies may have to wait: a backend that applies changes as called never makes them. The
-        # ebpf backend's change is in its maps when set_tunnels returns (its barrier() is always None):
-        # holding its replies would cost each registration ~3 us for nothing.
+        # Whether replies may have to wait, and for what: ``defers``, each for the barrier of its home
+        # address's change (userspace: the forwarder's round trip); ``batches``, all of a loop turn's for its
+        # ``commit`` (ebpf: the map values, one system call). A backend that applies changes as called
+        # (none) holds nothing back.
         self.defers = not isinstance(self.dataplane, (NullDataplane, EbpfDataplane))
+        self.batches = isinstance(self.dataplane, EbpfDataplane)
+        self._commit_due = False
 
     async def open(self) -> None:
         if isinstance(self.dataplane, (UserspaceDataplane, EbpfDataplane)):
@@ -84,6 +87,9 @@ class Forwarding:
     def apply(self, effect: TunnelSet | Serve) -> None:
         if type(effect) is TunnelSet:
             self.dataplane.set_tunnels(effect.home_address, effect.tunnels)
+            if self.batches and not self._commit_due:  # committed by the end of this loop turn, reply or not
+                self._commit_due = True
+                asyncio.get_running_loop().call_soon(self.commit)
             if self._serving and self.defers:
                 self._track(effect.home_address)
             if self.neighbours is not None:
@@ -97,6 +103,14 @@ class Forwarding:
             self.dataplane.serve(effect.serving)
             if self.neighbours is not None:
                 self.neighbours.serve(effect.serving)
+
+    def commit(self) -> None:
+        """What this loop turn's changes gathered, put into effect (``Dataplane.commit``): before the turn's
+        registration replies leave, and at the end of any turn that changed a tunnel (a Binding Update, an
+        expiry, a table download: no reply waits, the traffic does)."""
+        if self._commit_due:
+            self._commit_due = False
+            self.dataplane.commit()
 
     def _track(self, home_address: int) -> None:
         """Remember which barrier will say that ``home_address``'s latest change is in effect."""
