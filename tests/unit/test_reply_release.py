@@ -1,0 +1,76 @@
+"""``Daemon._release``: with a data plane that gathers changes (the ebpf backend's map values), the
+registration replies of a loop turn leave only after one ``commit`` of what the turn gathered, and a turn
+that changed a tunnel without any reply (a Binding Update, an expiry) is committed at its end all the same
+(docs/dataplane.md, "A reply means forwarding")."""
+
+from __future__ import annotations
+
+import asyncio
+
+from homeagent.config import parse
+from homeagent.core.effects import Send, Tunnel, TunnelSet
+from homeagent.dataplane.fake import FakeDataplane
+from homeagent.runtime.daemon import Daemon
+
+from .support import CONFIG
+
+HOME = 0x0A010005
+TUNNEL = Tunnel(0xC0000201, 0x0A010101, False)
+REPLY = bytes([3, 0, 0, 60]) + HOME.to_bytes(4, "big") + bytes(12)  # a Registration Reply (type 3)
+
+
+class Recorder:
+    """A socket that notes, for each datagram sent, how many commits the data plane had made by then."""
+
+    def __init__(self, fake: FakeDataplane) -> None:
+        self.fake = fake
+        self.sent: list[tuple[bytes, int]] = []
+
+    def sendto(self, datagram: bytes, address: object) -> None:
+        self.sent.append((datagram, self.fake.commits))
+
+
+def batching_daemon() -> tuple[Daemon, FakeDataplane]:
+    daemon = Daemon(parse(CONFIG.format(max_lifetime=1800, simultaneous_bindings=3)))
+    fake = FakeDataplane()
+    forwarding = daemon._forwarding
+    forwarding.dataplane, forwarding.defers, forwarding.batches = fake, False, True
+    daemon._hold_replies = True
+    return daemon, fake
+
+
+def test_the_replies_of_a_loop_turn_leave_after_one_commit_of_its_changes():
+    async def scenario() -> tuple[list[tuple[bytes, int]], int, int]:
+        daemon, fake = batching_daemon()
+        sock = Recorder(fake)
+        for n in range(3):  # three registrations in one turn, each with its change and its reply
+            daemon._apply([Send(REPLY, ("192.0.2.9", 434)), TunnelSet(HOME + n, (TUNNEL,))], sock)
+        held = (len(sock.sent), fake.commits)
+        await asyncio.sleep(0)  # the end of the turn
+        return sock.sent, *held
+
+    sent, sent_before, commits_before = asyncio.run(scenario())
+    assert (sent_before, commits_before) == (0, 0), "nothing leaves, nothing is written, during the turn"
+    assert [commits for _, commits in sent] == [1, 1, 1], "every reply after the one commit of the turn"
+
+
+def test_a_turn_that_changed_a_tunnel_without_a_reply_is_committed_at_its_end():
+    async def scenario() -> tuple[int, int]:
+        daemon, fake = batching_daemon()
+        daemon._apply([TunnelSet(HOME, (TUNNEL,)), TunnelSet(HOME + 1, ())])  # a Binding Update, an expiry
+        during = fake.commits
+        await asyncio.sleep(0)
+        return during, fake.commits
+
+    assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_a_reply_with_nothing_to_commit_still_leaves_at_the_end_of_its_turn():
+    async def scenario() -> list[tuple[bytes, int]]:
+        daemon, fake = batching_daemon()
+        sock = Recorder(fake)
+        daemon._apply([Send(REPLY, ("192.0.2.9", 434))], sock)  # a renewal
+        await asyncio.sleep(0)
+        return sock.sent
+
+    assert [datagram for datagram, _ in asyncio.run(scenario())] == [REPLY]
