@@ -40,6 +40,7 @@ MAX_MESSAGE = 32768
 MAX_TUNNELS = 255  # per home address: one count byte (RFC 5944 S flag bindings are few)
 _ENTRY = struct.Struct("!IB")
 _TUNNEL = struct.Struct("!IIB")
+_ONE_TUNNEL = struct.Struct("!IBIIB")  # an entry of the usual home address, one tunnel: one pack, not three
 _SERVE = struct.Struct("!B")
 _REQUEST = struct.Struct("!IB")
 _PART = struct.Struct("!IB")
@@ -93,10 +94,14 @@ def encode_tunnels(entries: Iterable[tuple[int, tuple[Tunnel, ...]]]) -> Iterato
     parts = [b"T"]
     size = 1
     for home, tunnels in entries:
-        if len(tunnels) > MAX_TUNNELS:
+        if len(tunnels) == 1:
+            t = tunnels[0]
+            entry = _ONE_TUNNEL.pack(home, 1, t.care_of_address, t.source, bool(t.reverse))
+        elif len(tunnels) > MAX_TUNNELS:
             raise ValueError(f"{len(tunnels)} tunnels for one home address (at most {MAX_TUNNELS})")
-        entry = _ENTRY.pack(home, len(tunnels)) + b"".join(
-            _TUNNEL.pack(t.care_of_address, t.source, bool(t.reverse)) for t in tunnels)
+        else:
+            entry = _ENTRY.pack(home, len(tunnels)) + b"".join(
+                _TUNNEL.pack(t.care_of_address, t.source, bool(t.reverse)) for t in tunnels)
         if size + len(entry) > MAX_MESSAGE:
             yield b"".join(parts)
             parts, size = [b"T"], 1
