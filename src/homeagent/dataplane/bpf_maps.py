@@ -61,10 +61,6 @@ class BpfError(OSError):
     """A bpf(2) call failed: errno and what was asked."""
 
 
-class _NoBatch(Exception):
-    """The kernel has no batch operations (before 5.6), or none for this map's type."""
-
-
 def _data_at(data: bytes, copies: list[ctypes.Array[ctypes.c_char]]) -> int:
     """The address of ``data``'s bytes for the kernel to read: in place where CPython's layout was confirmed
     at import, else of a copy appended to ``copies`` (which the caller keeps until the call is made)."""
@@ -184,17 +180,12 @@ class Map:
         values) in as few system calls as the kernel allows: one, unless an element is refused (a full
         map). Returns (index, errno) of each element refused; the others are written. Where the kernel
         has no batch operations (before 5.6) the elements go one call each."""
-        count = len(keys) // self.key_size
-        if len(keys) != count * self.key_size or len(values) != count * self.value_size:
-            raise ValueError(f"map {self.name}: a batch of whole keys and values")
-        if self._batches:
-            try:
-                return self._batch(MAP_UPDATE_BATCH, keys, values, count)
-            except _NoBatch:
-                self._batches = False
+        refused = self._batch(MAP_UPDATE_BATCH, keys, values)
+        if refused is not None:
+            return refused
         failures: list[tuple[int, int]] = []
         ks, vs = self.key_size, self.value_size
-        for n in range(count):
+        for n in range(len(keys) // ks):
             try:
                 self.update(keys[n * ks:(n + 1) * ks], values[n * vs:(n + 1) * vs])
             except BpfError as exc:
@@ -204,20 +195,21 @@ class Map:
     def delete_batch(self, keys: bytes) -> list[tuple[int, int]]:
         """Remove every key of ``keys`` (whole keys, concatenated), as ``update_batch`` writes: (index,
         errno) of each not removed (ENOENT: it was not there)."""
-        count = len(keys) // self.key_size
-        if len(keys) != count * self.key_size:
-            raise ValueError(f"map {self.name}: a batch of whole keys")
-        if self._batches:
-            try:
-                return self._batch(MAP_DELETE_BATCH, keys, None, count)
-            except _NoBatch:
-                self._batches = False
+        refused = self._batch(MAP_DELETE_BATCH, keys, None)
+        if refused is not None:
+            return refused
         ks = self.key_size
-        return [(n, ENOENT) for n in range(count) if not self.delete(keys[n * ks:(n + 1) * ks])]
+        return [(n, ENOENT) for n in range(len(keys) // ks) if not self.delete(keys[n * ks:(n + 1) * ks])]
 
-    def _batch(self, command: int, keys: bytes, values: bytes | None, count: int) -> list[tuple[int, int]]:
-        """One MAP_*_BATCH call, again past each element the kernel stops at (it stops at the first
-        refused); raises _NoBatch where the kernel or the map type has none."""
+    def _batch(self, command: int, keys: bytes, values: bytes | None) -> list[tuple[int, int]] | None:
+        """The elements refused by one MAP_*_BATCH call (made again past each element the kernel stops at:
+        it stops at the first it refuses), or None where the kernel or the map type has no batch
+        operations (then the caller goes one element a call, from then on)."""
+        count = len(keys) // self.key_size
+        if len(keys) != count * self.key_size or (values is not None and len(values) != count * self.value_size):
+            raise ValueError(f"map {self.name}: a batch of whole keys and values")
+        if not self._batches:
+            return None
         copies: list[ctypes.Array[ctypes.c_char]] = []  # what the kernel reads where not in place, kept alive
         keys_at = _data_at(keys, copies)
         values_at = 0 if values is None else _data_at(values, copies)
@@ -233,7 +225,8 @@ class Map:
             errno = ctypes.get_errno()
             went = struct.unpack_from("=I", attr, _BATCH_COUNT)[0]
             if not done and not went and errno in (EINVAL, EOPNOTSUPP, ENOTSUPP):
-                raise _NoBatch
+                self._batches = False
+                return None
             failures.append((done + went, errno))
             done += went + 1
         return failures
