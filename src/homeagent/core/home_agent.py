@@ -89,6 +89,7 @@ class HomeAgent:
                 sync_timeout=red.sync_timeout,
                 advertisement_interval=red.advertisement_interval,
                 preempt=red.preempt,
+                preempt_delay=red.preempt_delay,
                 startup_wait=red.startup_wait,
                 max_datagram=red.max_datagram,
                 home_network=ha.home_network,
