@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 from .conftest import homeagent
@@ -31,6 +34,37 @@ def test_demo_group_shows_a_takeover_and_cleans_up():
                      r"removed (\S+)", last)
     assert m, last
     assert not os.path.exists(m.group(1))
+
+
+def test_demo_group_on_a_terminal_redraws_in_place():
+    """On a terminal (a pseudo-terminal here) the members' block is redrawn with ANSI escapes, the events
+    stay above it, and the last picture stays on the screen."""
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "homeagent", "demo", "--group", "--mobile-nodes", "100",
+                             "--rate", "400"], stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, "the demo went silent for 60 s"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the demo closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        proc.wait(timeout=60)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "\x1b[2F\x1b[J" in screen  # back up over the two members' lines and redraw them
+    assert re.search(r"127\.0\.0\.3 +prio 100 \x1b\[32mactive +\x1b\[0m \[#{30}\] +100/100 bindings", screen)
+    assert "takeover: 127.0.0.3 active" in screen and "renewed: 100 of 100 accepted" in screen
+    tail = screen.rstrip().splitlines()[-1]
+    assert tail.startswith("cleaned up:") and not os.path.exists(tail.rsplit("removed ", 1)[1])
 
 
 def test_demo_group_refuses_a_config():
