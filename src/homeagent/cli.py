@@ -198,8 +198,8 @@ WATCHDOG=1 when WatchdogSec= is set, and STOPPING=1 when it stops. Exit status 1
 REMOVE = """Remove bindings by hand, through the running daemon: one mobile node's (--home-address, with
 --care-of only that care-of address), those of every home address in a prefix (--prefix), or every one
 (--all, which asks for --yes). Each removal is replicated to the group like a de-registration, and the
-daemon works through a large table a few hundred mobile nodes at a time, serving registrations and the
-group between two steps. Prints how many bindings of how many mobile nodes were removed."""
+daemon works through a large table 128 mobile nodes at a time, serving registrations and the group
+between two steps. Prints how many bindings of how many mobile nodes were removed."""
 
 
 MOBILE_NODE_TARGET = """Where to register and with which key: --config gives the Home Agent's address
@@ -429,7 +429,7 @@ def _remove(args: argparse.Namespace) -> int:
         print(f"removed {result['removed']} binding(s) of {args.home_address}")
         return 0
     scope = "all" if whole else str(args.prefix)
-    # The daemon works a few hundred nodes a turn: a large table takes a while, so wait longer for it.
+    # The daemon works 128 nodes a turn: a large table takes a while, so wait longer for it.
     which: dict[str, Any] = {"all": True} if whole else {"prefix": scope}
     result = control.request(config.control_socket, "remove", timeout=300.0, **which)
     print(f"removed {result['removed']} binding(s) of {result['mobile_nodes']} mobile node(s)"
