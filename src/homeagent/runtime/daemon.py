@@ -471,8 +471,10 @@ class Daemon:
         raise ValueError(f"unknown command {command!r}")
 
     async def _remove_many(self, removal: BulkRemoval, scope: str) -> dict[str, int]:
-        """``homeagent remove --all`` / ``--prefix``: a step of the removal per turn of the loop."""
-        while (effects := removal.step(self._now())) is not None:
+        """``homeagent remove --all`` / ``--prefix``: a step of the removal per turn of the loop (until the
+        daemon stops: what is removed by then is answered)."""
+        assert self._stopping is not None
+        while not self._stopping.is_set() and (effects := removal.step(self._now())) is not None:
             self._apply(effects)
             self._arm_timer()
             await asyncio.sleep(0)
