@@ -414,7 +414,8 @@ def _role(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     if args.care_of and not args.home_address:
-        raise SystemExit("homeagent: --care-of goes with --home-address")
+        print("homeagent: --care-of goes with --home-address", file=sys.stderr)
+        return 2
     whole = args.all or (args.prefix is not None and args.prefix.prefixlen == 0)
     if whole and not args.yes:
         print("homeagent: this removes every binding of the Home Agent (and of its group): add --yes",

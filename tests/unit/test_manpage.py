@@ -84,3 +84,4 @@ def test_escape():
     assert escape(".hidden\n'quote") == "\\&.hidden\n\\&'quote"
     assert escape("a\\b") == "a\\eb"
     assert isinstance(PARSER, argparse.ArgumentParser)
+
