@@ -620,7 +620,8 @@ def _demo(args: argparse.Namespace) -> int:
     ``--group``, ``homeagent.demo`` shows a failover."""
     if args.group:
         if args.config:
-            raise SystemExit("homeagent: demo --group makes its own configuration: leave out --config")
+            print("homeagent: demo --group makes its own configuration: leave out --config", file=sys.stderr)
+            return 2
         from homeagent import demo
 
         return demo.run(args.mobile_nodes, args.rate)
