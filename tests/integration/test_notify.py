@@ -127,29 +127,25 @@ def test_watchdog_for_another_pid_is_not_ours(daemons, fake_systemd, monkeypatch
 
 
 def test_group_member_ready_only_after_its_table_download(g, fake_systemd, monkeypatch):
-    """A member that starts beside an active one is ready only once it holds the group's table: at the
-    moment READY=1 arrives it is out of ``init`` and has every binding; before, it said ``init``."""
+    """A member that starts beside an active one is ready only once it holds the group's table: READY=1
+    comes after its own init -> standby transition, and it then has every binding."""
     a = g.add(MEMBER_ADDRESSES[0], priority=200, peers=[MEMBER_ADDRESSES[1]])
     b = g.add(MEMBER_ADDRESSES[1], priority=100, peers=[MEMBER_ADDRESSES[0]])
     g.start(a)
     wait_until(lambda: a.role() == "active", 5, "the first member to become active")
     r = homeagent("mn", "load", "--config", str(a.config_path), "--home-agent", "127.0.0.10",
-                  "--mobile-nodes", "300")
-    assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 300, r.stdout + r.stderr
+                  "--mobile-nodes", "3000")
+    assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 3000, r.stdout + r.stderr
 
     monkeypatch.setenv("NOTIFY_SOCKET", fake_systemd.address)
     b.start(wait=False)
     monkeypatch.delenv("NOTIFY_SOCKET")
-    seen_before: list[str] = []  # what the member said before READY=1 came
-    while not fake_systemd.receive(0.01):
-        try:
-            seen_before.append(control.request(b.control_socket, "status", timeout=0.5)["role"])
-        except control.ControlError:
-            pass
-        assert b.running()
-    fake_systemd.until("READY=1", timeout=10)
+    ready_at, _ = fake_systemd.until("READY=1", timeout=10)
+    ready_wall = time.time() - (time.monotonic() - ready_at)  # when READY=1 came, on the wall clock
     st = control.request(b.control_socket, "status")
-    assert st["role"] == "standby" and st["bindings"] == 300, st
+    assert st["role"] == "standby" and st["bindings"] == 3000, st
     assert st["counters"]["redundancy.table_replies_received"] > 0, st["counters"]
-    # It answered on its control socket, still downloading, before it said it was ready.
-    assert "init" in seen_before, seen_before
+    # It told systemd after it left init (the download's end, in its own transitions), not before.
+    [downloaded] = [t for t in st["transitions"] if (t["from"], t["to"]) == ("init", "standby")]
+    assert downloaded["reason"] == "table downloaded"
+    assert ready_wall >= downloaded["at"] - 0.005, (ready_wall, downloaded)
