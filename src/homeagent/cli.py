@@ -54,49 +54,86 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"homeagent {__version__}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the Home Agent in the foreground (SIGTERM stops it)")
-    run.add_argument("--config", required=True, type=Path)
+    run = sub.add_parser("run", help="run the Home Agent in the foreground (SIGTERM stops it)",
+                         description=RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_arg(run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                      help="default: [log] level in the config file, else info")
     run.set_defaults(func=_run)
 
-    status = sub.add_parser("status", help="role, bindings, peers and counters of the running daemon")
-    status.add_argument("--config", required=True, type=Path)
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="role, bindings, peers and counters of the running daemon",
+                            description="Ask the running daemon, through its control socket, for its role, "
+                            "binding count, peers, last role changes, counters and data plane. Exit status 1 "
+                            "when no daemon answers (a health check for keepalived's track_script).")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="the whole answer as JSON (docs/operations.md)")
+    status.add_argument("--reset-counters", action="store_true",
+                        help="set the counters to zero after reading them (bindings, peers and role stay); "
+                        "the daemon logs it")
     status.set_defaults(func=_status)
 
-    bindings = sub.add_parser("bindings", help="the mobility binding table of the running daemon")
-    bindings.add_argument("--config", required=True, type=Path)
-    bindings.add_argument("--home-address", type=IPv4Address)
-    bindings.add_argument("--json", action="store_true")
+    bindings = sub.add_parser("bindings", help="the mobility binding table of the running daemon",
+                              description="The mobility binding table of the running daemon, in order of "
+                              "home address, written a page at a time while the daemon goes on serving.")
+    _config_arg(bindings)
+    bindings.add_argument("--home-address", type=IPv4Address, help="only this mobile node's bindings")
+    bindings.add_argument("--json", action="store_true", help="a JSON list, one object per binding")
     bindings.set_defaults(func=_bindings)
 
-    remove = sub.add_parser("remove", help="remove a binding (or all of a mobile node's) by hand; replicated")
-    remove.add_argument("--config", required=True, type=Path)
-    remove.add_argument("--home-address", required=True, type=IPv4Address)
-    remove.add_argument("--care-of", type=IPv4Address, help="one care-of address (default: all of them)")
+    remove = sub.add_parser("remove", help="remove bindings by hand (one node's, a prefix's or all); replicated",
+                            description=REMOVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_arg(remove)
+    which = remove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--home-address", type=IPv4Address, help="this mobile node's bindings")
+    which.add_argument("--prefix", type=_network, help="the bindings of every home address in this prefix")
+    which.add_argument("--all", action="store_true", help="every binding (needs --yes)")
+    remove.add_argument("--care-of", type=IPv4Address,
+                        help="with --home-address: one care-of address (default: all of them)")
+    remove.add_argument("--yes", action="store_true", help="confirm --all (or a prefix of length 0)")
     remove.set_defaults(func=_remove)
 
-    role = sub.add_parser("role", help="set the role when an external election (keepalived) decides it")
-    role.add_argument("role", choices=["active", "standby"])
-    role.add_argument("--config", required=True, type=Path)
+    role = sub.add_parser("role", help="set the role when an external election (keepalived) decides it",
+                          description="Tell a member of a group with election = \"external\" to be active "
+                          "or to stand by (from keepalived's notify scripts). A member still downloading the "
+                          "table takes the role once it has it.")
+    role.add_argument("role", choices=["active", "standby"], help="the role to take")
+    _config_arg(role)
     role.set_defaults(func=_role)
 
     cleanup = sub.add_parser("cleanup", help="take off the interface what a killed member left there (the "
-                             "virtual address, proxy ARP entries); for ExecStopPost=")
-    cleanup.add_argument("--config", required=True, type=Path)
+                             "virtual address, proxy ARP entries); for ExecStopPost=",
+                             description="Remove from the interface what a member killed while active left "
+                             "there: the virtual address and the proxy ARP entries for home addresses, and "
+                             "the ebpf backend's program and pins. Refuses while a daemon answers on the "
+                             "control socket. Prints one line per thing removed.")
+    _config_arg(cleanup)
     cleanup.set_defaults(func=_cleanup)
 
-    demo = sub.add_parser("demo", help="start a Home Agent on loopback, register a mobile node, show it")
-    demo.add_argument("--config", type=Path, help="default: the shipped example")
+    demo = sub.add_parser("demo", help="show a Home Agent (or, with --group, a failover) on loopback",
+                          description="Without root, on loopback. Alone: start a Home Agent from the "
+                          "example configuration, register one mobile node and show the binding and the "
+                          "status. With --group: two members and a swarm of mobile nodes; the table fills "
+                          "on both, the active member is killed (kill -9) and the standby takes over with "
+                          "every binding. Everything it started is stopped and removed at the end.")
+    demo.add_argument("--config", type=Path, help="default: the shipped example (not with --group)")
+    demo.add_argument("--group", action="store_true", help="two members, a swarm, and a failover")
+    demo.add_argument("--mobile-nodes", type=_integer(1, 60000), default=1000,
+                      help="with --group: the swarm's size (default 1000)")
+    demo.add_argument("--rate", type=_positive("registrations a second"), default=500.0,
+                      help="with --group: registrations a second while the table fills (default 500)")
     demo.set_defaults(func=_demo)
 
-    mn = sub.add_parser("mn", help="act as a mobile node").add_subparsers(required=True, metavar="ACTION")
-    for name, helptext in (("register", "register a care-of address"), ("deregister", "deregister")):
-        m = mn.add_parser(name, help=helptext, description=MOBILE_NODE_TARGET)
+    mn = sub.add_parser("mn", help="act as a mobile node",
+                        description="A mobile node client: register, deregister, stay registered (up), or "
+                        "register many at once (load).").add_subparsers(required=True, metavar="ACTION")
+    for name, helptext in (("register", "register a care-of address"),
+                           ("deregister", "deregister a care-of address (or all of them)")):
+        m = mn.add_parser(name, help=helptext, description=f"{helptext.capitalize()} (one Registration "
+                          f"Request, retransmitted until a reply).\n\n{MOBILE_NODE_TARGET}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
         _mobile_node_args(m)
         if name == "register":
-            m.add_argument("--care-of", required=True, type=IPv4Address)
+            m.add_argument("--care-of", required=True, type=IPv4Address, help="the care-of address")
             m.add_argument("--lifetime", type=_integer(0, 0xFFFF), default=600,
                            help="seconds, 0 to 65535 (default 600)")
             m.add_argument("--simultaneous", action="store_true", help="S: keep other care-of addresses")
@@ -108,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         m.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to the first retransmission "
                        "(doubled for each next one; default 1)")
         m.add_argument("--retries", type=_integer(0), default=3, help="retransmissions (default 3)")
-        m.add_argument("--json", action="store_true")
+        m.add_argument("--json", action="store_true", help="the outcome as JSON")
         m.set_defaults(func=_mn_register if name == "register" else _mn_deregister)
 
     up = mn.add_parser("up", help="stay registered and decapsulate (co-located care-of address) until "
@@ -128,7 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_mn_up)
 
     load_p = mn.add_parser("load", help="register many mobile nodes as fast as the Home Agent answers",
-                           description=MOBILE_NODE_TARGET)
+                           description="Register many mobile nodes (consecutive home addresses) through one "
+                           "socket, --window requests in flight, and print one JSON line of results.\n\n"
+                           + MOBILE_NODE_TARGET, formatter_class=argparse.RawDescriptionHelpFormatter)
     _mobile_node_args(load_p, single=False)
     load_p.add_argument("--mobile-nodes", type=_integer(1), default=1000, help="how many home addresses")
     load_p.add_argument("--first-home-address", type=IPv4Address,
@@ -136,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     load_p.add_argument("--home-network", type=_network,
                         help="its network and broadcast addresses are skipped (default: "
                         "home_agent.home_network of --config, whose every reserved address is skipped)")
-    load_p.add_argument("--care-of", type=IPv4Address, default=IPv4Address("192.0.2.1"))
+    load_p.add_argument("--care-of", type=IPv4Address, default=IPv4Address("192.0.2.1"),
+                        help="every node's care-of address (default 192.0.2.1)")
     load_p.add_argument("--count", type=_integer(1), help="requests to send (default: --mobile-nodes)")
     load_p.add_argument("--duration", type=_seconds, help="seconds to send for")
     load_p.add_argument("--window", type=_integer(1), default=64, help="requests in flight (default 64)")
@@ -146,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds, 0 to 65535 (default 600)")
     load_p.set_defaults(func=_mn_load)
     return p
+
+
+RUN = """Run the Home Agent in the foreground until SIGTERM, SIGINT or SIGQUIT, which stop it cleanly
+(exit status 0). SIGHUP reloads the configuration file, SIGUSR1 logs one line of status. Under systemd
+(Type=notify) it reports READY=1 once it serves (a group member: once its table download ended), sends
+WATCHDOG=1 when WatchdogSec= is set, and STOPPING=1 when it stops. Exit status 1 when it cannot start,
+2 for a configuration error."""
+
+
+REMOVE = """Remove bindings by hand, through the running daemon: one mobile node's (--home-address, with
+--care-of only that care-of address), those of every home address in a prefix (--prefix), or every one
+(--all, which asks for --yes). Each removal is replicated to the group like a de-registration, and the
+daemon works through a large table 128 mobile nodes at a time, serving registrations and the group
+between two steps. Prints how many bindings of how many mobile nodes were removed."""
 
 
 MOBILE_NODE_TARGET = """Where to register and with which key: --config gives the Home Agent's address
@@ -169,10 +223,15 @@ CAP_NET_RAW. Exit status: 0 after a clean stop, 3 when the first registration is
 device cannot be made."""
 
 
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, metavar="FILE",
+                   help="the daemon's configuration file (TOML); its state_dir holds the control socket")
+
+
 def _mobile_node_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--config", type=Path, help="take the Home Agent and the association from this file")
     if single:
-        p.add_argument("--home-address", required=True, type=IPv4Address)
+        p.add_argument("--home-address", required=True, type=IPv4Address, help="the mobile node's home address")
     p.add_argument("--home-agent", type=IPv4Address, help="default: home_agent.address of --config")
     p.add_argument("--port", type=_integer(1, 65535), help="default: home_agent.port of --config, else 434")
     p.add_argument("--spi", type=_integer(256, 0xFFFFFFFF),  # 0-255 are reserved (RFC 5944 section 1.6)
@@ -254,7 +313,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    st = control.request(load(args.config).control_socket, "status")
+    kwargs: dict[str, Any] = {"reset_counters": True} if args.reset_counters else {}
+    st = control.request(load(args.config).control_socket, "status", **kwargs)
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -274,6 +334,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {name:<40} {value}")
     if "dataplane" in st:
         _print_dataplane(st["dataplane"])
+    if st.get("counters_reset"):
+        print("counters reset to zero (the figures above are those up to the reset)")
     return 0
 
 
@@ -351,11 +413,28 @@ def _role(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    kwargs: dict[str, Any] = {"home_address": str(args.home_address)}
-    if args.care_of:
-        kwargs["care_of_address"] = str(args.care_of)
-    result = control.request(load(args.config).control_socket, "remove", **kwargs)
-    print(f"removed {result['removed']} binding(s) of {args.home_address}")
+    if args.care_of and not args.home_address:
+        print("homeagent: --care-of goes with --home-address", file=sys.stderr)
+        return 2
+    whole = args.all or (args.prefix is not None and args.prefix.prefixlen == 0)
+    if whole and not args.yes:
+        print("homeagent: this removes every binding of the Home Agent (and of its group): add --yes",
+              file=sys.stderr)
+        return 2
+    config = load(args.config)
+    if args.home_address:
+        kwargs: dict[str, Any] = {"home_address": str(args.home_address)}
+        if args.care_of:
+            kwargs["care_of_address"] = str(args.care_of)
+        result = control.request(config.control_socket, "remove", **kwargs)
+        print(f"removed {result['removed']} binding(s) of {args.home_address}")
+        return 0
+    scope = "all" if whole else str(args.prefix)
+    # The daemon works 128 nodes a turn: a large table takes a while, so wait longer for it.
+    which: dict[str, Any] = {"all": True} if whole else {"prefix": scope}
+    result = control.request(config.control_socket, "remove", timeout=300.0, **which)
+    print(f"removed {result['removed']} binding(s) of {result['mobile_nodes']} mobile node(s)"
+          + ("" if whole else f" in {scope}"))
     return 0
 
 
@@ -537,7 +616,15 @@ def _home_addresses(first: IPv4Address, count: int, skip: set[IPv4Address]) -> l
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Start a lone Home Agent from the example config, register one mobile node, show the result."""
+    """Start a lone Home Agent from the example config, register one mobile node, show the result; with
+    ``--group``, ``homeagent.demo`` shows a failover."""
+    if args.group:
+        if args.config:
+            print("homeagent: demo --group makes its own configuration: leave out --config", file=sys.stderr)
+            return 2
+        from homeagent import demo
+
+        return demo.run(args.mobile_nodes, args.rate)
     with tempfile.TemporaryDirectory(prefix="homeagent-demo-") as tmp:
         if args.config:
             config_path = args.config

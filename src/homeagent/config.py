@@ -97,6 +97,7 @@ class RedundancyConfig:
     sync_timeout: float = 0.5  # seconds a sync reply waits before going out anyway
     advertisement_interval: float = 0.1  # seconds between Advertisements
     preempt: bool = True  # a better member takes the active role from a worse one
+    preempt_delay: float = 0.0  # seconds a member stands by before it may preempt (keepalived's preempt_delay)
     startup_wait: float = 1.0  # seconds a starting member waits for a first table reply
     max_datagram: int = 1400  # bytes of a Binding Table Reply
     election: ElectionKind = ElectionKind.INTERNAL
@@ -234,7 +235,8 @@ def _security_associations(items: Any) -> tuple[MobileSecurityAssociation, ...]:
 def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyConfig:
     k = "redundancy"
     _only(t, k, {"virtual_address", "mode", "priority", "peers", "multicast_group", "replication",
-                 "sync_timeout", "advertisement_interval", "preempt", "startup_wait", "max_datagram",
+                 "sync_timeout", "advertisement_interval", "preempt", "preempt_delay", "startup_wait",
+                 "max_datagram",
                  "election", "address_method", "interface", "security_association"})
     vip = _address(t, k, "virtual_address", required=True)
     assert vip is not None
@@ -268,6 +270,7 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
         sync_timeout=_seconds(t, k, "sync_timeout", d.sync_timeout, 0.01, 10),
         advertisement_interval=_seconds(t, k, "advertisement_interval", d.advertisement_interval, 0.01, 10),
         preempt=_bool(t, k, "preempt", d.preempt),
+        preempt_delay=_seconds(t, k, "preempt_delay", d.preempt_delay, 0, 3600),
         startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),
         max_datagram=_int(t, k, "max_datagram", d.max_datagram, 576, 65000),
         election=_enum(t, k, "election", d.election),

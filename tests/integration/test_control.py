@@ -45,8 +45,13 @@ def test_control_socket_is_private(ha):
         b'{"command": "bindings", "home_address": "10.1.0.300"}\n',
         b"\xff\xfe\xfd\n",
         b"{}\n",
+        b'{"command": "remove", "prefix": "10.1.0.5/16"}\n',
+        b'{"command": "remove", "prefix": null}\n',
+        b'{"command": "remove", "prefix": ["10.1.0.0/16"]}\n',
+        b'{"command": "remove", "all": "yes"}\n',
     ],
-    ids=["garbage", "list", "unknown-command", "bad-address", "not-utf8", "no-command"],
+    ids=["garbage", "list", "unknown-command", "bad-address", "not-utf8", "no-command", "prefix-host-bits",
+         "prefix-null", "prefix-list", "all-not-true"],
 )
 def test_malformed_requests_get_an_error_answer(ha, payload):
     answer = ask(ha.control_socket, payload)

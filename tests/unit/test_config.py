@@ -210,6 +210,20 @@ def test_a_bad_address_method_is_refused_by_name(extra, key):
     assert info.value.key == key
 
 
+def test_preempt_delay_defaults_to_zero_and_is_read_in_seconds():
+    red = parse(REDUNDANCY).redundancy
+    assert red is not None and red.preempt_delay == 0.0  # today's behaviour: preempt at once
+    red = parse(REDUNDANCY + "preempt_delay = 30\n").redundancy
+    assert red is not None and red.preempt_delay == 30.0
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", '"30"', "true"])
+def test_a_bad_preempt_delay_is_refused_by_name(value):
+    with pytest.raises(ConfigError) as info:
+        parse(REDUNDANCY + f"preempt_delay = {value}\n")
+    assert info.value.key == "redundancy.preempt_delay"
+
+
 # -- [log] and state_dir ------------------------------------------------------------------------------
 
 

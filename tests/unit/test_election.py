@@ -283,6 +283,57 @@ def test_a_worse_standby_never_preempts(theirs, address):
     assert e.advertisement(address, theirs, Role.ACTIVE, T0 + 1) == [] and e.role is Role.STANDBY
 
 
+# -- preempt_delay (keepalived's preempt_delay, HSRP's preempt delay minimum) ------------------------------
+
+
+def delayed_standby(delay: float, priority: int = 200, now: float = T0) -> Election:
+    e = Election(ME, priority, 0.1, True, now, preempt_delay=delay)
+    e.ready(now)
+    return e
+
+
+def test_preempt_delay_holds_a_better_standby_back_until_it_has_stood_by_that_long():
+    e = delayed_standby(5.0)
+    for at in (T0 + 0.1, T0 + 2.5, T0 + 4.99):  # the worse active member's advertisements meanwhile
+        assert e.advertisement(LOWER, 100, Role.ACTIVE, at) == [] and e.role is Role.STANDBY
+        assert e.next_timer() == pytest.approx(at + e.master_down_interval)  # it still follows the active one
+    [t] = e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 5.0)
+    assert (t.old, t.new, t.reason, t.at) == (Role.STANDBY, Role.ACTIVE, Event.PREEMPT.value, T0 + 5.0)
+
+
+def test_preempt_delay_zero_is_preempting_at_once():
+    e = delayed_standby(0.0)
+    assert [t.new for t in e.advertisement(LOWER, 100, Role.ACTIVE, T0)] == [Role.ACTIVE]
+
+
+def test_preempt_delay_starts_again_at_each_standing_by():
+    """Stepping down to a better member (a standby again) re-arms the delay, as a restart does."""
+    e = delayed_standby(5.0)
+    [t] = e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 6)
+    assert t.new is Role.ACTIVE
+    [t] = e.advertisement(HIGHER, 250, Role.ACTIVE, T0 + 7)  # a better active member: step down at T0 + 7
+    assert t.new is Role.STANDBY
+    assert e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 11) == []  # 4 s after standing by: not yet
+    assert [t.new for t in e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 12)] == [Role.ACTIVE]
+
+
+def test_preempt_delay_never_delays_a_takeover_of_a_group_without_active_member():
+    e = delayed_standby(60.0)
+    assert e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 1) == []
+    due = e.next_timer()
+    assert due == pytest.approx(T0 + 1 + e.master_down_interval)  # the worse active member went silent
+    [t] = e.handle_timer(due)
+    assert (t.new, t.reason) == (Role.ACTIVE, Event.MASTER_DOWN.value)
+
+
+def test_preempt_delay_does_nothing_without_preemption_or_for_a_worse_member():
+    e = Election(ME, 200, 0.1, False, T0, preempt_delay=1.0)
+    e.ready(T0)
+    assert e.advertisement(LOWER, 100, Role.ACTIVE, T0 + 5) == []
+    worse = delayed_standby(1.0, priority=50)
+    assert worse.advertisement(LOWER, 100, Role.ACTIVE, T0 + 5) == []
+
+
 # -- out of sync (core/sync.py, advertisement flags OUT_OF_SYNC and YOU_LAG) -------------------------------
 
 

@@ -19,6 +19,14 @@ during the start-up settle (``settle`` seconds from its own start): members star
 milliseconds apart, then do not take over one after another and be preempted in turn (VRRP's start-up
 wait does the same with its skew). The settle is bounded, so a better member stuck downloading never keeps
 the group without an active member for longer.
+With ``preempt_delay`` a member preempts only once it has stood by that long, as keepalived's
+``preempt_delay`` and HSRP's ``standby preempt delay minimum`` have it (RFC 5798 itself has no such delay:
+its better backup preempts a master-down interval after it starts ignoring the worse master, section
+6.4.2). The clock starts each time the member becomes a standby, after its table download or after
+stepping down, so a member that restarts again and again
+(a flapping host, a crash loop) does not pull the role back and forth at every start, and a member just
+back gets the time to settle (its data plane, its routes) before it takes the load. Taking over a group
+that has no active member is not preempting, and never waits for it.
 
 The rules live in one table, as h11 keeps its state machine: ``TRANSITIONS[state][event] -> state``; an
 event a state has no entry for changes nothing.
@@ -94,6 +102,7 @@ class Election:
         external: bool = False,
         sync: SyncState | None = None,
         settle: float = 0.0,
+        preempt_delay: float = 0.0,
     ) -> None:
         self.address = address
         self.external = external  # another daemon (keepalived, a VRRP router) decides; see ``told``
@@ -112,6 +121,8 @@ class Election:
         self._starting: dict[int, tuple[int, float]] = {}  # members heard downloading -> (priority, last heard)
         self._settle_until = now + settle  # until then, a better member still downloading is waited for
         self._sync = sync  # whether we missed what the group answered (``core/sync.py``); None: never
+        self.preempt_delay = preempt_delay
+        self._preempt_from = now  # not before then may this member preempt: set when it becomes a standby
 
     @property
     def skew(self) -> float:
@@ -180,8 +191,8 @@ class Election:
                 self._master_down_at = now + self.master_down_interval
                 return self._fire(Event.BETTER_ACTIVE, now)
             return []
-        if self.role is Role.STANDBY and self.preempt and self._outranks_actives(now) and not self.out_of_sync \
-                and not self._better_standby_alive(now):
+        if self.role is Role.STANDBY and self.preempt and now >= self._preempt_from and self._outranks_actives(now) \
+                and not self.out_of_sync and not self._better_standby_alive(now):
             return self._fire(Event.PREEMPT, now)
         self._master_down_at = now + self.master_down_interval
         return []
@@ -251,5 +262,7 @@ class Election:
             return []
         t = Transition(self.role, new, event.value, now, replaced)
         self.role, self.since = new, now
+        if new is Role.STANDBY:
+            self._preempt_from = now + self.preempt_delay
         self.history.append(t)
         return [t]

@@ -77,6 +77,7 @@ class Group:
         self.election = Election(
             settings.own_address, settings.priority, settings.advertisement_interval, settings.preempt, now,
             settings.external_election, self.sync_state, settle=settings.startup_wait + 4 * settings.advertisement_interval,
+            preempt_delay=settings.preempt_delay,
         )
         self._virtual = str(IPv4Address(settings.virtual_address))
         self.outbox = Outbox(membership, settings.own_address, settings.port, settings.max_datagram,

@@ -49,6 +49,7 @@ class HomeAgent:
         self.violations = SecurityViolations(self.counters)  # one count and one log budget for all kinds
         self.bindings = BindingTable()
         self.started = now
+        self.counters_since = now  # the start, or the last ``reset_counters``
         self._own = str(ha.address)
         self._virtual = str(red.virtual_address) if red else None
         own = int(ha.address)
@@ -88,6 +89,7 @@ class HomeAgent:
                 sync_timeout=red.sync_timeout,
                 advertisement_interval=red.advertisement_interval,
                 preempt=red.preempt,
+                preempt_delay=red.preempt_delay,
                 startup_wait=red.startup_wait,
                 max_datagram=red.max_datagram,
                 home_network=ha.home_network,
@@ -191,6 +193,13 @@ class HomeAgent:
             effects += self.group.removed(home_address, care_of_address, identification, now)
         return effects
 
+    def reset_counters(self, now: float) -> None:
+        """``homeagent status --reset-counters``: every counter back to zero, in place (the machines that
+        count hold this very Counter). Counters only: bindings, replay state, peers, the role and its
+        history are state, and stay. ``counters_since`` in the status says from when they count."""
+        self.counters.clear()
+        self.counters_since = now
+
     def set_role(self, role: str, now: float) -> list[Effect]:
         """``active`` or ``standby``, as an external election decided."""
         if self.group is None:
@@ -289,6 +298,7 @@ class HomeAgent:
             "security_violations": self.violations.total,
             "peers": [],
             "counters": dict(sorted(self.counters.items())),
+            "counters_since": self.clock(self.counters_since),
         }
         if self.group is not None:
             out.update(self.group.status())

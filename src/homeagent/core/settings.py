@@ -27,6 +27,7 @@ class GroupSettings:
     home_network: IPv4Network
     multicast_group: int | None = None
     external_election: bool = False
+    preempt_delay: float = 0.0
     _home_mask: int = field(init=False, repr=False, compare=False, default=0)
     _home_prefix: int = field(init=False, repr=False, compare=False, default=0)
 

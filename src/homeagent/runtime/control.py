@@ -8,13 +8,16 @@ An answer too large to make in one go (the binding table: 170 MB of JSON at a mi
 registrations and the group's advertisements are served while it is written (issue 10 point 6: built in
 one go, 60,000 bindings held the loop 1.3 s, and a standby took over). The bytes are those ``json.dumps``
 makes of the whole answer, one line still: the client cannot tell the difference. A reader slower than the
-daemon holds back only its own answer (``drain``), never the loop.
+daemon holds back only its own answer (``drain``), never the loop. A command whose work is itself long
+(``homeagent remove --all``) answers with an awaitable that does it a step per turn of the loop; its
+result is the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -72,7 +75,10 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
                 request = json.loads(line[:MAX_REQUEST])
                 if not isinstance(request, dict):
                     raise ValueError("request must be a JSON object")
-                answer = {"ok": True, "result": handler(request)}
+                result = handler(request)
+                if inspect.isawaitable(result):  # work done over several turns of the loop
+                    result = await result
+                answer = {"ok": True, "result": result}
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 answer = {"ok": False, "error": str(exc) or type(exc).__name__}
             await _write(writer, answer)

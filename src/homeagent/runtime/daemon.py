@@ -18,14 +18,15 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from homeagent.config import AddressMethod, Config, ConfigError, ElectionKind, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
-from homeagent.runtime import cleanup, control, state_dir
+from homeagent.core.removal import BulkRemoval
+from homeagent.runtime import cleanup, control, notify, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
 from homeagent.wire.registration import MessageType
@@ -86,6 +87,7 @@ class Daemon:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        notifier = notify.Notifier.from_environment()  # systemd (Type=notify): READY=1, WATCHDOG=1
         self._handle_signals()
         ha = self.config.home_agent
         try:
@@ -122,7 +124,11 @@ class Daemon:
                 if self._watch is not None:
                     await self._watch.open()
                 self._arm_timer()
+                supervisor = asyncio.create_task(notify.supervise(notifier, self._ready, self._summary))
                 await self._stopping.wait()
+                notifier.send("STOPPING=1")
+                supervisor.cancel()
+                notifier.close()
                 log.info("stopping: %d bindings held", len(self.core.bindings))
                 if self._watch is not None:
                     self._watch.close()
@@ -140,6 +146,13 @@ class Daemon:
                 self._timer.cancel()
             for local in list(self._sockets):
                 self._close(local)
+
+    def _ready(self) -> bool:
+        """Serving as systemd understands it: a lone Home Agent at once, a member once out of ``init``."""
+        return self.core.role != "init"
+
+    def _summary(self) -> str:
+        return f"role {self.core.role}, {len(self.core.bindings)} bindings"
 
     def _now(self) -> float:
         """The monotonic time every deadline runs on; the core's wall clock is set to agree with the
@@ -446,7 +459,12 @@ class Daemon:
         command = request.get("command")
         now = self._now()
         if command == "status":
-            return {**self.core.status(now), "dataplane": self._forwarding.status()}
+            answer = {**self.core.status(now), "dataplane": self._forwarding.status()}
+            if request.get("reset_counters"):  # after the answer is made: it holds the figures reset
+                self.core.reset_counters(now)
+                answer["counters_reset"] = True
+                log.info("counters reset by hand (homeagent status --reset-counters)")
+            return answer
         if command == "bindings":
             home_address = request.get("home_address")
             counters = self._forwarding.binding_counters  # with ebpf, each row gets its binding's counters
@@ -454,6 +472,9 @@ class Daemon:
                 walk = BindingWalk(self.core.bindings, int(IPv4Address(home_address)), counters=counters)
                 return walk.rest(now)
             return control.Stream(self._binding_pages(BindingWalk(self.core.bindings, counters=counters)))
+        if command == "remove" and (request.get("all") is True or "prefix" in request):
+            prefix = None if request.get("all") is True else IPv4Network(str(request["prefix"]))
+            return self._remove_many(BulkRemoval(self.core, prefix), str(prefix or "all"))
         if command == "remove":
             care_of = request.get("care_of_address")
             removed_before = len(self.core.bindings)
@@ -468,6 +489,18 @@ class Daemon:
             self._arm_timer()
             return {"role": self.core.role}
         raise ValueError(f"unknown command {command!r}")
+
+    async def _remove_many(self, removal: BulkRemoval, scope: str) -> dict[str, int]:
+        """``homeagent remove --all`` / ``--prefix``: a step of the removal per turn of the loop (until the
+        daemon stops: what is removed by then is answered)."""
+        assert self._stopping is not None
+        while not self._stopping.is_set() and (effects := removal.step(self._now())) is not None:
+            self._apply(effects)
+            self._arm_timer()
+            await asyncio.sleep(0)
+        log.info("removed by hand (%s): %d bindings of %d mobile nodes", scope, removal.removed,
+                 removal.mobile_nodes)
+        return {"removed": removal.removed, "mobile_nodes": removal.mobile_nodes}
 
     def _binding_pages(self, walk: BindingWalk) -> Iterator[list[dict[str, Any]]]:
         """The whole table for ``homeagent bindings``, a step of the walk per page: the control socket
