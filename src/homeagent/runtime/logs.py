@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -23,8 +24,8 @@ from typing import Any, TextIO
 from homeagent.config import LogFormat
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_/+,[]()@#%*")
+_QUOTED = re.compile(r"[^A-Za-z0-9.:\-_/+,\[\]()@#%*]")  # a character that needs the value quoted
+_search = _QUOTED.search
 
 
 def journal_stream(stream: TextIO | None = None) -> bool:
@@ -45,20 +46,16 @@ def journal_stream(stream: TextIO | None = None) -> bool:
 def logfmt_value(value: object) -> str:
     """A value as logfmt writes it: bare when it is plain, else double-quoted with ``\\``, ``"`` and
     control characters escaped, so that a line is always one line and splits back into its pairs."""
-    if value is True or value is False:
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is bool:
         return "true" if value else "false"
-    text = str(value)
-    if text and all(c in _PLAIN for c in text):
+    text = value if isinstance(value, str) else str(value)
+    if text and not _QUOTED.search(text):
         return text
-    out = []
-    for c in text:
-        if c in _ESCAPES:
-            out.append(_ESCAPES[c])
-        elif c < " " or c == "\x7f":
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
+    # JSON's string escapes are logfmt's: \\, \", \n, \t and \u00XX for the other control characters.
+    return json.dumps(text, ensure_ascii=False)
 
 
 class Formatter(logging.Formatter):
@@ -68,11 +65,16 @@ class Formatter(logging.Formatter):
         super().__init__()
         self.style = style
         self.journal = journal
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
         pairs: dict[str, Any] = {}
         if not self.journal:
-            pairs["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+            second = int(record.created)
+            if second != self._second:  # strftime once a second, not once a line
+                self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            pairs["ts"] = f"{self._stamp}.{int(record.msecs):03d}Z"
         pairs["level"] = record.levelname.lower()
         pairs["logger"] = record.name
         event = getattr(record, "event", None)
@@ -91,7 +93,13 @@ class Formatter(logging.Formatter):
         if self.style is LogFormat.JSON:
             line = json.dumps(pairs, separators=(",", ":"), default=str, ensure_ascii=False)
         else:
-            line = " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs.items())
+            parts = []
+            for key, value in pairs.items():  # logfmt_value inlined for the usual values: ints, plain strings
+                if type(value) is int or type(value) is str and value and not _search(value):
+                    parts.append(f"{key}={value}")
+                else:
+                    parts.append(f"{key}={logfmt_value(value)}")
+            line = " ".join(parts)
         if self.journal:
             line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
         return line
@@ -103,6 +111,10 @@ _handler: logging.Handler | None = None
 def configure(level: str, style: LogFormat = LogFormat.LOGFMT, stream: TextIO | None = None) -> None:
     """Log records of ``level`` and above to ``stream`` (standard error), one line each, in ``style``."""
     global _handler
+    # What no line shows, not gathered for each record (the logging documentation's "Optimization"): the
+    # caller's file and line (a walk of the stack), the thread, the process.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     stream = stream or sys.stderr
     root = logging.getLogger()
     if _handler is not None:

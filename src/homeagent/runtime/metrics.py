@@ -12,6 +12,7 @@ reads as a counter reset (``rate()`` and ``increase()`` allow for it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,8 +187,8 @@ class Endpoint:
             await self.server.open()
         except OSError as exc:
             where = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-            raise MetricsError(f"metrics.listen: cannot listen on {where}:{self.port}: "
-                               f"{exc.strerror or exc}") from None
+            why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio rewords it; the errno is the point
+            raise MetricsError(f"metrics.listen: cannot listen on {where}:{self.port}: {why}") from None
 
     async def close(self) -> None:
         await self.server.close()
