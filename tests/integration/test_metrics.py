@@ -259,7 +259,7 @@ def test_a_group_of_two_shows_roles_replication_and_transfers(group: Group):
     assert value(ma, "homeagent_registration_replies_total", code="0") == 3
     assert value(mb, "homeagent_registration_replies_total", code="0") == 0
 
-    b.stop()  # it resigns: the active member gives it up at once
+    b.stop()  # a standby that stops goes silent: given up on after the master-down interval
     m = wait_until(lambda: (s := scrape(ports[a.address]))
                    and value(s, "homeagent_redundancy_peer_up", peer=b.address) == 0 and s, 5, "B to be down")
     assert value(m, "homeagent_redundancy_members_marked_down_total") == 1
