@@ -19,16 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeagent.config import AddressMethod, Config, ConfigError, ElectionKind, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
-from homeagent.runtime import cleanup, control, logs, metrics, state_dir
+from homeagent.runtime import cleanup, control, logs, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
 from homeagent.wire.registration import MessageType
+
+if TYPE_CHECKING:
+    from homeagent.runtime.metrics import Endpoint
 
 log = logging.getLogger("homeagent.daemon")
 
@@ -60,7 +63,7 @@ class Daemon:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stopping: asyncio.Event | None = None
-        self._metrics: metrics.Endpoint | None = None  # [metrics] listen: the Prometheus endpoint
+        self._metrics: Endpoint | None = None  # [metrics] listen: the Prometheus endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         red = config.redundancy
         # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
@@ -96,10 +99,13 @@ class Daemon:
             # A member whose process died answers our advertisements with ICMP port unreachable: hear it.
             self._sockets[self._own].setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         try:
-            try:
-                self._metrics = await metrics.serve(self.config.metrics, self.core, self._forwarding)
-            except metrics.MetricsError as exc:
-                raise StartupError(str(exc)) from None
+            if self.config.metrics.listen is not None:
+                from homeagent.runtime import metrics  # prometheus-client, only where it is asked for
+
+                try:
+                    self._metrics = await metrics.serve(self.config.metrics, self.core, self._forwarding)
+                except metrics.MetricsError as exc:
+                    raise StartupError(str(exc)) from None
             if red is not None and red.multicast_group is not None:
                 self._open_multicast(str(red.multicast_group), ha.port)
             if self._interface is not None:
