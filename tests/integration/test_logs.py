@@ -172,3 +172,23 @@ def test_role_changes_and_members_up_and_down_are_events(group: Group):
     assert seen.index(up[0]) < seen.index(down[0])
     b_roles = [(e["from"], e["to"], e["reason"]) for e in events(b) if e["event"] == "role_change"]
     assert b_roles[0] == ("init", "standby", "ready") and b_roles[-1][1:] == ("init", "stop"), b_roles
+
+
+def test_a_reload_changes_the_format_of_the_lines_after_it(daemons, tmp_path):
+    import signal
+    import time
+
+    ha = configured(daemons, tmp_path, "reformat").start()
+    ha.config_path.write_text(ha.config_path.read_text() + '\n[log]\nformat = "json"\n')
+    os.kill(ha.pid, signal.SIGHUP)
+    wait_until(lambda: "log.format logfmt -> json" in ha.stderr(), 5, "the reload's line")
+    mn = ha.mn()
+    assert mn.exchange(rrq("10.1.2.1", "192.0.2.1")).code == 0
+    mn.close()
+    time.sleep(0.1)
+    assert ha.stop() == 0
+    raw = [line for line in ha.stderr().splitlines() if line]
+    first_json = next(i for i, line in enumerate(raw) if line.startswith("{"))
+    assert all(logfmt(line) for line in raw[:first_json])
+    after = [json.loads(line) for line in raw[first_json:]]
+    assert [e["event"] for e in after if "event" in e] == ["binding_accepted"]

@@ -162,3 +162,15 @@ def test_with_simultaneous_bindings_off_the_accept_code_is_1():
     m = scrape(Collector(ha))
     assert m["homeagent_registration_replies_total", (("code", "1"),)] == 1
     assert ("homeagent_registration_replies_total", (("code", "0"),)) not in m
+
+
+def test_a_reload_that_changes_listen_says_it_needs_a_restart():
+    from .support import CONFIG
+
+    ha = make_ha()
+    text = CONFIG.format(max_lifetime=1800, simultaneous_bindings=3)
+    assert ha.reload(parse(text)) == []
+    assert ha.reload(parse(text + '\n[metrics]\nlisten = "127.0.0.1:9434"\n')) == ["metrics.listen"]
+    assert ha.config.metrics.listen is None  # left as it runs
+    changed = ha.reload(parse(text + '\n[log]\nformat = "json"\n'))
+    assert changed == [] and ha.config.log.format.value == "json"  # applied (runtime/logs.set_style)
