@@ -255,9 +255,9 @@ class Registrar:
     ) -> list[Effect]:
         self.counters[f"denied.{int(code)}"] += 1
         if _enabled(_DEBUG):
-            events.discarded(_DEBUG, "denied", now, f"denied {IPv4Address(request.home_address)} from {events.source(source)}: "
-                             f"{code.name}", code=int(code), home_address=events.dotted(request.home_address),
-                             care_of_address=events.dotted(request.care_of_address), source=events.source(source))
+            home, sender = events.dotted(request.home_address), events.source(source)
+            events.discarded(_DEBUG, "denied", now, f"denied {home} from {sender}: {code.name}", code=int(code),
+                             home_address=home, care_of_address=events.dotted(request.care_of_address), source=sender)
         lifetime = min(request.lifetime, self._max_lifetime)  # 3.8.3.2 sets it for every reply
         return [self._reply(request, source, code, lifetime, sa, identification)]
 
