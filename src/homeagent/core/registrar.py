@@ -214,14 +214,14 @@ class Registrar:
         simultaneous = flags & _S != 0 and self._simultaneous > 0
         self.bindings.bind(hoa, coa, lifetime, identification, now, flags, simultaneous, home_agent, held)
         self.counters["accepted"] += 1
-        # A renewal (this care-of address is bound) logs at debug, a new binding at info (core/events.py).
-        current = held[1]
-        if len(current) == 1:
-            level = _DEBUG if current[0][1] == coa and current[0][3] > now else _INFO
-        else:
-            level = _DEBUG if any(b.care_of_address == coa and b.expires > now for b in current) else _INFO
-        if _enabled(level):
-            self._log_binding(level, request, source, lifetime)
+        if _enabled(_INFO):  # a new binding logs at info, a renewal (its care-of address bound) at debug
+            current = held[1]
+            if len(current) == 1:
+                renewed = current[0][1] == coa and current[0][3] > now
+            else:
+                renewed = any(b.care_of_address == coa and b.expires > now for b in current)
+            if not renewed or _enabled(_DEBUG):
+                self._log_binding(_DEBUG if renewed else _INFO, request, source, lifetime)
         if self.report_accepted:
             self.accepted = Acceptance(hoa, coa, home_agent, flags, lifetime, identification)
         return [self._reply(request, source, self._accept_code, lifetime, sa)]
