@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import re
 import signal
@@ -297,13 +296,12 @@ def _network(text: str) -> IPv4Network:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from homeagent.runtime import logs
     from homeagent.runtime.daemon import StartupError, run
 
     config = load(args.config)
     level = args.log_level or config.log.level or "info"  # --log-level, if given, wins over [log] level
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(level, config.log.format)  # one line per record, logfmt or JSON (runtime/logs.py)
     try:
         run(config)
     except StartupError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -40,6 +40,11 @@ class ElectionKind(StrEnum):
 class AddressMethod(StrEnum):
     BIND = "bind"
     INTERFACE = "interface"  # add the virtual address to ``interface`` and announce it
+
+
+class LogFormat(StrEnum):
+    LOGFMT = "logfmt"  # key=value pairs, one line per event (docs/operations.md, "Logs")
+    JSON = "json"  # one JSON object per line
 
 
 class Backend(StrEnum):
@@ -124,6 +129,15 @@ class LogConfig:
     decides, and info without it; a level the file sets applies again at every reload (SIGHUP)."""
 
     level: str | None = None  # one of LOG_LEVELS
+    format: LogFormat = LogFormat.LOGFMT  # applied again at every reload, as the level
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint (docs/operations.md, "Metrics"). Off (``listen`` None) unless
+    the file gives an address and port to listen on; changing it needs a restart."""
+
+    listen: tuple[IPv4Address | IPv6Address, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,7 @@ class Config:
     redundancy: RedundancyConfig | None = None
     source: Path | None = None
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def control_socket(self) -> Path:
@@ -174,7 +189,7 @@ def parse(text: str, source: Path | None = None) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(source or "config"), f"not valid TOML: {exc}") from None
-    _only(doc, "", {"home_agent", "security_association", "dataplane", "redundancy", "log"})
+    _only(doc, "", {"home_agent", "security_association", "dataplane", "redundancy", "log", "metrics"})
     if "home_agent" not in doc:
         raise ConfigError("home_agent", "missing section")
     home_agent = _home_agent(_table(doc, "home_agent"))
@@ -182,7 +197,8 @@ def parse(text: str, source: Path | None = None) -> Config:
     dataplane = _dataplane(_table(doc, "dataplane") if "dataplane" in doc else {})
     redundancy = _redundancy(_table(doc, "redundancy"), home_agent) if "redundancy" in doc else None
     log = _log(_table(doc, "log")) if "log" in doc else LogConfig()
-    return Config(home_agent, sas, dataplane, redundancy, source, log)
+    metrics = _metrics(_table(doc, "metrics")) if "metrics" in doc else MetricsConfig()
+    return Config(home_agent, sas, dataplane, redundancy, source, log, metrics)
 
 
 def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
@@ -318,8 +334,33 @@ def _association(t: dict[str, Any], k: str) -> SecurityAssociation:
 
 
 def _log(t: dict[str, Any]) -> LogConfig:
-    _only(t, "log", {"level"})
-    return LogConfig(_choice(t, "log", "level", "info", LOG_LEVELS) if "level" in t else None)
+    _only(t, "log", {"level", "format"})
+    level = _choice(t, "log", "level", "info", LOG_LEVELS) if "level" in t else None
+    return LogConfig(level, _enum(t, "log", "format", LogFormat.LOGFMT))
+
+
+def _metrics(t: dict[str, Any]) -> MetricsConfig:
+    """``listen = "127.0.0.1:9434"`` (or ``"[::1]:9434"``): an address of this host, never a name (no lookup
+    at start, and no doubt about which address is exposed)."""
+    _only(t, "metrics", {"listen"})
+    if "listen" not in t:
+        return MetricsConfig()
+    text = _str(t, "metrics", "listen", "")
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: its port cannot be told apart
+    number = int(port) if port.isascii() and port.isdigit() else 0
+    try:
+        address = ip_address(host)
+    except ValueError:
+        number = 0
+    if not colon or not 1 <= number <= 65535:
+        raise ConfigError("metrics.listen", f"{text!r} is not ADDRESS:PORT such as 127.0.0.1:9434 or [::1]:9434")
+    if address.is_multicast:
+        raise ConfigError("metrics.listen", f"{address} is a multicast address")
+    return MetricsConfig((address, number))
 
 
 def _dataplane(t: dict[str, Any]) -> DataplaneConfig:

@@ -19,12 +19,13 @@ member taking the role with the reason PREEMPT: one per such restart) or ``needl
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ WATCHED = ("redundancy.table_requests_sent", "redundancy.members_marked_down",
            "redundancy.table_transfers_replaced")
 TAKEOVER_REASONS = {ElectionEvent.MASTER_DOWN.value, ElectionEvent.ACTIVE_GONE.value}
 
-_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
+_LOG_LINE = re.compile(r'^ts=(\S+) .*? msg="((?:[^"\\]|\\.)*)"')  # logfmt (docs/operations.md, "Logs")
 _ROLE = re.compile(r"^role (\w+) -> (\w+): (.*)$")
 _SENDING = re.compile(r"^sending (\d+) mobile nodes to (\S+): (.*)$")
 
@@ -144,7 +145,7 @@ class Sending:
 
 
 def _wall(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as the daemon logs
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()  # UTC
 
 
 def read_log(path: Path, member: str, incarnation: int) -> tuple[list[RoleChange], list[Sending]]:
@@ -154,7 +155,7 @@ def read_log(path: Path, member: str, incarnation: int) -> tuple[list[RoleChange
         m = _LOG_LINE.match(line)
         if m is None:
             continue
-        at, message = _wall(m.group(1)), m.group(2)
+        at, message = _wall(m.group(1)), json.loads(f'"{m.group(2)}"')
         if r := _ROLE.match(message):
             roles.append(RoleChange(member, incarnation, at, r.group(1), r.group(2), r.group(3)))
         elif s := _SENDING.match(message):

@@ -14,7 +14,9 @@ member logged (``Group.role_changes``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -24,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -35,6 +37,9 @@ from netns.members import Members
 from homeagent.mobile_node import MobileNode, ReplyError
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.registration import RegistrationRequest
+
+_ROLE_TS = re.compile(r"(?:^| )ts=(\S+)")
+_ROLE_MSG = re.compile(r'(?:^| )msg="((?:[^"\\]|\\.)*)"')
 
 P = f"10.{120 + os.getpid() % 40}"
 VIP = f"{P}.255.10"
@@ -107,15 +112,13 @@ class Group(Members):
         """(wall-clock time, "old -> new: reason") for every role change ``host`` logged since ``since_wall``:
         the log keeps them all, ``status --json`` only the last ten."""
         changes = []
-        for line in self.log(host).splitlines():
-            if " role " not in line or " -> " not in line:
+        for line in self.log(host).splitlines():  # logfmt (docs/operations.md, "Logs"): ts is UTC
+            stamp, message = _ROLE_TS.search(line), _ROLE_MSG.search(line)
+            if "event=role_change" not in line or stamp is None or message is None:
                 continue
-            try:
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            except ValueError:
-                continue
+            at = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
             if at >= since_wall:
-                changes.append((at, line.split(" role ", 1)[1]))
+                changes.append((at, json.loads(f'"{message.group(1)}"').split("role ", 1)[1]))
         return changes
 
     def router_arp_settings(self) -> dict[str, str]:

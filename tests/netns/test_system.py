@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -306,10 +306,11 @@ class Stream:
 
 def takeover_at(s: SystemNet, host: str, since: float) -> float | None:
     """When (wall clock) ``host`` logged "role standby -> active" after ``since``."""
-    for line in s.log(host).splitlines():
-        if " role " in line and "-> active" in line:
+    for line in s.log(host).splitlines():  # logfmt (docs/operations.md, "Logs"): ts in UTC
+        if "event=role_change" in line and " to=active" in line and line.startswith("ts="):
             with contextlib.suppress(ValueError):
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                stamp = line[3:].split(" ", 1)[0]
+                at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
                 if at >= since:
                     return at
     return None

@@ -49,7 +49,7 @@ def test_mismatched_keys_are_logged_and_the_split_brain_counted_on_both(group) -
         log = m.stderr()
         assert f"messages from member {other} fail authentication" in log, log
         assert f"two members are active for the virtual address {VIP}: this one and {other}" in log, log
-        assert "ERROR" in log
+        assert "level=error" in log
         assert counter(m.status(), "redundancy.security_violations") > 0
 
 

@@ -192,7 +192,7 @@ def test_sigterm_with_a_control_client_connected_stops_without_an_error(daemons)
         client.close()
     log = ha.stderr()
     assert "stopping: 0 bindings held" in log, log
-    assert "ERROR" not in log and "Traceback" not in log, log
+    assert "level=error" not in log and "Traceback" not in log, log
 
 
 # -- the log level at start ------------------------------------------------------------------------

@@ -441,6 +441,7 @@ class TableExchange:
             self.timers.cancel(("transfer", key))
             self.sync_state.sent_table(member)
             self.missed.sent(member.address, transfer.missed)
+            self.counters["redundancy.table_transfers_sent"] += 1
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
 
@@ -470,6 +471,7 @@ class TableExchange:
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         self.outbox.send(ack.body(), member)
         if transfer.done:
+            self.counters["redundancy.table_transfers_received"] += 1
             log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
             if reply.code != DEFERRED:  # whole or what differed: we hold everything it held when it answered
                 gone = {m.address for m in self.membership if not m.up}

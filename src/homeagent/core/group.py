@@ -23,6 +23,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any, cast
 
+from homeagent.core import events
 from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve
 from homeagent.core.election import Election, Event, Role, Transition
@@ -57,6 +58,9 @@ log = logging.getLogger("homeagent.redundancy")
 
 UNKNOWN_ROLE = -1  # of a member heard again after a silence, until its next advertisement
 KEY_HINT_EVERY = 10.0  # seconds between two "check the keys" errors about one member
+# A transition's reason as a label (``redundancy.role_changes.<reason>``, the metrics' and the log's): the
+# election's event, by name.
+REASONS = {e.value: e.name.lower() for e in Event}
 
 
 class Group:
@@ -243,7 +247,7 @@ class Group:
             return []
         member.up = True
         member.role = UNKNOWN_ROLE  # what it became while we could not hear it, its next advertisement says
-        log.info("member %s is up", member.name)
+        events.emit(events.INFO, "peer_up", f"member {member.name} is up", peer=member.name)
         self.exchange.heard(member, first, now)
         return []
 
@@ -266,7 +270,7 @@ class Group:
         return self.bindings.merge(state.home_address, state_of(state, now), now) is not None
 
     def _on_update_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
-        return self.replication.on_ack(member, ack)
+        return self.replication.on_ack(member, ack, now)
 
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
         was = member.role
@@ -357,7 +361,7 @@ class Group:
         member.down_since = now
         if self.serving:
             self.sync_state.lags(member, now)
-        log.warning("member %s is down: %s", member.name, why)
+        events.emit(events.WARNING, "peer_down", f"member {member.name} is down: {why}", peer=member.name, reason=why)
         if member.address in self.sync_state.told_by and not self.exchange.starting:
             self.exchange.ask_whole_table(now)  # what it said we missed, another member must give us
         self.counters["redundancy.members_marked_down"] += 1
@@ -375,8 +379,11 @@ class Group:
         effects: list[Effect] = []
         vip = self._virtual
         for t in transitions:
-            log.info("role %s -> %s: %s", t.old.label, t.new.label, t.reason)
+            reason = REASONS.get(t.reason, "other")
+            events.emit(events.INFO, "role_change", f"role {t.old.label} -> {t.new.label}: {t.reason}",
+                        **{"from": t.old.label, "to": t.new.label, "reason": reason})
             self.counters[f"redundancy.became_{t.new.label}"] += 1
+            self.counters[f"redundancy.role_changes.{reason}"] += 1
             if t.new is Role.ACTIVE:
                 if self.sync_state.out_of_sync:
                     self.counters["redundancy.stale_takeovers"] += 1

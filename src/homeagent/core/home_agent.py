@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from homeagent import __version__
 from homeagent.config import Config, ElectionKind, Replication
+from homeagent.core import events
 from homeagent.core.bindings import BindingTable
 from homeagent.core.clock import WallClock
 from homeagent.core.violations import SecurityViolations
@@ -133,10 +134,18 @@ class HomeAgent:
             if kind == _REGISTRATION:
                 if not self._serves(local):
                     self.counters["discarded.not_serving"] += 1
+                    if events.enabled(events.DEBUG):
+                        events.discarded(events.DEBUG, "discarded", now, f"discarded from {events.source(source)}: "
+                                         f"a registration on {local}, which this member does not serve now",
+                                         reason="not_serving", source=events.source(source))
                     return []
                 return self.receive_registration(data, source, now, local)
             if kind not in _REDUNDANCY or local == self._virtual:
                 self.counters["discarded.malformed"] += 1
+                if events.enabled(events.DEBUG):
+                    events.discarded(events.DEBUG, "discarded", now, f"discarded from {events.source(source)}: "
+                                     f"neither a registration nor a member's message on {local}",
+                                     reason="malformed", source=events.source(source))
                 return []
             effects = self.group.receive(data, source[0], local, now)
         effects += self.bindings.changes()
@@ -188,6 +197,10 @@ class HomeAgent:
         identification = max(last + 1, ntp_identification(self.clock(now)))
         removed = self.bindings.deregister(home_address, care_of_address, identification, now)
         self.counters["removed"] += len(removed)
+        if events.enabled(events.INFO):
+            for b in removed:
+                events.binding(events.INFO, "binding_removed", "binding removed by the operator", b.home_address,
+                               b.care_of_address, identification=identification)
         effects: list[Effect] = list(self.bindings.changes())
         if self.group is not None:
             effects += self.group.removed(home_address, care_of_address, identification, now)
@@ -215,6 +228,10 @@ class HomeAgent:
     def handle_timer(self, now: float) -> list[Effect]:
         expired = self.bindings.expire(now)
         self.counters["expired"] += len(expired)
+        if expired and events.enabled(events.INFO):
+            for b in expired:
+                events.binding(events.INFO, "binding_expired", "binding expired", b.home_address, b.care_of_address,
+                               lifetime=b.lifetime, identification=b.identification)
         effects: list[Effect] = self.group.handle_timer(now) if self.group is not None else []
         effects += self.bindings.changes()
         return effects
@@ -251,6 +268,8 @@ class HomeAgent:
             f"dataplane.{f.name}" for f in fields(old.dataplane)
             if getattr(old.dataplane, f.name) != getattr(config.dataplane, f.name)
         ]
+        if old.metrics != config.metrics:
+            restart.append("metrics.listen")
 
         applied_ha = replace(
             ha,

@@ -180,7 +180,7 @@ class Membership:
         self, what: str, source: int, now: float, level: int = logging.WARNING, member: Member | None = None
     ) -> Refused:
         self.violations.report(
-            "redundancy.security_violations", now, log, level, "redundancy message from %s refused: %s",
-            IPv4Address(source), what,
+            "redundancy.security_violations", now, level, "redundancy message from %s refused: %s",
+            IPv4Address(source), what, source=str(IPv4Address(source)), reason=what,
         )
         return Refused(what, member)

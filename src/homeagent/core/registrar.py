@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import NamedTuple
 
+from homeagent.core import events
 from homeagent.core.bindings import Binding, BindingTable
 from homeagent.core.effects import Address, Effect, Send
 from homeagent.core.replay import TimestampReplayProtection
@@ -24,7 +25,6 @@ from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import Flags, RegistrationRequest, ReplyCode, reply_header
 
-log = logging.getLogger("homeagent.registration")
 
 # Plain ints: IntFlag arithmetic costs more than the rest of the hot path's flag tests together.
 _S, _T = int(Flags.S), int(Flags.T)
@@ -35,6 +35,8 @@ _MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
 _FHAE = int(ExtensionType.FOREIGN_HOME_AUTH)
 _UNKNOWN_HOME_AGENT = int(ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS)
 _new = tuple.__new__  # a reply's Send, without the named tuple's Python-level __new__ (wire/registration.py)
+_DEBUG, _INFO = events.DEBUG, events.INFO
+_enabled = events.enabled
 
 
 class Acceptance(NamedTuple):
@@ -110,27 +112,34 @@ class Registrar:
             request = RegistrationRequest.parse(data)
         except ParseError as exc:
             counters["discarded.malformed"] += 1
-            log.debug("discarded from %s: %s", source, exc.reason)
+            self._discarded(now, source, "malformed", exc.reason)
             return []
 
         # RFC 5944 3.8.2.1 (a): an association, and an authorization-enabling extension, or silence.
         associations = self.security.covering(request.home_address)
         if associations is None:
             counters["discarded.no_security_association"] += 1
+            self._discarded(now, source, "no_security_association", "no security association covers the home address",
+                            request.home_address)
             return []
         extensions = request.extensions
         mhae = extensions[0] if len(extensions) == 1 and extensions[0].type == _MHAE else request.extension(_MHAE)
         if mhae is None:
             counters["discarded.no_authentication"] += 1
+            self._discarded(now, source, "no_authentication", "no Mobile-Home Authentication Extension",
+                            request.home_address)
             return []
         sa = associations.get(mhae.spi)
         if sa is None or not sa.verify(request.raw, mhae):
             self._security_event(now, "authentication failed", request, source)
             return self._deny(request, source, ReplyCode.MOBILE_NODE_FAILED_AUTHENTICATION,
-                              sa or next(iter(associations.values())))
+                              sa or next(iter(associations.values())), None, now)
         # (d): we share no association with any foreign agent, so a Foreign-Home extension is refused.
         if len(extensions) > 1 and request.extension(_FHAE) is not None:
             counters["discarded.foreign_home_authentication"] += 1
+            self._discarded(now, source, "foreign_home_authentication",
+                            "a Foreign-Home Authentication Extension from a foreign agent we share nothing with",
+                            request.home_address)
             return []
 
         # (b): the Identification. An exact duplicate of the current registration is answered again
@@ -151,15 +160,19 @@ class Registrar:
                 counters["accepted.duplicate"] += 1
                 # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
                 remaining = max(1, int(b.remaining(now)))
+                if _enabled(_DEBUG):
+                    events.binding(_DEBUG, "binding_duplicate", "retransmitted registration answered again", hoa, coa,
+                                   remaining=remaining, identification=request.identification,
+                                   source=events.source(source))
                 return [self._reply(request, source, self._accept_code, remaining, sa)]
         if not self.replay.is_fresh(request.identification, last, now):
             self._security_event(now, "identification mismatch", request, source)
             ident = self.replay.mismatch_identification(request.identification, now)
-            return self._deny(request, source, ReplyCode.IDENTIFICATION_MISMATCH, sa, ident)
+            return self._deny(request, source, ReplyCode.IDENTIFICATION_MISMATCH, sa, ident, now)
 
         code = self._administrative_check(request, current)
         if code is not None:
-            return self._deny(request, source, code, sa)
+            return self._deny(request, source, code, sa, None, now)
         if request.lifetime == 0:
             return self._deregister(request, source, sa, now)
         return self._register(request, source, sa, now, held)
@@ -201,6 +214,14 @@ class Registrar:
         simultaneous = flags & _S != 0 and self._simultaneous > 0
         self.bindings.bind(hoa, coa, lifetime, identification, now, flags, simultaneous, home_agent, held)
         self.counters["accepted"] += 1
+        if _enabled(_INFO):  # a new binding logs at info, a renewal (its care-of address bound) at debug
+            current = held[1]
+            if len(current) == 1:
+                renewed = current[0][1] == coa and current[0][3] > now
+            else:
+                renewed = any(b.care_of_address == coa and b.expires > now for b in current)
+            if not renewed or _enabled(_DEBUG):
+                self._log_binding(_DEBUG if renewed else _INFO, request, source, lifetime)
         if self.report_accepted:
             self.accepted = Acceptance(hoa, coa, home_agent, flags, lifetime, identification)
         return [self._reply(request, source, self._accept_code, lifetime, sa)]
@@ -211,9 +232,12 @@ class Registrar:
         hoa, coa = request.home_address, request.care_of_address
         # The home address as care-of address: every binding (RFC 5944 3.8.2.2); else that one's, and its
         # tombstone, forgotten after bindings.tombstone_lifetime.
-        self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification, now,
-                                 returned_home=coa == hoa)
+        removed = self.bindings.deregister(hoa, None if coa == hoa else coa, request.identification, now,
+                                           returned_home=coa == hoa)
         self.counters["accepted.deregistration"] += 1
+        if _enabled(_INFO):
+            events.binding(_INFO, "binding_deregistered", "binding de-registered", hoa, coa,
+                           removed=len(removed), identification=request.identification, source=events.source(source))
         if self.report_accepted:
             self.accepted = Acceptance(hoa, coa, request.home_agent, request.flags, 0, request.identification)
         return [self._reply(request, source, self._accept_code, 0, sa)]
@@ -227,9 +251,13 @@ class Registrar:
         code: ReplyCode,
         sa: SecurityAssociation,
         identification: int | None = None,
+        now: float = 0.0,
     ) -> list[Effect]:
         self.counters[f"denied.{int(code)}"] += 1
-        log.debug("denied %s from %s: %s", IPv4Address(request.home_address), source, code.name)
+        if _enabled(_DEBUG):
+            home, sender = events.dotted(request.home_address), events.source(source)
+            events.discarded(_DEBUG, "denied", now, f"denied {home} from {sender}: {code.name}", code=int(code),
+                             home_address=home, care_of_address=events.dotted(request.care_of_address), source=sender)
         lifetime = min(request.lifetime, self._max_lifetime)  # 3.8.3.2 sets it for every reply
         return [self._reply(request, source, code, lifetime, sa, identification)]
 
@@ -252,5 +280,24 @@ class Registrar:
 
     def _security_event(self, now: float, what: str, request: RegistrationRequest, source: Address) -> None:
         """A security exception (3.8.2.1): counted, and logged with the source within the shared budget."""
-        self.violations.report("security_violations", now, log, logging.WARNING, "%s: home address %s from %s:%d",
-                               what, IPv4Address(request.home_address), *source)
+        self.violations.report("security_violations", now, logging.WARNING, "%s: home address %s from %s:%d",
+                               what, IPv4Address(request.home_address), *source, reason=what.replace(" ", "_"),
+                               home_address=events.dotted(request.home_address), source=events.source(source))
+
+    def _log_binding(self, level: int, request: RegistrationRequest, source: Address, lifetime: int) -> None:
+        """A binding accepted (new: its care-of address was not bound) or renewed, as an event."""
+        renewed = level == _DEBUG
+        events.binding(level, "binding_renewed" if renewed else "binding_accepted",
+                       "binding renewed" if renewed else "binding accepted", request.home_address,
+                       request.care_of_address, lifetime=lifetime, identification=request.identification,
+                       flags=f"{request.flags:#04x}", source=events.source(source))
+
+    @staticmethod
+    def _discarded(now: float, source: Address, reason: str, why: str, home_address: int | None = None) -> None:
+        """A request discarded without a reply (RFC 5944 1.6), at debug within the budget (core/events.py)."""
+        if not _enabled(_DEBUG):
+            return
+        fields: dict[str, object] = {"reason": reason, "source": events.source(source)}
+        if home_address is not None:
+            fields["home_address"] = events.dotted(home_address)
+        events.discarded(_DEBUG, "discarded", now, f"discarded from {fields['source']}: {why}", **fields)

@@ -18,6 +18,7 @@ from typing import cast
 
 from homeagent.core.bindings import BindingTable
 from homeagent.core.effects import Effect, Send
+from homeagent.core.histogram import Histogram
 from homeagent.core.missed import Missed
 from homeagent.core.outbox import Outbox
 from homeagent.core.peers import Member, Membership
@@ -67,6 +68,9 @@ class Replication:
         self._sync: dict[int, _SyncReply] = {}
         self._sync_by_node: dict[int, list[int]] = {}  # home address -> tokens of replies waiting
         self._sync_token = 0
+        # Seconds from a Binding Update's first send to its member's ack, resends included: how far each
+        # member lags behind what this one accepted (the metrics' replication lag).
+        self.lag = Histogram()
 
     def replicate(self, accepted: Acceptance, reply: Send | None, now: float) -> list[Effect]:
         """FIG 6 and 8: tell every member that is up; in sync mode, hold the reply until they ack."""
@@ -100,12 +104,13 @@ class Replication:
         """Whether a sync reply to this registration is still waiting for acks."""
         return any(self._sync[t].identification == identification for t in self._sync_by_node.get(home_address, ()))
 
-    def on_ack(self, member: Member, ack: BindingUpdateAck) -> list[Effect]:
+    def on_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
         self.counters["redundancy.updates_acked"] += 1
         key = (member.address, ack.home_address)
         pending = self._pending.get(key)
         if pending is not None and pending.update.identification <= ack.identification:
             del self._pending[key]
+            self.lag.observe(now - pending.sent_at)
         return self._sync_acked(member.address, ack.home_address, ack.identification)
 
     def lost(self, member: Member) -> list[Effect]:

@@ -1,15 +1,16 @@
 """Security violations (RFC 5944 3.8.2.1's "security exception", Cisco's ``cmiHaRedunSecViolations``):
 authentication failures and replays of registrations and of messages between members.
 
-Each is counted, always, and logged with its source address; the log is rate-limited across all kinds
-together, so that a flood of forgeries cannot fill a disk, and the first line after a quiet spell says how
-many were left out.
+Each is counted, always, and logged as a ``security_violation`` event (core/events.py) with its source
+address; the log is rate-limited across all kinds together, so that a flood of forgeries cannot fill a
+disk, and the first line after a quiet spell says how many were left out.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
+
+from homeagent.core import events
 
 LOG_PER_SECOND = 10
 
@@ -17,26 +18,25 @@ LOG_PER_SECOND = 10
 class SecurityViolations:
     def __init__(self, counters: Counter[str], per_second: int = LOG_PER_SECOND) -> None:
         self.counters = counters
-        self.per_second = per_second
-        self._second = -1
-        self._logged = 0
-        self._suppressed = 0
+        self._budget = events.Budget(per_second)
 
-    def report(self, counter: str, now: float, log: logging.Logger, level: int, message: str, *args: object) -> None:
-        """Count one violation under ``counter``; log ``message % args`` if this second's budget allows."""
+    @property
+    def per_second(self) -> int:
+        return self._budget.per_second
+
+    def report(self, counter: str, now: float, level: int, message: str, *args: object, **fields: object) -> None:
+        """Count one violation under ``counter``; log ``message % args`` with ``fields`` if this second's
+        budget allows."""
         self.counters[counter] += 1
-        second = int(now)
-        if second != self._second:
-            self._second, self._logged = second, 0
-        if self._logged >= self.per_second:
-            self._suppressed += 1
+        left_out = self._budget.take(now)
+        if left_out is None or not events.enabled(level):
             return
-        self._logged += 1
-        if self._suppressed:
+        if left_out:
             message += " (%d more security violations were not logged)"
-            args = (*args, self._suppressed)
-            self._suppressed = 0
-        log.log(level, message, *args)
+            args = (*args, left_out)
+            fields["left_out"] = left_out
+        kind = "redundancy" if counter.startswith("redundancy.") else "registration"
+        events.emit(level, "security_violation", message % args, kind=kind, **fields)
 
     @property
     def total(self) -> int:

@@ -19,17 +19,20 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeagent.config import AddressMethod, Config, ConfigError, ElectionKind, load
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve, TunnelSet
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
 from homeagent.core.removal import BulkRemoval
-from homeagent.runtime import cleanup, control, notify, state_dir
+from homeagent.runtime import cleanup, control, logs, notify, state_dir
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
 from homeagent.wire.registration import MessageType
+
+if TYPE_CHECKING:
+    from homeagent.runtime.metrics import Endpoint
 
 log = logging.getLogger("homeagent.daemon")
 
@@ -61,6 +64,7 @@ class Daemon:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stopping: asyncio.Event | None = None
+        self._metrics: Endpoint | None = None  # [metrics] listen: the Prometheus endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         red = config.redundancy
         # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
@@ -100,6 +104,13 @@ class Daemon:
             # A member whose process died answers our advertisements with ICMP port unreachable: hear it.
             self._sockets[self._own].setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         try:
+            if self.config.metrics.listen is not None:
+                from homeagent.runtime import metrics  # prometheus-client, only where it is asked for
+
+                try:
+                    self._metrics = await metrics.serve(self.config.metrics, self.core, self._forwarding)
+                except metrics.MetricsError as exc:
+                    raise StartupError(str(exc)) from None
             if red is not None and red.multicast_group is not None:
                 self._open_multicast(str(red.multicast_group), ha.port)
             if self._interface is not None:
@@ -146,6 +157,8 @@ class Daemon:
                 self._timer.cancel()
             for local in list(self._sockets):
                 self._close(local)
+            if self._metrics is not None:
+                await self._metrics.close()
 
     def _ready(self) -> bool:
         """Serving as systemd understands it: a lone Home Agent at once, a member once out of ``init``."""
@@ -223,6 +236,7 @@ class Daemon:
         restart = self.core.reload(new)
         if new.log.level is not None:
             root.setLevel(new.log.level.upper())
+        logs.set_style(new.log.format)
         self.config = self.core.config
         for key in restart:
             log.warning("needs a restart: %s (left as it runs)", key)
@@ -230,6 +244,8 @@ class Daemon:
         new_level = logging.getLevelName(root.getEffectiveLevel()).lower()
         if new_level != old_level:
             changes.append(f"log.level {old_level} -> {new_level}")
+        if old.log.format != self.config.log.format:
+            changes.append(f"log.format {old.log.format} -> {self.config.log.format}")
         counters["reloads"] += 1
         log.info("reloaded %s: %s", source, "; ".join(changes) or "nothing changed")
 

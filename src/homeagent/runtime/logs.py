@@ -1,0 +1,131 @@
+"""The daemon's log lines: one per record, to standard error, as ``key=value`` pairs (logfmt) or one JSON
+object, for every logger alike (``[log] format``).
+
+A line has ``ts`` (UTC, RFC 3339, milliseconds), ``level``, ``logger``, ``event`` (an event's name:
+core/events.py), ``msg`` (for people), then the event's own fields; an exception's traceback, when there
+is one, goes in ``error`` on the same line (a log reader must never take a traceback's lines for records).
+
+Under systemd, when standard error is the journal (``JOURNAL_STREAM`` names the device and inode of the
+stream the journal gave us, and they are those of our standard error), a line has no timestamp of its
+own, since the journal stamps every line, and starts with its syslog priority (``<6>``, sd-daemon(3)),
+which the journal takes as the entry's priority instead of printing it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+from homeagent.config import LogFormat
+
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+_QUOTED = re.compile(r"[^A-Za-z0-9.:\-_/+,\[\]()@#%*]")  # a character that needs the value quoted
+_search = _QUOTED.search
+
+
+def journal_stream(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (standard error) is connected to the journal: ``JOURNAL_STREAM`` is
+    ``DEVICE:INODE`` of the journal's stream (systemd.exec(5)); a process whose standard error was
+    redirected elsewhere since inherits the variable, so the two must match."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat((stream or sys.stderr).fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
+def logfmt_value(value: object) -> str:
+    """A value as logfmt writes it: bare when it is plain, else double-quoted with ``\\``, ``"`` and
+    control characters escaped, so that a line is always one line and splits back into its pairs."""
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    if text and not _QUOTED.search(text):
+        return text
+    # JSON's string escapes are logfmt's: \\, \", \n, \t and \u00XX for the other control characters.
+    return json.dumps(text, ensure_ascii=False)
+
+
+class Formatter(logging.Formatter):
+    """Every record as one line: logfmt or JSON, with or without a timestamp of its own (``journal``)."""
+
+    def __init__(self, style: LogFormat = LogFormat.LOGFMT, journal: bool = False) -> None:
+        super().__init__()
+        self.style = style
+        self.journal = journal
+        self._second = -1
+        self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        pairs: dict[str, Any] = {}
+        if not self.journal:
+            second = int(record.created)
+            if second != self._second:  # strftime once a second, not once a line
+                self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            pairs["ts"] = f"{self._stamp}.{int(record.msecs):03d}Z"
+        pairs["level"] = record.levelname.lower()
+        pairs["logger"] = record.name
+        event = getattr(record, "event", None)
+        if event is not None:
+            pairs["event"] = event
+        pairs["msg"] = record.getMessage()
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                if key not in pairs and value is not None:
+                    pairs[key] = value
+        if record.exc_info:
+            pairs["error"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            pairs["error"] = self.formatStack(record.stack_info)
+        if self.style is LogFormat.JSON:
+            line = json.dumps(pairs, separators=(",", ":"), default=str, ensure_ascii=False)
+        else:
+            parts = []
+            for key, value in pairs.items():  # logfmt_value inlined for the usual values: ints, plain strings
+                if type(value) is int or type(value) is str and value and not _search(value):
+                    parts.append(f"{key}={value}")
+                else:
+                    parts.append(f"{key}={logfmt_value(value)}")
+            line = " ".join(parts)
+        if self.journal:
+            line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
+        return line
+
+
+_handler: logging.Handler | None = None
+
+
+def configure(level: str, style: LogFormat = LogFormat.LOGFMT, stream: TextIO | None = None) -> None:
+    """Log records of ``level`` and above to ``stream`` (standard error), one line each, in ``style``."""
+    global _handler
+    # What no line shows, not gathered for each record (the logging documentation's "Optimization"): the
+    # caller's file and line (a walk of the stack), the thread, the process.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    stream = stream or sys.stderr
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(stream)
+    _handler.setFormatter(Formatter(style, journal_stream(stream)))
+    root.addHandler(_handler)
+    root.setLevel(level.upper())
+
+
+def set_style(style: LogFormat) -> None:
+    """A reload's ``[log] format``: the lines from now on (the handler and its stream stay)."""
+    if _handler is not None and isinstance(_handler.formatter, Formatter):
+        _handler.formatter.style = style
