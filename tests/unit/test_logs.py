@@ -3,6 +3,8 @@ timestamp of our own when standard error is the journal."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import os
@@ -14,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homeagent.config import ConfigError, LogFormat, parse
-from homeagent.runtime.logs import Formatter, journal_stream, logfmt_value
+from homeagent.runtime.logs import Formatter, TurnHandler, journal_stream, logfmt_value
 
 HOME_AGENT = '[home_agent]\naddress = "192.0.2.1"\n'
 
@@ -135,3 +137,41 @@ def test_a_stream_that_is_not_the_journal_keeps_its_timestamps(tmp_path, monkeyp
         monkeypatch.delenv("JOURNAL_STREAM")
         assert not journal_stream(a)
         assert "ts" in parse_logfmt(Formatter(journal=journal_stream(a)).format(record()))
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes: the system calls a real one would make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_lines_of_a_loop_turn_are_written_together_at_its_end():
+    stream = CountingStream()
+    handler = TurnHandler(stream)
+    handler.setFormatter(Formatter())
+    logger = logging.getLogger("homeagent.test_turn")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    async def turn() -> tuple[str, str]:
+        for n in range(3):
+            logger.info("line %d", n)
+        during = stream.getvalue()
+        await asyncio.sleep(0)
+        return during, stream.getvalue()
+
+    try:
+        during, after = asyncio.run(turn())
+        assert during == "" and stream.writes == 1, "nothing during the turn, one write at its end"
+        assert [line.split("msg=")[1] for line in after.splitlines()] == ['"line 0"', '"line 1"', '"line 2"']
+        logger.info("no loop")  # outside a loop (start-up, another thread): at once
+        assert stream.getvalue().endswith('msg="no loop"\n') and stream.writes == 2
+    finally:
+        logger.removeHandler(handler)
