@@ -471,6 +471,17 @@ def profile(count: int = 200_000) -> None:
         engine.from_tun(packet)
     profiler.disable()
     pstats.Stats(profiler).sort_stats("tottime").print_stats(6)
+    # The table's upkeep as it grows: every home address with a care-of address of its own (co-located
+    # care-of addresses). A change once cost O(care-of addresses): 53 us a change at 1,000, 1.1 ms at 20,000.
+    table = Engine(lambda packet, address: None, lambda packet: None)
+    times = []
+    for n in range(20_000):
+        started = time.perf_counter()
+        table.set_tunnels(address("10.128.0.0") + n, (Tunnel(address("10.64.0.0") + n, address(HA_FOREIGN), False),))
+        times.append(time.perf_counter() - started)
+    first, last = statistics.mean(times[:1000]) * 1e6, statistics.mean(times[-1000:]) * 1e6
+    print(f"engine.set_tunnels, each home address with its own care-of address: {first:.2f} us a change for "
+          f"the first 1,000, {last:.2f} us for the last 1,000 of 20,000 (ratio {last / first:.2f}; goal ~1)")
 
 
 def main() -> int:

@@ -189,6 +189,19 @@ def test_replacing_tunnels_keeps_the_counters_of_those_that_stay_and_forgets_the
     assert e.drops["unknown_care_of"] == 2
 
 
+def test_a_care_of_address_stays_known_until_its_last_tunnel_goes(wire):
+    """Two home addresses behind one care-of address (a foreign agent's): the first one's tunnel going leaves
+    the care-of address registered for the other's reverse tunnel; the last one's takes it away."""
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), True))
+    e.set_tunnels(a(HOME) + 1, (Tunnel(a(COA), a(HA), True),))
+    e.set_tunnels(a(HOME), ())
+    e.from_network(reverse(inner_src=HOME))
+    assert e.drops == {"not_reverse_tunnel": 1}, "the care-of address is still a registered one"
+    e.set_tunnels(a(HOME) + 1, ())
+    e.from_network(reverse(inner_src=HOME))
+    assert e.drops["unknown_care_of"] == 1
+
+
 def test_null_and_fake_backends_follow_the_interface():
     for dataplane in (NullDataplane(), FakeDataplane()):
         dataplane.set_tunnels(a(HOME), (Tunnel(a(COA), a(HA), True),))

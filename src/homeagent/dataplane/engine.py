@@ -160,12 +160,13 @@ class Engine:
                 self._reverse[state.reverse_key()] = state
         if new:
             self._tunnels[key] = new
-        for state in old.values():  # a care-of address no tunnel uses any more: forget its path
+        for state in old.values():  # a care-of address no tunnel uses any more: forget it and its path
             care_of = state.care_of.to_bytes(4, "big")
             if not self._by_care_of.get(care_of, True):
                 del self._by_care_of[care_of]
                 self._path_mtu.pop(care_of, None)
-        self._care_ofs = +self._care_ofs  # forget care-of addresses no longer used
+            if self._care_ofs.get(care_of, 1) <= 0:
+                del self._care_ofs[care_of]  # this one only: rebuilding the Counter cost O(care-of addresses)
 
     def homes(self) -> list[int]:
         return [int.from_bytes(key, "big") for key in self._tunnels]
