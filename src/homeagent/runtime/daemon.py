@@ -26,6 +26,8 @@ from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, S
 from homeagent.core.home_agent import RELOADABLE, HomeAgent
 from homeagent.core.listing import BindingWalk
 from homeagent.runtime import cleanup, control, state_dir
+from homeagent.runtime.persistence import Persistence, open_store
+from homeagent.runtime.store import StoreError
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
 from homeagent.wire.registration import MessageType
@@ -66,7 +68,8 @@ class Daemon:
         # likes (external election), and the interface method adds it just after.
         self._freebind = red is not None and (red.election is ElectionKind.EXTERNAL or red.address_method is AddressMethod.INTERFACE)
         self._forwarding = Forwarding(config.dataplane, self.core.counters)
-        self._hold_replies = self._forwarding.defers
+        self._persistence: Persistence | None = None  # [home_agent] persistence: opened in run()
+        self._hold_replies = self._forwarding.defers or config.home_agent.persistence
         self._interface: InterfaceAddress | None = None
         if red is not None and red.address_method is AddressMethod.INTERFACE:
             assert red.interface is not None
@@ -114,6 +117,12 @@ class Daemon:
                 await self._forwarding.close()
                 raise StartupError(f"control socket: {exc}") from None
             try:
+                if ha.persistence:  # after the control socket: no second daemon reads or writes the store
+                    try:
+                        self._persistence = open_store(self.config.store_path, self.core)
+                        self._apply(self._persistence.load(self._now()))
+                    except StoreError as exc:
+                        raise StartupError(str(exc)) from None
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
                 self._apply(self.core.start(self._now()))
                 if self._watch is not None:
@@ -124,6 +133,9 @@ class Daemon:
                 if self._watch is not None:
                     self._watch.close()
                 self._apply(self.core.stop(self._now()))
+                if self._persistence is not None:
+                    self._release(self._persistence.close(self._now()))
+                    self._persistence = None
                 if self._interface is not None:
                     await self._interface.close()
             finally:
@@ -300,6 +312,8 @@ class Daemon:
                 if effects:
                     apply(effects, sock)
             apply(core.end_batch(monotonic()))
+            if self._persistence is not None:
+                self._commit()
             self._arm_timer()
 
         return drain
@@ -365,9 +379,25 @@ class Daemon:
             else:
                 raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
         if held is not None:  # after the loop: the tunnel changes of this batch are handed over now
-            for sock, effect in held:
+            if self._persistence is not None:
+                self._persistence.hold(held)  # until this turn's changes are committed (``_commit``)
+            else:
+                self._release(held)
+
+    def _commit(self) -> None:
+        """Persistence: write this turn's changes, then let the replies held for them go."""
+        assert self._persistence is not None
+        self._release(self._persistence.commit(self._now()))
+
+    def _release(self, held: list[tuple[socket.socket, Send]]) -> None:
+        """Replies held back: each leaves once its node's tunnels are in effect (or at once without a data
+        plane that applies changes out of line)."""
+        for sock, effect in held:
+            if self._forwarding.defers:
                 home_address = int.from_bytes(effect.datagram[4:8], "big")  # RFC 5944 3.4
                 self._forwarding.when_in_effect(home_address, partial(self._send, sock, effect))
+            else:
+                self._send(sock, effect)
 
     def _send(self, sock: socket.socket, effect: Send) -> None:
         try:
@@ -394,6 +424,8 @@ class Daemon:
                  "active" if present else "standby")
         self.core.counters["redundancy.address_seen" if present else "redundancy.address_gone"] += 1
         self._apply(self.core.set_role("active" if present else "standby", self._now()))
+        if self._persistence is not None:
+            self._commit()
         self._arm_timer()
 
     # -- timers ---------------------------------------------------------------------------------------
@@ -418,6 +450,8 @@ class Daemon:
             self._timer.cancel()
             self._timer = self._timer_at = None
         self._apply(self.core.handle_timer(self._now()))
+        if self._persistence is not None:
+            self._commit()
         self._arm_timer()
 
     # -- control --------------------------------------------------------------------------------------
@@ -441,10 +475,14 @@ class Daemon:
                 int(IPv4Address(request["home_address"])), int(IPv4Address(care_of)) if care_of else None, now
             )
             self._apply(effects)
+            if self._persistence is not None:
+                self._commit()  # before the operator is told
             self._arm_timer()
             return {"removed": removed_before - len(self.core.bindings)}
         if command == "role":
             self._apply(self.core.set_role(str(request.get("role")), now))
+            if self._persistence is not None:
+                self._commit()
             self._arm_timer()
             return {"role": self.core.role}
         raise ValueError(f"unknown command {command!r}")

@@ -1,0 +1,106 @@
+"""A mobile node's state as the store keeps it (runtime/store.py): bytes, with every time on the wall clock.
+
+The table's times are monotonic (core/clock.py), and a restart starts a new monotonic base: a stored
+monotonic expiry would mean nothing to the next process. So a binding's expiry and a tombstone's forget
+time are stored as Unix seconds, and turned back into the new process's monotonic time at load
+(``states``); what has ended by then is dropped by the table's merge, as an ended binding a member sends is.
+A step of the wall clock while the daemon is down shortens or stretches what is left by the step, as it
+would for any host that keeps absolute times; no other choice survives a reboot.
+
+A record, big-endian (the store's schema version 1)::
+
+    home address u32, last u64, cleared u64, bindings u8, tombstones u8           22 bytes
+    per binding:   care-of u32, lifetime u16, expires f64, identification u64,
+                   flags u8, home agent u32                                       27 bytes
+    per tombstone: care-of u32, identification u64, forget at f64                 20 bytes
+
+``last`` is the node's last accepted Identification, kept with or without bindings: replay protection
+(RFC 5944 5.7) outlives a restart, and a request older than one accepted before it is answered 133. A
+chunk is records back to back; of two records of one home address, the later one holds.
+
+Encoding takes what ``BindingTable.export`` gives (the form the state travels to members in, times as
+milliseconds left), so the usual node costs one unpacking and one packing, and no Binding is made.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Iterator
+
+from homeagent.core.bindings import Binding, BindingTable, NodeState, Tombstone
+from homeagent.core.node_state import MAX_RECORDS
+
+_HEAD = struct.Struct("!IQQBB")
+_BINDING = struct.Struct("!IHdQBI")
+_TOMBSTONE = struct.Struct("!IQd")
+_ONE = struct.Struct("!IQQBBIHdQBI")  # the usual node: a head and one binding, packed in one call
+_pack_one = _ONE.pack
+
+
+class CorruptRecord(ValueError):
+    """A chunk that no encoder of ours wrote: the store is corrupt."""
+
+
+def encode(table: BindingTable, home_addresses: Iterable[int], now: float,
+           wall_now: float) -> bytes:
+    """The records of ``home_addresses`` as the table holds them at ``now`` (monotonic; ``wall_now`` the
+    wall time then), back to back. A home address the table does not know is skipped."""
+    export = table.export
+    parts = []
+    for home_address in home_addresses:
+        exported = export(home_address, now)
+        if exported is None:
+            continue
+        last, cleared, bindings, tombstones = exported
+        if len(bindings) == 1 and not tombstones:  # the usual node: one call
+            coa, ha, ident, lifetime, flags, ms = bindings[0]
+            parts.append(_pack_one(home_address, last, cleared, 1, 0, coa, lifetime, wall_now + ms / 1000,
+                                   ident, flags, ha))
+            continue
+        parts.append(_HEAD.pack(home_address, last, cleared, len(bindings), len(tombstones)))
+        parts.extend(_BINDING.pack(coa, lifetime, wall_now + ms / 1000, ident, flags, ha)
+                     for coa, ha, ident, lifetime, flags, ms in bindings)
+        parts.extend(_TOMBSTONE.pack(coa, ident, wall_now + ms / 1000) for coa, ident, ms in tombstones)
+    return b"".join(parts)
+
+
+def records(chunk: bytes) -> Iterator[tuple[int, bytes]]:
+    """Each record of a chunk as (home address, its bytes), in order; CorruptRecord at the first one that
+    cannot be one of ours (cut short, more records than a node may hold)."""
+    at, end = 0, len(chunk)
+    while at < end:
+        if end - at < _HEAD.size:
+            raise CorruptRecord(f"a record cut short at byte {at}")
+        home_address, _, _, bindings, tombstones = _HEAD.unpack_from(chunk, at)
+        if bindings > MAX_RECORDS or tombstones > MAX_RECORDS:
+            raise CorruptRecord(f"a record of {bindings} bindings and {tombstones} tombstones at byte {at}")
+        size = _HEAD.size + bindings * _BINDING.size + tombstones * _TOMBSTONE.size
+        if end - at < size:
+            raise CorruptRecord(f"a record cut short at byte {at}")
+        yield home_address, chunk[at:at + size]
+        at += size
+
+
+def state(record: bytes, offset: float) -> NodeState:
+    """A record (one of ``records``) as the table's state, its wall times turned into monotonic ones by
+    ``offset`` (wall minus monotonic, now). Not normalized: the table's merge does that. CorruptRecord for
+    a time that is not a number."""
+    home_address, last, cleared, count, _ = _HEAD.unpack_from(record)
+    at = _HEAD.size
+    bindings = []
+    for coa, lifetime, expires, ident, flags, ha in _BINDING.iter_unpack(record[at:at + count * _BINDING.size]):
+        bindings.append(Binding(home_address, coa, lifetime, _monotonic(expires, offset), ident, flags, ha))
+    at += count * _BINDING.size
+    tombstones = tuple(Tombstone(coa, ident, _monotonic(forget_at, offset))
+                       for coa, ident, forget_at in _TOMBSTONE.iter_unpack(record[at:]))
+    # (a last below a binding's Identification is no state of ours; taken as the newest it knows of)
+    last = max([last, *(b.identification for b in bindings)])
+    return NodeState(last, cleared, tuple(sorted(bindings, key=lambda b: b.care_of_address)),
+                     tuple(sorted(tombstones)))
+
+
+def _monotonic(wall: float, offset: float) -> float:
+    if not math.isfinite(wall):
+        raise CorruptRecord(f"a time of {wall}")
+    return wall - offset
