@@ -65,15 +65,19 @@ class Persistence:
         for writing. Returns the tunnels of what was loaded. StoreError if the store is corrupt."""
         latest: dict[int, bytes] = {}
         count = 0
+        chunks = self._store.chunks()
         try:
-            for chunk in self._store.chunks():
+            for chunk in chunks:
                 for home_address, record in records(chunk):
                     latest[home_address] = record
                     count += 1
             offset = self._core.clock.offset
             effects = self._core.restore(((h, state(r, offset)) for h, r in latest.items()), now)
         except CorruptRecord as exc:
-            raise StoreError(f"{KEY}: the store is corrupt ({exc}); move it away to start without it") from None
+            chunks.close()
+            self._store.close()
+            raise StoreError(f"{KEY}: {self._store.name} is corrupt ({exc}); move it away to start without it"
+                             ) from None
         self._core.bindings.take_changed()  # the file has them already
         self._in_file = count
         self._store.open()

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -50,7 +50,9 @@ class StoreError(RuntimeError):
 class Store(Protocol):
     """What persistence needs of a store: read it once, then append."""
 
-    def chunks(self) -> Iterator[bytes]:
+    name: str  # for messages: the file
+
+    def chunks(self) -> Generator[bytes, None, None]:
         """Every chunk written, oldest first; StoreError if the store turns out to be corrupt."""
         ...
 
@@ -71,12 +73,13 @@ class MemoryStore:
     """A store in memory, for tests of what persistence writes: ``rows`` as the file would hold them."""
 
     def __init__(self, rows: dict[int, bytes] | None = None) -> None:
+        self.name = "the memory store"
         self.rows: dict[int, bytes] = dict(rows or {})
         self.writes = 0  # transactions
         self.opened = self.closed = False
         self.fail = False  # the next writes fail (a full disk)
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes, None, None]:
         for seq in sorted(self.rows):
             yield self.rows[seq]
 
@@ -107,11 +110,19 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fresh = _check(path)  # nothing to keep: no file, or an SQLite file with nothing in it
+        self.name = str(path)
+        # A reader of a WAL-mode file makes its -wal and -shm if they are missing: a refused file leaves
+        # none of them behind (``_refuse``).
+        self._missing = [p for p in (_beside(path, "-wal"), _beside(path, "-shm")) if not os.path.lexists(p)]
+        try:
+            self._fresh = _check(path)  # nothing to keep: no file, or an SQLite file with nothing in it
+        except StoreError:
+            self._tidy()
+            raise
         self._db: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes, None, None]:
         if self._fresh:
             return
         reader = _read_only(self.path)
@@ -122,9 +133,23 @@ class SqliteStore:
                                      "not bytes; move it away to start without it")
                 yield records
         except sqlite3.DatabaseError as exc:
+            reader.close()
+            self._tidy()
             raise StoreError(_corrupt(self.path, exc)) from None
+        except StoreError:
+            reader.close()
+            self._tidy()
+            raise
         finally:
             reader.close()
+
+    def _tidy(self) -> None:
+        """Remove the -wal and -shm our reader made beside a file we refuse (they were not there)."""
+        for extra in self._missing:
+            try:
+                os.unlink(extra)
+            except FileNotFoundError:
+                pass
 
     def open(self) -> None:
         if self._fresh and not self.path.exists():
@@ -176,7 +201,10 @@ class SqliteStore:
 
     def close(self) -> None:
         """Everything committed stays; the WAL is copied into the file and emptied (a clean stop leaves
-        one file behind that any SQLite tool reads)."""
+        one file behind that any SQLite tool reads). Never opened (the file refused): nothing is left
+        beside it that was not there."""
+        if self._db is None:
+            self._tidy()
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
@@ -268,6 +296,10 @@ def _check(path: Path) -> bool:
         raise StoreError(f"{KEY}: {path} is corrupt: schema version {version}, tables {sorted(objects)}; "
                          "move it away to start without it")
     return False
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
