@@ -238,6 +238,16 @@ class BindingTable:
              if (ms := int((t.forget_at - now) * 1000)) > 0],
         )
 
+    def usual(self, home_address: int) -> tuple[int, int, int, float, int, int, int] | None:
+        """For the usual node (one binding, which cleared, no tombstone): its last Identification and its
+        binding's care-of address, lifetime, expiry, Identification, flags and home agent, in one unpacking
+        and without a Binding; None for any other node (``state`` has it). What the store writes for most
+        nodes (core/persisted.py)."""
+        record = self._records.get(home_address)
+        if record is None or len(record) != HEAD + ENTRY or home_address in self._extra:
+            return None
+        return _ONE_READ.unpack(record)
+
     def bindings_of(self, home_address: int) -> tuple[Binding, ...]:
         return self.lookup(home_address)[1]
 

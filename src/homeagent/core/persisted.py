@@ -18,8 +18,9 @@ A record, big-endian (the store's schema version 1)::
 (RFC 5944 5.7) outlives a restart, and a request older than one accepted before it is answered 133. A
 chunk is records back to back; of two records of one home address, the later one holds.
 
-Encoding takes what ``BindingTable.export`` gives (the form the state travels to members in, times as
-milliseconds left), so the usual node costs one unpacking and one packing, and no Binding is made.
+Encoding reads the usual node with ``BindingTable.usual`` (one unpacking, one packing, no Binding made:
+a store write per registration must stay cheap), any other with ``BindingTable.state``. A binding that has
+ended but is not swept yet is written as it is, and dropped at load.
 """
 
 from __future__ import annotations
@@ -42,26 +43,26 @@ class CorruptRecord(ValueError):
     """A chunk that no encoder of ours wrote: the store is corrupt."""
 
 
-def encode(table: BindingTable, home_addresses: Iterable[int], now: float,
-           wall_now: float) -> bytes:
-    """The records of ``home_addresses`` as the table holds them at ``now`` (monotonic; ``wall_now`` the
-    wall time then), back to back. A home address the table does not know is skipped."""
-    export = table.export
+def encode(table: BindingTable, home_addresses: Iterable[int], offset: float) -> bytes:
+    """The records of ``home_addresses`` as the table holds them, back to back, times turned into wall
+    time by ``offset`` (wall minus monotonic, the core's WallClock). A home address the table does not know
+    is skipped."""
+    usual, full = table.usual, table.state
     parts = []
     for home_address in home_addresses:
-        exported = export(home_address, now)
-        if exported is None:
+        one = usual(home_address)
+        if one is not None:  # the usual node: one unpacking, one packing
+            last, coa, lifetime, expires, ident, flags, ha = one
+            parts.append(_pack_one(home_address, last, ident, 1, 0, coa, lifetime, expires + offset, ident, flags, ha))
             continue
-        last, cleared, bindings, tombstones = exported
-        if len(bindings) == 1 and not tombstones:  # the usual node: one call
-            coa, ha, ident, lifetime, flags, ms = bindings[0]
-            parts.append(_pack_one(home_address, last, cleared, 1, 0, coa, lifetime, wall_now + ms / 1000,
-                                   ident, flags, ha))
+        state = full(home_address)
+        if state is None:
             continue
-        parts.append(_HEAD.pack(home_address, last, cleared, len(bindings), len(tombstones)))
-        parts.extend(_BINDING.pack(coa, lifetime, wall_now + ms / 1000, ident, flags, ha)
-                     for coa, ha, ident, lifetime, flags, ms in bindings)
-        parts.extend(_TOMBSTONE.pack(coa, ident, wall_now + ms / 1000) for coa, ident, ms in tombstones)
+        parts.append(_HEAD.pack(home_address, state.last, state.cleared, len(state.bindings), len(state.tombstones)))
+        parts.extend(_BINDING.pack(b.care_of_address, b.lifetime, b.expires + offset, b.identification, b.flags,
+                                   b.home_agent) for b in state.bindings)
+        parts.extend(_TOMBSTONE.pack(t.care_of_address, t.identification, t.forget_at + offset)
+                     for t in state.tombstones)
     return b"".join(parts)
 
 

@@ -112,15 +112,15 @@ class Persistence:
             self._walk, self._walked, self._since_walk = array("L", table.home_addresses()), 0, 0
             walking = True
             core.counters["store.rewrites"] += 1
-        wall = core.clock(now)
+        offset = core.clock.offset
         step = 0
         if walking:
             assert self._walk is not None
             part = self._walk[self._walked:self._walked + WALK_STEP]
             step = len(part)
-            chunks.append(encode(table, part, now, wall))  # first: every change of this turn comes after it
+            chunks.append(encode(table, part, offset))  # first: every change of this turn comes after it
         if changed:
-            chunks.append(encode(table, changed, now, wall))
+            chunks.append(encode(table, changed, offset))
         if chunks or self._forget_before:
             try:
                 seqs, forgotten = self._store.write(chunks, self._forget_before)
