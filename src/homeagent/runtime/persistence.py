@@ -24,6 +24,7 @@ its store (runtime/store.py), when, and what it loads at start.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from array import array
@@ -66,6 +67,8 @@ class Persistence:
         latest: dict[int, bytes] = {}
         count = 0
         chunks = self._store.chunks()
+        collecting = gc.isenabled()
+        gc.disable()  # a million nodes make millions of objects and no cycle: a third of the time, saved
         try:
             for chunk in chunks:
                 for home_address, record in records(chunk):
@@ -78,6 +81,9 @@ class Persistence:
             self._store.close()
             raise StoreError(f"{KEY}: {self._store.name} is corrupt ({exc}); move it away to start without it"
                              ) from None
+        finally:
+            if collecting:
+                gc.enable()
         self._core.bindings.take_changed()  # the file has them already
         self._in_file = count
         self._store.open()
