@@ -143,3 +143,30 @@ def test_a_symlink_and_a_directory_are_refused(tmp_path):
     (other / "bindings.db").mkdir(parents=True)
     with pytest.raises(StoreError, match="not a regular file"):
         SqliteStore(other / "bindings.db")
+
+
+def test_the_checkpoint_thread_keeps_the_wal_within_its_limit_under_writes_that_never_pause(tmp_path):
+    """Without it the WAL only grows while commits keep coming (SQLite starts it over only once a
+    checkpoint has copied all of it before the next write)."""
+    import time
+
+    from homeagent.runtime.store import Checkpointer
+
+    path = tmp_path / "bindings.db"
+    store = SqliteStore(path)
+    list(store.chunks())
+    store.open()
+    assert store._checkpointer is not None
+    store._checkpointer.stop()
+    store._checkpointer = Checkpointer(path, every=0.02, limit=256 << 10)
+    wal = tmp_path / "bindings.db-wal"
+    chunk = os.urandom(4000)
+    seen = 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # some 4 MB of WAL: sixteen times the limit
+        store.write([chunk])
+        seen = max(seen, wal.stat().st_size)
+    time.sleep(0.2)  # a few rounds of the thread once the writes stop
+    assert seen > 256 << 10 and wal.stat().st_size <= 256 << 10
+    store.close()
+    assert [len(c) for c in SqliteStore(path).chunks()][-1] == 4000
