@@ -5,7 +5,9 @@ Datagrams are read by draining non-blocking sockets from ``loop.add_reader`` rat
 carried out here and nowhere else. With redundancy, the member's own address carries registrations (peer
 mode) and the group's messages; the virtual address is bound only while the election says this member
 holds it. With the ``bind`` method (loopback and single-host set-ups) that is all; with the ``interface``
-method ``runtime.address`` also puts the address on the link and announces it.
+method ``runtime.address`` also puts the address on the link and announces it. With persistence, every turn
+of the loop (a drain, a timer, a control command) ends with ``_commit``: its changes are written before its
+registration replies leave (runtime/persistence.py).
 """
 
 from __future__ import annotations
@@ -312,8 +314,7 @@ class Daemon:
                 if effects:
                     apply(effects, sock)
             apply(core.end_batch(monotonic()))
-            if self._persistence is not None:
-                self._commit()
+            self._commit()
             self._arm_timer()
 
         return drain
@@ -385,9 +386,10 @@ class Daemon:
                 self._release(held)
 
     def _commit(self) -> None:
-        """Persistence: write this turn's changes, then let the replies held for them go."""
-        assert self._persistence is not None
-        self._release(self._persistence.commit(self._now()))
+        """The end of a turn of the loop: with persistence, write its changes, then let the replies held
+        for them go (runtime/persistence.py)."""
+        if self._persistence is not None:
+            self._release(self._persistence.commit(self._now()))
 
     def _release(self, held: list[tuple[socket.socket, Send]]) -> None:
         """Replies held back: each leaves once its node's tunnels are in effect (or at once without a data
@@ -424,8 +426,7 @@ class Daemon:
                  "active" if present else "standby")
         self.core.counters["redundancy.address_seen" if present else "redundancy.address_gone"] += 1
         self._apply(self.core.set_role("active" if present else "standby", self._now()))
-        if self._persistence is not None:
-            self._commit()
+        self._commit()
         self._arm_timer()
 
     # -- timers ---------------------------------------------------------------------------------------
@@ -450,8 +451,7 @@ class Daemon:
             self._timer.cancel()
             self._timer = self._timer_at = None
         self._apply(self.core.handle_timer(self._now()))
-        if self._persistence is not None:
-            self._commit()
+        self._commit()
         self._arm_timer()
 
     # -- control --------------------------------------------------------------------------------------
@@ -475,14 +475,12 @@ class Daemon:
                 int(IPv4Address(request["home_address"])), int(IPv4Address(care_of)) if care_of else None, now
             )
             self._apply(effects)
-            if self._persistence is not None:
-                self._commit()  # before the operator is told
+            self._commit()  # before the operator is told
             self._arm_timer()
             return {"removed": removed_before - len(self.core.bindings)}
         if command == "role":
             self._apply(self.core.set_role(str(request.get("role")), now))
-            if self._persistence is not None:
-                self._commit()
+            self._commit()
             self._arm_timer()
             return {"role": self.core.role}
         raise ValueError(f"unknown command {command!r}")
