@@ -117,7 +117,7 @@ def test_every_registration_acknowledged_before_a_kill_9_is_there_after_it(daemo
     answered += read()
     sock.close()
     ha.stop()
-    assert 6000 <= len(acked) < sent
+    assert 6000 <= len(acked) <= sent  # (those in flight at the kill may or may not have been answered)
     ha.expect_clean_exit = True
     ha.start()
     held = {r["home_address"]: r["identification"] for r in ha.bindings_direct()}
