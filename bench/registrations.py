@@ -23,7 +23,7 @@ the ratio for each client are printed (goal: >= 0.6), with the share of the run 
 the CPU (a server below ~95% was waiting for its client, or for the CPU), and the registrations each
 server answers per second of its CPU, whose ratio a shared host disturbs less; then the same two figures
 for the daemon with persistence against without (goal: >= 0.8). In process, the cost of a registration
-with its store written as the daemon writes it (one transaction per 256, the size of a busy drain) is
+with its store written as the daemon writes it (one transaction per 64, as in a busy drain) is
 printed beside the cost without. Then a child process fills a binding table with ``--bindings`` bindings
 and reports resident memory per binding.
 
@@ -178,7 +178,7 @@ key = "{KEY}"
     return best_ha * 1e6, best_min * 1e6, best_renewal * 1e6
 
 
-def in_process_persisted(count: int = 20_000, rounds: int = 5, turn: int = 256) -> tuple[float, float]:
+def in_process_persisted(count: int = 20_000, rounds: int = 5, turn: int = 64) -> tuple[float, float]:
     """Microseconds of CPU per registration handled in one process, without and with persistence: the same
     requests as ``in_process`` (every node new), and with a store in a temporary SQLite file committed every
     ``turn`` registrations, its replies held and let go as the daemon does (runtime/persistence.py). The

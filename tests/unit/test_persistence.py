@@ -162,6 +162,7 @@ def test_the_rewrite_keeps_the_latest_state_of_every_node(monkeypatch, operation
     """Whatever the operations and wherever the turns end, the store read by a new process gives the table
     as it was; with a tiny step and no slack, rewrites start, run across turns and finish meanwhile."""
     monkeypatch.setattr(persistence, "WALK_STEP", 3)
+    monkeypatch.setattr(persistence, "WALK_MIN", 1)
     monkeypatch.setattr(persistence, "COMPACT_SLACK", 0)
     core, store = make_ha(), MemoryStore()
     p = Persistence(store, core)
@@ -192,6 +193,7 @@ def records_in(store: MemoryStore) -> int:
 def test_renewals_do_not_grow_the_file_past_twice_the_nodes(monkeypatch):
     monkeypatch.setattr(persistence, "COMPACT_SLACK", 0)
     monkeypatch.setattr(persistence, "WALK_STEP", 4)
+    monkeypatch.setattr(persistence, "WALK_MIN", 1)
     core, store = make_ha(), MemoryStore()
     p = Persistence(store, core)
     p.load(T0)

@@ -6,18 +6,18 @@ its store (runtime/store.py), when, and what it loads at start.
   written whatever made it (a registration or renewal, a de-registration, a member's Binding Update, a table
   download, an expiry, ``homeagent remove``): the table says which nodes changed
   (``BindingTable.take_changed``), and the one stream of changes needs no second route.
-* When: once per turn of the event loop (a drain of the sockets, a timer, a control command), in one
-  transaction, and the registration replies of that turn are held until it is committed (``hold``,
-  ``commit``): a mobile node is never told it is registered with a binding a kill -9 could lose. A kill -9
-  loses at most the turn it interrupted, whose replies had not left.
+* When: once per turn of the event loop (a drain of the sockets, a timer, a control command; a long drain
+  every ``daemon.COMMIT_EVERY`` datagrams), in one transaction, and the registration replies held until
+  it is committed (``hold``, ``commit``): a mobile node is never told it is registered with a binding a
+  kill -9 could lose. A kill -9 loses at most what came since the last commit, whose replies had not left.
 * At start (``load``): the latest record of each node, restored into the core before it starts: a lone
   Home Agent serves them at once, each with the time it has left (the ended ones dropped), and the timer
   wheel armed for them. In a group the member then downloads the group's table as it always does, and
   merges it on top (core/home_agent.py ``restore``): the store only fills a cold start, when no member is
   up to answer.
 * Keeping the file small: every record ever written stays until superseded, so once the file holds more
-  than twice the nodes (plus ``COMPACT_SLACK``), the whole table is written again, ``WALK_STEP`` nodes a
-  turn beside the turn's changes, and the rows it supersedes are then deleted a few at a time. A node's
+  than twice the nodes (plus ``COMPACT_SLACK``), the whole table is written again, a step with each
+  commit beside its changes, and the rows it supersedes are then deleted a few at a time. A node's
   record written by the walk is its state when the walk reaches it, and every change after that is written
   after it, so the last record of each node is still its state at every moment.
 """
@@ -37,7 +37,11 @@ from homeagent.runtime.store import FORGET_STEP, KEY, SqliteStore, Store, StoreE
 
 log = logging.getLogger("homeagent.store")
 
-WALK_STEP = 2048  # nodes of a rewrite written per turn (some 2 ms), beside what the turn changed
+# Nodes of a rewrite written per commit, beside what changed: WALK_MIN and twice the changes (so the
+# rewrite outruns them, whatever the load), at most WALK_STEP (some 2 ms). A commit every 64 datagrams
+# (daemon.COMMIT_EVERY) so pays for some 2 more nodes a registration while a rewrite runs, not 32.
+WALK_MIN = 512
+WALK_STEP = 2048
 COMPACT_SLACK = 65536  # records the file may hold beyond twice the nodes before it is rewritten
 LOG_FAILURE_EVERY = 10.0  # seconds between two errors logged for failed writes
 
@@ -122,7 +126,7 @@ class Persistence:
         step = 0
         if walking:
             assert self._walk is not None
-            part = self._walk[self._walked:self._walked + WALK_STEP]
+            part = self._walk[self._walked:self._walked + min(WALK_STEP, WALK_MIN + 2 * len(changed))]
             step = len(part)
             chunks.append(encode(table, part, offset))  # first: every change of this turn comes after it
         if changed:
