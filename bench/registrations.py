@@ -281,7 +281,8 @@ def main() -> None:
           f"(+{on_us - off_us:.2f} us)  ratio {off_us / on_us:.2f}  (goal >= 0.8)", flush=True)
 
     servers = ("limit", "daemon", "no-store")
-    rates: dict[tuple[str, str], list[float]] = {(server, client): [] for server in servers for client in CLIENTS}
+    rates: dict[tuple[str, str], list[float]] = {(server, client): [] for server in servers
+                                                  for client in CLIENTS}
     per_cpu: dict[tuple[str, str], list[float]] = {key: [] for key in rates}  # per CPU-second of the server
     with tempfile.TemporaryDirectory(prefix="homeagent-bench-") as tmp:
         for _ in range(args.rounds):
@@ -316,7 +317,8 @@ def main() -> None:
     # Persistence (issue 13): the daemon as configured by default against the same without its store.
     for figures, what in ((rates, "registrations/s"), (per_cpu, "per CPU-second ")):
         for client, name in zip(CLIENTS, ("homeagent mn load", "busy-polling client")):
-            on, off = statistics.median(figures["daemon", client]), statistics.median(figures["no-store", client])
+            on = statistics.median(figures["daemon", client])
+            off = statistics.median(figures["no-store", client])
             print(f"{what}  {name:<19}  persistence on {on:.0f}  off {off:.0f}  ratio {on / off:.2f}  "
                   "(goal >= 0.8)")
 

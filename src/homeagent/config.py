@@ -75,7 +75,7 @@ class HomeAgentConfig:
     replay_tolerance: int = 7
     state_dir: Path = Path("/var/lib/homeagent")
     simultaneous_bindings: int = 3  # per mobile node; 0: unsupported (accepted with code 1)
-    persistence: bool = True  # keep the bindings in state_dir/bindings.db across restarts (runtime/persistence.py)
+    persistence: bool = True  # bindings kept in state_dir/bindings.db over restarts (runtime/persistence.py)
 
 
 @dataclass(frozen=True)

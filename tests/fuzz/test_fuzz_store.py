@@ -43,8 +43,8 @@ def test_any_bytes_parse_or_raise_corrupt_record(chunk):
 
 
 OPERATION = st.one_of(
-    st.tuples(st.just("register"), st.integers(1, 6), st.integers(1, 4), st.integers(1, 0xFFFF), st.booleans(),
-              st.integers(0, 255)),
+    st.tuples(st.just("register"), st.integers(1, 6), st.integers(1, 4), st.integers(1, 0xFFFF),
+              st.booleans(), st.integers(0, 255)),
     st.tuples(st.just("deregister"), st.integers(1, 6), st.one_of(st.none(), st.integers(1, 4))),
     st.tuples(st.just("tick"), st.floats(0.5, 100)),
 )
@@ -71,7 +71,8 @@ def test_what_the_encoder_writes_of_a_table_reads_back_as_its_states(operations)
         held, read = table.state(home), state(record, OFFSET)
         assert held is not None
         assert (read.last, read.cleared) == (held.last, held.cleared)
-        assert [b._replace(expires=0.0) for b in read.bindings] == [b._replace(expires=0.0) for b in held.bindings]
+        assert [b._replace(expires=0.0) for b in read.bindings] == \
+               [b._replace(expires=0.0) for b in held.bindings]
         assert all(abs(r.expires - b.expires) < 1e-6 for r, b in zip(read.bindings, held.bindings))
         assert [t._replace(forget_at=0.0) for t in read.tombstones] == \
                [t._replace(forget_at=0.0) for t in held.tombstones]

@@ -67,7 +67,7 @@ def test_a_new_process_serves_each_binding_with_the_time_it_has_left_and_drops_t
     [binding] = again.bindings.bindings_of(HOA)
     assert binding.remaining(LATER) == pytest.approx(580, abs=0.01)
     assert again.bindings.bindings_of(ip("10.1.0.6")) == ()  # ended while stopped
-    assert again.bindings.last_identification(ip("10.1.0.6")) == ntp(T0, 0x1000)  # its replay protection stays
+    assert again.bindings.last_identification(ip("10.1.0.6")) == ntp(T0, 0x1000)  # replay protection stays
     assert (again.counters["store.loaded_nodes"], again.counters["store.loaded_bindings"],
             again.counters["store.expired_at_load"]) == (2, 1, 1)
     assert again.next_timer() == pytest.approx(LATER + 580, abs=1.0)  # the wheel is armed for it
@@ -95,7 +95,7 @@ def test_every_kind_of_change_is_written():
     p.load(T0)
     now = T0
     steps = [
-        lambda: core.receive_datagram(request(lifetime=30, coa=COA), SOURCE, "192.0.2.1", now),  # registration
+        lambda: core.receive_datagram(request(lifetime=30, coa=COA), SOURCE, "192.0.2.1", now),  # registered
         lambda: core.receive_datagram(request(lifetime=300, coa=COA, ident=ntp(now, 0x3000)), SOURCE,
                                       "192.0.2.1", now),  # renewal: only the expiry moves
         lambda: core.receive_datagram(request(lifetime=0, coa=HOA, ident=ntp(now, 0x4000)), SOURCE,

@@ -49,7 +49,8 @@ def test_chunks_read_back_in_the_order_written_and_old_rows_are_forgotten_a_step
     assert store.write([], forget_before=mark)[1] == len(seqs) - 5 - FORGET_STEP
     assert store.write([], forget_before=mark)[1] == 0
     store.close()
-    assert list(SqliteStore(path).chunks()) == [bytes([i]) for i in range(FORGET_STEP + 5, FORGET_STEP + 10)] + [b"new"]
+    kept = [bytes([i]) for i in range(FORGET_STEP + 5, FORGET_STEP + 10)]
+    assert list(SqliteStore(path).chunks()) == kept + [b"new"]
 
 
 def test_what_a_killed_process_committed_is_read_from_its_wal(tmp_path):

@@ -13,9 +13,10 @@ record (its last Identification, then 28 bytes per binding) and ``Binding`` valu
 record is not tracked by the garbage collector and holds no other objects. The 28th byte of a binding is
 its source (``Source``: accepted here, a member's Binding Update, a table download, the store), shown by
 ``homeagent bindings`` and nowhere else: it is no part of a node's state (not merged, not in a digest, not
-on the wire), and costs no memory (a 36-byte record takes the same 80-byte allocation as a 35-byte one). The usual node needs nothing
-more: its ``cleared`` is the default (``node_state.default_cleared``) and it has no tombstone. The few
-others also have a packed record in ``_extra`` (their cleared, then 20 bytes per tombstone).
+on the wire), and costs no memory (a 36-byte record takes the same 80-byte allocation as a 35-byte one).
+The usual node needs nothing more: its ``cleared`` is the default (``node_state.default_cleared``) and
+it has no tombstone. The few others also have a packed record in ``_extra`` (their cleared, then 20 bytes
+per tombstone).
 
 Expiry is a timer wheel of one-second buckets of home addresses, driven by ``now``: no task or timer per
 binding. Every deadline (a binding's end, a tombstone's forgetting) gets an entry when it is made; a
@@ -75,7 +76,8 @@ def _tunnels_in(record: bytes) -> tuple[Tunnel, ...]:
     if len(record) == _ONE_SIZE:  # the usual node, on every new registration: only what a tunnel needs
         coa, flags, ha = _ONE_TUNNEL.unpack_from(record, HEAD)
         return (_new(Tunnel, (coa, ha, flags & _T_FLAG != 0)),)
-    return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG)) for coa, _, _, _, flags, ha in _BINDING.iter_unpack(record[HEAD:]))
+    return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG))
+                 for coa, _, _, _, flags, ha in _BINDING.iter_unpack(record[HEAD:]))
 
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
@@ -143,10 +145,8 @@ def _sources(record: bytes) -> bytes:
 def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Binding], sources: bytes) -> bytes:
     if len(bindings) == 1:
         b = bindings[0]
-        return _ONE.pack(
-            last_identification, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent,
-            sources[0],
-        )
+        return _ONE.pack(last_identification, b.care_of_address, b.lifetime, b.expires, b.identification,
+                         b.flags, b.home_agent, sources[0])
     return _HEAD.pack(last_identification) + b"".join(
         _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent, source)
         for b, source in zip(bindings, sources)
@@ -170,7 +170,7 @@ class BindingTable:
         # The change stream (``changes``): per node changed since it was last read, its tunnels before.
         self._touched: dict[int, tuple[Tunnel, ...]] = {}
         self._returned: set[int] = set()  # nodes that de-registered from home meanwhile
-        self._changed: set[int] | None = None  # nodes whose record changed since ``take_changed`` (persistence)
+        self._changed: set[int] | None = None  # nodes changed since ``take_changed`` (persistence)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class BindingTable:
         return self.lookup(home_address)[1]
 
     def sources_of(self, home_address: int) -> bytes:
-        """Where each of a node's bindings came from (a ``Source`` a byte), in the order of ``bindings_of``."""
+        """Where each of a node's bindings came from (a ``Source`` a byte), in ``bindings_of``'s order."""
         record = self._records.get(home_address)
         return _sources(record) if record is not None else b""
 
@@ -375,9 +375,8 @@ class BindingTable:
             or (current[0].flags ^ flags) & _T_FLAG
         ):
             self._touch(home_address, current)  # a renewal of the same tunnel is no change
-        self._records[home_address] = _pack_one(
-            identification, care_of_address, lifetime, expires, identification, flags, home_agent, _REGISTRATION
-        )
+        self._records[home_address] = _pack_one(identification, care_of_address, lifetime, expires,
+                                                identification, flags, home_agent, _REGISTRATION)
         changed = self._changed
         if changed is not None:
             changed.add(home_address)

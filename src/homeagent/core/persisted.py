@@ -54,16 +54,18 @@ def encode(table: BindingTable, home_addresses: Iterable[int], offset: float) ->
         one = usual(home_address)
         if one is not None:  # the usual node: one unpacking, one packing
             last, coa, lifetime, expires, ident, flags, ha = one
-            parts.append(_pack_one(home_address, last, ident, 1, 0, coa, lifetime, expires + offset, ident, flags, ha))
+            parts.append(_pack_one(home_address, last, ident, 1, 0, coa, lifetime, expires + offset, ident,
+                                   flags, ha))
             continue
         state = full(home_address)
         if state is None:
             continue
-        parts.append(_HEAD.pack(home_address, state.last, state.cleared, len(state.bindings), len(state.tombstones)))
-        parts.extend(_BINDING.pack(b.care_of_address, b.lifetime, b.expires + offset, b.identification, b.flags,
-                                   b.home_agent) for b in state.bindings)
+        last, cleared, bindings, tombstones = state
+        parts.append(_HEAD.pack(home_address, last, cleared, len(bindings), len(tombstones)))
+        parts.extend(_BINDING.pack(b.care_of_address, b.lifetime, b.expires + offset, b.identification,
+                                   b.flags, b.home_agent) for b in bindings)
         parts.extend(_TOMBSTONE.pack(t.care_of_address, t.identification, t.forget_at + offset)
-                     for t in state.tombstones)
+                     for t in tombstones)
     return b"".join(parts)
 
 
@@ -95,7 +97,8 @@ def state(record: bytes, offset: float) -> NodeState:
     home_address, last, cleared, count, _ = _HEAD.unpack_from(record)
     at = _HEAD.size
     bindings = []
-    for coa, lifetime, expires, ident, flags, ha in _BINDING.iter_unpack(record[at:at + count * _BINDING.size]):
+    end = at + count * _BINDING.size
+    for coa, lifetime, expires, ident, flags, ha in _BINDING.iter_unpack(record[at:end]):
         bindings.append(Binding(home_address, coa, lifetime, _monotonic(expires, offset), ident, flags, ha))
     at += count * _BINDING.size
     tombstones = tuple(Tombstone(coa, ident, _monotonic(forget_at, offset))

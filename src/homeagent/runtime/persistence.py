@@ -117,7 +117,8 @@ class Persistence:
             self._pending = set()
         chunks: list[bytes] = []
         walking = self._walk is not None
-        if self._walk is None and not self._forget_before and self._in_file > 2 * table.nodes() + COMPACT_SLACK:
+        due = self._in_file > 2 * table.nodes() + COMPACT_SLACK
+        if self._walk is None and not self._forget_before and due:
             # (an array, not a list: nothing in it for the garbage collector to walk, core/listing.py)
             self._walk, self._walked, self._since_walk = array("L", table.home_addresses()), 0, 0
             walking = True

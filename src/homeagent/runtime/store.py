@@ -21,8 +21,9 @@ on a read-only connection, and the file is opened for writing only once all of i
 Durability: WAL with ``synchronous = NORMAL``: a commit is a write() into the WAL, no fsync, so a process
 that dies (kill -9) loses nothing it committed. The WAL is copied into the database and synced by a
 thread of its own (``Checkpointer``) about every second, never by the event loop: an fsync on a busy disk
-may take tens of milliseconds, which the loop's advertisements cannot wait for (but see WAL_LIMIT). A power loss or a kernel
-crash can lose what was committed since the last sync (docs/operations.md, "Persistence").
+may take tens of milliseconds, which the loop's advertisements cannot wait for (but see WAL_LIMIT). A
+power loss or a kernel crash can lose what was committed since the last sync (docs/operations.md,
+"Persistence").
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ class SqliteStore:
         try:
             for (records,) in reader.execute("SELECT records FROM journal ORDER BY seq"):
                 if not isinstance(records, bytes):
-                    raise StoreError(f"{KEY}: {self.path} is corrupt: a journal row holds {type(records).__name__}, "
-                                     "not bytes; move it away to start without it")
+                    raise StoreError(f"{KEY}: {self.path} is corrupt: a journal row holds "
+                                     f"{type(records).__name__}, not bytes; move it away to start without it")
                 yield records
         except sqlite3.DatabaseError as exc:
             reader.close()
@@ -154,7 +155,7 @@ class SqliteStore:
 
     def open(self) -> None:
         if self._fresh and not self.path.exists():
-            try:  # made here, mode 0600, so that SQLite (and its -wal and -shm, which copy it) never widens it
+            try:  # made here, mode 0600: SQLite (and its -wal and -shm, which copy it) never widens it
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(f"{KEY}: cannot create {self.path}: {exc.strerror}") from None
@@ -188,7 +189,8 @@ class SqliteStore:
             forgotten = 0
             if forget_before:
                 forgotten = db.execute(
-                    "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal WHERE seq < ? ORDER BY seq LIMIT ?)",
+                    "DELETE FROM journal WHERE seq IN"
+                    " (SELECT seq FROM journal WHERE seq < ? ORDER BY seq LIMIT ?)",
                     (forget_before, FORGET_STEP)).rowcount
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -297,12 +299,13 @@ def _check(path: Path) -> bool:
     if application_id == 0 and version == 0 and not objects:
         return True  # an empty database (a start that died before its first commit): nothing to keep
     if application_id != APPLICATION_ID:
-        raise StoreError(f"{KEY}: {path} is not a homeagent store (SQLite application_id {application_id:#x}, "
-                         f"ours is {APPLICATION_ID:#x}); refusing to overwrite it: move it away or set another "
-                         "state_dir")
+        raise StoreError(f"{KEY}: {path} is not a homeagent store (SQLite application_id "
+                         f"{application_id:#x}, ours is {APPLICATION_ID:#x}); refusing to overwrite it: "
+                         "move it away or set another state_dir")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{KEY}: {path} has schema version {version}, newer than this homeagent reads "
-                         f"({SCHEMA_VERSION}): run the newer homeagent, or move the file away to start without it")
+                         f"({SCHEMA_VERSION}): run the newer homeagent, or move the file away to start "
+                         "without it")
     if version != SCHEMA_VERSION or "journal" not in objects:
         raise StoreError(f"{KEY}: {path} is corrupt: schema version {version}, tables {sorted(objects)}; "
                          "move it away to start without it")
