@@ -28,9 +28,11 @@ def write_config(
     port: int,
     home_network: str = "10.1.0.0/16",
     peers: list[str] | None = None,
+    persistence: bool = True,
     **redundancy: Any,
 ) -> Path:
-    """A member's config; with ``peers`` (possibly empty) it joins a group at VIRTUAL."""
+    """A member's config; with ``peers`` (possibly empty) it joins a group at VIRTUAL. ``persistence``:
+    ``[home_agent] persistence`` (on, the default: its store in the member's state directory)."""
     directory.mkdir(parents=True, exist_ok=True)
     text = f"""
 [home_agent]
@@ -39,6 +41,7 @@ port = {port}
 home_network = "{home_network}"
 max_lifetime = 1800
 state_dir = "{directory / 'state'}"
+persistence = {str(persistence).lower()}
 
 [[security_association]]
 home_addresses = "{home_network}"

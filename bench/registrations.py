@@ -8,7 +8,9 @@ End to end, on loopback, each with two clients (separate processes, many request
 authenticated before it counts):
 
 * the limit: ``baseline_server.py``, which only parses the header, verifies HMAC-MD5, signs and replies;
-* the real daemon (``homeagent run``);
+* the real daemon (``homeagent run``), as configured by default: persistence on, its SQLite store in a
+  temporary state directory;
+* the real daemon with ``persistence = false`` (issue 13: with persistence, at least 0.8 of this);
 
 and the clients:
 
@@ -19,8 +21,11 @@ and the clients:
 Rounds alternate between servers and clients so that a noisy neighbour hurts all alike; the medians and
 the ratio for each client are printed (goal: >= 0.6), with the share of the run each server spent on
 the CPU (a server below ~95% was waiting for its client, or for the CPU), and the registrations each
-server answers per second of its CPU, whose ratio a shared host disturbs less. Then a child process fills a
-binding table with ``--bindings`` bindings and reports resident memory per binding.
+server answers per second of its CPU, whose ratio a shared host disturbs less; then the same two figures
+for the daemon with persistence against without (goal: >= 0.8). In process, the cost of a registration
+with its store written as the daemon writes it (one transaction per 64, as in a busy drain) is
+printed beside the cost without. Then a child process fills a binding table with ``--bindings`` bindings
+and reports resident memory per binding.
 
     python bench/registrations.py [--duration 4] [--rounds 3] [--window 128] [--bindings 1000000]
 """
@@ -60,9 +65,9 @@ def measure_baseline(args: argparse.Namespace, client: str) -> dict:
         stop(server)
 
 
-def measure_daemon(tmp: Path, args: argparse.Namespace, client: str) -> dict:
+def measure_daemon(tmp: Path, args: argparse.Namespace, client: str, persistence: bool = True) -> dict:
     port = free_port(DAEMON_ADDRESS)
-    config = write_config(tmp / f"lone-{port}", DAEMON_ADDRESS, port)
+    config = write_config(tmp / f"lone-{port}", DAEMON_ADDRESS, port, persistence=persistence)
     daemon = start(config)
     try:
         while status(config) is None:
@@ -173,6 +178,65 @@ key = "{KEY}"
     return best_ha * 1e6, best_min * 1e6, best_renewal * 1e6
 
 
+def in_process_persisted(count: int = 20_000, rounds: int = 5, turn: int = 64) -> tuple[float, float]:
+    """Microseconds of CPU per registration handled in one process, without and with persistence: the same
+    requests as ``in_process`` (every node new), and with a store in a temporary SQLite file committed every
+    ``turn`` registrations, its replies held and let go as the daemon does (runtime/persistence.py). The
+    CPU time of the thread that does it (the event loop's, in the daemon; the store's checkpoint thread
+    runs beside it), which a busy shared host disturbs less than the time on the clock. Best of ``rounds``
+    interleaved runs each."""
+    from ipaddress import IPv4Address
+
+    from homeagent.config import parse as parse_config
+    from homeagent.core.home_agent import HomeAgent
+    from homeagent.mobile_node import MobileNode
+    from homeagent.runtime.persistence import open_store
+    from homeagent.wire.auth import Algorithm, SecurityAssociation
+
+    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
+    nodes = [MobileNode(IPv4Address(0x0A010000 + 1 + i), IPv4Address(DAEMON_ADDRESS), sa, 434)
+             for i in range(count)]
+    built = time.time()
+    requests = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
+    config = parse_config(f"""
+[home_agent]
+address = "{DAEMON_ADDRESS}"
+home_network = "10.1.0.0/16"
+state_dir = "/nonexistent"
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {SPI}
+algorithm = "hmac-md5"
+key = "{KEY}"
+""")
+    source = ("192.0.2.1", 434)
+    best = {False: float("inf"), True: float("inf")}
+    with tempfile.TemporaryDirectory(prefix="homeagent-bench-store-") as tmp:
+        for r in range(rounds):
+            for persisted in (False, True):
+                ha = HomeAgent(config, time.monotonic())
+                now = time.monotonic()
+                ha.clock.offset = built - now
+                store = open_store(Path(tmp) / f"bindings-{r}.db", ha) if persisted else None
+                if store is not None:
+                    store.load(now)
+                receive = ha.receive_datagram
+                t = time.thread_time()
+                for i in range(0, count, turn):
+                    held = []
+                    for data in requests[i:i + turn]:
+                        held.append((None, receive(data, source, DAEMON_ADDRESS, now)[0]))
+                    if store is not None:
+                        store.hold(held)  # type: ignore[arg-type]
+                        held = store.commit(now)  # type: ignore[assignment]
+                best[persisted] = min(best[persisted], (time.thread_time() - t) / count)
+                assert ha.counters["accepted"] == count, dict(ha.counters)
+                if store is not None:
+                    store.close(now)
+    return best[False] * 1e6, best[True] * 1e6
+
+
 def memory_child(count: int) -> None:
     """Fill a binding table with ``count`` bindings; print resident bytes per binding."""
     import gc
@@ -212,8 +276,12 @@ def main() -> None:
     ours_us, minimal_us, renewal_us = in_process()
     print(f"in process  homeagent {ours_us:.2f} us  minimal handler {minimal_us:.2f} us  "
           f"ratio {minimal_us / ours_us:.2f}  (goal <= 7 us)  a renewal {renewal_us:.2f} us", flush=True)
+    off_us, on_us = in_process_persisted()
+    print(f"in process  homeagent {off_us:.2f} us of CPU  with persistence {on_us:.2f} us  "
+          f"(+{on_us - off_us:.2f} us)  ratio {off_us / on_us:.2f}  (goal >= 0.8)", flush=True)
 
-    rates: dict[tuple[str, str], list[float]] = {(server, client): [] for server in ("limit", "daemon")
+    servers = ("limit", "daemon", "no-store")
+    rates: dict[tuple[str, str], list[float]] = {(server, client): [] for server in servers
                                                   for client in CLIENTS}
     per_cpu: dict[tuple[str, str], list[float]] = {key: [] for key in rates}  # per CPU-second of the server
     with tempfile.TemporaryDirectory(prefix="homeagent-bench-") as tmp:
@@ -229,6 +297,11 @@ def main() -> None:
                 per_cpu["daemon", client].append(r["rate"] / r["busy"] if r["busy"] else 0.0)
                 print(f"homeagent (daemon)     {client:>4} client {r['rate']:>9.0f} /s  lost {r['lost']}  "
                       f"server on CPU {r['busy']:.0%}", flush=True)
+                r = measure_daemon(Path(tmp), args, client, persistence=False)
+                rates["no-store", client].append(r["rate"])
+                per_cpu["no-store", client].append(r["rate"] / r["busy"] if r["busy"] else 0.0)
+                print(f"homeagent, no store    {client:>4} client {r['rate']:>9.0f} /s  lost {r['lost']}  "
+                      f"server on CPU {r['busy']:.0%}", flush=True)
 
     print()
     for client, name in zip(CLIENTS, ("homeagent mn load", "busy-polling client")):
@@ -241,6 +314,13 @@ def main() -> None:
         limit = statistics.median(per_cpu["limit", client])
         ours = statistics.median(per_cpu["daemon", client])
         print(f"per CPU-second   {name:<19}  homeagent {ours:.0f}  limit {limit:.0f}  ratio {ours / limit:.2f}")
+    # Persistence (issue 13): the daemon as configured by default against the same without its store.
+    for figures, what in ((rates, "registrations/s"), (per_cpu, "per CPU-second ")):
+        for client, name in zip(CLIENTS, ("homeagent mn load", "busy-polling client")):
+            on = statistics.median(figures["daemon", client])
+            off = statistics.median(figures["no-store", client])
+            print(f"{what}  {name:<19}  persistence on {on:.0f}  off {off:.0f}  ratio {on / off:.2f}  "
+                  "(goal >= 0.8)")
 
     out = subprocess.run([sys.executable, __file__, "--memory-child", str(args.bindings)],
                          check=True, capture_output=True, text=True)

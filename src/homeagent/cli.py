@@ -392,11 +392,13 @@ def _bindings(args: argparse.Namespace) -> int:
         return 0
     counted = any("packets" in r for r in rows)  # the data plane's per-binding counters (ebpf)
     print(f"{'home address':<16} {'care-of address':<16} {'lifetime':>8} {'remaining':>9}  identification"
-          + (f"      {'packets':>10} {'bytes':>12} {'rev packets':>11} {'rev bytes':>12}" if counted else ""))
+          f"      {'flags':<8} {'source':<12}"
+          + (f" {'packets':>10} {'bytes':>12} {'rev packets':>11} {'rev bytes':>12}" if counted else ""))
     for r in rows:
         print(
             f"{r['home_address']:<16} {r['care_of_address']:<16} {r['lifetime']:>8} "
-            f"{r['remaining']:>9.0f}  {r['identification']:#018x}"
+            f"{r['remaining']:>9.0f}  {r['identification']:#018x}  {r.get('flag_letters') or '-':<8} "
+            f"{r.get('source', '?'):<12}"
             + (f" {r.get('packets', 0):>10} {r.get('bytes', 0):>12} {r.get('reverse_packets', 0):>11} "
                f"{r.get('reverse_bytes', 0):>12}" if counted else "")
         )

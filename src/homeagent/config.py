@@ -80,6 +80,7 @@ class HomeAgentConfig:
     replay_tolerance: int = 7
     state_dir: Path = Path("/var/lib/homeagent")
     simultaneous_bindings: int = 3  # per mobile node; 0: unsupported (accepted with code 1)
+    persistence: bool = True  # bindings kept in state_dir/bindings.db over restarts (runtime/persistence.py)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,11 @@ class Config:
         return self.home_agent.state_dir / "control.sock"
 
     @property
+    def store_path(self) -> Path:
+        """The SQLite store of the bindings (``home_agent.persistence``)."""
+        return self.home_agent.state_dir / "bindings.db"
+
+    @property
     def reserved_home_addresses(self) -> frozenset[IPv4Address]:
         """Addresses no mobile node may register as its home address (docs/registration.md): the Home
         Agent's own, the virtual address and every configured member's (a binding for one would have this
@@ -204,7 +210,7 @@ def parse(text: str, source: Path | None = None) -> Config:
 def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
     k = "home_agent"
     _only(t, k, {"address", "port", "home_network", "max_lifetime", "replay_tolerance", "state_dir",
-                 "simultaneous_bindings"})
+                 "simultaneous_bindings", "persistence"})
     address = _address(t, k, "address", required=True)
     assert address is not None
     if address.is_unspecified or address.is_multicast:
@@ -218,6 +224,7 @@ def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
         replay_tolerance=_int(t, k, "replay_tolerance", d.replay_tolerance, 0, 3600),
         state_dir=_state_dir(t, k, d.state_dir),
         simultaneous_bindings=_int(t, k, "simultaneous_bindings", d.simultaneous_bindings, 0, 64),
+        persistence=_bool(t, k, "persistence", d.persistence),
     )
 
 

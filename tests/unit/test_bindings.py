@@ -318,6 +318,26 @@ def test_every_change_keeps_the_digests_up_to_date():
     assert len(t) == 0
 
 
+def test_a_new_node_merged_in_the_usual_state_is_held_as_the_long_way_holds_it():
+    """``merge`` takes a node it does not know, in the usual state (one binding, which cleared, no
+    tombstone: most of a download or a store), by a short way: the state, the digests, the count, the
+    wheel and the change stream are those of the long way (a node it knows already)."""
+    usual = NodeState(9, 7, (Binding(HOA, COA, 100, T0 + 100, 7, 0x02, 0xC0000201),))
+    short, long = BindingTable(), BindingTable()
+    long.register(HOA, COA2, 50, 1, T0)  # known: the long way; then its state is what the short way's is
+    long.changes()
+    assert short.merge(HOA, usual, T0) == ([], list(usual.bindings))
+    long.merge(HOA, usual, T0)
+    assert short.state(HOA) == long.state(HOA) == usual
+    assert short.digests() == long.digests() == recomputed(short)
+    assert len(short) == len(long) == 1 and short.next_expiry() == math.ceil(T0 + 100)
+    assert [c.tunnels for c in short.changes()] == [c.tunnels for c in long.changes()]
+    ended = NodeState(9, 7, (Binding(HOA2, COA, 100, T0 - 1, 7),))  # ended by now: not held as a binding
+    short.merge(HOA2, ended, T0)
+    assert short.bindings_of(HOA2) == () and short.last_identification(HOA2) == 9
+    assert short.digests() == recomputed(short)
+
+
 # -- a model check ------------------------------------------------------------------------------------
 
 NODES = [HOA, HOA2, 0x0A01FFFE]

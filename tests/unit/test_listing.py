@@ -105,3 +105,46 @@ def test_changes_between_steps_neither_break_the_walk_nor_repeat_a_node():
 @pytest.mark.parametrize("address", [0, 1, 0x7F000001, 0xC0A80001, 0xFFFFFFFF, 0x0A01FF00])
 def test_dotted_is_what_ipv4address_writes(address):
     assert dotted(address) == str(IPv4Address(address))
+
+
+# -- flags and source (issue 13) -----------------------------------------------------------------------
+
+
+def test_rows_carry_the_flag_letters_and_where_each_binding_came_from():
+    from homeagent.core.bindings import Binding, NodeState, Source
+    from homeagent.core.node_state import flag_letters
+
+    assert flag_letters(0) == "" and flag_letters(0x22) == "DT" and flag_letters(0xFF) == "SBDMGrTx"
+    table = BindingTable()
+    table.register(1, 0xC0000201, 600, 10, NOW, flags=0x22)  # accepted here
+    table.merge(2, NodeState(11, 11, (Binding(2, 0xC0000202, 600, NOW + 600, 11, 0x80),)), NOW, Source.UPDATE)
+    table.merge(3, NodeState(12, 12, (Binding(3, 0xC0000203, 600, NOW + 600, 12),)), NOW, Source.DOWNLOAD)
+    table.merge(4, NodeState(13, 13, (Binding(4, 0xC0000204, 600, NOW + 600, 13),)), NOW, Source.STORE)
+    rows = BindingWalk(table).rest(NOW)
+    assert [(r["flag_letters"], r["source"]) for r in rows] == [
+        ("DT", "registration"), ("S", "update"), ("", "download"), ("", "store")]
+    assert rows == [b.as_dict(NOW, s) for h in (1, 2, 3, 4)
+                    for b, s in zip(table.bindings_of(h), table.sources_of(h))]
+
+
+def test_a_binding_keeps_its_source_until_it_is_replaced():
+    """A node's bindings each keep where they came from when another of its bindings changes; a renewal
+    accepted here makes the binding this Home Agent's own."""
+    from homeagent.core.bindings import Binding, NodeState, Source
+
+    table = BindingTable()
+    stored = Binding(1, 0xC0000201, 600, NOW + 600, 10, 0x80)
+    table.merge(1, NodeState(10, 10, (stored,)), NOW, Source.STORE)
+    table.register(1, 0xC0000202, 600, 11, NOW, flags=0x80, simultaneous=True)  # a second care-of address
+    assert {b.care_of_address: s for b, s in zip(table.bindings_of(1), table.sources_of(1))} == {
+        0xC0000201: Source.STORE, 0xC0000202: Source.REGISTRATION}
+    update = NodeState(12, 10, (stored, Binding(1, 0xC0000203, 600, NOW + 600, 12, 0x80)))
+    table.merge(1, update, NOW, Source.UPDATE)  # a member's: the stored one is the same binding
+    assert {b.care_of_address: s for b, s in zip(table.bindings_of(1), table.sources_of(1))} == {
+        0xC0000201: Source.STORE, 0xC0000202: Source.REGISTRATION, 0xC0000203: Source.UPDATE}
+    table.register(1, 0xC0000201, 600, 13, NOW, flags=0x80, simultaneous=True)  # renewed here
+    assert dict(zip((b.care_of_address for b in table.bindings_of(1)), table.sources_of(1)))[0xC0000201] == \
+        Source.REGISTRATION
+    table.register(2, 0xC0000209, 600, 20, NOW)
+    table.merge(2, NodeState(21, 21, (Binding(2, 0xC0000209, 600, NOW + 600, 21),)), NOW, Source.UPDATE)
+    assert table.sources_of(2) == bytes([Source.UPDATE])  # the usual node, replaced by a member's newer one

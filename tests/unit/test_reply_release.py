@@ -1,18 +1,21 @@
-"""``Daemon._release``: with a data plane that gathers changes (the ebpf backend's map values), the
-registration replies of a loop turn leave only after one ``commit`` of what the turn gathered, and a turn
-that changed a tunnel without any reply (a Binding Update, an expiry) is committed at its end all the same
-(docs/dataplane.md, "A reply means forwarding")."""
+"""``Daemon._commit``: with a data plane that gathers changes (the ebpf backend's map values) or with
+persistence, the registration replies of a loop turn leave only after one commit of what the turn gathered,
+and a turn that changed a tunnel without any reply (a Binding Update, an expiry) is committed at its end
+all the same (docs/dataplane.md, "A reply means forwarding"; runtime/persistence.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from homeagent.config import parse
 from homeagent.core.effects import Send, Tunnel, TunnelSet
 from homeagent.dataplane.fake import FakeDataplane
 from homeagent.runtime.daemon import Daemon
+from homeagent.runtime.persistence import Persistence
+from homeagent.runtime.store import MemoryStore
 
-from .support import CONFIG
+from .support import CONFIG, SOURCE, request
 
 HOME = 0x0A010005
 TUNNEL = Tunnel(0xC0000201, 0x0A010101, False)
@@ -74,3 +77,27 @@ def test_a_reply_with_nothing_to_commit_still_leaves_at_the_end_of_its_turn():
         return sock.sent
 
     assert [datagram for datagram, _ in asyncio.run(scenario())] == [REPLY]
+
+
+def test_with_persistence_a_reply_leaves_once_its_binding_is_written():
+    async def scenario() -> tuple[list[int], int]:
+        daemon, fake = batching_daemon()
+        store = MemoryStore()
+        daemon._persistence = Persistence(store, daemon.core)
+        now = time.monotonic()
+        daemon._persistence.load(now)
+        written: list[int] = []
+
+        class Sock:
+            def sendto(self, datagram: bytes, address: object) -> None:
+                written.append(store.writes)
+
+        datagram = request(now=time.time())  # a timestamp the core's replay check takes as fresh
+        daemon._apply(daemon.core.receive_datagram(datagram, SOURCE, "192.0.2.1", now), Sock())  # type: ignore[arg-type]
+        during = store.writes
+        await asyncio.sleep(0)
+        return written, during
+
+    written, during = asyncio.run(scenario())
+    assert len(written) == 1, "the registration was answered"
+    assert during == 0 and written == [1], "the reply after the one transaction that holds its binding"

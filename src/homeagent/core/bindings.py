@@ -9,16 +9,24 @@ outlives the node's bindings so that replay protection still holds after a de-re
 
 Memory decides the representation: a carrier Home Agent holds a million bindings, and a Python object per
 binding with an int or float per field costs some 300 bytes. So each mobile node is one packed ``bytes``
-record (its last Identification, then 27 bytes per binding) and ``Binding`` values are made on demand. A
-record is not tracked by the garbage collector and holds no other objects. The usual node needs nothing
-more: its ``cleared`` is the default (``node_state.default_cleared``) and it has no tombstone. The few
-others also have a packed record in ``_extra`` (their cleared, then 20 bytes per tombstone).
+record (its last Identification, then 28 bytes per binding) and ``Binding`` values are made on demand. A
+record is not tracked by the garbage collector and holds no other objects. The 28th byte of a binding is
+its source (``Source``: accepted here, a member's Binding Update, a table download, the store), shown by
+``homeagent bindings`` and nowhere else: it is no part of a node's state (not merged, not in a digest, not
+on the wire), and costs no memory (a 36-byte record takes the same 80-byte allocation as a 35-byte one).
+The usual node needs nothing more: its ``cleared`` is the default (``node_state.default_cleared``) and
+it has no tombstone. The few others also have a packed record in ``_extra`` (their cleared, then 20 bytes
+per tombstone).
 
 Expiry is a timer wheel of one-second buckets of home addresses, driven by ``now``: no task or timer per
 binding. Every deadline (a binding's end, a tombstone's forgetting) gets an entry when it is made; a
 renewal leaves a stale entry behind, which finds nothing due when its bucket comes. A binding is removed
 by the first bucket that comes due at or after its lifetime ends (at most about a second late), never
 before.
+
+Persistence (runtime/persistence.py) asks which nodes changed since it last wrote (``take_changed``):
+with ``track_changes`` the table keeps the set of their home addresses, beside the tunnel change stream;
+without, it keeps nothing and the hot path pays one test.
 
 Digests: for the reconciliation of two members' tables, the home addresses fall into ``DIGEST_BUCKETS``
 buckets (``home_address % DIGEST_BUCKETS``), and each bucket has a digest, the sum modulo 2**32 of its
@@ -40,6 +48,7 @@ from homeagent.core.node_state import (
     EMPTY,
     Binding,
     NodeState,
+    Source,
     Tombstone,
     default_cleared,
     deregistered,
@@ -49,7 +58,7 @@ from homeagent.core.node_state import (
     registered,
 )
 
-__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Tombstone", "node_digest"]
+__all__ = ["Binding", "BindingTable", "DIGEST_BUCKETS", "NodeState", "Source", "Tombstone", "node_digest"]
 
 _T_FLAG = 0x02  # the registration's T bit (RFC 3024): reverse tunnelling
 
@@ -67,13 +76,18 @@ def _tunnels_in(record: bytes) -> tuple[Tunnel, ...]:
     if len(record) == _ONE_SIZE:  # the usual node, on every new registration: only what a tunnel needs
         coa, flags, ha = _ONE_TUNNEL.unpack_from(record, HEAD)
         return (_new(Tunnel, (coa, ha, flags & _T_FLAG != 0)),)
-    return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG)) for coa, _, _, _, flags, ha in _ENTRY.iter_unpack(record[HEAD:]))
+    return tuple(Tunnel(coa, ha, bool(flags & _T_FLAG))
+                 for coa, _, _, _, flags, ha in _BINDING.iter_unpack(record[HEAD:]))
 
 
 _HEAD = struct.Struct("!Q")  # the last accepted Identification
-_ENTRY = struct.Struct("!IHdQBI")  # care-of address, lifetime, expires, identification, flags, home agent
-_ONE = struct.Struct("!QIHdQBI")  # a head and one entry: the common case, packed in one call
+# care-of address, lifetime, expires, identification, flags, home agent, source
+_ENTRY = struct.Struct("!IHdQBIB")
+_BINDING = struct.Struct("!IHdQBIx")  # an entry read as a Binding's fields (its source skipped)
+_ONE = struct.Struct("!QIHdQBIB")  # a head and one entry: the common case, packed in one call
+_ONE_READ = struct.Struct("!QIHdQBIx")  # the same, read without its source
 HEAD, ENTRY = _HEAD.size, _ENTRY.size
+_SOURCE_AT = ENTRY - 1  # the source's offset in an entry
 _ONE_SIZE = HEAD + ENTRY
 _ONE_TUNNEL = struct.Struct("!I18xBI")  # of an entry: the care-of address, the flags and the home agent
 _CLEARED = struct.Struct("!Q")  # the head of an ``_extra`` record
@@ -89,6 +103,7 @@ _CANON_BINDING = struct.Struct("!IQHBI")
 _CANON_TOMBSTONE = struct.Struct("!IQ")
 _CANON_ONE = struct.Struct("!IQQBBIQHBI")  # the usual node: one binding, no tombstone
 _pack_one, _pack_canon_one, _crc32 = _ONE.pack, _CANON_ONE.pack, zlib.crc32  # the hot path's, bound once
+_REGISTRATION = int(Source.REGISTRATION)
 # The named tuples the hot path makes for every registration (a Binding, a Tunnel, a TunnelSet) are made
 # with tuple.__new__ and all their fields: a named tuple's own __new__ is a Python function, and costs as
 # much again as the tuple (bench/registrations.py).
@@ -118,19 +133,23 @@ def node_digest(home_address: int, state: NodeState) -> int:
 
 def _decode(home_address: int, record: bytes) -> tuple[Binding, ...]:
     if len(record) == HEAD + ENTRY:
-        return (Binding(home_address, *_ENTRY.unpack_from(record, HEAD)),)
-    return tuple(Binding(home_address, *f) for f in _ENTRY.iter_unpack(record[HEAD:]))
+        return (Binding(home_address, *_BINDING.unpack_from(record, HEAD)),)
+    return tuple(Binding(home_address, *f) for f in _BINDING.iter_unpack(record[HEAD:]))
 
 
-def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Binding]) -> bytes:
+def _sources(record: bytes) -> bytes:
+    """The source of each binding of a record, in the record's order: one byte each."""
+    return record[HEAD + _SOURCE_AT :: ENTRY]
+
+
+def _encode(last_identification: int, bindings: tuple[Binding, ...] | list[Binding], sources: bytes) -> bytes:
     if len(bindings) == 1:
         b = bindings[0]
-        return _ONE.pack(
-            last_identification, b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent
-        )
+        return _ONE.pack(last_identification, b.care_of_address, b.lifetime, b.expires, b.identification,
+                         b.flags, b.home_agent, sources[0])
     return _HEAD.pack(last_identification) + b"".join(
-        _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent)
-        for b in bindings
+        _ENTRY.pack(b.care_of_address, b.lifetime, b.expires, b.identification, b.flags, b.home_agent, source)
+        for b, source in zip(bindings, sources)
     )
 
 
@@ -151,12 +170,17 @@ class BindingTable:
         # The change stream (``changes``): per node changed since it was last read, its tunnels before.
         self._touched: dict[int, tuple[Tunnel, ...]] = {}
         self._returned: set[int] = set()  # nodes that de-registered from home meanwhile
+        self._changed: set[int] | None = None  # nodes changed since ``take_changed`` (persistence)
 
     # -- reading --------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         """The number of bindings (not of mobile nodes)."""
         return self._count
+
+    def nodes(self) -> int:
+        """The number of mobile nodes the table knows (bound or not)."""
+        return len(self._records)
 
     def __contains__(self, home_address: object) -> bool:
         """Whether the table knows the node (bindings, or only its last Identification)."""
@@ -173,7 +197,7 @@ class BindingTable:
         if record is None:
             return None, ()
         if len(record) == HEAD + ENTRY:  # the usual node, on every renewal: one unpacking, made as _new says
-            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+            last, coa, lifetime, expires, ident, flags, ha = _ONE_READ.unpack(record)
             return last, (_new(Binding, (home_address, coa, lifetime, expires, ident, flags, ha)),)
         last = _HEAD.unpack_from(record)[0]
         return last, (_decode(home_address, record) if len(record) > HEAD else ())
@@ -201,7 +225,7 @@ class BindingTable:
         if record is None:
             return None
         if len(record) == HEAD + ENTRY and home_address not in self._extra:
-            last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+            last, coa, lifetime, expires, ident, flags, ha = _ONE_READ.unpack(record)
             return last, ident, [(coa, ha, ident, lifetime, flags, max(0, int((expires - now) * 1000)))], []
         state = self.state(home_address)
         assert state is not None
@@ -214,8 +238,23 @@ class BindingTable:
              if (ms := int((t.forget_at - now) * 1000)) > 0],
         )
 
+    def usual(self, home_address: int) -> tuple[int, int, int, float, int, int, int] | None:
+        """For the usual node (one binding, which cleared, no tombstone): its last Identification and its
+        binding's care-of address, lifetime, expiry, Identification, flags and home agent, in one unpacking
+        and without a Binding; None for any other node (``state`` has it). What the store writes for most
+        nodes (core/persisted.py)."""
+        record = self._records.get(home_address)
+        if record is None or len(record) != HEAD + ENTRY or home_address in self._extra:
+            return None
+        return _ONE_READ.unpack(record)
+
     def bindings_of(self, home_address: int) -> tuple[Binding, ...]:
         return self.lookup(home_address)[1]
+
+    def sources_of(self, home_address: int) -> bytes:
+        """Where each of a node's bindings came from (a ``Source`` a byte), in ``bindings_of``'s order."""
+        record = self._records.get(home_address)
+        return _sources(record) if record is not None else b""
 
     def last_identification(self, home_address: int) -> int | None:
         """The Identification of the last registration accepted for this mobile node, if any."""
@@ -258,6 +297,22 @@ class BindingTable:
     def _touch(self, home_address: int, before: tuple[Binding, ...]) -> None:
         if home_address not in self._touched:
             self._touched[home_address] = tunnels_of(before)
+
+    # -- what persistence writes ----------------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """From now on, keep the home addresses of the nodes whose state changes (``take_changed``)."""
+        if self._changed is None:
+            self._changed = set()
+
+    def take_changed(self) -> set[int]:
+        """The nodes whose state changed (any change: a renewal too) since the last call, and forget them.
+        Empty unless ``track_changes`` was called."""
+        changed = self._changed
+        if not changed:
+            return set()
+        self._changed = set()
+        return changed
 
     # -- changing -------------------------------------------------------------------------------------
 
@@ -320,9 +375,11 @@ class BindingTable:
             or (current[0].flags ^ flags) & _T_FLAG
         ):
             self._touch(home_address, current)  # a renewal of the same tunnel is no change
-        self._records[home_address] = _pack_one(
-            identification, care_of_address, lifetime, expires, identification, flags, home_agent
-        )
+        self._records[home_address] = _pack_one(identification, care_of_address, lifetime, expires,
+                                                identification, flags, home_agent, _REGISTRATION)
+        changed = self._changed
+        if changed is not None:
+            changed.add(home_address)
         new = _crc32(_pack_canon_one(
             home_address, identification, identification, 1, 0, care_of_address, identification, lifetime, flags,
             home_agent,
@@ -361,20 +418,26 @@ class BindingTable:
         return [b for b in (before.bindings if before else ()) if b not in after.bindings]
 
     def merge(
-        self, home_address: int, incoming: NodeState, now: float | None = None
+        self, home_address: int, incoming: NodeState, now: float | None = None, source: Source = Source.UPDATE
     ) -> tuple[list[Binding], list[Binding]] | None:
         """Merge a member's copy of a node's state into ours (node_state.merged): how a replica takes a
-        Binding Update or a table transfer. Returns (bindings before, bindings after), or None when the
-        merge changed nothing (ours already held all it says). With ``now``, bindings of the result that
-        have ended by then go at once, as ``expire`` takes them (a sender sends an ended binding with 0 ms
-        left), so that they never show as bindings here."""
+        Binding Update or a table transfer, and how the store's state is loaded at start. Returns (bindings
+        before, bindings after), or None when the merge changed nothing (ours already held all it says).
+        With ``now``, bindings of the result that have ended by then go at once, as ``expire`` takes them
+        (a sender sends an ended binding with 0 ms left), so that they never show as bindings here.
+        ``source``: what the bindings the merge takes from ``incoming`` are shown to come from."""
+        if home_address not in self._records and len(incoming.bindings) == 1 and not incoming.tombstones:
+            b = incoming.bindings[0]  # a node new here in the usual state, as a download or a load brings
+            if incoming.cleared == b.identification <= incoming.last and (now is None or b.expires > now):
+                self._install_one(home_address, incoming.last, b, source)
+                return [], [b]
         before = self.state(home_address)
         after = merged(before or EMPTY, incoming)
         if now is not None and any(b.expires <= now for b in after.bindings):
             after = expired(after, now, self.tombstone_lifetime)[0]
         if after == before:
             return None
-        after = self._put(home_address, before, after)
+        after = self._put(home_address, before, after, source)
         if after == before:
             return None
         return (list(before.bindings) if before else []), list(after.bindings)
@@ -417,15 +480,34 @@ class BindingTable:
 
     # -- internals ------------------------------------------------------------------------------------
 
+    def _install_one(self, home_address: int, last: int, b: Binding, source: Source) -> None:
+        """``merge`` of a usual state (one binding, which cleared, no tombstone) into a node the table does
+        not know, without building states: what ``_put`` would store, some twenty times faster (a store of
+        a million nodes loads in seconds, not half a minute)."""
+        _, coa, lifetime, expires, ident, flags, ha = b
+        if home_address not in self._touched:
+            self._touched[home_address] = ()
+        self._records[home_address] = _pack_one(last, coa, lifetime, expires, ident, flags, ha, source)
+        if self._changed is not None:
+            self._changed.add(home_address)
+        new = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
+        digests = self._digests
+        bucket = home_address & _BUCKET
+        digests[bucket] = (digests[bucket] + new) & _MASK32
+        self._count += 1
+        self._schedule(home_address, expires)
+
     def _expire_one(self, home_address: int, record: bytes, now: float) -> Binding | None:
         """``expire`` for the usual node (one binding, cleared by it, no tombstone), without building its
         state: the binding goes, and leaves no tombstone (its own cleared cancels every older binding)."""
-        last, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+        last, coa, lifetime, expires, ident, flags, ha = _ONE_READ.unpack(record)
         if expires > now:
             return None  # a stale entry: renewed
         binding = Binding(home_address, coa, lifetime, expires, ident, flags, ha)
         self._touch(home_address, (binding,))
         self._records[home_address] = _HEAD.pack(last)
+        if self._changed is not None:
+            self._changed.add(home_address)
         if ident != last:  # cleared is no longer the default (the last Identification)
             self._extra[home_address] = _CLEARED.pack(ident)
         old = _crc32(_pack_canon_one(home_address, last, ident, 1, 0, coa, ident, lifetime, flags, ha))
@@ -436,14 +518,25 @@ class BindingTable:
         self._count -= 1
         return binding
 
-    def _put(self, home_address: int, before: NodeState | None, after: NodeState) -> NodeState:
+    def _put(self, home_address: int, before: NodeState | None, after: NodeState,
+             source: Source = Source.REGISTRATION) -> NodeState:
         """Store a node's new state (within node_state.MAX_RECORDS), keeping the count of bindings, the
-        digest of its bucket and the wheel up to date. Returns what was stored."""
+        digest of its bucket and the wheel up to date. A binding it held before keeps its source; a new one
+        comes from ``source``. Returns what was stored."""
         self._touch(home_address, before.bindings if before is not None else ())
         after, given_up = fitted(after)
         self.records_given_up += given_up
         bindings = after.bindings
-        self._records[home_address] = _encode(after.last, bindings) if bindings else _HEAD.pack(after.last)
+        if bindings:
+            sourced: dict[Binding, int] = {}
+            if before is not None and before.bindings:
+                sourced = dict(zip(before.bindings, _sources(self._records[home_address])))
+            sources = bytes(sourced.get(b, source) for b in bindings)
+            self._records[home_address] = _encode(after.last, bindings, sources)
+        else:
+            self._records[home_address] = _HEAD.pack(after.last)
+        if self._changed is not None:
+            self._changed.add(home_address)
         if after.tombstones or after.cleared != default_cleared(after.last, after.bindings):
             self._extra[home_address] = _CLEARED.pack(after.cleared) + b"".join(
                 _TOMBSTONE.pack(*t) for t in after.tombstones

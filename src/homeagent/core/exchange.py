@@ -31,7 +31,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from homeagent.core.bindings import BindingTable
+from homeagent.core.bindings import BindingTable, Source
 from homeagent.core.effects import Effect
 from homeagent.core.election import Election, Role
 from homeagent.core.missed import Missed
@@ -61,7 +61,7 @@ class Host(Protocol):
     """What an exchange needs of the group it works for (core/group.py): to merge a node's state a member
     sent, to give up on a member, and to be told that the start-up download is done."""
 
-    def take(self, state: MobileNodeBindings, now: float) -> bool: ...
+    def take(self, state: MobileNodeBindings, now: float, source: Source = ...) -> bool: ...
 
     def mark_down(self, member: Member, why: str, now: float) -> list[Effect]: ...
 
@@ -467,7 +467,7 @@ class TableExchange:
         if transfer.receive(reply, now):
             for node in reply.nodes:
                 if self.settings.holds(node.home_address):  # else not ours to hold
-                    self.host.take(node, now)
+                    self.host.take(node, now, Source.DOWNLOAD)
         self.timers.schedule(("incoming", key), now + TRANSFER_IDLE)
         self.outbox.send(ack.body(), member)
         if transfer.done:

@@ -24,7 +24,7 @@ from ipaddress import IPv4Address
 from typing import Any, cast
 
 from homeagent.core import events
-from homeagent.core.bindings import BindingTable
+from homeagent.core.bindings import BindingTable, Source
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve
 from homeagent.core.election import Election, Event, Role, Transition
 from homeagent.core.exchange import TableExchange
@@ -263,11 +263,11 @@ class Group:
         self.outbox.send(ack.body(), member)
         return effects
 
-    def take(self, state: MobileNodeBindings, now: float) -> bool:
+    def take(self, state: MobileNodeBindings, now: float, source: Source = Source.UPDATE) -> bool:
         """Merge a member's state for one node into ours (docs/protocol.md, "Merging after a partition");
         whether it told us anything new. What it changes reaches the data plane by the table's change
-        stream (``BindingTable.changes``)."""
-        return self.bindings.merge(state.home_address, state_of(state, now), now) is not None
+        stream (``BindingTable.changes``). ``source``: a Binding Update's, or a table download's."""
+        return self.bindings.merge(state.home_address, state_of(state, now), now, source) is not None
 
     def _on_update_ack(self, member: Member, ack: BindingUpdateAck, now: float) -> list[Effect]:
         return self.replication.on_ack(member, ack, now)

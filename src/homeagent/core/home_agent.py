@@ -5,6 +5,7 @@ and clocks; this object owns neither."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from ipaddress import IPv4Address
 from typing import Any, cast
@@ -12,7 +13,7 @@ from typing import Any, cast
 from homeagent import __version__
 from homeagent.config import Config, ElectionKind, Replication
 from homeagent.core import events
-from homeagent.core.bindings import BindingTable
+from homeagent.core.bindings import BindingTable, NodeState, Source
 from homeagent.core.clock import WallClock
 from homeagent.core.violations import SecurityViolations
 from homeagent.core.effects import Address, Effect, Send, Serve
@@ -182,6 +183,31 @@ class HomeAgent:
         ):
             return []  # a retransmission of a request whose reply waits for acks: that reply answers it
         return effects
+
+    def restore(self, states: Iterable[tuple[int, NodeState]], now: float) -> list[Effect]:
+        """Load the store's states at start, before ``start`` (runtime/persistence.py): each merged into the
+        table as a member's state is (core/node_state.py), so bindings ended by ``now`` are dropped and the
+        timer wheel gets the rest; in a group the start-up download then merges the group's states on top,
+        which the Identification ordering makes safe whichever is newer. A home address this configuration
+        does not serve any more (outside ``home_network``, or reserved) is left out. Returns the tunnels
+        of what was loaded."""
+        ha = self.config.home_agent
+        mask, prefix = int(ha.home_network.netmask), int(ha.home_network.network_address)
+        reserved = {int(a) for a in self.config.reserved_home_addresses}
+        merge, counters = self.bindings.merge, self.counters
+        held, nodes, bindings, not_served = len(self.bindings), 0, 0, 0
+        for home_address, state in states:
+            if home_address & mask != prefix or home_address in reserved:
+                not_served += 1
+                continue
+            nodes += 1
+            bindings += len(state.bindings)
+            merge(home_address, state, now, Source.STORE)
+        counters["store.loaded_nodes"] += nodes
+        counters["store.loaded_bindings"] += len(self.bindings) - held
+        counters["store.expired_at_load"] += bindings - (len(self.bindings) - held)
+        counters["store.not_served"] += not_served
+        return list(self.bindings.changes())
 
     def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
         """An operator removes a binding (or all of a node's): replicated like a de-registration.

@@ -30,6 +30,7 @@ from itertools import islice
 from typing import Any
 
 from homeagent.core.bindings import Binding, BindingTable
+from homeagent.core.node_state import SOURCE_NAMES, flag_letters
 
 # A step's CPU time at a million bindings (``python bench/control.py --steps-only``), with the page's JSON:
 # 2.0 ms p50, 3.0 ms p99; the copy of the home addresses, 17-19 ms; a full garbage collection falling in a
@@ -43,8 +44,12 @@ def dotted(address: int) -> str:
     return f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
 
 
-def row(binding: Binding, now: float, names: dict[int, str]) -> dict[str, Any]:
-    """``binding.as_dict(now)``; ``names`` remembers the care-of and home agent addresses, which repeat."""
+_LETTERS = tuple(flag_letters(flags) for flags in range(256))
+
+
+def row(binding: Binding, now: float, names: dict[int, str], source: int = 0) -> dict[str, Any]:
+    """``binding.as_dict(now, source)``; ``names`` remembers the care-of and home agent addresses, which
+    repeat."""
     care_of, home_agent = binding.care_of_address, binding.home_agent
     return {
         "home_address": dotted(binding.home_address),
@@ -54,6 +59,8 @@ def row(binding: Binding, now: float, names: dict[int, str]) -> dict[str, Any]:
         "identification": binding.identification,
         "flags": binding.flags,
         "home_agent": names.get(home_agent) or names.setdefault(home_agent, dotted(home_agent)),
+        "flag_letters": _LETTERS[binding.flags],
+        "source": SOURCE_NAMES[source],
     }
 
 
@@ -101,14 +108,14 @@ class BindingWalk:
         nodes = 0  # counted, not rows: a node the table still knows may have no binding left
         for home_address in islice(self._order, self._page):
             nodes += 1
-            bindings = table.bindings_of(home_address)
-            if len(bindings) > 1:
-                bindings = tuple(sorted(bindings, key=lambda b: b.care_of_address))
+            listed = tuple(zip(table.bindings_of(home_address), table.sources_of(home_address)))
+            if len(listed) > 1:
+                listed = tuple(sorted(listed, key=lambda bs: bs[0].care_of_address))
             if self._counters is None:
-                rows.extend(row(b, now, names) for b in bindings)
+                rows.extend(row(b, now, names, source) for b, source in listed)
             else:
-                for b in bindings:
-                    rows.append(r := row(b, now, names))
+                for b, source in listed:
+                    rows.append(r := row(b, now, names, source))
                     r.update(self._counters(b.home_address, b.care_of_address))
         return rows if nodes else None
 

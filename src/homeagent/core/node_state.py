@@ -25,8 +25,29 @@ expiry, and a tombstone is forgotten once no binding it can cancel is left anywh
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import NamedTuple
+
+
+class Source(IntEnum):
+    """Where a binding the table holds came from, for people (``homeagent bindings``): no part of a node's
+    state, so never merged, compared, digested or sent."""
+
+    REGISTRATION = 0  # a Registration Request this Home Agent accepted
+    UPDATE = 1  # a member's Binding Update (FIG 10)
+    DOWNLOAD = 2  # a member's Binding Table Reply (FIG 13): a start-up download or a reconciliation
+    STORE = 3  # loaded from the store at start (runtime/persistence.py)
+
+
+SOURCE_NAMES = tuple(s.name.lower() for s in Source)  # as ``homeagent bindings`` writes them, by value
+FLAG_LETTERS = "SBDMGrTx"  # RFC 5944 3.3 (and RFC 3024's T), most significant bit first
+
+
+def flag_letters(flags: int) -> str:
+    """The registration flags set in ``flags``, as their letters in the order of the request's flag byte:
+    ``DT`` for a co-located care-of address with reverse tunnelling; "" for none."""
+    return "".join(letter for i, letter in enumerate(FLAG_LETTERS) if flags & (0x80 >> i))
 
 
 class Binding(NamedTuple):
@@ -43,7 +64,8 @@ class Binding(NamedTuple):
     def remaining(self, now: float) -> float:
         return max(0.0, self.expires - now)
 
-    def as_dict(self, now: float) -> dict[str, object]:
+    def as_dict(self, now: float, source: int = Source.REGISTRATION) -> dict[str, object]:
+        """The binding as ``homeagent bindings --json`` lists it; ``source`` as the table gives it."""
         return {
             "home_address": str(IPv4Address(self.home_address)),
             "care_of_address": str(IPv4Address(self.care_of_address)),
@@ -52,6 +74,8 @@ class Binding(NamedTuple):
             "identification": self.identification,
             "flags": self.flags,
             "home_agent": str(IPv4Address(self.home_agent)),
+            "flag_letters": flag_letters(self.flags),
+            "source": SOURCE_NAMES[source],
         }
 
 
