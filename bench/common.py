@@ -108,3 +108,34 @@ def load(address: str, port: int, *args: str, timeout: float = 600) -> dict[str,
         check=True, capture_output=True, text=True, timeout=timeout,
     )
     return json.loads(out.stdout)
+
+
+def in_process_load(count: int, address: str) -> tuple[Any, list[bytes], list[bytes], float]:
+    """For the in-process figures (no sockets): a lone Home Agent's config at ``address`` serving
+    10.1.0.0/16, ``count`` authenticated first registrations of as many mobile nodes, their renewals, and the
+    wall time they were made at (set the Home Agent's clock offset to it: every round finds them fresh)."""
+    from ipaddress import IPv4Address
+
+    from homeagent.config import parse as parse_config
+    from homeagent.mobile_node import MobileNode
+    from homeagent.wire.auth import Algorithm, SecurityAssociation
+
+    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
+    nodes = [MobileNode(IPv4Address(0x0A010000 + 1 + i), IPv4Address(address), sa, 434) for i in range(count)]
+    built = time.time()
+    requests = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
+    renewals = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
+    config = parse_config(f"""
+[home_agent]
+address = "{address}"
+home_network = "10.1.0.0/16"
+state_dir = "/nonexistent"
+persistence = false
+
+[[security_association]]
+home_addresses = "10.1.0.0/16"
+spi = {SPI}
+algorithm = "hmac-md5"
+key = "{KEY}"
+""")
+    return config, requests, renewals, built

@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import KEY, SPI  # noqa: E402
+from common import in_process_load  # noqa: E402
 
 ADDRESS = "127.0.0.2"
 LEVELS = ("warning", "info", "debug")
@@ -32,29 +32,10 @@ LEVELS = ("warning", "info", "debug")
 
 def run(count: int, rounds: int) -> dict[str, tuple[float, float]]:
     from homeagent.config import LogFormat
-    from homeagent.config import parse as parse_config
     from homeagent.core.home_agent import HomeAgent
-    from homeagent.mobile_node import MobileNode
     from homeagent.runtime import logs
-    from homeagent.wire.auth import Algorithm, SecurityAssociation
 
-    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
-    nodes = [MobileNode(IPv4Address(0x0A010000 + 1 + i), IPv4Address(ADDRESS), sa, 434) for i in range(count)]
-    built = time.time()
-    requests = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
-    renewals = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
-    config = parse_config(f"""
-[home_agent]
-address = "{ADDRESS}"
-home_network = "10.1.0.0/16"
-state_dir = "/nonexistent"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-algorithm = "hmac-md5"
-key = "{KEY}"
-""")
+    config, requests, renewals, built = in_process_load(count, ADDRESS)
     source = ("192.0.2.1", 434)
     best = {level: [float("inf"), float("inf")] for level in LEVELS}
     with open(os.devnull, "w") as sink:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import KEY, SPI, free_port, load, start, status, stop, write_config  # noqa: E402
+from common import KEY, SPI, free_port, in_process_load, load, start, status, stop, write_config  # noqa: E402
 
 DAEMON_ADDRESS = "127.0.0.2"
 BASELINE_ADDRESS = "127.0.0.3"
@@ -126,33 +126,11 @@ def in_process(count: int = 20_000, rounds: int = 5) -> tuple[float, float, floa
     best of ``rounds`` interleaved runs over the same ``count`` requests (distinct nodes: every one new).
     Third, the Home Agent's cost per renewal: the same nodes, registered, send a newer request each (what
     an end-to-end run, ten thousand nodes in turn, mostly sends)."""
-    from ipaddress import IPv4Address
-
     from baseline_server import handler
 
-    from homeagent.config import parse as parse_config
     from homeagent.core.home_agent import HomeAgent
-    from homeagent.mobile_node import MobileNode
-    from homeagent.wire.auth import Algorithm, SecurityAssociation
 
-    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
-    nodes = [MobileNode(IPv4Address(0x0A010000 + 1 + i), IPv4Address(DAEMON_ADDRESS), sa, 434)
-             for i in range(count)]
-    built = time.time()  # the Home Agent's wall clock is set to this: every round finds the requests fresh
-    requests = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
-    renewals = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
-    config = parse_config(f"""
-[home_agent]
-address = "{DAEMON_ADDRESS}"
-home_network = "10.1.0.0/16"
-state_dir = "/nonexistent"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-algorithm = "hmac-md5"
-key = "{KEY}"
-""")
+    config, requests, renewals, built = in_process_load(count, DAEMON_ADDRESS)
     minimal = handler(SPI, bytes.fromhex(KEY))
     source = ("192.0.2.1", 434)
     best_ha, best_renewal, best_min = float("inf"), float("inf"), float("inf")
@@ -181,35 +159,14 @@ key = "{KEY}"
 def in_process_persisted(count: int = 20_000, rounds: int = 5, turn: int = 64) -> tuple[float, float]:
     """Microseconds of CPU per registration handled in one process, without and with persistence: the same
     requests as ``in_process`` (every node new), and with a store in a temporary SQLite file committed every
-    ``turn`` registrations, its replies held and let go as the daemon does (runtime/persistence.py). The
+    ``turn`` registrations, as the daemon's ``_commit`` does before the replies of a turn leave. The
     CPU time of the thread that does it (the event loop's, in the daemon; the store's checkpoint thread
     runs beside it), which a busy shared host disturbs less than the time on the clock. Best of ``rounds``
     interleaved runs each."""
-    from ipaddress import IPv4Address
-
-    from homeagent.config import parse as parse_config
     from homeagent.core.home_agent import HomeAgent
-    from homeagent.mobile_node import MobileNode
     from homeagent.runtime.persistence import open_store
-    from homeagent.wire.auth import Algorithm, SecurityAssociation
 
-    sa = SecurityAssociation(SPI, Algorithm.HMAC_MD5, bytes.fromhex(KEY))
-    nodes = [MobileNode(IPv4Address(0x0A010000 + 1 + i), IPv4Address(DAEMON_ADDRESS), sa, 434)
-             for i in range(count)]
-    built = time.time()
-    requests = [node.request(IPv4Address("192.0.2.1"), 600) for node in nodes]
-    config = parse_config(f"""
-[home_agent]
-address = "{DAEMON_ADDRESS}"
-home_network = "10.1.0.0/16"
-state_dir = "/nonexistent"
-
-[[security_association]]
-home_addresses = "10.1.0.0/16"
-spi = {SPI}
-algorithm = "hmac-md5"
-key = "{KEY}"
-""")
+    config, requests, _, built = in_process_load(count, DAEMON_ADDRESS)
     source = ("192.0.2.1", 434)
     best = {False: float("inf"), True: float("inf")}
     with tempfile.TemporaryDirectory(prefix="homeagent-bench-store-") as tmp:
@@ -224,12 +181,10 @@ key = "{KEY}"
                 receive = ha.receive_datagram
                 t = time.thread_time()
                 for i in range(0, count, turn):
-                    held = []
                     for data in requests[i:i + turn]:
-                        held.append((None, receive(data, source, DAEMON_ADDRESS, now)[0]))
+                        receive(data, source, DAEMON_ADDRESS, now)
                     if store is not None:
-                        store.hold(held)  # type: ignore[arg-type]
-                        held = store.commit(now)  # type: ignore[assignment]
+                        store.commit(now)  # the daemon's _commit: then the turn's replies leave
                 best[persisted] = min(best[persisted], (time.thread_time() - t) / count)
                 assert ha.counters["accepted"] == count, dict(ha.counters)
                 if store is not None:
