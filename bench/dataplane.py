@@ -139,6 +139,7 @@ port = {port}
 home_network = "10.1.0.0/16"
 max_lifetime = 1800
 state_dir = "{state}"
+persistence = false  # the data plane's cost alone: bench/registrations.py measures the store's
 
 [[security_association]]
 home_addresses = "10.1.0.0/16"
