@@ -86,7 +86,7 @@ class TunnelState:
         self.reverse = tunnel.reverse
         self.header = OuterHeader(tunnel.source, tunnel.care_of_address, ttl)
         self.headers: dict[int, bytes] = {}  # TOS << 1 | DF -> header for the raw socket: a lookup a packet
-        self.address = (str(IPv4Address(tunnel.care_of_address)), 0)
+        self.address = (socket.inet_ntoa(tunnel.care_of_address.to_bytes(4, "big")), 0)  # IPv4Address's str, 4x dearer
         self.packets = self.bytes = self.reverse_packets = self.reverse_bytes = 0
         self.mtu = mtu  # the largest outer datagram the path to the care-of address carries
         self.mtu_until = mtu_until  # when a path MTU learnt from ICMP is forgotten (0: not learnt)
