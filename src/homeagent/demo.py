@@ -310,12 +310,13 @@ def _free_port(addresses: list[str]) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((addresses[0], 0))
             port = int(probe.getsockname()[1])
-        if all(_free(a, port) for a in addresses):
+        if all(port_is_free(a, port) for a in addresses):
             return port
     raise RuntimeError("no UDP port free on " + ", ".join(addresses))
 
 
-def _free(address: str, port: int) -> bool:
+def port_is_free(address: str, port: int) -> bool:
+    """Whether a UDP socket can be bound at ``address``:``port`` now (the tests ask it too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind((address, port))

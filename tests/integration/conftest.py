@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from scapy.layers.mobileip import MobileIP, MobileIPRRQ
 
+from homeagent import demo
 from homeagent.runtime import control
 
 HA_ADDRESS = "127.0.0.2"
@@ -53,13 +54,7 @@ def free_udp_port(address: str = HA_ADDRESS) -> int:
         return s.getsockname()[1]
 
 
-def port_is_free(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-        return True
+port_is_free = demo.port_is_free
 
 
 _last_ident = 0
