@@ -113,7 +113,8 @@ class HomeRoutes:
             self._queue.append((ticket, home))
         if ticket != self._ticket:
             self._ticket = ticket
-            self.settled.clear()
+            if self.settled.is_set():  # clear() takes the Event's lock: not once a change in a burst
+                self.settled.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:
