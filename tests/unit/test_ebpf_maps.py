@@ -4,6 +4,8 @@ map. A stand-in map records the writes; the program's side is tested in tests/ne
 
 from __future__ import annotations
 
+import ctypes
+
 import struct
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -103,6 +105,8 @@ def test_a_changed_t_flag_moves_the_reverse_key_and_keeps_the_counters():
     assert len(fast.reverse.keys()) == 1
     assert len(fast.stats.keys()) == 1, "the same care-of address: its counters go on"
     fast.set_tunnels(home, (Tunnel(care_of, source, True),), (Tunnel(a("10.3.0.10"), source, True),))
+    assert len(fast.stats.keys()) == 1, "until the commit the program may still count by the old value"
+    fast.commit()
     assert fast.stats.keys() == [], "a care-of address gone takes its counters"
 
 
@@ -155,3 +159,51 @@ def test_a_value_the_map_refuses_is_counted():
 @pytest.mark.parametrize("name", ebpf.MAPS)
 def test_every_map_is_defined_in_the_program(name):
     assert f"}} {name} SEC(\".maps\");" in SOURCE.read_text()
+
+
+def test_keys_no_longer_wanted_go_after_the_values_and_a_key_wanted_again_stays():
+    """A moved binding: the old care-of address's keys and counters stay until the commit has written the
+    value that no longer refers to them (the program may tunnel by the old value till then, and would make
+    its counters again, never to be removed); one wanted again in the same turn is not removed at all."""
+    fast = fast_path()
+    home, source = a("10.1.0.50"), a("10.1.0.1")
+    old, new = Tunnel(a("10.2.0.10"), source, True), Tunnel(a("10.3.0.10"), source, True)
+    fast.set_tunnels(home, (), (old,))
+    fast.commit()
+    fast.stats.update(IPv4Address(home).packed + IPv4Address(old.care_of_address).packed, bytes(32))
+    fast.set_tunnels(home, (old,), (new,))
+    assert len(fast.maps["ha_care_of"].keys()) == 2 and len(fast.reverse.keys()) == 2 and fast.stats.keys()
+    fast.commit()
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(new.care_of_address).packed]
+    assert len(fast.reverse.keys()) == 1 and fast.stats.keys() == []
+    fast.set_tunnels(home, (new,), ())  # gone, and back within the same turn
+    fast.set_tunnels(home, (), (new,))
+    fast.commit()
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(new.care_of_address).packed]
+    assert len(fast.reverse.keys()) == 1 and fast.homes.keys() == [IPv4Address(home).packed]
+
+
+def test_a_kernel_without_batch_commands_is_written_one_element_a_call(monkeypatch):
+    """Before Linux 5.6 (EINVAL) or for a map type without them (ENOTSUPP) the batch command fails before
+    touching ``count``: the map says so once and writes each element alone from then on."""
+    from homeagent.dataplane import bpf_maps
+
+    calls: list[int] = []
+
+    def syscall(number: int, command: int, attr: object, size: int) -> int:
+        calls.append(command)
+        ctypes.set_errno(bpf_maps.EINVAL)
+        return -1
+
+    bpf_map = bpf_maps.Map.__new__(bpf_maps.Map)
+    bpf_map.fd, bpf_map.name, bpf_map.key_size, bpf_map.value_size = 1000, "homes", 4, 8
+    bpf_map._batch_attr = ctypes.create_string_buffer(bpf_maps._BATCH_ATTR.size)
+    bpf_map._batches = True
+    written: list[bytes] = []
+    monkeypatch.setattr(bpf_maps, "_syscall", syscall)
+    monkeypatch.setattr(bpf_map, "update", lambda key, value, flags=0: written.append(key), raising=False)
+    assert bpf_map.update_batch(b"\0\0\0\1\0\0\0\2", bytes(16)) == []
+    assert calls == [bpf_maps.MAP_UPDATE_BATCH] and written == [b"\0\0\0\1", b"\0\0\0\2"]
+    assert not bpf_map._batches
+    bpf_map.update_batch(b"\0\0\0\3", bytes(8))
+    assert calls == [bpf_maps.MAP_UPDATE_BATCH], "not asked again"

@@ -224,9 +224,13 @@ class Map:
                 break
             errno = ctypes.get_errno()
             went = struct.unpack_from("=I", attr, _BATCH_COUNT)[0]
-            if not done and not went and errno in (EINVAL, EOPNOTSUPP, ENOTSUPP):
+            # A kernel without the command (before 5.6: EINVAL) or a map type without it (ENOTSUPP) says so
+            # before touching anything, ``count`` left as we wrote it; an element refused writes back how
+            # many went before it, fewer than asked.
+            if not done and went == count and errno in (EINVAL, EOPNOTSUPP, ENOTSUPP):
                 self._batches = False
                 return None
+            went = min(went, count - done - 1)  # whatever the kernel wrote back, the loop moves on
             failures.append((done + went, errno))
             done += went + 1
         return failures

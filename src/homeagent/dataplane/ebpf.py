@@ -68,18 +68,25 @@ def home_value(tunnels: tuple[Tunnel, ...]) -> bytes:
     return _COUNTS[count] + b"".join(packed) + _PADDING[count]
 
 
-class _Counted:
-    """A map of keys with reference counts kept here: the map holds a key while its count is above 0."""
+Unwanted = dict[tuple[int, bytes], Map]  # keys to delete at the next commit: (id of the map, key) -> map
 
-    def __init__(self, bpf_map: Map) -> None:
+
+class _Counted:
+    """A map of keys with reference counts kept here: the map holds a key while its count is above 0. A
+    key whose count falls to 0 goes at the next commit (``unwanted``), after the values that refer to it."""
+
+    def __init__(self, bpf_map: Map, unwanted: Unwanted) -> None:
         self.map = bpf_map
         self.counts: dict[int, int] = {}
+        self._unwanted = unwanted
 
     def add(self, key: int) -> None:
         count = self.counts.get(key, 0)
         self.counts[key] = count + 1
         if not count:
-            self.map.update(_address(key), _ONE)
+            packed = _address(key)
+            self._unwanted.pop((id(self.map), packed), None)  # wanted again before it went
+            self.map.update(packed, _ONE)
 
     def remove(self, key: int) -> None:
         count = self.counts.get(key, 0) - 1
@@ -87,7 +94,7 @@ class _Counted:
             self.counts[key] = count
             return
         self.counts.pop(key, None)
-        self.map.delete(_address(key))
+        self._unwanted[(id(self.map), _address(key))] = self.map
 
 
 class FastPath:
@@ -98,13 +105,15 @@ class FastPath:
     in one system call (``BPF_MAP_UPDATE_BATCH``): ~1 us a binding where one call each cost ~3.5 us, on the
     registration path. The runtime commits before it sends the replies of the loop turn that made the
     changes (docs/dataplane.md, "A reply means forwarding"). The keys of the other maps (care-of
-    addresses, sources, reverse tunnels) change far less often and are written at once, before the value
-    that refers to them."""
+    addresses, sources, reverse tunnels) change far less often: a new one is written at once, before the
+    value that refers to it, and one no longer wanted goes at the commit, after the value that referred to
+    it (until then the program may still tunnel by the old value, and find its keys and counters)."""
 
     def __init__(self, maps: dict[str, Map]) -> None:
         self.maps = maps
-        self.care_of = _Counted(self.maps["ha_care_of"])
-        self.sources = _Counted(self.maps["ha_sources"])
+        self._unwanted: Unwanted = {}
+        self.care_of = _Counted(self.maps["ha_care_of"], self._unwanted)
+        self.sources = _Counted(self.maps["ha_sources"], self._unwanted)
         self.homes = self.maps["ha_homes"]
         self.reverse = self.maps["ha_reverse"]
         self.stats = self.maps["ha_stats"]
@@ -125,16 +134,19 @@ class FastPath:
                 continue
             care_of = tunnel.care_of_address
             if tunnel.reverse:
-                self.reverse.delete(_triple(care_of, tunnel.source, home))
+                self._unwanted[(id(self.reverse), _triple(care_of, tunnel.source, home))] = self.reverse
             self.care_of.remove(care_of)
             self.sources.remove(tunnel.source)
             if drop_stats and all(t.care_of_address != care_of for t in new):
-                self.stats.delete(_pair(home, care_of))
+                self._unwanted[(id(self.stats), _pair(home, care_of))] = self.stats
         for tunnel in new:
             if tunnel in old:
                 continue
+            self._unwanted.pop((id(self.stats), _pair(home, tunnel.care_of_address)), None)  # counters go on
             if tunnel.reverse:
-                self.reverse.update(_triple(tunnel.care_of_address, tunnel.source, home), _ONE)
+                triple = _triple(tunnel.care_of_address, tunnel.source, home)
+                self._unwanted.pop((id(self.reverse), triple), None)
+                self.reverse.update(triple, _ONE)
             self.care_of.add(tunnel.care_of_address)
             self.sources.add(tunnel.source)
 
@@ -147,23 +159,33 @@ class FastPath:
             raise BpfUnavailable(f"the ebpf backend cannot open its maps: {exc}") from None
 
     def commit(self) -> None:
-        """Write the values gathered since the last commit: one call for the writes, one for removals."""
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = {}
-        writes = [(key, value) for key, value in pending.items() if value is not None]
-        if writes:
-            refused = self.homes.update_batch(b"".join([k for k, _ in writes]), b"".join([v for _, v in writes]))
-            for n, errno in refused:
-                self.failures += 1
-                if self.failures == 1 or log.isEnabledFor(logging.DEBUG):
-                    log.warning("ebpf: the program's map cannot hold %s (%s): the home link does not reach it "
-                                "(counted in dataplane.fast.map_refused)", IPv4Address(writes[n][0]),
-                                os.strerror(errno))
-        removals = [key for key, value in pending.items() if value is None]
-        if removals:
-            self.homes.delete_batch(b"".join(removals))  # ENOENT: added and removed before a commit
+        """Write the values gathered since the last commit (one call for the writes, one for removals),
+        then delete the keys no value refers to any more. A value the kernel refuses is counted and logged
+        (once), never raised: the replies waiting on the commit must go."""
+        pending, unwanted = self._pending, self._unwanted
+        if pending:
+            self._pending = {}
+            writes = [(key, value) for key, value in pending.items() if value is not None]
+            if writes:
+                refused = self.homes.update_batch(b"".join([k for k, _ in writes]),
+                                                  b"".join([v for _, v in writes]))
+                for n, errno in refused:
+                    self.failures += 1
+                    if self.failures == 1 or log.isEnabledFor(logging.DEBUG):
+                        where = IPv4Address(writes[n][0]) if n < len(writes) else "a batch"
+                        log.warning("ebpf: the program's map cannot hold %s (%s): the home link does not reach "
+                                    "it (counted in dataplane.fast.map_refused)", where, os.strerror(errno))
+            removals = [key for key, value in pending.items() if value is None]
+            if removals:
+                self.homes.delete_batch(b"".join(removals))  # ENOENT: added and removed before a commit
+        if unwanted:
+            for (_, key), bpf_map in unwanted.items():
+                try:
+                    bpf_map.delete(key)  # False (ENOENT): never made, as a tunnel's counters with no packet
+                except OSError as exc:
+                    self.failures += 1
+                    log.warning("ebpf: a key of %s not removed: %s", bpf_map.name, exc)
+            unwanted.clear()
 
     def tunnels_of(self, home: int) -> tuple[Tunnel, ...]:
         key = _address(home)
@@ -291,9 +313,13 @@ class EbpfDataplane:
 
     def commit(self) -> None:
         """Write the map values gathered since the last commit (``FastPath.commit``): the runtime calls it
-        before it sends the registration replies of a loop turn."""
+        before it sends the registration replies of a loop turn. Never raises: those replies must go."""
         if self.fast is not None:
-            self.fast.commit()
+            try:
+                self.fast.commit()
+            except OSError as exc:  # the bpf(2) call itself failed (not an element refused: counted there)
+                self.fast.failures += 1
+                log.warning("ebpf: the map values of a turn not written: %s", exc)
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
