@@ -101,3 +101,24 @@ def test_with_persistence_a_reply_leaves_once_its_binding_is_written():
     written, during = asyncio.run(scenario())
     assert len(written) == 1, "the registration was answered"
     assert during == 0 and written == [1], "the reply after the one transaction that holds its binding"
+
+
+def test_sockets_are_read_only_from_the_start_of_service_to_the_stop():
+    """Before the store is loaded and the core started, and after the stop begins, nothing is read: what
+    arrives waits in the kernel, and nothing is accepted that the store would not hold."""
+    async def scenario() -> list[bool]:
+        daemon = Daemon(parse(CONFIG.format(max_lifetime=1800, simultaneous_bindings=3)))
+        loop = asyncio.get_running_loop()
+        daemon._loop = loop
+        daemon._open("127.0.0.1", 0)
+        sock = daemon._sockets["127.0.0.1"]
+        seen = [loop.remove_reader(sock.fileno())]  # False: no reader before the start
+        daemon._read(True)
+        seen.append(loop.remove_reader(sock.fileno()))  # True: read once serving
+        daemon._read(True)
+        daemon._read(False)
+        seen.append(loop.remove_reader(sock.fileno()))  # False: not read once the stop began
+        daemon._close("127.0.0.1")
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False]

@@ -84,6 +84,10 @@ class Daemon:
         # those held so far.
         self._hold_replies = self._forwarding.defers or self._forwarding.batches or config.home_agent.persistence
         self._held: list[tuple[socket.socket, Send]] = []
+        self._commit_due = False  # a _commit is scheduled for the end of this loop turn
+        # Sockets are read only from the start of service (store loaded, core started) to the stop: what
+        # arrives before waits in the kernel, and nothing is accepted that the store would not hold.
+        self._reading = False
         self._interface: InterfaceAddress | None = None
         if red is not None and red.address_method is AddressMethod.INTERFACE:
             assert red.interface is not None
@@ -147,11 +151,19 @@ class Daemon:
                         raise StartupError(str(exc)) from None
                 log.info("serving on %s:%d (role %s)", ha.address, ha.port, self.core.role)
                 self._apply(self.core.start(self._now()))
+                self._read(True)
                 if self._watch is not None:
                     await self._watch.open()
                 self._arm_timer()
                 supervisor = asyncio.create_task(notify.supervise(notifier, self._ready, self._summary))
                 await self._stopping.wait()
+                # Nothing more is accepted (no datagram read, no timer, no control command) from here: what
+                # the stop writes to the store is all there is, and nothing answered is left out of it.
+                self._read(False)
+                if self._timer:
+                    self._timer.cancel()
+                    self._timer = self._timer_at = None
+                server.close()
                 notifier.send("STOPPING=1")
                 supervisor.cancel()
                 notifier.close()
@@ -290,7 +302,18 @@ class Daemon:
         self._sockets[local] = sock
         assert self._loop is not None
         self._drainers[local] = drain = self._drainer(sock, local)
-        self._loop.add_reader(sock.fileno(), drain)
+        if self._reading:
+            self._loop.add_reader(sock.fileno(), drain)
+
+    def _read(self, reading: bool) -> None:
+        """Start (or stop) reading every socket opened so far, and those opened from now on."""
+        assert self._loop is not None
+        self._reading = reading
+        for local, sock in self._sockets.items():
+            if reading:
+                self._loop.add_reader(sock.fileno(), self._drainers[local])
+            else:
+                self._loop.remove_reader(sock.fileno())
 
     def _open_multicast(self, group: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -309,7 +332,8 @@ class Daemon:
         assert self._loop is not None
         # What arrives here was sealed for the group: its address, not ours, is the receiver.
         self._drainers[group] = drain = self._drainer(sock, group)
-        self._loop.add_reader(sock.fileno(), drain)
+        if self._reading:
+            self._loop.add_reader(sock.fileno(), drain)
 
     def _close(self, local: str) -> None:
         sock = self._sockets.pop(local, None)
@@ -398,8 +422,9 @@ class Daemon:
                 if sock is None:
                     continue
                 if self._hold_replies and effect.datagram[0] == REGISTRATION_REPLY:
-                    if not self._held:  # the first of this loop turn: released at its end at the latest
-                        asyncio.get_running_loop().call_soon(self._commit)
+                    if not self._commit_due:  # the turn's end commits, whatever else does before
+                        self._commit_due = True
+                        asyncio.get_running_loop().call_soon(self._end_of_turn)
                     self._held.append((sock, effect))
                     continue
                 try:
@@ -425,9 +450,19 @@ class Daemon:
         end of every drain (and every ``COMMIT_EVERY`` datagrams of a long one), timer and control command,
         and once at the end of any other loop turn that held a reply."""
         forwarding = self._forwarding
-        forwarding.commit()
-        if self._persistence is not None:
-            self._persistence.commit(self._now())
+        try:
+            forwarding.commit()
+            if self._persistence is not None:
+                self._persistence.commit(self._now())
+        finally:  # neither raises by design (each counts its failures); if one did, the replies still go
+            self._send_held()
+
+    def _end_of_turn(self) -> None:
+        self._commit_due = False
+        self._commit()
+
+    def _send_held(self) -> None:
+        forwarding = self._forwarding
         held = self._held
         if not held:
             return
