@@ -121,3 +121,21 @@ def test_nothing_is_formatted_when_the_level_is_off(caplog, monkeypatch):
     ha.receive_registration(request(ident=ntp(T0, 1)), SOURCE, T0)
     ha.receive_registration(request(coa=COA, ident=ntp(T0, 2)), SOURCE, T0 + 1)
     assert ha.counters["accepted"] == 2 and not caplog.records
+
+
+def test_resetting_the_counters_resets_the_replication_lag_histogram_with_them():
+    """``homeagent status --reset-counters``: the lag's samples are counts too (the metrics endpoint's
+    histogram would otherwise disagree with the counters reset beside it)."""
+    from homeagent.core.home_agent import HomeAgent
+
+    from .test_group import make_config
+
+    ha = HomeAgent(make_config("192.0.2.1", ["192.0.2.2"]), 0.0)
+    assert ha.group is not None
+    lag = ha.group.replication.lag
+    for value in (0.0004, 0.003, 0.3):
+        lag.observe(value)
+    ha.counters["accepted"] += 1
+    ha.reset_counters(1.0)
+    assert not ha.counters and lag.count == 0 and lag.sum == 0.0
+    assert lag.cumulative()[-1] == (float("inf"), 0)

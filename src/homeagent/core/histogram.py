@@ -26,6 +26,11 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def reset(self) -> None:
+        """Every sample forgotten (``homeagent status --reset-counters``: the lag counts with the counters)."""
+        self.counts = [0] * len(self.counts)
+        self.sum = 0.0
+
     @property
     def count(self) -> int:
         return sum(self.counts)

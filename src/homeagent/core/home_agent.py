@@ -235,8 +235,11 @@ class HomeAgent:
     def reset_counters(self, now: float) -> None:
         """``homeagent status --reset-counters``: every counter back to zero, in place (the machines that
         count hold this very Counter). Counters only: bindings, replay state, peers, the role and its
-        history are state, and stay. ``counters_since`` in the status says from when they count."""
+        history are state, and stay. ``counters_since`` in the status says from when they count. The
+        replication lag histogram is counts too, and goes with them."""
         self.counters.clear()
+        if self.group is not None:
+            self.group.replication.lag.reset()
         self.counters_since = now
 
     def set_role(self, role: str, now: float) -> list[Effect]:
