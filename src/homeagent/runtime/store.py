@@ -39,7 +39,6 @@ from typing import Protocol
 APPLICATION_ID = 0x4D495048  # "MIPH": Mobile IP Home agent
 SCHEMA_VERSION = 1
 MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-BUSY_TIMEOUT = 0.1  # seconds the loop's write waits for a locked file before it is retried next turn
 FORGET_STEP = 64  # superseded rows deleted per write at most: a bounded pause whatever the table's size
 CHECKPOINT_EVERY = 1.0  # seconds between two checkpoints (and syncs) of the WAL
 WAL_LIMIT = 64 << 20  # bytes of WAL past which the checkpoint thread empties it (holding writes back briefly)
@@ -161,10 +160,7 @@ class SqliteStore:
             except OSError as exc:
                 raise StoreError(f"{KEY}: cannot create {self.path}: {exc.strerror}") from None
         try:
-            # A write that finds the file locked (the checkpoint thread truncating the WAL) waits at most
-            # BUSY_TIMEOUT, then fails into the next turn's retry: never the default 5 s on the loop, which
-            # would silence the member's advertisements and cost a takeover.
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
+            db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it, off the loop
