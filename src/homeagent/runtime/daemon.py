@@ -422,9 +422,7 @@ class Daemon:
                 if sock is None:
                     continue
                 if self._hold_replies and effect.datagram[0] == REGISTRATION_REPLY:
-                    if not self._commit_due:  # the turn's end commits, whatever else does before
-                        self._commit_due = True
-                        asyncio.get_running_loop().call_soon(self._end_of_turn)
+                    self._commit_by_end_of_turn()
                     self._held.append((sock, effect))
                     continue
                 try:
@@ -439,6 +437,8 @@ class Daemon:
                     self._interface.want(effect.address, False)
             elif type(effect) is TunnelSet or type(effect) is Serve:
                 self._forwarding.apply(effect)
+                if self._forwarding.batches:  # a change gathered: in effect by the end of this turn, reply or not
+                    self._commit_by_end_of_turn()
             else:
                 raise TypeError(f"an effect the runtime does not know: {effect!r}")  # none is dropped
 
@@ -448,7 +448,8 @@ class Daemon:
         changed, runtime/persistence.py), then the registration replies held for it go, each at once or,
         with userspace, once the barrier of its home address's latest change has passed. Called at the
         end of every drain (and every ``COMMIT_EVERY`` datagrams of a long one), timer and control command,
-        and once at the end of any other loop turn that held a reply."""
+        and at the end of any other loop turn that held a reply or gathered a change
+        (``_commit_by_end_of_turn``)."""
         forwarding = self._forwarding
         try:
             forwarding.commit()
@@ -456,6 +457,13 @@ class Daemon:
                 self._persistence.commit(self._now())
         finally:  # neither raises by design (each counts its failures); if one did, the replies still go
             self._send_held()
+
+    def _commit_by_end_of_turn(self) -> None:
+        """Make sure this turn ends with a ``_commit``: drains, timers and control commands end with one
+        already, but the start (the store's bindings, the core's first effects) and callbacks do not."""
+        if not self._commit_due:
+            self._commit_due = True
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
 
     def _end_of_turn(self) -> None:
         self._commit_due = False

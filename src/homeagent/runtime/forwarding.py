@@ -63,7 +63,6 @@ class Forwarding:
         # (none) holds nothing back.
         self.defers = not isinstance(self.dataplane, (NullDataplane, EbpfDataplane))
         self.batches = isinstance(self.dataplane, EbpfDataplane)
-        self._commit_due = False
 
     async def open(self) -> None:
         if isinstance(self.dataplane, (UserspaceDataplane, EbpfDataplane)):
@@ -87,9 +86,6 @@ class Forwarding:
     def apply(self, effect: TunnelSet | Serve) -> None:
         if type(effect) is TunnelSet:
             self.dataplane.set_tunnels(effect.home_address, effect.tunnels)
-            if self.batches and not self._commit_due:  # committed by the end of this loop turn, reply or not
-                self._commit_due = True
-                asyncio.get_running_loop().call_soon(self.commit)
             if self._serving and self.defers:
                 self._track(effect.home_address)
             if self.neighbours is not None:
@@ -105,12 +101,10 @@ class Forwarding:
                 self.neighbours.serve(effect.serving)
 
     def commit(self) -> None:
-        """What this loop turn's changes gathered, put into effect (``Dataplane.commit``): before the turn's
-        registration replies leave, and at the end of any turn that changed a tunnel (a Binding Update, an
-        expiry, a table download: no reply waits, the traffic does)."""
-        if self._commit_due:
-            self._commit_due = False
-            self.dataplane.commit()
+        """What this loop turn's changes gathered, put into effect (``Dataplane.commit``; nothing to do for a
+        backend that applies changes as called). The daemon calls it at the end of every turn that held a
+        reply or, with ``batches``, changed a tunnel (``Daemon._commit``)."""
+        self.dataplane.commit()
 
     def _track(self, home_address: int) -> None:
         """Remember which barrier will say that ``home_address``'s latest change is in effect."""
