@@ -40,6 +40,14 @@ REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass
            "pass_too_many", "pass_no_neighbour", "pass_failed", "pass_fragment", "drop_unknown_care_of",
            "drop_not_reverse_tunnel", "path_mtu_learnt", "arp_answered")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
+# The forwarder behind the program is the slow path only (the kernel carries the traffic), and nothing
+# waits for its copy of the table: on a busy host it takes what CPU the registrations leave, at the least
+# weight the scheduler gives a niceness (19: 15 against the daemon's 1024), where the userspace backend,
+# whose forwarder carries every packet, keeps forwarder.NICE. Measured (bench/registrations_backends.py,
+# 20,000 first registrations, 2 CPUs shared with the load's client): 0.54 of no data plane at niceness
+# 10, 0.66 at 19. Not SCHED_IDLE (0.66 too): a task of that class may wait indefinitely on a busy host,
+# and the slow path carries ICMP "fragmentation needed" that a path's senders wait for.
+SLOW_PATH_NICE = 19
 
 _CONFIG = struct.Struct("=IIIII6sH")  # serving, tun_ifindex, mtu, ttl, home_ifindex, the interface's MAC
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
@@ -253,7 +261,7 @@ class EbpfDataplane:
         # program's links (what the host itself sends, what arrives by another link) and are what a strict
         # reverse path filter looks for when a decapsulated datagram enters by the TUN. Nothing waits for
         # them (``barrier``), and they cost the forwarder ~2 us each, out of the daemon's process.
-        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python)
+        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python, nice=SLOW_PATH_NICE)
         self.interface = interface
         self.mtu = mtu
         self.ttl = ttl
