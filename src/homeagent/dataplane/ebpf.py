@@ -147,13 +147,16 @@ class FastPath:
             self.sources.remove(tunnel.source)
             if drop_stats and all(t.care_of_address != care_of for t in new):
                 self._unwanted[(id(self.stats), _pair(home, care_of))] = self.stats
+        unwanted = self._unwanted  # empty in a burst of new bindings: nothing to take back
         for tunnel in new:
             if tunnel in old:
                 continue
-            self._unwanted.pop((id(self.stats), _pair(home, tunnel.care_of_address)), None)  # counters go on
+            if unwanted:
+                unwanted.pop((id(self.stats), _pair(home, tunnel.care_of_address)), None)  # counters go on
             if tunnel.reverse:
                 triple = _triple(tunnel.care_of_address, tunnel.source, home)
-                self._unwanted.pop((id(self.reverse), triple), None)
+                if unwanted:
+                    unwanted.pop((id(self.reverse), triple), None)
                 self.reverse.update(triple, _ONE)
             self.care_of.add(tunnel.care_of_address)
             self.sources.add(tunnel.source)
@@ -269,7 +272,6 @@ class EbpfDataplane:
                                      extra_interfaces)
         self._cache_dir = cache_dir
         self.fast: FastPath | None = None
-        self._table: dict[int, tuple[Tunnel, ...]] = {}
         self._serving = False
         self._tun_index = 0
         self._mac = bytes(6)
@@ -307,13 +309,11 @@ class EbpfDataplane:
         return info
 
     def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
+        old = self.slow.tunnels_of(home_address)  # the table is the slow path's; the maps follow it
         self.slow.set_tunnels(home_address, tunnels)
-        new = tuple(tunnels)
-        old = self._table.pop(home_address, ())
-        if new:
-            self._table[home_address] = new
         if self.fast is None:
             return
+        new = self.slow.tunnels_of(home_address)
         if home_address in self._stale:
             self._stale.discard(home_address)
             old = self.fast.tunnels_of(home_address)
@@ -445,7 +445,7 @@ class EbpfDataplane:
                 drops[reason] = drops.get(reason, 0) + fast[f"drop_{reason}"]
         out["dataplane.drops"] = drops
         tunnels = out.get("dataplane.tunnels")
-        if isinstance(tunnels, list) and len(self._table) <= DETAIL_LIMIT:
+        if isinstance(tunnels, list) and len(self.slow) <= DETAIL_LIMIT:
             merged = []
             for entry in tunnels:
                 entry = dict(entry)

@@ -98,13 +98,22 @@ class UserspaceDataplane:
         self._spawn()
 
     def set_tunnels(self, home_address: int, tunnels: tuple[Tunnel, ...]) -> None:
+        tunnels = tuple(tunnels)
         if tunnels:
-            self._table[home_address] = tuple(tunnels)
+            self._table[home_address] = tunnels
         else:
             self._table.pop(home_address, None)
-        self._pending[home_address] = tuple(tunnels)
+        self._pending[home_address] = tunnels
         self._unmarked = True
         self._schedule()
+
+    def tunnels_of(self, home_address: int) -> tuple[Tunnel, ...]:
+        """The tunnels last set for ``home_address`` (what the forwarder has, or will at the next flush)."""
+        return self._table.get(home_address, ())
+
+    def __len__(self) -> int:
+        """Home addresses with tunnels."""
+        return len(self._table)
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
