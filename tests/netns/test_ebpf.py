@@ -63,8 +63,8 @@ class Setup:
         self.loop.call(self.dataplane.set_tunnels, a(home), tuple(tunnels))
         self.loop.call(self.dataplane.commit)  # as the runtime does before the replies of a loop turn
         # The forwarder (the slow path) has the table too, and a route into its TUN for each home address.
-        wait_for("the forwarder's table", lambda: self.counters()["dataplane.home_addresses"] == len(
-            self.loop.call(lambda: self.dataplane.slow)))
+        wait_for("the forwarder's table", lambda: self.counters()["dataplane.home_addresses"] ==
+                 self.loop.call(self.dataplane.slow.home_addresses))
 
     def serve(self, serving: bool) -> None:
         self.loop.call(self.dataplane.serve, serving)

@@ -577,10 +577,29 @@ def test_a_new_binding_is_found_by_every_way_in_before_any_packet_settled_it(wir
 
 def test_one_tunnel_said_twice_with_and_without_t_is_one_copy_and_goes_whole(wire):
     """Found by the property above: two states for one (care-of address, source) left the care-of address
-    known after its tunnels went, and a datagram from it was dropped under the wrong reason."""
+    known after its tunnels went, and a datagram from it was dropped under the wrong reason. The copy has T,
+    as the fast path's value does (it writes the reverse key of either)."""
     e = engine(wire, 1500, Tunnel(a(COA), a(HA), False), Tunnel(a(COA), a(HA), True))
     e.from_tun(datagram())
     assert copies(wire) == [COA], "one copy"
+    e.from_network(reverse())
+    assert len(wire.delivered) == 1
     e.set_tunnels(a(HOME), ())
     e.from_network(reverse())
     assert e.counters(False)["drops"] == {"unknown_care_of": 1}
+
+
+def test_a_path_learnt_stays_for_a_new_binding_to_that_care_of_address_when_the_last_old_one_goes(wire):
+    """Found in review: the last settled tunnel to COA going forgot COA's path though a new binding, not in
+    state yet, used COA; a DF datagram too big for the path was then tunnelled whole into it."""
+    clock = Clock()
+    e = engine_at(wire, clock)
+    e.from_tun(datagram())  # HOME's tunnel made into state
+    e.from_icmp(frag_needed_from_the_path(1000))
+    other = "10.1.0.51"
+    e.set_tunnels(a(other), (Tunnel(a(COA), a(HA), False),))  # a new binding to the same care-of address
+    e.set_tunnels(a(HOME), ())  # the old one goes first
+    before = len(wire.sent)
+    e.from_tun(datagram(1400, dst=other))
+    assert e.counters(False)["drops"] == {"too_big": 1}
+    assert [IP(p)[ICMP].nexthopmtu for p, _ in wire.sent[before:]] == [980], "Fragmentation Needed, not a copy"

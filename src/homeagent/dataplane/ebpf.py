@@ -445,7 +445,7 @@ class EbpfDataplane:
                 drops[reason] = drops.get(reason, 0) + fast[f"drop_{reason}"]
         out["dataplane.drops"] = drops
         tunnels = out.get("dataplane.tunnels")
-        if isinstance(tunnels, list) and len(self.slow) <= DETAIL_LIMIT:
+        if isinstance(tunnels, list) and self.slow.home_addresses() <= DETAIL_LIMIT:
             merged = []
             for entry in tunnels:
                 entry = dict(entry)

@@ -174,8 +174,9 @@ class Engine:
             self._by_care_of[care_of].discard(state)
         new = []
         unique: dict[tuple[int, int], Tunnel] = {}
-        for tunnel in tunnels:  # one copy per care-of address and source, the first said (not one per T)
-            unique.setdefault((tunnel.care_of_address, tunnel.source), tunnel)
+        for tunnel in tunnels:  # one copy per care-of address and source (not one per T), with T if any has
+            if tunnel.reverse or (tunnel.care_of_address, tunnel.source) not in unique:
+                unique[(tunnel.care_of_address, tunnel.source)] = tunnel
         for tunnel in unique.values():
             kept = old.get((tunnel.care_of_address, tunnel.source))
             care_of = tunnel.care_of_address.to_bytes(4, "big")
@@ -192,8 +193,10 @@ class Engine:
                 self._reverse[state.reverse_key()] = state
         if new:
             self._tunnels[key] = new
-        for state in old.values():  # a care-of address no tunnel uses any more: forget it and its path
-            care_of = state.care_of.to_bytes(4, "big")
+        gone = [state.care_of.to_bytes(4, "big") for state in old.values()]
+        if self._unsettled and any(not self._by_care_of.get(care_of, True) for care_of in gone):
+            self._settle_all()  # a new binding not in state yet may use it: then its path stays
+        for care_of in gone:  # a care-of address no tunnel uses any more: forget it and its path
             if not self._by_care_of.get(care_of, True):
                 del self._by_care_of[care_of]
                 self._path_mtu.pop(care_of, None)

@@ -111,8 +111,8 @@ class UserspaceDataplane:
         """The tunnels last set for ``home_address`` (what the forwarder has, or will at the next flush)."""
         return self._table.get(home_address, ())
 
-    def __len__(self) -> int:
-        """Home addresses with tunnels."""
+    def home_addresses(self) -> int:
+        """How many home addresses have tunnels."""
         return len(self._table)
 
     def serve(self, serving: bool) -> None:
