@@ -1,8 +1,8 @@
 """A stand-in for ``homeagent.dataplane.forwarder`` that needs no privilege: it speaks the control protocol,
 keeps the table it is told and reports it (with its PID) as counters, answers barriers (never, with
 ``--hold-barriers``) and the watchdog's pings (with ``--hang-once FILE``, the first one started stops
-reading its socket, as a hung forwarder would), so the handle's non-blocking sends,
-coalescing, restarts and replays can be tested without root. Started as
+reading its socket, as a hung forwarder would; with ``--busy-once FILE``, it spins instead), so the
+handle's non-blocking sends, coalescing, restarts and replays can be tested without root. Started as
 ``python fake_forwarder.py <the forwarder's usual command line>``."""
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ def main() -> None:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--hold-barriers", action="store_true")
     parser.add_argument("--hang-once", help="a file: if it does not exist, make it and hang")
+    parser.add_argument("--busy-once", help="a file: if it does not exist, make it and use the CPU without "
+                        "reading the socket for --busy-for seconds (a starved forwarder behind a replay, or "
+                        "one looping forever)")
+    parser.add_argument("--busy-for", type=float, default=float("inf"))
     args, _ = parser.parse_known_args()
     control = socket.socket(fileno=args.control_fd)
     table: dict[str, list[list[object]]] = {}
@@ -32,6 +36,11 @@ def main() -> None:
         open(args.hang_once, "w").close()
         while True:
             time.sleep(3600)
+    if args.busy_once and not os.path.exists(args.busy_once):
+        open(args.busy_once, "w").close()
+        until = time.monotonic() + args.busy_for
+        while time.monotonic() < until:
+            pass
     while message := control.recv(1 << 16):
         messages += 1
         command = decode(message)

@@ -170,6 +170,60 @@ def test_a_barrier_passes_when_the_forwarder_answers_or_dies():
     asyncio.run(scenario())
 
 
+def test_a_forwarder_busy_behind_its_backlog_is_not_taken_for_hung(tmp_path, monkeypatch):
+    """One that uses the CPU and does not read (starved behind a long replay, niceness 19 with ebpf) is not
+    killed at HUNG_AFTER: it answers once through, and is never counted hung."""
+    from homeagent.dataplane import userspace
+
+    monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
+    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.3)
+    monkeypatch.setattr(userspace, "BUSY_LIMIT", 30.0)
+
+    async def scenario() -> None:
+        dp = handle("--busy-once", str(tmp_path / "busy"), "--busy-for", "1.5")
+        dp.start()
+        try:
+            first = await dp.ready()
+            dp.set_tunnels(a("10.1.0.1"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
+            counters = await dp.fetch_counters(timeout=10)
+            assert dp.pid == first["pid"] and counters["dataplane.hung"] == 0
+            assert list(counters["dataplane.table"]) == ["10.1.0.1"]
+        finally:
+            dp.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_forwarder_looping_forever_is_killed_at_the_busy_limit(tmp_path, monkeypatch):
+    """Using the CPU buys time, not forever: one that never answers goes at BUSY_LIMIT."""
+    from homeagent.dataplane import userspace
+
+    monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
+    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.3)
+    monkeypatch.setattr(userspace, "BUSY_LIMIT", 1.5)
+
+    async def scenario() -> None:
+        dp = handle("--busy-once", str(tmp_path / "busy"))
+        dp.start()
+        try:
+            first = await dp.ready()
+            started = time.monotonic()
+            await asyncio.sleep(0.9)
+            assert dp.counters()["dataplane.hung"] == 0, "busy: past HUNG_AFTER, not yet killed"
+            deadline = started + 10
+            while dp.counters()["dataplane.hung"] == 0:
+                assert time.monotonic() < deadline, "the looping forwarder was never replaced"
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - started >= 1.4
+            second = await dp.ready()
+            assert second["pid"] != first["pid"]
+        finally:
+            dp.close()
+        assert gone(first["pid"])
+
+    asyncio.run(scenario())
+
+
 def test_a_hung_forwarder_is_found_killed_and_restarted(tmp_path, monkeypatch):
     """One that lives but stops reading its socket: the watchdog's question goes unanswered, and after
     HUNG_AFTER it is killed, counted, and a new one is given the table."""

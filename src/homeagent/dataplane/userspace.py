@@ -12,7 +12,9 @@ socket closes, the forwarder has died: the handle logs it, counts ``dataplane.re
 it. The new TUN device starts empty, so there is nothing stale to reconcile. A forwarder that lives but no
 longer reads its socket (hung) is found by a watchdog: every ``PING_EVERY`` seconds the handle asks "are
 you there", which the forwarder answers as soon as it reads it; one that has not answered for
-``HUNG_AFTER`` seconds is logged, counted (``dataplane.hung``) and killed, and restarted as a dead one.
+``HUNG_AFTER`` seconds is logged, counted (``dataplane.hung``) and killed, and restarted as a dead one;
+one that uses CPU meanwhile (starved behind a long replay, which it reads in order) is given up to
+``BUSY_LIMIT``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -42,6 +45,10 @@ RESTART_MAX = 5.0  # the longest wait, for a forwarder that dies as soon as it s
 YOUNG = 2.0  # a forwarder that dies younger than this makes the next wait longer
 PING_EVERY = 2.0  # seconds between two "are you there" to the forwarder
 HUNG_AFTER = 10.0  # seconds without an answer before a forwarder is taken for hung, killed and restarted
+# ... unless it is using CPU, as one starved behind a long replay is (it reads its socket in order, and at
+# niceness 19 on a busy host gets ~1.5 % of a CPU): that one is given up to this long. One stuck in a
+# system call or a lock uses none and goes at HUNG_AFTER; one looping forever goes at BUSY_LIMIT.
+BUSY_LIMIT = 60.0
 DETAIL_LIMIT = 4096  # home addresses up to which counters() lists every tunnel (~3 us each of forwarder time)
 
 
@@ -87,6 +94,7 @@ class UserspaceDataplane:
         self._watch: asyncio.TimerHandle | None = None
         self._ping_mark = 0
         self._pinged_at: float | None = None  # when the unanswered "are you there" went
+        self._cpu_seen: float | None = None  # the forwarder's CPU seconds at the watchdog's last look
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -313,13 +321,17 @@ class UserspaceDataplane:
             return
         now = time.monotonic()
         if self._pinged_at is not None:
-            if now - self._pinged_at >= HUNG_AFTER and proc is not None:
+            waited = now - self._pinged_at
+            cpu, self._cpu_seen = self._cpu_seen, _cpu_seconds(proc.pid) if proc is not None else None
+            busy = cpu is not None and self._cpu_seen is not None and self._cpu_seen > cpu
+            if waited >= HUNG_AFTER and proc is not None and not (busy and waited < BUSY_LIMIT):
                 self._counters["dataplane.hung"] += 1
-                log.error("the forwarder (pid %d) has not answered for %.0f s: killing it", proc.pid,
-                          now - self._pinged_at)
+                log.error("the forwarder (pid %d) has not answered for %.0f s%s: killing it", proc.pid,
+                          waited, ", though busy" if busy else "")
                 proc.kill()
                 return  # its socket closes: _readable sees it die
         else:
+            self._cpu_seen = _cpu_seconds(proc.pid) if proc is not None else None
             self._ping_mark = (self._ping_mark + 1) & 0xFFFFFFFF
             try:
                 sock.send(encode_ping(self._ping_mark))
@@ -446,3 +458,16 @@ class UserspaceDataplane:
         self._send()
         if not self._outbox and (self._pending or self._serve_pending or self._asked or self._next_barrier):
             self._schedule()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time process ``pid`` has used (user and system, proc(5)), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
