@@ -12,6 +12,8 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import pytest
+
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.userspace import UserspaceDataplane
 
@@ -170,14 +172,30 @@ def test_a_barrier_passes_when_the_forwarder_answers_or_dies():
     asyncio.run(scenario())
 
 
-def test_a_forwarder_busy_behind_its_backlog_is_not_taken_for_hung(tmp_path, monkeypatch):
-    """One that uses the CPU and does not read (starved behind a long replay, niceness 19 with ebpf) is not
-    killed at HUNG_AFTER: it answers once through, and is never counted hung."""
+def quick_watchdog(monkeypatch: pytest.MonkeyPatch, hung_after: float, busy_limit: float = 30.0) -> None:
+    """The watchdog's times, short enough for a test."""
     from homeagent.dataplane import userspace
 
     monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
-    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.3)
-    monkeypatch.setattr(userspace, "BUSY_LIMIT", 30.0)
+    monkeypatch.setattr(userspace, "HUNG_AFTER", hung_after)
+    monkeypatch.setattr(userspace, "BUSY_LIMIT", busy_limit)
+
+
+async def replaced(dp: UserspaceDataplane, first: dict[str, object], what: str) -> dict[str, object]:
+    """The forwarder ``first`` counted hung, killed and replaced: the new one's information."""
+    deadline = time.monotonic() + 10
+    while dp.counters()["dataplane.hung"] == 0 or dp.pid in (None, first["pid"]):
+        assert time.monotonic() < deadline, f"the {what} forwarder was never found and replaced"
+        await asyncio.sleep(0.05)
+    second = await dp.ready()
+    assert second["pid"] != first["pid"]
+    return second
+
+
+def test_a_forwarder_busy_behind_its_backlog_is_not_taken_for_hung(tmp_path, monkeypatch):
+    """One that uses the CPU and does not read (starved behind a long replay, niceness 19 with ebpf) is not
+    killed at HUNG_AFTER: it answers once through, and is never counted hung."""
+    quick_watchdog(monkeypatch, hung_after=0.3)
 
     async def scenario() -> None:
         dp = handle("--busy-once", str(tmp_path / "busy"), "--busy-for", "1.5")
@@ -196,11 +214,7 @@ def test_a_forwarder_busy_behind_its_backlog_is_not_taken_for_hung(tmp_path, mon
 
 def test_a_forwarder_looping_forever_is_killed_at_the_busy_limit(tmp_path, monkeypatch):
     """Using the CPU buys time, not forever: one that never answers goes at BUSY_LIMIT."""
-    from homeagent.dataplane import userspace
-
-    monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
-    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.3)
-    monkeypatch.setattr(userspace, "BUSY_LIMIT", 1.5)
+    quick_watchdog(monkeypatch, hung_after=0.3, busy_limit=1.5)
 
     async def scenario() -> None:
         dp = handle("--busy-once", str(tmp_path / "busy"))
@@ -210,13 +224,8 @@ def test_a_forwarder_looping_forever_is_killed_at_the_busy_limit(tmp_path, monke
             started = time.monotonic()
             await asyncio.sleep(0.9)
             assert dp.counters()["dataplane.hung"] == 0, "busy: past HUNG_AFTER, not yet killed"
-            deadline = started + 10
-            while dp.counters()["dataplane.hung"] == 0:
-                assert time.monotonic() < deadline, "the looping forwarder was never replaced"
-                await asyncio.sleep(0.05)
+            await replaced(dp, first, "looping")
             assert time.monotonic() - started >= 1.4
-            second = await dp.ready()
-            assert second["pid"] != first["pid"]
         finally:
             dp.close()
         assert gone(first["pid"])
@@ -227,10 +236,7 @@ def test_a_forwarder_looping_forever_is_killed_at_the_busy_limit(tmp_path, monke
 def test_a_hung_forwarder_is_found_killed_and_restarted(tmp_path, monkeypatch):
     """One that lives but stops reading its socket: the watchdog's question goes unanswered, and after
     HUNG_AFTER it is killed, counted, and a new one is given the table."""
-    from homeagent.dataplane import userspace
-
-    monkeypatch.setattr(userspace, "PING_EVERY", 0.05)
-    monkeypatch.setattr(userspace, "HUNG_AFTER", 0.5)
+    quick_watchdog(monkeypatch, hung_after=0.5)
 
     async def scenario() -> None:
         dp = handle("--hang-once", str(tmp_path / "hung"))
@@ -240,12 +246,7 @@ def test_a_hung_forwarder_is_found_killed_and_restarted(tmp_path, monkeypatch):
             dp.set_tunnels(a("10.1.0.1"), (Tunnel(a("10.2.0.1"), a("10.1.255.1"), False),))
             await asyncio.sleep(0.3)
             assert dp.pid == first["pid"], "not yet: it may be busy"
-            deadline = time.monotonic() + 10
-            while dp.counters()["dataplane.hung"] == 0 or dp.pid in (None, first["pid"]):
-                assert time.monotonic() < deadline, "the hung forwarder was never found and replaced"
-                await asyncio.sleep(0.05)
-            second = await dp.ready()
-            assert second["pid"] != first["pid"]
+            await replaced(dp, first, "hung")
             counters = await dp.fetch_counters()
             assert counters["dataplane.restarts"] == 1 and counters["dataplane.hung"] == 1
             assert list(counters["dataplane.table"]) == ["10.1.0.1"]
