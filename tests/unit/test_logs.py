@@ -108,6 +108,33 @@ def test_any_message_and_value_make_one_line_that_reads_back(message, value):
     assert logfmt_value(value) == line.rsplit(" value=", 1)[1]
 
 
+_KEYS = st.one_of(st.sampled_from(["ts", "level", "logger", "event", "msg", "home_address", "peer"]),
+                  st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True))
+_VALUES = st.one_of(st.none(), st.text(max_size=12), st.integers(), st.booleans(), st.floats(allow_nan=False))
+
+
+@given(st.lists(st.tuples(st.text(max_size=20), st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING]),
+                          st.sampled_from(["binding_accepted", "peer down", ""]),
+                          st.dictionaries(_KEYS, _VALUES, max_size=6)), min_size=1, max_size=6),
+       st.booleans())
+def test_an_event_line_has_the_same_pairs_in_the_same_order_as_the_json_line(events, journal):
+    """An event's line in logfmt is made with its level, logger, name and message made once per kind
+    (runtime/logs.py, _event_line); read back it holds what the JSON line holds, in the same order, every
+    time the same kind comes again."""
+    text, json_ = Formatter(journal=journal), Formatter(LogFormat.JSON, journal=journal)
+    for message, level, event, fields in events * 2:  # each kind twice: once made, once kept
+        r = record(message, level=level, event=event, fields=fields)
+        line, obj = text.format(r), json.loads(json_.format(r)[3 if journal else 0:])
+        if journal:
+            assert line.startswith(f"<{ {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4}[level]}>")
+            line = line[3:]
+        assert "\n" not in line
+        pairs = parse_logfmt(line)
+        assert list(pairs) == list(obj)
+        for key, value in obj.items():
+            assert pairs[key] == (logfmt_value(value) if not isinstance(value, str) or key == "ts" else value)
+
+
 # -- the journal --------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,8 @@ from homeagent.config import LogFormat
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _QUOTED = re.compile(r"[^A-Za-z0-9.:\-_/+,\[\]()@#%*]")  # a character that needs the value quoted
 _search = _QUOTED.search
+_HEAD_KEYS = frozenset({"ts", "level", "logger", "event", "msg"})  # a field of these names is not written
+HEADS = 256  # events' heads kept at most (messages made with their values in come and go)
 
 
 def journal_stream(stream: TextIO | None = None) -> bool:
@@ -68,6 +70,7 @@ class Formatter(logging.Formatter):
         self.journal = journal
         self._second = -1
         self._stamp = ""
+        self._heads: dict[tuple[int, str, str, object], str] = {}  # an event's words, made once (_event_line)
 
     def format(self, record: logging.LogRecord) -> str:
         pairs: dict[str, Any] = {}
@@ -76,16 +79,19 @@ class Formatter(logging.Formatter):
             if second != self._second:  # strftime once a second, not once a line
                 self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             pairs["ts"] = f"{self._stamp}.{int(record.msecs):03d}Z"
+        event = getattr(record, "event", None)
+        if (event is not None and self.style is LogFormat.LOGFMT and not record.args and not record.exc_info
+                and not record.stack_info):
+            return self._event_line(record, event, pairs.get("ts"))
         pairs["level"] = record.levelname.lower()
         pairs["logger"] = record.name
-        event = getattr(record, "event", None)
         if event is not None:
             pairs["event"] = event
         pairs["msg"] = record.getMessage()
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             for key, value in fields.items():
-                if key not in pairs and value is not None:
+                if key not in _HEAD_KEYS and value is not None:  # never one of the line's own keys
                     pairs[key] = value
         if record.exc_info:
             pairs["error"] = self.formatException(record.exc_info)
@@ -104,6 +110,33 @@ class Formatter(logging.Formatter):
         if self.journal:
             line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
         return line
+
+    def _event_line(self, record: logging.LogRecord, event: str, ts: str | None) -> str:
+        """An event's line in logfmt, as ``format`` writes it, with what an event repeats (its priority,
+        level, logger, name and message: the same words every time) made once (``_heads``): a new binding's
+        line is on the registration path."""
+        key = (record.levelno, record.name, event, record.msg)
+        head = self._heads.get(key)
+        if head is None:
+            head = " ".join(f"{k}={logfmt_value(v)}" for k, v in (
+                ("level", record.levelname.lower()), ("logger", record.name), ("event", event),
+                ("msg", str(record.msg))))
+            if self.journal:
+                head = f"<{_PRIORITY.get(record.levelno, 6)}>{head}"
+            if len(self._heads) >= HEADS:  # messages made with their values in: not worth keeping them all
+                self._heads.clear()
+            self._heads[key] = head
+        parts = [head] if ts is None else [f"ts={ts}", head]
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key_, value in fields.items():
+                if value is None or key_ in _HEAD_KEYS:
+                    continue
+                if type(value) is int or type(value) is str and value and not _search(value):
+                    parts.append(f"{key_}={value}")
+                else:
+                    parts.append(f"{key_}={logfmt_value(value)}")
+        return " ".join(parts)
 
 
 class TurnHandler(logging.StreamHandler[TextIO]):
