@@ -212,20 +212,29 @@ def test_a_forwarder_busy_behind_its_backlog_is_not_taken_for_hung(tmp_path, mon
     asyncio.run(scenario())
 
 
-def test_a_forwarder_looping_forever_is_killed_at_the_busy_limit(tmp_path, monkeypatch):
-    """Using the CPU buys time, not forever: one that never answers goes at BUSY_LIMIT."""
+@pytest.mark.parametrize("kind", ["looping", "starved"])
+def test_a_forwarder_using_cpu_is_busy_until_the_busy_limit(tmp_path, monkeypatch, kind):
+    """Using the CPU buys time, not forever: one that never answers goes at BUSY_LIMIT. "looping" spins;
+    "starved" (found in review) gets a clock tick (10 ms) only every 0.2 s, as one given ~0.4 % of a CPU
+    shows one every few seconds: between two looks of the watchdog its time often does not move, so it is
+    judged over HUNG_AFTER."""
+    from homeagent.dataplane import userspace
+
     quick_watchdog(monkeypatch, hung_after=0.3, busy_limit=1.5)
+    if kind == "starved":  # not reading, and its CPU is what this stand-in says
+        begun = time.monotonic()
+        monkeypatch.setattr(userspace, "_cpu_seconds", lambda pid: (time.monotonic() - begun) // 0.2 * 0.01)
 
     async def scenario() -> None:
-        dp = handle("--busy-once", str(tmp_path / "busy"))
+        dp = handle("--busy-once" if kind == "looping" else "--hang-once", str(tmp_path / kind))
         dp.start()
         try:
             first = await dp.ready()
             started = time.monotonic()
             await asyncio.sleep(0.9)
             assert dp.counters()["dataplane.hung"] == 0, "busy: past HUNG_AFTER, not yet killed"
-            await replaced(dp, first, "looping")
-            assert time.monotonic() - started >= 1.4
+            await replaced(dp, first, kind)
+            assert time.monotonic() - started >= 1.4, "until BUSY_LIMIT, not longer"
         finally:
             dp.close()
         assert gone(first["pid"])

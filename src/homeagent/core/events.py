@@ -21,7 +21,6 @@ from socket import inet_ntoa
 
 NAME = "homeagent.events"
 log = logging.getLogger(NAME)
-LogRecord = logging.LogRecord
 
 DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
 DISCARDS_PER_SECOND = 100  # debug lines for denied and discarded datagrams, all kinds together
@@ -31,11 +30,12 @@ enabled = log.isEnabledFor  # the check every caller makes first: one call, cach
 
 def emit(level: int, event: str, message: str, **fields: object) -> None:
     """One event: ``message`` for people, ``fields`` for machines (``runtime/logs.py`` writes both). The
-    record is made here and handed to the logger's handlers, as ``Logger.log`` would after its checks
-    (a new binding's line is on the registration path: ~1 us less a line)."""
+    record is made here (by the record factory, as ``Logger.makeRecord`` makes it) and handed to the
+    logger's handlers, as ``Logger.log`` would after its checks (a new binding's line is on the
+    registration path: ~1 us less a line). No caller's file and line: no line shows them."""
     if not enabled(level):
         return
-    record = LogRecord(NAME, level, "", 0, message, None, None)
+    record = logging.getLogRecordFactory()(NAME, level, "", 0, message, None, None)
     record.event = event
     record.fields = fields
     log.handle(record)

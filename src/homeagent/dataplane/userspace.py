@@ -94,7 +94,9 @@ class UserspaceDataplane:
         self._watch: asyncio.TimerHandle | None = None
         self._ping_mark = 0
         self._pinged_at: float | None = None  # when the unanswered "are you there" went
-        self._cpu_seen: float | None = None  # the forwarder's CPU seconds at the watchdog's last look
+        # (when, the forwarder's CPU seconds) at the watchdog's looks since its unanswered ping: a tick is
+        # 10 ms, so a starved forwarder's CPU is judged over HUNG_AFTER, not over one look's 2 s
+        self._cpu_samples: deque[tuple[float, float | None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -322,8 +324,12 @@ class UserspaceDataplane:
         now = time.monotonic()
         if self._pinged_at is not None:
             waited = now - self._pinged_at
-            cpu, self._cpu_seen = self._cpu_seen, _cpu_seconds(proc.pid) if proc is not None else None
-            busy = cpu is not None and self._cpu_seen is not None and self._cpu_seen > cpu
+            samples = self._cpu_samples
+            samples.append((now, _cpu_seconds(proc.pid) if proc is not None else None))
+            while len(samples) > 2 and samples[1][0] <= now - HUNG_AFTER:
+                samples.popleft()  # the oldest kept is the newest at least HUNG_AFTER old
+            then, latest = samples[0][1], samples[-1][1]
+            busy = then is not None and latest is not None and latest > then  # CPU in the last HUNG_AFTER
             if waited >= HUNG_AFTER and proc is not None and not (busy and waited < BUSY_LIMIT):
                 self._counters["dataplane.hung"] += 1
                 log.error("the forwarder (pid %d) has not answered for %.0f s%s: killing it", proc.pid,
@@ -331,7 +337,7 @@ class UserspaceDataplane:
                 proc.kill()
                 return  # its socket closes: _readable sees it die
         else:
-            self._cpu_seen = _cpu_seconds(proc.pid) if proc is not None else None
+            self._cpu_samples = deque([(now, _cpu_seconds(proc.pid) if proc is not None else None)])
             self._ping_mark = (self._ping_mark + 1) & 0xFFFFFFFF
             try:
                 sock.send(encode_ping(self._ping_mark))

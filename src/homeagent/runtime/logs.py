@@ -70,7 +70,7 @@ class Formatter(logging.Formatter):
         self.journal = journal
         self._second = -1
         self._stamp = ""
-        self._heads: dict[tuple[int, str, str, object], str] = {}  # an event's words, made once (_event_line)
+        self._heads: dict[tuple[int, str, str, str], str] = {}  # an event's words, made once (_event_line)
 
     def format(self, record: logging.LogRecord) -> str:
         pairs: dict[str, Any] = {}
@@ -80,8 +80,8 @@ class Formatter(logging.Formatter):
                 self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             pairs["ts"] = f"{self._stamp}.{int(record.msecs):03d}Z"
         event = getattr(record, "event", None)
-        if (event is not None and self.style is LogFormat.LOGFMT and not record.args and not record.exc_info
-                and not record.stack_info):
+        if (type(event) is str and type(record.msg) is str and self.style is LogFormat.LOGFMT
+                and not record.args and not record.exc_info and not record.stack_info):
             return self._event_line(record, event, pairs.get("ts"))
         pairs["level"] = record.levelname.lower()
         pairs["logger"] = record.name
@@ -115,12 +115,12 @@ class Formatter(logging.Formatter):
         """An event's line in logfmt, as ``format`` writes it, with what an event repeats (its priority,
         level, logger, name and message: the same words every time) made once (``_heads``): a new binding's
         line is on the registration path."""
-        key = (record.levelno, record.name, event, record.msg)
+        key = (record.levelno, record.name, event, record.msg)  # all str: 1 and True are not one key
         head = self._heads.get(key)
         if head is None:
             head = " ".join(f"{k}={logfmt_value(v)}" for k, v in (
                 ("level", record.levelname.lower()), ("logger", record.name), ("event", event),
-                ("msg", str(record.msg))))
+                ("msg", record.msg)))
             if self.journal:
                 head = f"<{_PRIORITY.get(record.levelno, 6)}>{head}"
             if len(self._heads) >= HEADS:  # messages made with their values in: not worth keeping them all
