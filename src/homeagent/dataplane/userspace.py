@@ -46,8 +46,8 @@ YOUNG = 2.0  # a forwarder that dies younger than this makes the next wait longe
 PING_EVERY = 2.0  # seconds between two "are you there" to the forwarder
 HUNG_AFTER = 10.0  # seconds without an answer before a forwarder is taken for hung, killed and restarted
 # ... unless it is using CPU, as one starved behind a long replay is (it reads its socket in order, and at
-# niceness 19 on a busy host gets ~1.5 % of a CPU): that one is given up to this long. One stuck in a
-# system call or a lock uses none and goes at HUNG_AFTER; one looping forever goes at BUSY_LIMIT.
+# niceness 19 on a busy host gets ~1.5 % of a CPU): that one is given up to this long. One whose threads
+# all wait (a system call, a lock) uses none and goes at HUNG_AFTER; one looping forever at BUSY_LIMIT.
 BUSY_LIMIT = 60.0
 DETAIL_LIMIT = 4096  # home addresses up to which counters() lists every tunnel (~3 us each of forwarder time)
 
