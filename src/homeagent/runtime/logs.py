@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from homeagent.config import LogFormat
@@ -100,13 +101,7 @@ class Formatter(logging.Formatter):
         if self.style is LogFormat.JSON:
             line = json.dumps(pairs, separators=(",", ":"), default=str, ensure_ascii=False)
         else:
-            parts = []
-            for key, value in pairs.items():  # logfmt_value inlined for the usual values: ints, plain strings
-                if type(value) is int or type(value) is str and value and not _search(value):
-                    parts.append(f"{key}={value}")
-                else:
-                    parts.append(f"{key}={logfmt_value(value)}")
-            line = " ".join(parts)
+            line = " ".join(_logfmt_pairs(pairs.items()))
         if self.journal:
             line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
         return line
@@ -129,14 +124,14 @@ class Formatter(logging.Formatter):
         parts = [head] if ts is None else [f"ts={ts}", head]
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            for key_, value in fields.items():
-                if value is None or key_ in _HEAD_KEYS:
-                    continue
-                if type(value) is int or type(value) is str and value and not _search(value):
-                    parts.append(f"{key_}={value}")
-                else:
-                    parts.append(f"{key_}={logfmt_value(value)}")
+            parts += _logfmt_pairs((k, v) for k, v in fields.items() if v is not None and k not in _HEAD_KEYS)
         return " ".join(parts)
+
+
+def _logfmt_pairs(pairs: Iterable[tuple[str, Any]]) -> list[str]:
+    """``key=value`` for each pair, ``logfmt_value`` inlined for the usual values (ints, plain strings)."""
+    return [f"{key}={value}" if type(value) is int or type(value) is str and value and not _search(value)
+            else f"{key}={logfmt_value(value)}" for key, value in pairs]
 
 
 class TurnHandler(logging.StreamHandler[TextIO]):
