@@ -23,10 +23,16 @@ def a(text: str) -> int:
     return int(IPv4Address(text))
 
 
+KEY_SIZES = {"ha_reverse": 12, "ha_stats": 8}  # the others' keys are one address
+
+
 class FakeMap:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "ha_homes", log: list[tuple[str, str]] | None = None) -> None:
+        self.name = name
+        self.key_size = KEY_SIZES.get(name, 4)
         self.data: dict[bytes, bytes] = {}
         self.writes = 0
+        self.log = log if log is not None else []  # (map, "update" or "delete"): the order of the calls
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
         self.data[key] = value
@@ -39,14 +45,21 @@ class FakeMap:
     def lookup(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    def _split(self, keys: bytes) -> list[bytes]:
+        assert len(keys) % self.key_size == 0
+        return [keys[n:n + self.key_size] for n in range(0, len(keys), self.key_size)]
+
     def update_batch(self, keys: bytes, values: bytes) -> list[tuple[int, int]]:
-        size = len(values) // (len(keys) // 4)
-        for n in range(len(keys) // 4):
-            self.update(keys[4 * n:4 * n + 4], values[size * n:size * (n + 1)])
+        self.log.append((self.name, "update"))
+        split = self._split(keys)
+        size = len(values) // len(split)
+        for n, key in enumerate(split):
+            self.update(key, values[size * n:size * (n + 1)])
         return []
 
     def delete_batch(self, keys: bytes) -> list[tuple[int, int]]:
-        return [(n, 2) for n in range(len(keys) // 4) if not self.delete(keys[4 * n:4 * n + 4])]
+        self.log.append((self.name, "delete"))
+        return [(n, 2) for n, key in enumerate(self._split(keys)) if not self.delete(key)]
 
     def keys(self) -> list[bytes]:
         return list(self.data)
@@ -55,8 +68,8 @@ class FakeMap:
         pass
 
 
-def fast_path() -> FastPath:
-    return FastPath({name: FakeMap() for name in ebpf.MAPS})
+def fast_path(log: list[tuple[str, str]] | None = None) -> FastPath:
+    return FastPath({name: FakeMap(name, log) for name in ebpf.MAPS})
 
 
 def test_the_value_layout_matches_the_c_program():
@@ -85,6 +98,7 @@ def test_shared_care_of_addresses_and_sources_stay_until_their_last_binding_goes
     one, two = a("10.1.0.50"), a("10.1.0.51")
     fast.set_tunnels(one, (), (Tunnel(care_of, source, True),))
     fast.set_tunnels(two, (), (Tunnel(care_of, source, False),))
+    fast.commit()
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(care_of).packed]
     assert len(fast.reverse.keys()) == 1, "only the binding with T is a reverse key"
     fast.set_tunnels(one, (Tunnel(care_of, source, True),), ())
@@ -102,6 +116,7 @@ def test_a_changed_t_flag_moves_the_reverse_key_and_keeps_the_counters():
     fast.stats.update(IPv4Address(home).packed + IPv4Address(care_of).packed, bytes(32))
     fast.set_tunnels(home, (), (Tunnel(care_of, source, False),))
     fast.set_tunnels(home, (Tunnel(care_of, source, False),), (Tunnel(care_of, source, True),))
+    fast.commit()
     assert len(fast.reverse.keys()) == 1
     assert len(fast.stats.keys()) == 1, "the same care-of address: its counters go on"
     fast.set_tunnels(home, (Tunnel(care_of, source, True),), (Tunnel(a("10.3.0.10"), source, True),))
@@ -117,35 +132,47 @@ def test_adopting_a_dead_daemons_maps_rebuilds_keys_and_references():
     fast.commit()
     fast.care_of.counts.clear()  # a new daemon: nothing counted yet
     fast.sources.counts.clear()
+    stray = IPv4Address("10.9.0.9").packed
+    fast.maps["ha_care_of"].update(stray, bytes(4))  # a key the dead daemon had not removed yet
+    deleted: list[bytes] = []
+    for name in ("ha_care_of", "ha_reverse", "ha_sources"):
+        real = fast.maps[name].delete
+        fast.maps[name].delete = lambda key, real=real: deleted.append(key) or real(key)
     assert fast.adopt() == {home}
     assert fast.care_of.counts[care_of] == 1 and len(fast.reverse.keys()) == 1
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(care_of).packed], "the stray key is gone"
+    assert deleted == [stray], "and no key a value names was ever missing"
     fast.set_tunnels(home, fast.tunnels_of(home), ())
     fast.commit()
     assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
 
 
-def test_the_values_of_a_loop_turn_go_in_at_its_commit_in_one_batch():
-    """The home addresses' values wait for ``commit`` (one BPF_MAP_UPDATE_BATCH, one DELETE_BATCH), which
-    the runtime makes before the turn's replies; the keys they refer to are in before them, and the
-    table as set so far reads back from what waits."""
-    fast = fast_path()
+def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
+    """Nothing is written before ``commit``, which the runtime makes before the turn's replies: then one
+    BPF_MAP_UPDATE_BATCH a map for the keys the values refer to, one for the home addresses' values, one
+    DELETE_BATCH for the removed; the table as set so far reads back from what waits."""
+    log: list[tuple[str, str]] = []
+    fast = fast_path(log)
     source = a("10.1.0.1")
     homes = [a("10.1.0.50") + n for n in range(5)]
     for n, home in enumerate(homes):
         fast.set_tunnels(home, (), (Tunnel(a("10.2.0.10") + n, source, True),))
-    assert fast.homes.keys() == [], "no value before the commit"
-    assert len(fast.maps["ha_care_of"].keys()) == 5 and len(fast.reverse.keys()) == 5, "the keys at once"
+    assert all(fast.maps[name].keys() == [] for name in ebpf.MAPS), "nothing before the commit"
     assert fast.tunnels_of(homes[0]) == (Tunnel(a("10.2.0.10"), source, True),)
     fast.set_tunnels(homes[4], (Tunnel(a("10.2.0.14"), source, True),), ())  # gone before the commit
     assert fast.tunnels_of(homes[4]) == ()
-    batches = []
-    update_batch = fast.homes.update_batch
-    fast.homes.update_batch = lambda keys, values: batches.append(len(keys) // 4) or update_batch(keys, values)
     fast.commit()
-    assert batches == [4] and sorted(fast.homes.keys()) == [IPv4Address(h).packed for h in homes[:4]]
+    assert sorted(fast.homes.keys()) == [IPv4Address(h).packed for h in homes[:4]]
+    assert len(fast.maps["ha_care_of"].keys()) == 4 and len(fast.reverse.keys()) == 4
+    assert len(fast.maps["ha_sources"].keys()) == 1
+    updates = [name for name, op in log if op == "update"]
+    assert sorted(updates) == ["ha_care_of", "ha_homes", "ha_reverse", "ha_sources"], "one call a map"
+    assert updates[-1] == "ha_homes", "the keys a value refers to are in before it"
+    assert log.index(("ha_homes", "update")) < log.index(("ha_homes", "delete")), "then the removals"
     assert fast.failures == 0, "removing what never went in is no failure"
+    calls = len(log)
     fast.commit()
-    assert batches == [4], "nothing gathered, no call"
+    assert len(log) == calls, "nothing gathered, no call"
 
 
 def test_a_value_the_map_refuses_is_counted():
@@ -165,15 +192,19 @@ def test_keys_no_longer_wanted_go_after_the_values_and_a_key_wanted_again_stays(
     """A moved binding: the old care-of address's keys and counters stay until the commit has written the
     value that no longer refers to them (the program may tunnel by the old value till then, and would make
     its counters again, never to be removed); one wanted again in the same turn is not removed at all."""
-    fast = fast_path()
+    log: list[tuple[str, str]] = []
+    fast = fast_path(log)
     home, source = a("10.1.0.50"), a("10.1.0.1")
     old, new = Tunnel(a("10.2.0.10"), source, True), Tunnel(a("10.3.0.10"), source, True)
     fast.set_tunnels(home, (), (old,))
     fast.commit()
     fast.stats.update(IPv4Address(home).packed + IPv4Address(old.care_of_address).packed, bytes(32))
     fast.set_tunnels(home, (old,), (new,))
-    assert len(fast.maps["ha_care_of"].keys()) == 2 and len(fast.reverse.keys()) == 2 and fast.stats.keys()
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(old.care_of_address).packed] and fast.stats.keys()
+    log.clear()
     fast.commit()
+    assert log == [("ha_reverse", "update"), ("ha_care_of", "update"), ("ha_homes", "update"),
+                   ("ha_reverse", "delete"), ("ha_care_of", "delete"), ("ha_stats", "delete")]
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(new.care_of_address).packed]
     assert len(fast.reverse.keys()) == 1 and fast.stats.keys() == []
     fast.set_tunnels(home, (new,), ())  # gone, and back within the same turn

@@ -111,10 +111,12 @@ struct {
 	__type(value, struct config);
 } ha_config SEC(".maps");
 
+/* Preallocated (the kernel's default), unlike the other hashes: a new binding writes its value here on
+ * the registration path, and an element taken from the preallocated pool costs the daemon ~0.3 us in a
+ * batch where one allocated at each write cost ~0.8 us. The price is the pool: 32 MB held from load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 18);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct home);
 } ha_homes SEC(".maps");
