@@ -357,6 +357,8 @@ def _print_dataplane(dp: dict[str, Any]) -> None:
               f"{fast.get('decapsulated', 0)} decapsulated; passed to the forwarder: "
               + (", ".join(f"{k[5:]} {v}" for k, v in sorted(fast.items()) if k.startswith("pass_") and v)
                  or "none"))
+    if dp.get("dataplane.virtual_mac"):
+        print(f"  virtual MAC {dp['dataplane.virtual_mac']}: given for the away home addresses")
     print(f"  to mobile nodes   {dp.get('dataplane.packets', 0)} packets, "
           f"{dp.get('dataplane.bytes', 0)} bytes")
     print(f"  reverse tunnelled {dp.get('dataplane.reverse_packets', 0)} packets, "

@@ -122,6 +122,7 @@ class DataplaneConfig:
     tun: str = "ha0"  # the TUN device the home addresses away from home are routed into
     ttl: int = 64  # the outer header's TTL (RFC 2003 3.1)
     extra_interfaces: tuple[str, ...] = ()  # ebpf: other links the program runs on (reverse tunnels arrive)
+    virtual_mac: bytes | None = None  # ebpf: the group's MAC, given for the away home addresses (or None)
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,8 @@ def parse(text: str, source: Path | None = None) -> Config:
         raise ConfigError("home_agent", "missing section")
     home_agent = _home_agent(_table(doc, "home_agent"))
     sas = _security_associations(doc.get("security_association", []))
-    dataplane = _dataplane(_table(doc, "dataplane") if "dataplane" in doc else {})
     redundancy = _redundancy(_table(doc, "redundancy"), home_agent) if "redundancy" in doc else None
+    dataplane = _dataplane(_table(doc, "dataplane") if "dataplane" in doc else {}, redundancy)
     log = _log(_table(doc, "log")) if "log" in doc else LogConfig()
     metrics = _metrics(_table(doc, "metrics")) if "metrics" in doc else MetricsConfig()
     return Config(home_agent, sas, dataplane, redundancy, source, log, metrics)
@@ -370,9 +371,9 @@ def _metrics(t: dict[str, Any]) -> MetricsConfig:
     return MetricsConfig((address, number))
 
 
-def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
+def _dataplane(t: dict[str, Any], redundancy: RedundancyConfig | None = None) -> DataplaneConfig:
     k, d = "dataplane", DataplaneConfig()
-    _only(t, k, {"backend", "interface", "tun", "ttl", "extra_interfaces"})
+    _only(t, k, {"backend", "interface", "tun", "ttl", "extra_interfaces", "virtual_mac"})
     backend = _enum(t, k, "backend", d.backend)
     interface = _str(t, k, "interface", "") if "interface" in t else None
     if backend in (Backend.USERSPACE, Backend.EBPF) and interface is None:
@@ -387,7 +388,44 @@ def _dataplane(t: dict[str, Any]) -> DataplaneConfig:
         raise ConfigError(f"{k}.extra_interfaces", 'only with backend = "ebpf" (the links its program runs on)')
     if interface in extra:
         raise ConfigError(f"{k}.extra_interfaces", f"{interface} is the home link already")
-    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra))
+    virtual_mac = _virtual_mac(t, k, backend, redundancy)
+    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra), virtual_mac)
+
+
+VIRTUAL_MAC_PREFIX = bytes((0x02, 0x48, 0x41))  # locally administered, unicast; "HA"
+
+
+def virtual_mac_of(virtual_address: IPv4Address) -> bytes:
+    """The group's MAC for ``virtual_mac = "auto"``: the same on every member (as VRRP's 00:00:5e:00:01:
+    VRID), distinct for groups whose virtual addresses differ in their last three bytes (on one link,
+    every group's)."""
+    return VIRTUAL_MAC_PREFIX + virtual_address.packed[1:]
+
+
+def _virtual_mac(t: dict[str, Any], k: str, backend: Backend, redundancy: RedundancyConfig | None) -> bytes | None:
+    """``virtual_mac``: absent (the interface's own MAC is given, as before), "auto" or a MAC. Only with
+    ebpf, whose program answers ARP (the kernel's proxy entries answer with the interface's MAC), and
+    only in a group: its point is that a takeover moves the home addresses with one frame."""
+    if "virtual_mac" not in t:
+        return None
+    text = _str(t, k, "virtual_mac", "")
+    where = f"{k}.virtual_mac"
+    if backend is not Backend.EBPF:
+        raise ConfigError(where, 'only with backend = "ebpf" (its program answers ARP for the home addresses)')
+    if redundancy is None:
+        raise ConfigError(where, "only with [redundancy]: a lone Home Agent has no MAC to share")
+    if text == "auto":
+        return virtual_mac_of(redundancy.virtual_address)
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ConfigError(where, 'must be "auto" or a MAC address such as "02:48:41:01:00:fe"')
+    try:
+        mac = bytes.fromhex("".join(parts))
+    except ValueError:
+        raise ConfigError(where, 'must be "auto" or a MAC address such as "02:48:41:01:00:fe"') from None
+    if mac[0] & 1 or mac == bytes(6):
+        raise ConfigError(where, "must be a unicast MAC address (its first octet even), not all zero")
+    return mac
 
 
 # -- typed getters -----------------------------------------------------------------------------------

@@ -102,12 +102,13 @@ class SystemNet(Members):
 
     EXTRA = ("cn", "mn", "mn2")
 
-    def __init__(self, tmp: Path, prefix: str, backend: str = "userspace") -> None:
+    def __init__(self, tmp: Path, prefix: str, backend: str = "userspace", dataplane: str = "") -> None:
+        """``dataplane``: more lines for each member's ``[dataplane]`` table."""
         lan = Lan(prefix, {"ha1": HA1, "ha2": HA2, "rt": RT_HOME})
         self._extra: list[str] = []
         self.nodes: list[MobileNodeProcess] = []
         self.backend = backend
-        configs = {host: self._config(tmp, host, backend) for host in MEMBERS}
+        configs = {host: self._config(tmp, host, backend, dataplane) for host in MEMBERS}
         super().__init__(lan, tmp, configs)
         try:
             self._build()
@@ -116,14 +117,14 @@ class SystemNet(Members):
             raise
 
     @staticmethod
-    def _config(tmp: Path, host: str, backend: str) -> Path:
+    def _config(tmp: Path, host: str, backend: str, dataplane: str = "") -> Path:
         address, other = (HA1, HA2) if host == "ha1" else (HA2, HA1)
         path = group_config(tmp, address, 434, name=host, virtual_address=VIP, group=HOME_NETWORK,
                             home_network=HOME_NETWORK, peers=[other], priority=200 if host == "ha1" else 100,
                             replication="async", preempt=True, election="internal",
                             address_method="interface", interface="eth0")
         path.write_text(path.read_text() + f'\n[dataplane]\nbackend = "{backend}"\ninterface = "eth0"\n'
-                        'tun = "ha0"\nttl = 64\n')
+                        f'tun = "ha0"\nttl = 64\n{dataplane}\n')
         return path
 
     def ns(self, host: str) -> str:
@@ -197,14 +198,18 @@ class SystemNet(Members):
         out = run("ip", "-n", self.ns(host), "neigh", "show", "proxy", "dev", "eth0").stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
-    def answers_arp(self, host: str, address: str, timeout: float = 0.3) -> bool:
+    def answers_arp(self, host: str, address: str, timeout: float = 0.3, mac_given: str | None = None) -> bool:
         """Whether ``host`` answers the router's ARP request for ``address``, asked on the wire: its kernel
         from a proxy entry (userspace), or the program with no entry (ebpf). The request goes out of a
         packet socket of the router's, from the router's address, so that both answer it (neither answers a
-        probe from 0.0.0.0); the router's kernel takes the reply only into an entry it already has."""
+        probe from 0.0.0.0); the router's kernel takes the reply only into an entry it already has. The
+        answer is ``host``'s if it gives ``host``'s MAC, or ``mac_given`` (a group's virtual MAC) and comes
+        from ``host``'s port of the bridge."""
         from homeagent.wire.arp import BROADCAST, ETH_P_ARP, ArpFrame, Operation
         from homeagent.wire.errors import ParseError
 
+        if mac_given is not None:
+            return self._answers_with(host, address, mac_given, timeout)
         mac = bytes.fromhex(self.lan.mac(host).replace(":", ""))
         rt_mac = bytes.fromhex(self.lan.mac("rt").replace(":", ""))
         target = int.from_bytes(socket.inet_aton(address), "big")
@@ -223,6 +228,41 @@ class SystemNet(Members):
                     continue
                 if (frame.operation is Operation.REPLY and frame.sender_address == target
                         and frame.sender_mac == mac):
+                    return True
+        return False
+
+    def _answers_with(self, host: str, address: str, mac: str, timeout: float) -> bool:
+        """Whether an ARP request for ``address`` gets an answer giving ``mac`` from ``host``: asked from the
+        router's address, and heard on the bridge's port to ``host`` (``tcpdump`` there is not needed: a
+        packet socket in the bridge's namespace sees what enters the bridge by that port)."""
+        from homeagent.wire.arp import BROADCAST, ETH_P_ARP, ArpFrame, Operation
+        from homeagent.wire.errors import ParseError
+
+        given = bytes.fromhex(mac.replace(":", ""))
+        ETH_P_ALL = 3
+        rt_mac = bytes.fromhex(self.lan.mac("rt").replace(":", ""))
+        target = int.from_bytes(socket.inet_aton(address), "big")
+        with self.lan.inside("br"):  # every protocol: a tap sees a bridge port's frames, ARP's handler not
+            port = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        with self.lan.inside("rt"):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        with port, sock:
+            port.bind((f"v-{host}", ETH_P_ALL))
+            sock.bind(("eth0", ETH_P_ARP))
+            sock.send(ArpFrame(BROADCAST, rt_mac, Operation.REQUEST, rt_mac,
+                               int.from_bytes(socket.inet_aton(RT_HOME), "big"), bytes(6), target).to_bytes())
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                port.settimeout(left)
+                try:
+                    data, where = port.recvfrom(2048)
+                    if data[12:14] != ETH_P_ARP.to_bytes(2, "big"):
+                        continue
+                    frame = ArpFrame.parse(data)
+                except (TimeoutError, ParseError):
+                    continue
+                if (where[2] != socket.PACKET_OUTGOING and frame.operation is Operation.REPLY
+                        and frame.sender_address == target and frame.sender_mac == given):
                     return True
         return False
 

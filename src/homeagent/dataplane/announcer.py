@@ -174,9 +174,12 @@ class Announcer:
 
     def __init__(self, sock: socket.socket, sender_mac: Callable[[int], bytes | None],
                  counters: Counter[str] | None = None, *, rate: float = RATE, burst: int = BURST,
-                 again: float = AGAIN, sent: Callable[[int, bool], None] | None = None) -> None:
+                 again: float = AGAIN, sent: Callable[[int, bool], None] | None = None,
+                 mac: bytes | None = None) -> None:
+        """``mac``: the source of every frame, and what an away address is announced with (the group's
+        virtual MAC); default the interface's."""
         self._sock = sock
-        self.mac: bytes = sock.getsockname()[4][:6]
+        self.mac: bytes = mac or sock.getsockname()[4][:6]
         self._sender_mac = sender_mac
         self._counters: Counter[str] = counters if counters is not None else Counter()
         self._sent = sent
@@ -188,7 +191,8 @@ class Announcer:
     @classmethod
     def open(cls, interface: str, sender_mac: Callable[[int], bytes | None],
              counters: Counter[str] | None = None, *, rate: float = RATE, burst: int = BURST,
-             again: float = AGAIN, sent: Callable[[int, bool], None] | None = None) -> Announcer:
+             again: float = AGAIN, sent: Callable[[int, bool], None] | None = None,
+             mac: bytes | None = None) -> Announcer:
         """An announcer on ``interface`` (needs CAP_NET_RAW); sending starts with ``start``."""
         # Protocol 0: the socket sends whole frames and receives nothing, so a busy link fills no buffer
         # that nobody reads.
@@ -199,7 +203,7 @@ class Announcer:
         except OSError:
             sock.close()
             raise
-        return cls(sock, sender_mac, counters, rate=rate, burst=burst, again=again, sent=sent)
+        return cls(sock, sender_mac, counters, rate=rate, burst=burst, again=again, sent=sent, mac=mac)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -144,6 +144,20 @@ class Attachment:
     def unpin(self) -> None:
         self._unpin(self.pin_dir)
 
+    def accept_mac(self, mac: bytes, accept: bool = True) -> bool:
+        """Have the home link's interface take frames to ``mac`` besides its own (its unicast address
+        list, which a NIC filters by: ``bridge fdb replace MAC dev IF self permanent``), or no longer
+        (``accept=False``: True if it did). For the group's virtual MAC, which the program answers ARP
+        with."""
+        text = mac.hex(":")
+        if accept:
+            self._run([*self.tc_prefix, "bridge", "fdb", "replace", text, "dev", self.interface, "self",
+                       "permanent"], f"have {self.interface} accept frames to {text}")
+            return True
+        done = self._run([*self.tc_prefix, "bridge", "fdb", "del", text, "dev", self.interface, "self"],
+                         "", check=False)
+        return done.returncode == 0
+
     def link(self) -> tuple[int, bytes]:
         """The home link interface's index and MAC address, for the program's ARP replies."""
         done = self._run([*self.tc_prefix, "ip", "-j", "link", "show", "dev", self.interface], "read the MAC")

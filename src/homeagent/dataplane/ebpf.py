@@ -49,7 +49,7 @@ DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their count
 # and the slow path carries ICMP "fragmentation needed" that a path's senders wait for.
 SLOW_PATH_NICE = 19
 
-_CONFIG = struct.Struct("=IIIII6sH")  # serving, tun_ifindex, mtu, ttl, home_ifindex, the interface's MAC
+_CONFIG = struct.Struct("=IIIII6s6s")  # serving, tun_ifindex, mtu, ttl, home_ifindex, the MAC, the virtual MAC
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
@@ -262,9 +262,9 @@ class FastPath:
         return value is not None and bool(_CONFIG.unpack(value)[0])
 
     def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, home_index: int,
-                     mac: bytes) -> None:
+                     mac: bytes, virtual_mac: bytes | None = None) -> None:
         self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl, home_index,
-                                                               mac, 0))
+                                                               mac, virtual_mac or bytes(6)))
 
     def reasons(self) -> dict[str, int]:
         """The program's counters by reason, summed over the CPUs, with the bytes of what it tunnelled
@@ -293,11 +293,14 @@ class EbpfDataplane:
 
     def __init__(self, interface: str, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
                  netns: str | None = None, pin_root: Path = PIN_ROOT, cache_dir: Path | None = None,
-                 python: str = sys.executable, extra_interfaces: Sequence[str] = ()) -> None:
+                 python: str = sys.executable, extra_interfaces: Sequence[str] = (),
+                 virtual_mac: bytes | None = None) -> None:
         """``netns``: the network namespace ``interface`` and the forwarder are in, where it is not this
         process's (the tests); ``pin_root``: a bpf file system; ``cache_dir``: where the built object is
         kept (default ``~/.cache/homeagent/bpf``); ``extra_interfaces``: other links the program also runs
-        on (where reverse tunnels arrive from the care-of addresses), answering no ARP there."""
+        on (where reverse tunnels arrive from the care-of addresses), answering no ARP there;
+        ``virtual_mac``: the group's MAC, which ARP answers give and frames to which are taken while serving
+        (docs/dataplane.md, "A virtual MAC")."""
         prefix = ["ip", "netns", "exec", netns] if netns else []
         # The forwarder routes every away home address into its TUN, as for userspace, though the program
         # answers ARP and hands its slow path to the TUN itself: the routes carry what never crosses the
@@ -311,6 +314,7 @@ class EbpfDataplane:
         self.attachment = Attachment(interface, pin_root, ["nsenter", f"--net=/run/netns/{netns}"] if netns else [],
                                      extra_interfaces)
         self._cache_dir = cache_dir
+        self.virtual_mac = virtual_mac
         self.fast: FastPath | None = None
         self._serving = False
         self._tun_index = 0
@@ -328,6 +332,8 @@ class EbpfDataplane:
         self.attachment.attach(build(self._cache_dir))
         try:
             self._home_index, self._mac = self.attachment.link()
+            if self.virtual_mac is not None:
+                self.attachment.accept_mac(self.virtual_mac)
             self.fast = FastPath.open(self.attachment.maps_dir)
         except BpfUnavailable:
             self.attachment.detach()  # a refusal leaves no program on the interface
@@ -415,6 +421,8 @@ class EbpfDataplane:
         if self.fast is not None:
             with contextlib.suppress(OSError, BpfUnavailable):
                 self.attachment.detach()
+                if self.virtual_mac is not None:
+                    self.attachment.accept_mac(self.virtual_mac, False)
         self.abandon()
 
     def abandon(self) -> None:
@@ -433,7 +441,7 @@ class EbpfDataplane:
     def _write_config(self) -> None:
         if self.fast is not None:
             self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._home_index,
-                                   self._mac)
+                                   self._mac, self.virtual_mac)
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")
@@ -470,6 +478,8 @@ class EbpfDataplane:
         out["dataplane.backend"] = "ebpf"
         out["dataplane.interface"] = self.interface
         out["dataplane.attached"] = self.fast is not None
+        if self.virtual_mac is not None:
+            out["dataplane.virtual_mac"] = self.virtual_mac.hex(":")
         if self.fast is None:
             return out
         fast = self.fast.reasons()

@@ -92,10 +92,12 @@ class Neighbours:
 
     def __init__(self, interface: str, counters: Counter[str] | None = None, *, rate: float = RATE,
                  burst: int = BURST, again: float = AGAIN, audit_every: float = AUDIT_EVERY,
-                 proxy_delay: int | None = 0, proxy: bool = True) -> None:
+                 proxy_delay: int | None = 0, proxy: bool = True, mac: bytes | None = None) -> None:
         """``proxy_delay``: what to set ``neigh/IF/proxy_delay`` to (in 1/100 s) while open; None leaves
         it alone. ``proxy=False``: someone else answers ARP for the away addresses (the ebpf backend's
-        program), so no proxy entries are made, only the gratuitous ARPs sent."""
+        program), so no proxy entries are made, only the gratuitous ARPs sent. ``mac``: what the away
+        addresses are announced with, from that source (the group's virtual MAC; default the interface's)."""
+        self.mac = mac
         self.interface = interface
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.serving = False
@@ -202,7 +204,8 @@ class Neighbours:
         rate, burst, again = self._pacing
         try:
             self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
-                                             burst=int(burst), again=again, sent=self._announced)
+                                             burst=int(burst), again=again, sent=self._announced,
+                                             mac=self.mac)
         except PermissionError:
             raise NeighboursError("proxy and gratuitous ARP need CAP_NET_ADMIN and CAP_NET_RAW") from None
         self._netlink = NetlinkWorker(self._index)

@@ -149,6 +149,8 @@ def clean_ebpf(config: Config, pin_root: Path = PIN_ROOT, tc_prefix: Sequence[st
         if attachment.attached(interface):
             attachment.detach_from(interface)
             removed.append(f"removed the ebpf program from {interface}'s ingress")
+    if dataplane.virtual_mac is not None and attachment.accept_mac(dataplane.virtual_mac, False):
+        removed.append(f"removed the virtual MAC {dataplane.virtual_mac.hex(':')} from {dataplane.interface}")
     if attachment.pin_dir.exists():
         try:
             attachment.unpin()

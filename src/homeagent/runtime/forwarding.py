@@ -52,9 +52,11 @@ class Forwarding:
         elif config.backend is Backend.EBPF:
             assert config.interface is not None
             self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl,
-                                           extra_interfaces=config.extra_interfaces)
-            # The program answers ARP for the away home addresses: gratuitous ARPs only, no proxy entries.
-            self.neighbours = Neighbours(config.interface, counters, proxy=False)
+                                           extra_interfaces=config.extra_interfaces,
+                                           virtual_mac=config.virtual_mac)
+            # The program answers ARP for the away home addresses: gratuitous ARPs only, no proxy entries,
+            # with the group's virtual MAC where there is one, as the program's answers.
+            self.neighbours = Neighbours(config.interface, counters, proxy=False, mac=config.virtual_mac)
         else:
             self.dataplane = NullDataplane()
         # Whether replies may have to wait, and for what: ``defers``, each for the barrier of its home

@@ -41,6 +41,8 @@
 #define IP_OFFSET 0x1fff
 #define AF_INET 2
 #define FLAG_REVERSE 1
+#define PACKET_HOST 0       /* skb->pkt_type (linux/if_packet.h) */
+#define PACKET_OTHERHOST 3
 #define MIN_PATH_MTU 576                          /* as the userspace engine: no ICMP shrinks a path below */
 #define PATH_MTU_AGE_NS (600ULL * 1000000000ULL)  /* RFC 1191 6.3: a learnt path MTU holds 10 minutes */
 
@@ -50,8 +52,10 @@ struct config {
 	__u32 mtu;          /* the largest outer datagram a tunnel carries without asking (the home link's) */
 	__u32 ttl;          /* the outer header's TTL */
 	__u32 home_ifindex; /* the home link: the only one where ARP is answered for the home addresses */
-	__u8 mac[ETH_ALEN]; /* the home link interface's: what ARP replies for a home address give */
-	__u16 pad;
+	__u8 mac[ETH_ALEN]; /* what ARP replies for a home address give: the home link interface's, or */
+	__u8 vmac[ETH_ALEN];/* the group's virtual MAC where one is configured (all zero: none). Frames to it are
+	                     * taken as this host's while serving, so that a takeover moves every home address
+	                     * with the first frame the new active member sends from it (docs/dataplane.md) */
 };
 
 struct tunnel {
@@ -437,6 +441,21 @@ static __always_inline void learn_path_mtu(struct iphdr *ip, void *end, struct c
  * wait for a route. The kernel's answer, when it comes, is the same. Probes (sender 0.0.0.0, duplicate
  * address detection: a node back home asking whether its address is free) are not answered, as the
  * kernel answers them only for its own addresses; nor a node's request for itself. */
+static __always_inline int has_vmac(const struct config *cfg)
+{
+	return cfg->vmac[0] | cfg->vmac[1] | cfg->vmac[2] | cfg->vmac[3] | cfg->vmac[4] | cfg->vmac[5];
+}
+
+static __always_inline int to_vmac(const struct ethhdr *eth, const struct config *cfg)
+{
+	int differ = 0;
+
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		differ |= eth->h_dest[i] ^ cfg->vmac[i];
+	return !differ;
+}
+
 struct arp_ipv4 {
 	__u16 htype, ptype;
 	__u8 hlen, plen;
@@ -461,13 +480,14 @@ static __always_inline int answer_arp(struct __sk_buff *skb, struct config *cfg)
 	__builtin_memcpy(&sender, arp->spa, 4);
 	if (sender == 0 || sender == target || !bpf_map_lookup_elem(&ha_homes, &target))
 		return TC_ACT_OK;
+	const __u8 *mac = has_vmac(cfg) ? cfg->vmac : cfg->mac;
 	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
 	__builtin_memcpy(arp->tpa, arp->spa, 4);
-	__builtin_memcpy(arp->sha, cfg->mac, ETH_ALEN);
+	__builtin_memcpy(arp->sha, mac, ETH_ALEN);
 	__builtin_memcpy(arp->spa, &target, 4);
 	arp->op = bpf_htons(2);
 	__builtin_memcpy(eth->h_dest, arp->tha, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, cfg->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
 	count(ARP_ANSWERED, 0);
 	return bpf_redirect(skb->ifindex, 0);  /* back out of the link it came in by */
 }
@@ -490,7 +510,19 @@ int ha_ingress(struct __sk_buff *skb)
 		return answer_arp(skb, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
-	if (skb->pkt_type != 0)  /* PACKET_HOST only: not another host's frame, nor a broadcast */
+	if (skb->pkt_type == PACKET_OTHERHOST && cfg->serving && has_vmac(cfg) && to_vmac(eth, cfg)) {
+		/* To the group's virtual MAC: ours while we serve, as if to the interface's own (what is not
+		 * tunnelled below then goes on to the stack, which forwards it as any datagram for this host) */
+		if (bpf_skb_change_type(skb, PACKET_HOST))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		eth = data;
+		ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return TC_ACT_OK;
+	}
+	if (skb->pkt_type != PACKET_HOST)  /* not another host's frame, nor a broadcast */
 		return TC_ACT_OK;
 	if (ip->protocol == IPPROTO_IPIP)
 		return decapsulate(skb, ip, cfg);
