@@ -6,6 +6,7 @@ daemon loads the whole file, or refuses to start.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -393,6 +394,7 @@ def _dataplane(t: dict[str, Any], redundancy: RedundancyConfig | None = None) ->
 
 
 VIRTUAL_MAC_PREFIX = bytes((0x02, 0x48, 0x41))  # locally administered, unicast; "HA"
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 def virtual_mac_of(virtual_address: IPv4Address) -> bytes:
@@ -416,13 +418,9 @@ def _virtual_mac(t: dict[str, Any], k: str, backend: Backend, redundancy: Redund
         raise ConfigError(where, "only with [redundancy]: a lone Home Agent has no MAC to share")
     if text == "auto":
         return virtual_mac_of(redundancy.virtual_address)
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if not _MAC.fullmatch(text):
         raise ConfigError(where, 'must be "auto" or a MAC address such as "02:48:41:01:00:fe"')
-    try:
-        mac = bytes.fromhex("".join(parts))
-    except ValueError:
-        raise ConfigError(where, 'must be "auto" or a MAC address such as "02:48:41:01:00:fe"') from None
+    mac = bytes.fromhex(text.replace(":", ""))
     if mac[0] & 1 or mac == bytes(6):
         raise ConfigError(where, "must be a unicast MAC address (its first octet even), not all zero")
     return mac

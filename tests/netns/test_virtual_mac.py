@@ -27,6 +27,7 @@ import pytest
 
 from daemons import wait
 from homeagent.config import virtual_mac_of
+from homeagent.dataplane.ebpf import VIRTUAL_MAC_LEASE
 from netns.lan import can_run, run
 from netns.system_net import COA, HOME, VIP, SystemNet
 from netns.test_system import GAP_LIMIT, Stream, echo_round
@@ -134,3 +135,31 @@ def test_the_virtual_mac_is_in_the_interface_while_the_daemon_runs_and_goes_with
     done = s.lan.exec("ha2", sys.executable, "-m", "homeagent", "cleanup", "--config", str(s.configs["ha2"]))
     assert f"removed the virtual MAC {VMAC} from eth0" in done.stdout
     assert VMAC not in fdb(s, "ha2")
+
+
+def test_a_daemon_killed_on_a_live_host_lets_the_group_mac_go(with_mac):
+    """kill -9 of the active member's daemon alone: its program stays attached, serving, and would go on
+    answering ARP with the group's MAC, each answer pulling the switch's entry, and with it every away home
+    address, back to a member whose maps no longer change. It gives the MAC only for the lease its daemon
+    renews (``VIRTUAL_MAC_LEASE``, 1 s here): the stream goes on, through ha2 once ha2 has taken over."""
+    s = with_mac
+    s.mn_up("mn", COA, "--lifetime", "600")
+    echo_round(s, 1)
+    wait("the binding at ha2", lambda: s.bindings("ha2"))
+    with Stream(s) as stream:
+        wait("the stream flowing", lambda: len(stream.arrived) > 300, timeout=10)
+        killed = time.monotonic()
+        daemon = s.procs.pop("ha1")
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=10)
+        wait("ha2 active", lambda: s.role("ha2") == "active", timeout=10)
+        time.sleep(max(0.0, killed + VIRTUAL_MAC_LEASE + 0.3 - time.monotonic()))
+        assert not s.answers_arp("ha1", HOME, mac_given=VMAC), "the killed daemon's program lets the MAC go"
+        assert s.answers_arp("ha2", HOME, mac_given=VMAC)
+        before = s.dataplane("ha2")["dataplane.packets"]
+        time.sleep(0.5)
+        assert s.dataplane("ha2")["dataplane.packets"] - before > 300, "the stream goes through ha2"
+    arrivals = sorted(at for at in stream.arrived.values() if at > killed - 1.0)
+    gap = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    print(f"\nkill -9 of the active daemon, host alive, virtual MAC: longest gap {gap * 1000:.0f} ms")
+    assert gap < GAP_LIMIT

@@ -155,6 +155,29 @@ def test_announcer_reads_the_mac_when_sending_and_keeps_what_the_socket_refused(
     asyncio.run(scenario())
 
 
+def test_with_a_virtual_mac_every_frame_comes_from_it_and_an_away_address_is_announced_at_it():
+    """The group's virtual MAC (docs/dataplane.md, "A virtual MAC"): the source of every frame, so that
+    the switches learn the new active member's port from its first; what an away address is announced with;
+    a returned mobile node's frame still carries the mobile node's MAC."""
+    group = bytes.fromhex("02484101000a")
+
+    async def scenario() -> None:
+        sock = FakeSocket()
+        announcer = Announcer(sock, lambda a: {1: group, 3: MN}.get(a), rate=1000, burst=10,  # type: ignore[arg-type]
+                              again=10, mac=group)
+        assert announcer.mac == group and announcer.interface_mac == OURS
+        announcer.bulk([1, 3])
+        announcer.start()
+        await asyncio.sleep(0.05)
+        announcer.close()
+        frames = [Ether(f) for f in sock.frames]
+        assert [f.src for f in frames] == ["02:48:41:01:00:0a"] * 2
+        assert [(f[ARP].psrc, f[ARP].hwsrc) for f in frames] == [("0.0.0.1", "02:48:41:01:00:0a"),
+                                                                 ("0.0.0.3", "02:00:00:00:0b:0b")]
+
+    asyncio.run(scenario())
+
+
 def test_fake_neighbours_adds_up_the_calls():
     async def scenario() -> None:
         fake = FakeNeighbours()

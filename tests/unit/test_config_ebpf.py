@@ -52,6 +52,8 @@ def test_the_virtual_mac_auto_is_the_same_on_every_member_and_names_the_group():
     (EBPF + 'virtual_mac = "00:00:00:00:00:00"\n', "unicast"),
     (EBPF + 'virtual_mac = "02:48:41:01:00"\n', '"auto" or a MAC'),
     (EBPF + 'virtual_mac = "02:48:41:01:00:zz"\n', '"auto" or a MAC'),
+    (EBPF + 'virtual_mac = "02:48:41: 0:1 :00"\n', '"auto" or a MAC'),  # fromhex would skip the spaces
+    (EBPF + 'virtual_mac = "02:48:41:01:00:0a "\n', '"auto" or a MAC'),
     (EBPF + 'virtual_mac = true\n', ""),
 ])
 def test_a_virtual_mac_that_cannot_work_is_refused(text, why):

@@ -5,6 +5,8 @@ map. A stand-in map records the writes; the program's side is tested in tests/ne
 from __future__ import annotations
 
 import ctypes
+import shutil
+import subprocess
 
 import struct
 from ipaddress import IPv4Address
@@ -134,15 +136,47 @@ def test_adopting_a_dead_daemons_maps_rebuilds_keys_and_references():
     fast.sources.counts.clear()
     stray = IPv4Address("10.9.0.9").packed
     fast.maps["ha_care_of"].update(stray, bytes(4))  # a key the dead daemon had not removed yet
-    deleted: list[bytes] = []
-    for name in ("ha_care_of", "ha_reverse", "ha_sources"):
-        real = fast.maps[name].delete
-        fast.maps[name].delete = lambda key, real=real: deleted.append(key) or real(key)
+    writes = {name: fast.maps[name].writes for name in ebpf.MAPS}
     assert fast.adopt() == {home}
-    assert fast.care_of.counts[care_of] == 1 and len(fast.reverse.keys()) == 1
+    assert fast.care_of.counts[care_of] == 1
+    fast.commit()
+    assert {name: fast.maps[name].writes for name in ebpf.MAPS} == writes, "adopting writes nothing"
+    fast.sweep({home: (Tunnel(care_of, source, True),)})  # the table, set again after the restart
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(care_of).packed], "the stray key is gone"
-    assert deleted == [stray], "and no key a value names was ever missing"
+    assert len(fast.reverse.keys()) == 1
     fast.set_tunnels(home, fast.tunnels_of(home), ())
+    fast.commit()
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
+
+
+def test_a_home_address_with_more_tunnels_than_a_value_holds_survives_a_restart_and_goes_when_stale():
+    """Its value names no tunnel (TOO_MANY), so adopting cannot count its keys: they stay until the sweep,
+    by which time the table has been set again; not set again (stale), its value goes all the same."""
+    fast = fast_path()
+    source = a("10.1.0.1")
+    kept, gone, other = a("10.1.0.60"), a("10.1.0.61"), a("10.1.0.62")
+    many = tuple(Tunnel(a("10.2.0.1") + n, source, True) for n in range(MAX_TUNNELS + 2))
+    others = tuple(Tunnel(a("10.3.0.1") + n, source, True) for n in range(MAX_TUNNELS + 1))
+    fast.set_tunnels(kept, (), many)
+    fast.set_tunnels(gone, (), others)
+    fast.set_tunnels(other, (), many[:1])
+    fast.commit()
+    assert len(fast.reverse.keys()) == len(many) + len(others) + 1
+    fast.care_of.counts.clear()
+    fast.sources.counts.clear()
+    assert fast.adopt() == {kept, gone, other}
+    fast.commit()
+    assert len(fast.reverse.keys()) == len(many) + len(others) + 1, "no reverse tunnel refused after a restart"
+    fast.set_tunnels(kept, (), many)  # the replay sets it again (other's value names its tunnel: counted)
+    fast.set_tunnels(gone, (), ())  # not set again: removed at the first serve, its tunnels unknown
+    fast.commit()
+    assert sorted(fast.homes.keys()) == sorted(IPv4Address(h).packed for h in (kept, other))
+    fast.sweep({kept: many, other: many[:1]})
+    assert len(fast.reverse.keys()) == len(many) + 1, "the stale one's keys are gone, the others' stay"
+    assert len(fast.maps["ha_care_of"].keys()) == len(many)
+    assert fast.care_of.counts[a("10.2.0.1")] == 2 and a("10.3.0.1") not in fast.care_of.counts
+    for home, tunnels in ((kept, many), (other, many[:1])):
+        fast.set_tunnels(home, tunnels, ())
     fast.commit()
     assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
 
@@ -238,3 +272,30 @@ def test_a_kernel_without_batch_commands_is_written_one_element_a_call(monkeypat
     assert not bpf_map._batches
     bpf_map.update_batch(b"\0\0\0\3", bytes(8))
     assert calls == [bpf_maps.MAP_UPDATE_BATCH], "not asked again"
+
+
+@pytest.mark.skipif(not (shutil.which("clang") and shutil.which("bpftool")), reason="needs clang and bpftool")
+def test_the_layouts_written_here_are_the_compiled_programs(tmp_path):
+    """The sizes and field offsets of ``struct config`` and ``struct home`` as clang laid them out (the
+    object's BTF), against the ``struct`` formats that write them: a field added on one side only would
+    have the program read the wrong bytes."""
+    from homeagent.dataplane.bpf_program import build
+
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(build(tmp_path))], capture_output=True,
+                          text=True, check=True).stdout
+    structs: dict[str, tuple[int, dict[str, int]]] = {}
+    name = None
+    for line in dump.splitlines():
+        if line.startswith("[") and " STRUCT '" in line:
+            name = line.split("'")[1]
+            structs[name] = (int(line.split("size=")[1].split()[0]), {})
+        elif line.startswith("\t'") and name is not None:
+            structs[name][1][line.split("'")[1]] = int(line.split("bits_offset=")[1]) // 8
+        else:
+            name = None
+    size, offsets = structs["config"]
+    assert size == ebpf._CONFIG.size
+    assert offsets == {"serving": 0, "tun_ifindex": 4, "mtu": 8, "ttl": 12, "home_ifindex": 16, "mac": 20,
+                       "vmac": 26, "vmac_until": 32}, "as _CONFIG packs them"
+    assert structs["home"][0] == len(home_value(()))
+    assert structs["tunnel"][0] == ebpf._TUNNEL.size

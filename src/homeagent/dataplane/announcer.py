@@ -3,8 +3,9 @@
 A gratuitous ARP is a broadcast ARP request whose sender and target protocol address are both the address
 announced; every host and router on the link that holds an entry for that address takes the sender
 hardware address into it (Linux does even within ``locktime``: a gratuitous ARP always overrides). The
-Ethernet source is always this interface's MAC; the sender hardware address is the MAC the entry should
-point at: ours while the mobile node is away, the mobile node's own when it has returned home (section 4.6
+Ethernet source is always ours: this interface's MAC, or the group's virtual MAC where one is configured
+(docs/dataplane.md, "A virtual MAC"); the sender hardware address is the MAC the entry should point at:
+that same MAC while the mobile node is away, the mobile node's own when it has returned home (section 4.6
 asks the Home Agent to announce the mobile node's link-layer address then; the switches must still learn
 our port from our frames, never the mobile node's MAC from us).
 
@@ -179,7 +180,8 @@ class Announcer:
         """``mac``: the source of every frame, and what an away address is announced with (the group's
         virtual MAC); default the interface's."""
         self._sock = sock
-        self.mac: bytes = mac or sock.getsockname()[4][:6]
+        self.interface_mac: bytes = sock.getsockname()[4][:6]
+        self.mac: bytes = mac or self.interface_mac
         self._sender_mac = sender_mac
         self._counters: Counter[str] = counters if counters is not None else Counter()
         self._sent = sent

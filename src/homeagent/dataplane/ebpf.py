@@ -20,7 +20,8 @@ import logging
 import os
 import struct
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -49,7 +50,9 @@ DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their count
 # and the slow path carries ICMP "fragmentation needed" that a path's senders wait for.
 SLOW_PATH_NICE = 19
 
-_CONFIG = struct.Struct("=IIIII6s6s")  # serving, tun_ifindex, mtu, ttl, home_ifindex, the MAC, the virtual MAC
+# serving, tun_ifindex, mtu, ttl, home_ifindex, the MAC, the virtual MAC, until when it is ours (ns, monotonic)
+_CONFIG = struct.Struct("=IIIII6s6sQ")
+VIRTUAL_MAC_LEASE = 1.0  # seconds the program gives the virtual MAC for after the daemon's last renewal, at least
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
@@ -139,9 +142,9 @@ class FastPath:
 
     Every change is gathered and written by ``commit``, a few system calls for a whole loop turn: the
     keys the values refer to (``BPF_MAP_UPDATE_BATCH``, a map at a time), then the home addresses' values,
-    the write every new binding makes (one ``BPF_MAP_UPDATE_BATCH``), then the removals. ~0.3 us a value
-    in a batch where one call each cost ~1.1 us (the map is preallocated: ~0.8 us allocated at each
-    write), on the registration path. The runtime commits before it sends the replies of the loop turn
+    the write every new binding makes (one ``BPF_MAP_UPDATE_BATCH``), then the removals: ~0.8 us a value
+    in a batch where one call each cost ~1.7 us, on the registration path; and a new care-of address's
+    key no longer a call of its own. The runtime commits before it sends the replies of the loop turn
     that made the changes (docs/dataplane.md, "A reply means forwarding")."""
 
     def __init__(self, maps: dict[str, Map]) -> None:
@@ -162,7 +165,7 @@ class FastPath:
         key = _address(home)
         if new:
             self._pending[key] = home_value(new)
-        elif old:
+        else:  # with old, or not: a value whose tunnels are unknown here (TOO_MANY, adopted) goes too
             self._pending[key] = None
         keys = self._keys  # what is added first, then what goes: a shared key then stays, unwritten
         for tunnel in new:
@@ -242,29 +245,48 @@ class FastPath:
         return _tunnels_of(value) if value is not None else ()
 
     def adopt(self) -> set[int]:
-        """Take the maps over as a previous daemon left them: the home addresses in them, with their
-        reverse keys and references rebuilt from the values (the counts were the dead daemon's), and the
-        keys no value refers to removed; committed, with no moment where a kept key is missing."""
+        """Take the maps over as a previous daemon left them, writing nothing: the home addresses in them,
+        with the references of the tunnels their values name rebuilt (the counts were the dead daemon's).
+        Keys of bindings gone since stay until ``sweep``, once the table has been set again."""
         homes = {int.from_bytes(key, "big") for key in self.homes.keys()}
         for home in homes:
             self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
-        for name in ("ha_reverse", "ha_care_of", "ha_sources"):
-            bpf_map = self.maps[name]
-            wanted = self._keys.wanted.get(bpf_map, {})
+        self._pending.clear()  # every value is in the map, and the keys they name before them
+        self._keys.wanted.clear()
+        return homes
+
+    def sweep(self, table: Mapping[int, tuple[Tunnel, ...]]) -> None:
+        """Delete the keys and counters that no tunnel of ``table`` (the whole table, set again since
+        ``adopt``) names: what the last daemon's maps held for bindings gone meanwhile, those with more
+        tunnels than a value holds included; and count the references again from it. Committed."""
+        care_of: dict[int, int] = {}
+        sources: dict[int, int] = {}
+        reverse, stats = set(), set()
+        for home, tunnels in table.items():
+            for t in tunnels:
+                care_of[t.care_of_address] = care_of.get(t.care_of_address, 0) + 1
+                sources[t.source] = sources.get(t.source, 0) + 1
+                stats.add(_pair(home, t.care_of_address))
+                if t.reverse:
+                    reverse.add(_triple(t.care_of_address, t.source, home))
+        self.care_of.counts, self.sources.counts = care_of, sources  # as set_tunnels counts them
+        named_care_of = {_address(c) for c in care_of}
+        named_sources = {_address(s) for s in sources}
+        for bpf_map, named in ((self.maps["ha_care_of"], named_care_of), (self.maps["ha_sources"], named_sources),
+                               (self.reverse, reverse), (self.stats, stats)):
             for key in list(bpf_map.keys()):
-                if key not in wanted:
+                if key not in named:
                     self._keys.unwant(bpf_map, key)
         self.commit()
-        return homes
 
     def serving(self) -> bool:
         value = self.maps["ha_config"].lookup(bytes(4))
         return value is not None and bool(_CONFIG.unpack(value)[0])
 
     def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, home_index: int,
-                     mac: bytes, virtual_mac: bytes | None = None) -> None:
+                     mac: bytes, virtual_mac: bytes | None = None, virtual_mac_until: int = 0) -> None:
         self.maps["ha_config"].update(bytes(4), _CONFIG.pack(int(serving), tun_index, mtu, ttl, home_index,
-                                                               mac, virtual_mac or bytes(6)))
+                                                               mac, virtual_mac or bytes(6), virtual_mac_until))
 
     def reasons(self) -> dict[str, int]:
         """The program's counters by reason, summed over the CPUs, with the bytes of what it tunnelled
@@ -294,13 +316,15 @@ class EbpfDataplane:
     def __init__(self, interface: str, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
                  netns: str | None = None, pin_root: Path = PIN_ROOT, cache_dir: Path | None = None,
                  python: str = sys.executable, extra_interfaces: Sequence[str] = (),
-                 virtual_mac: bytes | None = None) -> None:
+                 virtual_mac: bytes | None = None, lease: float = VIRTUAL_MAC_LEASE) -> None:
         """``netns``: the network namespace ``interface`` and the forwarder are in, where it is not this
         process's (the tests); ``pin_root``: a bpf file system; ``cache_dir``: where the built object is
         kept (default ``~/.cache/homeagent/bpf``); ``extra_interfaces``: other links the program also runs
         on (where reverse tunnels arrive from the care-of addresses), answering no ARP there;
         ``virtual_mac``: the group's MAC, which ARP answers give and frames to which are taken while serving
-        (docs/dataplane.md, "A virtual MAC")."""
+        (docs/dataplane.md, "A virtual MAC"), for ``lease`` seconds after each renewal: at least as long as
+        the group takes to replace a dead active member, so that a killed daemon's program, still serving,
+        carries the traffic until then, and not much longer."""
         prefix = ["ip", "netns", "exec", netns] if netns else []
         # The forwarder routes every away home address into its TUN, as for userspace, though the program
         # answers ARP and hands its slow path to the TUN itself: the routes carry what never crosses the
@@ -315,13 +339,17 @@ class EbpfDataplane:
                                      extra_interfaces)
         self._cache_dir = cache_dir
         self.virtual_mac = virtual_mac
+        self.lease = lease
+        self._holds_mac = False  # this daemon serves (its own serve(True)): the virtual MAC's lease is renewed
         self.fast: FastPath | None = None
         self._serving = False
         self._tun_index = 0
         self._mac = bytes(6)
         self._home_index = 0
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
+        self._adopted = False  # the maps were a previous daemon's: swept at the first serve
         self._watch: asyncio.Task[None] | None = None
+        self._renewal: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- the Dataplane interface ----------------------------------------------------------------------
@@ -336,18 +364,24 @@ class EbpfDataplane:
                 self.attachment.accept_mac(self.virtual_mac)
             self.fast = FastPath.open(self.attachment.maps_dir)
         except BpfUnavailable:
-            self.attachment.detach()  # a refusal leaves no program on the interface
+            self.attachment.detach()  # a refusal leaves no program on the interface, nor the MAC
+            if self.virtual_mac is not None:
+                self.attachment.accept_mac(self.virtual_mac, False)
             raise
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
             # the replay does not set again is removed at the first serve().
             self._serving = self.fast.serving()
             self._stale = self.fast.adopt()
+            self._adopted = True
             log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
                      len(self._stale), "serving" if self._serving else "not serving")
         self._write_config()
         self.slow.start()
-        self._watch = asyncio.get_running_loop().create_task(self._follow_tun())
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._follow_tun())
+        if self.virtual_mac is not None:
+            self._renewal = loop.create_task(self._renew_lease())
 
     async def ready(self, timeout: float = 10.0) -> dict[str, object]:
         info = await self.slow.ready(timeout)
@@ -377,14 +411,18 @@ class EbpfDataplane:
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
+        self._holds_mac = serving
         self.commit()  # a takeover finds every value in
         self._write_config()  # the takeover (or stand-down) of the fast path: one map write
         self.slow.serve(serving)
-        if self._stale:
+        if self._adopted:  # the first serve after a restart: the table is set again
+            self._adopted = False
             for home in list(self._stale):
                 self.set_tunnels(home, ())
             self._stale.clear()
             self.commit()
+            if self.fast is not None:
+                self.fast.sweep(self.slow.tunnel_table())
 
     def barrier(self) -> asyncio.Future[None] | None:
         """Always ``None``: a change is in the maps once ``commit`` returns, and with it what a packet
@@ -421,7 +459,8 @@ class EbpfDataplane:
         if self.fast is not None:
             with contextlib.suppress(OSError, BpfUnavailable):
                 self.attachment.detach()
-                if self.virtual_mac is not None:
+            if self.virtual_mac is not None:
+                with contextlib.suppress(OSError, BpfUnavailable):
                     self.attachment.accept_mac(self.virtual_mac, False)
         self.abandon()
 
@@ -429,8 +468,9 @@ class EbpfDataplane:
         """Let go without a clean stop, as a daemon killed with SIGKILL would: the program stays attached
         and pinned, and forwards with the maps as they are (the tests)."""
         self._closed = True
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._renewal):
+            if task is not None:
+                task.cancel()
         if self.fast is not None:
             self.fast.close()
             self.fast = None
@@ -440,8 +480,19 @@ class EbpfDataplane:
 
     def _write_config(self) -> None:
         if self.fast is not None:
+            until = time.monotonic_ns() + int(self.lease * 1e9) if self._holds_mac else 0
             self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._home_index,
-                                   self._mac, self.virtual_mac)
+                                   self._mac, self.virtual_mac, until)
+
+    async def _renew_lease(self) -> None:
+        """The virtual MAC's lease renewed four times a lease while this daemon serves. Nothing else: a
+        daemon that stops renewing (killed, or its loop stalled longer than the lease, by when its group
+        has replaced it) leaves a program that no longer gives the MAC."""
+        while not self._closed:
+            await asyncio.sleep(self.lease / 4)
+            if self._holds_mac:
+                with contextlib.suppress(OSError):  # counted by nothing: the next renewal tries again
+                    self._write_config()
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")

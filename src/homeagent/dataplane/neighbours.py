@@ -320,9 +320,9 @@ class Neighbours:
         while self._unknown:
             chunk = [self._unknown.pop() for _ in range(min(BATCH, len(self._unknown)))]
             found = await self._netlink.macs(chunk)
-            own = self._announcer.mac if self._announcer is not None else b""
+            own = (self._announcer.mac, self._announcer.interface_mac) if self._announcer is not None else ()
             for address, mac in found.items():
-                if self.serving and address not in self._away and mac != own and self._announcer is not None:
+                if self.serving and address not in self._away and mac not in own and self._announcer is not None:
                     self._returned.setdefault(address, mac)
                     self._announcer.urgent(address)
             self.counters["neighbours.returned_mac_unknown"] += len(chunk) - len(found)

@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane.messages import (Applied, CountersPart, Pong, Ready, decode, encode_barrier,
@@ -120,6 +121,10 @@ class UserspaceDataplane:
     def tunnels_of(self, home_address: int) -> tuple[Tunnel, ...]:
         """The tunnels last set for ``home_address`` (what the forwarder has, or will at the next flush)."""
         return self._table.get(home_address, ())
+
+    def tunnel_table(self) -> Mapping[int, tuple[Tunnel, ...]]:
+        """Every home address with tunnels, and its tunnels (read only)."""
+        return MappingProxyType(self._table)
 
     def home_addresses(self) -> int:
         """How many home addresses have tunnels."""

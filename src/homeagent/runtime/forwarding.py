@@ -19,7 +19,7 @@ from pathlib import Path
 from homeagent.config import Backend, DataplaneConfig
 from homeagent.core.effects import Serve, TunnelSet
 from homeagent.dataplane import Dataplane
-from homeagent.dataplane.ebpf import BpfUnavailable, EbpfDataplane
+from homeagent.dataplane.ebpf import VIRTUAL_MAC_LEASE, BpfUnavailable, EbpfDataplane
 from homeagent.dataplane.neighbours import Neighbours, NeighboursError
 from homeagent.dataplane.null import NullDataplane
 from homeagent.dataplane.userspace import UserspaceDataplane
@@ -34,7 +34,9 @@ class ForwardingError(RuntimeError):
 
 
 class Forwarding:
-    def __init__(self, config: DataplaneConfig, counters: Counter[str]) -> None:
+    def __init__(self, config: DataplaneConfig, counters: Counter[str], takeover: float = 0.0) -> None:
+        """``takeover``: seconds the group takes to replace a dead active member at most (``[redundancy]``),
+        which the virtual MAC's lease must outlast (``EbpfDataplane``)."""
         self.config = config
         self._counters = counters
         self._after: dict[asyncio.Future[None], list[Callable[[], None]]] = {}
@@ -53,7 +55,8 @@ class Forwarding:
             assert config.interface is not None
             self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl,
                                            extra_interfaces=config.extra_interfaces,
-                                           virtual_mac=config.virtual_mac)
+                                           virtual_mac=config.virtual_mac,
+                                           lease=max(VIRTUAL_MAC_LEASE, takeover))
             # The program answers ARP for the away home addresses: gratuitous ARPs only, no proxy entries,
             # with the group's virtual MAC where there is one, as the program's answers.
             self.neighbours = Neighbours(config.interface, counters, proxy=False, mac=config.virtual_mac)

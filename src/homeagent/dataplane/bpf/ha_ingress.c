@@ -56,6 +56,10 @@ struct config {
 	__u8 vmac[ETH_ALEN];/* the group's virtual MAC where one is configured (all zero: none). Frames to it are
 	                     * taken as this host's while serving, so that a takeover moves every home address
 	                     * with the first frame the new active member sends from it (docs/dataplane.md) */
+	__u64 vmac_until;   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) up to which the virtual MAC is ours: the daemon
+	                     * renews it while it serves, so the program of a daemon killed on a live host stops
+	                     * answering with the group's MAC, which would pull the switch's entry, and with it
+	                     * every away home address, back from the new active member */
 };
 
 struct tunnel {
@@ -115,12 +119,14 @@ struct {
 	__type(value, struct config);
 } ha_config SEC(".maps");
 
-/* Preallocated (the kernel's default), unlike the other hashes: a new binding writes its value here on
- * the registration path, and an element taken from the preallocated pool costs the daemon ~0.3 us in a
- * batch where one allocated at each write cost ~0.8 us. The price is the pool: 32 MB held from load. */
+/* Not preallocated, though an element from a preallocated pool costs the daemon ~0.3 us a write in a batch
+ * against ~0.8 us allocated: a preallocated element that an update replaces or a delete frees is reused at
+ * once, not after an RCU grace period, so encapsulate() could read another home address's tunnels through
+ * the pointer it holds, and send one mobile node's traffic to another's care-of address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct home);
 } ha_homes SEC(".maps");
@@ -446,6 +452,11 @@ static __always_inline int has_vmac(const struct config *cfg)
 	return cfg->vmac[0] | cfg->vmac[1] | cfg->vmac[2] | cfg->vmac[3] | cfg->vmac[4] | cfg->vmac[5];
 }
 
+static __always_inline int vmac_held(const struct config *cfg)
+{
+	return has_vmac(cfg) && cfg->vmac_until > bpf_ktime_get_ns();
+}
+
 static __always_inline int to_vmac(const struct ethhdr *eth, const struct config *cfg)
 {
 	int differ = 0;
@@ -480,6 +491,8 @@ static __always_inline int answer_arp(struct __sk_buff *skb, struct config *cfg)
 	__builtin_memcpy(&sender, arp->spa, 4);
 	if (sender == 0 || sender == target || !bpf_map_lookup_elem(&ha_homes, &target))
 		return TC_ACT_OK;
+	if (has_vmac(cfg) && !vmac_held(cfg))
+		return TC_ACT_OK;  /* the group's MAC is not ours to give: our daemon is gone or has not served yet */
 	const __u8 *mac = has_vmac(cfg) ? cfg->vmac : cfg->mac;
 	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
 	__builtin_memcpy(arp->tpa, arp->spa, 4);
@@ -510,7 +523,7 @@ int ha_ingress(struct __sk_buff *skb)
 		return answer_arp(skb, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
-	if (skb->pkt_type == PACKET_OTHERHOST && cfg->serving && has_vmac(cfg) && to_vmac(eth, cfg)) {
+	if (skb->pkt_type == PACKET_OTHERHOST && cfg->serving && to_vmac(eth, cfg) && vmac_held(cfg)) {
 		/* To the group's virtual MAC: ours while we serve, as if to the interface's own (what is not
 		 * tunnelled below then goes on to the stack, which forwards it as any datagram for this host) */
 		if (bpf_skb_change_type(skb, PACKET_HOST))
