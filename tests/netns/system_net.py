@@ -202,52 +202,22 @@ class SystemNet(Members):
         """Whether ``host`` answers the router's ARP request for ``address``, asked on the wire: its kernel
         from a proxy entry (userspace), or the program with no entry (ebpf). The request goes out of a
         packet socket of the router's, from the router's address, so that both answer it (neither answers a
-        probe from 0.0.0.0); the router's kernel takes the reply only into an entry it already has. The
-        answer is ``host``'s if it gives ``host``'s MAC, or ``mac_given`` (a group's virtual MAC) and comes
-        from ``host``'s port of the bridge."""
+        probe from 0.0.0.0); the answer is heard where it enters the bridge, by ``host``'s port (a packet
+        socket of every protocol in the bridge's namespace: a port's frames reach taps, not ARP's handler),
+        and counts if it gives ``host``'s MAC, or ``mac_given`` (a group's virtual MAC)."""
         from homeagent.wire.arp import BROADCAST, ETH_P_ARP, ArpFrame, Operation
         from homeagent.wire.errors import ParseError
 
-        if mac_given is not None:
-            return self._answers_with(host, address, mac_given, timeout)
-        mac = bytes.fromhex(self.lan.mac(host).replace(":", ""))
+        every_protocol = 3  # ETH_P_ALL
+        mac = bytes.fromhex((mac_given or self.lan.mac(host)).replace(":", ""))
         rt_mac = bytes.fromhex(self.lan.mac("rt").replace(":", ""))
         target = int.from_bytes(socket.inet_aton(address), "big")
-        with self.lan.inside("rt"):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        with sock:
-            sock.bind(("eth0", ETH_P_ARP))
-            sock.send(ArpFrame(BROADCAST, rt_mac, Operation.REQUEST, rt_mac,
-                               int.from_bytes(socket.inet_aton(RT_HOME), "big"), bytes(6), target).to_bytes())
-            deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    frame = ArpFrame.parse(sock.recv(2048))
-                except (TimeoutError, ParseError):
-                    continue
-                if (frame.operation is Operation.REPLY and frame.sender_address == target
-                        and frame.sender_mac == mac):
-                    return True
-        return False
-
-    def _answers_with(self, host: str, address: str, mac: str, timeout: float) -> bool:
-        """Whether an ARP request for ``address`` gets an answer giving ``mac`` from ``host``: asked from the
-        router's address, and heard on the bridge's port to ``host`` (``tcpdump`` there is not needed: a
-        packet socket in the bridge's namespace sees what enters the bridge by that port)."""
-        from homeagent.wire.arp import BROADCAST, ETH_P_ARP, ArpFrame, Operation
-        from homeagent.wire.errors import ParseError
-
-        given = bytes.fromhex(mac.replace(":", ""))
-        ETH_P_ALL = 3
-        rt_mac = bytes.fromhex(self.lan.mac("rt").replace(":", ""))
-        target = int.from_bytes(socket.inet_aton(address), "big")
-        with self.lan.inside("br"):  # every protocol: a tap sees a bridge port's frames, ARP's handler not
-            port = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        with self.lan.inside("br"):
+            port = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(every_protocol))
         with self.lan.inside("rt"):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         with port, sock:
-            port.bind((f"v-{host}", ETH_P_ALL))
+            port.bind((f"v-{host}", every_protocol))
             sock.bind(("eth0", ETH_P_ARP))
             sock.send(ArpFrame(BROADCAST, rt_mac, Operation.REQUEST, rt_mac,
                                int.from_bytes(socket.inet_aton(RT_HOME), "big"), bytes(6), target).to_bytes())
@@ -256,13 +226,13 @@ class SystemNet(Members):
                 port.settimeout(left)
                 try:
                     data, where = port.recvfrom(2048)
-                    if data[12:14] != ETH_P_ARP.to_bytes(2, "big"):
+                    if where[2] == socket.PACKET_OUTGOING or data[12:14] != ETH_P_ARP.to_bytes(2, "big"):
                         continue
                     frame = ArpFrame.parse(data)
                 except (TimeoutError, ParseError):
                     continue
-                if (where[2] != socket.PACKET_OUTGOING and frame.operation is Operation.REPLY
-                        and frame.sender_address == target and frame.sender_mac == given):
+                if (frame.operation is Operation.REPLY and frame.sender_address == target
+                        and frame.sender_mac == mac):
                     return True
         return False
 

@@ -27,7 +27,8 @@ import pytest
 
 from daemons import wait
 from homeagent.config import virtual_mac_of
-from homeagent.dataplane.ebpf import VIRTUAL_MAC_LEASE
+from homeagent.config import load as load_config
+from homeagent.runtime.forwarding import virtual_mac_lease
 from netns.lan import can_run, run
 from netns.system_net import COA, HOME, VIP, SystemNet
 from netns.test_system import GAP_LIMIT, Stream, echo_round
@@ -153,7 +154,8 @@ def test_a_daemon_killed_on_a_live_host_lets_the_group_mac_go(with_mac):
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait(timeout=10)
         wait("ha2 active", lambda: s.role("ha2") == "active", timeout=10)
-        time.sleep(max(0.0, killed + VIRTUAL_MAC_LEASE + 0.3 - time.monotonic()))
+        lease = virtual_mac_lease(load_config(s.configs["ha1"]).redundancy)
+        time.sleep(max(0.0, killed + lease + 0.3 - time.monotonic()))
         assert not s.answers_arp("ha1", HOME, mac_given=VMAC), "the killed daemon's program lets the MAC go"
         assert s.answers_arp("ha2", HOME, mac_given=VMAC)
         before = s.dataplane("ha2")["dataplane.packets"]

@@ -88,3 +88,23 @@ def test_a_barrier_that_never_passes_lets_the_replies_go_after_the_timeout(monke
     early, done, counters = asyncio.run(scenario())
     assert early == [] and done == ["reply"]
     assert counters["dataplane.barrier_timeouts"] == 1
+
+
+def test_the_virtual_macs_lease_outlasts_the_groups_takeover():
+    """Renewed every quarter of it, the lease must cover the longest a takeover takes after the last
+    renewal: five advertisement intervals with the internal election, ``EXTERNAL_TAKEOVER`` with an
+    external one; never under ``VIRTUAL_MAC_LEASE``."""
+    from ipaddress import IPv4Address
+
+    from homeagent.config import ElectionKind, RedundancyConfig
+    from homeagent.dataplane.ebpf import VIRTUAL_MAC_LEASE
+
+    def lease(interval: float, election: ElectionKind = ElectionKind.INTERNAL) -> float:
+        return forwarding.virtual_mac_lease(RedundancyConfig(
+            virtual_address=IPv4Address("10.1.0.10"), security_associations=(), advertisement_interval=interval,
+            election=election))
+
+    assert forwarding.virtual_mac_lease(None) == lease(0.1) == VIRTUAL_MAC_LEASE
+    for interval in (0.1, 0.5, 2.0):
+        assert lease(interval) * 0.75 >= 5 * interval
+    assert lease(0.1, ElectionKind.EXTERNAL) * 0.75 >= forwarding.EXTERNAL_TAKEOVER

@@ -403,13 +403,13 @@ def test_a_starting_member_downloads_the_table_before_serving(mode):
     assert ha2.role == ("standby" if mode == "active-standby" else "peer")
     # Every member keeps its data plane's tunnels as its table, serving or not: one TunnelSet a node.
     assert sorted(e.home_address for e in net.effects[HA2] if isinstance(e, TunnelSet)) == sorted(ha1.bindings.bound())
-    assert not any(isinstance(e, Serve) for e in net.effects[HA2])  # HA1 holds the virtual address
+    assert Serve(True) not in net.effects[HA2]  # HA1 holds the virtual address
     if mode == "peer":  # a peer answers registrations at once
         reply = [reply_of(e) for e in ha2.receive_datagram(registration(now=net.now + 1), MN, HA2, net.now + 1)
                  if isinstance(e, Send) and e.address == MN]
         assert [r.code for r in reply] == [0]
     else:
-        assert not any(isinstance(e, (Serve, ClaimAddress)) for e in net.effects[HA2])
+        assert not any(isinstance(e, ClaimAddress) for e in net.effects[HA2]) and Serve(True) not in net.effects[HA2]
     c2 = redundancy_counters(ha2)
     assert c2["redundancy.table_replies_received"] == len(replies)
     assert c2["redundancy.table_requests_sent"] >= 1
@@ -503,7 +503,7 @@ def test_a_registration_replicates_as_a_binding_update_and_is_acked():
     assert ha2.counters["redundancy.updates_received"] == 1
     # A standby keeps the tunnel ready in its data plane, and does not serve it.
     assert TunnelSet(HOA, (Tunnel(COA, ip(VIP), False),)) in net.effects[HA2]
-    assert not any(isinstance(e, Serve) for e in net.effects[HA2])
+    assert Serve(True) not in net.effects[HA2]
     net.run_until(now + 10)  # nothing is resent once acked
     assert len(net.messages(BindingUpdate)) == 1
 
@@ -1017,6 +1017,14 @@ def test_a_resent_update_still_expires_the_binding_with_the_sender():
 
 
 # -- failover ------------------------------------------------------------------------------------------
+
+
+def test_a_member_that_starts_as_standby_tells_its_data_plane_not_to_serve():
+    """A restarted member's data plane may hold what a killed daemon left serving (the ebpf backend's
+    pinned maps): entering standby from init says Serve(False), as leaving active does."""
+    net, (ha1, ha2) = group()
+    assert [e for e in net.effects[HA2] if isinstance(e, Serve)] == [Serve(False)]
+    assert [e for e in net.effects[HA1] if isinstance(e, Serve)][-1] == Serve(True)  # standby first, then active
 
 
 def test_a_graceful_stop_hands_the_address_over_after_the_skew():

@@ -404,6 +404,8 @@ class Group:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
                 effects.append(Serve(False))
+            elif t.old is Role.INIT:  # a start as standby: the data plane may hold a killed daemon's "serving"
+                effects.append(Serve(False))
         return effects
 
 

@@ -156,6 +156,7 @@ class FastPath:
         self.reverse = self.maps["ha_reverse"]
         self.stats = self.maps["ha_stats"]
         self._pending: dict[bytes, bytes | None] = {}  # ha_homes key -> its value, None to remove, till commit
+        self._found: dict[Map, list[bytes]] = {}  # the keys adopt found, for sweep
         self.failures = 0  # values the kernel refused (a full map): those home addresses take the slow path
 
     def set_tunnels(self, home: int, old: tuple[Tunnel, ...], new: tuple[Tunnel, ...],
@@ -253,12 +254,18 @@ class FastPath:
             self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
         self._pending.clear()  # every value is in the map, and the keys they name before them
         self._keys.wanted.clear()
+        # What sweep will look at, read now (at start, one system call a key) rather than then (a
+        # takeover): a key made since is named by a binding, or goes with it.
+        self._found = {bpf_map: list(bpf_map.keys()) for bpf_map in self._swept()}
         return homes
 
+    def _swept(self) -> tuple[Map, ...]:
+        return (self.maps["ha_care_of"], self.maps["ha_sources"], self.reverse, self.stats)
+
     def sweep(self, table: Mapping[int, tuple[Tunnel, ...]]) -> None:
-        """Delete the keys and counters that no tunnel of ``table`` (the whole table, set again since
-        ``adopt``) names: what the last daemon's maps held for bindings gone meanwhile, those with more
-        tunnels than a value holds included; and count the references again from it. Committed."""
+        """Delete the keys and counters found at ``adopt`` that no tunnel of ``table`` (the whole table,
+        set again since) names: what the last daemon's maps held for bindings gone meanwhile, those with
+        more tunnels than a value holds included; and count the references again from it. Committed."""
         care_of: dict[int, int] = {}
         sources: dict[int, int] = {}
         reverse, stats = set(), set()
@@ -270,18 +277,22 @@ class FastPath:
                 if t.reverse:
                     reverse.add(_triple(t.care_of_address, t.source, home))
         self.care_of.counts, self.sources.counts = care_of, sources  # as set_tunnels counts them
-        named_care_of = {_address(c) for c in care_of}
-        named_sources = {_address(s) for s in sources}
-        for bpf_map, named in ((self.maps["ha_care_of"], named_care_of), (self.maps["ha_sources"], named_sources),
-                               (self.reverse, reverse), (self.stats, stats)):
-            for key in list(bpf_map.keys()):
-                if key not in named:
+        named = ({_address(c) for c in care_of}, {_address(s) for s in sources}, reverse, stats)
+        found, self._found = self._found, {}
+        for bpf_map, names in zip(self._swept(), named, strict=True):
+            for key in found.get(bpf_map, ()):
+                if key not in names:
                     self._keys.unwant(bpf_map, key)
         self.commit()
 
     def serving(self) -> bool:
         value = self.maps["ha_config"].lookup(bytes(4))
         return value is not None and bool(_CONFIG.unpack(value)[0])
+
+    def virtual_mac_until(self) -> int:
+        """The virtual MAC's lease as the program has it (``bpf_ktime_get_ns``; 0: none)."""
+        value = self.maps["ha_config"].lookup(bytes(4))
+        return int(_CONFIG.unpack(value)[7]) if value is not None else 0
 
     def write_config(self, serving: bool, tun_index: int, mtu: int, ttl: int, home_index: int,
                      mac: bytes, virtual_mac: bytes | None = None, virtual_mac_until: int = 0) -> None:
@@ -341,6 +352,8 @@ class EbpfDataplane:
         self.virtual_mac = virtual_mac
         self.lease = lease
         self._holds_mac = False  # this daemon serves (its own serve(True)): the virtual MAC's lease is renewed
+        self._inherited_until = 0  # a killed daemon's lease, left to run out until this one serves or not
+        self._renewal_failed = False
         self.fast: FastPath | None = None
         self._serving = False
         self._tun_index = 0
@@ -372,6 +385,7 @@ class EbpfDataplane:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
             # the replay does not set again is removed at the first serve().
             self._serving = self.fast.serving()
+            self._inherited_until = self.fast.virtual_mac_until()  # kept, never renewed, till our serve()
             self._stale = self.fast.adopt()
             self._adopted = True
             log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
@@ -412,6 +426,7 @@ class EbpfDataplane:
     def serve(self, serving: bool) -> None:
         self._serving = serving
         self._holds_mac = serving
+        self._inherited_until = 0
         self.commit()  # a takeover finds every value in
         self._write_config()  # the takeover (or stand-down) of the fast path: one map write
         self.slow.serve(serving)
@@ -422,7 +437,10 @@ class EbpfDataplane:
             self._stale.clear()
             self.commit()
             if self.fast is not None:
-                self.fast.sweep(self.slow.tunnel_table())
+                try:
+                    self.fast.sweep(self.slow.tunnel_table())
+                except OSError as exc:  # a key left behind costs little; a serve() that raised, a takeover
+                    log.warning("ebpf: the keys of bindings gone while no daemon ran not all removed: %s", exc)
 
     def barrier(self) -> asyncio.Future[None] | None:
         """Always ``None``: a change is in the maps once ``commit`` returns, and with it what a packet
@@ -480,7 +498,7 @@ class EbpfDataplane:
 
     def _write_config(self) -> None:
         if self.fast is not None:
-            until = time.monotonic_ns() + int(self.lease * 1e9) if self._holds_mac else 0
+            until = time.monotonic_ns() + int(self.lease * 1e9) if self._holds_mac else self._inherited_until
             self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._home_index,
                                    self._mac, self.virtual_mac, until)
 
@@ -490,9 +508,19 @@ class EbpfDataplane:
         has replaced it) leaves a program that no longer gives the MAC."""
         while not self._closed:
             await asyncio.sleep(self.lease / 4)
-            if self._holds_mac:
-                with contextlib.suppress(OSError):  # counted by nothing: the next renewal tries again
-                    self._write_config()
+            if not self._holds_mac:
+                continue
+            try:
+                self._write_config()
+            except OSError as exc:
+                if not self._renewal_failed:
+                    log.warning("ebpf: the virtual MAC's lease not renewed (it lapses %.1f s after the last "
+                                "renewal): %s", self.lease, exc)
+                self._renewal_failed = True
+                continue
+            if self._renewal_failed:
+                log.info("ebpf: the virtual MAC's lease renewed again")
+                self._renewal_failed = False
 
     def _set_tun(self, info: dict[str, object]) -> None:
         index = info.get("index")

@@ -78,10 +78,7 @@ class Daemon:
         # The virtual address may not be on the host when its socket is bound: keepalived adds it when it
         # likes (external election), and the interface method adds it just after.
         self._freebind = red is not None and (red.election is ElectionKind.EXTERNAL or red.address_method is AddressMethod.INTERFACE)
-        # A dead active member is replaced within four advertisement intervals (core/election.py: the
-        # master-down interval is three and a skew of less than one).
-        takeover = 5 * config.redundancy.advertisement_interval if config.redundancy is not None else 0.0
-        self._forwarding = Forwarding(config.dataplane, self.core.counters, takeover)
+        self._forwarding = Forwarding(config.dataplane, self.core.counters, config.redundancy)
         self._persistence: Persistence | None = None  # [home_agent] persistence: opened in run()
         # Registration replies held until what they report is in effect and on disk (``_commit``), and
         # those held so far.

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from homeagent.config import Backend, DataplaneConfig
+from homeagent.config import Backend, DataplaneConfig, ElectionKind, RedundancyConfig
 from homeagent.core.effects import Serve, TunnelSet
 from homeagent.dataplane import Dataplane
 from homeagent.dataplane.ebpf import VIRTUAL_MAC_LEASE, BpfUnavailable, EbpfDataplane
@@ -33,10 +33,27 @@ class ForwardingError(RuntimeError):
     """The data plane could not be set up (a missing interface, missing capabilities)."""
 
 
+EXTERNAL_TAKEOVER = 10.0  # seconds a VRRP daemon deciding the election may take to replace a dead member
+
+
+def virtual_mac_lease(redundancy: RedundancyConfig | None) -> float:
+    """Seconds the program gives the group's MAC for after each renewal (``EbpfDataplane``): long enough
+    that a killed daemon's program carries the traffic until the group has replaced it, renewals coming
+    every quarter of it. The internal election replaces a dead active member within five advertisement
+    intervals (core/election.py: the master-down interval is three and a skew under one, and a standby
+    behind a better one waits one more), so 5 / 0.75 of them; an external one (keepalived) within
+    ``EXTERNAL_TAKEOVER``, by its tracking of our health; never under ``VIRTUAL_MAC_LEASE``."""
+    if redundancy is None:
+        return VIRTUAL_MAC_LEASE
+    if redundancy.election is ElectionKind.EXTERNAL:
+        return max(VIRTUAL_MAC_LEASE, EXTERNAL_TAKEOVER / 0.75)
+    return max(VIRTUAL_MAC_LEASE, 7 * redundancy.advertisement_interval)
+
+
 class Forwarding:
-    def __init__(self, config: DataplaneConfig, counters: Counter[str], takeover: float = 0.0) -> None:
-        """``takeover``: seconds the group takes to replace a dead active member at most (``[redundancy]``),
-        which the virtual MAC's lease must outlast (``EbpfDataplane``)."""
+    def __init__(self, config: DataplaneConfig, counters: Counter[str],
+                 redundancy: RedundancyConfig | None = None) -> None:
+        """``redundancy``: the group, whose takeover time the virtual MAC's lease must outlast."""
         self.config = config
         self._counters = counters
         self._after: dict[asyncio.Future[None], list[Callable[[], None]]] = {}
@@ -56,7 +73,7 @@ class Forwarding:
             self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl,
                                            extra_interfaces=config.extra_interfaces,
                                            virtual_mac=config.virtual_mac,
-                                           lease=max(VIRTUAL_MAC_LEASE, takeover))
+                                           lease=virtual_mac_lease(redundancy))
             # The program answers ARP for the away home addresses: gratuitous ARPs only, no proxy entries,
             # with the group's virtual MAC where there is one, as the program's answers.
             self.neighbours = Neighbours(config.interface, counters, proxy=False, mac=config.virtual_mac)
