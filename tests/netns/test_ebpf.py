@@ -67,7 +67,12 @@ class Setup:
                  self.loop.call(self.dataplane.slow.home_addresses))
 
     def serve(self, serving: bool) -> None:
-        self.loop.call(self.dataplane.serve, serving)
+        """As the runtime applies a ``Serve``: the loop turn that made it ends with a commit."""
+        def turn() -> None:
+            self.dataplane.serve(serving)
+            self.dataplane.commit()
+
+        self.loop.call(turn)
 
 
 @pytest.fixture(scope="module")

@@ -299,3 +299,32 @@ def test_the_layouts_written_here_are_the_compiled_programs(tmp_path):
                        "vmac": 26, "vmac_until": 32}, "as _CONFIG packs them"
     assert structs["home"][0] == len(home_value(()))
     assert structs["tunnel"][0] == ebpf._TUNNEL.size
+
+
+def test_after_a_restart_the_first_serve_cleans_up_at_the_end_of_its_turn_not_before_its_bindings():
+    """The start-up download's last datagram makes Serve(False) and then sets its bindings, in one turn:
+    the restart's clean-up (what nothing set again goes, and keys no binding names) waits for that
+    turn's commit, so a binding set in it keeps its value and its counters."""
+    fast = fast_path()
+    source = a("10.1.0.1")
+    downloaded, stale = a("10.1.0.50"), a("10.1.0.51")
+    tunnel = Tunnel(a("10.2.0.10"), source, True)
+    for home in (downloaded, stale):
+        fast.set_tunnels(home, (), (Tunnel(a("10.2.0.10") + (home - downloaded), source, True),))
+    fast.commit()
+    stats = IPv4Address(downloaded).packed + IPv4Address(tunnel.care_of_address).packed
+    fast.stats.update(stats, bytes(32))  # the program counted its packets
+    plane = ebpf.EbpfDataplane("eth0")
+    plane.fast = fast
+    plane._stale = fast.adopt()  # as start() does on reused pins
+    plane._restart_due = True
+    plane.serve(False)  # the download's last datagram: the election decided ...
+    plane.set_tunnels(downloaded, (tunnel,))  # ... and its bindings, in the same turn
+    assert fast.homes.lookup(IPv4Address(stale).packed) is not None, "nothing cleaned up within the turn"
+    plane.commit()  # the end of the turn
+    assert fast.homes.keys() == [IPv4Address(downloaded).packed], "the stale one went, the downloaded stayed"
+    assert fast.stats.keys() == [stats], "with its counters"
+    assert fast.maps["ha_care_of"].keys() == [IPv4Address(tunnel.care_of_address).packed]
+    assert len(fast.reverse.keys()) == 1
+    plane.commit()
+    assert fast.homes.keys() == [IPv4Address(downloaded).packed], "once"

@@ -1027,6 +1027,20 @@ def test_a_member_that_starts_as_standby_tells_its_data_plane_not_to_serve():
     assert [e for e in net.effects[HA1] if isinstance(e, Serve)][-1] == Serve(True)  # standby first, then active
 
 
+def test_a_member_told_active_while_it_downloads_goes_on_serving_with_no_serve_false_between():
+    """An external election that says "active" before the start-up download is done: init, standby and
+    active in one step, and only Serve(True): what a killed daemon left serving goes on serving."""
+    net = Net()
+    text = CONFIG.format(address=HA1, peers=f'"{HA2}"', priority=100, mode="active-standby", replication="async",
+                         sync_timeout=0.5, preempt="true", startup_wait=1.0, extra='election = "external"')
+    ha = net.add(HA1, parse_config(text))
+    net.collect(HA1, ha.set_role("active", net.now))
+    assert ha.role == "init"
+    net.run_until(T0 + 3)  # no member answers: the download ends after startup_wait
+    assert ha.role == "active"
+    assert [e for e in net.effects[HA1] if isinstance(e, Serve)] == [Serve(True)]
+
+
 def test_a_graceful_stop_hands_the_address_over_after_the_skew():
     net, (ha1, ha2) = group()
     net.register(registration(now=net.now))

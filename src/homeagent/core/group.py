@@ -378,7 +378,7 @@ class Group:
     def _apply_transitions(self, transitions: list[Transition]) -> list[Effect]:
         effects: list[Effect] = []
         vip = self._virtual
-        for t in transitions:
+        for n, t in enumerate(transitions):
             reason = REASONS.get(t.reason, "other")
             events.emit(events.INFO, "role_change", f"role {t.old.label} -> {t.new.label}: {t.reason}",
                         **{"from": t.old.label, "to": t.new.label, "reason": reason})
@@ -404,7 +404,9 @@ class Group:
                     self.split_brain.stood_down(t.at)
                 effects.append(ReleaseAddress(vip))
                 effects.append(Serve(False))
-            elif t.old is Role.INIT:  # a start as standby: the data plane may hold a killed daemon's "serving"
+            elif t.old is Role.INIT and all(u.new is not Role.ACTIVE for u in transitions[n + 1:]):
+                # A start as standby: the data plane may hold a killed daemon's "serving". (Not on the
+                # way to active in the same step: what serves goes on serving.)
                 effects.append(Serve(False))
         return effects
 

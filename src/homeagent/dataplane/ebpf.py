@@ -283,6 +283,10 @@ class FastPath:
             for key in found.get(bpf_map, ()):
                 if key not in names:
                     self._keys.unwant(bpf_map, key)
+                    if bpf_map is self.reverse:  # counters the program may have made by it since adopt
+                        pair = key[8:12] + key[0:4]  # (care-of, source, home) -> (home, care-of)
+                        if pair not in stats:
+                            self._keys.unwant(self.stats, pair)
         self.commit()
 
     def serving(self) -> bool:
@@ -360,7 +364,8 @@ class EbpfDataplane:
         self._mac = bytes(6)
         self._home_index = 0
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
-        self._adopted = False  # the maps were a previous daemon's: swept at the first serve
+        self._restart_due = False  # the maps were a previous daemon's: cleaned up after the first serve
+        self._serve_seen = False
         self._watch: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
         self._closed = False
@@ -387,7 +392,7 @@ class EbpfDataplane:
             self._serving = self.fast.serving()
             self._inherited_until = self.fast.virtual_mac_until()  # kept, never renewed, till our serve()
             self._stale = self.fast.adopt()
-            self._adopted = True
+            self._restart_due = True
             log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
                      len(self._stale), "serving" if self._serving else "not serving")
         self._write_config()
@@ -422,25 +427,33 @@ class EbpfDataplane:
             except OSError as exc:  # the bpf(2) call itself failed (not an element refused: counted there)
                 self.fast.failures += 1
                 log.warning("ebpf: the map values of a turn not written: %s", exc)
+        if self._restart_due and self._serve_seen:
+            self._clean_up_after_restart()
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
         self._holds_mac = serving
         self._inherited_until = 0
         self.commit()  # a takeover finds every value in
+        self._serve_seen = True  # after that commit: the restart's clean-up waits for the turn's own
         self._write_config()  # the takeover (or stand-down) of the fast path: one map write
         self.slow.serve(serving)
-        if self._adopted:  # the first serve after a restart: the table is set again
-            self._adopted = False
-            for home in list(self._stale):
-                self.set_tunnels(home, ())
-            self._stale.clear()
-            self.commit()
-            if self.fast is not None:
-                try:
-                    self.fast.sweep(self.slow.tunnel_table())
-                except OSError as exc:  # a key left behind costs little; a serve() that raised, a takeover
-                    log.warning("ebpf: the keys of bindings gone while no daemon ran not all removed: %s", exc)
+
+    def _clean_up_after_restart(self) -> None:
+        """After a restart, at the commit of the turn of the first serve (its election has decided, so the
+        table has been set again: the start-up download's last datagram sets its bindings in that same
+        turn, after the serve): the home addresses the previous daemon left that nothing set again go,
+        and the keys no binding names (``FastPath.sweep``). Never raises: a key left behind costs little."""
+        self._restart_due = False
+        for home in list(self._stale):
+            self.set_tunnels(home, ())
+        self._stale.clear()
+        self.commit()
+        if self.fast is not None:
+            try:
+                self.fast.sweep(self.slow.tunnel_table())
+            except OSError as exc:
+                log.warning("ebpf: the keys of bindings gone while no daemon ran not all removed: %s", exc)
 
     def barrier(self) -> asyncio.Future[None] | None:
         """Always ``None``: a change is in the maps once ``commit`` returns, and with it what a packet
