@@ -254,8 +254,9 @@ class FastPath:
             self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
         self._pending.clear()  # every value is in the map, and the keys they name before them
         self._keys.wanted.clear()
-        # What sweep will look at, read now (at start, one system call a key) rather than then (a
-        # takeover): a key made since is named by a binding, or goes with it.
+        # What sweep will look at, read now (at start, one system call a key) rather than at the first
+        # serve (a takeover, for a member restarted alone): a key made since is named by a binding, or
+        # goes with it (a reverse tunnel's counters too, sweep).
         self._found = {bpf_map: list(bpf_map.keys()) for bpf_map in self._swept()}
         return homes
 
@@ -388,7 +389,7 @@ class EbpfDataplane:
             raise
         if self.attachment.reused:
             # A restart: the maps forward as the last daemon left them until the table is replayed; what
-            # the replay does not set again is removed at the first serve().
+            # the replay does not set again is removed after the first serve() (_clean_up_after_restart).
             self._serving = self.fast.serving()
             self._inherited_until = self.fast.virtual_mac_until()  # kept, never renewed, till our serve()
             self._stale = self.fast.adopt()

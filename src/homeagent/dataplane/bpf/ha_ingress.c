@@ -442,11 +442,8 @@ static __always_inline void learn_path_mtu(struct iphdr *ip, void *end, struct c
 	count(PATH_MTU_LEARNT, 0);
 }
 
-/* Proxy ARP for the home addresses (RFC 5944 4.6), answered here while serving: the kernel answers its
- * proxy entries only once the route into the TUN is in (arp_process), and a registration reply must not
- * wait for a route. The kernel's answer, when it comes, is the same. Probes (sender 0.0.0.0, duplicate
- * address detection: a node back home asking whether its address is free) are not answered, as the
- * kernel answers them only for its own addresses; nor a node's request for itself. */
+/* The group's virtual MAC (docs/dataplane.md, "A virtual MAC"): configured, held (its lease running), and
+ * the destination of a frame. */
 static __always_inline int has_vmac(const struct config *cfg)
 {
 	return cfg->vmac[0] | cfg->vmac[1] | cfg->vmac[2] | cfg->vmac[3] | cfg->vmac[4] | cfg->vmac[5];
@@ -467,6 +464,11 @@ static __always_inline int to_vmac(const struct ethhdr *eth, const struct config
 	return !differ;
 }
 
+/* Proxy ARP for the home addresses (RFC 5944 4.6), answered here while serving: the kernel answers its
+ * proxy entries only once the route into the TUN is in (arp_process), and a registration reply must not
+ * wait for a route. The kernel's answer, when it comes, is the same. Probes (sender 0.0.0.0, duplicate
+ * address detection: a node back home asking whether its address is free) are not answered, as the
+ * kernel answers them only for its own addresses; nor a node's request for itself. */
 struct arp_ipv4 {
 	__u16 htype, ptype;
 	__u8 hlen, plen;
