@@ -328,3 +328,27 @@ def test_after_a_restart_the_first_serve_cleans_up_at_the_end_of_its_turn_not_be
     assert len(fast.reverse.keys()) == 1
     plane.commit()
     assert fast.homes.keys() == [IPv4Address(downloaded).packed], "once"
+
+
+def test_the_virtual_macs_lease_is_inherited_after_a_restart_renewed_only_while_serving():
+    """``ha_config.vmac_until``: a restarted daemon writes back the lease it found (left to run out,
+    never renewed) until its own election decides; serving, it writes a lease from now; not serving, none."""
+    import time
+
+    def until() -> int:
+        return fast.virtual_mac_until()
+
+    fast = fast_path()
+    plane = ebpf.EbpfDataplane("eth0", virtual_mac=bytes.fromhex("02484101000a"), lease=2.0)
+    plane.fast = fast
+    found = time.monotonic_ns() + 500_000_000  # the killed daemon's lease, half a second left
+    fast.write_config(True, 0, 1500, 64, 1, bytes(6), plane.virtual_mac, found)
+    plane._inherited_until = fast.virtual_mac_until()  # as start() does on reused pins
+    plane._write_config()  # a forwarder's TUN, say: the config written again before any serve
+    assert until() == found, "kept as found, not renewed"
+    plane.serve(True)
+    assert abs(until() - (time.monotonic_ns() + 2_000_000_000)) < 200_000_000, "a lease from now"
+    plane.serve(False)
+    assert until() == 0, "a member that stands down gives the MAC up at once"
+    plane._write_config()
+    assert until() == 0, "and the inherited lease is not brought back"
