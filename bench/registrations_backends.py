@@ -122,7 +122,7 @@ def in_process(count: int = 20_000, rounds: int = 5, turn: int = 64) -> dict[str
                 best[backend] = min(best[backend], (time.perf_counter() - t) / count)
                 assert ha.counters["accepted"] == count, dict(ha.counters)
                 if ebpf is not None:  # empty the maps for the next round
-                    for home in list(ebpf.slow._table):
+                    for home in list(ebpf.slow.tunnel_table()):
                         ebpf.set_tunnels(home, ())
                     ebpf.commit()
                     ebpf.fast.close()

@@ -211,11 +211,8 @@ class FastPath:
         if pending:
             self._pending = {}
             writes = [key for key, value in pending.items() if value is not None]
-            if len(writes) == len(pending):  # the common turn: only new and changed bindings
-                values = b"".join(pending.values())  # type: ignore[arg-type]  # none is None here
-            else:
-                values = b"".join([value for value in pending.values() if value is not None])
             if writes:
+                values = b"".join([value for value in pending.values() if value is not None])
                 self._refused(self.homes, writes, self.homes.update_batch(b"".join(writes), values))
             if len(writes) < len(pending):
                 removals = [key for key, value in pending.items() if value is None]
