@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ COA3, RT_F3 = "10.4.0.10", "10.4.0.1"
 HOME = "10.1.0.50"
 HOME_NETWORK = "10.1.0.0/24"
 MEMBERS = ("ha1", "ha2")
+METRICS_PORT = 9434  # each member's Prometheus endpoint, on its namespace's loopback
 STOP_TIMEOUT = 20  # seconds for `mn up` to de-register and exit
 
 
@@ -124,7 +126,7 @@ class SystemNet(Members):
                             replication="async", preempt=True, election="internal",
                             address_method="interface", interface="eth0")
         path.write_text(path.read_text() + f'\n[dataplane]\nbackend = "{backend}"\ninterface = "eth0"\n'
-                        f'tun = "ha0"\nttl = 64\n{dataplane}\n')
+                        f'tun = "ha0"\nttl = 64\n{dataplane}\n[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\n')
         return path
 
     def ns(self, host: str) -> str:
@@ -187,6 +189,17 @@ class SystemNet(Members):
         self.status(host)
         time.sleep(0.05)
         return self.status(host)["dataplane"]
+
+    def metrics(self, host: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """``host``'s Prometheus endpoint scraped (on its own loopback), read by prometheus-client's parser:
+        (name, sorted labels) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with self.lan.inside(host):
+            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
 
     def bindings(self, host: str) -> list[dict[str, Any]]:
         out = run(sys.executable, "-m", "homeagent", "bindings", "--config", str(self.configs[host]),

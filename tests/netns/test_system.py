@@ -183,6 +183,15 @@ def test_ip_in_ip_forged_from_no_registered_care_of_address_is_dropped_and_count
     drops = next(line for line in text.splitlines() if line.strip().startswith("drops"))
     assert f"unknown_care_of {before.get('unknown_care_of', 0) + 2}" in drops, text
     assert any(line.split()[:3] == [HOME, COA, VIP] for line in text.splitlines()), text
+    metrics = s.metrics("ha1")  # what a monitoring system reads
+    assert metrics["homeagent_dataplane_drops_total", (("reason", "unknown_care_of"),)] == \
+        before.get("unknown_care_of", 0) + 2
+    if s.backend == "ebpf":  # the program dropped them itself, and refused no map write
+        assert metrics["homeagent_dataplane_program_packets_total", (("reason", "drop_unknown_care_of"),)] >= 2
+        assert metrics["homeagent_dataplane_program_packets_total", (("reason", "arp_answered"),)] >= 1
+        assert metrics["homeagent_dataplane_map_refused_total", ()] == 0
+    else:
+        assert not any(name.startswith("homeagent_dataplane_program") for name, _ in metrics)
 
 
 def test_two_care_of_addresses_with_s_each_receive_a_copy(s):

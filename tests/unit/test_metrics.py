@@ -154,6 +154,19 @@ def test_the_collector_reads_the_core_s_counters():
     assert m["homeagent_dataplane_drops_total", (("reason", "a_new_reason"),)] == 1
     assert m["homeagent_dataplane_drops_total", (("reason", "too_big"),)] == 0
     assert not any(name.startswith("homeagent_redundancy_") for name, _ in m)  # a lone Home Agent
+    assert not any(name.startswith(("homeagent_dataplane_program", "homeagent_dataplane_map")) for name, _ in m)
+
+
+def test_with_the_ebpf_backend_the_programs_counters_and_refused_map_writes_are_exported():
+    collector = Collector(make_ha())
+    collector.dataplane = {"dataplane.fast": {"encapsulated": 9, "pass_too_big": 2, "bytes_encapsulated": 900,
+                                              "map_refused": 3}}
+    m = scrape(collector)
+    assert m["homeagent_dataplane_program_packets_total", (("reason", "encapsulated"),)] == 9
+    assert m["homeagent_dataplane_program_packets_total", (("reason", "pass_too_big"),)] == 2
+    assert m["homeagent_dataplane_program_packets_total", (("reason", "arp_answered"),)] == 0  # from the start
+    assert ("homeagent_dataplane_program_packets_total", (("reason", "bytes_encapsulated"),)) not in m
+    assert m["homeagent_dataplane_map_refused_total", ()] == 3
 
 
 def test_with_simultaneous_bindings_off_the_accept_code_is_1():

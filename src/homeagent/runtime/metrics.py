@@ -26,6 +26,7 @@ from homeagent.config import MetricsConfig
 from homeagent.core.election import TRANSITIONS, Event
 from homeagent.core.group import REASONS
 from homeagent.core.home_agent import HomeAgent
+from homeagent.dataplane.ebpf import REASONS as PROGRAM_REASONS
 from homeagent.runtime.exposition import Server
 from homeagent.runtime.forwarding import Forwarding
 from homeagent.wire.ip import Drop
@@ -167,6 +168,17 @@ class Collector:
         for reason in sorted({d.value for d in Drop} | set(counted)):
             drops.add_metric([str(reason)], _int(counted.get(reason)))
         yield drops
+        fast = dp.get("dataplane.fast")
+        if isinstance(fast, dict):  # the ebpf backend: its program's counters, and the map writes refused
+            program = CounterMetricFamily(
+                "homeagent_dataplane_program_packets", "what the ebpf program did with the packets it took: "
+                "tunnelled, handed to the slow path (pass_*) or dropped, by reason", labels=["reason"])
+            for reason in PROGRAM_REASONS:
+                program.add_metric([reason], _int(fast.get(reason)))
+            yield program
+            yield CounterMetricFamily(
+                "homeagent_dataplane_map_refused", "map elements the kernel refused (a full map): the home "
+                "addresses concerned take the slow path", value=_int(fast.get("map_refused")))
 
 
 class Endpoint:
