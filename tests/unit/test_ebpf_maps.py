@@ -316,8 +316,7 @@ def test_after_a_restart_the_first_serve_cleans_up_at_the_end_of_its_turn_not_be
     fast.stats.update(stats, bytes(32))  # the program counted its packets
     plane = ebpf.EbpfDataplane("eth0")
     plane.fast = fast
-    plane._stale = fast.adopt()  # as start() does on reused pins
-    plane._restart_due = True
+    plane.adopt()  # as start() does on reused pins
     plane.serve(False)  # the download's last datagram: the election decided ...
     plane.set_tunnels(downloaded, (tunnel,))  # ... and its bindings, in the same turn
     assert fast.homes.lookup(IPv4Address(stale).packed) is not None, "nothing cleaned up within the turn"
@@ -343,7 +342,7 @@ def test_the_virtual_macs_lease_is_inherited_after_a_restart_renewed_only_while_
     plane.fast = fast
     found = time.monotonic_ns() + 500_000_000  # the killed daemon's lease, half a second left
     fast.write_config(True, 0, 1500, 64, 1, bytes(6), plane.virtual_mac, found)
-    plane._inherited_until = fast.virtual_mac_until()  # as start() does on reused pins
+    plane.adopt()  # as start() does on reused pins
     plane._write_config()  # a forwarder's TUN, say: the config written again before any serve
     assert until() == found, "kept as found, not renewed"
     plane.serve(True)

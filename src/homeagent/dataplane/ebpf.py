@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import struct
@@ -61,22 +62,33 @@ _ONE = struct.pack("=I", 1)
 _address = struct.Struct("!I").pack
 _pair = struct.Struct("!II").pack  # (home, care-of): ha_stats's key; (care-of, source): a tunnel's addresses
 _triple = struct.Struct("!III").pack  # (care-of, source, home): ha_reverse's key
-_COUNTS = [struct.pack("=I", n) for n in range(MAX_TUNNELS + 1)]
-_FLAGS = (struct.pack("=I", 0), struct.pack("=I", FLAG_REVERSE))
-_PADDING = [_ZERO_TUNNEL * (MAX_TUNNELS - n) for n in range(MAX_TUNNELS + 1)]
+
+
+def _native(n: int) -> int:
+    """The number whose network-order bytes are ``n`` in this machine's order: a ``struct home``'s count
+    and flags (host order) packed by one network-order ``Struct`` with its addresses."""
+    return int.from_bytes(struct.pack("=I", n), "big")
+
+
+# A struct home of n tunnels, one pack: count, n times (care-of, source, flags), zeros for the rest.
+_HOMES = [struct.Struct(f"!I{'III' * n}{_TUNNEL.size * (MAX_TUNNELS - n)}x") for n in range(MAX_TUNNELS + 1)]
+_COUNTS = [_native(n) for n in range(MAX_TUNNELS + 1)]
+_FLAGS = (_native(0), _native(FLAG_REVERSE))
 _TOO_MANY_VALUE = struct.pack("=I", TOO_MANY) + _ZERO_TUNNEL * MAX_TUNNELS
 
 
 def home_value(tunnels: tuple[Tunnel, ...]) -> bytes:
     """The ``struct home`` of ha_homes for these tunnels (more than MAX_TUNNELS: all to the slow path)."""
     count = len(tunnels)
+    if count == 1:  # the usual binding: ~0.1 us, half the cost of joining its parts
+        care_of, source, reverse = tunnels[0]
+        return _HOMES[1].pack(_COUNTS[1], care_of, source, _FLAGS[reverse])
     if count > MAX_TUNNELS:
         return _TOO_MANY_VALUE
-    if count == 1:
-        t = tunnels[0]
-        return _COUNTS[1] + _pair(t.care_of_address, t.source) + _FLAGS[t.reverse] + _PADDING[1]
-    packed = [_pair(t.care_of_address, t.source) + _FLAGS[t.reverse] for t in tunnels]
-    return _COUNTS[count] + b"".join(packed) + _PADDING[count]
+    fields = [_COUNTS[count]]
+    for care_of, source, reverse in tunnels:
+        fields += (care_of, source, _FLAGS[reverse])
+    return _HOMES[count].pack(*fields)
 
 
 class _Keys:
@@ -323,6 +335,14 @@ class FastPath:
             bpf_map.close()
 
 
+class Restart(enum.Enum):
+    """Where the clean-up of a restart on pinned maps stands (``EbpfDataplane.adopt``)."""
+
+    NONE = "none"  # a fresh start, or cleaned up
+    ADOPTED = "adopted"  # the maps are the last daemon's: cleaned up after the first serve
+    SERVED = "served"  # the first serve has come: cleaned up at the next commit, the end of its turn
+
+
 class EbpfDataplane:
     """A ``Dataplane``: the tc-BPF fast path on ``interface``'s ingress, the userspace forwarder behind it."""
 
@@ -362,8 +382,7 @@ class EbpfDataplane:
         self._mac = bytes(6)
         self._home_index = 0
         self._stale: set[int] = set()  # home addresses a previous daemon left in the maps (a restart)
-        self._restart_due = False  # the maps were a previous daemon's: cleaned up after the first serve
-        self._serve_seen = False
+        self._restart = Restart.NONE
         self._watch: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
         self._closed = False
@@ -385,20 +404,26 @@ class EbpfDataplane:
                 self.attachment.accept_mac(self.virtual_mac, False)
             raise
         if self.attachment.reused:
-            # A restart: the maps forward as the last daemon left them until the table is replayed; what
-            # the replay does not set again is removed after the first serve() (_clean_up_after_restart).
-            self._serving = self.fast.serving()
-            self._inherited_until = self.fast.virtual_mac_until()  # kept, never renewed, till our serve()
-            self._stale = self.fast.adopt()
-            self._restart_due = True
-            log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
-                     len(self._stale), "serving" if self._serving else "not serving")
+            self.adopt()
         self._write_config()
         self.slow.start()
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._follow_tun())
         if self.virtual_mac is not None:
             self._renewal = loop.create_task(self._renew_lease())
+
+    def adopt(self) -> None:
+        """A restart (``start`` found the pins): the maps forward as the last daemon left them, serving or
+        not, until the table has been set again; what that does not set again goes after the first
+        ``serve`` (``_clean_up_after_restart``). The virtual MAC's lease is kept as found, never renewed,
+        until then."""
+        assert self.fast is not None
+        self._serving = self.fast.serving()
+        self._inherited_until = self.fast.virtual_mac_until()
+        self._stale = self.fast.adopt()
+        self._restart = Restart.ADOPTED
+        log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
+                 len(self._stale), "serving" if self._serving else "not serving")
 
     async def ready(self, timeout: float = 10.0) -> dict[str, object]:
         info = await self.slow.ready(timeout)
@@ -410,7 +435,7 @@ class EbpfDataplane:
         self.slow.set_tunnels(home_address, tunnels)
         if self.fast is None:
             return
-        new = self.slow.tunnels_of(home_address)
+        new = tuple(tunnels)  # as the slow path keeps them
         if home_address in self._stale:
             self._stale.discard(home_address)
             old = self.fast.tunnels_of(home_address)
@@ -425,7 +450,7 @@ class EbpfDataplane:
             except OSError as exc:  # the bpf(2) call itself failed (not an element refused: counted there)
                 self.fast.failures += 1
                 log.warning("ebpf: the map values of a turn not written: %s", exc)
-        if self._restart_due and self._serve_seen:
+        if self._restart is Restart.SERVED:
             self._clean_up_after_restart()
 
     def serve(self, serving: bool) -> None:
@@ -433,7 +458,8 @@ class EbpfDataplane:
         self._holds_mac = serving
         self._inherited_until = 0
         self.commit()  # a takeover finds every value in
-        self._serve_seen = True  # after that commit: the restart's clean-up waits for the turn's own
+        if self._restart is Restart.ADOPTED:  # after that commit: the clean-up waits for the turn's own
+            self._restart = Restart.SERVED
         self._write_config()  # the takeover (or stand-down) of the fast path: one map write
         self.slow.serve(serving)
 
@@ -442,7 +468,7 @@ class EbpfDataplane:
         table has been set again: the start-up download's last datagram sets its bindings in that same
         turn, after the serve): the home addresses the previous daemon left that nothing set again go,
         and the keys no binding names (``FastPath.sweep``). Never raises: a key left behind costs little."""
-        self._restart_due = False
+        self._restart = Restart.NONE
         for home in list(self._stale):
             self.set_tunnels(home, ())
         self._stale.clear()
