@@ -20,6 +20,7 @@ from homeagent.wire.auth import Algorithm, SecurityAssociation
 DEFAULT_PORT = 434
 MIN_KEY_SIZE = 16
 MAX_LIFETIME_LIMIT = 0xFFFE  # 0xFFFF means "infinity" on the wire; a Home Agent never grants it
+ADVERTISEMENT_INTERVALS = (0.01, 10.0)  # seconds: [redundancy] advertisement_interval, and a member's as heard
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -293,7 +294,8 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
         multicast_group=multicast,
         replication=replication,
         sync_timeout=_seconds(t, k, "sync_timeout", d.sync_timeout, 0.01, 10),
-        advertisement_interval=_seconds(t, k, "advertisement_interval", d.advertisement_interval, 0.01, 10),
+        advertisement_interval=_seconds(t, k, "advertisement_interval", d.advertisement_interval,
+                                        *ADVERTISEMENT_INTERVALS),
         preempt=_bool(t, k, "preempt", d.preempt),
         preempt_delay=_seconds(t, k, "preempt_delay", d.preempt_delay, 0, 3600),
         startup_wait=_seconds(t, k, "startup_wait", d.startup_wait, 0, 60),

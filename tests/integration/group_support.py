@@ -62,6 +62,7 @@ def group_config_text(
     sync_timeout: float = 0.5,
     max_lifetime: int = 1800,
     redundancy_extra: str = "",
+    advertisement_interval: float = ADVERTISEMENT_INTERVAL,
 ) -> str:
     peer_list = ", ".join(f'"{p}"' for p in peers)
     return (
@@ -84,7 +85,7 @@ def group_config_text(
         f"peers = [{peer_list}]\n"
         f'replication = "{replication}"\n'
         f"sync_timeout = {sync_timeout}\n"
-        f"advertisement_interval = {ADVERTISEMENT_INTERVAL}\n"
+        f"advertisement_interval = {advertisement_interval}\n"
         f"startup_wait = {STARTUP_WAIT}\n"
         f"{redundancy_extra}\n"
         "[[redundancy.security_association]]\n"

@@ -534,3 +534,35 @@ def test_a_worse_member_downloading_is_not_waited_for():
     e.ready(T0 + 0.2)
     e.advertisement(LOWER, 50, Role.INIT, T0 + 0.3)
     assert [t.new for t in e.handle_timer(e.next_timer())] == [Role.ACTIVE]
+
+
+# -- the active member's interval (RFC 5798 6.4.2, Master_Adver_Interval) ----------------------------
+
+
+def test_a_standby_times_the_active_member_by_the_interval_it_advertises():
+    e = standby(priority=100, interval=0.1)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1, interval=2.0)
+    assert e.master_adver_interval == 2.0
+    assert e.skew == pytest.approx(156 / 256 * 2.0) and e.master_down_interval == pytest.approx(mdi(100, 2.0))
+    assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 2.0))
+    assert e.handle_timer(T0 + 1 + mdi(100, 0.1)) == [], "its own interval's master-down is no reason"
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 2)  # no interval given: the last one heard stays
+    assert e.master_down_interval == pytest.approx(mdi(100, 2.0))
+    assert [t.new for t in e.handle_timer(T0 + 2 + mdi(100, 2.0))] == [Role.ACTIVE]
+    assert e.master_adver_interval == 0.1, "active, the active member's interval is its own"
+
+
+def test_an_active_member_standing_down_for_a_better_one_takes_its_interval_and_a_worse_ones_is_ignored():
+    e = active(priority=100, interval=0.1)
+    e.advertisement(LOWER, 50, Role.ACTIVE, T0 + 10, interval=3.0)  # worse: we stay active, on our own
+    assert e.role is Role.ACTIVE and e.master_adver_interval == 0.1
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 11, interval=0.5)
+    assert e.role is Role.STANDBY and e.master_adver_interval == 0.5
+    assert e.next_timer() == pytest.approx(T0 + 11 + mdi(100, 0.5))
+
+
+def test_the_wait_after_the_active_members_port_is_unreachable_is_in_its_intervals():
+    e = standby(priority=100, interval=0.1)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1, interval=1.0)
+    e.unreachable(HIGHER, T0 + 1.2)
+    assert e.next_timer() == pytest.approx(T0 + 1.2 + 1.5 * 1.0), "a live active member advertises within one"

@@ -85,7 +85,7 @@ priority = {priority}
 peers = [{peers}]
 replication = "{replication}"
 sync_timeout = {sync_timeout}
-advertisement_interval = 0.1
+advertisement_interval = {interval}
 preempt = {preempt}
 startup_wait = {startup_wait}
 {extra}
@@ -99,10 +99,11 @@ key = "2b7e151628aed2a6abf7158809cf4f3c"
 
 def make_config(address: str, peers: list[str], priority: int = 100, mode: str = "active-standby",
                 replication: str = "async", sync_timeout: float = 0.5, preempt: bool = True,
-                startup_wait: float = 1.0, multicast: str | None = None):
+                startup_wait: float = 1.0, multicast: str | None = None, interval: float = INTERVAL):
     return parse_config(CONFIG.format(
         address=address, peers=", ".join(f'"{p}"' for p in peers), priority=priority, mode=mode,
         replication=replication, sync_timeout=sync_timeout, preempt=str(preempt).lower(), startup_wait=startup_wait,
+        interval=interval,
         extra=f'multicast_group = "{multicast}"' if multicast else "",
     ))
 
@@ -892,6 +893,42 @@ def test_a_member_not_heard_for_its_master_down_interval_is_marked_down_then_res
                 "redundancy.became_active", "redundancy.became_standby"} <= set(ha.counters)
 
 
+def test_members_with_different_advertisement_intervals_time_each_other_by_the_interval_each_advertises():
+    """RFC 5798 6.4.2: a standby times the active member by the interval its advertisements carry, not by
+    its own; and a member is judged down by its own interval. A standby configured at 0.1 s behind an
+    active member advertising every 1 s neither takes over nor marks it down between two advertisements
+    (with its own interval it would, every second: a flapping group), and still takes over when it dies."""
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 200, interval=1.0))
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100, interval=0.1))
+    net.run_until(T0 + 4)
+    assert [ha1.role, ha2.role] == ["active", "standby"]
+    settled = dict(ha2.counters)
+    net.run_until(net.now + 10)
+    assert [ha1.role, ha2.role] == ["active", "standby"]
+    assert ha2.counters["redundancy.became_active"] == settled.get("redundancy.became_active", 0), "no flapping"
+    assert ha2.counters.get("redundancy.members_marked_down", 0) == settled.get("redundancy.members_marked_down", 0)
+    assert ha1.group.membership.members[ip(HA2)].up and ha2.group.membership.members[ip(HA1)].up
+    assert ha2.group.election.master_down_interval == pytest.approx(3 * 1.0 + 156 / 256 * 1.0)
+    last = max(d.at for d in net.log if d.src == HA1)
+    net.drop = lambda d: d.src == HA1  # ha1 dies
+    net.run_until(last + 3 * 1.0 + 156 / 256 - 0.05)
+    assert ha2.role == "standby", "a dead active member is waited for by its own master-down interval ..."
+    net.run_until(last + 3 * 1.0 + 156 / 256 + 0.05)
+    assert ha2.role == "active", "... and no longer"
+    assert ha2.group.election.master_down_interval == pytest.approx(3 * 0.1 + 156 / 256 * 0.1), "active: its own"
+
+
+def test_an_advertised_interval_is_taken_within_what_a_member_can_be_configured_with(replica):
+    """An authenticated member may still run another version or carry a bad value: 0 says nothing (the
+    last interval heard stays), and anything outside 0.01-10 s is taken as the nearest bound."""
+    ha, peer = replica
+    member = ha.group.membership.members[ip(HA2)]
+    for interval_ms, taken in ((60_000, 10.0), (2_500, 2.5), (0, 2.5), (1, 0.01)):
+        peer.send(ha, Advertisement(100, 1, interval_ms).body(), T0 + 5)
+        assert member.interval == taken, interval_ms
+
+
 def test_the_member_that_stays_active_announces_the_address_again_when_it_hears_another_was_active():
     """Issue 10: at a heal the worse active member takes the address off, but the neighbours may hold its
     MAC (it answered ARP while it held the address): the member that stays active tells the link again,
@@ -1032,7 +1069,8 @@ def test_a_member_told_active_while_it_downloads_goes_on_serving_with_no_serve_f
     active in one step, and only Serve(True): what a killed daemon left serving goes on serving."""
     net = Net()
     text = CONFIG.format(address=HA1, peers=f'"{HA2}"', priority=100, mode="active-standby", replication="async",
-                         sync_timeout=0.5, preempt="true", startup_wait=1.0, extra='election = "external"')
+                         sync_timeout=0.5, preempt="true", startup_wait=1.0, interval=INTERVAL,
+                         extra='election = "external"')
     ha = net.add(HA1, parse_config(text))
     net.collect(HA1, ha.set_role("active", net.now))
     assert ha.role == "init"

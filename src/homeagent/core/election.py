@@ -1,7 +1,8 @@
 """Who is active: an election among the members of a group, in the manner of VRRPv3 (RFC 5798).
 
 Every member advertises its priority and state every ``interval``. A standby that hears no active member
-for the master-down interval (3 × interval + skew, the skew shorter for a higher priority) becomes active;
+for the master-down interval (3 × interval + skew, the skew shorter for a higher priority; the interval the
+active member's advertisements carry, as RFC 5798 6.4.2's Master_Adver_Interval) becomes active;
 an active member that hears a better active member (higher priority, then higher address) steps down, so a
 split brain ends as soon as the halves hear each other; with preemption a standby better than every active
 member it hears, and than every in-sync standby, takes over (a standby that outranks only the worse of two
@@ -109,6 +110,12 @@ class Election:
         self._told: Role = Role.STANDBY
         self.priority = priority
         self.interval = interval
+        # The active member's advertisement interval, as its advertisements give it (RFC 5798 6.4.2,
+        # Master_Adver_Interval): what the master-down interval and the skew are made of, so that a standby
+        # configured with another interval than the active member's neither takes over from a live one (a
+        # longer interval) nor waits for a dead one longer than need be. Ours until one is heard, and while
+        # we are the active member.
+        self.master_adver_interval = interval
         self.preempt = preempt
         self.role = Role.INIT
         self.since = now
@@ -126,11 +133,11 @@ class Election:
 
     @property
     def skew(self) -> float:
-        return (256 - self.priority) / 256 * self.interval
+        return (256 - self.priority) / 256 * self.master_adver_interval
 
     @property
     def master_down_interval(self) -> float:
-        return 3 * self.interval + self.skew
+        return 3 * self.master_adver_interval + self.skew
 
     @property
     def out_of_sync(self) -> bool:
@@ -161,8 +168,10 @@ class Election:
         return self._fire(Event.STOP, now)
 
     def advertisement(
-        self, sender: int, priority: int, role: int, now: float, in_sync: bool = True
+        self, sender: int, priority: int, role: int, now: float, in_sync: bool = True,
+        interval: float | None = None,
     ) -> list[Transition]:
+        """``interval``: the sender's advertisement interval, as it advertises it (None: not given)."""
         if self.external:  # advertisements still tell who is up (for replication), but decide nothing
             self.active_member = sender if role == Role.ACTIVE and priority else self.active_member
             return []
@@ -186,6 +195,8 @@ class Election:
         self.active_member = sender
         self._gone = False
         theirs = (priority, sender)
+        if interval and (self.role is not Role.ACTIVE or theirs > self._rank()):
+            self.master_adver_interval = interval  # the active member we stand by for (or are about to)
         if self.role is Role.ACTIVE:
             if theirs > self._rank():
                 self._master_down_at = now + self.master_down_interval
@@ -204,7 +215,7 @@ class Election:
         master-down interval, so a forged ICMP costs nothing unless an advertisement is lost with it."""
         if self.external or self.role is not Role.STANDBY or member != self.active_member:
             return []
-        due = now + GONE_WAIT * self.interval
+        due = now + GONE_WAIT * self.master_adver_interval
         if self._master_down_at is None or due < self._master_down_at:
             self._master_down_at = due
             self._gone = True
@@ -220,7 +231,7 @@ class Election:
             # A better standby heard lately is due first (its skew is shorter): give it an interval to
             # announce itself, rather than both taking over and one stepping down again. Out of sync, we
             # leave the role to any standby that is in sync. Settling, to a better member about to be ready.
-            self._master_down_at = now + self.interval
+            self._master_down_at = now + self.master_adver_interval
             return []
         self._master_down_at = None
         replaced, self.active_member = self.active_member, None
@@ -262,6 +273,8 @@ class Election:
             return []
         t = Transition(self.role, new, event.value, now, replaced)
         self.role, self.since = new, now
+        if new is Role.ACTIVE:
+            self.master_adver_interval = self.interval  # the active member's interval is ours now
         if new is Role.STANDBY:
             self._preempt_from = now + self.preempt_delay
         self.history.append(t)

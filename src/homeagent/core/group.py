@@ -23,6 +23,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any, cast
 
+from homeagent.config import ADVERTISEMENT_INTERVALS
 from homeagent.core import events
 from homeagent.core.bindings import BindingTable, Source
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve
@@ -275,6 +276,9 @@ class Group:
     def _on_advertisement(self, member: Member, advert: Advertisement, now: float) -> list[Effect]:
         was = member.role
         member.priority, member.role = advert.priority, advert.role
+        if advert.interval_ms:  # within what a member can be configured with (another version's, a typo)
+            low, high = ADVERTISEMENT_INTERVALS
+            member.interval = min(max(advert.interval_ms / 1000, low), high)
         member.out_of_sync = bool(advert.flags & OUT_OF_SYNC)
         if not self.exchange.starting:  # a starting member downloads everything, and is no candidate
             self.sync_state.advertised(member.address, bool(advert.flags & YOU_LAG))
@@ -285,7 +289,8 @@ class Group:
                                                now)
         resigned = self.mark_down(member, "resigned", now) if advert.priority == 0 else []
         transitions = self.election.advertisement(
-            member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync
+            member.address, advert.priority, advert.role, now, in_sync=not member.out_of_sync,
+            interval=member.interval,
         )
         if any(t.new is Role.ACTIVE for t in transitions):
             self.split_brain.preempted(member, now)
@@ -349,7 +354,7 @@ class Group:
         for m in self.membership:
             if not m.up or m.last_heard is None:
                 continue
-            interval = self.settings.advertisement_interval
+            interval = m.interval or self.settings.advertisement_interval  # its own, as VRRPv3 times its master
             if now - m.last_heard > 3 * interval + (256 - m.priority) / 256 * interval:
                 effects += self.mark_down(m, "not heard", now)
         return effects

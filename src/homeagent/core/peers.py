@@ -65,6 +65,7 @@ class Member:
     priority: int = 0
     role: int = 0
     last_heard: float | None = None
+    interval: float | None = None  # its advertisement interval, as it advertises it: its liveness is judged by it
     down_since: float = 0.0  # when we last gave up on it
     replay: ReplayWindow = field(default_factory=ReplayWindow)
     name: str = ""  # dotted quad, for sending and logs
