@@ -154,6 +154,8 @@ def test_members_with_different_advertisement_intervals_do_not_flap_and_still_fa
     assert roles[0] == roles[1], "no role change"
     assert counter(st, "redundancy.members_marked_down") == counter(settled, "redundancy.members_marked_down")
     assert counter(a.status(), "redundancy.members_marked_down") == 0
+    assert [p["advertisement_interval"] for p in st["peers"]] == [0.5]  # what an operator reads
+    assert [p["advertisement_interval"] for p in a.status()["peers"]] == [0.05]
     a.kill()
     killed = time.monotonic()
     wait_until(lambda: b.role() == "active", 5, "the standby to take over")

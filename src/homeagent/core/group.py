@@ -146,6 +146,7 @@ class Group:
                     "in_sync": not m.out_of_sync,
                     "lagging": m.lagging_since is not None,
                     "last_heard": None if m.last_heard is None else wall(m.last_heard),
+                    "advertisement_interval": m.interval,  # as it advertises it; None until heard
                 }
                 for m in self.membership
             ],
