@@ -103,14 +103,17 @@ def in_process(count: int = 20_000, rounds: int = 5, turn: int = 64) -> dict[str
                         "pinmaps", str(pin / "maps")], check=True, capture_output=True)
         value = home_value((Tunnel(0xC0000201, 0x7F000002, False),))
         keys = [(0x0A010000 + 1 + n).to_bytes(4, "big") for n in range(count)]
+        batches = [(b"".join(keys[n:n + turn]), value * len(keys[n:n + turn])) for n in range(0, count, turn)]
         for _ in range(rounds):
             homes = Map.open(pin / "maps" / "ha_homes")
-            t = time.perf_counter()
-            for n in range(0, count, turn):
-                homes.update_batch(b"".join(keys[n:n + turn]), value * len(keys[n:n + turn]))
-            best["kernel"] = min(best["kernel"], (time.perf_counter() - t) / count)
-            homes.delete_batch(b"".join(keys))
-            homes.close()
+            try:
+                t = time.perf_counter()
+                refused = [homes.update_batch(batch_keys, values) for batch_keys, values in batches]
+                best["kernel"] = min(best["kernel"], (time.perf_counter() - t) / count)
+                assert not any(refused), "the kernel refused values: the map is too small for --mobile-nodes"
+                assert not homes.delete_batch(b"".join(keys)), "values left behind"
+            finally:
+                homes.close()
             for backend in ("none", "ebpf"):
                 ha = HomeAgent(config, time.monotonic())
                 now = time.monotonic()

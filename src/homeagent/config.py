@@ -20,6 +20,7 @@ from homeagent.wire.auth import Algorithm, SecurityAssociation
 DEFAULT_PORT = 434
 MIN_KEY_SIZE = 16
 MAX_LIFETIME_LIMIT = 0xFFFE  # 0xFFFF means "infinity" on the wire; a Home Agent never grants it
+ANNOUNCE_RATES = (10.0, 100_000.0)  # [dataplane] announce_rate, frames a second
 ADVERTISEMENT_INTERVALS = (0.01, 10.0)  # seconds: [redundancy] advertisement_interval, and a member's as heard
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -125,6 +126,7 @@ class DataplaneConfig:
     ttl: int = 64  # the outer header's TTL (RFC 2003 3.1)
     extra_interfaces: tuple[str, ...] = ()  # ebpf: other links the program runs on (reverse tunnels arrive)
     virtual_mac: bytes | None = None  # ebpf: the group's MAC, given for the away home addresses (or None)
+    announce_rate: float = 1000.0  # gratuitous ARP frames a second on the home link (dataplane.announcer.RATE)
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,7 @@ def _metrics(t: dict[str, Any]) -> MetricsConfig:
 
 def _dataplane(t: dict[str, Any], redundancy: RedundancyConfig | None = None) -> DataplaneConfig:
     k, d = "dataplane", DataplaneConfig()
-    _only(t, k, {"backend", "interface", "tun", "ttl", "extra_interfaces", "virtual_mac"})
+    _only(t, k, {"backend", "interface", "tun", "ttl", "extra_interfaces", "virtual_mac", "announce_rate"})
     backend = _enum(t, k, "backend", d.backend)
     interface = _str(t, k, "interface", "") if "interface" in t else None
     if backend in (Backend.USERSPACE, Backend.EBPF) and interface is None:
@@ -392,7 +394,12 @@ def _dataplane(t: dict[str, Any], redundancy: RedundancyConfig | None = None) ->
     if interface in extra:
         raise ConfigError(f"{k}.extra_interfaces", f"{interface} is the home link already")
     virtual_mac = _virtual_mac(t, k, backend, redundancy)
-    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra), virtual_mac)
+    if "announce_rate" in t and backend is Backend.NONE:
+        raise ConfigError(f"{k}.announce_rate", 'only with backend = "userspace" or "ebpf" (the home link\'s '
+                                                "gratuitous ARP)")
+    announce_rate = _number(t, k, "announce_rate", d.announce_rate, *ANNOUNCE_RATES, "a number of frames a second")
+    return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra), virtual_mac,
+                           announce_rate)
 
 
 VIRTUAL_MAC_PREFIX = bytes((0x02, 0x48, 0x41))  # locally administered, unicast; "HA"
@@ -466,9 +473,14 @@ def _int(t: dict[str, Any], where: str, key: str, default: int | None, lo: int, 
 
 
 def _seconds(t: dict[str, Any], where: str, key: str, default: float, lo: float, hi: float) -> float:
+    return _number(t, where, key, default, lo, hi, "a number of seconds")
+
+
+def _number(t: dict[str, Any], where: str, key: str, default: float, lo: float, hi: float,
+            what: str = "a number") -> float:
     v = t.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ConfigError(f"{where}.{key}", f"must be a number of seconds from {lo} to {hi}, not {v!r}")
+        raise ConfigError(f"{where}.{key}", f"must be {what} from {lo} to {hi}, not {v!r}")
     return float(v)
 
 

@@ -206,3 +206,21 @@ def test_neighbours_on_a_missing_interface_says_so_and_close_holds_nothing():
         await neighbours.close()
 
     asyncio.run(scenario())
+
+
+def test_a_rate_above_what_the_default_burst_allows_per_tick_is_reached():
+    """The task wakes every TICK and the bucket holds ``burst``: at 20,000 frames a second a burst of 100
+    would cap it at 10,000. The announcer's bucket holds at least a tick's worth."""
+    from homeagent.dataplane.announcer import TICK
+
+    announcer = Announcer(FakeSocket(), lambda a: OURS, rate=20_000, burst=100)  # type: ignore[arg-type]
+    assert announcer.pacer.burst == 200
+    assert Announcer(FakeSocket(), lambda a: OURS, rate=1000, burst=100).pacer.burst == 100  # type: ignore[arg-type]
+
+    def sent_in_a_second(pacer: Pacer) -> int:
+        pacer.bulk(range(1, 100_000))
+        steps = round(1 / TICK)
+        return sum(len(pacer.take(n * TICK)) for n in range(1, steps + 1))
+
+    assert 19_800 <= sent_in_a_second(announcer.pacer) <= 20_200  # fractions of a token, left in the bucket
+    assert sent_in_a_second(Pacer(rate=20_000, burst=100, again=60)) <= 10_000  # what it was

@@ -108,3 +108,16 @@ def test_the_virtual_macs_lease_outlasts_the_groups_takeover():
     for interval in (0.1, 0.5, 2.0):
         assert lease(interval) * 0.75 >= 5 * interval
     assert lease(0.1, ElectionKind.EXTERNAL) * 0.75 >= forwarding.EXTERNAL_TAKEOVER
+
+
+def test_the_home_links_announcements_are_paced_at_the_configured_rate():
+    """``[dataplane] announce_rate`` reaches the gratuitous ARPs' pacing, with either backend that has a
+    home link; 1,000 frames a second unless configured."""
+    from homeagent.config import parse
+    from unit.test_config import HOME_AGENT
+
+    for backend, rate in (("userspace", "announce_rate = 20000\n"), ("ebpf", "announce_rate = 250.5\n"), ("ebpf", "")):
+        config = parse(HOME_AGENT + f'[dataplane]\nbackend = "{backend}"\ninterface = "lo"\n{rate}')
+        fw = Forwarding(config.dataplane, Counter())
+        assert fw.neighbours is not None
+        assert fw.neighbours.rate == (float(rate.split("= ")[1]) if rate else 1000.0), backend

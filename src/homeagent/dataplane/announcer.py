@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -185,7 +186,9 @@ class Announcer:
         self._sender_mac = sender_mac
         self._counters: Counter[str] = counters if counters is not None else Counter()
         self._sent = sent
-        self.pacer = Pacer(rate, burst, again)
+        # At least a tick's worth at once: the task wakes every TICK, so a smaller bucket caps the rate
+        # at burst / TICK (10,000 frames a second with the default burst).
+        self.pacer = Pacer(rate, max(burst, math.ceil(rate * TICK)), again)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned_at = float("-inf")

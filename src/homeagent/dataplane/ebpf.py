@@ -416,7 +416,7 @@ class EbpfDataplane:
         """A restart (``start`` found the pins): the maps forward as the last daemon left them, serving or
         not, until the table has been set again; what that does not set again goes after the first
         ``serve`` (``_clean_up_after_restart``). The virtual MAC's lease is kept as found, never renewed,
-        until then."""
+        until then. Before the first ``serve`` (``start`` calls it)."""
         assert self.fast is not None
         self._serving = self.fast.serving()
         self._inherited_until = self.fast.virtual_mac_until()

@@ -103,7 +103,7 @@ class Neighbours:
         self.serving = False
         self.audit_every = audit_every
         self.proxy = proxy
-        self._pacing = (rate, burst, again)
+        self.rate, self.burst, self.again = rate, burst, again  # the announcer's pacing
         self._proxy_delay = proxy_delay
         self._proxy_delay_was: str | None = None
         self._away: set[int] = set()  # home addresses away from home (wanted as entries while serving)
@@ -201,10 +201,9 @@ class Neighbours:
             self._index = socket.if_nametoindex(self.interface)
         except OSError:
             raise NeighboursError(f"no interface {self.interface!r} for proxy ARP") from None
-        rate, burst, again = self._pacing
         try:
-            self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=rate,
-                                             burst=int(burst), again=again, sent=self._announced,
+            self._announcer = Announcer.open(self.interface, self._sender_mac, self.counters, rate=self.rate,
+                                             burst=int(self.burst), again=self.again, sent=self._announced,
                                              mac=self.mac)
         except PermissionError:
             raise NeighboursError("proxy and gratuitous ARP need CAP_NET_ADMIN and CAP_NET_RAW") from None

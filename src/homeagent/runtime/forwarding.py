@@ -67,7 +67,7 @@ class Forwarding:
         if config.backend is Backend.USERSPACE:
             assert config.interface is not None
             self.dataplane = UserspaceDataplane(config.tun, _mtu(config.interface), config.ttl)
-            self.neighbours = Neighbours(config.interface, counters)
+            self.neighbours = Neighbours(config.interface, counters, rate=config.announce_rate)
         elif config.backend is Backend.EBPF:
             assert config.interface is not None
             self.dataplane = EbpfDataplane(config.interface, config.tun, _mtu(config.interface), config.ttl,
@@ -76,7 +76,8 @@ class Forwarding:
                                            lease=virtual_mac_lease(redundancy))
             # The program answers ARP for the away home addresses: gratuitous ARPs only, no proxy entries,
             # with the group's virtual MAC where there is one, as the program's answers.
-            self.neighbours = Neighbours(config.interface, counters, proxy=False, mac=config.virtual_mac)
+            self.neighbours = Neighbours(config.interface, counters, rate=config.announce_rate, proxy=False,
+                                         mac=config.virtual_mac)
         else:
             self.dataplane = NullDataplane()
         # Whether replies may have to wait, and for what: ``defers``, each for the barrier of its home

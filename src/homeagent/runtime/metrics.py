@@ -177,8 +177,8 @@ class Collector:
                 program.add_metric([reason], _int(fast.get(reason)))
             yield program
             yield CounterMetricFamily(
-                "homeagent_dataplane_map_refused", "map elements the kernel refused (a full map): the home "
-                "addresses concerned take the slow path", value=_int(fast.get("map_refused")))
+                "homeagent_dataplane_map_refused", "map writes the kernel refused (a full map) or that failed: "
+                "the home addresses concerned take the slow path", value=_int(fast.get("map_refused")))
 
 
 class Endpoint:
