@@ -566,3 +566,31 @@ def test_the_wait_after_the_active_members_port_is_unreachable_is_in_its_interva
     e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1, interval=1.0)
     e.unreachable(HIGHER, T0 + 1.2)
     assert e.next_timer() == pytest.approx(T0 + 1.2 + 1.5 * 1.0), "a live active member advertises within one"
+
+
+def test_a_worse_active_members_last_advertisement_does_not_bring_the_takeover_nearer():
+    """A better member (1 s) preempts the worse active member we stood by for (0.05 s, preempt off here);
+    the worse one's last advertisement, heard after, must not time us by its interval: the better one is
+    alive, and taking over 0.2 s later would make two active members."""
+    e = standby(priority=100, interval=0.1, preempt=False)
+    e.advertisement(LOWER, 80, Role.ACTIVE, T0 + 1, interval=0.05)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1.01, interval=1.0)
+    e.advertisement(LOWER, 80, Role.ACTIVE, T0 + 1.02, interval=0.05)  # it stands down after this one
+    assert e.master_adver_interval == 1.0
+    assert e.handle_timer(T0 + 1.02 + mdi(100, 0.05) + 0.01) == []
+    assert e.next_timer() == pytest.approx(T0 + 1.01 + mdi(100, 1.0))
+
+
+def test_a_better_standby_is_judged_alive_by_its_own_interval_not_the_active_members():
+    """The active member advertises every 0.1 s, a better standby every 1 s: when the active one dies, we
+    (1 s too) leave the role to the better standby, heard 0.86 s ago, rather than both taking over."""
+    better = 0xC0000204
+    e = standby(priority=100, interval=1.0)
+    e.advertisement(better, 150, Role.STANDBY, T0 + 1, interval=1.0)
+    for n in range(6):
+        e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1 + n * 0.1, interval=0.1)  # then it dies, at T0 + 1.5
+    due = T0 + 1.5 + mdi(100, 0.1)
+    assert e.next_timer() == pytest.approx(due)
+    assert e.handle_timer(due) == [], "the better standby, alive by its own 1 s interval, is due first"
+    e.advertisement(better, 150, Role.ACTIVE, T0 + 1.9, interval=1.0)  # it took over
+    assert e.role is Role.STANDBY and e.master_adver_interval == 1.0

@@ -919,6 +919,30 @@ def test_members_with_different_advertisement_intervals_time_each_other_by_the_i
     assert ha2.group.election.master_down_interval == pytest.approx(3 * 0.1 + 156 / 256 * 0.1), "active: its own"
 
 
+def test_three_members_with_different_intervals_fail_over_once_to_the_next_in_line():
+    """The active member at 0.1 s, the two standbys at 1 s: nobody flaps or is marked down while all live;
+    the active one dies and only the better standby takes over, and only the dead member is down. (The
+    better standby judged alive by its own interval, when the skews are too close to tell them apart, is
+    test_election's.)"""
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2, HA3], 200, interval=0.1))
+    ha2 = net.add(HA2, make_config(HA2, [HA1, HA3], 150, interval=1.0))
+    ha3 = net.add(HA3, make_config(HA3, [HA1, HA2], 100, interval=1.0))
+    net.run_until(T0 + 6)
+    assert [ha1.role, ha2.role, ha3.role] == ["active", "standby", "standby"]
+    before = {a: ha.counters.copy() for a, ha in net.has.items()}
+    net.run_until(net.now + 10)
+    assert {a: ha.counters["redundancy.became_active"] for a, ha in net.has.items()} == \
+        {a: c["redundancy.became_active"] for a, c in before.items()}, "no flapping"
+    net.drop = lambda d: d.src == HA1 or d.dst == HA1  # ha1 dies
+    net.run_until(net.now + 10)
+    assert [ha2.role, ha3.role] == ["active", "standby"]
+    assert ha2.counters["redundancy.became_active"] == before[HA2]["redundancy.became_active"] + 1
+    assert ha3.counters["redundancy.became_active"] == before[HA3]["redundancy.became_active"], "one takeover"
+    for ha in (ha2, ha3):
+        assert [m.up for m in ha.group.membership] == [m.address != ip(HA1) for m in ha.group.membership]
+
+
 def test_an_advertised_interval_is_taken_within_what_a_member_can_be_configured_with(replica):
     """An authenticated member may still run another version or carry a bad value: 0 says nothing (the
     last interval heard stays), and anything outside 0.01-10 s is taken as the nearest bound."""

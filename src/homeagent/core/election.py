@@ -38,13 +38,32 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from homeagent.core.sync import SyncState
 
 
 GONE_WAIT = 1.5  # intervals a standby still waits once the active member's port is unreachable
+
+
+def master_down_interval(interval: float, priority: int) -> float:
+    """How long a member advertising every ``interval`` with ``priority`` may go unheard before it is taken
+    for dead (RFC 5798 6.1: 3 × the interval and a skew of (256 − priority) / 256 of it)."""
+    return 3 * interval + (256 - priority) / 256 * interval
+
+
+class Heard(NamedTuple):
+    """Another member as its last advertisement showed it."""
+
+    priority: int
+    at: float
+    interval: float  # its advertisement interval, as it advertises it (ours where it gives none)
+    in_sync: bool = True
+
+    def alive(self, now: float) -> bool:
+        """Heard within its own master-down interval: members may advertise at different intervals."""
+        return now - self.at <= master_down_interval(self.interval, self.priority)
 
 
 class Role(IntEnum):
@@ -123,9 +142,9 @@ class Election:
         self.active_member: int | None = None  # the active member we last heard, if not ourselves
         self._master_down_at: float | None = None
         self._gone = False  # the active member's host said its port is closed; see ``unreachable``
-        self._standbys: dict[int, tuple[int, float, bool]] = {}  # address -> (priority, last heard, in sync)
-        self._actives: dict[int, tuple[int, float]] = {}  # other members heard active -> (priority, last heard)
-        self._starting: dict[int, tuple[int, float]] = {}  # members heard downloading -> (priority, last heard)
+        self._standbys: dict[int, Heard] = {}  # other members heard standing by, by address
+        self._actives: dict[int, Heard] = {}  # other members heard active
+        self._starting: dict[int, Heard] = {}  # members heard downloading
         self._settle_until = now + settle  # until then, a better member still downloading is waited for
         self._sync = sync  # whether we missed what the group answered (``core/sync.py``); None: never
         self.preempt_delay = preempt_delay
@@ -137,7 +156,8 @@ class Election:
 
     @property
     def master_down_interval(self) -> float:
-        return 3 * self.master_adver_interval + self.skew
+        """Ours, timing the active member: its interval and our priority (RFC 5798 6.1)."""
+        return master_down_interval(self.master_adver_interval, self.priority)
 
     @property
     def out_of_sync(self) -> bool:
@@ -175,15 +195,16 @@ class Election:
         if self.external:  # advertisements still tell who is up (for replication), but decide nothing
             self.active_member = sender if role == Role.ACTIVE and priority else self.active_member
             return []
-        self._standbys.pop(sender, None)
-        self._actives.pop(sender, None)
-        self._starting.pop(sender, None)
+        before = [last.interval for seen in (self._standbys, self._actives, self._starting)
+                  if (last := seen.pop(sender, None)) is not None]
+        interval = interval or (before[0] if before else self.interval)  # none given: as last heard
+        heard = Heard(priority, now, interval, in_sync)
         if priority and role == Role.STANDBY:
-            self._standbys[sender] = (priority, now, in_sync)
+            self._standbys[sender] = heard
         elif priority and role == Role.ACTIVE:
-            self._actives[sender] = (priority, now)
+            self._actives[sender] = heard
         elif priority and role == Role.INIT:
-            self._starting[sender] = (priority, now)
+            self._starting[sender] = heard
         if role != Role.ACTIVE:
             return []
         if priority == 0:  # the active member resigns: take over after the skew alone
@@ -195,17 +216,23 @@ class Election:
         self.active_member = sender
         self._gone = False
         theirs = (priority, sender)
-        if interval and (self.role is not Role.ACTIVE or theirs > self._rank()):
-            self.master_adver_interval = interval  # the active member we stand by for (or are about to)
         if self.role is Role.ACTIVE:
             if theirs > self._rank():
+                self.master_adver_interval = heard.interval  # the member we now stand by for
                 self._master_down_at = now + self.master_down_interval
                 return self._fire(Event.BETTER_ACTIVE, now)
             return []
         if self.role is Role.STANDBY and self.preempt and now >= self._preempt_from and self._outranks_actives(now) \
                 and not self.out_of_sync and not self._better_standby_alive(now):
             return self._fire(Event.PREEMPT, now)
-        self._master_down_at = now + self.master_down_interval
+        # Timed by the best active member alive (with two, a split brain, the one that stays): a worse one's
+        # shorter interval must not make us take over from it. And an advertisement proves someone active,
+        # so it never brings the deadline nearer (it did not, when every member had the same interval).
+        if max((h.priority, a) for a, h in self._actives.items() if h.alive(now)) == theirs:
+            self.master_adver_interval = heard.interval
+        due = now + self.master_down_interval
+        if self._master_down_at is None or due > self._master_down_at:
+            self._master_down_at = due
         return []
 
     def unreachable(self, member: int, now: float) -> list[Transition]:
@@ -246,24 +273,20 @@ class Election:
 
     def _better_standby_alive(self, now: float) -> bool:
         mine = self._rank()
-        horizon = self.master_down_interval
-        return any(
-            (priority, address) > mine and now - heard <= horizon and (in_sync or self.out_of_sync)
-            for address, (priority, heard, in_sync) in self._standbys.items()
-        )
+        return any((h.priority, a) > mine and h.alive(now) and (h.in_sync or self.out_of_sync)
+                   for a, h in self._standbys.items())
 
     def _outranks_actives(self, now: float) -> bool:
         """Better than every member heard active lately: preempting any other would add an active member."""
-        mine, horizon = self._rank(), self.master_down_interval
-        return all((p, a) < mine for a, (p, heard) in self._actives.items() if now - heard <= horizon)
+        mine = self._rank()
+        return all((h.priority, a) < mine for a, h in self._actives.items() if h.alive(now))
 
     def _better_starting(self, now: float) -> bool:
-        mine, horizon = self._rank(), self.master_down_interval
-        return any((p, a) > mine and now - heard <= horizon for a, (p, heard) in self._starting.items())
+        mine = self._rank()
+        return any((h.priority, a) > mine and h.alive(now) for a, h in self._starting.items())
 
     def _in_sync_standby_alive(self, now: float) -> bool:
-        horizon = self.master_down_interval
-        return any(in_sync and now - heard <= horizon for _, heard, in_sync in self._standbys.values())
+        return any(h.in_sync and h.alive(now) for h in self._standbys.values())
 
     # -- the table ------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from homeagent.config import ADVERTISEMENT_INTERVALS
 from homeagent.core import events
 from homeagent.core.bindings import BindingTable, Source
 from homeagent.core.effects import ClaimAddress, Effect, ReleaseAddress, Send, Serve
-from homeagent.core.election import Election, Event, Role, Transition
+from homeagent.core.election import Election, Event, Role, Transition, master_down_interval
 from homeagent.core.exchange import TableExchange
 from homeagent.core.missed import Missed
 from homeagent.core.settings import GroupSettings, Mode
@@ -232,7 +232,7 @@ class Group:
         then; and if what it says (not to be acted on) is that it is active while we are, log the split
         brain it causes."""
         heard = member.last_heard
-        if member.up and heard is not None and now - heard <= self.election.master_down_interval:
+        if member.up and heard is not None and now - heard <= self._master_down_of(member):
             return
         if member.seal_failures_logged_at is None or now - member.seal_failures_logged_at >= KEY_HINT_EVERY:
             member.seal_failures_logged_at = now
@@ -355,10 +355,14 @@ class Group:
         for m in self.membership:
             if not m.up or m.last_heard is None:
                 continue
-            interval = m.interval or self.settings.advertisement_interval  # its own, as VRRPv3 times its master
-            if now - m.last_heard > 3 * interval + (256 - m.priority) / 256 * interval:
+            if now - m.last_heard > self._master_down_of(m):
                 effects += self.mark_down(m, "not heard", now)
         return effects
+
+    def _master_down_of(self, member: Member) -> float:
+        """How long ``member`` may go unheard: by its own interval, as it advertises it (ours till heard),
+        as a VRRPv3 backup times its master (RFC 5798 6.4.2)."""
+        return master_down_interval(member.interval or self.settings.advertisement_interval, member.priority)
 
     def mark_down(self, member: Member, why: str, now: float, reconcile: bool = True) -> list[Effect]:
         if not member.up:
