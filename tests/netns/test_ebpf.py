@@ -286,6 +286,24 @@ def test_a_daemon_that_dies_leaves_forwarding_on_and_the_next_takes_the_maps_ove
     assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone"
 
 
+def test_pins_lost_with_a_killed_daemon_the_next_pins_the_attached_program_again_and_takes_its_maps(s):
+    """A daemon whose bpf file system died with it (``ip netns exec`` mounts one of its own) leaves the
+    filter but no pins: the next start finds our program still attached (the same tag), pins it and its
+    maps again and takes them over, rather than replacing them with empty ones (forwarding stopped until
+    the table was set again)."""
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    s.loop.call(s.dataplane.abandon)
+    s.dataplane.attachment.unpin()  # what a mount namespace going away does to the pins
+    with ipip_listener(s, "mn") as listener:
+        s.dataplane = s.make()
+        assert s.dataplane.attachment.reused and s.dataplane.attachment.repinned
+        send_raw(s, udp(b"kept"))
+        assert outer_of(listener, b"kept").dst == COA, "the last daemon's maps, forwarding before any replay"
+    assert s.dataplane.attachment.program_pin.exists()
+    s.loop.call(s.dataplane.set_tunnels, a(HOME), (Tunnel(a(COA), a(HA), False),))
+    s.serve(True)
+
+
 def test_close_takes_the_program_off_and_unpins_it(s, tmp_path):
     other = EbpfDataplane("eth0", netns=s.net.ns("ha"), pin_root=s.pins, cache_dir=s.cache, tun="ha1")
     # The same interface: the filter is replaced, so this one takes the module's place until it closes.

@@ -261,6 +261,35 @@ def test_a_refused_first_registration_ends_mn_up_with_status_3_and_no_device(s):
     assert not s.bindings("ha1")
 
 
+def test_a_member_restarted_alone_forwards_throughout(s):
+    """ebpf: ha2 stopped, ha1's daemon killed with -9 and started again under a 1,000/s stream. Its pinned
+    program forwards through the restart, and the new daemon, hearing no active member, does not stop it
+    at its start as a standby: the stream goes on (before, it stopped for the standby's master-down
+    interval, ~0.4 s). The userspace forwarder exits with its daemon, so that backend has no such claim."""
+    if s.backend != "ebpf":
+        pytest.skip("the userspace backend's forwarder exits with its daemon")
+    s.mn_up("mn", COA, "--lifetime", "600")
+    echo_round(s, 1)
+    wait("the binding at ha2", lambda: s.bindings("ha2"))
+    ha2 = s.procs.pop("ha2")
+    ha2.send_signal(signal.SIGTERM)  # a clean stop: ha1 is the group now
+    ha2.wait(timeout=20)
+    with Stream(s) as stream:
+        wait("the stream flowing", lambda: len(stream.arrived) > 300, timeout=10)
+        killed = s.kill("ha1")
+        s.start("ha1")
+        wait("ha1 active again", lambda: s.role("ha1") == "active", timeout=30)
+        time.sleep(0.5)
+    arrivals = sorted(at for at in stream.arrived.values() if at > killed - 0.5)
+    gap, gap_from = max((b - a, a) for a, b in zip(arrivals, arrivals[1:], strict=False))
+    restarted = [line for line in s.log("ha1").splitlines() if "ebpf: took over the" in line]
+    print(f"\na member restarted alone under a {STREAM_RATE}/s stream: longest gap {gap * 1000:.0f} ms "
+          f"(from {(gap_from - killed) * 1000:+.0f} ms of the kill)")
+    assert restarted, "the new daemon took the killed one's maps over"
+    assert gap < 0.15, f"the stream stopped for {gap * 1000:.0f} ms"
+    s.nodes.pop().stop()  # de-registers through ha1
+
+
 # -- failover under traffic (last: it kills ha1, and the next test's fixture starts it again) ----------
 
 

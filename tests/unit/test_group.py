@@ -1088,6 +1088,30 @@ def test_a_member_that_starts_as_standby_tells_its_data_plane_not_to_serve():
     assert [e for e in net.effects[HA1] if isinstance(e, Serve)][-1] == Serve(True)  # standby first, then active
 
 
+def test_a_member_restarted_alone_never_tells_its_data_plane_to_stop_serving():
+    """Its peer down, a restarted member hears no active member: what a killed daemon left serving (the
+    ebpf backend's pinned program) goes on serving through the download and the standby's master-down
+    interval, up to the takeover, rather than stopping for ~0.36 s."""
+    net = Net()
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 100))  # HA2 configured, not running
+    net.run_until(T0 + 5)
+    assert ha1.role == "active"
+    assert [e for e in net.effects[HA1] if isinstance(e, Serve)] == [Serve(True)]
+
+
+def test_a_member_that_stood_by_with_nobody_active_stops_serving_once_it_hears_an_active_member():
+    """Started before the better member is active: no Serve(False) at its own start, but one as soon as the
+    better member is heard active, and nothing more."""
+    net = Net()
+    ha2 = net.add(HA2, make_config(HA2, [HA1], 100))
+    net.run_until(T0 + 1.1)  # its start-up wait (1 s) done: alone, it stands by ...
+    assert ha2.role == "standby" and not [e for e in net.effects[HA2] if isinstance(e, Serve)]
+    ha1 = net.add(HA1, make_config(HA1, [HA2], 200))  # ... and the better member starts before its takeover
+    net.run_until(T0 + 5)
+    assert [ha1.role, ha2.role] == ["active", "standby"]
+    assert [e for e in net.effects[HA2] if isinstance(e, Serve)] == [Serve(False)]
+
+
 def test_a_member_told_active_while_it_downloads_goes_on_serving_with_no_serve_false_between():
     """An external election that says "active" before the start-up download is done: init, standby and
     active in one step, and only Serve(True): what a killed daemon left serving goes on serving."""

@@ -93,6 +93,10 @@ class Group:
         self.exchange = TableExchange(self, membership, bindings, self.outbox, self.election, self.sync_state,
                                       self.missed, counters, self.timers, settings)
         self.split_brain = SplitBrain(self._virtual, counters)
+        # Started as a standby with no active member heard: the data plane may hold a killed daemon's
+        # "serving" (the ebpf backend's pinned program), left on until this member takes over or hears an
+        # active member, when Serve(False) is said (``_apply_transitions``, ``_on_advertisement``).
+        self._serve_false_due = False
         self._handlers: dict[type, Callable[[Member, Any, float], list[Effect]]] = {
             BindingUpdate: self._on_update,
             BindingUpdateAck: self._on_update_ack,
@@ -296,6 +300,9 @@ class Group:
         if any(t.new is Role.ACTIVE for t in transitions):
             self.split_brain.preempted(member, now)
         effects = resigned + self._apply_transitions(transitions)
+        if self._serve_false_due and self.election.role is Role.STANDBY and self.election.active_member is not None:
+            self._serve_false_due = False  # an active member serves: a killed daemon's program must not
+            effects.append(Serve(False))
         if claims and advert.priority and not transitions and self.election.role is Role.ACTIVE \
                 and self.split_brain.announce_again(member, self.election.master_down_interval, now):
             effects.append(ClaimAddress(self._virtual, announce=True))
@@ -416,8 +423,15 @@ class Group:
                 effects.append(Serve(False))
             elif t.old is Role.INIT and all(u.new is not Role.ACTIVE for u in transitions[n + 1:]):
                 # A start as standby: the data plane may hold a killed daemon's "serving". (Not on the
-                # way to active in the same step: what serves goes on serving.)
-                effects.append(Serve(False))
+                # way to active in the same step: what serves goes on serving.) With nobody active heard
+                # it goes on serving too, until the takeover one master-down interval later: a member
+                # restarted alone forwards throughout; one that hears an active member stops then.
+                if self.election.external or self.election.active_member is not None:
+                    effects.append(Serve(False))
+                else:
+                    self._serve_false_due = True
+            if t.new is not Role.STANDBY:
+                self._serve_false_due = False  # active: Serve(True) said; init: stopping
         return effects
 
 

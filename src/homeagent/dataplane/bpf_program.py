@@ -25,6 +25,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).parent / "bpf" / "ha_ingress.c"
 PROGRAM = "ha_ingress"  # the SEC("tc") function
@@ -102,6 +103,7 @@ class Attachment:
         self.tc_prefix = list(tc_prefix)
         self.hash = source_hash()
         self.reused = False  # the maps were found pinned (a restart): their contents are the last daemon's
+        self.repinned = False  # found attached but not pinned, and pinned again (``_repin_attached``)
 
     @property
     def maps_dir(self) -> Path:
@@ -124,6 +126,7 @@ class Attachment:
             (self.pin_dir / self.hash).mkdir(parents=True, exist_ok=True)
             self._run(["bpftool", "prog", "loadall", str(obj), str(self.program_pin.parent), "type", "classifier",
                        "pinmaps", str(self.maps_dir)], "load the program")
+            self.reused = self.repinned = self._repin_attached()
         for interface in self.interfaces:
             self._tc("qdisc", "add", "dev", interface, "clsact", check=False)  # there already: fine
             self._tc("filter", "replace", "dev", interface, "ingress", *FILTER, "bpf", "da", "pinned",
@@ -131,6 +134,45 @@ class Attachment:
         for old in self.pin_dir.iterdir():  # an earlier build's pins: its program is no longer attached
             if old.name != self.hash:
                 self._unpin(old)
+
+    def _repin_attached(self) -> bool:
+        """Where the pins are gone but the filter is not: a daemon whose bpf file system did not outlive it
+        (mounted in a mount namespace of its own, as ``ip netns exec`` makes, which remounts /sys), or
+        unmounted since. If the program on the home link's ingress is this very program (the tag of the
+        one just loaded), its maps are the last daemon's: pin it and them in place of the new ones, so the
+        restart takes them over as from pins. Otherwise (none, or an earlier build: an upgrade) the new
+        one stays. Whether it was done."""
+        shown = self._tc("-j", "filter", "show", "dev", self.interface, "ingress", check=False)
+        try:
+            ours = [f["options"]["prog"] for f in json.loads(shown.stdout or "[]")
+                    if f.get("options", {}).get("handle") == FILTER[3] and "prog" in f["options"]]
+            attached = self._bpftool_json("prog", "show", "id", str(ours[0]["id"])) if ours else None
+            loaded = self._bpftool_json("prog", "show", "pinned", str(self.program_pin))
+        except (ValueError, KeyError, TypeError, BpfUnavailable):
+            return False
+        if not attached or attached.get("name") != PROGRAM or attached.get("tag") != loaded.get("tag"):
+            return False
+        maps = {}
+        for map_id in attached.get("map_ids", []):
+            try:
+                maps[self._bpftool_json("map", "show", "id", str(map_id))["name"]] = map_id
+            except (ValueError, KeyError, TypeError, BpfUnavailable):
+                return False
+        if not all(name in maps for name in MAPS):
+            return False
+        self._unpin(self.pin_dir / self.hash)  # the program just loaded, and its maps, freed
+        self.maps_dir.mkdir(parents=True)
+        self.program_pin.parent.mkdir(parents=True)
+        self._run(["bpftool", "prog", "pin", "id", str(attached["id"]), str(self.program_pin)], "pin the program")
+        for name in MAPS:
+            self._run(["bpftool", "map", "pin", "id", str(maps[name]), str(self.maps_dir / name)], f"pin {name}")
+        return True
+
+    def _bpftool_json(self, *args: str) -> dict[str, Any]:
+        value = json.loads(self._run(["bpftool", "-j", *args], " ".join(args[:2])).stdout)
+        if not isinstance(value, dict):
+            raise ValueError(f"bpftool {' '.join(args)}: not an object")
+        return value
 
     def detach(self) -> None:
         """Take the filter off and unlink the pins (clean stop); the kernel frees the rest."""

@@ -422,7 +422,8 @@ class EbpfDataplane:
         self._inherited_until = self.fast.virtual_mac_until()
         self._stale = self.fast.adopt()
         self._restart = Restart.ADOPTED
-        log.info("ebpf: took over the pinned maps of %s (%d home addresses, %s)", self.interface,
+        log.info("ebpf: took over the %smaps of %s (%d home addresses, %s)",
+                 "unpinned program's " if self.attachment.repinned else "pinned ", self.interface,
                  len(self._stale), "serving" if self._serving else "not serving")
 
     async def ready(self, timeout: float = 10.0) -> dict[str, object]:
