@@ -173,6 +173,8 @@ class Election:
         external election, if it was told to while it downloaded)."""
         if self.external:
             return self._fire(Event.READY, now) + self.told(self._told, now)
+        if not any(h.alive(now) for h in self._actives.values()):
+            self.master_adver_interval = self.interval  # no active member to time: a resigned one's is no guide
         self._master_down_at = now + self.master_down_interval
         return self._fire(Event.READY, now)
 
@@ -207,10 +209,10 @@ class Election:
             self._starting[sender] = heard
         if role != Role.ACTIVE:
             return []
-        if priority == 0:  # the active member resigns: take over after the skew alone
+        if priority == 0:  # the active member resigns: take over after the skew alone (unless another serves)
             if self.active_member == sender:
                 self.active_member = None
-            if self.role is Role.STANDBY:
+            if self.role is Role.STANDBY and not any(h.alive(now) for h in self._actives.values()):
                 self._master_down_at = now + self.skew
             return []
         self.active_member = sender
@@ -225,13 +227,14 @@ class Election:
         if self.role is Role.STANDBY and self.preempt and now >= self._preempt_from and self._outranks_actives(now) \
                 and not self.out_of_sync and not self._better_standby_alive(now):
             return self._fire(Event.PREEMPT, now)
-        # Timed by the best active member alive (with two, a split brain, the one that stays): a worse one's
-        # shorter interval must not make us take over from it. And an advertisement proves someone active,
-        # so it never brings the deadline nearer (it did not, when every member had the same interval).
+        # Timed by the best active member alive (with two, a split brain, the one that stays): its interval
+        # and its deadline. A worse one's advertisement proves someone active, so it may put the deadline
+        # off but never nearer: its shorter interval must not make us take over from the better one.
+        due = now + master_down_interval(heard.interval, self.priority)
         if max((h.priority, a) for a, h in self._actives.items() if h.alive(now)) == theirs:
             self.master_adver_interval = heard.interval
-        due = now + self.master_down_interval
-        if self._master_down_at is None or due > self._master_down_at:
+            self._master_down_at = due
+        elif self._master_down_at is None or due > self._master_down_at:
             self._master_down_at = due
         return []
 
