@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -449,8 +450,12 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     config = load(args.config)
     why_not = cleanup.not_applicable(config)
+    kept = cleanup.kept_for_restart(config, os.environ)
+    if kept is not None:
+        print(kept)
     try:
-        removed = cleanup.clean_ebpf(config)  # the ebpf backend's program and pins, with or without [redundancy]
+        # the ebpf backend's program and pins, with or without [redundancy]
+        removed = cleanup.clean_ebpf(config) if kept is None else []
         if why_not is None:
             removed += asyncio.run(cleanup.clean(config))
     except cleanup.CleanupError as exc:
@@ -458,7 +463,7 @@ def _cleanup(args: argparse.Namespace) -> int:
         return 1
     for line in removed:
         print(line)
-    if not removed:
+    if not removed and kept is None:
         if why_not is not None:
             print(f"nothing to clean up: {why_not}")
         else:

@@ -19,7 +19,10 @@ tc filter on ``dataplane.interface`` and each of ``extra_interfaces``, and its p
 (``/sys/fs/bpf/homeagent-<interface>``), as a clean stop removes them. A killed daemon leaves them on
 purpose, so that a restart does not interrupt forwarding; but a member that is not restarted would go on
 answering ARP for the home addresses and tunnelling with the maps as they were. The daemon's own start
-does not run this: it takes the pinned maps over instead.
+does not run this: it takes the pinned maps over instead. Nor does the cleanup systemd runs after a lone
+Home Agent failed (``kept_for_restart``): ``Restart=on-failure`` starts it again a second later, and it
+takes the program over, forwarding throughout, as a restart by hand would. A group member's goes, since
+the standby that takes over must be the only one to answer for the home addresses.
 
 Nothing is touched while a daemon answers on the configured control socket: what is on the link is then
 its own, and taking it off would cut a live member's mobile nodes.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,22 @@ async def _clean(ipr: Any, index: int, config: Config) -> list[str]:
         if await _netlink(entry, ipr.neigh, "del", dst=str(address), ifindex=index, flags=NTF_PROXY):
             removed.append(f"removed the proxy ARP entry for {address} on {interface}")
     return removed
+
+
+# systemd's $SERVICE_RESULT for the ends that Restart=on-failure restarts (systemd.exec(5), systemd.service(5))
+RESTARTED = frozenset({"exit-code", "signal", "core-dump", "watchdog", "timeout"})
+
+
+def kept_for_restart(config: Config, environ: Mapping[str, str]) -> str | None:
+    """Why the ebpf program is left in place (one line), or None: a lone Home Agent whose daemon failed
+    under systemd (``ExecStopPost=`` sees ``$SERVICE_RESULT``), which ``Restart=on-failure`` starts again
+    to take the program and its maps over. A group member's always goes (another member takes over), and
+    so does any left by a daemon that was stopped, or when run by hand (no ``$SERVICE_RESULT``)."""
+    dataplane, result = config.dataplane, environ.get("SERVICE_RESULT")
+    if dataplane.backend is not Backend.EBPF or config.redundancy is not None or result not in RESTARTED:
+        return None
+    return (f"kept the ebpf program on {dataplane.interface}: the daemon failed ({result}) and systemd starts "
+            "it again, which takes it over (run 'homeagent cleanup' by hand if it is not restarted)")
 
 
 def clean_ebpf(config: Config, pin_root: Path = PIN_ROOT, tc_prefix: Sequence[str] = ()) -> list[str]:
