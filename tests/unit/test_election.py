@@ -625,3 +625,27 @@ def test_a_member_that_heard_the_active_one_resign_while_it_downloaded_times_by_
     e.advertisement(HIGHER, 0, Role.ACTIVE, T0 + 0.6)  # resigns
     e.ready(T0 + 1)
     assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 0.1), abs=1e-5)
+
+
+def split_brain_standby() -> tuple[Election, float]:
+    """A standby (100) hearing two active members: A (200, every 0.1 s) and W (150, every 1 s); A's last
+    advertisement at T0 + 2 (then it dies, resigns or is reported gone), W's at T0 + 1.5."""
+    e = standby(priority=100, interval=1.0, preempt=False)
+    e.advertisement(LOWER, 150, Role.ACTIVE, T0 + 1.5, interval=1.0)
+    for n in range(11):
+        e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1 + n * 0.1, interval=0.1)
+    return e, T0 + 1.5 + mdi(100, 1.0)
+
+
+@pytest.mark.parametrize("how", ["dies", "resigns", "gone"])
+def test_a_standby_never_takes_over_while_another_active_member_lives(how):
+    """Whatever ends the best active member, a worse one that still advertises (a split brain) keeps the
+    standby waiting until it too has gone unheard for its own master-down interval."""
+    e, w_deadline = split_brain_standby()
+    if how == "resigns":
+        e.advertisement(HIGHER, 0, Role.ACTIVE, T0 + 2.05)
+    elif how == "gone":
+        e.unreachable(HIGHER, T0 + 2.05)
+    assert e.handle_timer(T0 + 2.5) == [] and e.role is Role.STANDBY
+    assert e.next_timer() == pytest.approx(w_deadline, abs=1e-5)
+    assert [t.new for t in e.handle_timer(w_deadline)] == [Role.ACTIVE]

@@ -16,6 +16,7 @@ from homeagent.cli import _parser
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = PACKAGING / "homeagent.service"
 EBPF = PACKAGING / "ebpf.conf"
+CLEANUP = PACKAGING / "homeagent-cleanup.service"
 
 
 def settings(path: Path) -> dict[str, list[str]]:
@@ -76,7 +77,21 @@ def test_systemd_analyze_verify(tmp_path, with_ebpf):
         text += "\n" + EBPF.read_text()
     unit = tmp_path / "homeagent.service"
     unit.write_text(text)
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
-                          timeout=60)
-    problems = [line for line in done.stderr.splitlines() if "homeagent.service" in line]
+    cleanup = tmp_path / CLEANUP.name  # what the drop-in's OnFailure= starts
+    cleanup.write_text(CLEANUP.read_text().replace("/usr/bin/homeagent", executable))
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit), str(cleanup)], capture_output=True,
+                          text=True, timeout=60)
+    problems = [line for line in done.stderr.splitlines() if "homeagent" in line]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_a_unit_that_ends_failed_with_ebpf_is_cleaned_up_by_a_oneshot_that_runs_our_cleanup():
+    """ExecStopPost='s cleanup keeps a lone Home Agent's ebpf program for Restart= (runtime/cleanup.py,
+    ``kept_for_restart``); when the unit ends failed instead, OnFailure= runs the cleanup again, without
+    $SERVICE_RESULT, which takes it off."""
+    assert settings(EBPF)["OnFailure"] == [CLEANUP.name]
+    cleanup = settings(CLEANUP)
+    assert cleanup["Type"] == ["oneshot"] and cleanup["User"] == UNIT_SETTINGS["User"]
+    argv = shlex.split(cleanup["ExecStart"][0])
+    assert argv[0] == "/usr/bin/homeagent" and argv[1] == "cleanup"
+    assert _parser().parse_args(argv[1:]).config == Path("/etc/homeagent/homeagent.toml")

@@ -173,9 +173,10 @@ class Election:
         external election, if it was told to while it downloaded)."""
         if self.external:
             return self._fire(Event.READY, now) + self.told(self._told, now)
-        if not any(h.alive(now) for h in self._actives.values()):
+        others = self._actives_deadline()
+        if others is None or others <= now:
             self.master_adver_interval = self.interval  # no active member to time: a resigned one's is no guide
-        self._master_down_at = now + self.master_down_interval
+        self._master_down_at = max(now + self.master_down_interval, others or now)
         return self._fire(Event.READY, now)
 
     def told(self, role: Role, now: float) -> list[Transition]:
@@ -212,8 +213,9 @@ class Election:
         if priority == 0:  # the active member resigns: take over after the skew alone (unless another serves)
             if self.active_member == sender:
                 self.active_member = None
-            if self.role is Role.STANDBY and not any(h.alive(now) for h in self._actives.values()):
-                self._master_down_at = now + self.skew
+            if self.role is Role.STANDBY:
+                others = self._actives_deadline()
+                self._master_down_at = others if others is not None and others > now else now + self.skew
             return []
         self.active_member = sender
         self._gone = False
@@ -227,15 +229,11 @@ class Election:
         if self.role is Role.STANDBY and self.preempt and now >= self._preempt_from and self._outranks_actives(now) \
                 and not self.out_of_sync and not self._better_standby_alive(now):
             return self._fire(Event.PREEMPT, now)
-        # Timed by the best active member alive (with two, a split brain, the one that stays): its interval
-        # and its deadline. A worse one's advertisement proves someone active, so it may put the deadline
-        # off but never nearer: its shorter interval must not make us take over from the better one.
-        due = now + master_down_interval(heard.interval, self.priority)
+        # Timed by the best active member alive (with two, a split brain, the one that stays): its interval.
+        # The deadline is the last that any active member heard sets: while one lives, none is missing.
         if max((h.priority, a) for a, h in self._actives.items() if h.alive(now)) == theirs:
             self.master_adver_interval = heard.interval
-            self._master_down_at = due
-        elif self._master_down_at is None or due > self._master_down_at:
-            self._master_down_at = due
+        self._master_down_at = self._actives_deadline()
         return []
 
     def unreachable(self, member: int, now: float) -> list[Transition]:
@@ -256,6 +254,10 @@ class Election:
             return []
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
+        others = self._actives_deadline(excluding=self.active_member if self._gone else None)
+        if others is not None and others > now:  # another active member lives (a split brain): wait for it
+            self._master_down_at = others
+            return []
         if (self._better_standby_alive(now) or (self.out_of_sync and self._in_sync_standby_alive(now))
                 or (now < self._settle_until and self._better_starting(now))):
             # A better standby heard lately is due first (its skew is shorter): give it an interval to
@@ -270,6 +272,15 @@ class Election:
         # Only a member its own host says is gone is taken for dead at once; one merely not heard may be
         # behind a lossy link, and the liveness check decides about it as about any other member.
         return self._fire(event, now, replaced if event is Event.ACTIVE_GONE else None)
+
+    def _actives_deadline(self, excluding: int | None = None) -> float | None:
+        """When every active member heard (but ``excluding``) will have gone unheard for the master-down
+        interval of its own interval: the latest of their last advertisements plus that (None: none heard).
+        Each member is timed by its own interval, so a worse one's shorter interval never makes us take over
+        from a better one, nor a member back with a shorter interval wait for its old one."""
+        deadlines = [h.at + master_down_interval(h.interval, self.priority)
+                     for address, h in self._actives.items() if address != excluding]
+        return max(deadlines, default=None)
 
     def next_timer(self) -> float | None:
         return self._master_down_at if self.role is Role.STANDBY and not self.external else None

@@ -122,11 +122,8 @@ class Attachment:
         if all((self.maps_dir / name).exists() for name in MAPS) and self.program_pin.exists():
             self.reused = True
         else:
-            self._unpin(self.pin_dir / self.hash)
-            (self.pin_dir / self.hash).mkdir(parents=True, exist_ok=True)
-            self._run(["bpftool", "prog", "loadall", str(obj), str(self.program_pin.parent), "type", "classifier",
-                       "pinmaps", str(self.maps_dir)], "load the program")
-            self.reused = self.repinned = self._repin_attached()
+            self._load(obj)
+            self.reused = self.repinned = self._repin_attached(obj)
         for interface in self.interfaces:
             self._tc("qdisc", "add", "dev", interface, "clsact", check=False)  # there already: fine
             self._tc("filter", "replace", "dev", interface, "ingress", *FILTER, "bpf", "da", "pinned",
@@ -135,38 +132,58 @@ class Attachment:
             if old.name != self.hash:
                 self._unpin(old)
 
-    def _repin_attached(self) -> bool:
+    def _repin_attached(self, obj: Path) -> bool:
         """Where the pins are gone but the filter is not: a daemon whose bpf file system did not outlive it
         (mounted in a mount namespace of its own, as ``ip netns exec`` makes, which remounts /sys), or
         unmounted since. If the program on the home link's ingress is this very program (the tag of the
-        one just loaded), its maps are the last daemon's: pin it and them in place of the new ones, so the
-        restart takes them over as from pins. Otherwise (none, or an earlier build: an upgrade) the new
-        one stays. Whether it was done."""
-        shown = self._tc("-j", "filter", "show", "dev", self.interface, "ingress", check=False)
+        one just loaded: its instructions) with maps of the same definitions (a tag leaves them out), its
+        maps are the last daemon's: pin it and them in place of the new ones, so that the restart takes
+        them over as from pins. Otherwise (none, or another build: an upgrade) the new one stays, as it
+        does when pinning them fails (loaded again). Whether it was done."""
         try:
+            shown = self._tc("-j", "filter", "show", "dev", self.interface, "ingress", check=False)
             ours = [f["options"]["prog"] for f in json.loads(shown.stdout or "[]")
                     if f.get("options", {}).get("handle") == FILTER[3] and "prog" in f["options"]]
-            attached = self._bpftool_json("prog", "show", "id", str(ours[0]["id"])) if ours else None
-            loaded = self._bpftool_json("prog", "show", "pinned", str(self.program_pin))
-        except (ValueError, KeyError, TypeError, BpfUnavailable):
-            return False
-        if not attached or attached.get("name") != PROGRAM or attached.get("tag") != loaded.get("tag"):
-            return False
-        maps = {}
-        for map_id in attached.get("map_ids", []):
-            try:
-                maps[self._bpftool_json("map", "show", "id", str(map_id))["name"]] = map_id
-            except (ValueError, KeyError, TypeError, BpfUnavailable):
+            if not ours:
                 return False
-        if not all(name in maps for name in MAPS):
+            attached = self._bpftool_json("prog", "show", "id", str(ours[0]["id"]))
+            loaded = self._bpftool_json("prog", "show", "pinned", str(self.program_pin))
+            if attached.get("name") != PROGRAM or attached.get("tag") != loaded.get("tag"):
+                return False
+            maps, wanted = self._maps_of(attached), self._maps_of(loaded)
+        except (ValueError, KeyError, TypeError, IndexError, BpfUnavailable):
             return False
+        if any(name not in maps or maps[name][1:] != wanted.get(name, (None,))[1:] for name in MAPS):
+            return False  # a map's type, sizes or flags differ: not the same program after all
         self._unpin(self.pin_dir / self.hash)  # the program just loaded, and its maps, freed
-        self.maps_dir.mkdir(parents=True)
-        self.program_pin.parent.mkdir(parents=True)
-        self._run(["bpftool", "prog", "pin", "id", str(attached["id"]), str(self.program_pin)], "pin the program")
-        for name in MAPS:
-            self._run(["bpftool", "map", "pin", "id", str(maps[name]), str(self.maps_dir / name)], f"pin {name}")
+        try:
+            self.maps_dir.mkdir(parents=True)
+            self.program_pin.parent.mkdir(parents=True)
+            self._run(["bpftool", "prog", "pin", "id", str(attached["id"]), str(self.program_pin)],
+                      "pin the program")
+            for name in MAPS:
+                self._run(["bpftool", "map", "pin", "id", str(maps[name][0]), str(self.maps_dir / name)],
+                          f"pin {name}")
+        except (OSError, BpfUnavailable):
+            self._load(obj)  # half pinned: start afresh, as without the attached program
+            return False
         return True
+
+    def _maps_of(self, program: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+        """A program's maps by name: (id, type, key size, value size, entries, flags)."""
+        out = {}
+        for map_id in program.get("map_ids", []):
+            m = self._bpftool_json("map", "show", "id", str(map_id))
+            out[m["name"]] = (map_id, m.get("type"), m.get("bytes_key"), m.get("bytes_value"), m.get("max_entries"),
+                              m.get("flags"))
+        return out
+
+    def _load(self, obj: Path) -> None:
+        """Load ``obj`` afresh and pin the program and its maps under ``pin_dir/hash``."""
+        self._unpin(self.pin_dir / self.hash)
+        (self.pin_dir / self.hash).mkdir(parents=True, exist_ok=True)
+        self._run(["bpftool", "prog", "loadall", str(obj), str(self.program_pin.parent), "type", "classifier",
+                   "pinmaps", str(self.maps_dir)], "load the program")
 
     def _bpftool_json(self, *args: str) -> dict[str, Any]:
         value = json.loads(self._run(["bpftool", "-j", *args], " ".join(args[:2])).stdout)

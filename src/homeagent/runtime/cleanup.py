@@ -137,7 +137,7 @@ async def _clean(ipr: Any, index: int, config: Config) -> list[str]:
 
 
 # systemd's $SERVICE_RESULT for the ends that Restart=on-failure restarts (systemd.exec(5), systemd.service(5))
-RESTARTED = frozenset({"exit-code", "signal", "core-dump", "watchdog", "timeout"})
+RESTARTED = frozenset({"exit-code", "signal", "core-dump", "watchdog", "timeout", "oom-kill"})
 
 
 def kept_for_restart(config: Config, environ: Mapping[str, str]) -> str | None:
