@@ -649,3 +649,29 @@ def test_a_standby_never_takes_over_while_another_active_member_lives(how):
     assert e.handle_timer(T0 + 2.5) == [] and e.role is Role.STANDBY
     assert e.next_timer() == pytest.approx(w_deadline, abs=1e-5)
     assert [t.new for t in e.handle_timer(w_deadline)] == [Role.ACTIVE]
+
+
+def test_a_member_reported_gone_stays_left_out_until_it_advertises_again():
+    """A split brain: A (10 s) and D (1 s) active, D heard last. ICMP says D's process is gone: D is left
+    out, and A, alive, is waited for. D's own advertisement (as standby: it restarted) takes the report
+    back, so the takeover at A's deadline is a plain master-down, not D's loss."""
+    e = standby(priority=100, interval=1.0, preempt=False)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0, interval=10.0)
+    e.advertisement(LOWER, 150, Role.ACTIVE, T0, interval=1.0)
+    e.unreachable(LOWER, T0 + 0.5)  # D advertised last: it is the active member the report may name
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0 + 1, interval=10.0)  # A lives; D's report stands
+    assert e.next_timer() == pytest.approx(T0 + 1 + mdi(100, 10.0), abs=1e-5), "A, alive, is waited for"
+    e.advertisement(LOWER, 150, Role.STANDBY, T0 + 2, interval=1.0)  # D says how it went: report taken back
+    assert e.handle_timer(T0 + 1 + mdi(100, 10.0)) == [Transition(Role.STANDBY, Role.ACTIVE, Event.MASTER_DOWN.value,
+                                                                   T0 + 1 + mdi(100, 10.0))]
+
+
+def test_a_resignation_after_a_report_of_port_unreachable_does_not_undo_it():
+    e = standby(priority=100, interval=1.0, preempt=False)
+    e.advertisement(LOWER, 150, Role.ACTIVE, T0, interval=1.0)
+    e.advertisement(HIGHER, 200, Role.ACTIVE, T0, interval=1.0)
+    e.unreachable(HIGHER, T0 + 0.5)
+    e.advertisement(LOWER, 0, Role.ACTIVE, T0 + 0.6)  # the other active member resigns
+    assert e.next_timer() <= T0 + 0.5 + 1.5 + 1e-9, "not put off to the gone member's full deadline"
+    [t] = e.handle_timer(e.next_timer())
+    assert (t.new, t.reason, t.replaced) == (Role.ACTIVE, Event.ACTIVE_GONE.value, HIGHER)

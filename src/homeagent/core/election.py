@@ -141,7 +141,7 @@ class Election:
         self.history: deque[Transition] = deque(maxlen=10)
         self.active_member: int | None = None  # the active member we last heard, if not ourselves
         self._master_down_at: float | None = None
-        self._gone = False  # the active member's host said its port is closed; see ``unreachable``
+        self._gone: int | None = None  # the active member whose host said its port is closed (``unreachable``)
         self._standbys: dict[int, Heard] = {}  # other members heard standing by, by address
         self._actives: dict[int, Heard] = {}  # other members heard active
         self._starting: dict[int, Heard] = {}  # members heard downloading
@@ -173,7 +173,7 @@ class Election:
         external election, if it was told to while it downloaded)."""
         if self.external:
             return self._fire(Event.READY, now) + self.told(self._told, now)
-        others = self._actives_deadline()
+        others = self._actives_deadline(excluding=self._gone)
         if others is None or others <= now:
             self.master_adver_interval = self.interval  # no active member to time: a resigned one's is no guide
         self._master_down_at = max(now + self.master_down_interval, others or now)
@@ -202,6 +202,8 @@ class Election:
                   if (last := seen.pop(sender, None)) is not None]
         interval = interval or (before[0] if before else self.interval)  # none given: as last heard
         heard = Heard(priority, now, interval, in_sync)
+        if sender == self._gone:
+            self._gone = None  # it lives after all (or says how it went): no longer taken for dead
         if priority and role == Role.STANDBY:
             self._standbys[sender] = heard
         elif priority and role == Role.ACTIVE:
@@ -214,11 +216,10 @@ class Election:
             if self.active_member == sender:
                 self.active_member = None
             if self.role is Role.STANDBY:
-                others = self._actives_deadline()
+                others = self._actives_deadline(excluding=self._gone)
                 self._master_down_at = others if others is not None and others > now else now + self.skew
             return []
         self.active_member = sender
-        self._gone = False
         theirs = (priority, sender)
         if self.role is Role.ACTIVE:
             if theirs > self._rank():
@@ -233,7 +234,7 @@ class Election:
         # The deadline is the last that any active member heard sets: while one lives, none is missing.
         if max((h.priority, a) for a, h in self._actives.items() if h.alive(now)) == theirs:
             self.master_adver_interval = heard.interval
-        self._master_down_at = self._actives_deadline()
+        self._master_down_at = self._actives_deadline(excluding=self._gone)
         return []
 
     def unreachable(self, member: int, now: float) -> list[Transition]:
@@ -246,7 +247,7 @@ class Election:
         due = now + GONE_WAIT * self.master_adver_interval
         if self._master_down_at is None or due < self._master_down_at:
             self._master_down_at = due
-            self._gone = True
+            self._gone = member
         return []
 
     def handle_timer(self, now: float) -> list[Transition]:
@@ -254,7 +255,7 @@ class Election:
             return []
         if self._master_down_at is None or now < self._master_down_at or self.role is not Role.STANDBY:
             return []
-        others = self._actives_deadline(excluding=self.active_member if self._gone else None)
+        others = self._actives_deadline(excluding=self._gone)
         if others is not None and others > now:  # another active member lives (a split brain): wait for it
             self._master_down_at = others
             return []
@@ -266,12 +267,12 @@ class Election:
             self._master_down_at = now + self.master_adver_interval
             return []
         self._master_down_at = None
-        replaced, self.active_member = self.active_member, None
-        event = Event.ACTIVE_GONE if self._gone else Event.MASTER_DOWN
-        self._gone = False
+        self.active_member = None
+        gone, self._gone = self._gone, None
+        event = Event.ACTIVE_GONE if gone is not None else Event.MASTER_DOWN
         # Only a member its own host says is gone is taken for dead at once; one merely not heard may be
         # behind a lossy link, and the liveness check decides about it as about any other member.
-        return self._fire(event, now, replaced if event is Event.ACTIVE_GONE else None)
+        return self._fire(event, now, gone)
 
     def _actives_deadline(self, excluding: int | None = None) -> float | None:
         """When every active member heard (but ``excluding``) will have gone unheard for the master-down
@@ -310,6 +311,7 @@ class Election:
             return []
         t = Transition(self.role, new, event.value, now, replaced)
         self.role, self.since = new, now
+        self._gone = None  # a report of the last role's, whatever it was
         if new is Role.ACTIVE:
             self.master_adver_interval = self.interval  # the active member's interval is ours now
         if new is Role.STANDBY:
