@@ -297,6 +297,7 @@ def test_pins_lost_with_a_killed_daemon_the_next_pins_the_attached_program_again
     with ipip_listener(s, "mn") as listener:
         s.dataplane = s.make()
         assert s.dataplane.attachment.reused and s.dataplane.attachment.repinned
+        assert s.loop.call(s.dataplane.counters)["dataplane.serving"], "status says what the program does"
         send_raw(s, udp(b"kept"))
         assert outer_of(listener, b"kept").dst == COA, "the last daemon's maps, forwarding before any replay"
     assert s.dataplane.attachment.program_pin.exists()

@@ -594,6 +594,7 @@ class EbpfDataplane:
         out = dict(slow)
         out["dataplane.backend"] = "ebpf"
         out["dataplane.interface"] = self.interface
+        out["dataplane.serving"] = self._serving  # the program's: it carries the traffic (adopted on a restart)
         out["dataplane.attached"] = self.fast is not None
         if self.virtual_mac is not None:
             out["dataplane.virtual_mac"] = self.virtual_mac.hex(":")
