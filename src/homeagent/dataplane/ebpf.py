@@ -373,8 +373,7 @@ class EbpfDataplane:
         self._cache_dir = cache_dir
         self.virtual_mac = virtual_mac
         self.lease = lease
-        self._holds_mac = False  # this daemon serves (its own serve(True)): the virtual MAC's lease is renewed
-        self._inherited_until = 0  # a killed daemon's lease, left to run out until this one serves or not
+        self._inherited_until = 0  # a killed daemon's lease (adopted), left to run out until this one serves or not
         self._renewal_failed = False
         self.fast: FastPath | None = None
         self._serving = False
@@ -456,8 +455,6 @@ class EbpfDataplane:
 
     def serve(self, serving: bool) -> None:
         self._serving = serving
-        self._holds_mac = serving
-        self._inherited_until = 0
         self.commit()  # a takeover finds every value in
         if self._restart is Restart.ADOPTED:  # after that commit: the clean-up waits for the turn's own
             self._restart = Restart.SERVED
@@ -534,9 +531,18 @@ class EbpfDataplane:
 
     # -- the TUN device the decapsulated datagrams enter by -------------------------------------------
 
+    @property
+    def _holds_mac(self) -> bool:
+        """This daemon serves by its own ``serve(True)`` (not by the flag a killed daemon left, adopted):
+        the virtual MAC's lease is renewed."""
+        return self._serving and self._restart is not Restart.ADOPTED
+
     def _write_config(self) -> None:
         if self.fast is not None:
-            until = time.monotonic_ns() + int(self.lease * 1e9) if self._holds_mac else self._inherited_until
+            if self._holds_mac:
+                until = time.monotonic_ns() + int(self.lease * 1e9)
+            else:  # a killed daemon's, till our own serve; else none
+                until = self._inherited_until if self._restart is Restart.ADOPTED else 0
             self.fast.write_config(self._serving, self._tun_index, self.mtu, self.ttl, self._home_index,
                                    self._mac, self.virtual_mac, until)
 
