@@ -42,6 +42,7 @@ from homeagent.wire.redundancy import (
     BindingTableRequest,
     BindingUpdate,
     BindingUpdateAck,
+    YOU_LAG,
     MobileNodeBindings,
     parse_messages,
     unseal,
@@ -1402,3 +1403,71 @@ def test_an_ask_back_is_answered_by_a_request_without_ask_back_even_while_ours_i
     assert requests[0].flags == ASK_BACK | DIGEST  # HA1's own catch-up request, as HA2 is heard again
     assert ha.group.exchange.open[ip(HA2)] == requests[-1]  # the ask-back, which took its place
     assert not requests[-1].flags & ASK_BACK, requests
+
+
+# -- You Lag ends only with what the member missed sent (docs/protocol.md, "The sync guarantee") -----------
+
+
+def _given_up_on_behind_a_transfer(ack_code: int, packed_before_give_up: bool) -> tuple[HomeAgent, object, list]:
+    """An active member in sync mode; HA2 (played by hand, advertising as an in-sync standby) downloads its
+    table, then asks again; a registration is accepted whose Binding Update HA2 never acks, and HA1 gives
+    up on it (sync_timeout). The second transfer, packed before or after the give-up, is acked with
+    ``ack_code``. Returns HA1, HA2's member record, and HA1's next advertisements to HA2."""
+    ha, _ = lone(HA1, peers=(HA2,), replication="sync")
+    peer = FakePeer(HA2)
+    member = ha.group.membership.members[ip(HA2)]
+    now = max(ha.next_timer() or 0, T0 + 3)
+
+    def advertise(t: float) -> None:
+        ha.receive_datagram(peer.seal(Advertisement(100, 1, 100).body(), t), (HA2, PORT), HA1, t)
+
+    advertise(now)
+    first = ntp(now, 1)
+    peer.send(ha, BindingTableRequest(first, (ip(HA2), ip(HA1))).body(), now)
+    peer.send(ha, BindingTableReplyAck(0, False, 0, first).body(), now)
+    assert member.lagging_since is None  # its takeover's lag, ended by a whole table
+    now += 0.05
+    second = ntp(now, 2)
+    if packed_before_give_up:
+        peer.send(ha, BindingTableRequest(second, (ip(HA2), ip(HA1))).body(), now)
+    now += 0.01
+    ha.receive_datagram(registration(now=now), MN, VIP, now)
+    until = now + 0.6  # past sync_timeout: HA1 gives up on HA2, which keeps advertising
+    while True:
+        due = ha.next_timer()
+        step = min(t for t in (due, now + 0.1) if t is not None)
+        if step > until:
+            break
+        now = step
+        if due is not None and due <= now:
+            ha.handle_timer(now)
+        advertise(now)
+    assert ha.counters["redundancy.sync_timeouts"] == 1 and member.lagging_since is not None
+    assert ha.group.missed.of(ip(HA2)) == {HOA}
+    if not packed_before_give_up:
+        sent = opened(peer.send(ha, BindingTableRequest(second, (ip(HA2), ip(HA1))).body(), now), to=HA2)
+        assert [m.nodes[0].home_address for m in sent if type(m) is BindingTableReply] == [HOA]
+    peer.send(ha, BindingTableReplyAck(ack_code, False, 0, second).body(), now)
+    due = ha.next_timer()
+    assert due is not None
+    adverts = [m for m in opened([e for e in ha.handle_timer(due) if isinstance(e, Send) and e.address[0] == HA2])
+               if type(m) is Advertisement]
+    return ha, member, adverts
+
+
+def test_a_transfer_packed_before_the_give_up_does_not_end_you_lag():
+    ha, member, adverts = _given_up_on_behind_a_transfer(0, packed_before_give_up=True)
+    assert member.lagging_since is not None and ha.group.missed.of(ip(HA2)) == {HOA}
+    assert adverts and all(a.flags & YOU_LAG for a in adverts)
+
+
+def test_a_transfer_acked_not_taken_does_not_end_you_lag():
+    ha, member, adverts = _given_up_on_behind_a_transfer(1, packed_before_give_up=False)
+    assert member.lagging_since is not None and ha.group.missed.of(ip(HA2)) == {HOA}
+    assert adverts and all(a.flags & YOU_LAG for a in adverts)
+
+
+def test_a_transfer_that_carries_what_it_missed_ends_you_lag():
+    ha, member, adverts = _given_up_on_behind_a_transfer(0, packed_before_give_up=False)
+    assert member.lagging_since is None and not ha.group.missed.has(ip(HA2))
+    assert adverts and not any(a.flags & YOU_LAG for a in adverts)

@@ -439,8 +439,9 @@ class TableExchange:
         elif transfer.done:
             del self.outgoing[member.address]
             self.timers.cancel(("transfer", key))
-            self.sync_state.sent_table(member)
             self.missed.sent(member.address, transfer.missed)
+            if not self.missed.has(member.address):  # nothing it missed is left out: a transfer packed
+                self.sync_state.sent_table(member)  # before we gave up on it, or refused (Code 1), is not that
             self.counters["redundancy.table_transfers_sent"] += 1
             log.info("table sent to %s: %d mobile nodes", member.name, transfer.nodes_sent)
         return effects
