@@ -15,6 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from homeagent.core.node_state import MAX_RECORDS
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 
 DEFAULT_PORT = 434
@@ -228,7 +229,9 @@ def _home_agent(t: dict[str, Any]) -> HomeAgentConfig:
         max_lifetime=_int(t, k, "max_lifetime", d.max_lifetime, 1, MAX_LIFETIME_LIMIT),
         replay_tolerance=_int(t, k, "replay_tolerance", d.replay_tolerance, 0, 3600),
         state_dir=_state_dir(t, k, d.state_dir),
-        simultaneous_bindings=_int(t, k, "simultaneous_bindings", d.simultaneous_bindings, 0, 64),
+        # at most what a node's state holds, lone or in a group (core/node_state.py MAX_RECORDS): a larger
+        # bound would accept bindings the table then gives up
+        simultaneous_bindings=_int(t, k, "simultaneous_bindings", d.simultaneous_bindings, 0, MAX_RECORDS),
         persistence=_bool(t, k, "persistence", d.persistence),
     )
 
@@ -316,8 +319,6 @@ def _redundancy(t: dict[str, Any], home_agent: HomeAgentConfig) -> RedundancyCon
             raise ConfigError(f"{k}.peers[{i}]", f"no redundancy.security_association covers {peer}")
     if multicast is not None and not sas:
         raise ConfigError(f"{k}.security_association", "needed to authenticate members met by multicast")
-    if home_agent.simultaneous_bindings > 10:
-        raise ConfigError("home_agent.simultaneous_bindings", "must be at most 10 in a redundancy group")
     return config
 
 
