@@ -296,10 +296,23 @@ def test_134_reserved_bits(registered, flags):
     assert reply.lifetime == 1800  # capped, never above max_lifetime
 
 
-@pytest.mark.parametrize("coa", ["0.0.0.0", "224.0.0.1", "239.255.255.255", "255.255.255.255", "10.1.0.5"])
+@pytest.mark.parametrize("coa", [
+    "0.0.0.0", "0.1.2.3", "127.0.0.1", "127.255.0.1",  # "this network", loopback
+    "224.0.0.1", "239.255.255.255", "240.0.0.1", "255.255.255.254", "255.255.255.255",  # multicast, 240/4
+    "10.1.0.5",  # the home address
+    "10.1.0.9", "10.1.0.0", "10.1.255.255",  # home_network: another node's home address, its own addresses
+    "192.0.2.1",  # the Home Agent's own address
+])
 def test_134_care_of_address_no_tunnel_can_reach(registered, coa):
     reply = deny(registered, request(coa=ip(coa), ident=ntp(T0 + 1)))
     assert reply.code == 134
+
+
+@pytest.mark.parametrize("coa", ["1.0.0.1", "10.0.255.255", "10.2.0.0", "126.255.255.255", "128.0.0.1",
+                                 "192.0.2.2", "223.255.255.254"])
+def test_care_of_addresses_next_to_the_refused_ones_are_accepted(registered, coa):
+    accept(registered, request(coa=ip(coa), ident=ntp(T0 + 1)), T0 + 1)
+    assert coas(registered) == {ip(coa)}
 
 
 # -- 136, 129, 139, 135 -------------------------------------------------------------------------------
@@ -404,9 +417,9 @@ def test_exact_duplicate_is_accepted_without_extending_the_lifetime(ha):
     data = request(ident=I0, lifetime=600)
     accept(ha, data, T0)
     before = snapshot(ha)
-    # 100 s later: outside the timestamp tolerance, yet a duplicate of the current registration.
-    reply, effects = accept(ha, data, T0 + 100)
-    assert reply.lifetime == 500  # what is left, not 600 again
+    # 5 s later, within the timestamp tolerance (7 s): a retransmission whose reply was lost.
+    reply, effects = accept(ha, data, T0 + 5)
+    assert reply.lifetime == 595  # what is left, not 600 again
     assert reply.identification == I0
     assert all(isinstance(e, Send) for e in effects), effects  # nothing changed, so nothing to tell
     assert snapshot(ha) == before
@@ -414,11 +427,24 @@ def test_exact_duplicate_is_accepted_without_extending_the_lifetime(ha):
     assert b.expires == T0 + 600
 
 
-def test_duplicate_in_the_last_second_is_not_answered_with_lifetime_0(ha):
-    # Lifetime 0 in an accepting reply reads as "deregistered" (RFC 5944 3.4).
+def test_a_copy_of_the_current_registration_from_outside_the_tolerance_is_a_replay(ha):
+    # With timestamps every retransmission is a new Identification (RFC 5944 3.6.3): an old copy, sent
+    # again by anyone who captured it, is refused like any replay, and tells nothing of the binding.
     data = request(ident=I0, lifetime=600)
     accept(ha, data, T0)
-    reply, _ = accept(ha, data, T0 + 599.5)
+    now = T0 + 100
+    violations = ha.counters["security_violations"]
+    reply = deny(ha, data, now=now)
+    check_133(reply, I0, now)
+    assert ha.counters["security_violations"] == violations + 1
+    assert ha.counters["accepted.duplicate"] == 0
+
+
+def test_duplicate_in_the_last_second_is_not_answered_with_lifetime_0(ha):
+    # Lifetime 0 in an accepting reply reads as "deregistered" (RFC 5944 3.4).
+    data = request(ident=I0, lifetime=5)
+    accept(ha, data, T0)
+    reply, _ = accept(ha, data, T0 + 4.5)
     assert reply.lifetime == 1
 
 
@@ -431,8 +457,8 @@ def test_duplicate_of_a_capped_registration_reports_the_capped_remainder(ha):
     data = request(ident=I0, lifetime=0xFFFF)
     reply, _ = accept(ha, data, T0)
     assert reply.lifetime == 1800
-    reply, _ = accept(ha, data, T0 + 800)
-    assert reply.lifetime == 1000
+    reply, _ = accept(ha, data, T0 + 6)
+    assert reply.lifetime == 1794
 
 
 @pytest.mark.parametrize("asked, granted", [(0xFFFF, 1800), (1801, 1800), (1800, 1800), (1799, 1799), (1, 1)])

@@ -30,7 +30,7 @@ from homeagent.wire.registration import Flags, RegistrationRequest, ReplyCode, r
 _S, _T = int(Flags.S), int(Flags.T)
 _RESERVED = int(Flags.r | Flags.x)
 _UNOFFERED_ENCAPSULATION = int(Flags.M | Flags.G)  # we tunnel with IP-in-IP only (RFC 5944 section 4.1)
-_LIMITED_BROADCAST = 0xFFFFFFFF
+_NOT_CARE_OF_NETWORKS = frozenset({0, 127})  # 0/8 "this network" and 127/8 loopback (RFC 1122 3.2.1.3)
 _MHAE = int(ExtensionType.MOBILE_HOME_AUTH)
 _FHAE = int(ExtensionType.FOREIGN_HOME_AUTH)
 _UNKNOWN_HOME_AGENT = int(ReplyCode.UNKNOWN_HOME_AGENT_ADDRESS)
@@ -142,8 +142,9 @@ class Registrar:
                             request.home_address)
             return []
 
-        # (b): the Identification. An exact duplicate of the current registration is answered again
-        # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
+        # (b): the Identification. An exact duplicate of the current registration, its timestamp still within
+        # the tolerance, is answered again without extending its lifetime (3.8.2.2); anything else stale is
+        # a replay or a clock skew.
         hoa, coa = request.home_address, request.care_of_address
         held = self.bindings.lookup(hoa)
         last, current = held
@@ -156,6 +157,7 @@ class Registrar:
                 and b.flags == request.flags
                 and request.lifetime
                 and b.lifetime == min(request.lifetime, self._max_lifetime)
+                and self.replay.is_fresh(request.identification, None, now)  # a copy from longer ago: a replay
             ):
                 counters["accepted.duplicate"] += 1
                 # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
@@ -187,8 +189,10 @@ class Registrar:
             return ReplyCode.POORLY_FORMED_REQUEST
         if len(extensions) > 1 and sum(e.type == _MHAE for e in extensions) > 1:
             return ReplyCode.POORLY_FORMED_REQUEST  # 3.5.2: exactly one Mobile-Home Authentication Extension
-        if lifetime and (coa == hoa or coa == 0 or coa == _LIMITED_BROADCAST or coa >> 28 == 0xE):
-            return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach
+        if lifetime and (coa == hoa or coa >> 24 in _NOT_CARE_OF_NETWORKS or coa >> 28 >= 0xE
+                         or (self._home_mask and coa & self._home_mask == self._home_prefix)
+                         or coa in self._home_agent_addresses):
+            return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach (decision B)
         if hoa == 0 or hoa & self._home_mask != self._home_prefix:
             return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # 3.8.3.2: we assign no home addresses
         if hoa in self._reserved:
