@@ -1471,3 +1471,15 @@ def test_a_transfer_that_carries_what_it_missed_ends_you_lag():
     ha, member, adverts = _given_up_on_behind_a_transfer(0, packed_before_give_up=False)
     assert member.lagging_since is None and not ha.group.missed.has(ip(HA2))
     assert adverts and not any(a.flags & YOU_LAG for a in adverts)
+
+
+@pytest.mark.parametrize("care_of", [HA2, VIP, HA1])
+def test_a_members_address_is_no_care_of_address(care_of):
+    # A binding to another member's address would have that member tunnel to itself once it took over
+    # (decision B, docs/registration.md): refused with 134 by the member that answers, so never replicated.
+    ha, _ = lone(HA1, peers=(HA2,))
+    now = max(ha.next_timer() or 0, T0 + 3)
+    effects = ha.receive_datagram(registration(coa=ip(care_of), now=now), MN, VIP, now)
+    [reply] = [reply_of(e) for e in effects if isinstance(e, Send) and e.address == MN]
+    assert reply.code == 134 and HOA not in ha.bindings
+    assert not opened(effects)  # no Binding Update

@@ -248,7 +248,7 @@ def fitted(state: NodeState) -> tuple[NodeState, int]:
 
     Past the bound the merge rules no longer hold exactly: first the oldest tombstones are forgotten early
     (an older binding of their address held across a partition may come back); then, only for a node
-    holding ten bindings (the most a group grants, config ``simultaneous_bindings``), ``cleared`` is raised
+    holding ten bindings (the most a Home Agent grants, config ``simultaneous_bindings``), ``cleared`` is raised
     to the oldest of the ten newest bindings, which drops any older one. A node needs so many records only
     when it uses many simultaneous bindings and de-registers them one by one faster than they are
     forgotten (docs/protocol.md, "Merging after a partition")."""

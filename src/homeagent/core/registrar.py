@@ -142,9 +142,8 @@ class Registrar:
                             request.home_address)
             return []
 
-        # (b): the Identification. An exact duplicate of the current registration, its timestamp still within
-        # the tolerance, is answered again without extending its lifetime (3.8.2.2); anything else stale is
-        # a replay or a clock skew.
+        # (b): the Identification. An exact duplicate of the current registration is answered again
+        # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
         hoa, coa = request.home_address, request.care_of_address
         held = self.bindings.lookup(hoa)
         last, current = held
@@ -157,7 +156,6 @@ class Registrar:
                 and b.flags == request.flags
                 and request.lifetime
                 and b.lifetime == min(request.lifetime, self._max_lifetime)
-                and self.replay.is_fresh(request.identification, None, now)  # a copy from longer ago: a replay
             ):
                 counters["accepted.duplicate"] += 1
                 # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
@@ -191,7 +189,7 @@ class Registrar:
             return ReplyCode.POORLY_FORMED_REQUEST  # 3.5.2: exactly one Mobile-Home Authentication Extension
         if lifetime and (coa == hoa or coa >> 24 in _NOT_CARE_OF_NETWORKS or coa >> 28 >= 0xE
                          or (self._home_mask and coa & self._home_mask == self._home_prefix)
-                         or coa in self._home_agent_addresses):
+                         or coa in self._reserved):  # ours, the virtual address, the members'
             return ReplyCode.POORLY_FORMED_REQUEST  # a care-of address no tunnel can reach (decision B)
         if hoa == 0 or hoa & self._home_mask != self._home_prefix:
             return ReplyCode.ADMINISTRATIVELY_PROHIBITED  # 3.8.3.2: we assign no home addresses
