@@ -89,7 +89,7 @@ def in_process(count: int = 20_000, rounds: int = 5, turn: int = 64) -> dict[str
 
     from homeagent.core.effects import Tunnel, TunnelSet
     from homeagent.core.home_agent import HomeAgent
-    from homeagent.dataplane.bpf_maps import Map
+    from homeagent.dataplane.bpf_maps import LOCK, Map
     from homeagent.dataplane.bpf_program import build as build_program
     from homeagent.dataplane.ebpf import EbpfDataplane, FastPath, home_value
     from homeagent.dataplane.messages import encode_tunnels
@@ -101,14 +101,15 @@ def in_process(count: int = 20_000, rounds: int = 5, turn: int = 64) -> dict[str
     try:
         subprocess.run(["bpftool", "prog", "loadall", str(build_program()), str(pin / "progs"), "type", "classifier",
                         "pinmaps", str(pin / "maps")], check=True, capture_output=True)
-        value = home_value((Tunnel(0xC0000201, 0x7F000002, False),))
+        tunnel = (Tunnel(0xC0000201, 0x7F000002, False),)
         keys = [(0x0A010000 + 1 + n).to_bytes(4, "big") for n in range(count)]
-        batches = [(b"".join(keys[n:n + turn]), value * len(keys[n:n + turn])) for n in range(0, count, turn)]
+        values = [home_value(0x0A010000 + 1 + n, tunnel) for n in range(count)]
+        batches = [(b"".join(keys[n:n + turn]), b"".join(values[n:n + turn])) for n in range(0, count, turn)]
         for _ in range(rounds):
             homes = Map.open(pin / "maps" / "ha_homes")
             try:
                 t = time.perf_counter()
-                refused = [homes.update_batch(batch_keys, values) for batch_keys, values in batches]
+                refused = [homes.update_batch(batch_keys, values, LOCK) for batch_keys, values in batches]
                 best["kernel"] = min(best["kernel"], (time.perf_counter() - t) / count)
                 assert not any(refused), "the kernel refused values: the map is too small for --mobile-nodes"
                 assert not homes.delete_batch(b"".join(keys)), "values left behind"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -282,8 +283,9 @@ def test_a_daemon_that_dies_leaves_forwarding_on_and_the_next_takes_the_maps_ove
         assert outer_of(listener, b"next").dst == COA
         s.loop.call(s.dataplane.set_tunnels, a(HOME), (Tunnel(a(COA), a(HA), False),))  # the replay
         s.serve(True)  # commits first
-    homes = s.loop.call(lambda: list(s.dataplane.fast.homes.keys()))
-    assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone"
+    fast = s.dataplane.fast
+    homes = s.loop.call(lambda: [k for k in fast.homes.keys() if struct.unpack_from("=I", fast.homes.lookup(k), 8)[0]])
+    assert homes == [a(HOME).to_bytes(4, "big")], "10.1.0.51 was not replayed: gone (emptied, its key soon too)"
 
 
 def test_pins_lost_with_a_killed_daemon_the_next_pins_the_attached_program_again_and_takes_its_maps(s):
@@ -596,3 +598,28 @@ def test_a_batch_of_map_writes_goes_in_and_says_which_elements_were_refused(s, b
     finally:
         bpf_map.close()
         pin.unlink()
+
+
+def test_a_removed_binding_is_emptied_in_place_and_its_key_goes_a_grace_later(s):
+    """No value is freed under a packet (docs/dataplane.md, "No value is replaced or freed under a packet"):
+    a removal writes an empty value over the old one, which the program takes for no binding, and its key
+    is deleted only by a commit ``GRACE`` later. Every write is one BPF_MAP_UPDATE_BATCH with BPF_F_LOCK,
+    which the kernel takes (batching stays on)."""
+    fast = s.dataplane.fast
+    key = IPv4Address(HOME).packed
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"away"))
+        assert outer_of(listener, b"away").dst == COA
+    s.set_tunnels()  # de-registered
+    value = s.loop.call(fast.homes.lookup, key)
+    assert value is not None and value[4:8] == key and struct.unpack_from("=I", value, 8) == (0,), "emptied"
+    before = s.loop.call(fast.reasons)["encapsulated"]
+    with ipip_listener(s, "mn") as listener:
+        send_raw(s, udp(b"home again"))
+        with pytest.raises(AssertionError):
+            outer_of(listener, b"home again", timeout=0.5)
+    assert s.loop.call(fast.reasons)["encapsulated"] == before, "an empty value tunnels nothing"
+    assert fast.homes._batches, "the kernel took every batch: BPF_F_LOCK is a batch's element flag"
+    s.loop.call(fast._delete_emptied, time.monotonic())  # as a commit GRACE later does: its key goes
+    assert s.loop.call(fast.homes.lookup, key) is None

@@ -16,7 +16,8 @@ import pytest
 
 from homeagent.dataplane import Tunnel
 from homeagent.dataplane import ebpf
-from homeagent.dataplane.ebpf import MAX_TUNNELS, TOO_MANY, FastPath, _tunnels_of, home_value
+from homeagent.dataplane.bpf_maps import LOCK
+from homeagent.dataplane.ebpf import GRACE, MAX_TUNNELS, TOO_MANY, FastPath, _tunnels_of, home_value
 
 SOURCE = Path(ebpf.__file__).parent / "bpf" / "ha_ingress.c"
 
@@ -35,6 +36,7 @@ class FakeMap:
         self.data: dict[bytes, bytes] = {}
         self.writes = 0
         self.log = log if log is not None else []  # (map, "update" or "delete"): the order of the calls
+        self.flags: list[int] = []  # of each update_batch
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
         self.data[key] = value
@@ -51,8 +53,10 @@ class FakeMap:
         assert len(keys) % self.key_size == 0
         return [keys[n:n + self.key_size] for n in range(0, len(keys), self.key_size)]
 
-    def update_batch(self, keys: bytes, values: bytes) -> list[tuple[int, int]]:
+    def update_batch(self, keys: bytes, values: bytes, flags: int = 0) -> list[tuple[int, int]]:
         self.log.append((self.name, "update"))
+        self.flags.append(flags)
+        assert flags in (0, LOCK), "a batch takes no other element flags (the kernel: EINVAL)"
         split = self._split(keys)
         size = len(values) // len(split)
         for n, key in enumerate(split):
@@ -74,23 +78,34 @@ def fast_path(log: list[tuple[str, str]] | None = None) -> FastPath:
     return FastPath({name: FakeMap(name, log) for name in ebpf.MAPS})
 
 
+def held(fast: FastPath) -> list[bytes]:
+    """The home addresses whose values name a binding (a removed one's key stays, emptied, for GRACE)."""
+    return sorted(key for key in fast.homes.keys() if struct.unpack_from("=I", fast.homes.lookup(key), 8)[0])
+
+
 def test_the_value_layout_matches_the_c_program():
     text = SOURCE.read_text()
     assert f"#define MAX_TUNNELS {MAX_TUNNELS} " in text
     assert "#define TOO_MANY 0xffffffff" in text and TOO_MANY == 0xFFFFFFFF
     tunnels = (Tunnel(a("10.2.0.10"), a("10.1.0.1"), True), Tunnel(a("10.3.0.10"), a("10.1.0.1"), False))
-    value = home_value(tunnels)
-    assert len(value) == 4 + 12 * MAX_TUNNELS  # struct home: count, then (care_of, source, flags) each
-    assert struct.unpack_from("=I", value) == (2,)
-    assert value[4:8] == IPv4Address("10.2.0.10").packed, "addresses in network byte order"
-    assert struct.unpack_from("=I", value, 12) == (1,) and struct.unpack_from("=I", value, 24) == (0,)
+    value = home_value(a("10.1.0.50"), tunnels)
+    assert len(value) == 4 + 4 + 4 + 12 * MAX_TUNNELS  # lock, home, count, then (care_of, source, flags)
+    assert value[:4] == bytes(4) and value[4:8] == IPv4Address("10.1.0.50").packed
+    assert struct.unpack_from("=I", value, 8) == (2,)
+    assert value[12:16] == IPv4Address("10.2.0.10").packed, "addresses in network byte order"
+    assert struct.unpack_from("=I", value, 20) == (1,) and struct.unpack_from("=I", value, 32) == (0,)
     assert _tunnels_of(value) == tunnels
+    text = SOURCE.read_text()
+    layout = text[text.index("struct home {"):]
+    fields = [layout.index(f) for f in ("struct bpf_spin_lock lock;", "__u32 home;", "__u32 count;",
+                                        "struct tunnel tunnels[MAX_TUNNELS];", "};")]
+    assert fields == sorted(fields), "the C struct in the same order"
 
 
 def test_more_tunnels_than_a_value_holds_are_marked_for_the_slow_path():
     tunnels = tuple(Tunnel(a("10.2.0.1") + n, a("10.1.0.1"), False) for n in range(MAX_TUNNELS + 1))
-    value = home_value(tunnels)
-    assert struct.unpack_from("=I", value) == (TOO_MANY,)
+    value = home_value(a("10.1.0.50"), tunnels)
+    assert struct.unpack_from("=I", value, 8) == (TOO_MANY,) and value[4:8] == IPv4Address("10.1.0.50").packed
     assert _tunnels_of(value) == ()
 
 
@@ -106,10 +121,10 @@ def test_shared_care_of_addresses_and_sources_stay_until_their_last_binding_goes
     fast.set_tunnels(one, (Tunnel(care_of, source, True),), ())
     fast.commit()
     assert fast.maps["ha_care_of"].keys() and fast.maps["ha_sources"].keys(), "still the other's"
-    assert fast.reverse.keys() == [] and fast.homes.keys() == [IPv4Address(two).packed]
+    assert fast.reverse.keys() == [] and held(fast) == [IPv4Address(two).packed]
     fast.set_tunnels(two, (Tunnel(care_of, source, False),), ())
     fast.commit()
-    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes"))
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources")) and held(fast) == []
 
 
 def test_a_changed_t_flag_moves_the_reverse_key_and_keeps_the_counters():
@@ -146,7 +161,8 @@ def test_adopting_a_dead_daemons_maps_rebuilds_keys_and_references():
     assert len(fast.reverse.keys()) == 1
     fast.set_tunnels(home, fast.tunnels_of(home), ())
     fast.commit()
-    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_reverse"))
+    assert held(fast) == []
 
 
 def test_a_home_address_with_more_tunnels_than_a_value_holds_survives_a_restart_and_goes_when_stale():
@@ -170,7 +186,7 @@ def test_a_home_address_with_more_tunnels_than_a_value_holds_survives_a_restart_
     fast.set_tunnels(kept, (), many)  # the replay sets it again (other's value names its tunnel: counted)
     fast.set_tunnels(gone, (), ())  # not set again: removed at the first serve, its tunnels unknown
     fast.commit()
-    assert sorted(fast.homes.keys()) == sorted(IPv4Address(h).packed for h in (kept, other))
+    assert held(fast) == sorted(IPv4Address(h).packed for h in (kept, other))
     fast.sweep({kept: many, other: many[:1]})
     assert len(fast.reverse.keys()) == len(many) + 1, "the stale one's keys are gone, the others' stay"
     assert len(fast.maps["ha_care_of"].keys()) == len(many)
@@ -178,13 +194,14 @@ def test_a_home_address_with_more_tunnels_than_a_value_holds_survives_a_restart_
     for home, tunnels in ((kept, many), (other, many[:1])):
         fast.set_tunnels(home, tunnels, ())
     fast.commit()
-    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_homes", "ha_reverse"))
+    assert all(fast.maps[name].keys() == [] for name in ("ha_care_of", "ha_sources", "ha_reverse"))
+    assert held(fast) == []
 
 
 def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
     """Nothing is written before ``commit``, which the runtime makes before the turn's replies: then one
     BPF_MAP_UPDATE_BATCH a map for the keys the values refer to, one for the home addresses' values, one
-    DELETE_BATCH for the removed; the table as set so far reads back from what waits."""
+    for the removed (emptied in place, where they are); the table as set so far reads back from what waits."""
     log: list[tuple[str, str]] = []
     fast = fast_path(log)
     source = a("10.1.0.1")
@@ -196,13 +213,14 @@ def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
     fast.set_tunnels(homes[4], (Tunnel(a("10.2.0.14"), source, True),), ())  # gone before the commit
     assert fast.tunnels_of(homes[4]) == ()
     fast.commit()
-    assert sorted(fast.homes.keys()) == [IPv4Address(h).packed for h in homes[:4]]
+    assert held(fast) == [IPv4Address(h).packed for h in homes[:4]]
     assert len(fast.maps["ha_care_of"].keys()) == 4 and len(fast.reverse.keys()) == 4
     assert len(fast.maps["ha_sources"].keys()) == 1
     updates = [name for name, op in log if op == "update"]
     assert sorted(updates) == ["ha_care_of", "ha_homes", "ha_reverse", "ha_sources"], "one call a map"
     assert updates[-1] == "ha_homes", "the keys a value refers to are in before it"
-    assert log.index(("ha_homes", "update")) < log.index(("ha_homes", "delete")), "then the removals"
+    assert fast.homes.flags == [LOCK], "values and removals in place under their lock, in one call"
+    assert ("ha_homes", "delete") not in log, "the removed (emptied: never written before) go a grace later"
     assert fast.failures == 0, "removing what never went in is no failure"
     calls = len(log)
     fast.commit()
@@ -211,7 +229,7 @@ def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
 
 def test_a_value_the_map_refuses_is_counted():
     fast = fast_path()
-    fast.homes.update_batch = lambda keys, values: [(0, 7)]  # E2BIG: the map is full
+    fast.homes.update_batch = lambda keys, values, flags: [(0, 7)]  # E2BIG: the map is full
     fast.set_tunnels(a("10.1.0.50"), (), (Tunnel(a("10.2.0.10"), a("10.1.0.1"), False),))
     fast.commit()
     assert fast.failures == 1
@@ -245,7 +263,7 @@ def test_keys_no_longer_wanted_go_after_the_values_and_a_key_wanted_again_stays(
     fast.set_tunnels(home, (), (new,))
     fast.commit()
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(new.care_of_address).packed]
-    assert len(fast.reverse.keys()) == 1 and fast.homes.keys() == [IPv4Address(home).packed]
+    assert len(fast.reverse.keys()) == 1 and held(fast) == [IPv4Address(home).packed]
 
 
 def test_a_kernel_without_batch_commands_is_written_one_element_a_call(monkeypatch):
@@ -297,7 +315,8 @@ def test_the_layouts_written_here_are_the_compiled_programs(tmp_path):
     assert size == ebpf._CONFIG.size
     assert offsets == {"serving": 0, "tun_ifindex": 4, "mtu": 8, "ttl": 12, "home_ifindex": 16, "mac": 20,
                        "vmac": 26, "vmac_until": 32}, "as _CONFIG packs them"
-    assert structs["home"][0] == len(home_value(()))
+    assert structs["home"][0] == len(home_value(0, ()))
+    assert structs["home"][1] == {"lock": 0, "home": 4, "count": 8, "tunnels": 12}, "as _HOMES packs them"
     assert structs["tunnel"][0] == ebpf._TUNNEL.size
 
 
@@ -321,12 +340,12 @@ def test_after_a_restart_the_first_serve_cleans_up_at_the_end_of_its_turn_not_be
     plane.set_tunnels(downloaded, (tunnel,))  # ... and its bindings, in the same turn
     assert fast.homes.lookup(IPv4Address(stale).packed) is not None, "nothing cleaned up within the turn"
     plane.commit()  # the end of the turn
-    assert fast.homes.keys() == [IPv4Address(downloaded).packed], "the stale one went, the downloaded stayed"
+    assert held(fast) == [IPv4Address(downloaded).packed], "the stale one went, the downloaded stayed"
     assert fast.stats.keys() == [stats], "with its counters"
     assert fast.maps["ha_care_of"].keys() == [IPv4Address(tunnel.care_of_address).packed]
     assert len(fast.reverse.keys()) == 1
     plane.commit()
-    assert fast.homes.keys() == [IPv4Address(downloaded).packed], "once"
+    assert held(fast) == [IPv4Address(downloaded).packed], "once"
 
 
 def test_the_virtual_macs_lease_is_inherited_after_a_restart_renewed_only_while_serving():
@@ -351,3 +370,48 @@ def test_the_virtual_macs_lease_is_inherited_after_a_restart_renewed_only_while_
     assert until() == 0, "a member that stands down gives the MAC up at once"
     plane._write_config()
     assert until() == 0, "and the inherited lease is not brought back"
+
+
+def test_a_removed_binding_is_emptied_in_place_and_its_key_deleted_a_grace_later(monkeypatch):
+    """A packet may still read the value a removal ends (bpf/ha_ingress.c, above ha_homes): it is emptied in
+    place (count 0: no binding), and its key deleted by a commit GRACE later, unless set again meanwhile."""
+    clock = [1000.0]
+    monkeypatch.setattr(ebpf.time, "monotonic", lambda: clock[0])
+    fast = fast_path()
+    source = a("10.1.0.1")
+    gone, back = a("10.1.0.50"), a("10.1.0.51")
+    tunnel = {home: (Tunnel(a("10.2.0.10") + (home - gone), source, False),) for home in (gone, back)}
+    for home in (gone, back):
+        fast.set_tunnels(home, (), tunnel[home])
+    fast.commit()
+    for home in (gone, back):
+        fast.set_tunnels(home, tunnel[home], ())
+    fast.commit()
+    keys = sorted(IPv4Address(h).packed for h in (gone, back))
+    assert sorted(fast.homes.keys()) == keys and held(fast) == [], "emptied, not deleted"
+    assert all(fast.homes.lookup(k) == home_value(int.from_bytes(k, "big"), ()) for k in keys)
+    assert fast.tunnels_of(gone) == ()
+    clock[0] += GRACE / 2
+    fast.set_tunnels(back, (), tunnel[back])  # registered again within the grace
+    fast.commit()
+    assert sorted(fast.homes.keys()) == keys
+    clock[0] += GRACE
+    fast.commit()  # any later commit, with nothing else to do
+    assert fast.homes.keys() == [IPv4Address(back).packed] and held(fast) == [IPv4Address(back).packed]
+    assert fast.tunnels_of(back) == tunnel[back]
+
+
+def test_adopting_leaves_out_what_the_dead_daemon_had_emptied_and_deletes_it_a_grace_later(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(ebpf.time, "monotonic", lambda: clock[0])
+    fast = fast_path()
+    home, emptied = a("10.1.0.50"), a("10.1.0.51")
+    fast.set_tunnels(home, (), (Tunnel(a("10.2.0.10"), a("10.1.0.1"), False),))
+    fast.commit()
+    fast.homes.update(IPv4Address(emptied).packed, home_value(emptied, ()))  # its last removal
+    assert fast.adopt() == {home}, "an emptied value names no binding"
+    fast.commit()
+    assert IPv4Address(emptied).packed in fast.homes.keys()
+    clock[0] += GRACE
+    fast.commit()
+    assert fast.homes.keys() == [IPv4Address(home).packed]

@@ -21,8 +21,8 @@ from pathlib import Path
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
 OBJ_GET, OBJ_GET_INFO_BY_FD = 7, 15
 MAP_UPDATE_BATCH, MAP_DELETE_BATCH = 26, 27  # Linux 5.6
-# update flags
-ANY, NOEXIST, EXIST = 0, 1, 2
+# update flags; LOCK: copy the value in under its bpf_spin_lock, in place where the key exists (BPF_F_LOCK)
+ANY, NOEXIST, EXIST, LOCK = 0, 1, 2, 4
 ENOENT, EINVAL, EOPNOTSUPP, ENOTSUPP = 2, 22, 95, 524  # ENOTSUPP: the kernel's own, for "no batch ops"
 PERCPU_TYPES = frozenset({5, 6, 10, 21})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 
@@ -175,19 +175,20 @@ class Map:
             raise _error(MAP_DELETE_ELEM)
         return True
 
-    def update_batch(self, keys: bytes, values: bytes) -> list[tuple[int, int]]:
+    def update_batch(self, keys: bytes, values: bytes, flags: int = ANY) -> list[tuple[int, int]]:
         """Write every element of ``keys`` and ``values`` (each the concatenation of whole keys, whole
         values) in as few system calls as the kernel allows: one, unless an element is refused (a full
         map). Returns (index, errno) of each element refused; the others are written. Where the kernel
-        has no batch operations (before 5.6) the elements go one call each."""
-        refused = self._batch(MAP_UPDATE_BATCH, keys, values)
+        has no batch operations (before 5.6) the elements go one call each. ``flags`` apply to each
+        element (``LOCK``)."""
+        refused = self._batch(MAP_UPDATE_BATCH, keys, values, flags)
         if refused is not None:
             return refused
         failures: list[tuple[int, int]] = []
         ks, vs = self.key_size, self.value_size
         for n in range(len(keys) // ks):
             try:
-                self.update(keys[n * ks:(n + 1) * ks], values[n * vs:(n + 1) * vs])
+                self.update(keys[n * ks:(n + 1) * ks], values[n * vs:(n + 1) * vs], flags)
             except BpfError as exc:
                 failures.append((n, exc.errno or 0))
         return failures
@@ -201,7 +202,8 @@ class Map:
         ks = self.key_size
         return [(n, ENOENT) for n in range(len(keys) // ks) if not self.delete(keys[n * ks:(n + 1) * ks])]
 
-    def _batch(self, command: int, keys: bytes, values: bytes | None) -> list[tuple[int, int]] | None:
+    def _batch(self, command: int, keys: bytes, values: bytes | None,
+               flags: int = ANY) -> list[tuple[int, int]] | None:
         """The elements refused by one MAP_*_BATCH call (made again past each element the kernel stops at:
         it stops at the first it refuses), or None where the kernel or the map type has no batch
         operations (then the caller goes one element a call, from then on)."""
@@ -219,7 +221,7 @@ class Map:
         done = 0
         while done < count:
             _BATCH_ATTR.pack_into(attr, 0, 0, 0, keys_at + done * ks, values_at and values_at + done * vs,
-                                  count - done, self.fd, 0, 0)
+                                  count - done, self.fd, flags, 0)
             if _syscall(_NR, command, attr, _BATCH_ATTR.size) >= 0:
                 break
             errno = ctypes.get_errno()

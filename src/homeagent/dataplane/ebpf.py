@@ -22,12 +22,13 @@ import os
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from homeagent.dataplane import Tunnel
-from homeagent.dataplane.bpf_maps import ENOENT, Map
+from homeagent.dataplane.bpf_maps import ENOENT, LOCK, Map
 from homeagent.dataplane.bpf_program import MAPS, PIN_ROOT, Attachment, BpfUnavailable, build
 from homeagent.dataplane.userspace import UserspaceDataplane
 from homeagent.wire.ip import DEFAULT_TTL
@@ -57,6 +58,9 @@ VIRTUAL_MAC_LEASE = 1.0  # seconds the program gives the virtual MAC for after t
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
 _ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
+# A struct home begins with its bpf_spin_lock, 4 bytes the kernel keeps (written with LOCK, it ignores ours).
+_LOCK = bytes(4)
+GRACE = 1.0  # seconds an emptied value stays before its key is deleted: longer than a packet holds a pointer
 _ONE = struct.pack("=I", 1)
 # Packers made once: a new binding's map upkeep is on the registration path.
 _address = struct.Struct("!I").pack
@@ -70,22 +74,27 @@ def _native(n: int) -> int:
     return int.from_bytes(struct.pack("=I", n), "big")
 
 
-# A struct home of n tunnels, one pack: count, n times (care-of, source, flags), zeros for the rest.
-_HOMES = [struct.Struct(f"!I{'III' * n}{_TUNNEL.size * (MAX_TUNNELS - n)}x") for n in range(MAX_TUNNELS + 1)]
+# A struct home of n tunnels, one pack: the lock, the home address, count, n times (care-of, source, flags),
+# zeros for the rest.
+_HOMES = [struct.Struct(f"!{len(_LOCK)}xII{'III' * n}{_TUNNEL.size * (MAX_TUNNELS - n)}x")
+          for n in range(MAX_TUNNELS + 1)]
+_COUNT_AT = len(_LOCK) + 4  # where a struct home's count is
 _COUNTS = [_native(n) for n in range(MAX_TUNNELS + 1)]
 _FLAGS = (_native(0), _native(FLAG_REVERSE))
-_TOO_MANY_VALUE = struct.pack("=I", TOO_MANY) + _ZERO_TUNNEL * MAX_TUNNELS
+_TOO_MANY = _native(TOO_MANY)
 
 
-def home_value(tunnels: tuple[Tunnel, ...]) -> bytes:
-    """The ``struct home`` of ha_homes for these tunnels (more than MAX_TUNNELS: all to the slow path)."""
+def home_value(home: int, tunnels: tuple[Tunnel, ...]) -> bytes:
+    """The ``struct home`` of ha_homes for ``home``'s tunnels (none: the binding is gone; more than
+    MAX_TUNNELS: all to the slow path). The home address in it is the program's check that the element it
+    read is still this home address's (bpf/ha_ingress.c, above ha_homes)."""
     count = len(tunnels)
     if count == 1:  # the usual binding: ~0.1 us, half the cost of joining its parts
         care_of, source, reverse = tunnels[0]
-        return _HOMES[1].pack(_COUNTS[1], care_of, source, _FLAGS[reverse])
+        return _HOMES[1].pack(home, _COUNTS[1], care_of, source, _FLAGS[reverse])
     if count > MAX_TUNNELS:
-        return _TOO_MANY_VALUE
-    fields = [_COUNTS[count]]
+        return _HOMES[0].pack(home, _TOO_MANY)
+    fields = [home, _COUNTS[count]]
     for care_of, source, reverse in tunnels:
         fields += (care_of, source, _FLAGS[reverse])
     return _HOMES[count].pack(*fields)
@@ -157,7 +166,14 @@ class FastPath:
     the write every new binding makes (one ``BPF_MAP_UPDATE_BATCH``), then the removals: ~0.8 us a value
     in a batch where one call each cost ~1.7 us, on the registration path; and a new care-of address's
     key no longer a call of its own. The runtime commits before it sends the replies of the loop turn
-    that made the changes (docs/dataplane.md, "A reply means forwarding")."""
+    that made the changes (docs/dataplane.md, "A reply means forwarding").
+
+    A value the program may be reading is never replaced or freed (bpf/ha_ingress.c, above ha_homes):
+    every value is written in place under its lock (``LOCK``), a removal as an empty value (count 0, which
+    the program takes for no binding), and the key of an emptied value is deleted by a commit at least
+    ``GRACE`` later, unless it was set again meanwhile. Each value names its home address, which the
+    program checks: an element freed and handed to another home address under a packet is not read as
+    this one's."""
 
     def __init__(self, maps: dict[str, Map]) -> None:
         self.maps = maps
@@ -168,6 +184,8 @@ class FastPath:
         self.reverse = self.maps["ha_reverse"]
         self.stats = self.maps["ha_stats"]
         self._pending: dict[bytes, bytes | None] = {}  # ha_homes key -> its value, None to remove, till commit
+        self._emptied: dict[bytes, float] = {}  # ha_homes key -> when its value was emptied, till deleted
+        self._emptying: deque[tuple[float, bytes]] = deque()  # (when, key), oldest first; stale ones skipped
         self._found: dict[Map, list[bytes]] = {}  # the keys adopt found, for sweep
         self.failures = 0  # values the kernel refused (a full map): those home addresses take the slow path
 
@@ -177,7 +195,9 @@ class FastPath:
         written at the commit."""
         key = _address(home)
         if new:
-            self._pending[key] = home_value(new)
+            self._pending[key] = home_value(home, new)
+            if self._emptied:  # set again before its key went: it stays
+                self._emptied.pop(key, None)
         else:  # with old, or not: a value whose tunnels are unknown here (TOO_MANY, adopted) goes too
             self._pending[key] = None
         keys = self._keys  # what is added first, then what goes: a shared key then stays, unwritten
@@ -210,9 +230,10 @@ class FastPath:
             raise BpfUnavailable(f"the ebpf backend cannot open its maps: {exc}") from None
 
     def commit(self) -> None:
-        """Write what was gathered since the last commit: the wanted keys, the values (one call for the
-        writes, one for removals), then delete the keys no value refers to any more. An element the kernel
-        refuses is counted and logged (once), never raised: the replies waiting on the commit must go."""
+        """Write what was gathered since the last commit: the wanted keys, the values (one call, a
+        removal as an empty value, in place), delete the keys of values emptied ``GRACE`` ago or more, then
+        the keys no value refers to any more. An element the kernel refuses is
+        counted and logged (once), never raised: the replies waiting on the commit must go."""
         keys, pending = self._keys, self._pending
         if keys.wanted:
             wanted, keys.wanted = keys.wanted, {}
@@ -220,15 +241,20 @@ class FastPath:
                 if written:
                     self._refused(bpf_map, list(written), bpf_map.update_batch(b"".join(written),
                                                                                  _ONE * len(written)))
-        if pending:
-            self._pending = {}
-            writes = [key for key, value in pending.items() if value is not None]
-            if writes:
-                values = b"".join([value for value in pending.values() if value is not None])
-                self._refused(self.homes, writes, self.homes.update_batch(b"".join(writes), values))
-            if len(writes) < len(pending):
-                removals = [key for key, value in pending.items() if value is None]
-                self.homes.delete_batch(b"".join(removals))  # ENOENT: added and removed before a commit
+        now = time.monotonic()
+        if pending:  # removals written as empty values, with the others: one call (BPF_EXIST is refused in
+            self._pending = {}  # a batch; an empty value for a key never written is deleted as the others)
+            values = [value if value is not None else _HOMES[0].pack(int.from_bytes(key, "big"), 0)
+                      for key, value in pending.items()]
+            home_keys = list(pending)
+            self._refused(self.homes, home_keys, self.homes.update_batch(b"".join(home_keys), b"".join(values), LOCK))
+            for key, value in pending.items():
+                if value is None:
+                    self._emptied[key] = now
+                    self._emptying.append((now, key))
+        emptying = self._emptying
+        if emptying and emptying[0][0] <= now - GRACE:
+            self._delete_emptied(now - GRACE)
         if keys.unwanted:
             unwanted, keys.unwanted = keys.unwanted, {}
             for bpf_map, deleted in unwanted.items():
@@ -236,6 +262,18 @@ class FastPath:
                     gone = list(deleted)
                     self._refused(bpf_map, gone, [(n, errno) for n, errno in bpf_map.delete_batch(b"".join(gone))
                                                   if errno != ENOENT])  # never made: counters with no packet
+
+    def _delete_emptied(self, before: float) -> None:
+        """Delete the keys of the values emptied at or before ``before`` and not set again since."""
+        emptying, emptied = self._emptying, self._emptied
+        due = []
+        while emptying and emptying[0][0] <= before:
+            at, key = emptying.popleft()
+            if emptied.get(key) == at:
+                del emptied[key]
+                due.append(key)
+        if due:
+            self.homes.delete_batch(b"".join(due))  # ENOENT: refused when it was emptied, never written
 
     def _refused(self, bpf_map: Map, keys: list[bytes], refused: list[tuple[int, int]]) -> None:
         for n, errno in refused:
@@ -256,11 +294,22 @@ class FastPath:
 
     def adopt(self) -> set[int]:
         """Take the maps over as a previous daemon left them, writing nothing: the home addresses in them,
-        with the references of the tunnels their values name rebuilt (the counts were the dead daemon's).
+        with the references of the tunnels their values name rebuilt (the counts were the dead daemon's);
+        the keys of values it had emptied are deleted a grace from now, as ours.
         Keys of bindings gone since stay until ``sweep``, once the table has been set again."""
-        homes = {int.from_bytes(key, "big") for key in self.homes.keys()}
-        for home in homes:
-            self.set_tunnels(home, (), self.tunnels_of(home), drop_stats=False)
+        homes = set()
+        now = time.monotonic()
+        for key in self.homes.keys():
+            value = self.homes.lookup(key)
+            if value is None:
+                continue
+            if not struct.unpack_from("=I", value, _COUNT_AT)[0]:  # emptied by it: its key goes a grace on
+                self._emptied[key] = now
+                self._emptying.append((now, key))
+                continue
+            home = int.from_bytes(key, "big")
+            homes.add(home)
+            self.set_tunnels(home, (), _tunnels_of(value), drop_stats=False)
         self._pending.clear()  # every value is in the map, and the keys they name before them
         self._keys.wanted.clear()
         # What sweep will look at, read now (at start, one system call a key) rather than at the first
@@ -641,12 +690,12 @@ def _key_text(key: bytes) -> str:
 
 def _tunnels_of(value: bytes) -> tuple[Tunnel, ...]:
     """The tunnels a ``struct home`` holds (TOO_MANY: none known here)."""
-    (count,) = struct.unpack_from("=I", value)
+    (count,) = struct.unpack_from("=I", value, _COUNT_AT)
     if count == TOO_MANY or count > MAX_TUNNELS:
         return ()
     out = []
     for n in range(count):
-        care_of, source, flags = _TUNNEL.unpack_from(value, 4 + n * _TUNNEL.size)
+        care_of, source, flags = _TUNNEL.unpack_from(value, _COUNT_AT + 4 + n * _TUNNEL.size)
         out.append(Tunnel(int.from_bytes(care_of, "big"), int.from_bytes(source, "big"), bool(flags & FLAG_REVERSE)))
     return tuple(out)
 

@@ -69,7 +69,9 @@ struct tunnel {
 };
 
 struct home {
-	__u32 count;        /* tunnels in use, or TOO_MANY */
+	struct bpf_spin_lock lock;  /* the daemon writes a value in place under it (BPF_F_LOCK); read under it */
+	__u32 home;         /* the key: an element freed and given to another home address is not read as ours */
+	__u32 count;        /* tunnels in use, or TOO_MANY; 0: the binding is gone (its key goes a second later) */
 	struct tunnel tunnels[MAX_TUNNELS];
 };
 
@@ -119,10 +121,16 @@ struct {
 	__type(value, struct config);
 } ha_config SEC(".maps");
 
-/* Not preallocated, though an element from a preallocated pool costs the daemon ~0.3 us a write in a batch
- * against ~0.8 us allocated: a preallocated element that an update replaces or a delete frees is reused at
- * once, not after an RCU grace period, so encapsulate() could read another home address's tunnels through
- * the pointer it holds, and send one mobile node's traffic to another's care-of address. */
+/* An element a delete frees, or an update replaces, may be handed out again at once (preallocated or not:
+ * since Linux 6.1 the allocator keeps freed elements per CPU for reuse), while encapsulate() still holds a
+ * pointer to it, and it would read another home address's tunnels: one mobile node's traffic sent to
+ * another's care-of address. So the daemon never replaces or frees a value a packet may be reading: it
+ * writes values in place under the value's lock (BPF_F_LOCK), a removal as count 0, and deletes a key only
+ * a second after it was emptied, longer than a packet holds a pointer to a value it will use
+ * (dataplane/ebpf.py, GRACE). The program copies what it needs under the same lock, and checks that the
+ * value still names the home address it looked up: a packet that looked up an emptied value just before
+ * its key went, and was held up until the element was handed to another home address, reads that
+ * address's value, and drops it for not being its own. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 18);
@@ -278,9 +286,17 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 
 	if (!home)
 		return TC_ACT_OK;  /* not ours: whatever the host does with it */
+	struct tunnel tunnels[MAX_TUNNELS];
+	bpf_spin_lock(&home->lock);  /* one value, whole: never half of a write the daemon makes in place */
+	__u32 owner = home->home;
+	__u32 count_ = home->count;
+	__builtin_memcpy(tunnels, home->tunnels, sizeof(tunnels));
+	bpf_spin_unlock(&home->lock);
+	if (count_ == 0 || owner != home_address)
+		return TC_ACT_OK;  /* gone (its key waits out the grace), or no longer its element: not ours */
 	if (!cfg->serving)
 		return count(PASS_NOT_SERVING, TC_ACT_OK);
-	if (home->count == TOO_MANY || home->count == 0 || home->count > MAX_TUNNELS)
+	if (count_ == TOO_MANY || count_ > MAX_TUNNELS)
 		return slow_path(skb, cfg, PASS_TOO_MANY);
 	if (inner->ihl != 5)
 		return slow_path(skb, cfg, PASS_OPTIONS);
@@ -303,7 +319,6 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 	if (!outer.frag_off)
 		outer.id = bpf_get_prandom_u32();  /* it may be fragmented on the way: an identification */
 	__u8 inner_ttl = inner->ttl;
-	__u32 count_ = home->count;
 
 	/* Every copy's egress first, before the packet is touched: one without a FIB result or a neighbour
 	 * sends the whole datagram to the slow path, whose raw socket makes the kernel resolve it. */
@@ -317,12 +332,12 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		fib.tos = outer.tos;
 		fib.l4_protocol = IPPROTO_IPIP;
 		fib.tot_len = outer_len;
-		__u32 care_of = home->tunnels[i].care_of;
+		__u32 care_of = tunnels[i].care_of;
 		struct path_mtu *path = bpf_map_lookup_elem(&ha_path_mtu, &care_of);
 		if (path && outer_len > path->mtu && path->until_ns > bpf_ktime_get_ns())
 			return slow_path(skb, cfg, PASS_TOO_BIG);
-		fib.ipv4_src = home->tunnels[i].source;
-		fib.ipv4_dst = home->tunnels[i].care_of;
+		fib.ipv4_src = tunnels[i].source;
+		fib.ipv4_dst = tunnels[i].care_of;
 		fib.ifindex = skb->ingress_ifindex;
 		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 			return slow_path(skb, cfg, PASS_NO_NEIGHBOUR);
@@ -330,8 +345,6 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		__builtin_memcpy(hops[i].dmac, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(hops[i].smac, fib.smac, ETH_ALEN);
 	}
-	struct tunnel tunnels[MAX_TUNNELS];
-	__builtin_memcpy(tunnels, home->tunnels, sizeof(tunnels));  /* the map value may change under us */
 
 	/* Room for the outer header between the MAC header and the datagram (packet pointers die here).
 	 * Every write below is checksum-neutral for a CHECKSUM_COMPLETE skb: a valid IPv4 header sums to
@@ -494,8 +507,11 @@ static __always_inline int answer_arp(struct __sk_buff *skb, struct config *cfg)
 		return TC_ACT_OK;
 	__builtin_memcpy(&target, arp->tpa, 4);
 	__builtin_memcpy(&sender, arp->spa, 4);
-	if (sender == 0 || sender == target || !bpf_map_lookup_elem(&ha_homes, &target))
+	if (sender == 0 || sender == target)
 		return TC_ACT_OK;
+	struct home *home = bpf_map_lookup_elem(&ha_homes, &target);
+	if (!home || !*(volatile __u32 *)&home->count || *(volatile __u32 *)&home->home != target)
+		return TC_ACT_OK;  /* not away, or gone (aligned words: no lock needed to read one) */
 	if (has_vmac(cfg) && !vmac_held(cfg))
 		return TC_ACT_OK;  /* the group's MAC is not ours to give: our daemon is gone or has not served yet */
 	const __u8 *mac = has_vmac(cfg) ? cfg->vmac : cfg->mac;
