@@ -168,13 +168,12 @@ class MobileNode:
                 sock.bind((str(care_of_address), 0))  # for a co-located care-of address is that address
             sock.connect((str(self.home_agent), self.port))
             while True:
-                datagram = self.request(care_of_address, lifetime, flags)
-                sent = RegistrationRequest.parse(datagram)
-                answer = self._exchange(sock, datagram, sent, timeout, retries)
+                answer = self._exchange(sock, lambda: self.request(care_of_address, lifetime, flags), timeout,
+                                        retries)
                 attempts += 1
                 if answer is None:
                     raise TimeoutError(f"no reply from {self.home_agent}:{self.port}")
-                reply, authenticated = answer
+                reply, sent, authenticated = answer
                 if reply.code == ReplyCode.IDENTIFICATION_MISMATCH and not resynchronised:
                     self.identifications.resynchronise(sent.identification, reply.identification)
                     resynchronised = True
@@ -182,13 +181,19 @@ class MobileNode:
                 return Outcome(reply, sent, attempts, resynchronised, authenticated)
 
     def _exchange(
-        self, sock: socket.socket, datagram: bytes, sent: RegistrationRequest, timeout: float, retries: int
-    ) -> tuple[RegistrationReply, bool] | None:
-        """The first authenticated reply to ``sent``, with True. Failing that, an unauthenticated 131, with
+        self, sock: socket.socket, build: Callable[[], bytes], timeout: float, retries: int
+    ) -> tuple[RegistrationReply, RegistrationRequest, bool] | None:
+        """The first authenticated reply to one of the requests sent, with that request and True. Each
+        retransmission is a new request from ``build``, with a new Identification (RFC 5944 3.6.3: with
+        timestamps it counts as a new registration; the Home Agent answers an old copy only within its
+        replay tolerance), and a reply to any of them counts. Failing that, an unauthenticated 131, with
         False, once the attempt it came in has run out: a genuine reply racing a forged 131 still wins, and
         sending the same request again would only be refused again. None when nothing came."""
-        refusal: RegistrationReply | None = None
+        refusal: tuple[RegistrationReply, RegistrationRequest] | None = None
+        sent: list[RegistrationRequest] = []
         for attempt in range(retries + 1):
+            datagram = build()
+            sent.append(RegistrationRequest.parse(datagram))
             try:
                 sock.send(datagram)
             except ConnectionRefusedError:  # an ICMP error for the last one, reported here: send again
@@ -202,14 +207,16 @@ class MobileNode:
                     break
                 except ConnectionRefusedError:
                     continue
-                try:
-                    return self.check_reply(data, sent), True
-                except UnauthenticatedRefusal as exc:
-                    refusal = refusal or exc.reply
-                except ReplyError:
-                    continue
+                for request in reversed(sent):  # the newest first: the one most replies answer
+                    try:
+                        return self.check_reply(data, request), request, True
+                    except UnauthenticatedRefusal as exc:
+                        refusal = refusal or (exc.reply, request)
+                        break
+                    except ReplyError:
+                        continue
             if refusal is not None:
-                return refusal, False
+                return refusal[0], refusal[1], False
         return None
 
 

@@ -302,6 +302,26 @@ def test_register_never_believes_an_unauthenticated_accept(fake_ha):
         node.register(IPv4Address(COA), 600, timeout=0.05, retries=1)
 
 
+def test_each_retransmission_is_a_new_request_and_a_late_reply_to_an_earlier_one_counts(fake_ha):
+    """RFC 5944 3.6.3: with timestamps a retransmission carries a new Identification (the Home Agent
+    answers an old copy of a request only within its replay tolerance). The reply to the first request,
+    late, still answers the registration."""
+    received: list[RegistrationRequest] = []
+
+    def answer(req: RegistrationRequest) -> list[bytes]:
+        received.append(req)
+        if len(received) < 3:
+            return []  # lost
+        return answers((0, SA))(received[0])  # at last, the answer to the first one
+
+    outcome = fake_ha(answer).register(IPv4Address(COA), 600, timeout=0.05, retries=3)
+    assert outcome.accepted and outcome.attempts == 1
+    idents = [r.identification for r in received]
+    assert len(idents) == 3 and idents == sorted(set(idents)), "a new, larger Identification each time"
+    assert outcome.request.identification == idents[0]
+    assert [r.care_of_address for r in received] == [int(IPv4Address(COA))] * 3
+
+
 def test_outcome_as_dict(exchange):
     mn, sent = exchange
     reply = RegistrationReply.parse(signed_reply(code=133, lifetime=0, ident=sent.identification))

@@ -417,9 +417,9 @@ def test_exact_duplicate_is_accepted_without_extending_the_lifetime(ha):
     data = request(ident=I0, lifetime=600)
     accept(ha, data, T0)
     before = snapshot(ha)
-    # 100 s later: outside the timestamp tolerance, yet a duplicate of the current registration.
-    reply, effects = accept(ha, data, T0 + 100)
-    assert reply.lifetime == 500  # what is left, not 600 again
+    # 5 s later, within the timestamp tolerance (7 s): a retransmission whose reply was lost.
+    reply, effects = accept(ha, data, T0 + 5)
+    assert reply.lifetime == 595  # what is left, not 600 again
     assert reply.identification == I0
     assert all(isinstance(e, Send) for e in effects), effects  # nothing changed, so nothing to tell
     assert snapshot(ha) == before
@@ -427,11 +427,24 @@ def test_exact_duplicate_is_accepted_without_extending_the_lifetime(ha):
     assert b.expires == T0 + 600
 
 
-def test_duplicate_in_the_last_second_is_not_answered_with_lifetime_0(ha):
-    # Lifetime 0 in an accepting reply reads as "deregistered" (RFC 5944 3.4).
+def test_a_copy_of_the_current_registration_from_outside_the_tolerance_is_a_replay(ha):
+    # With timestamps every retransmission is a new Identification (RFC 5944 3.6.3): an old copy, sent
+    # again by anyone who captured it, is refused like any replay, and tells nothing of the binding.
     data = request(ident=I0, lifetime=600)
     accept(ha, data, T0)
-    reply, _ = accept(ha, data, T0 + 599.5)
+    now = T0 + 100
+    violations = ha.counters["security_violations"]
+    reply = deny(ha, data, now=now)
+    check_133(reply, I0, now)
+    assert ha.counters["security_violations"] == violations + 1
+    assert ha.counters["accepted.duplicate"] == 0
+
+
+def test_duplicate_in_the_last_second_is_not_answered_with_lifetime_0(ha):
+    # Lifetime 0 in an accepting reply reads as "deregistered" (RFC 5944 3.4).
+    data = request(ident=I0, lifetime=5)
+    accept(ha, data, T0)
+    reply, _ = accept(ha, data, T0 + 4.5)
     assert reply.lifetime == 1
 
 
@@ -444,8 +457,8 @@ def test_duplicate_of_a_capped_registration_reports_the_capped_remainder(ha):
     data = request(ident=I0, lifetime=0xFFFF)
     reply, _ = accept(ha, data, T0)
     assert reply.lifetime == 1800
-    reply, _ = accept(ha, data, T0 + 800)
-    assert reply.lifetime == 1000
+    reply, _ = accept(ha, data, T0 + 6)
+    assert reply.lifetime == 1794
 
 
 @pytest.mark.parametrize("asked, granted", [(0xFFFF, 1800), (1801, 1800), (1800, 1800), (1799, 1799), (1, 1)])

@@ -142,8 +142,9 @@ class Registrar:
                             request.home_address)
             return []
 
-        # (b): the Identification. An exact duplicate of the current registration is answered again
-        # without extending its lifetime (3.8.2.2); anything else stale is a replay or a clock skew.
+        # (b): the Identification. An exact duplicate of the current registration, its timestamp within the
+        # tolerance, is answered again without extending its lifetime (3.8.2.2); anything else stale is a
+        # replay or a clock skew.
         hoa, coa = request.home_address, request.care_of_address
         held = self.bindings.lookup(hoa)
         last, current = held
@@ -156,6 +157,7 @@ class Registrar:
                 and b.flags == request.flags
                 and request.lifetime
                 and b.lifetime == min(request.lifetime, self._max_lifetime)
+                and self.replay.is_fresh(request.identification, None, now)  # a copy from longer ago: a replay
             ):
                 counters["accepted.duplicate"] += 1
                 # Whole seconds left, but never 0, which would read as "deregistered" (RFC 5944 3.4).
