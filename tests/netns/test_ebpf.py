@@ -623,3 +623,25 @@ def test_a_removed_binding_is_emptied_in_place_and_its_key_goes_a_grace_later(s)
     assert fast.homes._batches, "the kernel took every batch: BPF_F_LOCK is a batch's element flag"
     s.loop.call(fast._delete_emptied, time.monotonic())  # as a commit GRACE later does: its key goes
     assert s.loop.call(fast.homes.lookup, key) is None
+
+
+def test_a_datagram_longer_than_the_link_mtu_reaches_the_slow_path_whole(s):
+    """A jumbo frame (a link whose MTU is larger than the tunnels', 9000 here) too big to tunnel is handed
+    to the forwarder whole: with DF, Fragmentation Needed with the tunnel's MTU goes back (RFC 1191); without,
+    it is carried in outer fragments, every byte of it. It was read cut to the link's MTU before."""
+    links = (("cn", "eth0"), ("rt", "c0"), ("rt", "h0"), ("ha", "eth0"))
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    try:
+        for host, device in links:
+            s.net.exec(host, "ip", "link", "set", device, "mtu", "9000")
+        big = b"j" * 3000
+        with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp:
+            send_raw(s, udp(big, flags="DF"))
+            error = icmp_of(icmp, 3)
+            assert error[ICMP].code == 4 and error[ICMP].nexthopmtu == 1480
+        with ipip_listener(s, "mn") as listener:
+            send_raw(s, udp(big))
+            assert outer_of(listener, big).dst == COA
+    finally:
+        for host, device in links:
+            s.net.exec(host, "ip", "link", "set", device, "mtu", "1500")

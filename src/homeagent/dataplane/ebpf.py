@@ -35,6 +35,7 @@ from homeagent.wire.ip import DEFAULT_TTL
 
 log = logging.getLogger("homeagent.dataplane")
 
+MAX_DATAGRAM = 65535  # the longest IPv4 datagram: what the slow path reads from its TUN
 MAX_TUNNELS = 4  # bpf/ha_ingress.c MAX_TUNNELS: care-of addresses of one home address in the fast path
 TOO_MANY = 0xFFFFFFFF
 FLAG_REVERSE = 1
@@ -413,7 +414,8 @@ class EbpfDataplane:
         # program's links (what the host itself sends, what arrives by another link) and are what a strict
         # reverse path filter looks for when a decapsulated datagram enters by the TUN. Nothing waits for
         # them (``barrier``), and they cost the forwarder ~2 us each, out of the daemon's process.
-        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python, nice=SLOW_PATH_NICE)
+        self.slow = UserspaceDataplane(tun, mtu, ttl, argv_prefix=prefix, python=python, nice=SLOW_PATH_NICE,
+                                       read_size=MAX_DATAGRAM)  # handed whole, however long (a jumbo frame)
         self.interface = interface
         self.mtu = mtu
         self.ttl = ttl

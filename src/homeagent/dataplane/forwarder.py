@@ -62,7 +62,8 @@ class Forwarder:
     """The descriptors and the loop around one ``Engine``."""
 
     def __init__(self, control: socket.socket, tun: str = "ha0", mtu: int = 1500,
-                 ttl: int = DEFAULT_TTL) -> None:
+                 ttl: int = DEFAULT_TTL, read_size: int | None = None) -> None:
+        """``read_size``: the longest datagram read from the TUN device (None: the link's MTU)."""
         from pyroute2 import IPRoute
 
         self.control = control
@@ -89,6 +90,7 @@ class Forwarder:
         self.routes = HomeRoutes(self.index, self.counters, self._applied)
         self.backlog: deque[tuple[int, tuple[Tunnel, ...]] | Serve | CountersRequest | Barrier] = deque()
         self.mtu = mtu
+        self.read_size = read_size or mtu
 
     def run(self) -> None:
         self.routes.start()
@@ -99,9 +101,11 @@ class Forwarder:
         for fd in (tun, rx, control, icmp):
             poller.register(fd, select.EPOLLIN)
         read, recv = os.read, self.rx.recv
-        # The TUN hands over nothing longer than its MTU (no IFF_VNET_HDR, so no GSO): a read of the link's
-        # MTU is enough, and allocating 1.5 KiB rather than 64 KiB per packet shows in the rate.
-        tun_read = self.mtu
+        # What the kernel routes into the TUN is no longer than its MTU (no IFF_VNET_HDR, so no GSO): a read
+        # of the link's MTU is enough, and allocating 1.5 KiB rather than 64 KiB per packet shows in the
+        # rate. Behind the ebpf program, which hands the TUN datagrams as they came from any of its links
+        # (a jumbo frame too big to tunnel), the whole datagram is read (``read_size``).
+        tun_read = self.read_size
         from_tun, from_network = self.engine.from_tun, self.engine.from_network
         batch = range(PACKET_BATCH)
         backlog = self.backlog
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tun", default="ha0", help="TUN device name (default ha0)")
     parser.add_argument("--mtu", type=int, default=1500, help="the link MTU; the TUN gets 20 less")
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="outer TTL (default 64)")
+    parser.add_argument("--read-size", type=int, default=None,
+                        help="the longest datagram read from the TUN (default: the link MTU)")
     parser.add_argument("--nice", type=int, default=NICE,
                         help=f"scheduling niceness added (default {NICE}): registrations come first")
     args = parser.parse_args(argv)
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     control = socket.socket(fileno=args.control_fd)
     try:
-        forwarder = Forwarder(control, args.tun, args.mtu, args.ttl)
+        forwarder = Forwarder(control, args.tun, args.mtu, args.ttl, args.read_size)
     except Exception as exc:  # noqa: BLE001 - OSError, or pyroute2's NetlinkError: said once, then exit
         log.error("cannot open the data plane (it needs CAP_NET_ADMIN and CAP_NET_RAW): %s", exc)
         return 1

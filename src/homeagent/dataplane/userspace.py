@@ -57,14 +57,17 @@ class UserspaceDataplane:
     """A ``Dataplane`` that forwards in a process of its own, restarted whenever it dies."""
 
     def __init__(self, tun: str = "ha0", mtu: int = 1500, ttl: int = DEFAULT_TTL,
-                 argv_prefix: Sequence[str] = (), python: str = sys.executable, nice: int | None = None) -> None:
+                 argv_prefix: Sequence[str] = (), python: str = sys.executable, nice: int | None = None,
+                 read_size: int | None = None) -> None:
         """``argv_prefix``: what the forwarder's command line is wrapped in (``ip netns exec NS`` in the
         tests); ``mtu``: the link's, the TUN device gets 20 less; ``ttl``: the outer TTL; ``nice``: the
-        forwarder's niceness (None: its default, ``forwarder.NICE``)."""
+        forwarder's niceness (None: its default, ``forwarder.NICE``); ``read_size``: the longest datagram
+        it reads from the TUN (None: the link's MTU)."""
         self.tun = tun
         self.mtu = mtu
         self.ttl = ttl
         self.nice = nice
+        self.read_size = read_size
         self._argv_prefix = list(argv_prefix)
         self._python = python
         self._table: dict[int, tuple[Tunnel, ...]] = {}
@@ -208,7 +211,8 @@ class UserspaceDataplane:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [*self._argv_prefix, self._python, "-m", "homeagent.dataplane.forwarder",
                 "--control-fd", str(theirs.fileno()), "--tun", self.tun, "--mtu", str(self.mtu),
-                "--ttl", str(self.ttl), *(["--nice", str(self.nice)] if self.nice is not None else [])]
+                "--ttl", str(self.ttl), *(["--nice", str(self.nice)] if self.nice is not None else []),
+                *(["--read-size", str(self.read_size)] if self.read_size is not None else [])]
         try:
             self._proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         except OSError:
