@@ -645,3 +645,28 @@ def test_a_datagram_longer_than_the_link_mtu_reaches_the_slow_path_whole(s):
     finally:
         for host, device in links:
             s.net.exec(host, "ip", "link", "set", device, "mtu", "1500")
+
+
+@pytest.mark.parametrize("fields", [{"chksum": 0x1234}, {"len": 200}, {"ihl": 4}],
+                         ids=["bad-checksum", "longer-than-the-frame", "short-header"])
+def test_a_datagram_with_a_bad_header_is_not_tunnelled(s, fields):
+    """The program runs before the kernel checks an IP header: it leaves one that is no datagram's to the
+    kernel, which drops it (RFC 1812 5.2.2), rather than tunnel it to the mobile node."""
+    from scapy.layers.l2 import Ether
+
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    before = s.fast()
+    mac = {host: s.net.exec(host, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
+           for host, dev in (("ha", "eth0"), ("rt", "h0"))}
+    frame = Ether(dst=mac["ha"], src=mac["rt"]) / udp(b"bad header", **fields)  # the kernel would mend a raw IP
+    with ipip_listener(s, "mn") as listener:  # socket's checksum and length: the frame is sent whole
+        with s.net.socket("rt", socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.bind(("h0", 0))
+            sock.send(raw(frame))
+        with pytest.raises(AssertionError):
+            outer_of(listener, b"bad header", timeout=0.5)
+        send_raw(s, udp(b"good header"))
+        assert outer_of(listener, b"good header").dst == COA
+    after = s.fast()
+    assert after["pass_bad_header"] == before["pass_bad_header"] + 1
+    assert after["encapsulated"] == before["encapsulated"] + 1

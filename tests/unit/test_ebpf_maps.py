@@ -415,3 +415,15 @@ def test_adopting_leaves_out_what_the_dead_daemon_had_emptied_and_deletes_it_a_g
     clock[0] += GRACE
     fast.commit()
     assert fast.homes.keys() == [IPv4Address(home).packed]
+
+
+def test_the_reasons_are_the_programs_in_its_order():
+    """``ha_reasons`` is indexed by the C ``enum reason``: a name out of order would count one thing as
+    another in ``status`` and in the metrics."""
+    text = SOURCE.read_text()
+    body = text[text.index("enum reason {") + len("enum reason {"):]
+    body = body[:body.index("};")]
+    names = [line.strip().split(",")[0].split()[0] for line in body.splitlines()
+             if line.strip() and line.strip()[0].isupper()]
+    assert names[-1] == "REASONS"
+    assert tuple(name.lower() for name in names[:-1]) == ebpf.REASONS

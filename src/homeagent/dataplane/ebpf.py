@@ -42,7 +42,7 @@ FLAG_REVERSE = 1
 # bpf/ha_ingress.c enum reason, in order
 REASONS = ("encapsulated", "decapsulated", "pass_not_serving", "pass_ttl", "pass_options", "pass_too_big",
            "pass_too_many", "pass_no_neighbour", "pass_failed", "pass_fragment", "drop_unknown_care_of",
-           "drop_not_reverse_tunnel", "path_mtu_learnt", "arp_answered")
+           "drop_not_reverse_tunnel", "path_mtu_learnt", "arp_answered", "pass_bad_header")
 DETAIL_LIMIT = 4096  # as the userspace backend: tunnels listed with their counters up to this many homes
 # The forwarder behind the program is the slow path only (the kernel carries the traffic), and nothing
 # waits for its copy of the table: on a busy host it takes what CPU the registrations leave, at the least

@@ -111,6 +111,8 @@ enum reason {
 	DROP_NOT_REVERSE_TUNNEL,
 	PATH_MTU_LEARNT,     /* ICMP Fragmentation Needed about one of our outer datagrams (passed on too) */
 	ARP_ANSWERED,        /* an ARP request for a home address answered with the interface's MAC */
+	PASS_BAD_HEADER,     /* for a home address, a header that is not a datagram's (bad checksum, lengths):
+	                      * left to the kernel, which drops it and counts it (RFC 1812 5.2.2) */
 	REASONS,
 };
 
@@ -296,13 +298,19 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		return TC_ACT_OK;  /* gone (its key waits out the grace), or no longer its element: not ours */
 	if (!cfg->serving)
 		return count(PASS_NOT_SERVING, TC_ACT_OK);
+	/* The program runs before the kernel's own checks of an IP header (ip_rcv): a router MUST discard a
+	 * datagram whose checksum is wrong (RFC 1812 5.2.2), and one shorter than its header says is no
+	 * datagram. Options (ihl > 5) go to the slow path, as always. */
+	__u32 inner_len = bpf_ntohs(inner->tot_len);
+	if (inner->version != 4 || inner->ihl < 5 || inner_len < (__u32)inner->ihl * 4 || inner_len > skb->len - ETH_HLEN ||
+	    (inner->ihl == 5 && checksum(inner) != 0))
+		return count(PASS_BAD_HEADER, TC_ACT_OK);
 	if (count_ == TOO_MANY || count_ > MAX_TUNNELS)
 		return slow_path(skb, cfg, PASS_TOO_MANY);
 	if (inner->ihl != 5)
 		return slow_path(skb, cfg, PASS_OPTIONS);
 	if (inner->ttl <= 1)
 		return slow_path(skb, cfg, PASS_TTL);
-	__u32 inner_len = bpf_ntohs(inner->tot_len);
 	__u32 outer_len = inner_len + sizeof(struct iphdr);
 	if (inner_len < sizeof(struct iphdr) || outer_len > cfg->mtu || outer_len > 0xffff)
 		return slow_path(skb, cfg, PASS_TOO_BIG);
