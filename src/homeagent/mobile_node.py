@@ -312,6 +312,9 @@ class Session:
             return self._failed(f"refused: code {outcome.code} ({name})"
                                 + ("" if outcome.authenticated else ", reply not authenticated"))
         granted = outcome.reply.lifetime
+        if granted == 0:  # accepted with no lifetime: no binding held (RFC 5944 3.4), not a success to renew
+            self.expires = self.registered_care_of = None  # at once: it would be asked again without a pause
+            return self._failed("accepted with lifetime 0: no binding held")
         self.failures = 0
         self.ever_accepted = True
         self.registered_care_of = self.care_of

@@ -148,6 +148,17 @@ def test_a_refusal_is_a_failure_too():
     assert s.due == 1001.0 and "refused: code 129" in lines[-1]
 
 
+def test_an_acceptance_with_lifetime_0_is_no_binding_and_is_backed_off():
+    """Lifetime 0 in an accepting reply means no binding (RFC 5944 3.4): renewing at once would ask the Home
+    Agent again and again without a pause; it is a failure, backed off as any."""
+    clock = Clock()
+    ha = FakeHomeAgent(clock, max_lifetime=0)
+    s, lines = session(clock, ha)
+    assert not s.step() and not s.step()
+    assert s.due == clock.now + 2.0 and s.registered_care_of is None and s.expires is None
+    assert "accepted with lifetime 0" in lines[-1]
+
+
 def test_a_renewal_that_fails_until_the_lifetime_ends_reports_the_expiry():
     clock = Clock()
     ha = FakeHomeAgent(clock)

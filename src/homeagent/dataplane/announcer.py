@@ -30,7 +30,7 @@ goes through one token bucket per interface:
   down announces nothing (``clear`` empties the queues too).
 
 So at 100,000 away nodes a takeover costs the caller one list copy, the first announcement of every
-address has gone out 100 s later (in the order the addresses went away), the repetitions 100 s after that,
+address has gone out 100 s later (in no particular order), the repetitions 100 s after that,
 and the link never carries more than ``rate`` frames a second plus one ``burst``. The sending costs the
 event loop about 5 us a frame (0.5 % of a CPU at the default rate).
 

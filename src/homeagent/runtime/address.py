@@ -40,6 +40,7 @@ from homeagent.wire.errors import ParseError
 log = logging.getLogger("homeagent.address")
 
 ANNOUNCE_AGAIN = 1.0  # seconds before every announcement is repeated once
+RETRY = 1.0  # seconds before a change the kernel refused is tried again
 ANNOUNCE_CHUNK = 256  # frames sent before yielding to the registrations waiting on the loop
 READ_BATCH = 64  # ARP frames read per wake-up before yielding to the registrations
 FRAME_BUFFER = 128  # bytes read of a frame: ARP is 42 (60 with the link's padding)
@@ -54,10 +55,14 @@ class AddressError(RuntimeError):
 class InterfaceAddress:
     """Keeps the virtual addresses wanted, and only those, on ``interface``."""
 
-    def __init__(self, interface: str, proxied: Callable[[], Iterable[int]], counters: Counter[str]) -> None:
-        """``proxied`` gives the home addresses with a binding, read when the address is taken."""
+    def __init__(self, interface: str, proxied: Callable[[], Iterable[int]], counters: Counter[str],
+                 announce_rate: float = 1000.0) -> None:
+        """``proxied`` gives the home addresses with a binding, read at each announcement (without a data
+        plane, whose ``Neighbours`` announces them otherwise); they go at most ``announce_rate`` a second,
+        as the data plane's announcer paces its own (dataplane/announcer.py)."""
         self.interface = interface
         self._proxied = proxied
+        self._rate = announce_rate
         self._counters = counters
         self._wanted: dict[str, bool] = {}
         self._held: set[str] = set()
@@ -73,6 +78,7 @@ class InterfaceAddress:
         self._arp: socket.socket | None = None
         self._failures = 0
         self._defence: Defence | None = None
+        self._retry: asyncio.TimerHandle | None = None  # the next pass, while a change failed
 
     async def open(self) -> None:
         """Find the interface, open its ARP socket and start reading it. What an earlier run left on the
@@ -128,6 +134,8 @@ class InterfaceAddress:
             except TimeoutError:
                 log.error("could not take the virtual address off %s", self.interface)
             self._task.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
         if self._ipr is not None:
             self._ipr.close()
         if self._arp is not None:
@@ -152,15 +160,17 @@ class InterfaceAddress:
                         if self._defence is not None and self._wanted.get(address):  # not let go meanwhile
                             self._defend(self._defence.hold(int(IPv4Address(address)), loop.time()))
                 elif not held and address in self._held:
-                    await self._delete(address)
-                    self._held.discard(address)
-                    log.info("took the virtual address %s off %s", address, self.interface)
+                    if await self._delete(address):  # else still on: a standby must not keep it (retried)
+                        self._held.discard(address)
+                        log.info("took the virtual address %s off %s", address, self.interface)
             for address in [a for a in self._announce_asked if a in self._held]:
                 self._announce_asked.discard(address)
                 log.info("announcing the virtual address %s on %s again", address, self.interface)
                 asyncio.get_running_loop().create_task(self._announce(int(IPv4Address(address))))
             if all((a in self._held) is h for a, h in self._wanted.items()):
                 self._settled.set()
+            elif self._retry is None or self._retry.when() <= asyncio.get_running_loop().time():
+                self._retry = asyncio.get_running_loop().call_later(RETRY, self._changed.set)
 
     async def _add(self, address: str) -> bool:
         from pyroute2.netlink.exceptions import NetlinkError
@@ -177,7 +187,8 @@ class InterfaceAddress:
             return False
 
     async def _delete(self, address: str) -> bool:
-        """Take ``address`` off; False when it was not there."""
+        """Take ``address`` off: True once it is off (taken off, or it was not there), False if the kernel
+        refused (it is still on; tried again)."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         assert self._ipr is not None
@@ -186,8 +197,9 @@ class InterfaceAddress:
             return True
         except (NetlinkError, OSError) as exc:
             if isinstance(exc, NetlinkError) and exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
-                return False
-            log.error("cannot take %s off %s: %s", address, self.interface, exc)
+                return True  # not there: off
+            self._counters["release_failed"] += 1
+            log.error("cannot take %s off %s (retrying): %s", address, self.interface, exc)
             return False
 
     async def _networks(self) -> list[IPv4Network]:
@@ -201,25 +213,36 @@ class InterfaceAddress:
     # -- gratuitous ARP -------------------------------------------------------------------------------
 
     async def _announce(self, address: int, proxied_too: bool = True) -> None:
-        """Announce ``address`` (with ``proxied_too``, every home address served on the link as well), and
-        again ``ANNOUNCE_AGAIN`` later."""
+        """Announce ``address`` (with ``proxied_too``, every home address served on the link as well, paced,
+        read again for each pass: a node that came home meanwhile is not announced at our MAC), and again
+        ``ANNOUNCE_AGAIN`` later; never once the address is let go (a standby must not draw traffic)."""
         links = [(int(n.network_address), int(n.netmask)) for n in self._links if n.prefixlen < 32]
-        served = self._proxied() if proxied_too else ()
-        proxied = [a for a in served if any(a & mask == net for net, mask in links)]
         for repeat in range(2):
             if repeat:
                 await asyncio.sleep(ANNOUNCE_AGAIN)
-                if not (self._wanted.get(str(IPv4Address(address))) and str(IPv4Address(address)) in self._held):
-                    return  # stepped down meanwhile: announcing would draw traffic to a standby
-            await self._send([address, *proxied])
+            if not self._holds(address):
+                return  # stepped down meanwhile: announcing would draw traffic to a standby
+            await self._send([address])
+            if proxied_too:
+                served = [a for a in self._proxied() if any(a & mask == net for net, mask in links)]
+                await self._send(served, paced_while_held=address)
 
-    async def _send(self, addresses: list[int]) -> None:
-        arp = self._arp
-        if arp is None:  # closed meanwhile (the daemon stops)
-            return
+    def _holds(self, address: int) -> bool:
+        text = str(IPv4Address(address))
+        return bool(self._wanted.get(text)) and text in self._held
+
+    async def _send(self, addresses: list[int], paced_while_held: int | None = None) -> None:
+        """Send an announcement of each of ``addresses``; with ``paced_while_held``, at most the announce rate
+        a second, and only while that (virtual) address is held."""
         mac = self._mac
         for start in range(0, len(addresses), ANNOUNCE_CHUNK):
-            for address in addresses[start:start + ANNOUNCE_CHUNK]:
+            arp = self._arp
+            if arp is None:  # closed meanwhile (the daemon stops)
+                return
+            if paced_while_held is not None and not self._holds(paced_while_held):
+                return
+            chunk = addresses[start:start + ANNOUNCE_CHUNK]
+            for address in chunk:
                 frame = arp_announcement(mac, address)
                 for _ in range(100):
                     try:
@@ -233,7 +256,7 @@ class InterfaceAddress:
                             log.warning("gratuitous ARP on %s failed: %s", self.interface, exc)
                             return
                         await asyncio.sleep(0.001)
-            await asyncio.sleep(0)
+            await asyncio.sleep(len(chunk) / self._rate if paced_while_held is not None else 0)
 
     # -- the ARP watch: another host claiming the address ---------------------------------------------
 

@@ -94,7 +94,8 @@ class Daemon:
             # The home addresses are announced at a takeover by the data plane's Neighbours, paced, when
             # there is one; without, with the virtual address, as before.
             proxied = self.core.bindings.bound if self._forwarding.neighbours is None else list
-            self._interface = InterfaceAddress(red.interface, proxied, self.core.counters)
+            self._interface = InterfaceAddress(red.interface, proxied, self.core.counters,
+                                               config.dataplane.announce_rate)
         self._watch: AddressWatch | None = None
         if red is not None and red.election is ElectionKind.EXTERNAL:
             self._watch = AddressWatch(str(red.virtual_address), self._address_seen)
