@@ -42,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError as exc:
         print(f"homeagent: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a socket the system refuses (a broadcast Home Agent address without SO_BROADCAST)
+        if isinstance(exc, BrokenPipeError):  # `homeagent status | head`
+            sys.stderr.close()
+            return 0
+        print(f"homeagent: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `homeagent status | head`
-        sys.stderr.close()
-        return 0
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -190,9 +190,12 @@ def network_addresses(network: IPv4Network) -> set[IPv4Address]:
 def load(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
+                          "TOML files are UTF-8") from None
     return parse(text, source=path)
 
 
@@ -240,7 +243,10 @@ def _state_dir(t: dict[str, Any], where: str, default: Path) -> Path:
     """``~`` (or ``~user``) at the start is a home directory, so that a user who runs the daemon without
     root can write ``~/.local/state/homeagent``. It is the home of whoever reads the file: the daemon and
     the ``homeagent status`` beside it must run as the same user to find the same socket."""
-    path = Path(_str(t, where, "state_dir", str(default)))
+    text = _str(t, where, "state_dir", str(default))
+    if "\0" in text:
+        raise ConfigError(f"{where}.state_dir", "a path cannot hold a NUL character")
+    path = Path(text)
     try:
         return path.expanduser()
     except RuntimeError:  # no home directory to be found for that user

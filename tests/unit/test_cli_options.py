@@ -203,3 +203,14 @@ def test_home_addresses_skip_the_reserved_and_keep_the_count():
     assert cli._home_addresses(a("255.255.255.254"), 2, set()) == [a("255.255.255.254"), a("255.255.255.255")]
     with pytest.raises(SystemExit, match="there are not 3 home addresses from 255.255.255.254"):
         cli._home_addresses(a("255.255.255.254"), 3, set())
+
+
+def test_a_socket_the_system_refuses_is_one_line_not_a_traceback(capsys):
+    """A broadcast Home Agent address: the kernel refuses to connect a socket without SO_BROADCAST to it."""
+    from homeagent.cli import main
+
+    argv = [*REGISTER, "--timeout", "0.1", "--retries", "0"]
+    argv[argv.index("--home-agent") + 1] = "255.255.255.255"
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("homeagent: ") and "Traceback" not in err[0]

@@ -190,6 +190,20 @@ def test_load_reads_a_file(tmp_path):
     assert config.source == path and len(config.security_associations) == 1
 
 
+def test_load_refuses_a_file_that_is_not_utf8_with_one_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(("# caf\u00e9\n" + HOME_AGENT + SA).encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == str(path) and "not UTF-8" in info.value.problem
+
+
+def test_a_state_dir_with_a_nul_character_is_refused():
+    with pytest.raises(ConfigError) as info:
+        parse(HOME_AGENT.replace('[home_agent]\n', '[home_agent]\nstate_dir = "/tmp/x\\u0000y"\n') + SA)
+    assert info.value.key == "home_agent.state_dir"
+
+
 REDUNDANCY = HOME_AGENT + '[redundancy]\nvirtual_address = "10.9.0.10"\n'
 
 

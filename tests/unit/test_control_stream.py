@@ -61,3 +61,36 @@ def test_the_loop_runs_between_two_pages() -> None:
 
     asyncio.run(main())
     assert made.index("other work") < made.index("page 1")
+
+
+def test_a_client_that_never_reads_does_not_hold_the_stop(tmp_path):
+    """The daemon stops with a streamed answer stuck in a client that reads nothing: its connection is cut
+    after CLOSE_WAIT, and the loop ends; it waited for that client for ever (SIGTERM did not finish)."""
+    import socket
+    import threading
+
+    path = tmp_path / "control.sock"
+
+    def pages():
+        while True:
+            yield [{"home_address": "10.1.0.5", "padding": "x" * 200}] * 100
+
+    async def main() -> None:
+        server = await control.serve(path, lambda request: control.Stream(pages()))
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(str(path))
+        client.sendall(b'{"command": "bindings"}\n')  # and never reads
+        await asyncio.sleep(0.3)
+        server.close()  # the stop: asyncio.run then cancels the handler, as at the daemon's end
+        main.client = client  # type: ignore[attr-defined]
+
+    done = threading.Event()
+
+    def run() -> None:
+        asyncio.run(main())
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(10), "the loop did not end while a client read nothing"
+    main.client.close()  # type: ignore[attr-defined]

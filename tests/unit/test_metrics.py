@@ -187,3 +187,18 @@ def test_a_reload_that_changes_listen_says_it_needs_a_restart():
     assert ha.config.metrics.listen is None  # left as it runs
     changed = ha.reload(parse(text + '\n[log]\nformat = "json"\n'))
     assert changed == [] and ha.config.log.format.value == "json"  # applied (runtime/logs.set_style)
+
+
+@pytest.mark.parametrize("accept", ["text/plain; version=x", "application/openmetrics-text; version=abc",
+                                    "application/openmetrics-text; version=1.0.0.\nSet-Cookie: injected=1"])
+def test_an_accept_header_prometheus_client_cannot_read_gets_the_text_format(accept):
+    """Nothing a client sends to the metrics port does more than get the default exposition: a version that is
+    no number raised out of prometheus-client (a traceback in the log, no answer), and a line break in one
+    was echoed into the answer's Content-Type."""
+    from prometheus_client.registry import CollectorRegistry
+
+    from homeagent.runtime.metrics import _encode
+
+    body, content_type = _encode(CollectorRegistry(), accept)
+    assert content_type.startswith("text/plain") and content_type.isprintable()
+    assert isinstance(body, bytes)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from homeagent.config import parse
 from homeagent.core.effects import Send, Tunnel, TunnelSet
 from homeagent.dataplane.fake import FakeDataplane
@@ -122,3 +124,14 @@ def test_sockets_are_read_only_from_the_start_of_service_to_the_stop():
         return seen
 
     assert asyncio.run(scenario()) == [False, True, False]
+
+
+def test_a_control_command_that_arrives_once_the_stop_began_is_refused_not_answered():
+    """A connection accepted before the stop may send its command after it: answered "removed", the removal
+    would be left out of what the stop writes to the store, and back after a restart."""
+    daemon = Daemon(parse(CONFIG.format(max_lifetime=1800, simultaneous_bindings=3)))
+    daemon._stopping = asyncio.Event()
+    assert daemon._control({"command": "status"})["role"]  # served until then
+    daemon._stopping.set()
+    with pytest.raises(ValueError, match="stopping"):
+        daemon._control({"command": "remove", "home_address": "10.1.0.5"})

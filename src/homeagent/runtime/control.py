@@ -65,6 +65,9 @@ async def _write(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
     await writer.drain()
 
 
+CLOSE_WAIT = 1.0  # seconds a connection's last bytes may take to go before it is cut (a client that stalls)
+
+
 async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
     _claim(path)
 
@@ -90,8 +93,10 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
             pass
         finally:
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:  # a client that does not read keeps its unsent answer: it is cut off, not waited for
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the stop's cancellation too
+                writer.transport.abort()
 
     old_umask = os.umask(0o177)
     try:

@@ -207,8 +207,20 @@ class Endpoint:
 
     async def render(self, accept: str) -> tuple[bytes, str]:
         self.collector.dataplane = await dataplane_counters(self.forwarding)
+        return _encode(self.registry, accept)
+
+
+def _encode(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The exposition the client's Accept header asks for, or the text format where it asks for nothing
+    prometheus-client can read (a version that is no number) or would echo a line break into the answer's
+    Content-Type: nothing a client sends can do more than get the default (exposition.py)."""
+    try:
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+    except (TypeError, ValueError):
+        encoder, content_type = choose_encoder("")
+    if not content_type.isprintable():
+        encoder, content_type = choose_encoder("")
+    return encoder(registry), content_type
 
 
 async def dataplane_counters(forwarding: Forwarding) -> dict[str, object]:
