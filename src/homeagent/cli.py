@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, BrokenPipeError):  # `homeagent status | head`
             sys.stderr.close()
             return 0
-        print(f"homeagent: {exc.strerror or exc}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"homeagent: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

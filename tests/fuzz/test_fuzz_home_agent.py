@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,9 +26,11 @@ NOW = T0 + 10
 def populated():
     """A Home Agent holding two simultaneous bindings of HOA and one of another node."""
     ha = make_ha()
-    for n, (hoa, coa) in enumerate(((HOA, COA), (HOA, COA2), (ip("10.1.2.3"), COA))):
+    # HOA's first binding 20 s before NOW (a copy of it is a replay by then), the others 3 s before (a copy
+    # is a retransmission, answered again): both kinds of duplicate are drawn below (authentic_requests).
+    for n, (hoa, coa, at) in enumerate(((HOA, COA, NOW - 20), (HOA, COA2, NOW - 3), (ip("10.1.2.3"), COA, NOW - 3))):
         effects = ha.receive_registration(
-            mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, hoa, HA, coa, ntp(T0, n))), SOURCE, T0)
+            mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, hoa, HA, coa, ntp(at, n))), SOURCE, at)
         assert RegistrationReply.parse(effects[0].datagram).code == 0
     assert len(ha.bindings) == 3
     return ha
@@ -133,7 +137,7 @@ def authentic_requests(draw):
     hoa = draw(st.sampled_from([HOA, ip("10.1.2.3"), ip("10.1.9.9")]))
     home_agent = draw(st.sampled_from([HA, HA, ip("10.1.255.255"), ip("192.0.2.2")]))
     coa = draw(st.sampled_from([COA, COA2, ip("203.0.113.5"), ip("203.0.113.6"), HOA, 0, ip("224.0.0.1")]))
-    ident = draw(st.one_of(identifications, st.just(ntp(T0, 1))))
+    ident = draw(st.one_of(identifications, st.sampled_from([ntp(NOW - 20, 0), ntp(NOW - 3, 1)])))
     fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, home_agent, coa, ident)
     return mhae(fixed + draw(extension_lists.filter(lambda b: b"\x22" not in b[:1]))), (flags, lifetime, hoa, ident)
 
@@ -177,3 +181,17 @@ def test_authentic_requests_get_one_consistent_authenticated_reply(case):
 
 def test_constants_used_by_the_fuzzers():
     assert SA.key == KEY and HA_UNDER_TEST.registrar.security.covering(HOA) == {SPI: SA}
+
+
+@pytest.mark.parametrize(("coa", "at", "n", "code"), [(COA2, NOW - 3, 1, 0), (COA, NOW - 20, 0, 133)],
+                         ids=["retransmission", "replay"])
+def test_a_copy_of_a_current_registration_is_answered_again_only_within_the_tolerance(coa, at, n, code):
+    """The duplicate branch of the oracle above, both ways, for the bindings ``populated`` made: a copy
+    3 s old is a retransmission, answered again with what is left; 20 s old, a replay (RFC 5944 3.6.3)."""
+    ha = populated()
+    before = snapshot(ha)
+    effects = ha.receive_registration(mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, HOA, HA, coa, ntp(at, n))),
+                                      SOURCE, NOW)
+    reply = RegistrationReply.parse(effects[0].datagram)
+    assert reply.code == code and snapshot(ha) == before
+    assert reply.lifetime == (600 - 3 if code == 0 else 600)

@@ -670,3 +670,26 @@ def test_a_datagram_with_a_bad_header_is_not_tunnelled(s, fields):
     after = s.fast()
     assert after["pass_bad_header"] == before["pass_bad_header"] + 1
     assert after["encapsulated"] == before["encapsulated"] + 1
+
+
+def test_a_datagram_with_options_goes_by_the_kernel_which_checks_its_header(s):
+    """IP options: the program leaves the datagram to the kernel, which checks the header (a bad checksum is
+    dropped there) and routes it into the forwarder's TUN, which tunnels it."""
+    from scapy.layers.inet import IPOption
+    from scapy.layers.l2 import Ether
+
+    s.set_tunnels(Tunnel(a(COA), a(HA), False))
+    wait_for("the forwarder's route", lambda: HOME in s.net.exec("ha", "ip", "route", "show", HOME).stdout)
+    before = s.fast()
+    options = [IPOption(b"\x01\x01\x01\x00")]  # NOP, NOP, NOP, end of options
+    mac = {host: s.net.exec(host, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
+           for host, dev in (("ha", "eth0"), ("rt", "h0"))}
+    with ipip_listener(s, "mn") as listener:
+        with s.net.socket("rt", socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.bind(("h0", 0))
+            sock.send(raw(Ether(dst=mac["ha"], src=mac["rt"]) / udp(b"bad options", options=options, chksum=0x1234)))
+        with pytest.raises(AssertionError):
+            outer_of(listener, b"bad options", timeout=0.5)
+        send_raw(s, udp(b"options", options=options))
+        assert IP(raw(outer_of(listener, b"options").payload)).ihl == 6, "carried with its options"
+    assert s.fast()["pass_options"] == before["pass_options"] + 2

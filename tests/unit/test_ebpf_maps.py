@@ -217,9 +217,9 @@ def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
     assert len(fast.maps["ha_care_of"].keys()) == 4 and len(fast.reverse.keys()) == 4
     assert len(fast.maps["ha_sources"].keys()) == 1
     updates = [name for name, op in log if op == "update"]
-    assert sorted(updates) == ["ha_care_of", "ha_homes", "ha_reverse", "ha_sources"], "one call a map"
-    assert updates[-1] == "ha_homes", "the keys a value refers to are in before it"
-    assert fast.homes.flags == [LOCK], "values and removals in place under their lock, in one call"
+    assert sorted(updates) == ["ha_care_of", "ha_homes", "ha_homes", "ha_reverse", "ha_sources"], "a call a map"
+    assert updates[-2:] == ["ha_homes", "ha_homes"], "the keys a value refers to are in before it"
+    assert fast.homes.flags == [LOCK, LOCK], "values, then removals, in place under their lock"
     assert ("ha_homes", "delete") not in log, "the removed (emptied: never written before) go a grace later"
     assert fast.failures == 0, "removing what never went in is no failure"
     calls = len(log)
@@ -227,10 +227,14 @@ def test_the_changes_of_a_loop_turn_go_in_at_its_commit_keys_before_values():
     assert len(log) == calls, "nothing gathered, no call"
 
 
-def test_a_value_the_map_refuses_is_counted():
+def test_a_value_the_map_refuses_is_counted_and_a_removal_it_refuses_is_not():
     fast = fast_path()
     fast.homes.update_batch = lambda keys, values, flags: [(0, 7)]  # E2BIG: the map is full
-    fast.set_tunnels(a("10.1.0.50"), (), (Tunnel(a("10.2.0.10"), a("10.1.0.1"), False),))
+    tunnel = (Tunnel(a("10.2.0.10"), a("10.1.0.1"), False),)
+    fast.set_tunnels(a("10.1.0.50"), (), tunnel)
+    fast.commit()
+    assert fast.failures == 1
+    fast.set_tunnels(a("10.1.0.50"), tunnel, ())  # its value never went in: nothing to empty
     fast.commit()
     assert fast.failures == 1
 

@@ -100,9 +100,12 @@ def test_without_a_data_plane_the_home_addresses_are_paced_and_read_again_for_th
         return announced(arp.frames), loop.time() - started
 
     sent, took = asyncio.run(scenario())
-    first, second = sent[:513], sent[513:]
-    assert first[0] == "10.1.255.10" and len(first) == 513 and "10.1.0.1" in first
-    assert second[0] == "10.1.255.10" and len(second) == 512 and "10.1.0.1" not in second
+    virtual = [n for n, a in enumerate(sent) if a == "10.1.255.10"]
+    assert virtual[0] == 0 and len(virtual) == 2
+    assert virtual[1] < 1 + 512, "the virtual address's repetition does not wait for the paced pass"
+    served = [a for a in sent if a != "10.1.255.10"]
+    first, second = served[:512], served[512:]
+    assert "10.1.0.1" in first and len(second) == 511 and "10.1.0.1" not in second
     assert took >= 0.4, "two passes of 512 at 2,560 a second: paced"
 
 
@@ -126,5 +129,6 @@ def test_nothing_more_is_announced_once_the_address_is_let_go(monkeypatch):
         return announced(arp.frames)
 
     sent = asyncio.run(scenario())
-    assert 1 + 256 <= len(sent) <= 1 + 3 * 256, "stopped within a chunk of standing down"
-    assert sent.count("10.1.255.10") == 1, "no repetition"
+    served = [a for a in sent if a != "10.1.255.10"]
+    assert 256 <= len(served) <= 3 * 256, "stopped within a chunk of standing down, no second pass"
+    assert sent.count("10.1.255.10") <= 2

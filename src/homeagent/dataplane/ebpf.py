@@ -231,8 +231,8 @@ class FastPath:
             raise BpfUnavailable(f"the ebpf backend cannot open its maps: {exc}") from None
 
     def commit(self) -> None:
-        """Write what was gathered since the last commit: the wanted keys, the values (one call, a
-        removal as an empty value, in place), delete the keys of values emptied ``GRACE`` ago or more, then
+        """Write what was gathered since the last commit: the wanted keys, the values (one call), the
+        removals as empty values (one more), delete the keys of values emptied ``GRACE`` ago or more, then
         the keys no value refers to any more. An element the kernel refuses is
         counted and logged (once), never raised: the replies waiting on the commit must go."""
         keys, pending = self._keys, self._pending
@@ -243,14 +243,20 @@ class FastPath:
                     self._refused(bpf_map, list(written), bpf_map.update_batch(b"".join(written),
                                                                                  _ONE * len(written)))
         now = time.monotonic()
-        if pending:  # removals written as empty values, with the others: one call (BPF_EXIST is refused in
-            self._pending = {}  # a batch; an empty value for a key never written is deleted as the others)
-            values = [value if value is not None else _HOMES[0].pack(int.from_bytes(key, "big"), 0)
-                      for key, value in pending.items()]
-            home_keys = list(pending)
-            self._refused(self.homes, home_keys, self.homes.update_batch(b"".join(home_keys), b"".join(values), LOCK))
-            for key, value in pending.items():
-                if value is None:
+        if pending:
+            self._pending = {}
+            writes = [key for key, value in pending.items() if value is not None]
+            if writes:
+                values = b"".join([value for value in pending.values() if value is not None])
+                self._refused(self.homes, writes, self.homes.update_batch(b"".join(writes), values, LOCK))
+            if len(writes) < len(pending):
+                # The removals, emptied in place in a call of their own: one the kernel refuses (a full map)
+                # had no value to empty, which is no failure. BPF_EXIST is refused in a batch, so a key never
+                # written (added and removed in one turn) is made empty too, and goes a grace later.
+                removals = [key for key, value in pending.items() if value is None]
+                empties = [_HOMES[0].pack(int.from_bytes(key, "big"), 0) for key in removals]
+                self.homes.update_batch(b"".join(removals), b"".join(empties), LOCK)
+                for key in removals:
                     self._emptied[key] = now
                     self._emptying.append((now, key))
         emptying = self._emptying

@@ -199,7 +199,8 @@ class InterfaceAddress:
             if isinstance(exc, NetlinkError) and exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return True  # not there: off
             self._counters["release_failed"] += 1
-            log.error("cannot take %s off %s (retrying): %s", address, self.interface, exc)
+            if self._counters["release_failed"] == 1 or log.isEnabledFor(logging.DEBUG):
+                log.error("cannot take %s off %s (retrying every %g s): %s", address, self.interface, RETRY, exc)
             return False
 
     async def _networks(self) -> list[IPv4Network]:
@@ -213,19 +214,27 @@ class InterfaceAddress:
     # -- gratuitous ARP -------------------------------------------------------------------------------
 
     async def _announce(self, address: int, proxied_too: bool = True) -> None:
-        """Announce ``address`` (with ``proxied_too``, every home address served on the link as well, paced,
-        read again for each pass: a node that came home meanwhile is not announced at our MAC), and again
-        ``ANNOUNCE_AGAIN`` later; never once the address is let go (a standby must not draw traffic)."""
-        links = [(int(n.network_address), int(n.netmask)) for n in self._links if n.prefixlen < 32]
-        for repeat in range(2):
-            if repeat:
-                await asyncio.sleep(ANNOUNCE_AGAIN)
-            if not self._holds(address):
-                return  # stepped down meanwhile: announcing would draw traffic to a standby
+        """Announce ``address``, and again ``ANNOUNCE_AGAIN`` later; with ``proxied_too``, every home address
+        served on the link as well, paced, twice, read again for the second pass (a node that came home
+        meanwhile is not announced at our MAC). The virtual address's repetition does not wait for a long
+        paced pass. Nothing once the address is let go: a standby must not draw traffic."""
+        if not self._holds(address):
+            return
+        await self._send([address])
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(self._send_served(address)) if proxied_too else None
+        await asyncio.sleep(ANNOUNCE_AGAIN)
+        if self._holds(address):
             await self._send([address])
-            if proxied_too:
-                served = [a for a in self._proxied() if any(a & mask == net for net, mask in links)]
-                await self._send(served, paced_while_held=address)
+        if first is not None:
+            await first
+            await self._send_served(address)
+
+    async def _send_served(self, address: int) -> None:
+        """The home addresses served on the link, paced, while ``address`` is held."""
+        links = [(int(n.network_address), int(n.netmask)) for n in self._links if n.prefixlen < 32]
+        served = [a for a in self._proxied() if any(a & mask == net for net, mask in links)]
+        await self._send(served, paced_while_held=address)
 
     def _holds(self, address: int) -> bool:
         text = str(IPv4Address(address))

@@ -14,6 +14,7 @@ docs/dataplane.md "A reply means forwarding"), and a long drain commits every ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -181,7 +182,10 @@ class Daemon:
             finally:
                 await self._forwarding.close()
                 server.close()
-                await server.wait_closed()
+                # Python 3.12.1+ waits here for every connection, and one whose client reads nothing would
+                # hold the stop; what is left is cut when the loop ends (control.serve, CLOSE_WAIT).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), control.CLOSE_WAIT)
                 self.config.control_socket.unlink(missing_ok=True)
         finally:
             if self._timer:

@@ -101,7 +101,8 @@ enum reason {
 	DECAPSULATED,
 	PASS_NOT_SERVING,
 	PASS_TTL,            /* inner TTL <= 1: the forwarder sends Time Exceeded */
-	PASS_OPTIONS,        /* IP options or a malformed header: the slow path judges it */
+	PASS_OPTIONS,        /* IP options (to the kernel, which checks the header and routes it into the
+	                      * forwarder's TUN), or a malformed reverse-tunnelled one */
 	PASS_TOO_BIG,        /* the outer datagram would exceed the MTU: Fragmentation Needed or fragments */
 	PASS_TOO_MANY,       /* more care-of addresses than the map value holds */
 	PASS_NO_NEIGHBOUR,   /* no FIB result or no neighbour entry yet: the slow path resolves it */
@@ -300,7 +301,7 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 		return count(PASS_NOT_SERVING, TC_ACT_OK);
 	/* The program runs before the kernel's own checks of an IP header (ip_rcv): a router MUST discard a
 	 * datagram whose checksum is wrong (RFC 1812 5.2.2), and one shorter than its header says is no
-	 * datagram. Options (ihl > 5) go to the slow path, as always. */
+	 * datagram. With options (ihl > 5) the kernel checks the header itself, below. */
 	__u32 inner_len = bpf_ntohs(inner->tot_len);
 	if (inner->version != 4 || inner->ihl < 5 || inner_len < (__u32)inner->ihl * 4 || inner_len > skb->len - ETH_HLEN ||
 	    (inner->ihl == 5 && checksum(inner) != 0))
@@ -308,7 +309,7 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct iphdr *inne
 	if (count_ == TOO_MANY || count_ > MAX_TUNNELS)
 		return slow_path(skb, cfg, PASS_TOO_MANY);
 	if (inner->ihl != 5)
-		return slow_path(skb, cfg, PASS_OPTIONS);
+		return count(PASS_OPTIONS, TC_ACT_OK);  /* the kernel checks it (its checksum too) and routes it */
 	if (inner->ttl <= 1)
 		return slow_path(skb, cfg, PASS_TTL);
 	__u32 outer_len = inner_len + sizeof(struct iphdr);
