@@ -529,3 +529,44 @@ def test_an_unreachable_care_of_address_is_told_to_the_correspondent(s):
     finally:
         s.net.exec("rt", "ip", "route", "del", "unreachable", f"{COA}/32", check=False)
         s.net.exec("rt", "sysctl", "-qw", f"net.ipv4.icmp_ratelimit={ratelimit}")
+
+
+def test_reverse_tunnelled_tcp_merged_by_the_receiving_link_arrives_whole(s):
+    """With GRO on the Home Agent's link (as on most NICs), back-to-back IP-in-IP TCP segments from the node
+    reach the raw socket merged into one datagram larger than the TUN's MTU, which the kernel refused when
+    it was written whole: the forwarder cuts it again (``dataplane.reverse_resegmented``) and every byte
+    reaches the correspondent, in segments that fit. Whether the link merges depends on how many arrive in
+    one poll: bursts are sent until one was merged (at most 20), every byte of each checked."""
+    from scapy.layers.inet import TCP
+
+    s.set_tunnels(s.tunnel(COA, reverse=True))
+    s.net.exec("ha", "ethtool", "-K", "eth0", "gro", "on")
+    try:
+        before = s.counters()["dataplane.reverse_resegmented"]
+        merged = 0
+        for burst in range(20):
+            payload = bytes((burst + n) % 251 for n in range(1440 * 40))
+            first = 1000 + burst * len(payload)
+            segments = [raw(IP(src=COA, dst=HA, proto=4) /
+                            IP(src=HOME, dst=CN, flags="DF", id=1 + n) /
+                            TCP(sport=5000, dport=9, seq=first + n * 1440, ack=1, flags="A", window=512) /
+                            Raw(payload[n * 1440:(n + 1) * 1440])) for n in range(40)]
+            with s.net.socket("cn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as sniffer:
+                sniffer.settimeout(0.5)
+                with s.net.socket("mn", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+                    for datagram in segments:  # back to back: the receiving link may take several at once
+                        sock.sendto(datagram, (HA, 0))
+                got: dict[int, bytes] = {}
+                with contextlib.suppress(TimeoutError):
+                    while len(got) < 40:
+                        packet = IP(sniffer.recv(65535))
+                        if TCP in packet and packet[TCP].sport == 5000 and packet[TCP].seq >= first:
+                            assert len(raw(packet)) <= 1480, "in segments that fit"
+                            got[packet[TCP].seq] = bytes(packet[TCP].payload)
+            assert b"".join(got[k] for k in sorted(got)) == payload, "every byte, in order"
+            merged = s.counters()["dataplane.reverse_resegmented"] - before
+            if merged:
+                break
+        assert merged, "the link merged none in 20 bursts: this test showed nothing"
+    finally:
+        s.net.exec("ha", "ethtool", "-K", "eth0", "gro", "off")

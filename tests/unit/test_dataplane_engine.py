@@ -152,6 +152,22 @@ def test_reverse_tunnel_delivers_what_a_binding_with_t_allows(wire):
     assert tunnel["reverse_packets"] == 1 and tunnel["reverse_bytes"] == len(inner)
 
 
+def test_reverse_tunnelled_tcp_the_receiving_side_merged_is_delivered_as_segments_that_fit(wire):
+    """A link that merges what it receives (GRO) hands the raw socket one IP-in-IP datagram for several
+    segments the node sent: written whole into the TUN it was refused (larger than its MTU); it goes as
+    segments that fit, carrying every byte (wire.ip.resegment, checked against scapy in test_ip)."""
+    from scapy.layers.inet import TCP
+
+    e = engine(wire, 1500, Tunnel(a(COA), a(HA), True))
+    payload = bytes(n % 251 for n in range(2 * 1440))
+    merged = IP(src=HOME, dst=CN, flags="DF") / TCP(sport=5000, dport=80, seq=1, flags="PA") / Raw(payload)
+    e.from_network(raw(IP(src=COA, dst=HA, proto=4) / merged))
+    assert [len(p) for p in wire.delivered] == [1480, 1480]
+    assert b"".join(bytes(IP(p)[TCP].payload) for p in wire.delivered) == payload
+    tunnel = e.counters()["tunnels"][0]  # type: ignore[index]
+    assert tunnel["reverse_packets"] == 2 and e.counters()["reverse_resegmented"] == 1 and not e.drops
+
+
 @pytest.mark.parametrize("packet, drop", [
     (reverse(src=CN), "unknown_care_of"),  # from no registered care-of address
     (reverse(inner_src="10.1.0.77"), "not_reverse_tunnel"),  # a home address not bound to it

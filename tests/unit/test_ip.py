@@ -146,3 +146,41 @@ def test_fragment_matches_what_scapy_reassembles():
     assert fragment(packet, 1500) == [packet]
     with pytest.raises(PacketError):
         fragment(encapsulate(datagram(1480, df=True), a(HA), a(COA)), 576)
+
+
+# -- segments the receiving side merged (GRO), cut again as sent ---------------------------------------
+
+
+@pytest.mark.parametrize("flags", ["PA", "FPA", "CPA", "A"])
+@pytest.mark.parametrize("length", [1441, 2960, 4000])
+def test_a_merged_tcp_datagram_is_cut_into_segments_scapy_reads_as_the_original(flags, length):
+    from scapy.layers.inet import TCP
+
+    from homeagent.wire.ip import resegment
+
+    payload = bytes(n % 251 for n in range(length))
+    merged = raw(IP(src="10.1.0.50", dst="10.9.0.2", id=100, flags="DF", ttl=63) /
+                 TCP(sport=4000, dport=80, seq=0xFFFFF000, ack=7, flags=flags, window=512) / Raw(payload))
+    pieces = resegment(merged, 1480)
+    assert pieces is not None and all(len(p) <= 1480 for p in pieces)
+    parsed = [IP(p) for p in pieces]
+    for n, packet in enumerate(parsed):
+        again = IP(raw(packet.copy()))  # checksums as scapy makes them
+        del again.chksum, again[TCP].chksum
+        again = IP(raw(again))
+        assert packet.chksum == again.chksum and packet[TCP].chksum == again[TCP].chksum
+        assert packet.id == 100 + n and packet.flags == "DF" and packet.ttl == 63
+        assert packet[TCP].seq == (0xFFFFF000 + n * 1440) & 0xFFFFFFFF and packet[TCP].ack == 7
+        last, first = n == len(parsed) - 1, n == 0
+        assert ("F" in str(packet[TCP].flags)) == ("F" in flags and last)
+        assert ("P" in str(packet[TCP].flags)) == ("P" in flags and last)
+        assert ("C" in str(packet[TCP].flags)) == ("C" in flags and first)
+    assert b"".join(bytes(p[TCP].payload) for p in parsed) == payload
+
+
+def test_what_is_no_tcp_datagram_is_not_cut():
+    from homeagent.wire.ip import resegment
+
+    assert resegment(raw(IP(src="10.1.0.50", dst="10.9.0.2") / UDP() / Raw(b"x" * 3000)), 1480) is None
+    fragment = raw(IP(src="10.1.0.50", dst="10.9.0.2", proto=6, flags="MF") / Raw(b"x" * 3000))
+    assert resegment(fragment, 1480) is None

@@ -51,7 +51,7 @@ from homeagent.dataplane import Tunnel
 from homeagent.wire.ip import (DEFAULT_TTL, HEADER_SIZE, ICMP_DEST_UNREACHABLE, ICMP_FRAGMENTATION_NEEDED,
                                ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED_IN_TRANSIT, MAX_PACKET, Drop,
                                OuterHeader, PacketError, fragment, fragmentation_needed, host_unreachable,
-                               time_exceeded)
+                               resegment, time_exceeded)
 
 PATH_MTU_AGE = 600.0  # seconds a path MTU learnt from ICMP holds (RFC 1191 6.3: "no less than 10 minutes")
 MIN_PATH_MTU = 576  # no ICMP message, forged or not, shrinks a path below what every host accepts (RFC 791)
@@ -139,6 +139,7 @@ class Engine:
         self._path_mtu: dict[bytes, tuple[int, float]] = {}  # care-of address -> learnt MTU, until when
         self._identification = 0
         self.path_mtu_learnt = 0
+        self.reverse_resegmented = 0  # reverse-tunnelled datagrams the receiving side merged (GRO), cut again
         self.unreachable_learnt = 0  # ICMP from the path that marked a care-of address unreachable
         self.unreachable_reported = 0  # Host Unreachable sent to the senders of datagrams for marked ones
 
@@ -443,12 +444,19 @@ class Engine:
             return
         if inner_total != len(inner):
             inner = inner[:inner_total]
+        pieces = [inner]
+        if inner_total > self.mtu - HEADER_SIZE:  # segments the receiving side merged (GRO): as sent
+            cut = resegment(inner, self.mtu - HEADER_SIZE)
+            if cut is not None:  # else (not TCP) the kernel answers it as it would any datagram too big
+                pieces = cut
+                self.reverse_resegmented += 1
         try:
-            self.deliver(inner)
+            for piece in pieces:
+                self.deliver(piece)
         except OSError:
             self.drops[Drop.SEND_FAILED] += 1
             return
-        tunnel.reverse_packets += 1
+        tunnel.reverse_packets += len(pieces)
         tunnel.reverse_bytes += inner_total
         if tunnel.unreachable_until:  # the node sends from its care-of address: reachable again, surely
             for state in self._by_care_of.get(tunnel.care_of.to_bytes(4, "big"), ()):
@@ -470,6 +478,7 @@ class Engine:
             "reverse_bytes": sum(t.reverse_bytes for t in states),
             "drops": dict(self.drops),
             "path_mtu_learnt": self.path_mtu_learnt,
+            "reverse_resegmented": self.reverse_resegmented,
             "unreachable_learnt": self.unreachable_learnt,
             "unreachable_reported": self.unreachable_reported,
             "unreachable_care_ofs": len({t.care_of for t in states if t.unreachable_until > now}),

@@ -295,6 +295,49 @@ def host_unreachable(original: bytes, source: int) -> bytes | None:
     return _icmp_error(original, ICMP_DEST_UNREACHABLE, ICMP_HOST_UNREACHABLE, 0, source)
 
 
+IPPROTO_TCP = 6
+_CWR, _PSH, _FIN = 0x80, 0x08, 0x01
+
+
+def resegment(datagram: bytes, mtu: int) -> list[bytes] | None:
+    """A TCP datagram the receiving side merged (GRO) from a host's segments, cut again into segments of at
+    most ``mtu`` bytes, as the kernel's own segmentation cuts what it merged: the same headers, the sequence
+    number advanced and the IP identification incremented for each, CWR on the first only, FIN and PSH on
+    the last only, both checksums made again. None where it is no TCP datagram that can be cut (another
+    protocol, a fragment, headers that leave no room for data)."""
+    ihl = (datagram[0] & 0x0F) << 2
+    if datagram[9] != IPPROTO_TCP or int.from_bytes(datagram[6:8], "big") & (MF | OFFSET_MASK):
+        return None
+    if len(datagram) < ihl + 20:
+        return None
+    tcp_length = (datagram[ihl + 12] >> 4) << 2
+    headers = ihl + tcp_length
+    if tcp_length < 20 or len(datagram) <= headers or headers >= mtu:
+        return None
+    size = mtu - headers
+    payload = datagram[headers:]
+    sequence = int.from_bytes(datagram[ihl + 4:ihl + 8], "big")
+    identification = int.from_bytes(datagram[4:6], "big")
+    flags = datagram[ihl + 13]
+    count = (len(payload) + size - 1) // size
+    out = []
+    for n in range(count):
+        piece = payload[n * size:(n + 1) * size]
+        ip = bytearray(datagram[:ihl])
+        ip[2:4] = (headers + len(piece)).to_bytes(2, "big")
+        ip[4:6] = ((identification + n) & 0xFFFF).to_bytes(2, "big")
+        ip[10:12] = bytes(2)
+        ip[10:12] = checksum(bytes(ip)).to_bytes(2, "big")
+        tcp = bytearray(datagram[ihl:headers])
+        tcp[4:8] = ((sequence + n * size) & 0xFFFFFFFF).to_bytes(4, "big")
+        tcp[13] = flags & ~(_CWR if n else 0) & ~(_FIN | _PSH if n < count - 1 else 0)
+        tcp[16:18] = bytes(2)
+        pseudo = ip[12:20] + bytes((0, IPPROTO_TCP)) + (tcp_length + len(piece)).to_bytes(2, "big")
+        tcp[16:18] = checksum(bytes(pseudo) + bytes(tcp) + piece).to_bytes(2, "big")
+        out.append(bytes(ip) + bytes(tcp) + piece)
+    return out
+
+
 def fragment(packet: bytes, mtu: int) -> list[bytes]:
     """``packet`` cut into fragments of at most ``mtu`` bytes (RFC 791 section 3.2): each fragment carries
     the header (options copied only where their copy bit says; none of ours has options), the offset in
