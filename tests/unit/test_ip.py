@@ -178,9 +178,23 @@ def test_a_merged_tcp_datagram_is_cut_into_segments_scapy_reads_as_the_original(
     assert b"".join(bytes(p[TCP].payload) for p in parsed) == payload
 
 
-def test_what_is_no_tcp_datagram_is_not_cut():
+def test_what_gro_does_not_make_is_not_cut():
+    """Not TCP, a fragment, IP options, SYN, RST or URG (GRO merges none of them), or a TCP checksum that is
+    wrong (GRO checks it: a datagram that fails it came some other way, and cut with new checksums its
+    damage would reach the correspondent as good data)."""
+    from scapy.layers.inet import TCP, IPOption
+
     from homeagent.wire.ip import resegment
 
+    def tcp(flags: str = "A", **ip_fields: object) -> bytes:
+        return raw(IP(src="10.1.0.50", dst="10.9.0.2", **ip_fields) / TCP(flags=flags) / Raw(b"x" * 3000))
+
+    assert resegment(tcp(), 1480) is not None
     assert resegment(raw(IP(src="10.1.0.50", dst="10.9.0.2") / UDP() / Raw(b"x" * 3000)), 1480) is None
-    fragment = raw(IP(src="10.1.0.50", dst="10.9.0.2", proto=6, flags="MF") / Raw(b"x" * 3000))
-    assert resegment(fragment, 1480) is None
+    assert resegment(raw(IP(src="10.1.0.50", dst="10.9.0.2", proto=6, flags="MF") / Raw(b"x" * 3000)), 1480) is None
+    assert resegment(tcp(options=[IPOption(b"\x01\x01\x01\x00")]), 1480) is None
+    for flags in ("SA", "RA", "UA"):
+        assert resegment(tcp(flags), 1480) is None, flags
+    damaged = bytearray(tcp())
+    damaged[1000] ^= 0x40
+    assert resegment(bytes(damaged), 1480) is None

