@@ -401,9 +401,11 @@ def _dataplane(t: dict[str, Any], redundancy: RedundancyConfig | None = None) ->
     if interface in extra:
         raise ConfigError(f"{k}.extra_interfaces", f"{interface} is the home link already")
     virtual_mac = _virtual_mac(t, k, backend, redundancy)
-    if "announce_rate" in t and backend is Backend.NONE:
-        raise ConfigError(f"{k}.announce_rate", 'only with backend = "userspace" or "ebpf" (the home link\'s '
-                                                "gratuitous ARP)")
+    announces = backend is not Backend.NONE or (redundancy is not None and
+                                                redundancy.address_method is AddressMethod.INTERFACE)
+    if "announce_rate" in t and not announces:
+        raise ConfigError(f"{k}.announce_rate", 'only with backend = "userspace" or "ebpf", or with '
+                          'redundancy.address_method = "interface" (the home link\'s gratuitous ARP)')
     announce_rate = _number(t, k, "announce_rate", d.announce_rate, *ANNOUNCE_RATES, "a number of frames a second")
     return DataplaneConfig(backend, interface, tun, _int(t, k, "ttl", d.ttl, 1, 255), tuple(extra), virtual_mac,
                            announce_rate)

@@ -253,6 +253,9 @@ def test_what_bpf_cannot_do_goes_to_the_slow_path(s):
 def test_a_standby_passes_and_a_takeover_is_a_flag_flip(s):
     s.set_tunnels(Tunnel(a(COA), a(HA), False))
     s.serve(False)
+    # The program stops at once; the slow path (niceness 19) a moment later, and until then its route still
+    # draws the datagram into its TUN, where it would be tunnelled: on a busy host that moment shows.
+    wait_for("the slow path standing by", lambda: s.counters()["dataplane.routes"] == 0)
     before = s.fast()
     with ipip_listener(s, "mn") as listener:
         send_raw(s, udp(b"standby"))

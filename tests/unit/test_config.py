@@ -207,6 +207,14 @@ def test_a_state_dir_with_a_nul_character_is_refused():
 REDUNDANCY = HOME_AGENT + '[redundancy]\nvirtual_address = "10.9.0.10"\n'
 
 
+def test_announce_rate_paces_the_takeovers_announcements_without_a_data_plane_too():
+    """With address_method = "interface" the member announces the home addresses at a takeover itself
+    (runtime/address.py) when there is no data plane: at ``announce_rate``, which it may then set."""
+    config = parse(REDUNDANCY + 'address_method = "interface"\ninterface = "eth0"\n'
+                   '[dataplane]\nannounce_rate = 50000\n')
+    assert config.dataplane.announce_rate == 50000.0
+
+
 def test_address_method_defaults_to_bind():
     red = parse(REDUNDANCY).redundancy
     assert red is not None and (red.address_method, red.interface) == ("bind", None)

@@ -198,3 +198,21 @@ def test_what_gro_does_not_make_is_not_cut():
     damaged = bytearray(tcp())
     damaged[1000] ^= 0x40
     assert resegment(bytes(damaged), 1480) is None
+
+
+def test_a_datagram_gro_merged_carries_the_pseudo_headers_sum_and_is_cut():
+    """What a raw socket is handed after GRO merged segments: the TCP checksum field holds the sum of the
+    pseudo-header alone (the kernel checked each segment's), which ``resegment`` takes as a merged one's."""
+    from scapy.layers.inet import TCP
+
+    from homeagent.wire.ip import checksum, resegment
+
+    merged = bytearray(raw(IP(src="10.1.0.50", dst="10.9.0.2") / TCP(flags="A") / Raw(b"y" * 3000)))
+    pseudo = bytes(merged[12:20]) + bytes((0, 6)) + (len(merged) - 20).to_bytes(2, "big")
+    merged[36:38] = (~checksum(pseudo) & 0xFFFF).to_bytes(2, "big")
+    pieces = resegment(bytes(merged), 1480)
+    assert pieces is not None and b"".join(bytes(IP(p)[TCP].payload) for p in pieces) == b"y" * 3000
+    for piece in pieces:
+        again = IP(piece)
+        del again[TCP].chksum
+        assert IP(piece)[TCP].chksum == IP(raw(again))[TCP].chksum, "each piece's checksum whole"

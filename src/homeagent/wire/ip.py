@@ -304,8 +304,9 @@ def resegment(datagram: bytes, mtu: int) -> list[bytes] | None:
     the last only, both checksums made again. The size the host chose is not known here (a raw socket is
     not told it): the pieces are as large as ``mtu`` allows. None where it is nothing GRO makes (another
     protocol, a fragment, IP options, SYN, RST or URG, headers that leave no room for data) or its TCP
-    checksum is wrong (GRO checks it before merging: a datagram that failed it came some other way, and a
-    checksum made again would pass damaged data on as good)."""
+    checksum is neither right nor what GRO leaves in the datagrams it merged, the sum of the pseudo-header
+    alone (it checked every segment's before merging them): a checksum made again would pass damaged data
+    on as good."""
     ihl = (datagram[0] & 0x0F) << 2
     if ihl != HEADER_SIZE or datagram[9] != IPPROTO_TCP or int.from_bytes(datagram[6:8], "big") & (MF | OFFSET_MASK):
         return None
@@ -316,8 +317,9 @@ def resegment(datagram: bytes, mtu: int) -> list[bytes] | None:
     if tcp_length < 20 or len(datagram) <= headers or headers >= mtu:
         return None
     pseudo = datagram[12:20] + bytes((0, IPPROTO_TCP)) + (len(datagram) - ihl).to_bytes(2, "big")
-    if checksum(pseudo + datagram[ihl:]) != 0:
-        return None
+    if checksum(pseudo + datagram[ihl:]) != 0 and \
+            int.from_bytes(datagram[ihl + 16:ihl + 18], "big") != ~checksum(pseudo) & 0xFFFF:
+        return None  # neither right nor what GRO leaves in a merged one (its pseudo-header's sum alone)
     size = mtu - headers
     payload = datagram[headers:]
     sequence = int.from_bytes(datagram[ihl + 4:ihl + 8], "big")
