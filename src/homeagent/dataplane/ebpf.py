@@ -58,9 +58,7 @@ _CONFIG = struct.Struct("=IIIII6s6sQ")
 VIRTUAL_MAC_LEASE = 1.0  # seconds the program gives the virtual MAC for after the daemon's last renewal, at least
 _TUNNEL = struct.Struct("=4s4sI")  # care-of, source (network order), flags
 _STATS = struct.Struct("=QQQQ")  # packets, bytes, reverse packets, reverse bytes
-_ZERO_TUNNEL = _TUNNEL.pack(bytes(4), bytes(4), 0)
-# A struct home begins with its bpf_spin_lock, 4 bytes the kernel keeps (written with LOCK, it ignores ours).
-_LOCK = bytes(4)
+_LOCK_SIZE = 4  # a struct home begins with its bpf_spin_lock, which the kernel keeps (written with LOCK)
 GRACE = 1.0  # seconds an emptied value stays before its key is deleted: longer than a packet holds a pointer
 _ONE = struct.pack("=I", 1)
 # Packers made once: a new binding's map upkeep is on the registration path.
@@ -77,9 +75,9 @@ def _native(n: int) -> int:
 
 # A struct home of n tunnels, one pack: the lock, the home address, count, n times (care-of, source, flags),
 # zeros for the rest.
-_HOMES = [struct.Struct(f"!{len(_LOCK)}xII{'III' * n}{_TUNNEL.size * (MAX_TUNNELS - n)}x")
+_HOMES = [struct.Struct(f"!{_LOCK_SIZE}xII{'III' * n}{_TUNNEL.size * (MAX_TUNNELS - n)}x")
           for n in range(MAX_TUNNELS + 1)]
-_COUNT_AT = len(_LOCK) + 4  # where a struct home's count is
+_COUNT_AT = _LOCK_SIZE + 4  # where a struct home's count is
 _COUNTS = [_native(n) for n in range(MAX_TUNNELS + 1)]
 _FLAGS = (_native(0), _native(FLAG_REVERSE))
 _TOO_MANY = _native(TOO_MANY)
@@ -233,8 +231,8 @@ class FastPath:
     def commit(self) -> None:
         """Write what was gathered since the last commit: the wanted keys, the values (one call), the
         removals as empty values (one more), delete the keys of values emptied ``GRACE`` ago or more, then
-        the keys no value refers to any more. An element the kernel refuses is
-        counted and logged (once), never raised: the replies waiting on the commit must go."""
+        the keys no value refers to any more. An element the kernel refuses is counted and logged (once),
+        never raised: the replies waiting on the commit must go."""
         keys, pending = self._keys, self._pending
         if keys.wanted:
             wanted, keys.wanted = keys.wanted, {}
@@ -254,7 +252,7 @@ class FastPath:
                 # had no value to empty, which is no failure. BPF_EXIST is refused in a batch, so a key never
                 # written (added and removed in one turn) is made empty too, and goes a grace later.
                 removals = [key for key, value in pending.items() if value is None]
-                empties = [_HOMES[0].pack(int.from_bytes(key, "big"), 0) for key in removals]
+                empties = [home_value(int.from_bytes(key, "big"), ()) for key in removals]
                 self.homes.update_batch(b"".join(removals), b"".join(empties), LOCK)
                 for key in removals:
                     self._emptied[key] = now
