@@ -551,8 +551,8 @@ class Daemon:
     # -- control --------------------------------------------------------------------------------------
 
     def _control(self, request: dict[str, Any]) -> Any:
-        if self._stopping is not None and self._stopping.is_set():  # accepted before the stop: its answer would be left
-            raise ValueError("the daemon is stopping")  # out of what the stop writes to the store
+        if self._stopping is not None and self._stopping.is_set():  # a connection accepted before the stop:
+            raise ValueError("the daemon is stopping")  # its answer would be left out of what the stop stores
         command = request.get("command")
         now = self._now()
         if command == "status":

@@ -22,7 +22,7 @@ counter of the data plane, so a packet is never dropped without a count.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from homeagent.wire.errors import ParseError
@@ -316,32 +316,36 @@ def resegment(datagram: bytes, mtu: int) -> list[bytes] | None:
     headers = ihl + tcp_length
     if tcp_length < 20 or len(datagram) <= headers or headers >= mtu:
         return None
-    pseudo = datagram[12:20] + bytes((0, IPPROTO_TCP)) + (len(datagram) - ihl).to_bytes(2, "big")
+    addresses = datagram[12:20]
+    pseudo = _tcp_pseudo_header(addresses, len(datagram) - ihl)
     if checksum(pseudo + datagram[ihl:]) != 0 and \
             int.from_bytes(datagram[ihl + 16:ihl + 18], "big") != ~checksum(pseudo) & 0xFFFF:
         return None  # neither right nor what GRO leaves in a merged one (its pseudo-header's sum alone)
+    header = IPv4Header.parse(datagram, verify_checksum=False)
     size = mtu - headers
     payload = datagram[headers:]
     sequence = int.from_bytes(datagram[ihl + 4:ihl + 8], "big")
-    identification = int.from_bytes(datagram[4:6], "big")
     flags = datagram[ihl + 13]
     count = (len(payload) + size - 1) // size
     out = []
     for n in range(count):
         piece = payload[n * size:(n + 1) * size]
-        ip = bytearray(datagram[:ihl])
-        ip[2:4] = (headers + len(piece)).to_bytes(2, "big")
-        ip[4:6] = ((identification + n) & 0xFFFF).to_bytes(2, "big")
-        ip[10:12] = bytes(2)
-        ip[10:12] = checksum(bytes(ip)).to_bytes(2, "big")
+        ip = replace(header, total_length=headers + len(piece),
+                     identification=(header.identification + n) & 0xFFFF).to_bytes()
         tcp = bytearray(datagram[ihl:headers])
         tcp[4:8] = ((sequence + n * size) & 0xFFFFFFFF).to_bytes(4, "big")
         tcp[13] = flags & ~(_CWR if n else 0) & ~(_FIN | _PSH if n < count - 1 else 0)
         tcp[16:18] = bytes(2)
-        pseudo = ip[12:20] + bytes((0, IPPROTO_TCP)) + (tcp_length + len(piece)).to_bytes(2, "big")
-        tcp[16:18] = checksum(bytes(pseudo) + bytes(tcp) + piece).to_bytes(2, "big")
-        out.append(bytes(ip) + bytes(tcp) + piece)
+        tcp[16:18] = checksum(_tcp_pseudo_header(addresses, tcp_length + len(piece)) + bytes(tcp) + piece
+                              ).to_bytes(2, "big")
+        out.append(ip + bytes(tcp) + piece)
     return out
+
+
+def _tcp_pseudo_header(addresses: bytes, length: int) -> bytes:
+    """What a TCP checksum covers besides the segment (RFC 793): the source and destination addresses (8
+    bytes, as in the IP header), a zero, the protocol and the segment's length."""
+    return addresses + bytes((0, IPPROTO_TCP)) + length.to_bytes(2, "big")
 
 
 def fragment(packet: bytes, mtu: int) -> list[bytes]:
