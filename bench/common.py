@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -62,6 +63,21 @@ key = "{PEER_KEY}"
     path = directory / "homeagent.toml"
     path.write_text(text)
     return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` (all its threads) so far (/proc/PID/stat, fields 14
+    and 15): on a shared host a rate swings with the neighbours' load, the CPU a unit of work costs much less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its forwarder, its netlink helper), from /proc."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def start(config: Path) -> subprocess.Popen[bytes]:

@@ -61,6 +61,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from common import cpu_seconds  # noqa: E402
 from netns.lan import can_run, run  # noqa: E402
 from netns.tunnel_net import tx_checksum_off  # noqa: E402
 
@@ -187,12 +189,6 @@ def destroy() -> None:
 def received(host: str = "mn") -> int:
     out = run("ip", "-n", ns(host), "-s", "-j", "link", "show", "eth0").stdout
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of ``pid`` and its threads so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(destination: str, size: int, seconds: float, relay: int | None) -> tuple[float, float, float]:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import KEY, SPI, free_port, in_process_load, load, start, status, stop, write_config  # noqa: E402
+from common import KEY, SPI, cpu_seconds, free_port, in_process_load, load, start, status, stop, write_config  # noqa: E402
 
 DAEMON_ADDRESS = "127.0.0.2"
 BASELINE_ADDRESS = "127.0.0.3"
@@ -82,22 +82,15 @@ def _client(address: str, port: int, args: argparse.Namespace, client: str, serv
     (process ``server``) spent on the CPU, as ``busy``."""
     shape = ("--first-home-address", "10.1.0.1", "--mobile-nodes", str(args.mobile_nodes),
              "--duration", str(args.duration), "--window", str(args.window))
-    before = _cpu_seconds(server)
+    before = cpu_seconds(server)
     if client == "own":
         result = load(address, port, *shape)
     else:
         out = subprocess.run([sys.executable, str(HERE / "busy_client.py"), address, str(port), *shape],
                              check=True, capture_output=True, text=True, timeout=600)
         result = json.loads(out.stdout)
-    result["busy"] = (_cpu_seconds(server) - before) / result["seconds"] if result["seconds"] else 0.0
+    result["busy"] = (cpu_seconds(server) - before) / result["seconds"] if result["seconds"] else 0.0
     return result
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process ``pid`` so far (/proc/PID/stat, fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _first_reply(address: str, port: int) -> None:

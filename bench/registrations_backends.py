@@ -18,7 +18,9 @@ no larger than the batch then waits for each batch while the daemon waits for it
 two take turns, which is what such a bench would measure (ebpf 0.45 of none with a window of 64, 0.54
 with 128, same run). Mobile nodes registering independently never take turns. Rounds alternate between
 the backends (a busy neighbour hits them alike); the medians and each backend's ratio to "none" are
-printed, per round too.
+printed, per round too, and the CPU a registration cost the daemon and its helpers (the forwarder) during
+the load: the daemon is one thread and the bottleneck, so its CPU a registration is what the rate follows
+and what a shared host moves least.
 
 First, in one process and without sockets, what the rates depend on and a shared host does not disturb:
 the Home Agent's cost per first registration with each backend's work added as the daemon adds it
@@ -41,23 +43,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from common import KEY, SPI, stop  # noqa: E402
+from common import KEY, SPI, children, cpu_seconds, stop  # noqa: E402
 from dataplane import HA_HOME, MN, build, daemon_config, destroy, ns  # noqa: E402
 from netns.lan import can_run  # noqa: E402
 
 PORT = 4341
 
 
+class Load(NamedTuple):
+    """One load: registrations/s, and CPU microseconds a registration in the daemon and in its helpers (the
+    forwarder), counted from /proc while the load ran (to 10 ms a process: a load of 20,000 at 60,000/s
+    takes some 33 ticks)."""
+
+    rate: float
+    daemon: float
+    helpers: float
+
+
 def in_ns(host: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", ns(host), *argv]
 
 
-def one_load(backend: str, nodes: int, first: str, window: int) -> float:
-    """Registrations/s of ``nodes`` first registrations against a daemon started for them."""
+def one_load(backend: str, nodes: int, first: str, window: int) -> Load:
+    """``nodes`` first registrations against a daemon started for them: the rate, and the CPU they cost."""
     with tempfile.TemporaryDirectory(prefix="homeagent-regbk-") as tmp:
         config = Path(tmp) / "homeagent.toml"
         config.write_text(daemon_config(Path(tmp) / "state", PORT, KEY, SPI, backend, "hb0"))
@@ -70,12 +83,16 @@ def one_load(backend: str, nodes: int, first: str, window: int) -> float:
                     raise RuntimeError(f"the daemon ({backend}) did not start")
                 time.sleep(0.1)
             time.sleep(0.5)  # the data plane is up (the control socket comes first)
+            helpers = children(daemon.pid)  # ``ip netns exec`` execs: the daemon is daemon.pid
+            before = cpu_seconds(daemon.pid), sum(cpu_seconds(pid) for pid in helpers)
             out = subprocess.run(in_ns("src", sys.executable, "-m", "homeagent", "mn", "load", "--home-agent",
                                        HA_HOME, "--port", str(PORT), "--spi", str(SPI), "--key", KEY,
                                        "--first-home-address", first, "--mobile-nodes", str(nodes),
                                        "--count", str(nodes), "--care-of", MN, "--window", str(window)),
                                  check=True, capture_output=True, text=True, timeout=300)
-            return float(json.loads(out.stdout)["rate"])
+            after = cpu_seconds(daemon.pid), sum(cpu_seconds(pid) for pid in helpers)
+            return Load(float(json.loads(out.stdout)["rate"]), (after[0] - before[0]) / nodes * 1e6,
+                        (after[1] - before[1]) / nodes * 1e6)
         finally:
             stop(daemon, timeout=20)
 
@@ -171,17 +188,19 @@ def main() -> int:
               f"{cost['kernel']:.2f} us to insert a new value (batches of 64, packed)", flush=True)
     destroy()
     build()
-    rates: dict[str, list[float]] = {b: [] for b in backends}
+    loads: dict[str, list[Load]] = {b: [] for b in backends}
     try:
         for r in range(args.rounds):
             for n, backend in enumerate(backends):
                 span = (args.mobile_nodes >> 8) + 1  # third octets a load takes; loads reuse them in turn
                 load = (r * len(backends) + n) % max(1, (255 - 64) // span)
                 first = f"10.1.{64 + load * span}.1"
-                rates[backend].append(one_load(backend, args.mobile_nodes, first, args.window))
-            print(f"round {r + 1}: " + ", ".join(f"{b} {rates[b][-1]:,.0f}/s" for b in backends), flush=True)
+                loads[backend].append(one_load(backend, args.mobile_nodes, first, args.window))
+            print(f"round {r + 1}: " + ", ".join(f"{b} {loads[b][-1].rate:,.0f}/s (daemon {loads[b][-1].daemon:.1f} us, "
+                                                 f"helpers {loads[b][-1].helpers:.1f} us)" for b in backends), flush=True)
     finally:
         destroy()
+    rates = {b: [load.rate for load in loads[b]] for b in backends}
     base = statistics.median(rates["none"])
     print(f"\n{args.rounds} rounds of {args.mobile_nodes:,} first registrations each (every one a new binding); "
           "medians, and the ratio to no data plane per round")
@@ -190,6 +209,12 @@ def main() -> int:
         print(f"{backend:<10} {statistics.median(rates[backend]):>10,.0f}/s  "
               f"{statistics.median(rates[backend]) / base:.2f} of none  (rounds: "
               f"{', '.join(f'{p:.2f}' for p in paired)}){'  goal >= 0.9' if backend == 'ebpf' else ''}")
+    print("\nCPU a first registration (medians): the daemon's, which bounds the rate (one thread), and its helpers'")
+    daemon_base = statistics.median(load.daemon for load in loads["none"])
+    for backend in backends:
+        daemon = statistics.median(load.daemon for load in loads[backend])
+        print(f"{backend:<10} daemon {daemon:5.1f} us  helpers {statistics.median(l.helpers for l in loads[backend]):5.1f} us"
+              f"  none's daemon / this daemon {daemon_base / daemon:.2f}")
     return 0
 
 
