@@ -104,12 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(role)
     role.set_defaults(func=_role)
 
-    cleanup = sub.add_parser("cleanup", help="take off the interface what a killed member left there (the "
-                             "virtual address, proxy ARP entries); for ExecStopPost=",
-                             description="Remove from the interface what a member killed while active left "
-                             "there: the virtual address and the proxy ARP entries for home addresses, and "
-                             "the ebpf backend's program and pins. Refuses while a daemon answers on the "
-                             "control socket. Prints one line per thing removed.")
+    cleanup = sub.add_parser("cleanup", help="take off the link what a killed Home Agent left there (the "
+                             "virtual address, proxy ARP entries, the ebpf program); for ExecStopPost=",
+                             description="Remove from the links what a Home Agent killed while it served left "
+                             "there: the virtual address (address_method = \"interface\"), the data plane's "
+                             "proxy ARP entries for home addresses, and the ebpf backend's program and pins. "
+                             "Refuses while a daemon answers on the control socket. Prints one line per thing "
+                             "removed.")
     _config_arg(cleanup)
     cleanup.set_defaults(func=_cleanup)
 
@@ -471,8 +472,7 @@ def _cleanup(args: argparse.Namespace) -> int:
         if why_not is not None:
             print(f"nothing to clean up: {why_not}")
         else:
-            assert config.redundancy is not None
-            print(f"nothing to clean up on {config.redundancy.interface}")
+            print(f"nothing to clean up on {', '.join(cleanup.interfaces(config))}")
     return 0
 
 

@@ -106,10 +106,34 @@ def test_cleanup_with_the_bind_method_has_nothing_to_do(tmp_path):
     out = subprocess.run([sys.executable, "-m", "homeagent", "cleanup", "--config", str(config)],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith('nothing to clean up: redundancy.address_method is "bind"')
+    assert out.stdout.strip() == ('nothing to clean up: redundancy.address_method is "bind" and no [dataplane]: '
+                                  "nothing is put on an interface")
     lone = tmp_path / "lone.toml"
     lone.write_text(config.read_text().split("[redundancy]")[0])
     out = subprocess.run([sys.executable, "-m", "homeagent", "cleanup", "--config", str(lone)],
                          capture_output=True, text=True, timeout=20)
-    assert (out.returncode, out.stdout.strip()) == (0, "nothing to clean up: no [redundancy]: a lone Home Agent "
-                                                       "puts no address on an interface")
+    assert (out.returncode, out.stdout.strip()) == (0, "nothing to clean up: no [redundancy] and no [dataplane]: a "
+                                                       "lone Home Agent without a data plane puts nothing on a link")
+
+
+@pytest.mark.parametrize("redundancy", [False, True], ids=["lone", "bind-method"])
+def test_cleanup_removes_the_proxy_entries_a_killed_data_plane_left(tmp_path, redundancy):
+    """A lone Home Agent with a data plane (or a group member with the bind method) killed while serving
+    leaves its proxy ARP entries on the home link, with nothing behind them (its forwarder, TUN and
+    routes died with it): ``homeagent cleanup`` takes them off, the operator's stay. Before 2026-12-03 it
+    said there was nothing to clean up without ``address_method = "interface"``."""
+    lan = Lan(f"hcd{os.getpid()}", {"ha1": HA1}, prefixlen=16)
+    try:
+        config = group_config(tmp_path, HA1, 434, name="ha1", virtual_address=VIP, group=f"{P}.255.0/24",
+                              home_network=f"{P}.0.0/18", peers=[f"{P}.255.2"])
+        text = config.read_text() if redundancy else config.read_text().split("[redundancy]")[0]
+        config.write_text(text + '\n[dataplane]\nbackend = "userspace"\ninterface = "eth0"\n')
+        for address in HOME + KEPT:
+            lan.exec("ha1", "ip", "neigh", "replace", "proxy", address, "dev", "eth0")
+        out = cleanup(lan, config)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [f"removed the proxy ARP entry for {a} on eth0" for a in HOME]
+        assert proxies(lan) == set(KEPT)
+        assert cleanup(lan, config).stdout.strip() == "nothing to clean up on eth0"
+    finally:
+        lan.close()

@@ -1,18 +1,20 @@
 """Taking off the link what a member killed while active left there: ``homeagent cleanup`` (for a systemd
 unit's ``ExecStopPost=``) and the daemon's start run this one function.
 
-With ``address_method = "interface"`` an active member puts the virtual address on its interface and, with
-a data plane, answers ARP for the mobile nodes away from home (proxy ARP, RFC 5944 section 4.6). A member
-stopped gracefully takes all that off; one killed with ``kill -9`` (or by the OOM killer) cannot, and its
-host's kernel goes on answering ARP for the virtual address and for the mobile nodes: routers may point
-them at a host where nothing serves them. What is removed, and nothing else:
+With ``address_method = "interface"`` an active member puts the virtual address on its interface; with a
+data plane, the Home Agent that serves (a lone one, or a group's active member) answers ARP for the mobile
+nodes away from home (proxy ARP, RFC 5944 section 4.6). One stopped gracefully takes all that off; one
+killed with ``kill -9`` (or by the OOM killer) cannot, and its host's kernel goes on answering ARP for the
+virtual address and for the mobile nodes: routers may point them at a host where nothing serves them
+(the forwarder, with its TUN device and routes, died with the daemon). What is removed, and nothing else:
 
 - the virtual address, on ``redundancy.interface``, whatever its prefix length;
-- every proxy ARP entry (``ip neigh add proxy A dev IF``) on ``redundancy.interface`` whose address ``A`` a
-  Home Agent of this configuration could proxy for: a home address (in ``home_agent.home_network``) on
-  the home link (in a network of ``interface``), and not a reserved home address (``Config.
-  reserved_home_addresses``: no mobile node has one). A proxy entry for any other address is the
-  operator's, and stays. The data plane that adds proxy entries must add none outside this rule.
+- every proxy ARP entry (``ip neigh add proxy A dev IF``) on ``dataplane.interface`` (with a data plane)
+  and on ``redundancy.interface`` whose address ``A`` a Home Agent of this configuration could proxy for:
+  a home address (in ``home_agent.home_network``) on the home link (in a network of ``IF``), and not a
+  reserved home address (``Config.reserved_home_addresses``: no mobile node has one). A proxy entry for
+  any other address is the operator's, and stays. The data plane that adds proxy entries must add none
+  outside this rule.
 
 With ``[dataplane] backend = "ebpf"`` (``clean_ebpf``, run by ``homeagent cleanup`` only): the program's
 tc filter on ``dataplane.interface`` and each of ``extra_interfaces``, and its pins
@@ -46,14 +48,26 @@ class CleanupError(RuntimeError):
 
 
 def not_applicable(config: Config) -> str | None:
-    """Why there is nothing to clean up for this configuration; None when there may be."""
+    """Why there is nothing to clean up on a link for this configuration; None when there may be."""
+    if interfaces(config):
+        return None
     red = config.redundancy
     if red is None:
-        return "no [redundancy]: a lone Home Agent puts no address on an interface"
-    if red.address_method is not AddressMethod.INTERFACE:
-        method = red.address_method
-        return f'redundancy.address_method is "{method}": the virtual address is never put on an interface'
-    return None
+        return "no [redundancy] and no [dataplane]: a lone Home Agent without a data plane puts nothing on a link"
+    return (f'redundancy.address_method is "{red.address_method}" and no [dataplane]: nothing is put on an '
+            "interface")
+
+
+def interfaces(config: Config) -> list[str]:
+    """The links a Home Agent of ``config`` puts something on: the virtual address's, the data plane's."""
+    red, dataplane = config.redundancy, config.dataplane
+    found = []
+    if red is not None and red.address_method is AddressMethod.INTERFACE and red.interface is not None:
+        found.append(red.interface)
+    if dataplane.backend is not Backend.NONE and dataplane.interface is not None \
+            and dataplane.interface not in found:
+        found.append(dataplane.interface)
+    return found
 
 
 def daemon_answers(path: Path) -> bool:
@@ -81,36 +95,43 @@ def proxied_by_us(config: Config, links: list[IPv4Network]) -> Callable[[IPv4Add
 
 
 async def clean(config: Config) -> list[str]:
-    """Take off ``redundancy.interface`` what a killed member left there; one line per thing removed.
+    """Take off the links (``interfaces``) what a killed Home Agent left there; one line per thing removed.
 
-    Raises CleanupError (nothing removed) when a daemon answers on the control socket, the interface does
-    not exist, or the system refuses (no CAP_NET_ADMIN). A configuration without the interface method has
+    Raises CleanupError (nothing removed) when a daemon answers on the control socket, an interface does
+    not exist, or the system refuses (no CAP_NET_ADMIN). A configuration that puts nothing on a link has
     nothing to clean up: the caller asks ``not_applicable`` first."""
     from pyroute2 import AsyncIPRoute
 
-    red = config.redundancy
-    assert red is not None and red.interface is not None, not_applicable(config)
+    links = interfaces(config)
+    assert links, not_applicable(config)
     if daemon_answers(config.control_socket):
-        raise CleanupError(f"a daemon answers on {config.control_socket}: what is on {red.interface} is its "
+        raise CleanupError(f"a daemon answers on {config.control_socket}: what is on {', '.join(links)} is its "
                            "own (stop it first; a graceful stop cleans up after itself)")
-    try:
-        index = socket.if_nametoindex(red.interface)
-    except OSError:
-        raise CleanupError(f"redundancy.interface: no interface {red.interface!r}") from None
+    indexes = []
+    for interface in links:
+        try:
+            indexes.append(socket.if_nametoindex(interface))
+        except OSError:
+            which = "redundancy" if config.redundancy is not None and interface == config.redundancy.interface \
+                else "dataplane"
+            raise CleanupError(f"{which}.interface: no interface {interface!r}") from None
     ipr = AsyncIPRoute()
     try:
         await ipr.setup_endpoint()
-        return await _clean(ipr, index, config)
+        removed = []
+        for interface, index in zip(links, indexes):
+            removed += await _clean(ipr, interface, index, config)
+        return removed
     finally:
         ipr.close()
 
 
-async def _clean(ipr: Any, index: int, config: Config) -> list[str]:
+async def _clean(ipr: Any, interface: str, index: int, config: Config) -> list[str]:
     from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY
 
     red = config.redundancy
-    assert red is not None
-    interface, virtual = red.interface, red.virtual_address
+    virtual = red.virtual_address if red is not None and interface == red.interface \
+        and red.address_method is AddressMethod.INTERFACE else None
     removed: list[str] = []
     links: list[IPv4Network] = []
     leftovers: list[int] = []
