@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="homeagent", description=__doc__)
+    p = argparse.ArgumentParser(prog="homeagent", description=__doc__.replace("``", ""))
     p.add_argument("--version", action="version", version=f"homeagent {__version__}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
@@ -208,7 +208,7 @@ between two steps. Prints how many bindings of how many mobile nodes were remove
 
 
 MOBILE_NODE_TARGET = """Where to register and with which key: --config gives the Home Agent's address
-and port and the security association (the first configured for the longest prefix covering the home
+(the group's virtual address with [redundancy]) and port and the security association (the first configured for the longest prefix covering the home
 address, as the Home Agent picks it). Each flag given overrides its part and is never ignored: --spi
 picks that SPI among those associations (with --key, it may be one the file lacks), --key replaces the
 key, --algorithm the algorithm. Without --config, give --home-agent, --spi and --key (--port 434 and
@@ -237,7 +237,7 @@ def _mobile_node_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--config", type=Path, help="take the Home Agent and the association from this file")
     if single:
         p.add_argument("--home-address", required=True, type=IPv4Address, help="the mobile node's home address")
-    p.add_argument("--home-agent", type=IPv4Address, help="default: home_agent.address of --config")
+    p.add_argument("--home-agent", type=IPv4Address, help="default: redundancy.virtual_address of --config, else home_agent.address")
     p.add_argument("--port", type=_integer(1, 65535), help="default: home_agent.port of --config, else 434")
     p.add_argument("--spi", type=_integer(256, 0xFFFFFFFF),  # 0-255 are reserved (RFC 5944 section 1.6)
                    help="256 to 4294967295; with --config, picks that association")
@@ -487,8 +487,8 @@ def _target(
     config: Config | None = load(args.config) if args.config else None
     if args.home_agent is not None:
         home_agent = args.home_agent
-    elif config is not None:
-        home_agent = config.home_agent.address
+    elif config is not None:  # a group's mobile nodes register with its virtual address
+        home_agent = config.redundancy.virtual_address if config.redundancy else config.home_agent.address
     else:
         raise SystemExit("homeagent: give --home-agent or --config")
     port = args.port if args.port is not None else (config.home_agent.port if config else 434)
@@ -565,10 +565,6 @@ def _mn_deregister(args: argparse.Namespace) -> int:
 def _mn_up(args: argparse.Namespace) -> int:
     from homeagent.mobile_node import MobileNode, RenewalPolicy, Session, up
 
-    if args.home_agent is None and args.config is not None:
-        red = load(args.config).redundancy
-        if red is not None:  # a group: mobile nodes register with its virtual address
-            args.home_agent = red.virtual_address
     home_agent, port, sa = _target(args, args.home_address)
     flags = Flags.D | (Flags.T if args.reverse else 0) | (Flags.S if args.simultaneous else 0)
     node = MobileNode(args.home_address, home_agent, sa, port)

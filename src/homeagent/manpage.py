@@ -21,6 +21,8 @@ FILES = [
     ("/etc/homeagent/homeagent.toml", "the configuration (TOML), as installed by the systemd unit"),
     ("STATE_DIR/control.sock", "the control socket (mode 0600) the other commands talk to the daemon "
      "through; STATE_DIR is home_agent.state_dir, /var/lib/homeagent by default"),
+    ("STATE_DIR/bindings.db", "the bindings kept across restarts (SQLite, mode 0600); none with "
+     "home_agent.persistence = false"),
 ]
 
 SIGNALS = [
@@ -31,9 +33,11 @@ SIGNALS = [
 
 EXIT_STATUS = [
     ("0", "success"),
-    ("1", "the daemon could not start, or no daemon answers on the control socket, or it refused"),
+    ("1", "the daemon could not start, or no daemon answers on the control socket, or it refused; mn load: "
+     "no registration was accepted; mn up: the device could not be made"),
     ("2", "a configuration error or a bad command line"),
-    ("3", "mn register/deregister: the Home Agent denied the request"),
+    ("3", "mn register/deregister: the Home Agent denied the request; mn up: it denied the first "
+     "registration"),
 ]
 
 

@@ -135,6 +135,29 @@ def test_the_config_alone(config):
     assert target("--config", str(config)) == (IPv4Address("127.0.0.2"), 4340, sa(256, KEY))
 
 
+@pytest.mark.parametrize("action", ["register", "deregister", "up", "load"])
+def test_a_groups_mobile_nodes_register_with_its_virtual_address(config, action):
+    """Every ``mn`` action, not ``mn up`` only: a member discards what reaches its own address unless it
+    serves it (before 2026-12-03, ``mn register --config`` with a group's config waited 15 s for nothing)."""
+    config.write_text(config.read_text() + '''
+[redundancy]
+virtual_address = "127.0.0.10"
+peers = ["127.0.0.3"]
+
+[[redundancy.security_association]]
+peer = "127.0.0.0/24"
+spi = 300
+key = "ffeeddccbbaa99887766554433221100"
+''')
+    extra = {"register": ["--home-address", "10.1.0.5", "--care-of", "192.0.2.10"],
+             "deregister": ["--home-address", "10.1.0.5"], "up": ["--home-address", "10.1.0.5", "--care-of",
+                                                                 "192.0.2.10"], "load": []}[action]
+    args = cli._parser().parse_args(["mn", action, "--config", str(config), *extra])
+    assert cli._target(args, IPv4Address("10.1.0.5"))[:2] == (IPv4Address("127.0.0.10"), 4340)
+    args = cli._parser().parse_args(["mn", action, "--config", str(config), "--home-agent", "127.0.0.3", *extra])
+    assert cli._target(args, IPv4Address("10.1.0.5"))[0] == IPv4Address("127.0.0.3"), "the flag wins"
+
+
 def test_the_longest_prefix_as_the_home_agent_picks_it(config):
     assert target("--config", str(config), home_address="10.1.5.9")[2] == sa(259, NARROW_KEY)
 
