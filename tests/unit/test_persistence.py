@@ -76,6 +76,29 @@ def test_a_new_process_serves_each_binding_with_the_time_it_has_left_and_drops_t
     assert again.bindings.sources_of(HOA) == bytes([Source.STORE])
 
 
+def test_what_ended_while_stopped_is_written_back_at_the_first_commit_and_not_counted_again():
+    """The store's record of a node whose binding ended while no daemon ran is stale once loaded: the first
+    commit writes the node as the table now holds it (its last Identification, no binding), so the next
+    start neither loads nor counts that binding again (before 2026-12-03 every start logged it as
+    "ended while stopped"; an operator walkthrough)."""
+    core, store = make_ha(), MemoryStore()
+    p = Persistence(store, core)
+    p.load(T0)
+    core.receive_datagram(request(lifetime=10, hoa=ip("10.1.0.6"), coa=COA2), SOURCE, "192.0.2.1", T0)
+    core.receive_datagram(request(lifetime=600, coa=COA), SOURCE, "192.0.2.1", T0)
+    p.commit(T0)
+    again, p2 = restarted(store, wall=T0 + 20)
+    assert again.counters["store.expired_at_load"] == 1
+    writes = store.writes
+    p2.commit(LATER)  # nothing registered since: only the stale node is written
+    assert store.writes == writes + 1
+    third, _ = restarted(store, wall=T0 + 30)
+    assert (third.counters["store.loaded_nodes"], third.counters["store.loaded_bindings"],
+            third.counters["store.expired_at_load"]) == (2, 1, 0)
+    assert third.bindings.last_identification(ip("10.1.0.6")) == ntp(T0, 0x1000)  # replay protection stays
+    assert picture(third, LATER) == picture(again, LATER + 10)
+
+
 def test_an_old_request_is_refused_133_after_a_restart_and_accepted_without_the_store():
     core, store = make_ha(), MemoryStore()
     p = Persistence(store, core)

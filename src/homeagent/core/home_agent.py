@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from ipaddress import IPv4Address
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from homeagent import __version__
 from homeagent.config import Config, ElectionKind, Replication
@@ -40,6 +40,13 @@ class Counts(Counter[str]):
 _REDUNDANCY = frozenset(int(t) for t in RedundancyType)
 # The [home_agent] keys a reload applies (besides the associations); every other changed key needs a restart.
 RELOADABLE = ("max_lifetime", "replay_tolerance", "simultaneous_bindings")
+
+
+class Restored(NamedTuple):
+    """What ``HomeAgent.restore`` loaded: the tunnels to set up, and the nodes to write back."""
+
+    tunnels: list[Effect]
+    changed: list[int]  # home addresses whose state the load changed: the store's record is stale
 
 
 class HomeAgent:
@@ -184,30 +191,37 @@ class HomeAgent:
             return []  # a retransmission of a request whose reply waits for acks: that reply answers it
         return effects
 
-    def restore(self, states: Iterable[tuple[int, NodeState]], now: float) -> list[Effect]:
+    def restore(self, states: Iterable[tuple[int, NodeState]], now: float) -> Restored:
         """Load the store's states at start, before ``start`` (runtime/persistence.py): each merged into the
-        table as a member's state is (core/node_state.py), so bindings ended by ``now`` are dropped and the
-        timer wheel gets the rest; in a group the start-up download then merges the group's states on top,
-        which the Identification ordering makes safe whichever is newer. A home address this configuration
-        does not serve any more (outside ``home_network``, or reserved) is left out. Returns the tunnels
-        of what was loaded."""
+        table as a member's state is (core/node_state.py), so bindings ended by ``now`` are dropped (each
+        leaving its tombstone) and the timer wheel gets the rest; in a group the start-up download then
+        merges the group's states on top, which the Identification ordering makes safe whichever is newer.
+        A home address this configuration does not serve any more (outside ``home_network``, or reserved)
+        is left out. Returns the tunnels of what was loaded, and the nodes whose state the load changed (a
+        binding ended, a tombstone due, while no daemon ran), for the store to write again: otherwise
+        every later start would load, and count as ended, the same bindings again."""
         ha = self.config.home_agent
         mask, prefix = int(ha.home_network.netmask), int(ha.home_network.network_address)
         reserved = {int(a) for a in self.config.reserved_home_addresses}
-        merge, counters = self.bindings.merge, self.counters
-        held, nodes, bindings, not_served = len(self.bindings), 0, 0, 0
+        table, counters = self.bindings, self.counters
+        merge = table.merge
+        held, nodes, bindings, not_served = len(table), 0, 0, 0
+        changed: list[int] = []
         for home_address, state in states:
             if home_address & mask != prefix or home_address in reserved:
                 not_served += 1
                 continue
             nodes += 1
             bindings += len(state.bindings)
+            had = len(table)
             merge(home_address, state, now, Source.STORE)
+            if len(table) - had < len(state.bindings) or any(t.forget_at <= now for t in state.tombstones):
+                changed.append(home_address)
         counters["store.loaded_nodes"] += nodes
-        counters["store.loaded_bindings"] += len(self.bindings) - held
-        counters["store.expired_at_load"] += bindings - (len(self.bindings) - held)
+        counters["store.loaded_bindings"] += len(table) - held
+        counters["store.expired_at_load"] += bindings - (len(table) - held)
         counters["store.not_served"] += not_served
-        return list(self.bindings.changes())
+        return Restored(list(table.changes()), changed)
 
     def remove(self, home_address: int, care_of_address: int | None, now: float) -> list[Effect]:
         """An operator removes a binding (or all of a node's): replicated like a de-registration.

@@ -75,7 +75,7 @@ class Persistence:
                     latest[home_address] = record
                     count += 1
             offset = self._core.clock.offset
-            effects = self._core.restore(((h, state(r, offset)) for h, r in latest.items()), now)
+            restored = self._core.restore(((h, state(r, offset)) for h, r in latest.items()), now)
         except CorruptRecord as exc:
             chunks.close()
             self._store.close()
@@ -84,7 +84,8 @@ class Persistence:
         finally:
             if collecting:
                 gc.enable()
-        self._core.bindings.take_changed()  # the file has them already
+        self._core.bindings.take_changed()  # the file has them already,
+        self._pending = set(restored.changed)  # but for what ended while stopped: written at the first commit
         self._in_file = count
         self._store.open()
         counters = self._core.counters
@@ -92,7 +93,7 @@ class Persistence:
             log.info("%d bindings of %d mobile nodes loaded from the store, %d ended while stopped",
                      counters["store.loaded_bindings"], counters["store.loaded_nodes"],
                      counters["store.expired_at_load"])
-        return effects
+        return restored.tunnels
 
     # -- every turn ---------------------------------------------------------------------------------
 
