@@ -213,9 +213,9 @@ class HomeAgent:
                 continue
             nodes += 1
             bindings += len(state.bindings)
-            had = len(table)
-            merge(home_address, state, now, Source.STORE)
-            if len(table) - had < len(state.bindings) or any(t.forget_at <= now for t in state.tombstones):
+            merged = merge(home_address, state, now, Source.STORE)
+            if (len(merged[1]) if merged else 0) < len(state.bindings) or (
+                    state.tombstones and any(t.forget_at <= now for t in state.tombstones)):
                 changed.append(home_address)
         counters["store.loaded_nodes"] += nodes
         counters["store.loaded_bindings"] += len(table) - held
