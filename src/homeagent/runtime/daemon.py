@@ -282,7 +282,8 @@ class Daemon:
         if old.log.format != self.config.log.format:
             changes.append(f"log.format {old.log.format} -> {self.config.log.format}")
         counters["reloads"] += 1
-        log.info("reloaded %s: %s", source, "; ".join(changes) or "nothing changed")
+        log.info("reloaded %s: %s", source, "; ".join(changes) or ("nothing else changed" if restart else
+                                                                   "nothing changed"))
 
     @staticmethod
     def _changes(old: Config, new: Config) -> list[str]:
@@ -303,7 +304,8 @@ class Daemon:
     # -- sockets --------------------------------------------------------------------------------------
 
     def _open(self, local: str, port: int, freebind: bool = False) -> None:
-        sock = _udp_socket(local, port, freebind)
+        key = "home_agent.address" if local == self._own else "redundancy.virtual_address"
+        sock = _udp_socket(local, port, freebind, key)
         self._sockets[local] = sock
         assert self._loop is not None
         self._drainers[local] = drain = self._drainer(sock, local)
@@ -610,7 +612,8 @@ class Daemon:
             yield rows
 
 
-def _udp_socket(address: str, port: int, freebind: bool = False) -> socket.socket:
+def _udp_socket(address: str, port: int, freebind: bool = False, key: str = "home_agent.address") -> socket.socket:
+    """A registration socket bound to ``address``; StartupError names ``key``, the setting it comes from."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         if freebind:
@@ -626,7 +629,7 @@ def _udp_socket(address: str, port: int, freebind: bool = False) -> socket.socke
         ) from None
     except OSError as exc:
         sock.close()
-        raise StartupError(f"home_agent.address: cannot bind {address}:{port}: {exc.strerror}") from None
+        raise StartupError(f"{key}: cannot bind {address}:{port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
