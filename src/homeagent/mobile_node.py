@@ -20,6 +20,7 @@ from typing import Protocol
 
 from homeagent.core.replay import LOW32, ntp_identification
 from homeagent.wire.auth import SecurityAssociation
+from homeagent.wire.era import to_wire
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import (
@@ -80,7 +81,7 @@ class Outcome:
             "home_address": str(IPv4Address(self.reply.home_address)),
             "home_agent": str(IPv4Address(self.reply.home_agent)),
             "care_of_address": str(IPv4Address(self.request.care_of_address)),
-            "identification": self.reply.identification,
+            "identification": to_wire(self.reply.identification),  # as on the wire
             "attempts": self.attempts,
             "resynchronised": self.resynchronised,
         }

@@ -15,7 +15,7 @@ from homeagent.core.replay import skew
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import RegistrationReply
 from unit.support import (
-    COA, COA2, HA, HOA, KEY, SA, SOURCE, SPI, T0, WIDE_SA, ext, ip, make_ha, mhae, ntp, snapshot,
+    COA, COA2, HA, HOA, KEY, SA, SOURCE, SPI, T0, WIDE_SA, ext, ip, make_ha, mhae, ntp, snapshot, wire_ntp,
 )
 
 SETTINGS = settings(max_examples=500, deadline=None,
@@ -30,7 +30,7 @@ def populated():
     # is a retransmission, answered again): both kinds of duplicate are drawn below (authentic_requests).
     for n, (hoa, coa, at) in enumerate(((HOA, COA, NOW - 20), (HOA, COA2, NOW - 3), (ip("10.1.2.3"), COA, NOW - 3))):
         effects = ha.receive_registration(
-            mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, hoa, HA, coa, ntp(at, n))), SOURCE, at)
+            mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, hoa, HA, coa, wire_ntp(ntp(at, n)))), SOURCE, at)
         assert RegistrationReply.parse(effects[0].datagram).code == 0
     assert len(ha.bindings) == 3
     return ha
@@ -67,7 +67,7 @@ def test_arbitrary_bytes_never_raise_or_change_bindings(data):
 @SETTINGS
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_after_a_request_header(tail):
-    data = struct.pack("!BBHIIIQ", 1, 0, 600, HOA, HA, COA, ntp(NOW, 7)) + tail
+    data = struct.pack("!BBHIIIQ", 1, 0, 600, HOA, HA, COA, wire_ntp(ntp(NOW, 7))) + tail
     only_131(receive_unchanged(data))
 
 
@@ -113,7 +113,8 @@ def signed_then_corrupted(draw):
     """An authentic request (no extensions after the MHAE), with one bit of it flipped."""
     fixed = struct.pack(
         "!BBHIIIQ", 1, draw(st.sampled_from([0, 0x80, 0x02, 0x82])), draw(st.sampled_from([0, 600])),
-        HOA, HA, draw(st.sampled_from([COA, COA2, ip("203.0.113.5"), HOA])), ntp(NOW, draw(st.integers(1, 1000))),
+        HOA, HA, draw(st.sampled_from([COA, COA2, ip("203.0.113.5"), HOA])),
+        wire_ntp(ntp(NOW, draw(st.integers(1, 1000)))),
     )
     data = bytearray(mhae(fixed + draw(extension_lists.filter(lambda b: b"\x22" not in b[:1]))))
     i = draw(st.integers(0, len(data) - 1))
@@ -138,7 +139,7 @@ def authentic_requests(draw):
     home_agent = draw(st.sampled_from([HA, HA, ip("10.1.255.255"), ip("192.0.2.2")]))
     coa = draw(st.sampled_from([COA, COA2, ip("203.0.113.5"), ip("203.0.113.6"), HOA, 0, ip("224.0.0.1")]))
     ident = draw(st.one_of(identifications, st.sampled_from([ntp(NOW - 20, 0), ntp(NOW - 3, 1)])))
-    fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, home_agent, coa, ident)
+    fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, home_agent, coa, wire_ntp(ident))  # as it is sent
     return mhae(fixed + draw(extension_lists.filter(lambda b: b"\x22" not in b[:1]))), (flags, lifetime, hoa, ident)
 
 
@@ -190,7 +191,7 @@ def test_a_copy_of_a_current_registration_is_answered_again_only_within_the_tole
     3 s old is a retransmission, answered again with what is left; 20 s old, a replay (RFC 5944 3.6.3)."""
     ha = populated()
     before = snapshot(ha)
-    effects = ha.receive_registration(mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, HOA, HA, coa, ntp(at, n))),
+    effects = ha.receive_registration(mhae(struct.pack("!BBHIIIQ", 1, 0x80, 600, HOA, HA, coa, wire_ntp(ntp(at, n)))),
                                       SOURCE, NOW)
     reply = RegistrationReply.parse(effects[0].datagram)
     assert reply.code == code and snapshot(ha) == before

@@ -10,6 +10,7 @@ import pytest
 
 from homeagent.mobile_node import Identifications, MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.era import to_wire
 
 from .conftest import HA_ADDRESS, KEY, NTP_EPOCH_OFFSET, NTP_SECOND, OTHER_SPI, SPI, WRONG_KEY, homeagent
 
@@ -206,8 +207,8 @@ def test_client_resynchronises_on_133(ha):
     assert abs(node.identifications.offset) < 3 * NTP_SECOND  # the 120 s skew is learnt away
     assert ha.counters()["denied.133"] == counters.get("denied.133", 0) + 1
     rows = [r for r in ha.bindings_direct() if r["home_address"] == "10.1.0.9"]
-    assert [(r["care_of_address"], r["identification"]) for r in rows] == [
-        ("192.0.2.50", outcome.request.identification)
+    assert [(r["care_of_address"], r["identification"]) for r in rows] == [  # shown as on the wire
+        ("192.0.2.50", to_wire(outcome.request.identification))
     ]
 
 

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from homeagent.mobile_node import MobileNode
+from homeagent.wire.era import to_wire
 
 from .group_support import MEMBER_ADDRESSES, MN_SA, VIP, counter, make_group, wait_until
 
@@ -29,7 +30,7 @@ def test_every_peer_serves_and_replicates(group) -> None:
         out = node.register(IPv4Address(f"192.0.2.{100 + i}"), 600)
         assert out.code == 0, (m.address, out.as_dict())
         assert str(IPv4Address(out.reply.home_agent)) == m.address
-        idents[hoa] = (out.reply.identification, f"192.0.2.{100 + i}", m.address)
+        idents[hoa] = (to_wire(out.reply.identification), f"192.0.2.{100 + i}", m.address)  # as listed
     group.wait_replicated(idents)
 
     for m in members:
@@ -66,7 +67,7 @@ def test_a_node_that_moves_between_peers_ends_with_its_newest_binding(group) -> 
     def converged() -> bool:
         rows = [m.binding_of(str(hoa)) for m in members]
         return all([(r["care_of_address"], r["identification"]) for r in rs]
-                   == [("192.0.2.151", out.reply.identification)] for rs in rows)
+                   == [("192.0.2.151", to_wire(out.reply.identification))] for rs in rows)
 
     wait_until(converged, 3, "every peer to hold the node's newest binding only")
     group.wait_replicated(["10.1.10.51"])

@@ -16,6 +16,7 @@ import pytest
 
 from homeagent.core.replay import ntp_identification
 from homeagent.mobile_node import MobileNode
+from homeagent.wire.era import from_wire
 from homeagent.wire.redundancy import AckCode, BindingUpdate, BindingUpdateAck, parse_messages, unseal
 
 from .conftest import core
@@ -99,7 +100,7 @@ def test_forged_and_replayed_binding_updates_change_nothing(group) -> None:
     #    of the request, which wins (docs/protocol.md).
     restated = BindingUpdate(
         genuine["flags"], genuine["lifetime"], int(genuine["remaining"] * 1000) - 2000, ip(HOA), ip(VIP),
-        ip(genuine["care_of_address"]), genuine["identification"],
+        ip(genuine["care_of_address"]), from_wire(genuine["identification"]),  # listed as on the wire
     ).body()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as impostor:
         impostor.bind((INSIDER, group.port))

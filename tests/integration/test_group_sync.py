@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from homeagent.mobile_node import MobileNode
+from homeagent.wire.era import to_wire
 
 from .conftest import ntp_now, parse_reply, rrq
 from .group_support import MEMBER_ADDRESSES, MN_SA, VIP, counter, make_group, require, wait_until
@@ -40,11 +41,12 @@ def start_pair(g):
 
 
 def register(g, hoa: str, coa: str = "192.0.2.66") -> tuple[int, float, int]:
-    """Register at the virtual address; (code, seconds until the reply, identification)."""
+    """Register at the virtual address; (code, seconds until the reply, identification as on the wire and
+    in ``homeagent bindings``)."""
     node = MobileNode(IPv4Address(hoa), IPv4Address(VIP), MN_SA, g.port)
     t0 = time.monotonic()
     out = node.register(IPv4Address(coa), 600, timeout=2.0, retries=0)
-    return out.code, time.monotonic() - t0, out.reply.identification
+    return out.code, time.monotonic() - t0, to_wire(out.reply.identification)
 
 
 def test_sync_reply_means_the_standby_holds_the_binding(group) -> None:

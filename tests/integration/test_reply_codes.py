@@ -10,6 +10,7 @@ import pytest
 
 from homeagent.mobile_node import MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.era import from_wire
 from homeagent.wire.registration import Flags, RegistrationRequest
 
 from .conftest import (
@@ -202,7 +203,7 @@ def test_denials_built_by_our_client_and_counted(ha):
     assert node.register(IPv4Address("192.0.2.50"), 60, int(Flags.G), timeout=1, retries=0).code == 139
     assert node.register(IPv4Address("192.0.2.50"), 60, int(Flags.x), timeout=1, retries=0).code == 134
     datagram = sa.sign(RegistrationRequest(0, 60, int(IPv4Address("10.1.9.2")), int(IPv4Address("127.0.0.98")),
-                                           int(IPv4Address("192.0.2.50")), ntp_now()).header_bytes())
+                                           int(IPv4Address("192.0.2.50")), from_wire(ntp_now())).header_bytes())
     mn = ha.mn()
     assert mn.exchange(datagram).code == 136
     mn.close()

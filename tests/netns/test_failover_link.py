@@ -27,6 +27,7 @@ from netns.members import Members
 
 from homeagent.mobile_node import LoadGenerator, MobileNode
 from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.era import from_wire
 from homeagent.wire.registration import RegistrationReply
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not can_run(), reason="needs root and iproute2")]
@@ -65,7 +66,9 @@ class Segment(Members):
         return path
 
     def table(self, host: str) -> dict[str, tuple[str, int]]:
-        return {r["home_address"]: (r["care_of_address"], r["identification"]) for r in bindings(self.configs[host])}
+        """Home address -> (care-of address, Identification as the members hold it: ordered by time)."""
+        return {r["home_address"]: (r["care_of_address"], from_wire(r["identification"]))
+                for r in bindings(self.configs[host])}
 
     def holds_vip(self, host: str) -> bool:
         return VIP in self.lan.addresses(host)

@@ -1,10 +1,12 @@
 """A real daemon whose wall clock is stepped by an hour, forward and back, while it holds bindings
 (libfaketime, preloaded into the daemon only, with the monotonic clock left alone): no binding expires
-early or outlives its lifetime; only what is stamped on the wire follows the new time. Skipped where
+early or outlives its lifetime; only what is stamped on the wire follows the new time. And one whose clock
+passes the NTP era's wrap (2036) with a node registered. Skipped where
 libfaketime is not installed (`.ci/run` installs Debian's faketime)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -22,10 +24,12 @@ pytestmark = pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (
 LIFETIME = 6
 
 
-@pytest.fixture
-def stepped_daemon(tmp_path):
+@contextlib.contextmanager
+def daemon_with_clock(tmp_path, offset_text: str):
+    """A daemon whose wall clock is the real one moved by what the file holds (``offset_text`` at first):
+    (its port, its control socket, that file)."""
     offset = tmp_path / "faketime"
-    offset.write_text("+0\n")
+    offset.write_text(offset_text)
     port = free_udp_port()
     config = tmp_path / "homeagent.toml"
     config.write_text(config_text(tmp_path / "state", port))
@@ -36,20 +40,26 @@ def stepped_daemon(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=stderr)
     sock = tmp_path / "state" / "control.sock"
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            control.request(sock, "status", timeout=1)
-            break
-        except control.ControlError:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.log").read_text()
-            time.sleep(0.05)
     try:
+        while True:
+            try:
+                control.request(sock, "status", timeout=1)
+                break
+            except control.ControlError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.log").read_text()
+                time.sleep(0.05)
         yield port, sock, offset
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         stderr.close()
         assert "Traceback" not in (tmp_path / "stderr.log").read_text()
+
+
+@pytest.fixture
+def stepped_daemon(tmp_path):
+    with daemon_with_clock(tmp_path, "+0\n") as daemon:
+        yield daemon
 
 
 @pytest.mark.parametrize("step", ["+1h", "-1h"])
@@ -77,3 +87,41 @@ def test_a_stepped_wall_clock_neither_expires_nor_extends_bindings(stepped_daemo
         assert control.request(sock, "bindings") == [], "outlived its lifetime"
     finally:
         mn.close()
+
+
+WRAP = 2_085_978_496  # 2036-02-07 06:28:16 UTC, Unix: NTP era 0 ends and its seconds wrap to 0
+
+
+def ntp_at(unix: float, fraction: int = 0) -> int:
+    """The NTP timestamp the wire carries for Unix time ``unix`` (its seconds modulo the era)."""
+    return (((int(unix) + 2_208_988_800) & 0xFFFFFFFF) << 32) | fraction
+
+
+def test_a_node_registered_before_the_ntp_era_wraps_renews_after_it(tmp_path):
+    """A daemon whose clock reads 2036-02-07 06:27:56 accepts a node's registration stamped then (NTP
+    seconds 0xFFFFFFEC); its clock passes the wrap, and the node's renewal, stamped with NTP seconds near 0,
+    is newer, accepted and replicated into the table, and the old request replayed is refused 133.
+    Before 2026-12-03 the renewal was refused 133 (a plain comparison took it for older), and so was
+    every request of that node until the Home Agent forgot it."""
+    skew = int(WRAP - 20 - time.time())  # the daemon's clock: 20 s before the wrap
+    with daemon_with_clock(tmp_path, f"+{skew}\n") as (port, sock, offset):
+        mn = MobileNodeSocket("127.0.0.2", port)
+        try:
+            before = ntp_at(time.time() + skew, 0x1000)
+            assert before >> 32 > 0xFFFFFFE0
+            request = rrq("10.1.0.5", "192.0.2.10", ident=before, lifetime=600)
+            first = mn.exchange(request)
+            assert (first.code, first.identification) == (0, before)
+            offset.write_text(f"+{skew + 40}\n")  # 20 s past the wrap
+            time.sleep(0.3)
+            after = ntp_at(time.time() + skew + 40, 0x2000)
+            assert after >> 32 < 0x40, "the renewal's NTP seconds have wrapped"
+            renewal = mn.exchange(rrq("10.1.0.5", "192.0.2.11", ident=after, lifetime=600))
+            assert (renewal.code, renewal.identification) == (0, after)
+            [binding] = control.request(sock, "bindings")
+            assert (binding["care_of_address"], binding["identification"]) == ("192.0.2.11", after)
+            replayed = mn.exchange(request)  # within the tolerance no more (40 s), and older anyway
+            assert replayed.code == 133 and abs((replayed.identification >> 32) - (after >> 32)) <= 2  # our time
+            assert control.request(sock, "bindings")[0]["care_of_address"] == "192.0.2.11"
+        finally:
+            mn.close()

@@ -22,6 +22,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from homeagent.mobile_node import LoadGenerator, MobileNode
+from homeagent.wire.era import from_wire
 from homeagent.wire.redundancy import (
     Advertisement,
     BindingTableRequest,
@@ -235,7 +236,7 @@ def test_a_packed_datagram_of_table_requests_costs_one_transfer(group, requests)
                 insider.bind((INSIDER, 0))
                 for d in range(10):
                     body = b"".join(BindingTableRequest(base + d * requests + i).body() for i in range(requests))
-                    stamp = ((int(time.time()) + 2_208_988_800) << 32) + d
+                    stamp = from_wire(((int(time.time()) + 2_208_988_800) << 32) + d)
                     insider.sendto(seal(body, GROUP_SA, stamp, ip(INSIDER), ip(A)), (A, group.port))
                     time.sleep(0.05)
             time.sleep(1.0)

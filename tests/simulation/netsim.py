@@ -73,6 +73,7 @@ from homeagent.core.effects import ClaimAddress, ReleaseAddress, Send, Serve, Tu
 from homeagent.core.home_agent import HomeAgent
 from homeagent.core.replay import ntp_identification
 from homeagent.wire.auth import Algorithm, SecurityAssociation
+from homeagent.wire.era import from_wire
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import RegistrationReply, RegistrationRequest
@@ -581,6 +582,7 @@ class Simulation:
         """Member ``m`` accepted this Registration Request: one operation for the model."""
         assert m.ha is not None
         _, flags, lifetime, hoa, _, coa, ident = _REQ.unpack_from(request)
+        ident = from_wire(ident)  # the NTP timestamp sent, as the members hold it (wire/era.py)
         state = m.ha.bindings.lookup(hoa)
         if state[0] != ident:
             self.fail(f"[oracle] {m.address} accepted {IPv4Address(hoa)} #{fmt_id(ident)} but holds "
@@ -1114,11 +1116,12 @@ def describe(data: bytes) -> str:
     try:
         if kind == REQUEST_TYPE:
             _, flags, life, hoa, _, coa, ident = _REQ.unpack_from(data)
+            ident = from_wire(ident)
             where = f"coa={IPv4Address(coa)} life={life} flags={flags:#x}"
             return f"RRQ {IPv4Address(hoa)} #{fmt_id(ident)} {where}"
         if kind == REPLY_TYPE:
             _, code, life, hoa, _, ident = struct.unpack_from("!BBHIIQ", data)
-            return f"RRP {IPv4Address(hoa)} #{fmt_id(ident)} code={code} life={life}"
+            return f"RRP {IPv4Address(hoa)} #{fmt_id(from_wire(ident))} code={code} life={life}"
         return " + ".join(_describe_message(m) for m in _bodies(data))
     except (struct.error, ParseError, ValueError):
         return f"type {kind} ({len(data)} bytes)"

@@ -81,16 +81,31 @@ def make_ha(max_lifetime: int = 1800, simultaneous_bindings: int = 3, now: float
     return HomeAgent(parse_config(text), now)
 
 
+UNIX_2000 = 946_684_800  # 2000-01-01 00:00:00 UTC: Identifications are counted from it inside (wire/era.py)
+
+
 def ntp(now: float, fraction: int = 0) -> int:
-    """A timestamp Identification (RFC 5944 5.7.1) for Unix time ``now``."""
-    return (((int(now) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF) << 32) | fraction
+    """A timestamp Identification (RFC 5944 5.7.1) for Unix time ``now``, as the Home Agent holds it:
+    counted from 2000 (``wire_ntp`` is the timestamp the wire carries)."""
+    return (((int(now) - UNIX_2000) & 0xFFFFFFFF) << 32) | fraction
+
+
+def wire_ntp(identification: int) -> int:
+    """The NTP timestamp (seconds since 1900) of an Identification counted from 2000, computed here apart
+    from wire/era.py."""
+    return (identification + ((UNIX_2000 + NTP_EPOCH_OFFSET) << 32)) & 0xFFFFFFFFFFFFFFFF
+
+
+def held(timestamp: int) -> int:
+    """The Identification (counted from 2000) the Home Agent holds for an NTP ``timestamp`` on the wire."""
+    return (timestamp - ((UNIX_2000 + NTP_EPOCH_OFFSET) << 32)) & 0xFFFFFFFFFFFFFFFF
 
 
 def header(flags: int = 0, lifetime: int = 600, hoa: int = HOA, ha: int = HA, coa: int = COA,
            ident: int | None = None, now: float = T0) -> bytes:
     if ident is None:
         ident = ntp(now, 0x1000)
-    return struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ha, coa, ident)
+    return struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ha, coa, wire_ntp(ident))
 
 
 def mhae(message: bytes, spi: int = SPI, key: bytes = KEY) -> bytes:

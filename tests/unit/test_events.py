@@ -10,7 +10,7 @@ import pytest
 from homeagent.core import events
 from homeagent.core.events import Budget
 
-from .support import COA, COA2, HOA, SOURCE, T0, WIDE_KEY, make_ha, ntp, request
+from .support import COA, COA2, HOA, SOURCE, T0, WIDE_KEY, make_ha, ntp, request, wire_ntp
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_each_change_of_the_table_is_one_event_at_its_level(caught):
     [(event, level, fields)] = taken(caught)
     assert (event, level) == ("binding_accepted", logging.INFO)
     assert fields["home_address"] == "10.1.0.5" and fields["care_of_address"] == "198.51.100.7"
-    assert fields["lifetime"] == 600 and fields["identification"] == ntp(T0, 1)
+    assert fields["lifetime"] == 600 and fields["identification"] == wire_ntp(ntp(T0, 1))  # as on the wire
     assert fields["source"] == "198.51.100.7:434" and fields["flags"] == "0x00"
 
     ha.receive_registration(request(ident=ntp(T0, 2)), SOURCE, T0 + 1)  # the same care-of address: a renewal

@@ -25,7 +25,7 @@ from homeagent.core.exchange import CLOSED_MEMORY
 from homeagent.core.replication import UPDATE_RETRANSMIT, UPDATE_TRIES
 from homeagent.core.home_agent import HomeAgent
 from homeagent.core.transfer import RETRANSMIT_AFTER
-from homeagent.core.replay import ntp_identification, ntp_seconds
+from homeagent.core.replay import ntp_identification
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.errors import ParseError
 from homeagent.wire.redundancy import (
@@ -49,7 +49,7 @@ from homeagent.wire.redundancy import (
 )
 from homeagent.wire.registration import RegistrationReply
 
-from .support import COA, COA2, COA3, HOA, T0, ip, mhae, ntp
+from .support import COA, COA2, COA3, HOA, T0, ip, mhae, ntp, wire_ntp
 
 HA1, HA2, HA3 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 VIP = "192.0.2.100"
@@ -112,7 +112,7 @@ def make_config(address: str, peers: list[str], priority: int = 100, mode: str =
 def registration(coa: int = COA, now: float = T0, fraction: int = 1, lifetime: int = 600, flags: int = 0,
                  hoa: int = HOA) -> bytes:
     """A Registration Request to the virtual address, built and signed by hand."""
-    fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ip(VIP), coa, ntp(now, fraction))
+    fixed = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ip(VIP), coa, wire_ntp(ntp(now, fraction)))
     return mhae(fixed)
 
 
@@ -280,7 +280,7 @@ class FakePeer:
     def seal(self, body: bytes, now: float, receiver: str = HA1, sender: str | None = None) -> bytes:
         ts = max(ntp(now, int((now % 1) * (1 << 32))), self.last + 1)
         self.last = ts
-        covered = body + struct.pack("!BBBBIQ", 100, 30, self.version, 0, self.spi, ts)
+        covered = body + struct.pack("!BBBBIQ", 100, 30, self.version, 0, self.spi, wire_ntp(ts))
         pseudo = struct.pack("!II", ip(self.address if sender is None else sender), ip(receiver))
         return covered + hmac.new(self.key, pseudo + covered, hashlib.md5).digest()
 
@@ -303,10 +303,10 @@ def opened(effects, to: str | None = None) -> list:
 def update(ident: int, coa: int = COA, lifetime: int = 600, remaining_ms: int = 600_000, flags: int = 0,
            node: MobileNodeBindings | None = None, hoa: int = HOA) -> bytes:
     """A Binding Update body, packed by hand (docs/protocol.md; the encoder is checked by the vectors)."""
-    body = struct.pack("!BBHIIIIQ", 200, flags, lifetime, remaining_ms, hoa, ip(VIP), coa, ident)
+    body = struct.pack("!BBHIIIIQ", 200, flags, lifetime, remaining_ms, hoa, ip(VIP), coa, wire_ntp(ident))
     if node is not None:
-        data = struct.pack("!IQ", node.home_address, node.identification) + b"".join(
-            struct.pack("!IIQHBxI", r.care_of_address, r.home_agent, r.identification, r.lifetime, r.flags,
+        data = struct.pack("!IQ", node.home_address, wire_ntp(node.identification)) + b"".join(
+            struct.pack("!IIQHBxI", r.care_of_address, r.home_agent, wire_ntp(r.identification), r.lifetime, r.flags,
                         r.remaining_ms) for r in node.bindings)
         body += bytes((101, len(data))) + data
     return body

@@ -24,15 +24,18 @@ from homeagent.wire.redundancy import (
     parse_body,
 )
 
-from .support import COA, COA2, COA3, HOA, T0, ntp
+from .support import COA, COA2, COA3, HOA, T0, ntp, wire_ntp
 from .test_group import group, opened, registration
 
 HA_ADDRESS = 0xC0000264
 
 
 def node_bytes(*records: tuple[int, int, int, int, int, int], hoa: int = HOA, last: int = 9) -> bytes:
-    """A Mobile Node Bindings extension packed by hand: Type 101, Length, home address, last, records."""
-    body = struct.pack("!IQ", hoa, last) + b"".join(struct.pack("!IIQHBxI", *r) for r in records)
+    """A Mobile Node Bindings extension packed by hand: Type 101, Length, home address, last, records; each
+    Identification (``last`` and a record's third field, counted from 2000) sent as its NTP timestamp."""
+    body = struct.pack("!IQ", hoa, wire_ntp(last)) + b"".join(
+        struct.pack("!IIQHBxI", coa, ha, wire_ntp(ident), lifetime, flags, ms)
+        for coa, ha, ident, lifetime, flags, ms in records)
     return bytes((101, len(body))) + body
 
 

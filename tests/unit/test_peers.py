@@ -22,6 +22,8 @@ from homeagent.core.peers import NTP_ONE_SECOND, OWN_ECHO, REORDER_WINDOW, Membe
 from homeagent.wire.auth import Algorithm, SecurityAssociation
 from homeagent.wire.redundancy import SealError, VersionError, unseal
 
+from .support import held
+
 NTP_EPOCH_OFFSET = 2_208_988_800
 T0 = 1_700_000_000.0
 OWN = int(IPv4Address("192.0.2.1"))
@@ -40,6 +42,7 @@ BODY = struct.pack("!BBBBHH", 205, 100, 1, 0, 100, 0)  # an Advertisement, built
 
 
 def ntp(now: float) -> int:
+    """The NTP timestamp on the wire for Unix time ``now`` (``held`` is what a member holds of it)."""
     seconds = (int(now) + NTP_EPOCH_OFFSET) & 0xFFFFFFFF
     return (seconds << 32) | int((now % 1.0) * (1 << 32))
 
@@ -274,10 +277,15 @@ def test_open_refuses_a_timestamp_outside_the_tolerance(offset):
 def test_tolerance_survives_the_ntp_era_rollover():
     # 2036-02-07T06:28:16Z: NTP seconds wrap to 0. A sender just past it and a receiver just before agree.
     rollover = (1 << 32) - NTP_EPOCH_OFFSET
+    assert opens(membership(tolerance=7), hand_seal(BODY, ntp(rollover + 2)), now=rollover - 2)
     m = membership(tolerance=7)
-    assert opens(m, hand_seal(BODY, ntp(rollover + 2)), now=rollover - 2)
     assert opens(m, hand_seal(BODY, ntp(rollover - 1)), now=rollover + 1)
     refused(m, hand_seal(BODY, ntp(rollover + 100)), now=rollover - 1)
+    # And the order holds across it: after a message stamped past the wrap, one stamped 3 s before it is
+    # older, not newer (compared as NTP timestamps it was the larger, and was taken: before 2026-12-03).
+    assert opens(m, hand_seal(BODY, ntp(rollover + 2)), now=rollover + 1)
+    refused(m, hand_seal(BODY, ntp(rollover - 1) + 1), now=rollover + 1)
+    assert m.members[PEER].replay.newest == held(ntp(rollover + 2))
 
 
 def test_open_refuses_a_replayed_datagram_and_counts_it():
@@ -304,7 +312,7 @@ def test_a_covered_but_unconfigured_address_is_refused_even_with_a_valid_seal():
     # sealed, every time, and counted; it never becomes a member, nor gets a replay window.)
     m = membership(configured=(PEER,))
     good = hand_seal(BODY, ntp(T0), sender=OTHER)
-    assert unseal(good, SA, OTHER, OWN) == (BODY, ntp(T0))  # the seal itself is genuine
+    assert unseal(good, SA, OTHER, OWN) == (BODY, held(ntp(T0)))  # the seal itself is genuine
     for i in range(3):
         assert refused(m, hand_seal(BODY, ntp(T0) + i, sender=OTHER), OTHER).member is None
     refused(m, hand_seal(BODY, ntp(T0), sender=OTHER, key=bytes(16)), OTHER)
@@ -335,12 +343,12 @@ def test_replay_windows_are_per_configured_sender():
     refused(m, hand_seal(BODY, t, sender=OTHER), OTHER, now=T0 + 5)
     assert opens(m, hand_seal(BODY, t, sender=THIRD), THIRD, now=T0 + 5)
     assert m.counters[VIOLATIONS] == 2
-    assert m.members[PEER].replay.newest == ntp(T0 + 5)
-    assert m.members[OTHER].replay.newest == m.members[THIRD].replay.newest == t
+    assert m.members[PEER].replay.newest == held(ntp(T0 + 5))
+    assert m.members[OTHER].replay.newest == m.members[THIRD].replay.newest == held(t)
     # A datagram refused for its seal (here OTHER's, reflected from THIRD's address) touches no window.
     later = hand_seal(BODY, t + 1, sender=OTHER)
     refused(m, later, THIRD, now=T0 + 5)
-    assert m.members[THIRD].replay.newest == m.members[OTHER].replay.newest == t
+    assert m.members[THIRD].replay.newest == m.members[OTHER].replay.newest == held(t)
     assert opens(m, later, OTHER, now=T0 + 5)
 
 
@@ -402,7 +410,7 @@ def test_seal_uses_the_members_association_the_conversation_and_the_clock():
     [peer] = list(m)
     data = m.seal(BODY, peer, T0 + 0.25)
     body, timestamp = unseal(data, SA, OWN, PEER)
-    assert body == BODY and timestamp == ntp(T0 + 0.25)
+    assert body == BODY and timestamp == held(ntp(T0 + 0.25))
     assert data == hand_seal(BODY, ntp(T0 + 0.25), sender=OWN, receiver=PEER)
     for sender, receiver in ((PEER, OWN), (OWN, OTHER), (OTHER, PEER), (OWN, GROUP)):
         with pytest.raises(SealError):
@@ -413,19 +421,19 @@ def test_seal_timestamps_strictly_increase_even_with_the_same_now():
     m = membership()
     [peer] = list(m)
     stamps = [unseal(m.seal(BODY, peer, T0), SA, OWN, PEER)[1] for _ in range(5)]
-    assert stamps == [ntp(T0) + i for i in range(5)]
+    assert stamps == [held(ntp(T0)) + i for i in range(5)]
     # A clock that steps back changes nothing either: still one past the last.
-    assert unseal(m.seal(BODY, peer, T0 - 5), SA, OWN, PEER)[1] == ntp(T0) + 5
+    assert unseal(m.seal(BODY, peer, T0 - 5), SA, OWN, PEER)[1] == held(ntp(T0)) + 5
     # And across associations and receivers (a multicast too): one counter per sender.
-    assert unseal(m.seal_for(BODY, SHA_SA, GROUP, T0), SHA_SA, OWN, GROUP)[1] == ntp(T0) + 6
-    assert unseal(m.seal(BODY, peer, T0 + 1), SA, OWN, PEER)[1] == ntp(T0 + 1)
+    assert unseal(m.seal_for(BODY, SHA_SA, GROUP, T0), SHA_SA, OWN, GROUP)[1] == held(ntp(T0)) + 6
+    assert unseal(m.seal(BODY, peer, T0 + 1), SA, OWN, PEER)[1] == held(ntp(T0 + 1))
 
 
 def test_seal_timestamps_follow_the_wall_clock_not_now():
     m = membership()
     m.clock.offset = 3600.0  # ``now`` is monotonic; the wall clock is an hour ahead of it
     data = m.seal(BODY, m.members[PEER], T0)
-    assert unseal(data, SA, OWN, PEER)[1] == ntp(T0 + 3600)
+    assert unseal(data, SA, OWN, PEER)[1] == held(ntp(T0 + 3600))
     receiver = Membership(PEER, [OWN], association_for, 7, Counter())
     refused(receiver, data, OWN, now=T0)  # an hour off the receiver's wall clock (offset 0)
     receiver.clock.offset = 3600.0  # the same wall clock: the refusal left no trace, so it opens now

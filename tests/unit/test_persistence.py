@@ -14,7 +14,7 @@ from homeagent.runtime import persistence
 from homeagent.runtime.persistence import Persistence
 from homeagent.runtime.store import MemoryStore, StoreError
 
-from .support import COA, COA2, HOA, SOURCE, T0, ip, make_ha, ntp, only_reply, request, sends
+from .support import COA, COA2, HOA, SOURCE, T0, ip, make_ha, ntp, only_reply, request, sends, wire_ntp
 
 LATER = 100.0  # the new process's monotonic clock at its start: any base at all
 
@@ -97,6 +97,31 @@ def test_what_ended_while_stopped_is_written_back_at_the_first_commit_and_not_co
             third.counters["store.expired_at_load"]) == (2, 1, 0)
     assert third.bindings.last_identification(ip("10.1.0.6")) == ntp(T0, 0x1000)  # replay protection stays
     assert picture(third, LATER) == picture(again, LATER + 10)
+
+
+def test_the_store_keeps_identifications_as_the_wire_carries_them():
+    """Identifications are counted from 2000 in the table (wire/era.py) but stored as NTP timestamps, as
+    before that choice: a store written by an earlier release loads the same. The usual node's record,
+    packed here by hand (core/persisted.py's layout): home address, last, cleared, 1 binding, 0 tombstones,
+    then care-of, lifetime, expires (wall), Identification, flags, home agent."""
+    import struct
+
+    core, store = make_ha(), MemoryStore()
+    p = Persistence(store, core)
+    p.load(T0)
+    core.receive_datagram(request(lifetime=600, coa=COA, ident=ntp(T0, 0x1234)), SOURCE, "192.0.2.1", T0)
+    p.commit(T0)
+    stamp = wire_ntp(ntp(T0, 0x1234))  # the request's NTP timestamp, as it was sent
+    [chunk] = list(store.rows.values())
+    assert struct.unpack_from("!IQQBBIHdQBI", chunk)[:2] == (HOA, stamp)
+    assert struct.unpack_from("!IQQBBIHdQBI", chunk)[8] == stamp
+    older = struct.pack("!IQQBBIHdQBI", ip("10.1.0.9"), stamp, stamp, 1, 0, COA2, 600, T0 + 600, stamp, 0,
+                        ip("192.0.2.1"))
+    store.rows[max(store.rows) + 1] = older  # as an earlier release wrote it
+    again, _ = restarted(store, wall=T0 + 1)
+    assert again.bindings.last_identification(ip("10.1.0.9")) == ntp(T0, 0x1234)
+    [binding] = again.bindings.bindings_of(ip("10.1.0.9"))
+    assert (binding.care_of_address, binding.identification) == (COA2, ntp(T0, 0x1234))
 
 
 def test_an_old_request_is_refused_133_after_a_restart_and_accepted_without_the_store():

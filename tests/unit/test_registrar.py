@@ -17,7 +17,7 @@ from homeagent.wire.registration import Flags
 
 from .support import (
     COA, COA2, COA3, COA4, HA, HOA, KEY, SA, SOURCE, SPI, T0, WIDE_KEY, WIDE_SA, WIDE_SPI, ZERO_KEY, ZERO_SA, ZERO_SPI,
-    ext, header, ip, make_ha, mhae, ntp, only_reply, request, sends, snapshot, tset, tunnels,
+    ext, header, ip, make_ha, mhae, ntp, only_reply, request, sends, snapshot, tset, tunnels, wire_ntp,
 )
 
 LOW32 = 0xFFFFFFFF
@@ -203,7 +203,7 @@ def test_a_discarded_request_does_not_consume_its_identification(registered):
 def check_133(reply, request_ident, now, home_agent=HA):
     assert reply.code == 133
     assert reply.identification & LOW32 == request_ident & LOW32
-    assert reply.identification >> 32 == int(now) + 2_208_988_800
+    assert wire_ntp(reply.identification) >> 32 == int(now) + 2_208_988_800  # the Home Agent's NTP time
     assert reply.home_agent == home_agent  # copied: only 136 names our address instead
 
 

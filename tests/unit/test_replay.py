@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from homeagent.core.clock import WallClock
 from homeagent.core.replay import TimestampReplayProtection, ntp_identification, skew
+from homeagent.wire.era import from_wire, to_wire
 
 OFFSET = 1_700_000_000.0  # wall minus monotonic
 WRAP = 2_085_978_496.0  # Unix time of the NTP era's end (2036-02-07 06:28:16 UTC)
@@ -42,12 +43,24 @@ def test_window_edges_within_a_microsecond():
 
 
 def test_fresh_across_the_era_wrap():
-    # Our clock just past the wrap (NTP seconds near 0), the node's just before it (near 2**32): 2 s apart.
+    # Our clock just past the wrap, the node's just before it: 2 s apart. On the wire its NTP seconds are
+    # 2**32 - 1 and ours 0; inside, both are counted from 2000 and simply ordered.
     replay = TimestampReplayProtection(7, WallClock(WRAP - 1.0))
     before_wrap = ntp_identification(WRAP - 1.0)
-    assert before_wrap >> 32 == 0xFFFFFFFF
+    assert to_wire(before_wrap) >> 32 == 0xFFFFFFFF and to_wire(ntp_identification(WRAP + 1.0)) >> 32 == 1
     assert replay.is_fresh(before_wrap, None, 2.0)
     assert not replay.is_fresh(before_wrap, None, 9.0)
+
+
+def test_the_first_request_after_the_wrap_is_newer_than_the_last_before_it():
+    """What a comparison of NTP timestamps got wrong: a node that registered before 2036-02-07 06:28:16 UTC
+    and renews after it is not refused 133 (its Identification would have been the smaller)."""
+    replay = TimestampReplayProtection(7, WallClock(WRAP))
+    before, after = ntp_identification(WRAP - 1.0), ntp_identification(WRAP + 1.0)
+    assert after > before and to_wire(after) < to_wire(before)
+    assert replay.is_fresh(after, before, 1.0)
+    assert not replay.is_fresh(before, after, 1.0)
+    assert from_wire(to_wire(after)) == after and from_wire(to_wire(before)) == before
 
 
 def test_not_newer_than_last_is_stale_even_within_the_window():

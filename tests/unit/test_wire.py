@@ -19,7 +19,7 @@ from homeagent.wire.registration import (
     REPLY_SIZE, REQUEST_SIZE, Flags, MessageType, RegistrationReply, RegistrationRequest, ReplyCode, reply_header,
 )
 
-from .support import HA, HOA, COA, ext, header, mhae
+from .support import HA, HOA, COA, ext, header, held, mhae
 
 u32 = st.integers(0, 0xFFFFFFFF)
 u64 = st.integers(0, (1 << 64) - 1)
@@ -60,16 +60,19 @@ def test_lifetime_extremes(lifetime):
 
 
 def test_request_field_layout():
-    req = RegistrationRequest(0x82, 0x1234, 0x0A010005, 0xC0000201, 0xC6336407, 0x0102030405060708)
+    req = RegistrationRequest(0x82, 0x1234, 0x0A010005, 0xC0000201, 0xC6336407, held(0x0102030405060708))
     assert req.to_bytes() == bytes.fromhex("01821234" "0a010005" "c0000201" "c6336407" "0102030405060708")
+    assert RegistrationRequest.parse(req.to_bytes()).identification == held(0x0102030405060708)
 
 
 def test_reply_field_layout():
-    assert reply_header(133, 0x0708, 0x0A010005, 0xC0000201, 0xE8FE6F8012345678) == bytes.fromhex(
+    # Identifications are counted from 2000 inside (wire/era.py), NTP timestamps on the wire.
+    assert reply_header(133, 0x0708, 0x0A010005, 0xC0000201, held(0xE8FE6F8012345678)) == bytes.fromhex(
         "03850708" "0a010005" "c0000201" "e8fe6f8012345678")
-    reply = RegistrationReply(133, 0x0708, 0x0A010005, 0xC0000201, 0xE8FE6F8012345678)
+    reply = RegistrationReply(133, 0x0708, 0x0A010005, 0xC0000201, held(0xE8FE6F8012345678))
     assert reply.header_bytes() == reply.to_bytes() == reply_header(133, 0x0708, 0x0A010005, 0xC0000201,
-                                                                    0xE8FE6F8012345678)
+                                                                    held(0xE8FE6F8012345678))
+    assert RegistrationReply.parse(reply.to_bytes()).identification == held(0xE8FE6F8012345678)
 
 
 @given(st.integers(0, 255), st.integers(0, 0xFFFF), u32, u32, u32, u64)
@@ -104,7 +107,8 @@ def test_usual_request_parses_as_the_extension_walk_does(flags, lifetime, hoa, h
     # The header and one 20-byte MHAE take a short path; it must make what the general one makes.
     data = struct.pack("!BBHIIIQ", 1, flags, lifetime, hoa, ha, coa, ident) + bytes((32, 20)) + ext_data
     parsed = RegistrationRequest.parse(kind(data))
-    walked = RegistrationRequest(flags, lifetime, hoa, ha, coa, ident, parse_extensions(data, REQUEST_SIZE), data)
+    walked = RegistrationRequest(flags, lifetime, hoa, ha, coa, held(ident), parse_extensions(data, REQUEST_SIZE),
+                                 data)
     assert tuple(parsed) == tuple(walked) and type(parsed.raw) is bytes
     assert tuple(parsed.extensions[0]) == (32, ext_data, 24, 0)
     with pytest.raises(ParseError):  # 32 not known: the walk decides (unknown below 128: discarded)

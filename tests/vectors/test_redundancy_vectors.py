@@ -59,6 +59,12 @@ def ip(text: str) -> int:
     return int(IPv4Address(text))
 
 
+def held(timestamp: int) -> int:
+    """The Identification a member holds (and our dataclasses carry) for an NTP ``timestamp`` on the wire:
+    counted from 2000-01-01 (Unix 946,684,800) rather than 1900, modulo 2**64 (wire/era.py)."""
+    return (timestamp - ((946_684_800 + NTP_EPOCH_OFFSET) << 32)) & ((1 << 64) - 1)
+
+
 SENDER = ip("192.0.2.1")  # the member that sends every vector
 RECEIVER = ip("192.0.2.2")  # the member it is sealed for
 THIRD = ip("192.0.2.3")  # another member
@@ -402,11 +408,12 @@ def node_from(v: Vector, prefix: str) -> MobileNodeBindings:
         p = f"{prefix}.b{i}"
         assert v.int(f"{p}.reserved") == 0
         bindings.append(BindingRecord(v.int(f"{p}.care_of_address"), v.int(f"{p}.home_agent"),
-                                      v.int(f"{p}.identification"), v.int(f"{p}.lifetime"), v.int(f"{p}.flags"),
+                                      held(v.int(f"{p}.identification")), v.int(f"{p}.lifetime"), v.int(f"{p}.flags"),
                                       v.int(f"{p}.remaining_ms")))
         i += 1
     assert v.int(f"{prefix}.length") == 12 + 24 * len(bindings)
-    return MobileNodeBindings(v.int(f"{prefix}.home_address"), v.int(f"{prefix}.identification"), tuple(bindings))
+    return MobileNodeBindings(v.int(f"{prefix}.home_address"), held(v.int(f"{prefix}.identification")),
+                              tuple(bindings))
 
 
 def expected_message(v: Vector):
@@ -414,19 +421,20 @@ def expected_message(v: Vector):
     t = v.int("type")
     if t == 200:
         return BindingUpdate(v.int("flags"), v.int("granted_lifetime"), v.int("remaining_ms"), v.int("home_address"),
-                             v.int("home_agent"), v.int("care_of_address"), v.int("identification"),
+                             v.int("home_agent"), v.int("care_of_address"), held(v.int("identification")),
                              node_from(v, "mnb") if v.has("mnb.type") else None)
     if t == 201:
-        return BindingUpdateAck(v.int("code"), v.int("home_address"), v.int("identification"))
+        return BindingUpdateAck(v.int("code"), v.int("home_address"), held(v.int("identification")))
     if t == 202:
-        return BindingTableRequest(v.int("identification"),
+        return BindingTableRequest(held(v.int("identification")),
                                    tuple(v.int(f"home_agent{i}") for i in range(v.int("num_ha"))))
     if t == 203:
-        return BindingTableReply(v.int("code"), bool(v.int("flags") & 0x80), v.int("sequence"), v.int("identification"),
+        return BindingTableReply(v.int("code"), bool(v.int("flags") & 0x80), v.int("sequence"),
+                                 held(v.int("identification")),
                                  tuple(node_from(v, f"node{i}") for i in range(v.int("num_bind"))))
     if t == 204:
         return BindingTableReplyAck(v.int("code"), bool(v.int("flags") & 0x80), v.int("sequence"),
-                                    v.int("identification"))
+                                    held(v.int("identification")))
     if t == 205:
         return Advertisement(v.int("priority"), v.int("role"), v.int("interval_ms"), v.int("flags"))
     raise AssertionError(t)
@@ -437,44 +445,44 @@ def test_encoder_makes_the_vector(message, algorithm):
     v = load(f"redundancy-{message}-{algorithm}.txt")
     m = expected_message(v)
     assert m.body() == v.body
-    assert seal(m.body(), v.association, v.int("auth.timestamp"), *conversation(v)) == v.message
+    assert seal(m.body(), v.association, held(v.int("auth.timestamp")), *conversation(v)) == v.message
 
 
 @pytest.mark.parametrize(("message", "algorithm"), CASES, ids=IDS)
 def test_parser_reads_every_field(message, algorithm):
     v = load(f"redundancy-{message}-{algorithm}.txt")
     body, timestamp = unseal(v.message, v.association, *conversation(v))
-    assert body == v.body and timestamp == v.int("auth.timestamp") == TIMESTAMP
+    assert body == v.body and timestamp == held(v.int("auth.timestamp")) == held(TIMESTAMP)
     parsed = parse_body(body)
     assert parsed == expected_message(v)
     # And field by field against the hand-built constants, so a shared misreading would still show.
     t = v.int("type")
     if t == 200:
         assert (parsed.lifetime, parsed.home_address, parsed.home_agent, parsed.identification) == (
-            600, HOA, VIRTUAL, IDENT)
+            600, HOA, VIRTUAL, held(IDENT))
         if message == "binding-update":
             assert (parsed.flags, parsed.remaining_ms, parsed.care_of_address, parsed.node) == (
                 0x02, 599_750, COA, None)
-            assert parsed.state() == MobileNodeBindings(HOA, IDENT, (BindingRecord(COA, VIRTUAL, IDENT, 600, 0x02,
-                                                                                  599_750),))
+            assert parsed.state() == MobileNodeBindings(HOA, held(IDENT), (
+                BindingRecord(COA, VIRTUAL, held(IDENT), 600, 0x02, 599_750),))
         else:
             assert (parsed.flags, parsed.remaining_ms, parsed.care_of_address) == (0x82, 0, COA2)
-            assert parsed.state() == parsed.node == MobileNodeBindings(HOA, IDENT, (
-                BindingRecord(COA, VIRTUAL, IDENT_EARLIER, 600, 0x80, 540_000),
-                BindingRecord(COA2, VIRTUAL, IDENT, 600, 0x82, 599_750),
+            assert parsed.state() == parsed.node == MobileNodeBindings(HOA, held(IDENT), (
+                BindingRecord(COA, VIRTUAL, held(IDENT_EARLIER), 600, 0x80, 540_000),
+                BindingRecord(COA2, VIRTUAL, held(IDENT), 600, 0x82, 599_750),
             ))
     elif t == 201:
-        assert (parsed.code, parsed.home_address, parsed.identification) == (0, HOA, IDENT)
+        assert (parsed.code, parsed.home_address, parsed.identification) == (0, HOA, held(IDENT))
     elif t == 202:
-        assert parsed == BindingTableRequest(REQUEST_IDENT, (SENDER, RECEIVER))
+        assert parsed == BindingTableRequest(held(REQUEST_IDENT), (SENDER, RECEIVER))
     elif t == 203:
-        assert (parsed.code, parsed.more, parsed.sequence, parsed.identification) == (0, True, 7, REQUEST_IDENT)
+        assert (parsed.code, parsed.more, parsed.sequence, parsed.identification) == (0, True, 7, held(REQUEST_IDENT))
         assert parsed.nodes == (
-            MobileNodeBindings(HOA, IDENT, (BindingRecord(COA, VIRTUAL, IDENT, 600, 0, 599_750),)),
-            MobileNodeBindings(HOA2, IDENT_HOA2, ()),
+            MobileNodeBindings(HOA, held(IDENT), (BindingRecord(COA, VIRTUAL, held(IDENT), 600, 0, 599_750),)),
+            MobileNodeBindings(HOA2, held(IDENT_HOA2), ()),
         )
     elif t == 204:
-        assert parsed == BindingTableReplyAck(0, True, 7, REQUEST_IDENT)
+        assert parsed == BindingTableReplyAck(0, True, 7, held(REQUEST_IDENT))
     else:
         assert parsed == Advertisement(100, 2, 100, 0)
 
@@ -592,7 +600,7 @@ def test_a_member_applies_the_binding_update_vector_and_acks_it(message, algorit
     effects = ha.receive_datagram(v.message, (v.meta["sender"], 434), v.meta["receiver"], NOW)
     expected = expected_message(v).state()
     last, bindings = ha.bindings.lookup(HOA)
-    assert last == IDENT
+    assert last == held(IDENT)
     assert sorted((b.care_of_address, b.home_agent, b.identification, b.lifetime, b.flags) for b in bindings) == sorted(
         (r.care_of_address, r.home_agent, r.identification, r.lifetime, r.flags) for r in expected.bindings)
     for b in bindings:
@@ -605,7 +613,7 @@ def test_a_member_applies_the_binding_update_vector_and_acks_it(message, algorit
     messages = [m for s in sends for m in parse_messages(
         unseal(s.datagram, v.association, ip(v.meta["receiver"]), ip(v.meta["sender"]))[0])]
     # The ack, and (the member was not known to be up) a request for the member's table.
-    assert [m for m in messages if type(m) is BindingUpdateAck] == [BindingUpdateAck(0, HOA, IDENT)]
+    assert [m for m in messages if type(m) is BindingUpdateAck] == [BindingUpdateAck(0, HOA, held(IDENT))]
     assert [type(m) for m in messages if type(m) is not BindingUpdateAck] == [BindingTableRequest]
     # The same datagram again is a replay: refused, counted, nothing answered.
     assert ha.receive_datagram(v.message, (v.meta["sender"], 434), v.meta["receiver"], NOW) == []
@@ -629,7 +637,7 @@ def test_a_member_refuses_the_vector_outside_its_conversation(algorithm):
     assert ha.counters["redundancy.security_violations"] == 2 and ha.bindings.lookup(HOA) == (None, ())
     # Its own conversation, still fresh: the refusals left no trace.
     ha.receive_datagram(v.message, (v.meta["sender"], 434), v.meta["receiver"], NOW)
-    assert ha.bindings.lookup(HOA)[0] == IDENT and ha.counters["redundancy.security_violations"] == 2
+    assert ha.bindings.lookup(HOA)[0] == held(IDENT) and ha.counters["redundancy.security_violations"] == 2
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ HERE = Path(__file__).parent
 VECTOR_FILES = sorted(p.name for p in [*HERE.glob("registration-*.txt"), *HERE.glob("reply-*.txt")])
 REQUESTS = [n for n in VECTOR_FILES if n.startswith("registration-")]
 REPLIES = [n for n in VECTOR_FILES if n.startswith("reply-")]
+
+
+def held(timestamp: int) -> int:
+    """The Identification the Home Agent holds (and our dataclasses carry) for an NTP ``timestamp`` on the
+    wire: counted from 2000-01-01 (Unix 946,684,800) rather than 1900, modulo 2**64 (wire/era.py)."""
+    return (timestamp - ((946_684_800 + 2_208_988_800) << 32)) & ((1 << 64) - 1)
 FIXED = ("type", "flags", "code", "lifetime", "home_address", "home_agent", "care_of_address", "identification")
 
 
@@ -161,7 +167,7 @@ def test_request_encoder_makes_the_vector(name):
     v = load(name)
     request = RegistrationRequest(
         v.int("flags"), v.int("lifetime"), v.int("home_address"), v.int("home_agent"),
-        v.int("care_of_address"), v.int("identification"), build_extensions(v),
+        v.int("care_of_address"), held(v.int("identification")), build_extensions(v),
     )
     assert request.to_bytes() == v.message
     assert request.header_bytes() == v.message[:24]
@@ -179,7 +185,7 @@ def test_request_parser_reads_every_field(name):
     assert parsed.home_address == v.int("home_address")
     assert parsed.home_agent == v.int("home_agent")
     assert parsed.care_of_address == v.int("care_of_address")
-    assert parsed.identification == v.int("identification")
+    assert parsed.identification == held(v.int("identification"))
     assert parsed.raw == v.message
     # Known extensions come back with type, data and offset; the unknown skippable 200 is left out.
     expected = [e for e in build_extensions(v) if e.type != 200]
@@ -215,14 +221,14 @@ def test_nai_extension_is_kept_and_covered():
 def test_reply_encoder_and_parser(name):
     v = load(name)
     reply = RegistrationReply(
-        v.int("code"), v.int("lifetime"), v.int("home_address"), v.int("home_agent"), v.int("identification"),
+        v.int("code"), v.int("lifetime"), v.int("home_address"), v.int("home_agent"), held(v.int("identification")),
         build_extensions(v),
     )
     assert reply.to_bytes() == v.message
     parsed = RegistrationReply.parse(v.message)
     assert v.int("type") == 3
     assert (parsed.code, parsed.lifetime, parsed.home_address, parsed.home_agent, parsed.identification) == (
-        v.int("code"), v.int("lifetime"), v.int("home_address"), v.int("home_agent"), v.int("identification"),
+        v.int("code"), v.int("lifetime"), v.int("home_address"), v.int("home_agent"), held(v.int("identification")),
     )
     assert list(parsed.extensions) == list(build_extensions(v))
 
@@ -271,7 +277,8 @@ def test_home_agent_accepts_every_request_vector(name):
     [send] = [e for e in effects if isinstance(e, Send)]
     reply = RegistrationReply.parse(send.datagram)
     assert reply.code == 0
-    assert reply.identification == v.int("identification")
+    assert reply.identification == held(v.int("identification"))
+    assert reply.raw[12:20] == v.message[16:24]  # the request's timestamp, echoed as it came
     [binding] = ha.bindings.bindings_of(v.int("home_address"))
     assert binding.care_of_address == v.int("care_of_address")
     assert binding.flags == v.int("flags")

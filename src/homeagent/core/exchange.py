@@ -42,6 +42,7 @@ from homeagent.core.sync import SyncState
 from homeagent.core.timers import Timers
 from homeagent.core.replay import ntp_identification
 from homeagent.core.transfer import IDLE_LIMIT, RETRANSMIT_AFTER, IncomingTransfer, OutgoingTransfer
+from homeagent.wire.era import to_wire
 from homeagent.wire.redundancy import (
     ASK_BACK,
     DEFERRED,
@@ -314,8 +315,8 @@ class TableExchange:
         if asking.tries >= REQUEST_TRIES and startup is None and member.up:
             # We hear it, so it is there: a lossy path, or it was busy. Not given up on, or what it holds
             # and we lack would stay apart for good (simulation seed 1152): asked anew, our digests as of now.
-            log.warning("table request %x to %s not answered after %d tries; asking again", ident, member.name,
-                        asking.tries)
+            log.warning("table request %x to %s not answered after %d tries; asking again", to_wire(ident),
+                        member.name, asking.tries)
             self._ask(member, self._request_for(self._request_identification(now), asking.request.flags), now)
             return []
         if asking.tries >= REQUEST_TRIES or (startup is not None and not member.up and now >= startup.deadline):
@@ -371,7 +372,8 @@ class TableExchange:
 
     def on_request(self, member: Member, request: BindingTableRequest, now: float) -> list[Effect]:
         self.counters["redundancy.table_requests_received"] += 1
-        log.debug("table request %x from %s (flags %#x)", request.identification, member.name, request.flags)
+        log.debug("table request %x from %s (flags %#x)", to_wire(request.identification), member.name,
+                  request.flags)
         self._check_listed(member, request)
         running = self.outgoing.get(member.address)
         if running is not None:
@@ -473,7 +475,8 @@ class TableExchange:
         self.outbox.send(ack.body(), member)
         if transfer.done:
             self.counters["redundancy.table_transfers_received"] += 1
-            log.info("table %x received from %s: %d mobile nodes", reply.identification, member.name, transfer.nodes)
+            log.info("table %x received from %s: %d mobile nodes", to_wire(reply.identification), member.name,
+                     transfer.nodes)
             if reply.code != DEFERRED:  # whole or what differed: we hold everything it held when it answered
                 gone = {m.address for m in self.membership if not m.up}
                 self.sync_state.whole_table_received(member, gone)
@@ -565,7 +568,7 @@ class TableExchange:
         flags = asked.flags & DIGEST if asked is not None and asked.identification == key[1] else 0
         self._close(key, now)
         address, ident = key
-        log.warning("table transfer %x from %s stalled; asking again", ident, IPv4Address(address))
+        log.warning("table transfer %x from %s stalled; asking again", to_wire(ident), IPv4Address(address))
         self.counters["redundancy.table_transfers_abandoned"] += 1
         member = self.membership.members.get(address)
         startup = self.startup

@@ -23,6 +23,7 @@ from homeagent.core.peers import Membership
 from homeagent.core.registrar import Registrar, RegistrarSettings
 from homeagent.core.replay import TimestampReplayProtection, ntp_identification
 from homeagent.core.security import SecurityAssociations
+from homeagent.wire.era import from_wire, to_wire
 from homeagent.wire.registration import MessageType
 from homeagent.wire.redundancy import RedundancyType
 
@@ -186,7 +187,7 @@ class HomeAgent:
             and self.group.settings.sync
             and effects
             and len(data) >= 24
-            and self.group.holding(int.from_bytes(data[4:8], "big"), int.from_bytes(data[16:24], "big"))
+            and self.group.holding(int.from_bytes(data[4:8], "big"), from_wire(int.from_bytes(data[16:24], "big")))
         ):
             return []  # a retransmission of a request whose reply waits for acks: that reply answers it
         return effects
@@ -240,7 +241,7 @@ class HomeAgent:
         if events.enabled(events.INFO):
             for b in removed:
                 events.binding(events.INFO, "binding_removed", "binding removed by the operator", b.home_address,
-                               b.care_of_address, identification=identification)
+                               b.care_of_address, identification=to_wire(identification))
         effects: list[Effect] = list(self.bindings.changes())
         if self.group is not None:
             effects += self.group.removed(home_address, care_of_address, identification, now)
@@ -274,7 +275,7 @@ class HomeAgent:
         if expired and events.enabled(events.INFO):
             for b in expired:
                 events.binding(events.INFO, "binding_expired", "binding expired", b.home_address, b.care_of_address,
-                               lifetime=b.lifetime, identification=b.identification)
+                               lifetime=b.lifetime, identification=to_wire(b.identification))
         effects: list[Effect] = self.group.handle_timer(now) if self.group is not None else []
         effects += self.bindings.changes()
         return effects

@@ -31,6 +31,7 @@ from typing import Any
 
 from homeagent.core.bindings import Binding, BindingTable
 from homeagent.core.node_state import SOURCE_NAMES, flag_letters
+from homeagent.wire.era import to_wire
 
 # A step's CPU time at a million bindings (``python bench/control.py --steps-only``), with the page's JSON:
 # 2.0 ms p50, 3.0 ms p99; the copy of the home addresses, 17-19 ms; a full garbage collection falling in a
@@ -56,7 +57,7 @@ def row(binding: Binding, now: float, names: dict[int, str], source: int = 0) ->
         "care_of_address": names.get(care_of) or names.setdefault(care_of, dotted(care_of)),
         "lifetime": binding.lifetime,
         "remaining": round(binding.remaining(now), 3),
-        "identification": binding.identification,
+        "identification": to_wire(binding.identification),  # as on the wire (wire/era.py)
         "flags": binding.flags,
         "home_agent": names.get(home_agent) or names.setdefault(home_agent, dotted(home_agent)),
         "flag_letters": _LETTERS[binding.flags],

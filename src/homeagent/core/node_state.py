@@ -29,6 +29,8 @@ from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import NamedTuple
 
+from homeagent.wire.era import to_wire
+
 
 class Source(IntEnum):
     """Where a binding the table holds came from, for people (``homeagent bindings``): no part of a node's
@@ -71,7 +73,7 @@ class Binding(NamedTuple):
             "care_of_address": str(IPv4Address(self.care_of_address)),
             "lifetime": self.lifetime,
             "remaining": round(self.remaining(now), 3),
-            "identification": self.identification,
+            "identification": to_wire(self.identification),  # as on the wire (wire/era.py)
             "flags": self.flags,
             "home_agent": str(IPv4Address(self.home_agent)),
             "flag_letters": flag_letters(self.flags),

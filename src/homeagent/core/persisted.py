@@ -14,7 +14,9 @@ A record, big-endian (the store's schema version 1)::
                    flags u8, home agent u32                                       27 bytes
     per tombstone: care-of u32, identification u64, forget at f64                 20 bytes
 
-``last`` is the node's last accepted Identification, kept with or without bindings: replay protection
+Identifications are stored as the wire carries them, NTP timestamps (``wire/era.py``: the table counts them
+from 2000), so that a store written before that choice reads the same. ``last`` is the node's last
+accepted Identification, kept with or without bindings: replay protection
 (RFC 5944 5.7) outlives a restart, and a request older than one accepted before it is answered 133. A
 chunk is records back to back; of two records of one home address, the later one holds.
 
@@ -31,6 +33,7 @@ from collections.abc import Iterable, Iterator
 
 from homeagent.core.bindings import Binding, BindingTable, NodeState, Tombstone
 from homeagent.core.node_state import MAX_RECORDS
+from homeagent.wire.era import MASK, OFFSET
 
 _HEAD = struct.Struct("!IQQBB")
 _BINDING = struct.Struct("!IHdQBI")
@@ -54,17 +57,19 @@ def encode(table: BindingTable, home_addresses: Iterable[int], offset: float) ->
         one = usual(home_address)
         if one is not None:  # the usual node: one unpacking, one packing
             last, coa, lifetime, expires, ident, flags, ha = one
-            parts.append(_pack_one(home_address, last, ident, 1, 0, coa, lifetime, expires + offset, ident,
-                                   flags, ha))
+            ident = (ident + OFFSET) & MASK
+            parts.append(_pack_one(home_address, (last + OFFSET) & MASK, ident, 1, 0, coa, lifetime,
+                                   expires + offset, ident, flags, ha))
             continue
         state = full(home_address)
         if state is None:
             continue
         last, cleared, bindings, tombstones = state
-        parts.append(_HEAD.pack(home_address, last, cleared, len(bindings), len(tombstones)))
-        parts.extend(_BINDING.pack(b.care_of_address, b.lifetime, b.expires + offset, b.identification,
-                                   b.flags, b.home_agent) for b in bindings)
-        parts.extend(_TOMBSTONE.pack(t.care_of_address, t.identification, t.forget_at + offset)
+        parts.append(_HEAD.pack(home_address, (last + OFFSET) & MASK, (cleared + OFFSET) & MASK, len(bindings),
+                                len(tombstones)))
+        parts.extend(_BINDING.pack(b.care_of_address, b.lifetime, b.expires + offset,
+                                   (b.identification + OFFSET) & MASK, b.flags, b.home_agent) for b in bindings)
+        parts.extend(_TOMBSTONE.pack(t.care_of_address, (t.identification + OFFSET) & MASK, t.forget_at + offset)
                      for t in tombstones)
     return b"".join(parts)
 
@@ -92,16 +97,19 @@ def state(record: bytes, offset: float) -> NodeState:
     a time that is not a number."""
     if len(record) == _ONE.size:  # the usual node: one unpacking
         home_address, last, cleared, _, _, coa, lifetime, expires, ident, flags, ha = _ONE.unpack(record)
+        last, cleared, ident = (last - OFFSET) & MASK, (cleared - OFFSET) & MASK, (ident - OFFSET) & MASK
         one = _new(Binding, (home_address, coa, lifetime, _monotonic(expires, offset), ident, flags, ha))
         return _new(NodeState, (last if last >= ident else ident, cleared, (one,), ()))
     home_address, last, cleared, count, _ = _HEAD.unpack_from(record)
+    last, cleared = (last - OFFSET) & MASK, (cleared - OFFSET) & MASK
     at = _HEAD.size
     bindings = []
     end = at + count * _BINDING.size
     for coa, lifetime, expires, ident, flags, ha in _BINDING.iter_unpack(record[at:end]):
-        bindings.append(Binding(home_address, coa, lifetime, _monotonic(expires, offset), ident, flags, ha))
+        bindings.append(Binding(home_address, coa, lifetime, _monotonic(expires, offset), (ident - OFFSET) & MASK,
+                                flags, ha))
     at += count * _BINDING.size
-    tombstones = tuple(Tombstone(coa, ident, _monotonic(forget_at, offset))
+    tombstones = tuple(Tombstone(coa, (ident - OFFSET) & MASK, _monotonic(forget_at, offset))
                        for coa, ident, forget_at in _TOMBSTONE.iter_unpack(record[at:]))
     # (a last below a binding's Identification is no state of ours; taken as the newest it knows of)
     last = max([last, *(b.identification for b in bindings)])

@@ -21,6 +21,7 @@ from homeagent.core.replay import TimestampReplayProtection
 from homeagent.core.security import SecurityAssociations
 from homeagent.core.violations import SecurityViolations
 from homeagent.wire.auth import SecurityAssociation
+from homeagent.wire.era import to_wire
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import ExtensionType
 from homeagent.wire.registration import Flags, RegistrationRequest, ReplyCode, reply_header
@@ -164,7 +165,7 @@ class Registrar:
                 remaining = max(1, int(b.remaining(now)))
                 if _enabled(_DEBUG):
                     events.binding(_DEBUG, "binding_duplicate", "retransmitted registration answered again", hoa, coa,
-                                   remaining=remaining, identification=request.identification,
+                                   remaining=remaining, identification=to_wire(request.identification),
                                    source=events.source(source))
                 return [self._reply(request, source, self._accept_code, remaining, sa)]
         if not self.replay.is_fresh(request.identification, last, now):
@@ -241,7 +242,8 @@ class Registrar:
         self.counters["accepted.deregistration"] += 1
         if _enabled(_INFO):
             events.binding(_INFO, "binding_deregistered", "binding de-registered", hoa, coa,
-                           removed=len(removed), identification=request.identification, source=events.source(source))
+                           removed=len(removed), identification=to_wire(request.identification),
+                           source=events.source(source))
         if self.report_accepted:
             self.accepted = Acceptance(hoa, coa, request.home_agent, request.flags, 0, request.identification)
         return [self._reply(request, source, self._accept_code, 0, sa)]
@@ -293,7 +295,7 @@ class Registrar:
         renewed = level == _DEBUG
         events.binding(level, "binding_renewed" if renewed else "binding_accepted",
                        "binding renewed" if renewed else "binding accepted", request.home_address,
-                       request.care_of_address, lifetime=lifetime, identification=request.identification,
+                       request.care_of_address, lifetime=lifetime, identification=to_wire(request.identification),
                        flags=f"{request.flags:#04x}", source=events.source(source))
 
     @staticmethod

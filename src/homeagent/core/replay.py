@@ -1,39 +1,38 @@
 """Timestamp replay protection (RFC 5944 section 5.7).
 
-The Identification is a 64-bit NTP timestamp: seconds since 1900 in the high 32 bits, a fraction in the
-low 32. A request is fresh when its timestamp is within ``tolerance`` seconds of the Home Agent's clock and
-its Identification is larger than the last one accepted from the mobile node. On a mismatch the reply
-carries the Home Agent's time in the high 32 bits and the request's low 32 bits, so the mobile node can
-resynchronise.
+The Identification is a 64-bit NTP timestamp on the wire: seconds in the high 32 bits, a fraction in the
+low 32. Inside, it is counted from 2000 rather than 1900 (``wire/era.py``), so that the NTP era's wrap in
+2036 orders nothing backwards. A request is fresh when its timestamp is within ``tolerance`` seconds of
+the Home Agent's clock and its Identification is larger than the last one accepted from the mobile node.
+On a mismatch the reply carries the Home Agent's time in the high 32 bits and the request's low 32 bits,
+so the mobile node can resynchronise.
 """
 
 from __future__ import annotations
 
 from homeagent.core.clock import WallClock
+from homeagent.wire.era import UNIX_ERA
 
-NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 LOW32 = 0xFFFFFFFF
 _LOW64 = (1 << 64) - 1
-_NTP_EPOCH_OFFSET, _NTP_UNIT = float(NTP_EPOCH_OFFSET), float(1 << 32)
+_UNIX_ERA, _NTP_UNIT = float(UNIX_ERA), float(1 << 32)
 
 
-def ntp_seconds(now: float) -> int:
-    return (int(now) + NTP_EPOCH_OFFSET) & LOW32
-
-
-def not_after(a: int, b: int) -> bool:
-    """Whether NTP seconds ``a`` are at or before ``b``, across the era's wrap (RFC 1982 arithmetic)."""
-    return (b - a) & LOW32 < 1 << 31
+def era_seconds(now: float) -> int:
+    """Whole seconds from 2000 to ``now`` (Unix seconds): the high 32 bits of its Identification."""
+    return (int(now) - UNIX_ERA) & LOW32
 
 
 def ntp_identification(now: float) -> int:
-    """A 64-bit NTP timestamp for ``now`` (Unix seconds)."""
+    """The Identification of the NTP timestamp for ``now`` (Unix seconds), counted from 2000
+    (``wire/era.py``: ``to_wire`` gives the timestamp itself)."""
     fraction = int((now % 1.0) * (1 << 32)) & LOW32
-    return (ntp_seconds(now) << 32) | fraction
+    return (era_seconds(now) << 32) | fraction
 
 
 def skew(timestamp: int, now: float) -> float:
-    """Seconds from our clock at ``now`` to an NTP ``timestamp``, fraction included (modulo the era)."""
+    """Seconds from our clock at ``now`` to the Identification ``timestamp``, fraction included (modulo
+    2**64: a timestamp far off, an attacker's, is still only that far off)."""
     diff = (timestamp - ntp_identification(now)) & ((1 << 64) - 1)
     if diff >= 1 << 63:
         diff -= 1 << 64
@@ -56,8 +55,8 @@ class TimestampReplayProtection:
         if last is not None and identification <= last:
             return False
         window = self.tolerance << 32
-        ours = int((now + self.clock.offset + _NTP_EPOCH_OFFSET) * _NTP_UNIT)  # self.clock(now), uncalled
+        ours = int((now + self.clock.offset - _UNIX_ERA) * _NTP_UNIT)  # self.clock(now), uncalled
         return (identification - ours + window) & _LOW64 <= 2 * window
 
     def mismatch_identification(self, identification: int, now: float) -> int:
-        return (ntp_seconds(self.clock(now)) << 32) | (identification & LOW32)
+        return (era_seconds(self.clock(now)) << 32) | (identification & LOW32)

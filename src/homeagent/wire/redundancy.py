@@ -2,7 +2,9 @@
 
 ``docs/protocol.md`` is the specification: type values, layouts, the Mobile Node Bindings extension that
 carries a node's state (bindings, tombstones, cleared: merged by the rules of "Merging after a partition"),
-and the Home Agent - Home Agent authentication extension with its timestamp.
+and the Home Agent - Home Agent authentication extension with its timestamp. Every Identification and
+timestamp is an NTP timestamp on the wire and counted from 2000 in the dataclasses (``wire/era.py``): the
+encoders and the parser here convert.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from homeagent.wire.auth import SecurityAssociation
+from homeagent.wire.era import MASK, OFFSET
 from homeagent.wire.errors import ParseError
 
 
@@ -143,16 +146,18 @@ def encode_node_fields(
     if cleared is not None and cleared == default_cleared(identification, bindings):
         cleared = None
     if len(bindings) == 1 and not tombstones and cleared is None:
-        return _NODE_WITH_ONE.pack(
-            MOBILE_NODE_BINDINGS, NODE_SIZE + BINDING_SIZE, home_address, identification, *bindings[0]
-        )
+        coa, ha, ident, lifetime, flags, ms = bindings[0]
+        return _NODE_WITH_ONE.pack(MOBILE_NODE_BINDINGS, NODE_SIZE + BINDING_SIZE, home_address,
+                                   (identification + OFFSET) & MASK, coa, ha, (ident + OFFSET) & MASK, lifetime,
+                                   flags, ms)
     if len(bindings) + len(tombstones) + (cleared is not None) > MAX_BINDINGS_PER_NODE:
         raise ValueError("too many records for one Mobile Node Bindings extension")
     body = (
-        _NODE.pack(home_address, identification)
-        + b"".join(_BINDING.pack(*b) for b in bindings)
-        + b"".join(_BINDING.pack(coa, 0, ident, 0, 0, ms) for coa, ident, ms in tombstones)
-        + (_BINDING.pack(home_address, 0, cleared, 0, 0, 0) if cleared is not None else b"")
+        _NODE.pack(home_address, (identification + OFFSET) & MASK)
+        + b"".join(_BINDING.pack(coa, ha, (ident + OFFSET) & MASK, lifetime, flags, ms)
+                   for coa, ha, ident, lifetime, flags, ms in bindings)
+        + b"".join(_BINDING.pack(coa, 0, (ident + OFFSET) & MASK, 0, 0, ms) for coa, ident, ms in tombstones)
+        + (_BINDING.pack(home_address, 0, (cleared + OFFSET) & MASK, 0, 0, 0) if cleared is not None else b"")
     )
     return bytes((MOBILE_NODE_BINDINGS, len(body))) + body
 
@@ -165,14 +170,17 @@ def _decode_node(data: bytes) -> MobileNodeBindings:
     if len(data) < NODE_SIZE or (len(data) - NODE_SIZE) % BINDING_SIZE:
         raise ParseError("Mobile Node Bindings extension of a bad length")
     hoa, ident = _NODE.unpack_from(data)
+    ident = (ident - OFFSET) & MASK
     if len(data) == NODE_SIZE + BINDING_SIZE:
-        record = _BINDING.unpack_from(data, NODE_SIZE)
-        if record[3] and record[0] != hoa:  # the usual node: one binding
-            return MobileNodeBindings(hoa, ident, (BindingRecord._make(record),))
+        coa, ha, rid, lifetime, flags, ms = _BINDING.unpack_from(data, NODE_SIZE)
+        if lifetime and coa != hoa:  # the usual node: one binding
+            record = BindingRecord(coa, ha, (rid - OFFSET) & MASK, lifetime, flags, ms)
+            return MobileNodeBindings(hoa, ident, (record,))
     bindings: list[BindingRecord] = []
     tombstones: list[TombstoneRecord] = []
     cleared: int | None = None
     for coa, ha, rid, lifetime, flags, ms in _BINDING.iter_unpack(data[NODE_SIZE:]):
+        rid = (rid - OFFSET) & MASK
         if lifetime:
             if coa == hoa:
                 raise ParseError("a binding whose care-of address is the home address")
@@ -216,7 +224,7 @@ class BindingUpdate:
     def body(self) -> bytes:
         fixed = _UPDATE.pack(
             RedundancyType.BINDING_UPDATE, self.flags, self.lifetime, self.remaining_ms, self.home_address,
-            self.home_agent, self.care_of_address, self.identification,
+            self.home_agent, self.care_of_address, (self.identification + OFFSET) & MASK,
         )
         return fixed + encode_node(self.node) if self.node is not None else fixed
 
@@ -252,7 +260,8 @@ class BindingUpdateAck:
     identification: int
 
     def body(self) -> bytes:
-        return _UPDATE_ACK.pack(RedundancyType.BINDING_UPDATE_ACK, self.code, 0, self.home_address, self.identification)
+        return _UPDATE_ACK.pack(RedundancyType.BINDING_UPDATE_ACK, self.code, 0, self.home_address,
+                                (self.identification + OFFSET) & MASK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +280,8 @@ class BindingTableRequest:
             raise ValueError("NumHA is one byte")
         digests = _DIGESTS.pack(*self.digests) if self.flags & DIGEST else b""
         return (
-            _REQUEST.pack(RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags, self.identification)
+            _REQUEST.pack(RedundancyType.BINDING_TABLE_REQUEST, len(self.home_agents), self.flags,
+                          (self.identification + OFFSET) & MASK)
             + digests
             + b"".join(a.to_bytes(4, "big") for a in self.home_agents)
         )
@@ -295,7 +305,8 @@ class BindingTableReply:
     @staticmethod
     def header(code: int, count: int, more: bool, sequence: int, identification: int) -> bytes:
         return _REPLY.pack(
-            RedundancyType.BINDING_TABLE_REPLY, code, count, MORE_BIND if more else 0, 0, sequence, identification
+            RedundancyType.BINDING_TABLE_REPLY, code, count, MORE_BIND if more else 0, 0, sequence,
+            (identification + OFFSET) & MASK,
         )
 
 
@@ -314,7 +325,7 @@ class BindingTableReplyAck:
     def body(self) -> bytes:
         return _REPLY_ACK.pack(
             RedundancyType.BINDING_TABLE_REPLY_ACK, self.code, MORE_BIND if self.more else 0, self.sequence,
-            self.identification,
+            (self.identification + OFFSET) & MASK,
         )
 
 
@@ -374,13 +385,14 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
     t = body[i]
     if t == RedundancyType.BINDING_UPDATE:
         _, flags, granted, remaining, hoa, ha, coa, ident = _UPDATE.unpack_from(body, i)
+        ident = (ident - OFFSET) & MASK
         nodes, end = _nodes(body, i + _UPDATE.size, None)
         if len(nodes) > 1 or (nodes and (nodes[0].home_address != hoa or nodes[0].identification != ident)):
             raise MessageError("a Binding Update carries at most its own node's bindings", end)
         return BindingUpdate(flags, granted, remaining, hoa, ha, coa, ident, nodes[0] if nodes else None), end
     if t == RedundancyType.BINDING_UPDATE_ACK:
         _, code, _, hoa, ident = _UPDATE_ACK.unpack_from(body, i)
-        return BindingUpdateAck(code, hoa, ident), i + _UPDATE_ACK.size
+        return BindingUpdateAck(code, hoa, (ident - OFFSET) & MASK), i + _UPDATE_ACK.size
     if t == RedundancyType.BINDING_TABLE_REQUEST:
         _, count, flags, ident = _REQUEST.unpack_from(body, i)
         start = i + _REQUEST.size
@@ -392,14 +404,14 @@ def _parse_one(body: bytes, i: int) -> tuple[RedundancyMessage, int]:
         if end > len(body):
             raise ParseError("NumHA overruns the message")
         addrs = tuple(int.from_bytes(body[j : j + 4], "big") for j in range(start, end, 4))
-        return BindingTableRequest(ident, addrs, flags, digests), end
+        return BindingTableRequest((ident - OFFSET) & MASK, addrs, flags, digests), end
     if t == RedundancyType.BINDING_TABLE_REPLY:
         _, code, count, flags, _, seq, ident = _REPLY.unpack_from(body, i)
         nodes, end = _nodes(body, i + _REPLY.size, count)
-        return BindingTableReply(code, bool(flags & MORE_BIND), seq, ident, tuple(nodes)), end
+        return BindingTableReply(code, bool(flags & MORE_BIND), seq, (ident - OFFSET) & MASK, tuple(nodes)), end
     if t == RedundancyType.BINDING_TABLE_REPLY_ACK:
         _, code, flags, seq, ident = _REPLY_ACK.unpack_from(body, i)
-        return BindingTableReplyAck(code, bool(flags & MORE_BIND), seq, ident), i + _REPLY_ACK.size
+        return BindingTableReplyAck(code, bool(flags & MORE_BIND), seq, (ident - OFFSET) & MASK), i + _REPLY_ACK.size
     if t == RedundancyType.ADVERTISEMENT:
         _, prio, role, flags, interval, _ = _ADVERT.unpack_from(body, i)
         return Advertisement(prio, role, interval, flags), i + _ADVERT.size
@@ -469,7 +481,7 @@ def seal(body: bytes, sa: SecurityAssociation, timestamp: int, sender: int, rece
     sender's and the receiver's addresses: a member's own, or the multicast group it is sent to) and then
     the body, its own head and the timestamp, so a message re-sent from another address, or to another
     member, no longer verifies."""
-    covered = body + _AUTH_HEAD.pack(HA_HA_AUTH, 14 + sa.digest_size, VERSION, sa.spi, timestamp)
+    covered = body + _AUTH_HEAD.pack(HA_HA_AUTH, 14 + sa.digest_size, VERSION, sa.spi, (timestamp + OFFSET) & MASK)
     return covered + sa.mac(_CONVERSATION.pack(sender, receiver) + covered)
 
 
@@ -499,7 +511,7 @@ def unseal(datagram: bytes, sa: SecurityAssociation, sender: int, receiver: int)
     mac = sa.mac(_CONVERSATION.pack(sender, receiver) + datagram[:covered_end])
     if spi != sa.spi or not hmac.compare_digest(mac, datagram[covered_end:]):
         raise SealError("authentication failed")
-    return datagram[:start], timestamp
+    return datagram[:start], (timestamp - OFFSET) & MASK
 
 
 DIGEST_SIZES = (16, 32)  # of the algorithms a seal may use

@@ -1,4 +1,8 @@
-"""Registration Request and Registration Reply (RFC 5944 sections 3.3 and 3.4)."""
+"""Registration Request and Registration Reply (RFC 5944 sections 3.3 and 3.4).
+
+The Identification is an NTP timestamp on the wire and counted from 2000 in the objects here
+(``wire/era.py``): ``parse`` and the encoders convert, so nothing past them sees the NTP era's wrap.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
+from homeagent.wire.era import MASK, OFFSET
 from homeagent.wire.errors import ParseError
 from homeagent.wire.extensions import HOME_AGENT_KNOWN, Extension, parse_extensions
 
@@ -66,8 +71,9 @@ REPLY_SIZE = _REPLY.size  # 20
 
 
 def reply_header(code: int, lifetime: int, home_address: int, home_agent: int, identification: int) -> bytes:
-    """The fixed 20 bytes of a Registration Reply (the hot path builds replies without an object)."""
-    return _REPLY.pack(_REPLY_TYPE, code, lifetime, home_address, home_agent, identification)
+    """The fixed 20 bytes of a Registration Reply (the hot path builds replies without an object).
+    ``identification`` counted from 2000, as everywhere inside (wire/era.py): sent as the NTP timestamp."""
+    return _REPLY.pack(_REPLY_TYPE, code, lifetime, home_address, home_agent, (identification + OFFSET) & MASK)
 
 
 class _WithExtensions:
@@ -92,7 +98,7 @@ class RegistrationRequest(NamedTuple):
     home_address: int
     home_agent: int
     care_of_address: int
-    identification: int
+    identification: int  # counted from 2000 (wire/era.py): the wire's NTP timestamp less era.OFFSET
     extensions: tuple[Extension, ...] = ()
     raw: bytes = b""  # as received: what authenticators cover
 
@@ -129,14 +135,14 @@ class RegistrationRequest(NamedTuple):
             msg_type, flags, lifetime, hoa, ha, coa, ident, ext_type, length = _USUAL_HEAD.unpack_from(data)
             if msg_type == _REQUEST_TYPE and ext_type == _MHAE and length == 20 and _MHAE in known:
                 mhae = _new(Extension, (_MHAE, data[REQUEST_SIZE + 2:], REQUEST_SIZE, 0))
-                return _new(cls, (flags, lifetime, hoa, ha, coa, ident, (mhae,), data))
+                return _new(cls, (flags, lifetime, hoa, ha, coa, (ident - OFFSET) & MASK, (mhae,), data))
         if len(data) < REQUEST_SIZE:
             raise ParseError("shorter than a Registration Request")
         msg_type, flags, lifetime, hoa, ha, coa, ident = _REQUEST.unpack_from(data)
         if msg_type != MessageType.REGISTRATION_REQUEST:
             raise ParseError(f"message type {msg_type} is not a Registration Request")
         extensions = parse_extensions(data, REQUEST_SIZE, known) if len(data) > REQUEST_SIZE else ()
-        return cls(flags, lifetime, hoa, ha, coa, ident, extensions, data)
+        return cls(flags, lifetime, hoa, ha, coa, (ident - OFFSET) & MASK, extensions, data)
 
     def header_bytes(self) -> bytes:
         return _REQUEST.pack(
@@ -146,7 +152,7 @@ class RegistrationRequest(NamedTuple):
             self.home_address,
             self.home_agent,
             self.care_of_address,
-            self.identification,
+            (self.identification + OFFSET) & MASK,
         )
 
     def to_bytes(self) -> bytes:
@@ -159,7 +165,7 @@ class RegistrationReply(_WithExtensions):
     lifetime: int
     home_address: int
     home_agent: int
-    identification: int
+    identification: int  # counted from 2000 (wire/era.py), as the request's
     extensions: tuple[Extension, ...] = ()
     raw: bytes = field(default=b"", repr=False, compare=False)
 
@@ -171,7 +177,7 @@ class RegistrationReply(_WithExtensions):
         if msg_type != MessageType.REGISTRATION_REPLY:
             raise ParseError(f"message type {msg_type} is not a Registration Reply")
         extensions = parse_extensions(data, REPLY_SIZE, known) if len(data) > REPLY_SIZE else ()
-        return cls(code, lifetime, hoa, ha, ident, extensions, bytes(data))
+        return cls(code, lifetime, hoa, ha, (ident - OFFSET) & MASK, extensions, bytes(data))
 
     def header_bytes(self) -> bytes:
         return reply_header(self.code, self.lifetime, self.home_address, self.home_agent, self.identification)
