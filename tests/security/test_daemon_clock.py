@@ -125,3 +125,19 @@ def test_a_node_registered_before_the_ntp_era_wraps_renews_after_it(tmp_path):
             assert control.request(sock, "bindings")[0]["care_of_address"] == "192.0.2.11"
         finally:
             mn.close()
+
+
+def test_a_clock_before_2000_is_refused_at_start_with_one_line(tmp_path):
+    """What this member stamps with a clock before 2000 would be taken for 2106 and later (wire/era.py)
+    and would order every later stamp below it: a host without a real-time clock must wait for NTP."""
+    offset = tmp_path / "faketime"
+    offset.write_text(f"{int(946_684_800 - 86400 - time.time())}\n")  # 1999-12-31
+    config = tmp_path / "homeagent.toml"
+    config.write_text(config_text(tmp_path / "state", free_udp_port()))
+    env = {**os.environ, "LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(offset),
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    out = subprocess.run([sys.executable, "-m", "homeagent", "run", "--config", str(config)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out
+    [line] = out.stderr.strip().splitlines()
+    assert "the system clock reads 1999-12-31" in line and "before 2000" in line, line

@@ -35,6 +35,7 @@ from homeagent.runtime.persistence import Persistence, open_store
 from homeagent.runtime.store import StoreError
 from homeagent.runtime.address import AddressError, AddressWatch, InterfaceAddress
 from homeagent.runtime.forwarding import Forwarding, ForwardingError
+from homeagent.wire.era import UNIX_ERA
 from homeagent.wire.registration import MessageType
 
 if TYPE_CHECKING:
@@ -109,6 +110,11 @@ class Daemon:
         notifier = notify.Notifier.from_environment()  # systemd (Type=notify): READY=1, WATCHDOG=1
         self._handle_signals()
         ha = self.config.home_agent
+        now = time.time()
+        if now < UNIX_ERA:  # a host without a real-time clock, before NTP set it
+            raise StartupError(f"the system clock reads {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} "
+                               "UTC, before 2000: what this member stamped would be taken for 2106 and later "
+                               "(wire/era.py); set the clock first (NTP), or start after time-sync.target")
         try:
             state_dir.prepare(ha.state_dir)
         except state_dir.StateDirError as exc:
